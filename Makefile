@@ -1,0 +1,67 @@
+# Makefile - the entry point on a fresh clone.  It installs missing
+# dependencies (contrib/deps.sh), runs autoreconf and configure into a build
+# directory on first use, then hands every target to the automake build.
+#
+#   make            build reactord and reactorctl (in build/)
+#   make run        build and start the embedded default (conf/reactor.conf):
+#                   reactord with a private redis-server on 127.0.0.1:50051
+#   make check      every test (unit + integration)
+#   make check SANITIZE=1   the same in an ASan+UBSan build (build-san/)
+#   make install [PREFIX=/usr/local] [DESTDIR=...]
+#
+# Automake's generated Makefile lives in the build directory, so this file
+# and the generated one never collide.
+
+PREFIX ?= /usr/local
+SANITIZE ?=
+ifeq ($(SANITIZE),1)
+BUILD ?= build-san
+CONFIGURE_FLAGS += --enable-sanitizers
+else
+BUILD ?= build
+endif
+CFLAGS ?= -O2 -g
+RUN_CONF ?= $(CURDIR)/conf/reactor.conf
+
+.PHONY: all check run install uninstall clean distclean deps bench
+
+all: $(BUILD)/Makefile
+	@$(MAKE) --no-print-directory -C $(BUILD)
+
+check: $(BUILD)/Makefile
+	@$(MAKE) --no-print-directory -C $(BUILD) check || \
+		{ cat $(BUILD)/test-suite.log 2>/dev/null | tail -n 200; exit 1; }
+
+run: all
+	cd $(BUILD) && exec ./reactord -c $(RUN_CONF)
+
+install: $(BUILD)/Makefile
+	@$(MAKE) --no-print-directory -C $(BUILD) install prefix=$(PREFIX) DESTDIR=$(DESTDIR)
+
+uninstall: $(BUILD)/Makefile
+	@$(MAKE) --no-print-directory -C $(BUILD) uninstall prefix=$(PREFIX) DESTDIR=$(DESTDIR)
+
+deps:
+	sh contrib/deps.sh
+
+# Dependencies first: a fresh Debian machine has none of them.
+.deps-ok: contrib/deps.sh
+	@sh contrib/deps.sh
+	@touch $@
+
+configure: configure.ac Makefile.am .deps-ok
+	autoreconf -fi
+
+$(BUILD)/Makefile: configure Makefile.am
+	@mkdir -p $(BUILD)
+	cd $(BUILD) && ../configure --prefix=$(PREFIX) CFLAGS="$(CFLAGS)" $(CONFIGURE_FLAGS)
+
+clean:
+	-@for d in build build-san; do [ -f $$d/Makefile ] && $(MAKE) -C $$d clean; done; true
+
+distclean:
+	rm -rf build build-san autom4te.cache build-aux configure config.h.in config.h.in~ \
+		aclocal.m4 Makefile.in .deps-ok
+
+bench: all
+	@echo "benchmarks: see contrib/bench/*.sh"

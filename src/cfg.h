@@ -1,0 +1,86 @@
+/*
+ * cfg.h - reactord's configuration: the parsed form of reactor.conf (YAML).
+ * cfg_load() builds a complete struct cfg or fails with a message naming
+ * file:line:column and the key; nothing is half-applied.  The key table in
+ * cfg.c is the single source of names, types, defaults, bounds and which
+ * keys SIGHUP may change.
+ */
+#ifndef REACTOR_CFG_H
+#define REACTOR_CFG_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+enum cfg_listen_kind { CFG_LISTEN_TCP, CFG_LISTEN_UNIX };
+
+struct cfg_listen {
+	enum cfg_listen_kind kind;
+	char *host; /* TCP: numeric IPv4/IPv6 or a host name, brackets stripped */
+	int port;   /* TCP: 0..65535, 0 = ephemeral */
+	char *path; /* UNIX: socket path */
+};
+
+struct cfg_instance {
+	char *name; /* REAPI instance name; "" is valid (Bazel's default) */
+};
+
+struct cfg {
+	char *file; /* path the config was read from (for messages) */
+
+	struct cfg_listen *listen; /* at least one */
+	int n_listen;
+	char *ready_file; /* NULL if unset */
+	char *state_dir;  /* relative paths resolve against the cwd */
+
+	/* log: */
+	int log_level;   /* enum log_level; reloadable */
+	bool log_json;   /* reloadable */
+	bool access_log; /* reloadable */
+
+	/* redis: */
+	bool redis_embedded;      /* default true */
+	char *redis_server;       /* embedded: redis-server binary, default "redis-server" */
+	char *redis_address;      /* external: "host:port" or "/path/to.sock"; NULL when embedded */
+	char *redis_password;     /* NULL if none */
+	int redis_db;             /* 0..15 */
+	int64_t redis_connect_timeout_us; /* default 2s */
+	int64_t redis_reconnect_max_us;   /* backoff cap, default 5s */
+
+	/* http2: */
+	uint32_t h2_max_concurrent_streams; /* default 1000; reloadable (new conns) */
+	uint32_t h2_max_header_list_size;   /* default 16KiB */
+	uint32_t h2_conn_window;            /* default 16MiB */
+	uint32_t h2_stream_window;          /* default 4MiB */
+	int64_t h2_idle_timeout_us;         /* default 5m; 0 = never */
+	int64_t h2_max_output_buffer;       /* default 4MiB, backpressure limit */
+
+	/* grpc: */
+	int64_t grpc_max_recv_message_size; /* default 16MiB; reloadable */
+	int64_t grpc_max_send_message_size; /* default 16MiB */
+	int64_t grpc_max_call_duration_us;  /* default 1h; cap when client sets no deadline; reloadable */
+
+	int64_t shutdown_grace_us; /* default 10s; reloadable */
+
+	struct cfg_instance *instances; /* at least one; default one named "" */
+	int n_instances;
+};
+
+/* Parse and validate FILE.  On success returns 0 and *out (free with
+ * cfg_free).  On failure returns -1 and *err holds a malloc'd message of the
+ * form "FILE:LINE:COL: KEY: what is wrong" (caller frees). */
+int cfg_load(const char *file, struct cfg **out, char **err);
+
+/* Same, from a string; `name` is used as the file name in messages. */
+int cfg_load_string(const char *name, const char *text, struct cfg **out, char **err);
+
+void cfg_free(struct cfg *c);
+
+/* Find an instance by name; NULL when it is not configured. */
+const struct cfg_instance *cfg_instance_find(const struct cfg *c, const char *name);
+
+/* Describe which non-reloadable keys differ between a and b, as a malloc'd
+ * comma-separated list of key paths, or NULL when only reloadable keys (or
+ * nothing) changed. */
+char *cfg_diff_static(const struct cfg *a, const struct cfg *b);
+
+#endif

@@ -1,0 +1,100 @@
+/*
+ * dispatch.c - the RPC dispatch table.  One static array, sorted by method
+ * path (strcmp order, checked at start-up and in the unit tests), searched
+ * with bsearch.  Entries without a handler are methods of the protocols we
+ * serve whose issue has not landed yet: the call layer answers them
+ * UNIMPLEMENTED, naming the method.
+ */
+#include "dispatch.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "grpc/health/v1/health.pb-c.h"
+#include "svc.h"
+
+static const struct rpc_method table[] = {
+	{"/build.bazel.remote.execution.v2.ActionCache/GetActionResult", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/build.bazel.remote.execution.v2.ActionCache/UpdateActionResult", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/build.bazel.remote.execution.v2.Capabilities/GetCapabilities", RPC_UNARY, &build__bazel__remote__execution__v2__get_capabilities_request__descriptor,
+	 &build__bazel__remote__execution__v2__server_capabilities__descriptor, svc_capabilities_get, NULL, NULL, NULL},
+	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/GetTree", RPC_SERVER_STREAM, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/SpliceBlob", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/SplitBlob", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/build.bazel.remote.execution.v2.Execution/Execute", RPC_SERVER_STREAM, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/build.bazel.remote.execution.v2.Execution/WaitExecution", RPC_SERVER_STREAM, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/google.bytestream.ByteStream/QueryWriteStatus", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/google.bytestream.ByteStream/Read", RPC_SERVER_STREAM, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/google.bytestream.ByteStream/Write", RPC_CLIENT_STREAM, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/google.devtools.remoteworkers.v1test2.Bots/CreateBotSession", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/google.devtools.remoteworkers.v1test2.Bots/PostBotEventTemp", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/google.devtools.remoteworkers.v1test2.Bots/UpdateBotSession", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/google.longrunning.Operations/CancelOperation", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/google.longrunning.Operations/DeleteOperation", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/google.longrunning.Operations/GetOperation", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/google.longrunning.Operations/ListOperations", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/google.longrunning.Operations/WaitOperation", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/grpc.health.v1.Health/Check", RPC_UNARY, &grpc__health__v1__health_check_request__descriptor,
+	 &grpc__health__v1__health_check_response__descriptor, svc_health_check, NULL, NULL, NULL},
+	{"/grpc.health.v1.Health/List", RPC_UNARY, &grpc__health__v1__health_list_request__descriptor,
+	 &grpc__health__v1__health_list_response__descriptor, svc_health_list, NULL, NULL, NULL},
+	{"/grpc.health.v1.Health/Watch", RPC_SERVER_STREAM, &grpc__health__v1__health_check_request__descriptor,
+	 &grpc__health__v1__health_check_response__descriptor, svc_health_watch, NULL, svc_health_watch_cancel, NULL},
+	{"/reactor.buckets.v1.Buckets/Cancel", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/CancelBatch", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Fail", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Get", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Heartbeat", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/HeartbeatBatch", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Lease", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Peek", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Put", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/PutBatch", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Reset", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Retry", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Search", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Start", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Succeed", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/WatchBuilds", RPC_SERVER_STREAM, NULL, NULL, NULL, NULL, NULL, NULL},
+};
+
+static int cmp(const void *key, const void *elem)
+{
+	return strcmp(key, ((const struct rpc_method *)elem)->path);
+}
+
+const struct rpc_method *dispatch_find(const char *path)
+{
+	return bsearch(path, table, ARRAY_LEN(table), sizeof(table[0]), cmp);
+}
+
+int dispatch_check(void)
+{
+	for (size_t i = 1; i < ARRAY_LEN(table); i++)
+		if (strcmp(table[i - 1].path, table[i].path) >= 0)
+			return -1;
+	return 0;
+}
+
+const char *const *dispatch_services(size_t *n)
+{
+	static const char *names[ARRAY_LEN(table)];
+	static size_t count;
+	if (!count) {
+		for (size_t i = 0; i < ARRAY_LEN(table); i++) {
+			const char *p = table[i].path + 1;
+			const char *slash = strchr(p, '/');
+			size_t len = (size_t)(slash - p);
+			if (count && strlen(names[count - 1]) == len &&
+			    strncmp(names[count - 1], p, len) == 0)
+				continue;
+			names[count++] = xstrndup(p, len);
+		}
+	}
+	*n = count;
+	return names;
+}

@@ -1,0 +1,129 @@
+/*
+ * h2.h - the HTTP/2 transport: one nghttp2 session per connection on a
+ * libevent bufferevent, for both ends (server sessions accepted by a
+ * listener, client sessions used by our gRPC client).  This layer knows
+ * streams, header blocks, DATA and flow control; it knows nothing about gRPC
+ * or services.  The layer above attaches an ops table to each stream.
+ *
+ * Ownership: a connection owns its streams; a stream is freed right after
+ * its on_close callback returns.  Connections are freed asynchronously
+ * (after the current loop pass) so a callback never sees its caller vanish.
+ */
+#ifndef REACTOR_H2_H
+#define REACTOR_H2_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+struct bufferevent;
+struct evbuffer;
+struct event_base;
+struct h2_conn;
+struct h2_stream;
+
+struct h2_hdr {
+	char *name;
+	char *value;
+	size_t namelen, valuelen;
+};
+
+/* Per-stream callbacks of the layer above.  All optional but on_close. */
+struct h2_stream_ops {
+	/* A header block is complete.  `trailers` is true for a block that
+	 * follows DATA or the first block (client side: a response).  The
+	 * headers are readable with h2_stream_header()/h2_stream_headers(). */
+	void (*on_headers)(struct h2_stream *s, bool trailers);
+	void (*on_data)(struct h2_stream *s, const uint8_t *data, size_t len);
+	/* The peer half-closed its side (END_STREAM). */
+	void (*on_end)(struct h2_stream *s);
+	/* The stream's output buffer drained below the low-water mark. */
+	void (*on_writable)(struct h2_stream *s);
+	/* The stream is gone (complete, reset by either side, or the
+	 * connection died); `error` is the HTTP/2 error code, 0 when clean.
+	 * The stream is freed when this returns. */
+	void (*on_close)(struct h2_stream *s, uint32_t error);
+};
+
+struct h2_settings {
+	uint32_t max_concurrent_streams;
+	uint32_t max_header_list_size;
+	uint32_t conn_window;
+	uint32_t stream_window;
+	int64_t idle_timeout_us;   /* 0 = never */
+	size_t max_output_buffer;  /* stop reading above this much unsent output */
+};
+
+/* Server side: called when a peer opens a stream (before its headers are
+ * parsed).  The callee must set ops with h2_stream_set_ops. */
+typedef void (*h2_accept_stream_fn)(struct h2_stream *s, void *arg);
+/* Called once when a connection is about to be freed. */
+typedef void (*h2_conn_closed_fn)(struct h2_conn *c, void *arg);
+
+/* Wrap an accepted socket's bufferevent (ownership passes to the conn).
+ * `peer` is a printable address, copied. */
+struct h2_conn *h2_conn_server(struct bufferevent *bev, const struct h2_settings *st,
+			       const char *peer, h2_accept_stream_fn on_stream,
+			       h2_conn_closed_fn on_closed, void *arg);
+
+/* Wrap a connecting/connected client bufferevent (ownership passes). */
+struct h2_conn *h2_conn_client(struct bufferevent *bev, const struct h2_settings *st,
+			       const char *peer, h2_conn_closed_fn on_closed, void *arg);
+
+/* Open a client stream with request headers.  With end_stream the request
+ * has no body.  Returns NULL when the connection can't take a stream. */
+struct h2_stream *h2_stream_open(struct h2_conn *c, const struct h2_hdr *hdrs, size_t n,
+				 const struct h2_stream_ops *ops, void *user);
+
+/* Graceful close: GOAWAY (last processed stream), finish open streams,
+ * then close.  Idempotent. */
+void h2_conn_goaway(struct h2_conn *c);
+/* Close now (streams see on_close with an error).  Idempotent. */
+void h2_conn_close(struct h2_conn *c, const char *reason);
+size_t h2_conn_nstreams(const struct h2_conn *c);
+uint64_t h2_conn_id(const struct h2_conn *c);
+const char *h2_conn_peer(const struct h2_conn *c);
+bool h2_conn_alive(const struct h2_conn *c);
+void *h2_conn_arg(const struct h2_conn *c);
+/* Drive pending output (call after submitting from outside callbacks). */
+void h2_conn_flush(struct h2_conn *c);
+
+void h2_stream_set_ops(struct h2_stream *s, const struct h2_stream_ops *ops, void *user);
+void *h2_stream_user(const struct h2_stream *s);
+int32_t h2_stream_id(const struct h2_stream *s);
+struct h2_conn *h2_stream_conn(const struct h2_stream *s);
+/* Value of header `name` (lowercase) in the latest block, NULL if absent. */
+const char *h2_stream_header(const struct h2_stream *s, const char *name);
+const struct h2_hdr *h2_stream_headers(const struct h2_stream *s, size_t *n);
+/* True when the latest header block exceeded max_header_list_size (its
+ * fields were dropped). */
+bool h2_stream_headers_overflow(const struct h2_stream *s);
+
+/* Server: send response headers (once).  With end_stream this is a
+ * headers-only response (gRPC Trailers-Only). */
+int h2_stream_respond(struct h2_stream *s, const struct h2_hdr *hdrs, size_t n, bool end_stream);
+/* Queue body bytes (copied) / move an evbuffer's contents (drained). */
+int h2_stream_write(struct h2_stream *s, const void *data, size_t len);
+int h2_stream_write_buffer(struct h2_stream *s, struct evbuffer *buf);
+/* Queue a malloc'd buffer without copying; h2 frees it once sent. */
+int h2_stream_write_owned(struct h2_stream *s, void *data, size_t len);
+/* Bytes queued but not yet handed to nghttp2. */
+size_t h2_stream_pending(const struct h2_stream *s);
+/* End our side: trailers (server) after the queued data, or END_STREAM
+ * with no trailers when n == 0 (client request body end). */
+int h2_stream_end(struct h2_stream *s, const struct h2_hdr *trailers, size_t n);
+/* Reset with an HTTP/2 error code (e.g. NGHTTP2_CANCEL). */
+void h2_stream_reset(struct h2_stream *s, uint32_t error);
+
+/* Low-water mark below which on_writable fires. */
+#define H2_STREAM_LOWAT (256 * 1024)
+
+/* Helper to build a header entry from C strings (no copy). */
+static inline struct h2_hdr h2_hdr_make(const char *name, const char *value)
+{
+	struct h2_hdr h = {(char *)name, (char *)value, __builtin_strlen(name),
+			   __builtin_strlen(value)};
+	return h;
+}
+
+#endif

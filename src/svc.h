@@ -1,0 +1,32 @@
+/*
+ * svc.h - the method handlers each svc_*.c file exposes to the dispatch
+ * table, and the hooks the daemon calls on them.
+ */
+#ifndef REACTOR_SVC_H
+#define REACTOR_SVC_H
+
+#include <stdbool.h>
+
+#include "call.h"
+
+struct cfg;
+
+/* grpc.health.v1.Health */
+void svc_health_check(struct call *c, const ProtobufCMessage *msg);
+void svc_health_list(struct call *c, const ProtobufCMessage *msg);
+void svc_health_watch(struct call *c, const ProtobufCMessage *msg);
+void svc_health_watch_cancel(struct call *c);
+/* Server-wide serving state (false while Redis is down or draining). */
+void svc_health_set_serving(bool serving);
+/* Drop all watchers (shutdown). */
+void svc_health_shutdown(void);
+
+/* build.bazel.remote.execution.v2.Capabilities */
+void svc_capabilities_get(struct call *c, const ProtobufCMessage *msg);
+
+/* Config in force for the services (swapped on reload). */
+void svc_set_config(const struct cfg *cfg);
+const struct cfg *svc_config(void);
+
+
+#endif

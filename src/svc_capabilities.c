@@ -1,0 +1,64 @@
+/*
+ * svc_capabilities.c - build.bazel.remote.execution.v2.Capabilities.
+ * Advertises only what this server really does: SHA-256, the v2 API range
+ * we implement, the batch limit that fits under max-recv-message-size, and
+ * no compressors beyond identity.  Execution is not advertised until the
+ * scheduler exists.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "build/bazel/semver/semver.pb-c.h"
+#include "cfg.h"
+#include "svc.h"
+
+#define REV2(x) BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
+
+/* Room for the request envelope around the blobs of a batch. */
+#define BATCH_OVERHEAD (64 * 1024)
+
+void svc_capabilities_get(struct call *c, const ProtobufCMessage *msg)
+{
+	const Build__Bazel__Remote__Execution__V2__GetCapabilitiesRequest *req = (const void *)msg;
+	const struct cfg *cfg = svc_config();
+	if (!cfg_instance_find(cfg, req->instance_name)) {
+		call_finish(c, GRPC_INVALID_ARGUMENT,
+			    "unknown instance name \"%s\": not in this server's instances list",
+			    req->instance_name);
+		return;
+	}
+	Build__Bazel__Remote__Execution__V2__DigestFunction__Value digests[] = {
+		REV2(DIGEST_FUNCTION__VALUE__SHA256)};
+	Build__Bazel__Remote__Execution__V2__ActionCacheUpdateCapabilities acu =
+		REV2(ACTION_CACHE_UPDATE_CAPABILITIES__INIT);
+	acu.update_enabled = false;
+	Build__Bazel__Remote__Execution__V2__CacheCapabilities cache = REV2(CACHE_CAPABILITIES__INIT);
+	cache.n_digest_functions = 1;
+	cache.digest_functions = digests;
+	cache.action_cache_update_capabilities = &acu;
+	cache.max_batch_total_size_bytes = cfg->grpc_max_recv_message_size - BATCH_OVERHEAD;
+	cache.symlink_absolute_path_strategy = REV2(SYMLINK_ABSOLUTE_PATH_STRATEGY__VALUE__DISALLOWED);
+
+	Build__Bazel__Remote__Execution__V2__ExecutionCapabilities exec =
+		REV2(EXECUTION_CAPABILITIES__INIT);
+	exec.digest_function = REV2(DIGEST_FUNCTION__VALUE__SHA256);
+	exec.exec_enabled = false;
+	exec.n_digest_functions = 1;
+	exec.digest_functions = digests;
+
+	Build__Bazel__Semver__SemVer low = BUILD__BAZEL__SEMVER__SEM_VER__INIT;
+	Build__Bazel__Semver__SemVer high = BUILD__BAZEL__SEMVER__SEM_VER__INIT;
+	Build__Bazel__Semver__SemVer dep = BUILD__BAZEL__SEMVER__SEM_VER__INIT;
+	low.major = high.major = dep.major = 2;
+	high.minor = 3;
+
+	Build__Bazel__Remote__Execution__V2__ServerCapabilities caps =
+		REV2(SERVER_CAPABILITIES__INIT);
+	caps.cache_capabilities = &cache;
+	caps.execution_capabilities = &exec;
+	caps.low_api_version = &low;
+	caps.high_api_version = &high;
+	caps.deprecated_api_version = &dep;
+	call_reply(c, &caps.base);
+}

@@ -1,0 +1,53 @@
+/*
+ * util.h - allocation helpers that abort on out-of-memory, time helpers,
+ * base64 and small string utilities shared by every reactord module.
+ * Nothing here touches the event loop.
+ */
+#ifndef REACTOR_UTIL_H
+#define REACTOR_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define WARN_UNUSED __attribute__((warn_unused_result))
+#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+
+/* Allocation: never return NULL; abort with a message on out-of-memory.
+ * Free with free(). */
+void *xmalloc(size_t n);
+void *xcalloc(size_t n, size_t m);
+void *xrealloc(void *p, size_t n);
+char *xstrdup(const char *s);
+char *xstrndup(const char *s, size_t n);
+char *xasprintf(const char *fmt, ...) PRINTF_LIKE(1, 2);
+
+/* Wall-clock time in microseconds / monotonic time in microseconds. */
+int64_t now_us(void);
+int64_t mono_us(void);
+
+/* Base64 (standard alphabet).  b64_encode writes no padding when pad is
+ * false; returns a NUL-terminated string owned by the caller.  b64_decode
+ * accepts input with or without '=' padding; returns a malloc'd buffer and
+ * its length in *outlen, or NULL if the input is not valid base64. */
+char *b64_encode(const uint8_t *in, size_t len, bool pad);
+uint8_t *b64_decode(const char *in, size_t len, size_t *outlen);
+
+/* Parse a duration like "10s", "1m", "250ms", "2h", "1d", "500us" or a bare
+ * number of seconds into microseconds.  Returns 0 on success, -1 on a bad
+ * string. */
+int parse_duration_us(const char *s, int64_t *out) WARN_UNUSED;
+
+/* Parse a size like "4MiB", "512KiB", "1GiB", "16MB", "100" (bytes) into
+ * bytes.  Returns 0 on success, -1 on a bad string. */
+int parse_size(const char *s, int64_t *out) WARN_UNUSED;
+
+/* Format a duration in microseconds as a short human string ("1.5s").
+ * Writes into buf (at least 32 bytes) and returns it. */
+const char *fmt_duration(int64_t us, char *buf, size_t len);
+
+/* True when s ends with suffix. */
+bool str_endswith(const char *s, const char *suffix);
+
+#endif
