@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# unary.sh - unary gRPC throughput and latency of reactord against the
+# HTTP/2-on-loopback ceiling of this machine, measured in the same run.
+#
+# h2load drives Capabilities.GetCapabilities (a prepared gRPC request body)
+# at a few concurrency levels; then nghttpd serves a small static file with
+# the same h2load settings.  reactord and nghttpd are pinned to CPU 0 and
+# h2load to CPU 1, so "one core" means one core.  Prints req/s, p50/p99 and
+# the ratio, then reactord's RSS idle and with 1,000 idle streams open.
+#
+# usage: contrib/bench/unary.sh [BUILD_DIR]   (default: build)
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+build=${1:-$top/build}
+REQS=${REQS:-200000}
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+cat > "$tmp/r.conf" <<CONF
+listen: [127.0.0.1:0]
+ready-file: $tmp/ready
+state-dir: $tmp/state
+log: {level: warn}
+http2: {max-concurrent-streams: 2000}
+CONF
+taskset -c 0 "$build/reactord" -c "$tmp/r.conf" 2>"$tmp/reactord.log" &
+rpid=$!; pids+=("$rpid")
+for _ in $(seq 200); do [ -s "$tmp/ready" ] && break; sleep 0.05; done
+addr=$(head -1 "$tmp/ready")
+
+# GetCapabilities{instance_name: ""}: a zero-length message.
+printf '\0\0\0\0\0' > "$tmp/req.bin"
+printf 'x%.0s' $(seq 100) > "$tmp/small.txt"
+port=$((20000 + RANDOM % 20000))
+taskset -c 0 nghttpd --no-tls -d "$tmp" "$port" >/dev/null 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
+
+run() { # name url extra-args...
+	local name=$1 url=$2; shift 2
+	taskset -c 1 h2load -n "$REQS" "$@" "$url" 2>&1 |
+		awk -v name="$name" '
+			/finished in/ { for (i = 1; i <= NF; i++) if ($i ~ /req\/s/) rps = $(i-1) }
+			/^requests:/ { ok = $8 }
+			/^time for request:/ { mean = $6; sd = $7 }
+			END { printf "%s %s %s %s\n", name, rps, mean, ok }'
+}
+pct() { # p50/p99 from a per-request log
+	sort -n "$1" | awk '{a[NR]=$1} END {printf "%.3f %.3f", a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000}'
+}
+
+rss() { awk '/VmRSS/ {print $2}' "/proc/$rpid/status"; }
+idle=$(rss)
+# 1,000 idle streams: Health.Watch calls that stay open, on one connection.
+/usr/bin/python3 - "$addr" "$build/gen-py" "$tmp/watch.ready" <<'PY' &
+import sys, time, grpc
+# HealthCheckRequest{service: ""} is the empty message; replies stay raw.
+ch = grpc.insecure_channel(sys.argv[1])
+w = ch.unary_stream("/grpc.health.v1.Health/Watch")
+calls = [w(b"") for _ in range(1000)]
+for c in calls:
+    next(c)
+open(sys.argv[3], "w").write("ok")
+time.sleep(60)
+PY
+ppid=$!; pids+=("$ppid")
+for _ in $(seq 600); do [ -s "$tmp/watch.ready" ] && break; sleep 0.05; done
+busy=$(rss)
+echo "rss_idle_kib=$idle rss_1000_watch_streams_kib=$busy per_stream_bytes=$(( (busy - idle) * 1024 / 1000 ))"
+kill "$ppid" 2>/dev/null; wait "$ppid" 2>/dev/null || true
+
+echo "concurrency  reactord_req/s  nghttpd_req/s  ratio  reactord_p50/p99_ms  nghttpd_p50/p99_ms"
+for c in 1 8 64; do
+	m=$(( c > 8 ? 8 : c )); conns=$(( (c + m - 1) / m ))
+	taskset -c 1 h2load -n "$REQS" -c "$conns" -m "$m" -d "$tmp/req.bin" \
+		-H 'content-type: application/grpc' -H 'te: trailers' --log-file="$tmp/r.log" \
+		"http://$addr/build.bazel.remote.execution.v2.Capabilities/GetCapabilities" > "$tmp/r.out" 2>&1
+	taskset -c 1 h2load -n "$REQS" -c "$conns" -m "$m" --log-file="$tmp/n.log" \
+		"http://127.0.0.1:$port/small.txt" > "$tmp/n.out" 2>&1
+	r=$(awk '/finished in/ {for(i=1;i<=NF;i++) if($i ~ /req\/s/) print $(i-1)}' "$tmp/r.out" | tr -d ',')
+	n=$(awk '/finished in/ {for(i=1;i<=NF;i++) if($i ~ /req\/s/) print $(i-1)}' "$tmp/n.out" | tr -d ',')
+	rok=$(awk '/^status codes:/ {print $3}' "$tmp/r.out")
+	rp=$(awk '{print $3}' "$tmp/r.log" > "$tmp/r.lat"; pct "$tmp/r.lat")
+	np=$(awk '{print $3}' "$tmp/n.log" > "$tmp/n.lat"; pct "$tmp/n.lat")
+	printf "%-11s  %-14s  %-13s  %-5s  %-19s  %s   (2xx: %s)\n" "$c" "$r" "$n" \
+		"$(awk -v a="$r" -v b="$n" 'BEGIN{printf "%.2f", a/b}')" "$rp" "$np" "$rok"
+	rm -f "$tmp/r.log" "$tmp/n.log"
+done
+
