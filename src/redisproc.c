@@ -499,20 +499,28 @@ static int wait_ready(pid_t pid, char **err)
 	}
 }
 
-/* SHUTDOWN our child, escalate to SIGKILL, and always reap it. */
+/* SHUTDOWN our child (SIGTERM if that cannot be sent or after half the
+ * wait), SIGKILL after 10 s, and always reap it. */
 static void stop_child(pid_t pid)
 {
 	char sbuf[128];
 	int st = 0;
-	if (send_shutdown() < 0)
+	bool termed = send_shutdown() < 0;
+	if (termed)
 		kill(pid, SIGTERM);
-	int64_t deadline = mono_us() + STOP_TIMEOUT_US;
+	int64_t start = mono_us();
 	pid_t r;
-	while ((r = waitpid(pid, &st, WNOHANG)) == 0 && mono_us() < deadline)
+	while ((r = waitpid(pid, &st, WNOHANG)) == 0 && mono_us() - start < STOP_TIMEOUT_US) {
+		if (!termed && mono_us() - start > STOP_TIMEOUT_US / 2) {
+			LOGW(MOD, "redis-server pid %d still running 5 s after SHUTDOWN; "
+			     "sending SIGTERM", (int)pid);
+			kill(pid, SIGTERM);
+			termed = true;
+		}
 		sleep_us(POLL_US);
+	}
 	if (r == 0) {
-		LOGW(MOD, "redis-server pid %d did not exit 10 s after SHUTDOWN; killing it",
-		     (int)pid);
+		LOGW(MOD, "redis-server pid %d did not exit within 10 s; killing it", (int)pid);
 		kill(pid, SIGKILL);
 		while ((r = waitpid(pid, &st, 0)) < 0 && errno == EINTR)
 			;

@@ -174,8 +174,9 @@ static void drop_ctx(struct conn *c)
 }
 
 /* The current attempt failed or the connection was lost; the context is
- * already gone or forgotten.  Schedule the next attempt. */
-static void conn_failed(struct conn *c, const char *why)
+ * already gone or forgotten.  Schedule the next attempt.  `loud` marks
+ * failures that retrying will not fix (bad password, broken script). */
+static void conn_failed(struct conn *c, const char *why, bool loud)
 {
 	char dbuf[32];
 	bool was_up = c->state == CS_UP;
@@ -187,8 +188,9 @@ static void conn_failed(struct conn *c, const char *why)
 		LOGW(MOD, "%s connection to %s lost: %s; reconnecting in %s", c->name,
 		     st.addr, why, dbuf);
 	else if (c->failures == 1)
-		LOGW(MOD, "cannot connect %s connection to %s: %s; retrying in %s",
-		     c->name, st.addr, why, dbuf);
+		log_msg(loud ? LOG_ERROR : LOG_WARN, MOD,
+			"cannot connect %s connection to %s: %s; retrying in %s", c->name,
+			st.addr, why, dbuf);
 	else
 		LOGD(MOD, "cannot connect %s connection to %s: %s (attempt %u); "
 		     "retrying in %s", c->name, st.addr, why, c->failures, dbuf);
@@ -200,12 +202,12 @@ static void conn_failed(struct conn *c, const char *why)
 }
 
 /* Give up on the current attempt from a reply callback or the loop. */
-static void conn_abandon(struct conn *c, const char *why)
+static void conn_abandon(struct conn *c, const char *why, bool loud)
 {
 	char buf[sizeof c->why];
 	snprintf(buf, sizeof buf, "%s", why);
 	drop_ctx(c);
-	conn_failed(c, buf);
+	conn_failed(c, buf, loud);
 }
 
 static void sub_reply(redisAsyncContext *ac, void *r, void *priv);
@@ -246,7 +248,7 @@ static void conn_up(struct conn *c)
 			if (sub_dup(i))
 				continue;
 			if (issue_subscribe(c, &st.subs[i]) < 0) {
-				conn_abandon(c, "cannot queue SUBSCRIBE");
+				conn_abandon(c, "cannot queue SUBSCRIBE", false);
 				return;
 			}
 		}
@@ -266,21 +268,19 @@ static void hs_reply(redisAsyncContext *ac, void *r, void *priv)
 	char why[sizeof c->why];
 	const char *cmd = what == HS_AUTH ? "AUTH (check redis.password)"
 			  : what == HS_SELECT ? "SELECT" : what == HS_PING ? "PING" : "SCRIPT LOAD";
+	const char *name = what >= 0 ? scripts[what].name : "";
 	if (reply->type == REDIS_REPLY_ERROR) {
-		snprintf(why, sizeof why, "%s %s failed: %s", cmd,
-			 what >= 0 ? scripts[what].name : "", reply->str);
+		snprintf(why, sizeof why, "%s%s%s failed: %s", cmd, *name ? " " : "", name,
+			 reply->str);
 		/* LOADING is routine after a restart; the rest is a config or
-		 * script bug that retrying will not fix, so say so loudly. */
-		if (strncmp(reply->str, "LOADING", 7) != 0)
-			LOGE(MOD, "%s connection to %s: %s", c->name, st.addr, why);
-		conn_abandon(c, why);
+		 * script bug that retrying will not fix. */
+		conn_abandon(c, why, strncmp(reply->str, "LOADING", 7) != 0);
 		return;
 	}
 	if (what >= 0) {
 		if (reply->type != REDIS_REPLY_STRING || reply->len != 40) {
-			snprintf(why, sizeof why, "%s %s: unexpected reply", cmd,
-				 scripts[what].name);
-			conn_abandon(c, why);
+			snprintf(why, sizeof why, "%s %s: unexpected reply", cmd, name);
+			conn_abandon(c, why, true);
 			return;
 		}
 		memcpy(scripts[what].sha, reply->str, 40);
@@ -334,7 +334,7 @@ static void on_connect(const redisAsyncContext *cac, int status)
 		snprintf(why, sizeof why, "%s", ac->errstr ? ac->errstr : "connect failed");
 		ac->data = NULL;
 		c->ac = NULL;
-		conn_failed(c, why);
+		conn_failed(c, why, false);
 		return;
 	}
 	set_state(c, CS_HANDSHAKE);
@@ -357,7 +357,7 @@ static void on_disconnect(const redisAsyncContext *cac, int status)
 		 ac->err && ac->errstr ? ac->errstr : "closed by the server");
 	ac->data = NULL;
 	c->ac = NULL;
-	conn_failed(c, why);
+	conn_failed(c, why, false);
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -378,7 +378,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 			snprintf(why, sizeof why, "%s timed out after %s",
 				 c->state == CS_CONNECTING ? "connect" : "handshake",
 				 fmt_duration(st.connect_timeout_us, dbuf, sizeof dbuf));
-		conn_abandon(c, why);
+		conn_abandon(c, why, false);
 		break;
 	}
 	default:
@@ -397,13 +397,13 @@ static void conn_start(struct conn *c)
 		snprintf(why, sizeof why, "%s", ac ? ac->errstr : "out of memory");
 		if (ac)
 			redisAsyncFree(ac);
-		conn_failed(c, why);
+		conn_failed(c, why, false);
 		return;
 	}
 	ac->data = c;
 	c->ac = ac;
 	if (redisLibeventAttach(ac, st.base) != REDIS_OK) {
-		conn_abandon(c, "cannot attach to the event loop");
+		conn_abandon(c, "cannot attach to the event loop", true);
 		return;
 	}
 	redisAsyncSetConnectCallback(ac, on_connect);

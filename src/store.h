@@ -59,8 +59,11 @@ int store_command(store_cb cb, void *arg, const char *fmt, ...) WARN_UNUSED;
 int store_commandargv(store_cb cb, void *arg, int argc, const char **argv,
 		      const size_t *argvlen) WARN_UNUSED;
 
-/* Scripts: register before store_start (returns a small id); run with
- * store_evalsha.  NOSCRIPT is handled by reloading and retrying once. */
+/* Scripts: register before store_start (returns a small id, -1 after
+ * start); run with store_evalsha.  `args` holds the nkeys key names
+ * followed by nargs arguments (nkeys + nargs entries); lens may be NULL for
+ * NUL-terminated strings.  NOSCRIPT is handled by reloading and retrying
+ * once, so the caller sees exactly one reply. */
 int store_script_register(const char *name, const char *lua);
 int store_evalsha(int script, store_cb cb, void *arg, int nkeys, int nargs,
 		  const char **args, const size_t *lens) WARN_UNUSED;
