@@ -234,6 +234,22 @@ int call_send(struct call *c, const ProtobufCMessage *msg)
 	return h2_stream_write_owned(c->stream, buf, n + 5);
 }
 
+int call_send_owned(struct call *c, uint8_t *buf, size_t len)
+{
+	if (c->state != CALL_ACTIVE || !c->stream || len > lim.max_send || len > UINT32_MAX) {
+		free(buf);
+		if (c->state == CALL_ACTIVE && c->stream)
+			call_finish(c, GRPC_RESOURCE_EXHAUSTED,
+				    "response message of %zu bytes exceeds max-send-message-size %zu",
+				    len, lim.max_send);
+		return -1;
+	}
+	send_headers(c);
+	grpc_prefix(buf, false, (uint32_t)len);
+	c->bytes_out += len + 5;
+	return h2_stream_write_owned(c->stream, buf, len + 5);
+}
+
 static void vfinish(struct call *c, int code, const struct grpc_any *details, size_t nd,
 		    const char *extra_hdr, const char *fmt, va_list ap)
 {

@@ -66,6 +66,10 @@ void call_accept(struct h2_stream *s, void *arg);
 
 /* Queue one response message.  Returns 0, or -1 when the call is done. */
 int call_send(struct call *c, const ProtobufCMessage *msg);
+/* Queue one already-serialized message without copying: buf holds 5 free
+ * bytes (for the gRPC prefix) followed by len bytes of message; the call
+ * layer takes ownership of buf (malloc'd).  Returns 0 or -1. */
+int call_send_owned(struct call *c, uint8_t *buf, size_t len);
 /* Finish with a status; fmt may be NULL for no message. */
 void call_finish(struct call *c, int code, const char *fmt, ...) PRINTF_LIKE(3, 4);
 /* Finish with google.rpc.Status details in grpc-status-details-bin. */

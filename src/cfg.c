@@ -496,9 +496,64 @@ static void listen_free(void *elem)
 	free(l->path);
 }
 
+/* Index is enum cfg_storage. */
+static const char *const storage_names[] = {"disk", "memory", NULL};
+
+/* A list of non-empty strings (platform property names). */
+static int strlist_parse(struct ctx *x, const struct node *n, const char *path, void *elem)
+{
+	if (n->kind != N_SCALAR || is_null(n) || !n->str[0])
+		return fail(x, n, path, "expected a non-empty string");
+	*(char **)elem = xstrdup(n->str);
+	return 0;
+}
+
+static void strlist_default(void *elem, const char *def)
+{
+	*(char **)elem = xstrdup(def);
+}
+
+static bool strlist_equal(const void *a, const void *b)
+{
+	return !strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void strlist_free(void *elem)
+{
+	free(*(char **)elem);
+}
+
+static const struct list_ops strlist_ops = {
+	sizeof(char *), strlist_parse, strlist_default, NULL, strlist_equal, strlist_free,
+};
+
+#define FI(field) .off = offsetof(struct cfg_instance, field), \
+		  .size = sizeof(((struct cfg_instance *)0)->field)
 static const struct key inst_keys[] = {
-	{"name", K_STRING, .off = offsetof(struct cfg_instance, name),
-	 .size = sizeof(char *), .def_str = "", .check = check_instance_name},
+	{"name", K_STRING, FI(name), .def_str = "", .check = check_instance_name},
+	{"storage", K_ENUM, FI(storage), .def = CFG_STORAGE_DISK, .names = storage_names},
+	/* 0 = unbounded (disk) / 1 GiB (memory, see cfg_instance_storage_max). */
+	{"storage-max-size", K_SIZE, FI(storage_max_size), .def = 0, .min = 0,
+	 .max = 1LL << 50},
+	{"allow-updates", K_BOOL, FI(allow_updates), .def = true, .reload = true},
+	{"max-batch-size", K_SIZE, FI(max_batch_size), .def = 4 * MIB, .min = KIB,
+	 .max = GIB},
+	/* Remote execution (src/sched.c). */
+	{"execution", K_BOOL, FI(execution), .def = false, .reload = true},
+	{"max-execution-timeout", K_DURATION, FI(max_execution_timeout_us), .def = US_H,
+	 .min = US_S, .max = 7 * US_D, .reload = true},
+	{"no-worker-timeout", K_DURATION, FI(no_worker_timeout_us), .def = 10 * US_M,
+	 .min = 100 * US_MS, .max = 7 * US_D, .reload = true},
+	{"max-attempts", K_INT, FI(max_attempts), .def = 5, .min = 1, .max = 100,
+	 .reload = true},
+	{"operation-retention", K_DURATION, FI(operation_retention_us), .def = 10 * US_M,
+	 .min = US_S, .max = 30 * US_D, .reload = true},
+	{"cancel-orphaned-jobs", K_BOOL, FI(cancel_orphaned_jobs), .def = false,
+	 .reload = true},
+	/* A comma in def_str makes several default elements. */
+	{"platform-properties", K_LIST, FI(platform_properties),
+	 .count_off = offsetof(struct cfg_instance, n_platform_properties),
+	 .list = &strlist_ops, .def_str = "OSFamily,ISA", .reload = true},
 };
 static const struct keytab inst_tab = {inst_keys, ARRAY_LEN(inst_keys)};
 
@@ -518,6 +573,9 @@ static int instance_parse(struct ctx *x, const struct node *n, const char *path,
 
 static void instance_default(void *elem, const char *def)
 {
+	const struct node *where[ARRAY_LEN(inst_keys)] = {0};
+	apply_defaults(&inst_tab, elem, where);
+	free(((struct cfg_instance *)elem)->name);
 	((struct cfg_instance *)elem)->name = xstrdup(def);
 }
 
@@ -623,6 +681,18 @@ static const struct key cfg_keys[] = {
 
 	{"shutdown-grace", K_DURATION, F(shutdown_grace_us),
 	 .def = 10 * US_S, .min = 0, .max = US_H, .reload = true},
+
+	SECTION("scheduler"),
+	{"scheduler.bot-session-keepalive", K_DURATION, F(sched_bot_keepalive_us),
+	 .def = 60 * US_S, .min = US_S, .max = US_D, .reload = true},
+	{"scheduler.long-poll", K_DURATION, F(sched_long_poll_us),
+	 .def = 60 * US_S, .min = 0, .max = US_H, .reload = true},
+	{"scheduler.safety-net-interval", K_DURATION, F(sched_safety_net_us),
+	 .def = 5 * US_S, .min = 10 * US_MS, .max = US_H, .reload = true},
+	{"scheduler.keepalive-interval", K_DURATION, F(sched_keepalive_us),
+	 .def = 30 * US_S, .min = 10 * US_MS, .max = US_H, .reload = true},
+	{"scheduler.sweep-interval", K_DURATION, F(sched_sweep_us),
+	 .def = US_S, .min = 10 * US_MS, .max = US_H, .reload = true},
 
 	{"instances", K_LIST, LIST(instances, n_instances), .list = &instance_ops,
 	 .def_str = ""},
@@ -892,11 +962,21 @@ static void apply_defaults(const struct keytab *t, void *base,
 			}
 			break;
 		case K_LIST: {
-			void *arr = xcalloc(1, k->list->elem_size);
-			int one = 1;
-			k->list->set_default(arr, k->def_str);
+			/* def_str "a,b" gives the elements "a" and "b". */
+			int n = 1;
+			for (const char *p = k->def_str; *p; p++)
+				n += *p == ',';
+			char *arr = xcalloc((size_t)n, k->list->elem_size);
+			const char *d = k->def_str;
+			for (int j = 0; j < n; j++) {
+				size_t len = strcspn(d, ",");
+				char *one = xstrndup(d, len);
+				k->list->set_default(arr + (size_t)j * k->list->elem_size, one);
+				free(one);
+				d += len + (d[len] == ',');
+			}
 			memcpy(field, &arr, sizeof arr);
-			memcpy((char *)base + k->count_off, &one, sizeof one);
+			memcpy((char *)base + k->count_off, &n, sizeof n);
 			break;
 		}
 		}

@@ -20,8 +20,26 @@ struct cfg_listen {
 	char *path; /* UNIX: socket path */
 };
 
+enum cfg_storage { CFG_STORAGE_DISK, CFG_STORAGE_MEMORY };
+
 struct cfg_instance {
 	char *name; /* REAPI instance name; "" is valid (Bazel's default) */
+	int storage;              /* enum cfg_storage; default disk */
+	int64_t storage_max_size; /* bytes; 0 = unbounded on disk, 1 GiB in memory */
+	bool allow_updates;       /* ActionCache.UpdateActionResult allowed; reloadable */
+	int64_t max_batch_size;   /* CAS batch request limit, default 4MiB; clipped
+				     to what max-recv-message-size can carry */
+
+	/* Remote execution (Execution, Operations, Bots); read from the live
+	 * config on every call, so SIGHUP changes them. */
+	bool execution;                   /* serve Execute, Operations and Bots; default false */
+	int64_t max_execution_timeout_us; /* Action.timeout limit and default, default 1h */
+	int64_t no_worker_timeout_us;     /* fail jobs no bot can run after this, default 10m */
+	int max_attempts;                 /* bots a job may be lost on, default 5 */
+	int64_t operation_retention_us;   /* finished operations are kept this long, 10m */
+	bool cancel_orphaned_jobs;        /* cancel an operation whose last stream left */
+	char **platform_properties;       /* declared platform keys (plus OSFamily, ISA) */
+	int n_platform_properties;
 };
 
 struct cfg {
@@ -60,6 +78,13 @@ struct cfg {
 	int64_t grpc_max_call_duration_us;  /* default 1h; cap when client sets no deadline; reloadable */
 
 	int64_t shutdown_grace_us; /* default 10s; reloadable */
+
+	/* scheduler: (all reloadable) */
+	int64_t sched_bot_keepalive_us; /* a bot must call again within this, default 60s */
+	int64_t sched_long_poll_us;     /* longest idle UpdateBotSession wait, default 60s */
+	int64_t sched_safety_net_us;    /* re-read watched jobs this often, default 5s */
+	int64_t sched_keepalive_us;     /* Operation keep-alive on idle streams, default 30s */
+	int64_t sched_sweep_us;         /* expiry/timeout/retention sweep, default 1s */
 
 	struct cfg_instance *instances; /* at least one; default one named "" */
 	int n_instances;

@@ -11,25 +11,35 @@
 #include <string.h>
 
 #include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "google/bytestream/bytestream.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "svc.h"
 
 static const struct rpc_method table[] = {
-	{"/build.bazel.remote.execution.v2.ActionCache/GetActionResult", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/build.bazel.remote.execution.v2.ActionCache/UpdateActionResult", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/build.bazel.remote.execution.v2.ActionCache/GetActionResult", RPC_UNARY, &build__bazel__remote__execution__v2__get_action_result_request__descriptor,
+	 &build__bazel__remote__execution__v2__action_result__descriptor, svc_ac_get, NULL, NULL, NULL},
+	{"/build.bazel.remote.execution.v2.ActionCache/UpdateActionResult", RPC_UNARY, &build__bazel__remote__execution__v2__update_action_result_request__descriptor,
+	 &build__bazel__remote__execution__v2__action_result__descriptor, svc_ac_update, NULL, NULL, NULL},
 	{"/build.bazel.remote.execution.v2.Capabilities/GetCapabilities", RPC_UNARY, &build__bazel__remote__execution__v2__get_capabilities_request__descriptor,
 	 &build__bazel__remote__execution__v2__server_capabilities__descriptor, svc_capabilities_get, NULL, NULL, NULL},
-	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/GetTree", RPC_SERVER_STREAM, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs", RPC_UNARY, &build__bazel__remote__execution__v2__batch_read_blobs_request__descriptor,
+	 &build__bazel__remote__execution__v2__batch_read_blobs_response__descriptor, svc_cas_batch_read, NULL, NULL, NULL},
+	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs", RPC_UNARY, &build__bazel__remote__execution__v2__batch_update_blobs_request__descriptor,
+	 &build__bazel__remote__execution__v2__batch_update_blobs_response__descriptor, svc_cas_batch_update, NULL, NULL, NULL},
+	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs", RPC_UNARY, &build__bazel__remote__execution__v2__find_missing_blobs_request__descriptor,
+	 &build__bazel__remote__execution__v2__find_missing_blobs_response__descriptor, svc_cas_find_missing, NULL, NULL, NULL},
+	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/GetTree", RPC_SERVER_STREAM, &build__bazel__remote__execution__v2__get_tree_request__descriptor,
+	 &build__bazel__remote__execution__v2__get_tree_response__descriptor, svc_cas_get_tree, NULL, NULL, NULL},
 	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/SpliceBlob", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
 	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/SplitBlob", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
 	{"/build.bazel.remote.execution.v2.Execution/Execute", RPC_SERVER_STREAM, NULL, NULL, NULL, NULL, NULL, NULL},
 	{"/build.bazel.remote.execution.v2.Execution/WaitExecution", RPC_SERVER_STREAM, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/google.bytestream.ByteStream/QueryWriteStatus", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/google.bytestream.ByteStream/Read", RPC_SERVER_STREAM, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/google.bytestream.ByteStream/Write", RPC_CLIENT_STREAM, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/google.bytestream.ByteStream/QueryWriteStatus", RPC_UNARY, &google__bytestream__query_write_status_request__descriptor,
+	 &google__bytestream__query_write_status_response__descriptor, svc_bs_query, NULL, NULL, NULL},
+	{"/google.bytestream.ByteStream/Read", RPC_SERVER_STREAM, &google__bytestream__read_request__descriptor,
+	 &google__bytestream__read_response__descriptor, svc_bs_read, NULL, svc_bs_read_cancel, svc_bs_read_writable},
+	{"/google.bytestream.ByteStream/Write", RPC_CLIENT_STREAM, &google__bytestream__write_request__descriptor,
+	 &google__bytestream__write_response__descriptor, svc_bs_write, svc_bs_write_end, svc_bs_write_cancel, NULL},
 	{"/google.devtools.remoteworkers.v1test2.Bots/CreateBotSession", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
 	{"/google.devtools.remoteworkers.v1test2.Bots/PostBotEventTemp", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
 	{"/google.devtools.remoteworkers.v1test2.Bots/UpdateBotSession", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},

@@ -27,6 +27,7 @@
 #include "cfg.h"
 #include "config.h"
 #include "dispatch.h"
+#include "inst.h"
 #include "log.h"
 #include "server.h"
 #include "store.h"
@@ -266,6 +267,12 @@ int main(int argc, char **argv)
 		free(err);
 		goto out_store;
 	}
+	if (inst_open_all(d.base, d.boot, &err) != 0) {
+		LOGE("main", "storage: %s", err);
+		free(err);
+		goto out_server;
+	}
+	svc_bytestream_init(d.base);
 	if (server_start(d.base, d.boot, &err) != 0) {
 		LOGE("main", "listen: %s", err);
 		free(err);
@@ -298,6 +305,8 @@ out_server:
 	server_stop();
 	/* Let closed connections free themselves before Redis goes. */
 	event_base_loop(d.base, EVLOOP_NONBLOCK);
+	svc_bytestream_shutdown();
+	inst_close_all();
 out_store:
 	store_stop();
 	if (d.boot->ready_file)

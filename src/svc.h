@@ -24,6 +24,30 @@ void svc_health_shutdown(void);
 /* build.bazel.remote.execution.v2.Capabilities */
 void svc_capabilities_get(struct call *c, const ProtobufCMessage *msg);
 
+/* build.bazel.remote.execution.v2.ActionCache */
+void svc_ac_get(struct call *c, const ProtobufCMessage *msg);
+void svc_ac_update(struct call *c, const ProtobufCMessage *msg);
+/* Free the completeness-check cache (at shutdown). */
+void svc_ac_shutdown(void);
+
+/* build.bazel.remote.execution.v2.ContentAddressableStorage */
+void svc_cas_find_missing(struct call *c, const ProtobufCMessage *msg);
+void svc_cas_batch_update(struct call *c, const ProtobufCMessage *msg);
+void svc_cas_batch_read(struct call *c, const ProtobufCMessage *msg);
+void svc_cas_get_tree(struct call *c, const ProtobufCMessage *msg);
+
+/* google.bytestream.ByteStream */
+struct event_base;
+void svc_bytestream_init(struct event_base *base);
+void svc_bytestream_shutdown(void);
+void svc_bs_read(struct call *c, const ProtobufCMessage *msg);
+void svc_bs_read_writable(struct call *c);
+void svc_bs_read_cancel(struct call *c);
+void svc_bs_write(struct call *c, const ProtobufCMessage *msg);
+void svc_bs_write_end(struct call *c);
+void svc_bs_write_cancel(struct call *c);
+void svc_bs_query(struct call *c, const ProtobufCMessage *msg);
+
 /* Config in force for the services (swapped on reload). */
 void svc_set_config(const struct cfg *cfg);
 const struct cfg *svc_config(void);

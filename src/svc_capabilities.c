@@ -11,33 +11,28 @@
 #include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 #include "build/bazel/semver/semver.pb-c.h"
 #include "cfg.h"
+#include "inst.h"
 #include "svc.h"
 
 #define REV2(x) BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
 
-/* Room for the request envelope around the blobs of a batch. */
-#define BATCH_OVERHEAD (64 * 1024)
 
 void svc_capabilities_get(struct call *c, const ProtobufCMessage *msg)
 {
 	const Build__Bazel__Remote__Execution__V2__GetCapabilitiesRequest *req = (const void *)msg;
-	const struct cfg *cfg = svc_config();
-	if (!cfg_instance_find(cfg, req->instance_name)) {
-		call_finish(c, GRPC_INVALID_ARGUMENT,
-			    "unknown instance name \"%s\": not in this server's instances list",
-			    req->instance_name);
+	struct inst *in = inst_lookup(c, req->instance_name);
+	if (!in)
 		return;
-	}
 	Build__Bazel__Remote__Execution__V2__DigestFunction__Value digests[] = {
 		REV2(DIGEST_FUNCTION__VALUE__SHA256)};
 	Build__Bazel__Remote__Execution__V2__ActionCacheUpdateCapabilities acu =
 		REV2(ACTION_CACHE_UPDATE_CAPABILITIES__INIT);
-	acu.update_enabled = false;
+	acu.update_enabled = inst_cfg(in)->allow_updates;
 	Build__Bazel__Remote__Execution__V2__CacheCapabilities cache = REV2(CACHE_CAPABILITIES__INIT);
 	cache.n_digest_functions = 1;
 	cache.digest_functions = digests;
 	cache.action_cache_update_capabilities = &acu;
-	cache.max_batch_total_size_bytes = cfg->grpc_max_recv_message_size - BATCH_OVERHEAD;
+	cache.max_batch_total_size_bytes = inst_max_batch(in);
 	cache.symlink_absolute_path_strategy = REV2(SYMLINK_ABSOLUTE_PATH_STRATEGY__VALUE__DISALLOWED);
 
 	Build__Bazel__Remote__Execution__V2__ExecutionCapabilities exec =

@@ -19,6 +19,7 @@
 #include "client.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "h2.h"
+#include "inst.h"
 #include "svc.h"
 
 static struct event_base *base;
@@ -67,10 +68,12 @@ static void setup_server(void)
 	char *err = NULL;
 	base = event_base_new();
 	ck_assert_int_eq(cfg_load_string("test.conf",
-					 "grpc:\n  max-recv-message-size: 1KiB\n", &cfg, &err), 0);
+					 "grpc:\n  max-recv-message-size: 1KiB\n"
+					 "instances:\n  - name: \"\"\n    storage: memory\n", &cfg, &err), 0);
 	call_set_base(base);
 	call_configure(cfg);
 	svc_set_config(cfg);
+	ck_assert_int_eq(inst_open_all(base, cfg, &err), 0);
 	svc_health_set_serving(false);
 	ck_assert_int_eq(bufferevent_pair_new(base, 0, pair), 0);
 	server_closed = false;
@@ -92,6 +95,7 @@ static void teardown(void)
 	for (int i = 0; i < 10; i++)
 		event_base_loop(base, EVLOOP_NONBLOCK);
 	ck_assert_uint_eq(call_active_count(), 0);
+	inst_close_all();
 	event_base_free(base);
 	cfg_free(cfg);
 }
