@@ -2,9 +2,10 @@
  * blob.c - the backend-independent half of the blob store: argument and
  * range checks, the empty blob (always present, never stored), hit/miss
  * counters, the running SHA-256 of uploads and the verification that
- * gates every publish.  Backends (blob_disk.c, blob_mem.c) only move
- * bytes and keep their index; they never see unverified content as
- * published data.
+ * gates every publish, and the recency order (LRU list + cold heap) both
+ * backends evict by.  Backends (blob_disk.c, blob_mem.c) only move bytes
+ * and keep their index; they never see unverified content as published
+ * data.
  */
 #define BLOB_BACKEND
 #include "blob.h"
@@ -275,4 +276,113 @@ int blob_put(struct blob_store *s, const struct digest *d, const void *data,
 					       strerror(-rc)));
 	}
 	return blob_writer_commit(w, err);
+}
+
+/* ---- recency order ------------------------------------------------------ */
+
+void blob_rec_init(struct blob_recency *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->list.prev = r->list.next = &r->list;
+	r->list.hidx = BLOB_NOT_IN_HEAP;
+}
+
+void blob_rec_destroy(struct blob_recency *r)
+{
+	free(r->heap);
+	blob_rec_init(r);
+}
+
+static void heap_set(struct blob_recency *r, size_t i, struct blob_rnode *n)
+{
+	r->heap[i] = n;
+	n->hidx = (uint32_t)i;
+}
+
+static void heap_up(struct blob_recency *r, size_t i)
+{
+	struct blob_rnode *n = r->heap[i];
+	while (i > 0) {
+		size_t p = (i - 1) / 2;
+		if (r->heap[p]->cold <= n->cold)
+			break;
+		heap_set(r, i, r->heap[p]);
+		i = p;
+	}
+	heap_set(r, i, n);
+}
+
+static void heap_down(struct blob_recency *r, size_t i)
+{
+	struct blob_rnode *n = r->heap[i];
+	for (;;) {
+		size_t c = 2 * i + 1;
+		if (c >= r->nheap)
+			break;
+		if (c + 1 < r->nheap && r->heap[c + 1]->cold < r->heap[c]->cold)
+			c++;
+		if (n->cold <= r->heap[c]->cold)
+			break;
+		heap_set(r, i, r->heap[c]);
+		i = c;
+	}
+	heap_set(r, i, n);
+}
+
+static void list_push(struct blob_recency *r, struct blob_rnode *n)
+{
+	n->prev = r->list.prev;
+	n->next = &r->list;
+	r->list.prev->next = n;
+	r->list.prev = n;
+}
+
+void blob_rec_add(struct blob_recency *r, struct blob_rnode *n, int64_t cold)
+{
+	n->hidx = BLOB_NOT_IN_HEAP;
+	if (cold < 0) {
+		list_push(r, n);
+		return;
+	}
+	if (r->nheap == r->heapcap) {
+		r->heapcap = r->heapcap ? r->heapcap * 2 : 1024;
+		r->heap = xrealloc(r->heap, r->heapcap * sizeof(*r->heap));
+	}
+	assert(r->nheap < BLOB_NOT_IN_HEAP);
+	n->prev = n->next = NULL;
+	n->cold = cold;
+	heap_set(r, r->nheap++, n);
+	heap_up(r, r->nheap - 1);
+}
+
+void blob_rec_remove(struct blob_recency *r, struct blob_rnode *n)
+{
+	if (n->hidx == BLOB_NOT_IN_HEAP) {
+		n->prev->next = n->next;
+		n->next->prev = n->prev;
+		n->prev = n->next = NULL;
+		return;
+	}
+	size_t i = n->hidx;
+	assert(i < r->nheap && r->heap[i] == n);
+	struct blob_rnode *last = r->heap[--r->nheap];
+	n->hidx = BLOB_NOT_IN_HEAP;
+	if (last == n)
+		return;
+	heap_set(r, i, last);
+	heap_up(r, i);
+	heap_down(r, last->hidx);
+}
+
+void blob_rec_touch(struct blob_recency *r, struct blob_rnode *n)
+{
+	blob_rec_remove(r, n);
+	list_push(r, n);
+}
+
+struct blob_rnode *blob_rec_oldest(const struct blob_recency *r)
+{
+	if (r->nheap)
+		return r->heap[0];
+	return r->list.next != &r->list ? r->list.next : NULL;
 }

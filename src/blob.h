@@ -55,8 +55,9 @@ struct event_base;
  * byte count (hence eviction) only covers indexed blobs.  base may be
  * NULL: then nothing scans and misses always fall back to stat().
  *
- * Returns the store, or NULL with *err (malloc'd) naming the path and the
- * reason, e.g. when another process holds the store. */
+ * Returns the store, or NULL with *err (malloc'd, caller frees; err may
+ * be NULL) naming the path and the reason, e.g. when another process
+ * holds the store. */
 struct blob_store *blob_open_disk(struct event_base *base, const char *dir,
 				  int64_t max_size, char **err);
 
@@ -84,8 +85,10 @@ bool blob_has(struct blob_store *s, const struct digest *d);
 
 /* Read a whole blob into *data (malloc'd, d->size bytes, caller frees;
  * non-NULL even for size 0).  Meant for small blobs: it allocates d->size
- * bytes.  Returns 0, -ENOENT when missing (also when the disk file was
- * corrupt: it is deleted and reported missing), -EIO on I/O error. */
+ * bytes once the blob is found, so callers check d->size against their
+ * message limit first and stream anything bigger.  Returns 0, -ENOENT
+ * when missing (also when the disk file was corrupt: it is deleted and
+ * reported missing), -EIO on I/O error. */
 int blob_get(struct blob_store *s, const struct digest *d, uint8_t **data);
 
 /* Store a whole buffer after verifying it hashes to d (no storage touched
@@ -164,6 +167,35 @@ void blob_writer_abort(struct blob_writer *w);
 
 #define container_of(p, type, member) \
 	((type *)(void *)((char *)(p) - offsetof(type, member)))
+
+/* Recency order for eviction, shared by the backends (blob.c).  Entries
+ * used since open are on an LRU list in use order; entries known only
+ * from the disk scan sit in a min-heap keyed by their file time.  Those
+ * were all last used before this process started, so the heap drains
+ * first, oldest first.  The scan sees files in directory order a slice at
+ * a time, so it cannot sort them up front; the heap keeps each insert and
+ * each eviction O(log n).  Nodes are embedded in the backends' entries. */
+#define BLOB_NOT_IN_HEAP UINT32_MAX
+struct blob_rnode {
+	struct blob_rnode *prev, *next; /* list links; NULL when not listed */
+	int64_t cold;                   /* heap key, microseconds */
+	uint32_t hidx;                  /* heap slot, or BLOB_NOT_IN_HEAP */
+};
+struct blob_recency {
+	struct blob_rnode list;         /* sentinel: list.next is least recent */
+	struct blob_rnode **heap;
+	size_t nheap, heapcap;
+};
+void blob_rec_init(struct blob_recency *r);
+/* Frees the heap array; the nodes belong to the caller. */
+void blob_rec_destroy(struct blob_recency *r);
+/* cold < 0: used now (list tail); else a past use time (heap). */
+void blob_rec_add(struct blob_recency *r, struct blob_rnode *n, int64_t cold);
+/* Mark n used now. */
+void blob_rec_touch(struct blob_recency *r, struct blob_rnode *n);
+void blob_rec_remove(struct blob_recency *r, struct blob_rnode *n);
+/* The least recently used node, or NULL when empty. */
+struct blob_rnode *blob_rec_oldest(const struct blob_recency *r);
 
 /* Called by blob.c after the shared checks: never for the empty blob,
  * readers are within range, writes are within the expected size. */

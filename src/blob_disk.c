@@ -4,14 +4,9 @@
  * an in-memory index (digest table + recency order) that a background
  * scan fills in bounded slices so opening a store with millions of blobs
  * costs nothing up front.  It owns the store's directory fds, the lock
- * file, the index entries and the scan event.
- *
- * Recency has two tiers.  Blobs used since open sit on an LRU list in use
- * order.  Blobs found by the scan and not used since sit in a min-heap
- * keyed by their file times; they were all last used before this process
- * started, so they are evicted first, oldest first.  The scan cannot sort
- * up front (it sees files in directory order, a slice at a time), and a
- * heap keeps each slice and each eviction O(log n).
+ * file, the index entries and the scan event.  Blobs the scan finds enter
+ * the recency order as "cold" (ranked by file time, see blob.h), blobs
+ * used since open as most recent.
  */
 #define BLOB_BACKEND
 #include "blob.h"
@@ -43,15 +38,12 @@
  * into one write(2); chunks at least this big go straight to the file. */
 #define WBUF_MAX (256 * 1024)
 #define FANOUT 256
-#define NOT_IN_HEAP UINT32_MAX
 /* "ab/" + 64 hex + "-" + up to 19 digits + NUL */
 #define PATH_LEN 96
 
 struct dent {
 	struct digest_map_node node;
-	struct dent *prev, *next; /* LRU list, for blobs used since open */
-	int64_t cold;             /* heap key (file time, us) for the others */
-	uint32_t hidx;            /* heap slot, or NOT_IN_HEAP */
+	struct blob_rnode rec;
 };
 
 struct disk {
@@ -60,9 +52,7 @@ struct disk {
 	int dirfd, casfd, tmpfd, lockfd;
 	bool fsync, verify;
 	struct digest_map index;
-	struct dent lru;          /* sentinel: lru.next is least recent */
-	struct dent **heap;
-	size_t nheap, heapcap;
+	struct blob_recency rec;
 	int64_t bytes, evictions;
 	uint64_t tmpseq;
 	/* background scan */
@@ -90,113 +80,17 @@ static void path_of(const struct digest *d, char *buf)
 	snprintf(buf, PATH_LEN, "%.2s/%s-%" PRId64, d->hex, d->hex, d->size);
 }
 
-static void dent_digest(const struct dent *e, struct digest *d)
-{
-	digest_from_hash(e->node.hash, e->node.size, d);
-}
-
-/* ---- recency: LRU list and cold heap ---------------------------------- */
-
-static void heap_set(struct disk *k, size_t i, struct dent *e)
-{
-	k->heap[i] = e;
-	e->hidx = (uint32_t)i;
-}
-
-static void heap_up(struct disk *k, size_t i)
-{
-	struct dent *e = k->heap[i];
-	while (i > 0) {
-		size_t p = (i - 1) / 2;
-		if (k->heap[p]->cold <= e->cold)
-			break;
-		heap_set(k, i, k->heap[p]);
-		i = p;
-	}
-	heap_set(k, i, e);
-}
-
-static void heap_down(struct disk *k, size_t i)
-{
-	struct dent *e = k->heap[i];
-	for (;;) {
-		size_t c = 2 * i + 1;
-		if (c >= k->nheap)
-			break;
-		if (c + 1 < k->nheap && k->heap[c + 1]->cold < k->heap[c]->cold)
-			c++;
-		if (e->cold <= k->heap[c]->cold)
-			break;
-		heap_set(k, i, k->heap[c]);
-		i = c;
-	}
-	heap_set(k, i, e);
-}
-
-static void heap_push(struct disk *k, struct dent *e)
-{
-	if (k->nheap == k->heapcap) {
-		k->heapcap = k->heapcap ? k->heapcap * 2 : 1024;
-		k->heap = xrealloc(k->heap, k->heapcap * sizeof(*k->heap));
-	}
-	heap_set(k, k->nheap++, e);
-	heap_up(k, k->nheap - 1);
-}
-
-static void heap_remove(struct disk *k, struct dent *e)
-{
-	size_t i = e->hidx;
-	assert(i < k->nheap && k->heap[i] == e);
-	struct dent *last = k->heap[--k->nheap];
-	e->hidx = NOT_IN_HEAP;
-	if (last == e)
-		return;
-	heap_set(k, i, last);
-	heap_up(k, i);
-	heap_down(k, last->hidx);
-}
-
-static void lru_unlink(struct dent *e)
-{
-	e->prev->next = e->next;
-	e->next->prev = e->prev;
-	e->prev = e->next = NULL;
-}
-
-static void lru_push(struct disk *k, struct dent *e)
-{
-	e->prev = k->lru.prev;
-	e->next = &k->lru;
-	k->lru.prev->next = e;
-	k->lru.prev = e;
-}
-
-static void touch(struct disk *k, struct dent *e)
-{
-	if (e->hidx != NOT_IN_HEAP)
-		heap_remove(k, e);
-	else
-		lru_unlink(e);
-	lru_push(k, e);
-}
-
 /* ---- index ------------------------------------------------------------ */
 
-/* cold < 0: used now (LRU list); else a scanned file's time (heap). */
+/* cold < 0: used now; else a scanned file's time. */
 static struct dent *index_add(struct disk *k, const struct digest *d,
 			      int64_t cold)
 {
 	struct dent *e = xcalloc(1, sizeof(*e));
 	memcpy(e->node.hash, d->hash, DIGEST_HASH_LEN);
 	e->node.size = d->size;
-	e->hidx = NOT_IN_HEAP;
 	digest_map_insert(&k->index, &e->node);
-	if (cold < 0) {
-		lru_push(k, e);
-	} else {
-		e->cold = cold;
-		heap_push(k, e);
-	}
+	blob_rec_add(&k->rec, &e->rec, cold);
 	k->bytes += d->size;
 	return e;
 }
@@ -204,10 +98,7 @@ static struct dent *index_add(struct disk *k, const struct digest *d,
 static void index_drop(struct disk *k, struct dent *e)
 {
 	digest_map_remove(&k->index, &e->node);
-	if (e->hidx != NOT_IN_HEAP)
-		heap_remove(k, e);
-	else
-		lru_unlink(e);
+	blob_rec_remove(&k->rec, &e->rec);
 	k->bytes -= e->node.size;
 	free(e);
 }
@@ -234,7 +125,7 @@ static struct dent *lookup(struct disk *k, const struct digest *d)
 {
 	struct dent *e = dent_of(digest_map_find(&k->index, d));
 	if (e) {
-		touch(k, e);
+		blob_rec_touch(&k->rec, &e->rec);
 		return e;
 	}
 	if (k->complete)
@@ -287,7 +178,7 @@ static int open_blob(struct disk *k, const struct digest *d, int *fdp)
 		return -ENOENT;
 	}
 	if (e)
-		touch(k, e);
+		blob_rec_touch(&k->rec, &e->rec);
 	else
 		index_add(k, d, -1);
 	*fdp = fd;
@@ -296,12 +187,13 @@ static int open_blob(struct disk *k, const struct digest *d, int *fdp)
 
 static int evict_one(struct disk *k)
 {
-	struct dent *e = k->nheap ? k->heap[0] : k->lru.next;
-	if (e == &k->lru)
+	struct blob_rnode *n = blob_rec_oldest(&k->rec);
+	if (!n)
 		return -1;
+	struct dent *e = container_of(n, struct dent, rec);
 	char path[PATH_LEN], ds[DIGEST_STR_LEN];
 	struct digest d;
-	dent_digest(e, &d);
+	digest_from_hash(e->node.hash, e->node.size, &d);
 	path_of(&d, path);
 	LOGD(MOD, "%s: evicting %s", k->dir, digest_str(&d, ds, sizeof(ds)));
 	/* Open readers keep their fd, so unlinking under them is safe. */
@@ -658,8 +550,9 @@ static int disk_writer_publish(struct blob_writer *w, char **err)
 		return 0;
 	int rc = flush(k, w);
 	if (rc == 0 && k->fsync && fdatasync(w->fd) < 0) {
-		LOGE(MOD, "%s/tmp/%s: fdatasync: %s", k->dir, w->tmpname, strerror(errno));
-		rc = io_error(errno);
+		int e = errno;
+		LOGE(MOD, "%s/tmp/%s: fdatasync: %s", k->dir, w->tmpname, strerror(e));
+		rc = io_error(e);
 	}
 	if (rc < 0)
 		goto fail;
@@ -705,6 +598,8 @@ static void disk_writer_release(struct blob_writer *w)
 
 static int mkdir_p(const char *dir)
 {
+	if (!*dir)
+		return -ENOENT;
 	char *p = xstrdup(dir);
 	int rc = 0;
 	for (char *c = p + 1; rc == 0; c++) {
@@ -765,14 +660,12 @@ static void disk_close(struct blob_store *s)
 		event_free(k->scan_ev);
 	if (k->scan_dir)
 		closedir(k->scan_dir);
-	while (k->lru.next != &k->lru) {
-		struct dent *e = k->lru.next;
-		lru_unlink(e);
-		free(e);
+	struct blob_rnode *n;
+	while ((n = blob_rec_oldest(&k->rec))) {
+		blob_rec_remove(&k->rec, n);
+		free(container_of(n, struct dent, rec));
 	}
-	for (size_t i = 0; i < k->nheap; i++)
-		free(k->heap[i]);
-	free(k->heap);
+	blob_rec_destroy(&k->rec);
 	digest_map_clear(&k->index);
 	int fds[] = {k->tmpfd, k->casfd, k->dirfd, k->lockfd};
 	for (size_t i = 0; i < ARRAY_LEN(fds); i++)
@@ -791,10 +684,10 @@ struct blob_store *blob_open_disk(struct event_base *base, const char *dir,
 	k->dir = xstrdup(dir);
 	k->dirfd = k->casfd = k->tmpfd = k->lockfd = -1;
 	k->verify = true;
-	k->lru.next = k->lru.prev = &k->lru;
-	k->lru.hidx = NOT_IN_HEAP;
+	blob_rec_init(&k->rec);
 	digest_map_init(&k->index);
 	const char *what = "mkdir";
+	char *msg = NULL;
 	int rc = mkdir_p(dir);
 	if (rc < 0)
 		goto fail;
@@ -807,8 +700,8 @@ struct blob_store *blob_open_disk(struct event_base *base, const char *dir,
 		goto fail_errno;
 	if (flock(k->lockfd, LOCK_EX | LOCK_NB) < 0) {
 		if (errno == EWOULDBLOCK) {
-			*err = xasprintf("%s: blob store is in use by another "
-					 "process (LOCK is held)", dir);
+			msg = xasprintf("%s: blob store is in use by another "
+					"process (LOCK is held)", dir);
 			goto out;
 		}
 		goto fail_errno;
@@ -829,7 +722,7 @@ struct blob_store *blob_open_disk(struct event_base *base, const char *dir,
 	if (base) {
 		k->scan_ev = evtimer_new(base, scan_cb, k);
 		if (!k->scan_ev) {
-			*err = xasprintf("%s: cannot create the index scan event", dir);
+			msg = xasprintf("%s: cannot create the index scan event", dir);
 			goto out;
 		}
 		evtimer_add(k->scan_ev, &zero_tv);
@@ -840,8 +733,12 @@ struct blob_store *blob_open_disk(struct event_base *base, const char *dir,
 fail_errno:
 	rc = -errno;
 fail:
-	*err = xasprintf("%s: %s: %s", dir, what, strerror(-rc));
+	msg = xasprintf("%s: %s: %s", dir, what, strerror(-rc));
 out:
+	if (err)
+		*err = msg;
+	else
+		free(msg);
 	disk_close(&k->base);
 	return NULL;
 }

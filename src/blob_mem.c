@@ -23,7 +23,7 @@
 
 struct ment {
 	struct digest_map_node node;
-	struct ment *prev, *next; /* LRU list; NULL when not indexed */
+	struct blob_rnode rec;    /* unlinked (prev NULL) once unindexed */
 	uint8_t *data;
 	int refs;                 /* open readers */
 };
@@ -31,7 +31,7 @@ struct ment {
 struct mem {
 	struct blob_store base;
 	struct digest_map index;
-	struct ment lru;          /* sentinel: lru.next is least recent */
+	struct blob_recency rec;  /* list only: nothing here is cold */
 	int64_t bytes, evictions;
 };
 
@@ -45,28 +45,11 @@ static struct ment *ment_of(struct digest_map_node *n)
 	return n ? container_of(n, struct ment, node) : NULL;
 }
 
-static void lru_unlink(struct ment *e)
-{
-	e->prev->next = e->next;
-	e->next->prev = e->prev;
-	e->prev = e->next = NULL;
-}
-
-static void lru_push(struct mem *m, struct ment *e)
-{
-	e->prev = m->lru.prev;
-	e->next = &m->lru;
-	m->lru.prev->next = e;
-	m->lru.prev = e;
-}
-
 static struct ment *lookup(struct mem *m, const struct digest *d)
 {
 	struct ment *e = ment_of(digest_map_find(&m->index, d));
-	if (e) {
-		lru_unlink(e);
-		lru_push(m, e);
-	}
+	if (e)
+		blob_rec_touch(&m->rec, &e->rec);
 	return e;
 }
 
@@ -80,7 +63,7 @@ static void ment_free(struct ment *e)
 static void unindex(struct mem *m, struct ment *e)
 {
 	digest_map_remove(&m->index, &e->node);
-	lru_unlink(e);
+	blob_rec_remove(&m->rec, &e->rec);
 	m->bytes -= e->node.size;
 	if (e->refs == 0)
 		ment_free(e);
@@ -141,8 +124,8 @@ static void mem_reader_close(struct blob_reader *r)
 {
 	struct ment *e = r->ent;
 	assert(e->refs > 0);
-	/* prev == NULL: deleted or evicted while we read it. */
-	if (--e->refs == 0 && !e->prev)
+	/* Unlinked: deleted while we read it. */
+	if (--e->refs == 0 && !e->rec.prev)
 		ment_free(e);
 }
 
@@ -168,9 +151,11 @@ static int make_room(struct mem *m, int64_t need)
 	int64_t max = m->base.max_size;
 	if (max <= 0)
 		return 0;
-	struct ment *e = m->lru.next;
-	while (m->bytes + need > max && e != &m->lru) {
-		struct ment *next = e->next;
+	/* Walk the list from its old end, skipping pinned entries. */
+	struct blob_rnode *n = m->rec.list.next;
+	while (m->bytes + need > max && n != &m->rec.list) {
+		struct ment *e = container_of(n, struct ment, rec);
+		n = n->next;
 		if (e->refs == 0) {
 			char ds[DIGEST_STR_LEN];
 			struct digest d;
@@ -179,7 +164,6 @@ static int make_room(struct mem *m, int64_t need)
 			unindex(m, e);
 			m->evictions++;
 		}
-		e = next;
 	}
 	return m->bytes + need > max ? -ENOSPC : 0;
 }
@@ -205,7 +189,7 @@ static int mem_writer_publish(struct blob_writer *w, char **err)
 	e->data = w->data;
 	w->data = NULL;
 	digest_map_insert(&m->index, &e->node);
-	lru_push(m, e);
+	blob_rec_add(&m->rec, &e->rec, -1);
 	m->bytes += e->node.size;
 	return 0;
 }
@@ -220,12 +204,14 @@ static void mem_close(struct blob_store *s)
 {
 	struct mem *m = mem_of(s);
 	/* No readers are open, so nothing is pinned. */
-	while (m->lru.next != &m->lru) {
-		struct ment *e = m->lru.next;
-		lru_unlink(e);
+	struct blob_rnode *n;
+	while ((n = blob_rec_oldest(&m->rec))) {
+		struct ment *e = container_of(n, struct ment, rec);
+		blob_rec_remove(&m->rec, n);
 		assert(e->refs == 0);
 		ment_free(e);
 	}
+	blob_rec_destroy(&m->rec);
 	digest_map_clear(&m->index);
 	free(m);
 }
@@ -250,6 +236,6 @@ struct blob_store *blob_open_memory(int64_t max_size)
 	m->base.be = &mem_backend;
 	m->base.max_size = max_size;
 	digest_map_init(&m->index);
-	m->lru.next = m->lru.prev = &m->lru;
+	blob_rec_init(&m->rec);
 	return &m->base;
 }

@@ -79,9 +79,13 @@ static char *errf(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
-	char *s = NULL;
-	if (vasprintf(&s, fmt, ap) < 0)
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
 		abort();
+	char *s = xmalloc((size_t)n + 1);
+	va_start(ap, fmt);
+	vsnprintf(s, (size_t)n + 1, fmt, ap);
 	va_end(ap);
 	return s;
 }
@@ -483,7 +487,7 @@ struct args {
 	int cap;
 };
 
-static void arg(struct args *a, const char *s)
+static void push(struct args *a, const char *s)
 {
 	if (a->n >= 64 && a->n >= a->cap) {
 		int cap = a->cap ? a->cap * 2 : 128;
@@ -502,13 +506,13 @@ static void arg(struct args *a, const char *s)
 	a->n++;
 }
 
-static void arg_i64(struct args *a, int64_t x)
+static void push_i64(struct args *a, int64_t x)
 {
 	if (a->nowned == (int)ARRAY_LEN(a->owned))
 		abort();
 	char *s = xasprintf("%" PRId64, x);
 	a->owned[a->nowned++] = s;
-	arg(a, s);
+	push(a, s);
 }
 
 static void args_free(struct args *a)
@@ -735,13 +739,13 @@ void bk_put(const Reactor__Buckets__V1__PutRequest *req, const char *created_by,
 		/* A repeat returns the first build whatever else it says. */
 		o->late_reason = R(INVALID_INPUT);
 		o->late_msg = err;
-		arg(&a, req->bucket);
+		push(&a, req->bucket);
 		for (int i = 0; i < 3; i++)
-			arg(&a, "");
-		arg(&a, req->client_operation_id);
+			push(&a, "");
+		push(&a, req->client_operation_id);
 		for (int i = 0; i < 4; i++)
-			arg(&a, "0");
-		arg(&a, "check");
+			push(&a, "0");
+		push(&a, "check");
 		run(o, BK_S_PUT, &a);
 		return;
 	}
@@ -756,23 +760,23 @@ void bk_put(const Reactor__Buckets__V1__PutRequest *req, const char *created_by,
 	tjson[tlen++] = ']';
 	tjson[tlen] = '\0';
 
-	arg(&a, req->bucket);
-	arg(&a, tjson);
-	arg(&a, req->parameters_json);
-	arg(&a, created_by);
-	arg(&a, req->client_operation_id);
-	arg_i64(&a, req->lease_expiration_ts);
-	arg(&a, req->leasee);
-	arg_i64(&a, bk_lease_key_new());
-	arg_i64(&a, (conf.op_ttl_us + 999) / 1000);
-	arg(&a, "put");
-	arg_i64(&a, (int64_t)ntags);
+	push(&a, req->bucket);
+	push(&a, tjson);
+	push(&a, req->parameters_json);
+	push(&a, created_by);
+	push(&a, req->client_operation_id);
+	push_i64(&a, req->lease_expiration_ts);
+	push(&a, req->leasee);
+	push_i64(&a, bk_lease_key_new());
+	push_i64(&a, (conf.op_ttl_us + 999) / 1000);
+	push(&a, "put");
+	push_i64(&a, (int64_t)ntags);
 	for (size_t i = 0; i < ntags; i++)
-		arg(&a, tags[i]);
-	arg_i64(&a, (int64_t)p.n_changes);
+		push(&a, tags[i]);
+	push_i64(&a, (int64_t)p.n_changes);
 	for (size_t i = 0; i < p.n_changes; i++) {
-		arg(&a, p.change_ids[i]);
-		arg(&a, p.change_revs[i]);
+		push(&a, p.change_ids[i]);
+		push(&a, p.change_revs[i]);
 	}
 	run(o, BK_S_PUT, &a);
 	bk_strv_free(tags, ntags);
@@ -787,13 +791,13 @@ void bk_retry(const Reactor__Buckets__V1__RetryRequest *req, const char *created
 	struct args a = {0};
 	if (!id_known(o, req->id))
 		return;
-	arg_i64(&a, req->id);
-	arg(&a, req->client_operation_id);
-	arg_i64(&a, req->lease_expiration_ts);
-	arg(&a, req->leasee);
-	arg_i64(&a, bk_lease_key_new());
-	arg(&a, created_by);
-	arg_i64(&a, (conf.op_ttl_us + 999) / 1000);
+	push_i64(&a, req->id);
+	push(&a, req->client_operation_id);
+	push_i64(&a, req->lease_expiration_ts);
+	push(&a, req->leasee);
+	push_i64(&a, bk_lease_key_new());
+	push(&a, created_by);
+	push_i64(&a, (conf.op_ttl_us + 999) / 1000);
 	run(o, BK_S_RETRY, &a);
 }
 
@@ -833,10 +837,10 @@ void bk_lease(const Reactor__Buckets__V1__LeaseRequest *req, bk_cb cb, void *arg
 	struct args a = {0};
 	if (!id_known(o, req->id))
 		return;
-	arg_i64(&a, req->id);
-	arg_i64(&a, req->lease_expiration_ts);
-	arg(&a, req->leasee);
-	arg_i64(&a, bk_lease_key_new());
+	push_i64(&a, req->id);
+	push_i64(&a, req->lease_expiration_ts);
+	push(&a, req->leasee);
+	push_i64(&a, bk_lease_key_new());
 	run(o, BK_S_LEASE, &a);
 }
 
@@ -846,7 +850,7 @@ static void by_id(const char *what, int script, int64_t id, bk_cb cb, void *arg)
 	struct args a = {0};
 	if (!id_known(o, id))
 		return;
-	arg_i64(&a, id);
+	push_i64(&a, id);
 	run(o, script, &a);
 }
 
@@ -866,9 +870,9 @@ void bk_start(const Reactor__Buckets__V1__StartRequest *req, bk_cb cb, void *arg
 	struct args a = {0};
 	if (!id_known(o, req->id))
 		return;
-	arg_i64(&a, req->id);
-	arg_i64(&a, req->lease_key);
-	arg(&a, req->url);
+	push_i64(&a, req->id);
+	push_i64(&a, req->lease_key);
+	push(&a, req->url);
 	run(o, BK_S_START, &a);
 }
 
@@ -878,9 +882,9 @@ void bk_heartbeat(const Reactor__Buckets__V1__HeartbeatRequest *req, bk_cb cb, v
 	struct args a = {0};
 	if (!id_known(o, req->id))
 		return;
-	arg_i64(&a, req->id);
-	arg_i64(&a, req->lease_key);
-	arg_i64(&a, req->lease_expiration_ts);
+	push_i64(&a, req->id);
+	push_i64(&a, req->lease_key);
+	push_i64(&a, req->lease_expiration_ts);
 	run(o, BK_S_HEARTBEAT, &a);
 }
 
@@ -916,17 +920,17 @@ static void complete(const char *what, int64_t id, int64_t key, const char *resu
 	} else if (bk_new_tags_check(new_tags, n_new, &err) == 0) {
 		err = check_details(details);
 	}
-	arg_i64(&a, id);
-	arg_i64(&a, key);
-	arg(&a, result);
-	arg(&a, frname);
-	arg(&a, details);
-	arg(&a, url);
+	push_i64(&a, id);
+	push_i64(&a, key);
+	push(&a, result);
+	push(&a, frname);
+	push(&a, details);
+	push(&a, url);
 	/* Reported after the build checks (an idempotent repeat ignores it). */
-	arg(&a, err ? err : "");
-	arg_i64(&a, (int64_t)n_new);
+	push(&a, err ? err : "");
+	push_i64(&a, (int64_t)n_new);
 	for (size_t i = 0; i < n_new; i++)
-		arg(&a, new_tags[i]);
+		push(&a, new_tags[i]);
 	run(o, BK_S_COMPLETE, &a);
 	free(err);
 }
@@ -998,10 +1002,10 @@ void bk_peek(const Reactor__Buckets__V1__PeekRequest *req, bk_list_cb cb, void *
 	int max = req->max_builds <= 0 ? BK_PEEK_DEFAULT
 		  : req->max_builds > BK_PEEK_MAX ? BK_PEEK_MAX : req->max_builds;
 	struct args a = {0};
-	arg_i64(&a, max);
-	arg(&a, req->start_cursor);
+	push_i64(&a, max);
+	push(&a, req->start_cursor);
 	for (size_t i = 0; i < nb; i++)
-		arg(&a, b[i]);
+		push(&a, b[i]);
 	free(b);
 	run(o, BK_S_PEEK, &a);
 }
@@ -1050,20 +1054,20 @@ void bk_search(const Reactor__Buckets__V1__SearchRequest *req, bk_list_cb cb, vo
 	int max = req->max_builds <= 0 ? BK_SEARCH_DEFAULT
 		  : req->max_builds > BK_SEARCH_MAX ? BK_SEARCH_MAX : req->max_builds;
 	struct args a = {0};
-	arg_i64(&a, max);
-	arg(&a, req->start_cursor);
-	arg(&a, st);
-	arg(&a, res);
-	arg(&a, fr);
-	arg(&a, cr);
-	arg(&a, req->created_by);
-	arg_i64(&a, req->retry_of);
-	arg_i64(&a, (int64_t)nb);
+	push_i64(&a, max);
+	push(&a, req->start_cursor);
+	push(&a, st);
+	push(&a, res);
+	push(&a, fr);
+	push(&a, cr);
+	push(&a, req->created_by);
+	push_i64(&a, req->retry_of);
+	push_i64(&a, (int64_t)nb);
 	for (size_t i = 0; i < nb; i++)
-		arg(&a, b[i]);
-	arg_i64(&a, (int64_t)req->n_tags);
+		push(&a, b[i]);
+	push_i64(&a, (int64_t)req->n_tags);
 	for (size_t i = 0; i < req->n_tags; i++)
-		arg(&a, req->tags[i]);
+		push(&a, req->tags[i]);
 	free(b);
 	run(o, BK_S_SEARCH, &a);
 }
@@ -1075,8 +1079,8 @@ static void pass(const char *what, int script, int64_t timeout, int limit,
 	o->ncb = cb;
 	struct args a = {0};
 	if (timeout >= 0)
-		arg_i64(&a, timeout);
-	arg_i64(&a, limit);
+		push_i64(&a, timeout);
+	push_i64(&a, limit);
 	run(o, script, &a);
 }
 

@@ -234,6 +234,12 @@ int call_send(struct call *c, const ProtobufCMessage *msg)
 	return h2_stream_write_owned(c->stream, buf, n + 5);
 }
 
+void call_send_headers(struct call *c)
+{
+	if (c->state == CALL_ACTIVE)
+		send_headers(c);
+}
+
 int call_send_owned(struct call *c, uint8_t *buf, size_t len)
 {
 	if (c->state != CALL_ACTIVE || !c->stream || len > lim.max_send || len > UINT32_MAX) {
@@ -493,7 +499,12 @@ static void start_call(struct call *c)
 		if (t < timeout)
 			timeout = t;
 	}
-	if (timeout > 0) {
+	if (timeout <= 0) {
+		/* A zero timeout has already expired. */
+		call_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded before the call started");
+		return;
+	}
+	{
 		c->deadline_mono = c->start_mono + timeout;
 		c->deadline_ev = event_new(lim.base, -1, 0, deadline_cb, c);
 		struct timeval tv = {timeout / 1000000, timeout % 1000000};
@@ -529,6 +540,59 @@ static void reader_error(struct call *c)
 	}
 }
 
+/* protobuf-c hands strings to handlers NUL-terminated, so a string with an
+ * embedded NUL would silently become its prefix ("\0x" would name the
+ * default instance "").  Walk the wire form once and refuse such strings.
+ * Returns the offending field's name, or NULL.  Only called on bytes that
+ * already unpacked cleanly, so the framing is known to be sound. */
+static uint64_t wire_varint(const uint8_t **p, const uint8_t *end)
+{
+	uint64_t v = 0;
+	for (int shift = 0; *p < end && shift < 64; shift += 7) {
+		uint8_t b = *(*p)++;
+		v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			break;
+	}
+	return v;
+}
+
+static const char *nul_in_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *p,
+				  size_t len, int depth)
+{
+	const uint8_t *end = p + len;
+	if (depth > 32)
+		return NULL;
+	while (p < end) {
+		uint64_t key = wire_varint(&p, end);
+		unsigned wt = key & 7;
+		const ProtobufCFieldDescriptor *f =
+			protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
+		switch (wt) {
+		case 0: wire_varint(&p, end); break;
+		case 1: p += 8; break;
+		case 5: p += 4; break;
+		case 2: {
+			uint64_t n = wire_varint(&p, end);
+			if (n > (uint64_t)(end - p))
+				return NULL;
+			if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(p, 0, n))
+				return f->name;
+			if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+				const char *bad = nul_in_strings(f->descriptor, p, n, depth + 1);
+				if (bad)
+					return bad;
+			}
+			p += n;
+			break;
+		}
+		default:
+			return NULL;
+		}
+	}
+	return NULL;
+}
+
 static int on_msg(void *arg, const uint8_t *data, size_t len)
 {
 	struct call *c = arg;
@@ -538,6 +602,12 @@ static int on_msg(void *arg, const uint8_t *data, size_t len)
 	if (!msg) {
 		call_finish(c, GRPC_INVALID_ARGUMENT, "request is not a valid %s message",
 			    c->m->req->name);
+		return 1;
+	}
+	const char *nul = memchr(data, 0, len) ? nul_in_strings(c->m->req, data, len, 0) : NULL;
+	if (nul) {
+		protobuf_c_message_free_unpacked(msg, &call_pb_allocator);
+		call_finish(c, GRPC_INVALID_ARGUMENT, "string field %s contains a NUL byte", nul);
 		return 1;
 	}
 	c->nreq++;

@@ -70,6 +70,10 @@ int call_send(struct call *c, const ProtobufCMessage *msg);
  * bytes (for the gRPC prefix) followed by len bytes of message; the call
  * layer takes ownership of buf (malloc'd).  Returns 0 or -1. */
 int call_send_owned(struct call *c, uint8_t *buf, size_t len);
+/* Send the response headers now, before any message (a server-streaming
+ * call tells its client "I am listening" this way).  No-op when they went
+ * out already or the call is done. */
+void call_send_headers(struct call *c);
 /* Finish with a status; fmt may be NULL for no message. */
 void call_finish(struct call *c, int code, const char *fmt, ...) PRINTF_LIKE(3, 4);
 /* Finish with google.rpc.Status details in grpc-status-details-bin. */

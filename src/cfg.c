@@ -694,6 +694,16 @@ static const struct key cfg_keys[] = {
 	{"scheduler.sweep-interval", K_DURATION, F(sched_sweep_us),
 	 .def = US_S, .min = 10 * US_MS, .max = US_H, .reload = true},
 
+	SECTION("buckets"),
+	{"buckets.expiry-interval", K_DURATION, F(buckets_expiry_interval_us),
+	 .def = 10 * US_S, .min = 10 * US_MS, .max = 10 * US_S, .reload = true},
+	{"buckets.build-timeout", K_DURATION, F(buckets_build_timeout_us),
+	 .def = 2 * US_D, .min = US_S, .max = 365 * US_D, .reload = true},
+	{"buckets.timeout-check-interval", K_DURATION, F(buckets_timeout_check_interval_us),
+	 .def = US_M, .min = 10 * US_MS, .max = US_H, .reload = true},
+	{"buckets.client-operation-ttl", K_DURATION, F(buckets_op_ttl_us),
+	 .def = 60 * US_S, .min = US_S, .max = US_D, .reload = true},
+
 	{"instances", K_LIST, LIST(instances, n_instances), .list = &instance_ops,
 	 .def_str = ""},
 };

@@ -86,6 +86,12 @@ struct cfg {
 	int64_t sched_keepalive_us;     /* Operation keep-alive on idle streams, default 30s */
 	int64_t sched_sweep_us;         /* expiry/timeout/retention sweep, default 1s */
 
+	/* buckets: (all reloadable) */
+	int64_t buckets_expiry_interval_us;        /* lease expiry pass, default 10s */
+	int64_t buckets_build_timeout_us;          /* unfinished builds cancelled, default 2d */
+	int64_t buckets_timeout_check_interval_us; /* build-timeout pass, default 1m */
+	int64_t buckets_op_ttl_us;                 /* client_operation_id memory, default 60s */
+
 	struct cfg_instance *instances; /* at least one; default one named "" */
 	int n_instances;
 };

@@ -13,6 +13,7 @@
 #include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 #include "google/bytestream/bytestream.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "reactor/buckets/v1/buckets.pb-c.h"
 #include "svc.h"
 
 static const struct rpc_method table[] = {
@@ -54,22 +55,38 @@ static const struct rpc_method table[] = {
 	 &grpc__health__v1__health_list_response__descriptor, svc_health_list, NULL, NULL, NULL},
 	{"/grpc.health.v1.Health/Watch", RPC_SERVER_STREAM, &grpc__health__v1__health_check_request__descriptor,
 	 &grpc__health__v1__health_check_response__descriptor, svc_health_watch, NULL, svc_health_watch_cancel, NULL},
-	{"/reactor.buckets.v1.Buckets/Cancel", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/reactor.buckets.v1.Buckets/CancelBatch", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/reactor.buckets.v1.Buckets/Fail", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/reactor.buckets.v1.Buckets/Get", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/reactor.buckets.v1.Buckets/Heartbeat", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/reactor.buckets.v1.Buckets/HeartbeatBatch", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/reactor.buckets.v1.Buckets/Lease", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/reactor.buckets.v1.Buckets/Peek", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/reactor.buckets.v1.Buckets/Put", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/reactor.buckets.v1.Buckets/PutBatch", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/reactor.buckets.v1.Buckets/Reset", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/reactor.buckets.v1.Buckets/Retry", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/reactor.buckets.v1.Buckets/Search", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/reactor.buckets.v1.Buckets/Start", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/reactor.buckets.v1.Buckets/Succeed", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/reactor.buckets.v1.Buckets/WatchBuilds", RPC_SERVER_STREAM, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Cancel", RPC_UNARY, &reactor__buckets__v1__cancel_request__descriptor,
+	 &reactor__buckets__v1__build_response__descriptor, svc_buckets_cancel, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/CancelBatch", RPC_UNARY, &reactor__buckets__v1__cancel_batch_request__descriptor,
+	 &reactor__buckets__v1__cancel_batch_response__descriptor, svc_buckets_cancel_batch, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Fail", RPC_UNARY, &reactor__buckets__v1__fail_request__descriptor,
+	 &reactor__buckets__v1__build_response__descriptor, svc_buckets_fail, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Get", RPC_UNARY, &reactor__buckets__v1__get_request__descriptor,
+	 &reactor__buckets__v1__build_response__descriptor, svc_buckets_get, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Heartbeat", RPC_UNARY, &reactor__buckets__v1__heartbeat_request__descriptor,
+	 &reactor__buckets__v1__build_response__descriptor, svc_buckets_heartbeat, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/HeartbeatBatch", RPC_UNARY, &reactor__buckets__v1__heartbeat_batch_request__descriptor,
+	 &reactor__buckets__v1__heartbeat_batch_response__descriptor, svc_buckets_heartbeat_batch, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Lease", RPC_UNARY, &reactor__buckets__v1__lease_request__descriptor,
+	 &reactor__buckets__v1__build_response__descriptor, svc_buckets_lease, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Peek", RPC_UNARY, &reactor__buckets__v1__peek_request__descriptor,
+	 &reactor__buckets__v1__search_response__descriptor, svc_buckets_peek, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Put", RPC_UNARY, &reactor__buckets__v1__put_request__descriptor,
+	 &reactor__buckets__v1__build_response__descriptor, svc_buckets_put, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/PutBatch", RPC_UNARY, &reactor__buckets__v1__put_batch_request__descriptor,
+	 &reactor__buckets__v1__put_batch_response__descriptor, svc_buckets_put_batch, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Reset", RPC_UNARY, &reactor__buckets__v1__reset_request__descriptor,
+	 &reactor__buckets__v1__build_response__descriptor, svc_buckets_reset, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Retry", RPC_UNARY, &reactor__buckets__v1__retry_request__descriptor,
+	 &reactor__buckets__v1__build_response__descriptor, svc_buckets_retry, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Search", RPC_UNARY, &reactor__buckets__v1__search_request__descriptor,
+	 &reactor__buckets__v1__search_response__descriptor, svc_buckets_search, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Start", RPC_UNARY, &reactor__buckets__v1__start_request__descriptor,
+	 &reactor__buckets__v1__build_response__descriptor, svc_buckets_start, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/Succeed", RPC_UNARY, &reactor__buckets__v1__succeed_request__descriptor,
+	 &reactor__buckets__v1__build_response__descriptor, svc_buckets_succeed, NULL, NULL, NULL},
+	{"/reactor.buckets.v1.Buckets/WatchBuilds", RPC_SERVER_STREAM, &reactor__buckets__v1__watch_builds_request__descriptor,
+	 &reactor__buckets__v1__build__descriptor, svc_buckets_watch, NULL, svc_buckets_watch_cancel, NULL},
 };
 
 static int cmp(const void *key, const void *elem)

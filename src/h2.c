@@ -465,6 +465,10 @@ static void conn_flush(struct h2_conn *c)
 {
 	if (c->closing || c->drain_then_close || c->in_send)
 		return;
+	/* Nothing goes out before the client's preface checked out, so an
+	 * HTTP/1 client gets a clean text reply. */
+	if (c->server && !c->preface_ok)
+		return;
 	c->in_send = true;
 	int rv = nghttp2_session_send(c->ng);
 	c->in_send = false;

@@ -44,7 +44,8 @@ static struct {
 	const char *conf_path;
 	int verbosity;      /* -v / -q adjustments */
 	bool draining;
-	struct event *sigterm, *sigint, *sighup, *grace_ev, *force_ev;
+	struct event *sigterm, *sigint, *sighup, *grace_ev, *force_ev, *ready_ev;
+	bool ready;
 	char *pid_file;
 } d;
 
@@ -92,6 +93,7 @@ static void apply_live(struct cfg *cfg)
 	call_configure(cfg);
 	server_reconfigure(cfg);
 	svc_set_config(cfg);
+	svc_buckets_configure(cfg);
 }
 
 /* ---- shutdown ------------------------------------------------------------ */
@@ -134,6 +136,7 @@ static void start_drain(const char *why)
 	     server_nconns(), call_active_count());
 	svc_health_set_serving(false);
 	svc_health_shutdown();
+	svc_buckets_shutdown();
 	int64_t g = d.live->shutdown_grace_us;
 	struct timeval tv = {g / 1000000, g % 1000000};
 	event_add(d.grace_ev, &tv);
@@ -168,11 +171,33 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	start_drain(sig == SIGTERM ? "SIGTERM" : "SIGINT");
 }
 
+/* "ready" (the log line and the ready-file) means serving: Redis is up,
+ * or it stayed unreachable for the connect timeout, in which case we are
+ * ready but NOT_SERVING until it comes. */
+static void announce_ready(void)
+{
+	if (d.ready)
+		return;
+	d.ready = true;
+	event_del(d.ready_ev);
+	if (d.boot->ready_file && server_write_ready_file(d.boot->ready_file) != 0)
+		LOGE("main", "ready-file %s: %s", d.boot->ready_file, strerror(errno));
+	LOGI("main", "ready%s", store_up() ? "" : " (Redis not reachable yet: NOT_SERVING)");
+}
+
+static void ready_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd; (void)what; (void)arg;
+	announce_ready();
+}
+
 static void store_state(bool up, void *arg)
 {
 	(void)arg;
 	if (!d.draining)
 		svc_health_set_serving(up);
+	if (up)
+		announce_ready();
 }
 
 /* ---- start-up -------------------------------------------------------------- */
@@ -262,6 +287,10 @@ int main(int argc, char **argv)
 		LOGW("main", "cannot write %s: %s", d.pid_file, strerror(errno));
 
 	store_on_state(store_state, NULL);
+	if (svc_buckets_init(d.base) != 0) {
+		LOGE("main", "buckets: cannot register the Redis scripts");
+		goto out_store;
+	}
 	if (store_start(d.base, d.boot, &err) != 0) {
 		LOGE("main", "redis: %s", err);
 		free(err);
@@ -278,9 +307,11 @@ int main(int argc, char **argv)
 		free(err);
 		goto out_server;
 	}
-	if (d.boot->ready_file && server_write_ready_file(d.boot->ready_file) != 0) {
-		LOGE("main", "ready-file %s: %s", d.boot->ready_file, strerror(errno));
-		goto out_server;
+	d.ready_ev = evtimer_new(d.base, ready_timeout_cb, NULL);
+	{
+		int64_t t = d.boot->redis_connect_timeout_us;
+		struct timeval tv = {t / 1000000, t % 1000000};
+		event_add(d.ready_ev, &tv);
 	}
 
 	d.sigterm = evsignal_new(d.base, SIGTERM, signal_cb, NULL);
@@ -291,7 +322,8 @@ int main(int argc, char **argv)
 	event_add(d.sigterm, NULL);
 	event_add(d.sigint, NULL);
 	event_add(d.sighup, NULL);
-	LOGI("main", "ready");
+	if (store_up())
+		announce_ready();
 
 	event_base_dispatch(d.base);
 	rc = 0;
@@ -302,12 +334,16 @@ int main(int argc, char **argv)
 	event_free(d.grace_ev);
 	event_free(d.force_ev);
 out_server:
+	if (d.ready_ev)
+		event_free(d.ready_ev);
 	server_stop();
 	/* Let closed connections free themselves before Redis goes. */
 	event_base_loop(d.base, EVLOOP_NONBLOCK);
 	svc_bytestream_shutdown();
+	svc_ac_shutdown();
 	inst_close_all();
 out_store:
+	svc_buckets_shutdown();
 	store_stop();
 	if (d.boot->ready_file)
 		unlink(d.boot->ready_file);

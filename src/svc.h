@@ -48,6 +48,32 @@ void svc_bs_write_end(struct call *c);
 void svc_bs_write_cancel(struct call *c);
 void svc_bs_query(struct call *c, const ProtobufCMessage *msg);
 
+/* reactor.buckets.v1.Buckets (svc_buckets.c) */
+void svc_buckets_put(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_put_batch(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_get(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_search(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_peek(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_lease(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_reset(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_start(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_heartbeat(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_heartbeat_batch(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_succeed(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_fail(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_cancel(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_cancel_batch(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_retry(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_watch(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_watch_cancel(struct call *c);
+/* Register the scripts, subscribe to build events and create the sweep
+ * timers; call before store_start.  Returns 0 or -1. */
+int svc_buckets_init(struct event_base *base);
+/* Apply the buckets: section (at start, before init, and on reload). */
+void svc_buckets_configure(const struct cfg *cfg);
+/* End WatchBuilds streams (UNAVAILABLE) and free the timers; idempotent. */
+void svc_buckets_shutdown(void);
+
 /* Config in force for the services (swapped on reload). */
 void svc_set_config(const struct cfg *cfg);
 const struct cfg *svc_config(void);

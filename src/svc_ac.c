@@ -23,6 +23,7 @@
 
 #include <hiredis/hiredis.h>
 
+#include "ac.h"
 #include "blob.h"
 #include "cfg.h"
 #include "google/rpc/error_details.pb-c.h"
@@ -819,4 +820,130 @@ void svc_ac_update(struct call *c, const ProtobufCMessage *msg)
 		call_unref(c);
 		upd_free(u);
 	}
+}
+
+/* ---- internal API (ac.h): the scheduler's lookup and store --------------- */
+
+struct ac_lk {
+	char *instance;
+	char *key;
+	ac_lookup_cb cb;
+	void *arg;
+};
+
+/* Fire-and-forget drop of a stale entry that still holds `result`. */
+static void ac_drop_quietly(const char *key, const char *result, size_t len)
+{
+	ck_forget(key);
+	if (store_command(NULL, NULL, "EVAL %s 1 %s %b", DROP_LUA, key, result, len) != 0)
+		LOGD(MOD, "stale entry %s not dropped: Redis is down", key);
+}
+
+static void ac_lk_reply(redisReply *reply, void *arg)
+{
+	struct ac_lk *l = arg;
+	struct inst *in = inst_find(l->instance);
+	if (!reply || reply->type == REDIS_REPLY_ERROR) {
+		l->cb(l->arg, -EIO, NULL, 0);
+	} else if (reply->type != REDIS_REPLY_STRING || !in) {
+		l->cb(l->arg, -ENOENT, NULL, 0);
+	} else {
+		PbActionResult *r = build__bazel__remote__execution__v2__action_result__unpack(
+			&call_pb_allocator, reply->len, (const uint8_t *)reply->str);
+		bool ok = r != NULL;
+		uint8_t fp[DIGEST_HASH_LEN];
+		fingerprint(reply->str, reply->len, fp);
+		if (ok && !ck_valid(l->key, fp, in->cas)) {
+			int64_t ev = store_evictions(in->cas);
+			struct walk w = {.cas = in->cas};
+			walk_result(&w, r);
+			ok = !w.invalid && !w.ioerr && !w.nmissing;
+			if (ok)
+				ck_put(l->key, fp, ev);
+			else if (!w.ioerr)
+				LOGI(MOD, "dropping action cache entry %s: %s", l->key,
+				     w.invalid ? w.invalid : "references blobs missing from CAS");
+			walk_free(&w);
+		}
+		if (r)
+			build__bazel__remote__execution__v2__action_result__free_unpacked(
+				r, &call_pb_allocator);
+		if (ok) {
+			if (store_command(NULL, NULL, "EVAL %s 1 %s", HIT_LUA, l->key) != 0)
+				LOGD(MOD, "hit on %s not counted: Redis is down", l->key);
+			l->cb(l->arg, 0, (const uint8_t *)reply->str, reply->len);
+		} else {
+			ac_drop_quietly(l->key, reply->str, reply->len);
+			l->cb(l->arg, -ENOENT, NULL, 0);
+		}
+	}
+	free(l->instance);
+	free(l->key);
+	free(l);
+}
+
+int ac_lookup(struct inst *in, const struct digest *action, ac_lookup_cb cb, void *arg)
+{
+	struct ac_lk *l = xcalloc(1, sizeof(*l));
+	l->instance = xstrdup(in->name);
+	l->key = keys_ac(in->name, action);
+	l->cb = cb;
+	l->arg = arg;
+	if (store_command(ac_lk_reply, l, "HGET %s result", l->key) != 0) {
+		free(l->instance);
+		free(l->key);
+		free(l);
+		return -1;
+	}
+	return 0;
+}
+
+int ac_store(struct inst *in, const struct digest *action, const PbActionResult *r, char **err)
+{
+	int64_t ev = store_evictions(in->cas);
+	struct walk w = {.cas = in->cas};
+	walk_result(&w, r);
+	if (w.invalid || w.ioerr || w.nmissing) {
+		int rc = w.invalid ? -EINVAL : w.ioerr ? -EIO : -ENOENT;
+		if (err) {
+			char ms[DIGEST_STR_LEN];
+			*err = w.invalid ? xasprintf("%s", w.invalid)
+			       : w.ioerr ? xasprintf("%s", w.ioerr)
+			       : xasprintf("blobs/%s is missing from CAS%s",
+					   digest_str(&w.missing[0], ms, sizeof(ms)),
+					   w.nmissing > 1 ? " (and others)" : "");
+		}
+		walk_free(&w);
+		return rc;
+	}
+	walk_free(&w);
+	char *key = keys_ac(in->name, action);
+	size_t len = protobuf_c_message_get_packed_size(&r->base);
+	uint8_t *bytes = xmalloc(len ? len : 1);
+	protobuf_c_message_pack(&r->base, bytes);
+	char exit_code[16], outputs[24], updated[24];
+	char out_d[DIGEST_STR_LEN], err_d[DIGEST_STR_LEN];
+	snprintf(exit_code, sizeof(exit_code), "%d", (int)r->exit_code);
+	snprintf(outputs, sizeof(outputs), "%zu", count_outputs(r));
+	snprintf(updated, sizeof(updated), "%lld", (long long)now_us());
+	digest_field(out_d, sizeof(out_d), r->stdout_digest);
+	digest_field(err_d, sizeof(err_d), r->stderr_digest);
+	const char *argv[] = {"HSET", key,    "result", (const char *)bytes,
+			      "exit_code", exit_code, "outputs", outputs,
+			      "stdout", out_d,   "stderr", err_d,
+			      "updated", updated};
+	size_t lens[ARRAY_LEN(argv)];
+	for (size_t i = 0; i < ARRAY_LEN(argv); i++)
+		lens[i] = i == 3 ? len : strlen(argv[i]);
+	int rc = store_commandargv(NULL, NULL, (int)ARRAY_LEN(argv), argv, lens);
+	if (rc == 0) {
+		uint8_t fp[DIGEST_HASH_LEN];
+		fingerprint(bytes, len, fp);
+		ck_put(key, fp, ev);
+	}
+	free(bytes);
+	free(key);
+	if (rc != 0 && err)
+		*err = xstrdup("Redis is down");
+	return rc == 0 ? 0 : -EIO;
 }

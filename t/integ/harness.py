@@ -938,9 +938,12 @@ class ReactordTestCase(unittest.TestCase):
             f.write(to_yaml(cfg) + "\n")
         return path
 
-    def start_reactord(self, overrides=None, name="reactord", wait=True, cfg=None):
+    def start_reactord(self, overrides=None, name="reactord", wait=True, cfg=None,
+                       serving=True):
         """Write config (base_config deep-merged with overrides, or cfg as
-        given) and start reactord; with wait, block until ready."""
+        given) and start reactord; with wait, block until ready, and with
+        serving too until health says SERVING (the ready-file can come a
+        moment before the Redis connection is up: see TestStartup)."""
         if cfg is None:
             cfg = deep_merge(self.base_config(name), overrides or {})
         path = self.write_config(cfg, name)
@@ -952,6 +955,8 @@ class ReactordTestCase(unittest.TestCase):
         srv.start()
         if wait:
             srv.wait_ready()
+            if serving:
+                self.wait_health(srv, "SERVING")
         return srv
 
     def start_redis(self, name="ext-redis"):
@@ -1059,6 +1064,15 @@ class _Result(unittest.TextTestResult):
         super().__init__(*a, **kw)
         self.bad = set()
         self.dumped = set()
+        self.durations = {}
+
+    def startTest(self, test):
+        self._t0 = time.monotonic()
+        super().startTest(test)
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        self.durations[test.id()] = time.monotonic() - self._t0
 
     def _dump(self, test):
         if test.id() in self.dumped:
@@ -1132,6 +1146,8 @@ def main(module="__main__"):
         failed += 1
     skipped = len(res.skipped)
     passed = max(0, res.testsRun - skipped - len(res.bad) - len(res.expectedFailures))
+    slow = sorted(res.durations.items(), key=lambda kv: -kv[1])[:5]
+    print("slowest: " + ", ".join("%s %.1fs" % (k.rsplit(".", 1)[-1], v) for k, v in slow))
     print("total time %.1fs" % (time.monotonic() - t0))
     line = "%d passed, %d failed" % (passed, failed)
     if skipped:

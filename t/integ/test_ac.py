@@ -55,7 +55,7 @@ def tree_of(files):
     """A Tree whose root holds `files` {name: data} and one child directory
     holding a file of its own; returns (tree bytes, [file digests])."""
     r = rpb()
-    child_data = b"child file of " + b",".join(sorted(files))
+    child_data = b"child file of " + b",".join(files[n] for n in sorted(files))
     child = r.Directory(files=[r.FileNode(name="c.txt", digest=digest(child_data))])
     child_bytes = child.SerializeToString()
     root = r.Directory(

@@ -40,7 +40,18 @@ RESOURCE_EXHAUSTED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE = 8, 12, 13, 14
 # Methods of the served protocols that have a handler.  Everything else in
 # REAPI, ByteStream, Bots and Operations must answer UNIMPLEMENTED; move a
 # method here when its implementation lands.
-IMPLEMENTED = {"/build.bazel.remote.execution.v2.Capabilities/GetCapabilities"}
+IMPLEMENTED = {
+    "/build.bazel.remote.execution.v2.ActionCache/GetActionResult",
+    "/build.bazel.remote.execution.v2.ActionCache/UpdateActionResult",
+    "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities",
+    "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs",
+    "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs",
+    "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs",
+    "/build.bazel.remote.execution.v2.ContentAddressableStorage/GetTree",
+    "/google.bytestream.ByteStream/QueryWriteStatus",
+    "/google.bytestream.ByteStream/Read",
+    "/google.bytestream.ByteStream/Write",
+}
 
 
 def ctl(*args, timeout=20):
@@ -217,6 +228,12 @@ class TestUnimplemented(h.ReactordTestCase):
         self.assertGreater(len(methods), 15)
         for path, m in methods:
             if path in IMPLEMENTED:
+                with self.subTest(path=path, implemented=True):
+                    try:
+                        call_empty(ch, path, m)
+                    except grpc.RpcError as err:
+                        self.assertNotEqual(err.code(), grpc.StatusCode.UNIMPLEMENTED,
+                                            "%s is in IMPLEMENTED" % path)
                 continue
             with self.subTest(path=path):
                 try:
@@ -369,7 +386,8 @@ class TestConcurrency(h.ReactordTestCase):
         c.handshake()
         for i in range(11):  # 11 calls whose requests are not finished yet
             c.send_headers(1 + 2 * i, h.grpc_request_headers(CHECK))
-        c.ping()
+        f = c.wait_frame(lambda f: f[0] == h.RST_STREAM and f[2] == 21, timeout=3)
+        self.assertIsNotNone(f, "the 11th stream was not refused")
         self.assertEqual(c.streams[21].rst, 7, c.streams[21])  # REFUSED_STREAM
         for i in range(10):
             self.assertIsNone(c.streams[1 + 2 * i].rst)
@@ -803,7 +821,7 @@ class TestRedis(h.ReactordTestCase):
         # NOT_SERVING, and turns SERVING when Redis shows up.
         sock = os.path.join(self.tmp, "ext-redis.sock")
         srv = self.start_reactord({"redis": {"embedded": False, "address": sock,
-                                             "server": None}}, wait=False)
+                                             "server": None}}, wait=False, serving=False)
         try:
             srv.wait_ready(timeout=5)
         except AssertionError:
@@ -1034,6 +1052,30 @@ class TestShutdown(h.ReactordTestCase):
         self.assert_serving(again)
         self.assertEqual(h.status_name(h.health_check(self.channel(again.unix_addr)).status),
                          "SERVING")
+
+    def test_serving_as_soon_as_ready(self):
+        # The ready-file says "ready to serve": with embedded Redis (which
+        # reactord starts and waits for itself) the first call made the
+        # moment the file appears must find the server SERVING.  Poll the
+        # file tightly, as a script using inotify would see it.
+        seen = []
+        for i in range(5):
+            srv = self.start_reactord(name="r%d" % i, wait=False)
+            h.wait_for(lambda: os.path.exists(srv.ready_file), 20, "ready-file", 0.0005)
+            with open(srv.ready_file) as f:
+                addr = next(a for a in f.read().split() if a.startswith("unix:"))
+            c = h.RawH2(addr)
+            try:
+                c.handshake()
+                c.grpc_call(1, CHECK, EMPTY_CHECK)
+                st = c.wait_stream(1)
+            finally:
+                c.close()
+            self.assertEqual(st.grpc_status, OK, st)
+            seen.append(h.status_name(
+                pb().health.HealthCheckResponse.FromString(st.messages()[0]).status))
+            self.assertEqual(srv.stop(), 0)
+        self.assertEqual(seen, ["SERVING"] * 5, "Check right after the ready-file appeared")
 
     def test_ready_file_and_listen_log(self):
         srv = self.start_reactord()

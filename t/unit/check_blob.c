@@ -51,9 +51,26 @@ static void root_teardown(void)
 	rm_rf(root);
 }
 
+/* Test data and paths live until the test's teardown (drop_all), so
+ * tests need not free them one by one. */
+static void *kept[256];
+static size_t nkept;
+
+static void *keep(void *p)
+{
+	ck_assert_uint_lt(nkept, ARRAY_LEN(kept));
+	return kept[nkept++] = p;
+}
+
+static void drop_all(void)
+{
+	while (nkept)
+		free(kept[--nkept]);
+}
+
 static char *new_dir(void)
 {
-	char *d = xasprintf("%s/s.XXXXXX", root);
+	char *d = keep(xasprintf("%s/s.XXXXXX", root));
 	ck_assert_ptr_nonnull(mkdtemp(d));
 	return d;
 }
@@ -110,7 +127,7 @@ struct blob {
 
 static struct blob mk(size_t n, uint64_t seed)
 {
-	struct blob b = {.p = xmalloc(n), .n = n};
+	struct blob b = {.p = keep(xmalloc(n)), .n = n};
 	uint64_t x = seed * 2654435761u + 1;
 	gen(&x, b.p, n);
 	digest_of(b.p, n, &b.d);
@@ -187,7 +204,6 @@ static void fx_close(struct fixture *f)
 	blob_close(f->s);
 	if (f->base)
 		event_base_free(f->base);
-	free(f->dir);
 }
 
 /* ---- shared behaviour ------------------------------------------------- */
@@ -235,8 +251,6 @@ START_TEST(test_put_get_has)
 	ck_assert_int_eq(blob_writer_write(w, "x", 1), -EFBIG);
 	ck_assert_int_eq(blob_writer_commit(w, NULL), 0);
 	ck_assert_int_eq(stats(f.s).count, 1);
-	free(a.p);
-	free(b.p);
 	fx_close(&f);
 }
 END_TEST
@@ -254,8 +268,6 @@ START_TEST(test_put_wrong_hash)
 	ck_assert(!blob_has(f.s, &a.d));
 	ck_assert(!blob_has(f.s, &b.d));
 	ck_assert_int_eq(stats(f.s).count, 0);
-	free(a.p);
-	free(b.p);
 	fx_close(&f);
 }
 END_TEST
@@ -292,8 +304,6 @@ START_TEST(test_reader_offsets)
 	ck_assert_int_eq(blob_reader_read(r, buf, 10), 0);
 	blob_reader_close(r);
 	free(buf);
-	free(a.p);
-	free(missing.p);
 	fx_close(&f);
 }
 END_TEST
@@ -339,8 +349,6 @@ START_TEST(test_commit_mismatch)
 	get_eq(f.s, &a);
 	if (f.dir)
 		ck_assert_int_eq(count_files(f.dir, "tmp"), 0);
-	free(a.p);
-	free(b.p);
 	fx_close(&f);
 }
 END_TEST
@@ -376,8 +384,6 @@ START_TEST(test_concurrent_writers)
 	ck_assert(!blob_has(f.s, &b.d));
 	if (f.dir)
 		ck_assert_int_eq(count_files(f.dir, "tmp"), 0);
-	free(a.p);
-	free(b.p);
 	fx_close(&f);
 }
 END_TEST
@@ -405,7 +411,6 @@ START_TEST(test_reader_survives_delete)
 	blob_reader_close(NULL);
 	ck_assert_int_eq(stats(f.s).bytes, 0);
 	free(buf);
-	free(a.p);
 	fx_close(&f);
 }
 END_TEST
@@ -454,10 +459,6 @@ START_TEST(test_lru_eviction)
 	ck_assert_int_eq(blob_writer_write(w, huge.p, 10), -ENOSPC);
 	ck_assert_int_eq(blob_writer_commit(w, NULL), -ENOSPC);
 	ck_assert(blob_has(f.s, &b[10].d));
-	for (int i = 0; i < 11; i++)
-		free(b[i].p);
-	free(big.p);
-	free(huge.p);
 	fx_close(&f);
 }
 END_TEST
@@ -498,9 +499,6 @@ START_TEST(test_mem_pinned_not_evicted)
 	put_ok(s, &x);
 	ck_assert_int_eq(stats(s).evictions, 2);
 	blob_close(s);
-	for (int i = 0; i < 4; i++)
-		free(b[i].p);
-	free(x.p);
 }
 END_TEST
 
@@ -529,7 +527,7 @@ START_TEST(test_disk_crash_leftovers)
 	ck_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 	ck_assert_int_eq(count_files(dir, "tmp"), 1);
 	/* And a leftover written by hand, named like a blob. */
-	char *junk = xasprintf("%s/tmp/%s-%zu", dir, a.d.hex, a.n);
+	char *junk = keep(xasprintf("%s/tmp/%s-%zu", dir, a.d.hex, a.n));
 	FILE *fp = fopen(junk, "w");
 	fwrite(a.p, 1, a.n, fp);
 	fclose(fp);
@@ -547,9 +545,6 @@ START_TEST(test_disk_crash_leftovers)
 	free(err);
 	blob_close(s);
 	event_base_free(base);
-	free(junk);
-	free(a.p);
-	free(dir);
 }
 END_TEST
 
@@ -560,7 +555,7 @@ START_TEST(test_disk_reopen_incremental)
 	enum { N = 3000 };
 	char *dir = new_dir();
 	struct blob_store *s = open_disk(NULL, dir, 0);
-	struct blob *b = xcalloc(N, sizeof(*b));
+	struct blob *b = keep(xcalloc(N, sizeof(*b)));
 	int64_t total = 0;
 	for (int i = 0; i < N; i++) {
 		b[i] = mk(1 + (size_t)i % 97, 1000 + (uint64_t)i);
@@ -568,6 +563,12 @@ START_TEST(test_disk_reopen_incremental)
 		total += (int64_t)b[i].n;
 	}
 	ck_assert(!stats(s).index_complete); /* no loop: never scans */
+	blob_close(s);
+	/* Without a loop, every lookup falls back to stat(). */
+	s = open_disk(NULL, dir, 0);
+	ck_assert(blob_has(s, &b[42].d));
+	get_eq(s, &b[43]);
+	ck_assert_int_eq(stats(s).count, 2);
 	blob_close(s);
 
 	struct event_base *base = event_base_new();
@@ -591,11 +592,6 @@ START_TEST(test_disk_reopen_incremental)
 	get_eq(s, &b[N - 1]);
 	blob_close(s);
 	event_base_free(base);
-	for (int i = 0; i < N; i++)
-		free(b[i].p);
-	free(b);
-	free(missing.p);
-	free(dir);
 }
 END_TEST
 
@@ -652,11 +648,31 @@ START_TEST(test_disk_reopen_lru)
 	ck_assert(!blob_has(s, &b[1].d)); /* order 4 */
 	blob_close(s);
 	event_base_free(base);
-	for (int i = 0; i < 8; i++)
-		free(b[i].p);
-	free(n1.p);
-	free(n2.p);
-	free(dir);
+}
+END_TEST
+
+START_TEST(test_disk_open_errors)
+{
+	char *dir = new_dir();
+	char *file = keep(xasprintf("%s/plain", dir));
+	FILE *fp = fopen(file, "w");
+	fclose(fp);
+	char *err = NULL;
+	ck_assert_ptr_null(blob_open_disk(NULL, file, 0, &err));
+	ck_assert_msg(err && strstr(err, file), "%s", err ? err : "(null)");
+	free(err);
+	char *below = keep(xasprintf("%s/sub", file));
+	err = NULL;
+	ck_assert_ptr_null(blob_open_disk(NULL, below, 0, &err));
+	ck_assert_ptr_nonnull(err);
+	free(err);
+	ck_assert_ptr_null(blob_open_disk(NULL, below, 0, NULL));
+	/* Parents are created. */
+	char *deep = keep(xasprintf("%s/a/b/c", dir));
+	struct blob_store *s = open_disk(NULL, deep, 0);
+	blob_close(s);
+	char *lock = keep(xasprintf("%s/LOCK", deep));
+	ck_assert_int_eq(access(lock, F_OK), 0);
 }
 END_TEST
 
@@ -717,9 +733,6 @@ START_TEST(test_disk_corrupt)
 	put_ok(f.s, &b);
 	get_eq(f.s, &b);
 	free(buf);
-	free(a.p);
-	free(b.p);
-	free(c.p);
 	fx_close(&f);
 }
 END_TEST
@@ -795,6 +808,7 @@ int main(void)
 	Suite *s = suite_create("blob");
 	TCase *tc = tcase_create("both");
 	tcase_add_unchecked_fixture(tc, root_setup, root_teardown);
+	tcase_add_checked_fixture(tc, NULL, drop_all);
 	tcase_set_timeout(tc, 120);
 	tcase_add_loop_test(tc, test_put_get_has, 0, 2);
 	tcase_add_loop_test(tc, test_put_wrong_hash, 0, 2);
@@ -804,6 +818,7 @@ int main(void)
 	tcase_add_loop_test(tc, test_reader_survives_delete, 0, 2);
 	tcase_add_loop_test(tc, test_lru_eviction, 0, 2);
 	tcase_add_test(tc, test_mem_pinned_not_evicted);
+	tcase_add_test(tc, test_disk_open_errors);
 	tcase_add_test(tc, test_disk_crash_leftovers);
 	tcase_add_test(tc, test_disk_reopen_incremental);
 	tcase_add_test(tc, test_disk_reopen_lru);
