@@ -53,12 +53,15 @@ static void root_teardown(void)
 
 /* Test data and paths live until the test's teardown (drop_all), so
  * tests need not free them one by one. */
-static void *kept[256];
-static size_t nkept;
+static void **kept;
+static size_t nkept, capkept;
 
 static void *keep(void *p)
 {
-	ck_assert_uint_lt(nkept, ARRAY_LEN(kept));
+	if (nkept == capkept) {
+		capkept = capkept ? 2 * capkept : 256;
+		kept = xrealloc(kept, capkept * sizeof(*kept));
+	}
 	return kept[nkept++] = p;
 }
 
@@ -66,6 +69,9 @@ static void drop_all(void)
 {
 	while (nkept)
 		free(kept[--nkept]);
+	free(kept);
+	kept = NULL;
+	capkept = 0;
 }
 
 static char *new_dir(void)

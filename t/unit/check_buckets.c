@@ -292,7 +292,7 @@ static void succeed(struct got *g, int64_t id, int64_t key, const char *details,
 	bk_succeed(&req, on_res, g);
 }
 
-static void fail(struct got *g, int64_t id, int64_t key, int fr, const char *details)
+static void failb(struct got *g, int64_t id, int64_t key, int fr, const char *details)
 {
 	Reactor__Buckets__V1__FailRequest req = REACTOR__BUCKETS__V1__FAIL_REQUEST__INIT;
 	req.id = id;
@@ -773,7 +773,7 @@ START_TEST(test_lifecycle_success)
 	ERR(succeed(&g_, id, key, "{\"x\":1}", "", NULL), R(BUILD_IS_COMPLETED), "completed");
 	ERR(succeed(&g_, id, key, "{\"properties\":{}}", "http://other", NULL),
 	    R(BUILD_IS_COMPLETED), "completed");
-	ERR(fail(&g_, id, key, 0, "{\"properties\":{}}"), R(BUILD_IS_COMPLETED), "completed");
+	ERR(failb(&g_, id, key, 0, "{\"properties\":{}}"), R(BUILD_IS_COMPLETED), "completed");
 	ERR(start(&g_, id, key, ""), R(BUILD_IS_COMPLETED), "completed");
 	ERR(heartbeat(&g_, id, key, exp), R(BUILD_IS_COMPLETED), "completed");
 	ERR(bk_cancel(id, on_res, &g_), R(BUILD_IS_COMPLETED), "completed");
@@ -801,16 +801,16 @@ START_TEST(test_fail_and_reasons)
 	ck_assert_str_eq(b->leasee, "");
 	bk_build_free(b);
 	/* Fail straight from a leased SCHEDULED build; default reason. */
-	b = OK(fail(&g_, id, key, 0, ""));
+	b = OK(failb(&g_, id, key, 0, ""));
 	ck_assert_int_eq(b->status, ST(COMPLETED));
 	ck_assert_int_eq(b->result, RES(FAILURE));
 	ck_assert_int_eq(b->failure_reason, FR(BUILD_FAILURE));
 	ck_assert_int_eq(b->started_ts, 0);
 	bk_build_free(b);
 	check_inv(id);
-	b = OK(fail(&g_, id, key, FR(BUILD_FAILURE), ""));
+	b = OK(failb(&g_, id, key, FR(BUILD_FAILURE), ""));
 	bk_build_free(b);
-	ERR(fail(&g_, id, key, FR(INFRA_FAILURE), ""), R(BUILD_IS_COMPLETED), "completed");
+	ERR(failb(&g_, id, key, FR(INFRA_FAILURE), ""), R(BUILD_IS_COMPLETED), "completed");
 	ERR(succeed(&g_, id, key, "", "", NULL), R(BUILD_IS_COMPLETED), "completed");
 
 	b = OK(put(&g_, "ci", "x", 0));
@@ -822,14 +822,14 @@ START_TEST(test_fail_and_reasons)
 	b = OK(start(&g_, id, key, "u"));
 	bk_build_free(b);
 	/* Bad input on a live lease: nothing changes. */
-	ERR(fail(&g_, id, key, 99, ""), R(INVALID_INPUT), "failure_reason");
-	ERR(fail(&g_, id, key, FR(INFRA_FAILURE), "[1]"), R(INVALID_INPUT),
+	ERR(failb(&g_, id, key, 99, ""), R(INVALID_INPUT), "failure_reason");
+	ERR(failb(&g_, id, key, FR(INFRA_FAILURE), "[1]"), R(INVALID_INPUT),
 	    "result_details_json: must be a JSON object");
-	ERR(fail(&g_, id, key, FR(INFRA_FAILURE), "{"), R(INVALID_INPUT),
+	ERR(failb(&g_, id, key, FR(INFRA_FAILURE), "{"), R(INVALID_INPUT),
 	    "result_details_json: invalid JSON");
 	check_inv(id);
 	ck_assert(field_is(id, "status", "STARTED"));
-	b = OK(fail(&g_, id, key, FR(INFRA_FAILURE), "{\"e\":1}"));
+	b = OK(failb(&g_, id, key, FR(INFRA_FAILURE), "{\"e\":1}"));
 	ck_assert_int_eq(b->failure_reason, FR(INFRA_FAILURE));
 	ck_assert_int_gt(b->started_ts, 0);
 	bk_build_free(b);
@@ -901,7 +901,7 @@ START_TEST(test_key_check_order)
 	ERR(start(&g_, 77, 0, ""), R(BUILD_NOT_FOUND), "77");
 	ERR(heartbeat(&g_, 77, 0, 0), R(BUILD_NOT_FOUND), "77");
 	ERR(succeed(&g_, 77, 0, "", "", "builder:x"), R(BUILD_NOT_FOUND), "77");
-	ERR(fail(&g_, 77, 0, 0, "{"), R(BUILD_NOT_FOUND), "77");
+	ERR(failb(&g_, 77, 0, 0, "{"), R(BUILD_NOT_FOUND), "77");
 
 	BkBuild *b = OK(put(&g_, "ci", "x", 0));
 	int64_t id = b->id;
@@ -918,7 +918,7 @@ START_TEST(test_key_check_order)
 	ERR(start(&g_, id, key + 1, ""), R(LEASE_EXPIRED), "incorrect");
 	ERR(heartbeat(&g_, id, 0, far), R(INVALID_INPUT), "lease_key is required");
 	ERR(heartbeat(&g_, id, key ^ 1, far), R(LEASE_EXPIRED), "incorrect");
-	ERR(fail(&g_, id, 0, 0, ""), R(INVALID_INPUT), "lease_key is required");
+	ERR(failb(&g_, id, 0, 0, ""), R(INVALID_INPUT), "lease_key is required");
 	ERR(succeed(&g_, id, key + 1, "", "", "builder:x"), R(LEASE_EXPIRED), "incorrect");
 	/* Then the input of the call itself. */
 	ERR(succeed(&g_, id, key, "", "", "builder:x"), R(INVALID_INPUT), "new_tags[0]");
@@ -1200,9 +1200,7 @@ START_TEST(test_retry)
 	int64_t key = b->lease_key;
 	bk_build_free(b);
 	ERR(retry(&g_, id, "", 0), R(INVALID_BUILD_STATE), "SCHEDULED");
-	b = OK(fail(&g_, id, key, FR(INFRA_FAILURE), ""));
-	bk_build_free(b);
-	b = OK(succeed(&g_, id, key, "", "", NULL));
+	b = OK(failb(&g_, id, key, FR(INFRA_FAILURE), ""));
 	bk_build_free(b);
 	ERR(retry(&g_, id, "", now_us() - 1), R(INVALID_INPUT), "in the past");
 	b = OK(retry(&g_, id, "", now_us() + 60000000));
@@ -1340,7 +1338,7 @@ START_TEST(test_search)
 	b = OK(lease(&g_, ids[1], 0, ""));
 	int64_t k1 = b->lease_key;
 	bk_build_free(b);
-	b = OK(fail(&g_, ids[1], k1, FR(INFRA_FAILURE), ""));
+	b = OK(failb(&g_, ids[1], k1, FR(INFRA_FAILURE), ""));
 	bk_build_free(b);
 	b = OK(bk_cancel(ids[2], on_res, &g_));
 	bk_build_free(b);

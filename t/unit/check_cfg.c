@@ -358,6 +358,46 @@ START_TEST(test_shipped_conf)
 }
 END_TEST
 
+/* The buckets: section: defaults, every key set, bounds, reloadable. */
+START_TEST(test_buckets_keys)
+{
+	struct cfg *c = load_ok("");
+	ck_assert_int_eq(c->buckets_expiry_interval_us, 10000000LL);
+	ck_assert_int_eq(c->buckets_build_timeout_us, 2LL * 86400 * 1000000);
+	ck_assert_int_eq(c->buckets_timeout_check_interval_us, 60000000LL);
+	ck_assert_int_eq(c->buckets_op_ttl_us, 60000000LL);
+	struct cfg *d = load_ok("buckets:\n  expiry-interval: 250ms\n  build-timeout: 1h\n"
+				"  timeout-check-interval: 5s\n  client-operation-ttl: 2m\n");
+	ck_assert_int_eq(d->buckets_expiry_interval_us, 250000LL);
+	ck_assert_int_eq(d->buckets_build_timeout_us, 3600LL * 1000000);
+	ck_assert_int_eq(d->buckets_timeout_check_interval_us, 5000000LL);
+	ck_assert_int_eq(d->buckets_op_ttl_us, 120000000LL);
+	ck_assert_ptr_null(cfg_diff_static(c, d));
+	cfg_free(c);
+	cfg_free(d);
+	static const struct {
+		const char *text, *err;
+	} cases[] = {
+		{"buckets:\n  expiry-interval: 11s\n",
+		 "reactor.conf:2:20: buckets.expiry-interval: 11s out of range 10ms..10s"},
+		{"buckets:\n  build-timeout: 0s\n",
+		 "reactor.conf:2:18: buckets.build-timeout: 0s out of range 1s..365d"},
+		{"buckets:\n  timeout-check-interval: 2h\n",
+		 "reactor.conf:2:27: buckets.timeout-check-interval: 2h out of range 10ms..1h"},
+		{"buckets:\n  client-operation-ttl: soon\n",
+		 "reactor.conf:2:25: buckets.client-operation-ttl: expected a duration like 10s or 1m"},
+		{"buckets:\n  expiry-intervall: 1s\n",
+		 "reactor.conf:2:3: buckets.expiry-intervall: unknown key (did you mean \"expiry-interval\"?)"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char *err = NULL;
+		ck_assert_int_eq(cfg_load_string("reactor.conf", cases[i].text, &c, &err), -1);
+		ck_assert_str_eq(err, cases[i].err);
+		free(err);
+	}
+}
+END_TEST
+
 static Suite *cfg_suite(void)
 {
 	Suite *s = suite_create("cfg");
@@ -370,6 +410,7 @@ static Suite *cfg_suite(void)
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_load_file);
 	tcase_add_test(tc, test_shipped_conf);
+	tcase_add_test(tc, test_buckets_keys);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -213,9 +213,9 @@ START_TEST(test_unimplemented)
 	struct result r = raw_call("/no.Such/Method", "\0\0\0\0\0", 5, false, 0);
 	ck_assert_int_eq(r.code, GRPC_UNIMPLEMENTED);
 	ck_assert_ptr_nonnull(strstr(r.msg, "/no.Such/Method"));
-	r = raw_call("/google.bytestream.ByteStream/Read", "\0\0\0\0\0", 5, false, 0);
+	r = raw_call("/build.bazel.remote.execution.v2.ContentAddressableStorage/SplitBlob", "\0\0\0\0\0", 5, false, 0);
 	ck_assert_int_eq(r.code, GRPC_UNIMPLEMENTED);
-	ck_assert_ptr_nonnull(strstr(r.msg, "ByteStream/Read"));
+	ck_assert_ptr_nonnull(strstr(r.msg, "SplitBlob"));
 }
 END_TEST
 
