@@ -12,6 +12,9 @@
 
 #include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 #include "google/bytestream/bytestream.pb-c.h"
+#include "google/devtools/remoteworkers/v1test2/bots.pb-c.h"
+#include "google/longrunning/operations.pb-c.h"
+#include "google/protobuf/empty.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "reactor/buckets/v1/buckets.pb-c.h"
 #include "svc.h"
@@ -33,21 +36,30 @@ static const struct rpc_method table[] = {
 	 &build__bazel__remote__execution__v2__get_tree_response__descriptor, svc_cas_get_tree, NULL, NULL, NULL},
 	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/SpliceBlob", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
 	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/SplitBlob", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/build.bazel.remote.execution.v2.Execution/Execute", RPC_SERVER_STREAM, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/build.bazel.remote.execution.v2.Execution/WaitExecution", RPC_SERVER_STREAM, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/build.bazel.remote.execution.v2.Execution/Execute", RPC_SERVER_STREAM, &build__bazel__remote__execution__v2__execute_request__descriptor,
+	 &google__longrunning__operation__descriptor, svc_exec_execute, NULL, svc_exec_cancel, NULL},
+	{"/build.bazel.remote.execution.v2.Execution/WaitExecution", RPC_SERVER_STREAM, &build__bazel__remote__execution__v2__wait_execution_request__descriptor,
+	 &google__longrunning__operation__descriptor, svc_exec_wait, NULL, svc_exec_cancel, NULL},
 	{"/google.bytestream.ByteStream/QueryWriteStatus", RPC_UNARY, &google__bytestream__query_write_status_request__descriptor,
 	 &google__bytestream__query_write_status_response__descriptor, svc_bs_query, NULL, NULL, NULL},
 	{"/google.bytestream.ByteStream/Read", RPC_SERVER_STREAM, &google__bytestream__read_request__descriptor,
 	 &google__bytestream__read_response__descriptor, svc_bs_read, NULL, svc_bs_read_cancel, svc_bs_read_writable},
 	{"/google.bytestream.ByteStream/Write", RPC_CLIENT_STREAM, &google__bytestream__write_request__descriptor,
 	 &google__bytestream__write_response__descriptor, svc_bs_write, svc_bs_write_end, svc_bs_write_cancel, NULL},
-	{"/google.devtools.remoteworkers.v1test2.Bots/CreateBotSession", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/google.devtools.remoteworkers.v1test2.Bots/PostBotEventTemp", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/google.devtools.remoteworkers.v1test2.Bots/UpdateBotSession", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/google.longrunning.Operations/CancelOperation", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/google.longrunning.Operations/DeleteOperation", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/google.longrunning.Operations/GetOperation", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
-	{"/google.longrunning.Operations/ListOperations", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
+	{"/google.devtools.remoteworkers.v1test2.Bots/CreateBotSession", RPC_UNARY, &google__devtools__remoteworkers__v1test2__create_bot_session_request__descriptor,
+	 &google__devtools__remoteworkers__v1test2__bot_session__descriptor, svc_bots_create, NULL, svc_bots_cancel, NULL},
+	{"/google.devtools.remoteworkers.v1test2.Bots/PostBotEventTemp", RPC_UNARY, &google__devtools__remoteworkers__v1test2__post_bot_event_temp_request__descriptor,
+	 &google__protobuf__empty__descriptor, svc_bots_post_event, NULL, NULL, NULL},
+	{"/google.devtools.remoteworkers.v1test2.Bots/UpdateBotSession", RPC_UNARY, &google__devtools__remoteworkers__v1test2__update_bot_session_request__descriptor,
+	 &google__devtools__remoteworkers__v1test2__bot_session__descriptor, svc_bots_update, NULL, svc_bots_cancel, NULL},
+	{"/google.longrunning.Operations/CancelOperation", RPC_UNARY, &google__longrunning__cancel_operation_request__descriptor,
+	 &google__protobuf__empty__descriptor, svc_ops_cancel, NULL, NULL, NULL},
+	{"/google.longrunning.Operations/DeleteOperation", RPC_UNARY, &google__longrunning__delete_operation_request__descriptor,
+	 &google__protobuf__empty__descriptor, svc_ops_delete, NULL, NULL, NULL},
+	{"/google.longrunning.Operations/GetOperation", RPC_UNARY, &google__longrunning__get_operation_request__descriptor,
+	 &google__longrunning__operation__descriptor, svc_ops_get, NULL, NULL, NULL},
+	{"/google.longrunning.Operations/ListOperations", RPC_UNARY, &google__longrunning__list_operations_request__descriptor,
+	 &google__longrunning__list_operations_response__descriptor, svc_ops_list, NULL, NULL, NULL},
 	{"/google.longrunning.Operations/WaitOperation", RPC_UNARY, NULL, NULL, NULL, NULL, NULL, NULL},
 	{"/grpc.health.v1.Health/Check", RPC_UNARY, &grpc__health__v1__health_check_request__descriptor,
 	 &grpc__health__v1__health_check_response__descriptor, svc_health_check, NULL, NULL, NULL},

@@ -29,9 +29,11 @@
 #include "dispatch.h"
 #include "inst.h"
 #include "log.h"
+#include "sched.h"
 #include "server.h"
 #include "store.h"
 #include "svc.h"
+#include "watch.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -137,6 +139,8 @@ static void start_drain(const char *why)
 	svc_health_set_serving(false);
 	svc_health_shutdown();
 	svc_buckets_shutdown();
+	svc_exec_drain();
+	svc_bots_drain();
 	int64_t g = d.live->shutdown_grace_us;
 	struct timeval tv = {g / 1000000, g % 1000000};
 	event_add(d.grace_ev, &tv);
@@ -176,7 +180,9 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
  * ready but NOT_SERVING until it comes. */
 static void announce_ready(void)
 {
-	if (d.ready)
+	/* Only once, and only while the listeners are up: the store may come
+	 * up during the cleanup loop of a failed start. */
+	if (d.ready || !d.ready_ev)
 		return;
 	d.ready = true;
 	event_del(d.ready_ev);
@@ -291,6 +297,11 @@ int main(int argc, char **argv)
 		LOGE("main", "buckets: cannot register the Redis scripts");
 		goto out_store;
 	}
+	if (sched_init() != 0) {
+		LOGE("main", "scheduler: cannot register the Redis scripts");
+		goto out_store;
+	}
+	watch_init(d.base);
 	if (store_start(d.base, d.boot, &err) != 0) {
 		LOGE("main", "redis: %s", err);
 		free(err);
@@ -302,6 +313,9 @@ int main(int argc, char **argv)
 		goto out_server;
 	}
 	svc_bytestream_init(d.base);
+	svc_exec_init(d.base);
+	svc_bots_init(d.base);
+	sched_start(d.base);
 	if (server_start(d.base, d.boot, &err) != 0) {
 		LOGE("main", "listen: %s", err);
 		free(err);
@@ -336,6 +350,7 @@ int main(int argc, char **argv)
 out_server:
 	if (d.ready_ev)
 		event_free(d.ready_ev);
+	d.ready_ev = NULL;
 	server_stop();
 	/* Let closed connections free themselves before Redis goes. */
 	event_base_loop(d.base, EVLOOP_NONBLOCK);
@@ -344,6 +359,8 @@ out_server:
 	inst_close_all();
 out_store:
 	svc_buckets_shutdown();
+	sched_stop();
+	watch_shutdown();
 	store_stop();
 	if (d.boot->ready_file)
 		unlink(d.boot->ready_file);

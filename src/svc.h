@@ -74,6 +74,39 @@ void svc_buckets_configure(const struct cfg *cfg);
 /* End WatchBuilds streams (UNAVAILABLE) and free the timers; idempotent. */
 void svc_buckets_shutdown(void);
 
+/* build.bazel.remote.execution.v2.Execution (svc_exec.c) */
+struct inst;
+void svc_exec_init(struct event_base *base);
+void svc_exec_execute(struct call *c, const ProtobufCMessage *msg);
+void svc_exec_wait(struct call *c, const ProtobufCMessage *msg);
+void svc_exec_cancel(struct call *c);
+/* Execute / WaitExecution streams open now. */
+size_t svc_exec_streams(void);
+/* Shutdown: end every stream with UNAVAILABLE (clients resume with
+ * WaitExecution, the operations live on in Redis). */
+void svc_exec_drain(void);
+/* True when the instance serves remote execution; otherwise finishes the
+ * call UNIMPLEMENTED naming the method and the instance. */
+bool svc_exec_enabled(struct call *c, const struct inst *in);
+
+/* google.longrunning.Operations (svc_ops.c) */
+void svc_ops_get(struct call *c, const ProtobufCMessage *msg);
+void svc_ops_list(struct call *c, const ProtobufCMessage *msg);
+void svc_ops_cancel(struct call *c, const ProtobufCMessage *msg);
+void svc_ops_delete(struct call *c, const ProtobufCMessage *msg);
+/* Send operation `name` in state v as an Operation message (call_send). */
+struct sched_view;
+int svc_ops_send(struct call *c, const char *name, const struct sched_view *v);
+
+/* google.devtools.remoteworkers.v1test2.Bots (svc_bots.c) */
+void svc_bots_init(struct event_base *base);
+void svc_bots_create(struct call *c, const ProtobufCMessage *msg);
+void svc_bots_update(struct call *c, const ProtobufCMessage *msg);
+void svc_bots_cancel(struct call *c);
+void svc_bots_post_event(struct call *c, const ProtobufCMessage *msg);
+/* Shutdown: answer every long poll now, without a lease. */
+void svc_bots_drain(void);
+
 /* Config in force for the services (swapped on reload). */
 void svc_set_config(const struct cfg *cfg);
 const struct cfg *svc_config(void);
