@@ -261,14 +261,11 @@ static char *join_pairs(char **v, size_t n)
 		total += strlen(v[i]) + 1;
 	char *out = xmalloc(total), *o = out;
 	*o = '\0';
-	for (size_t i = 0; i < n; i++) {
-		if (i && strcmp(v[i], v[i - 1]) == 0) {
-			free(v[i]);
-			continue;
-		}
-		o += sprintf(o, "%s%s", o == out ? "" : ";", v[i]);
+	for (size_t i = 0; i < n; i++)
+		if (i == 0 || strcmp(v[i], v[i - 1]) != 0)
+			o += sprintf(o, "%s%s", o == out ? "" : ";", v[i]);
+	for (size_t i = 0; i < n; i++)
 		free(v[i]);
-	}
 	free(v);
 	return out;
 }
