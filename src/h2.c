@@ -365,6 +365,22 @@ static int stream_close_cb(nghttp2_session *ng, int32_t id, uint32_t error, void
 	return 0;
 }
 
+/* A server stream whose response is complete while the client is still
+ * sending (an early error, or ByteStream.Write finding the blob already
+ * stored) is reset with NO_ERROR, as RFC 9113 section 8.1 allows, so the
+ * client stops sending and the stream slot is freed. */
+static int frame_send_cb(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
+{
+	struct h2_conn *c = ud;
+	if (!c->server || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) ||
+	    (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA))
+		return 0;
+	int32_t id = frame->hd.stream_id;
+	if (nghttp2_session_get_stream_remote_close(ng, id) == 0)
+		nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
+	return 0;
+}
+
 static int invalid_frame_cb(nghttp2_session *ng, const nghttp2_frame *frame, int err, void *ud)
 {
 	(void)ng;
@@ -396,6 +412,7 @@ static nghttp2_session_callbacks *make_callbacks(void)
 	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, data_chunk_cb);
 	nghttp2_session_callbacks_set_on_stream_close_callback(cb, stream_close_cb);
 	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, invalid_frame_cb);
+	nghttp2_session_callbacks_set_on_frame_send_callback(cb, frame_send_cb);
 	nghttp2_session_callbacks_set_error_callback2(cb, error_cb);
 	return cb;
 }
