@@ -104,6 +104,20 @@ bool bk_bucket_name_ok(const char *s)
 	return true;
 }
 
+/* Strings stored in Redis and sent back must be UTF-8 (proto3 strings). */
+static char *check_utf8v(const char *field, char *const *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (!json_utf8_ok(v[i], strlen(v[i])))
+			return errf("%s[%zu]: not valid UTF-8", field, i);
+	return NULL;
+}
+
+static char *check_utf8(const char *field, const char *s)
+{
+	return json_utf8_ok(s, strlen(s)) ? NULL : errf("%s: not valid UTF-8", field);
+}
+
 static char *bad_bucket(const char *field, const char *name)
 {
 	return errf("%s: \"%.120s\" is not a valid bucket name (want [a-z0-9][a-z0-9._-]{0,99})",
@@ -640,8 +654,9 @@ static void build_reply(redisReply *r, void *arg)
 	}
 	b->utcnow_ts = num(r->element[1]);
 	b->lease_key = num(r->element[2]);
-	LOGD(MOD, "%s: build %" PRId64 " now %s%s%s", o->what, b->id, bk_status_name(b->status),
-	     b->lease_expiration_ts ? " (leased)" : "", b->result ? "" : "");
+	LOGD(MOD, "%s: build %" PRId64 " now %s%s%s%s", o->what, b->id,
+	     bk_status_name(b->status), b->lease_expiration_ts ? ", leased" : "",
+	     b->result ? " " : "", b->result ? bk_result_name(b->result) : "");
 	finish_build(o, GRPC_OK, 0, NULL, b);
 }
 
@@ -720,7 +735,7 @@ void bk_put(const Reactor__Buckets__V1__PutRequest *req, const char *created_by,
 	    void *arg)
 {
 	struct op *o = build_op("Put", cb, arg);
-	struct bk_params p;
+	struct bk_params p = {0};
 	char *err = NULL, **tags = NULL, *tjson = NULL;
 	size_t ntags = 0, tlen = 0;
 	struct args a = {0};
@@ -729,7 +744,13 @@ void bk_put(const Reactor__Buckets__V1__PutRequest *req, const char *created_by,
 		input_error(o, bad_bucket("bucket", req->bucket));
 		return;
 	}
-	if (bk_params_parse(req->parameters_json, &p, &err) < 0 ||
+	if ((err = check_utf8("client_operation_id", req->client_operation_id))) {
+		input_error(o, err);
+		return;
+	}
+	if ((err = check_utf8v("tags", req->tags, req->n_tags)) ||
+	    (err = check_utf8("leasee", req->leasee)) ||
+	    bk_params_parse(req->parameters_json, &p, &err) < 0 ||
 	    bk_tags_normalize(req->tags, req->n_tags, p.builder_name, &tags, &ntags, &err) < 0) {
 		bk_params_free(&p);
 		if (!*req->client_operation_id) {
@@ -789,8 +810,14 @@ void bk_retry(const Reactor__Buckets__V1__RetryRequest *req, const char *created
 {
 	struct op *o = build_op("Retry", cb, arg);
 	struct args a = {0};
+	char *err;
 	if (!id_known(o, req->id))
 		return;
+	if ((err = check_utf8("client_operation_id", req->client_operation_id)) ||
+	    (err = check_utf8("leasee", req->leasee))) {
+		input_error(o, err);
+		return;
+	}
 	push_i64(&a, req->id);
 	push(&a, req->client_operation_id);
 	push_i64(&a, req->lease_expiration_ts);
@@ -835,8 +862,13 @@ void bk_lease(const Reactor__Buckets__V1__LeaseRequest *req, bk_cb cb, void *arg
 {
 	struct op *o = build_op("Lease", cb, arg);
 	struct args a = {0};
+	char *err;
 	if (!id_known(o, req->id))
 		return;
+	if ((err = check_utf8("leasee", req->leasee))) {
+		input_error(o, err);
+		return;
+	}
 	push_i64(&a, req->id);
 	push_i64(&a, req->lease_expiration_ts);
 	push(&a, req->leasee);
@@ -868,8 +900,13 @@ void bk_start(const Reactor__Buckets__V1__StartRequest *req, bk_cb cb, void *arg
 {
 	struct op *o = build_op("Start", cb, arg);
 	struct args a = {0};
+	char *err;
 	if (!id_known(o, req->id))
 		return;
+	if ((err = check_utf8("url", req->url))) {
+		input_error(o, err);
+		return;
+	}
 	push_i64(&a, req->id);
 	push_i64(&a, req->lease_key);
 	push(&a, req->url);
@@ -917,7 +954,9 @@ static void complete(const char *what, int64_t id, int64_t key, const char *resu
 	if (!frname) {
 		frname = "";
 		err = errf("failure_reason: unknown value %d", fr);
-	} else if (bk_new_tags_check(new_tags, n_new, &err) == 0) {
+	} else if (!(err = check_utf8("url", url)) &&
+		   !(err = check_utf8v("new_tags", new_tags, n_new)) &&
+		   bk_new_tags_check(new_tags, n_new, &err) == 0) {
 		err = check_details(details);
 	}
 	push_i64(&a, id);
@@ -1033,6 +1072,12 @@ void bk_search(const Reactor__Buckets__V1__SearchRequest *req, bk_list_cb cb, vo
 	    (err = enum_filter("failure_reason", bk_failure_name, req->failure_reason, &fr)) ||
 	    (err = enum_filter("cancelation_reason", bk_cancel_name, req->cancelation_reason,
 			       &cr))) {
+		free(b);
+		input_error(o, err);
+		return;
+	}
+	if ((err = check_utf8v("tags", req->tags, req->n_tags)) ||
+	    (err = check_utf8("created_by", req->created_by))) {
 		free(b);
 		input_error(o, err);
 		return;

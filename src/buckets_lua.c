@@ -39,6 +39,21 @@
 "end\n" \
 "local function dump(id) return {id, redis.call('HGETALL', KB .. id)} end\n" \
 "local function ok(id, now, lk) return {'OK', I(now), lk or '0', dump(id)} end\n" \
+/* Writes that keep the loaded table b in step, so replies need no second \
+ * HGETALL. */ \
+"local function hset(id, b, f)\n" \
+"  redis.call('HSET', KB .. id, unpack(f))\n" \
+"  for i = 1, #f, 2 do b[f[i]] = f[i + 1] end\n" \
+"end\n" \
+"local function hdel(id, b, ...)\n" \
+"  redis.call('HDEL', KB .. id, ...)\n" \
+"  for _, k in ipairs({...}) do b[k] = nil end\n" \
+"end\n" \
+"local function okb(id, b, now, lk)\n" \
+"  local a = {}\n" \
+"  for k, v in pairs(b) do a[#a + 1] = k; a[#a + 1] = v end\n" \
+"  return {'OK', I(now), lk or '0', {id, a}}\n" \
+"end\n" \
 "local function notfound(id) return E('BUILD_NOT_FOUND', 'build ' .. id .. ' not found') end\n" \
 "local function completed(id) return E('BUILD_IS_COMPLETED', 'build ' .. id .. ' is completed') end\n" \
 "local function check_exp(exp, now)\n" \
@@ -65,6 +80,18 @@
 "    if x ~= y then return x < y end\n" \
 "  end\n" \
 "  return #a < #b\n" \
+"end\n" \
+/* A JSON array of strings, quoted as json_quote() does in C (cjson would \
+ * also escape '/'). */ \
+"local function jlist(t)\n" \
+"  local q = {}\n" \
+"  for i, s in ipairs(t) do\n" \
+"    q[i] = '\"' .. string.gsub(s, '[%c\"\\\\]', function(c)\n" \
+"      if c == '\"' or c == '\\\\' then return '\\\\' .. c end\n" \
+"      return string.format('\\\\u%04x', string.byte(c))\n" \
+"    end) .. '\"'\n" \
+"  end\n" \
+"  return '[' .. table.concat(q, ',') .. ']'\n" \
 "end\n" \
 "local function esc(s)\n" \
 "  return (string.gsub(s, '[%%:]', function(c) return string.format('%%%02X', string.byte(c)) end))\n" \
@@ -124,7 +151,8 @@
 "    add('lease_key', lk); add('lease_expiration_ts', I(exp))\n" \
 "    if leasee ~= '' then add('leasee', leasee) end\n" \
 "  end\n" \
-"  redis.call('HSET', KB .. id, unpack(f))\n" \
+"  local b = {}\n" \
+"  hset(id, b, f)\n" \
 "  redis.call('SADD', KBS, bucket)\n" \
 "  redis.call('ZADD', bset(bucket, SALL), 0, id)\n" \
 "  reindex(id, bucket, nil, false, 'SCHEDULED', leased, leased and exp or nil)\n" \
@@ -134,25 +162,27 @@
 "    redis.call('ZADD', KCHG .. esc(changes[i]) .. ':' .. esc(changes[i + 1]), 0, id)\n" \
 "  end\n" \
 "  publish(id, bucket, event, 'SCHEDULED', '', leased and I(exp) or '0', ct)\n" \
-"  return id\n" \
+"  return id, b\n" \
 "end\n" \
 /* Back to SCHEDULED without a lease (Reset and lease expiry). */ \
 "local function unlease(id, b, now, event)\n" \
 "  local upd = bump(b, now)\n" \
+"  local os, ol = b.status, b.lease_key ~= nil\n" \
 "  local f = {'status', 'SCHEDULED', 'updated_ts', I(upd)}\n" \
-"  if b.status ~= 'SCHEDULED' then f[5] = 'status_changed_ts'; f[6] = I(upd) end\n" \
-"  redis.call('HSET', KB .. id, unpack(f))\n" \
-"  redis.call('HDEL', KB .. id, 'lease_key', 'lease_expiration_ts', 'leasee', 'url', 'started_ts')\n" \
-"  reindex(id, b.bucket, b.status, b.lease_key ~= nil, 'SCHEDULED', false, nil)\n" \
+"  if os ~= 'SCHEDULED' then f[5] = 'status_changed_ts'; f[6] = I(upd) end\n" \
+"  hset(id, b, f)\n" \
+"  hdel(id, b, 'lease_key', 'lease_expiration_ts', 'leasee', 'url', 'started_ts')\n" \
+"  reindex(id, b.bucket, os, ol, 'SCHEDULED', false, nil)\n" \
 "  publish(id, b.bucket, event, 'SCHEDULED', '', '0', upd)\n" \
 "end\n" \
 /* COMPLETED / CANCELED with the given reason (Cancel and build timeout). */ \
 "local function cancel(id, b, now, reason, event)\n" \
 "  local upd = bump(b, now)\n" \
-"  redis.call('HSET', KB .. id, 'status', 'COMPLETED', 'result', 'CANCELED', 'cancelation_reason', reason,\n" \
-"    'completed_ts', I(upd), 'status_changed_ts', I(upd), 'updated_ts', I(upd))\n" \
-"  redis.call('HDEL', KB .. id, 'lease_key', 'lease_expiration_ts', 'leasee')\n" \
-"  reindex(id, b.bucket, b.status, b.lease_key ~= nil, 'COMPLETED', false, nil)\n" \
+"  local os, ol = b.status, b.lease_key ~= nil\n" \
+"  hset(id, b, {'status', 'COMPLETED', 'result', 'CANCELED', 'cancelation_reason', reason,\n" \
+"    'completed_ts', I(upd), 'status_changed_ts', I(upd), 'updated_ts', I(upd)})\n" \
+"  hdel(id, b, 'lease_key', 'lease_expiration_ts', 'leasee')\n" \
+"  reindex(id, b.bucket, os, ol, 'COMPLETED', false, nil)\n" \
 "  publish(id, b.bucket, event, 'COMPLETED', 'CANCELED', '0', upd)\n" \
 "end\n"
 
@@ -178,9 +208,9 @@ static const char lua_put[] = LUA_PRELUDE
 "local changes = {}\n"
 "for i = 1, 2 * nc do changes[i] = ARGV[12 + nt + i] end\n"
 "local lk = exp ~= 0 and ARGV[8] or '0'\n"
-"local id = create(now, bucket, ARGV[2], tags, ARGV[3], ARGV[4], changes, exp, ARGV[7], lk, '0', 'PUT')\n"
+"local id, b = create(now, bucket, ARGV[2], tags, ARGV[3], ARGV[4], changes, exp, ARGV[7], lk, '0', 'PUT')\n"
 "dedup_set(bucket, opid, id, lk, ARGV[9])\n"
-"return ok(id, now, lk)\n";
+"return okb(id, b, now, lk)\n";
 
 /* ARGV: id, client_operation_id, lease_expiration_ts, leasee, lease_key,
  * created_by, op_ttl_ms */
@@ -212,9 +242,9 @@ static const char lua_retry[] = LUA_PRELUDE
 "  end\n"
 "end\n"
 "local lk = exp ~= 0 and ARGV[5] or '0'\n"
-"local nid = create(now, b.bucket, tjson, tags, b.parameters_json, ARGV[6], changes, exp, ARGV[4], lk, id, 'RETRY')\n"
+"local nid, nb = create(now, b.bucket, tjson, tags, b.parameters_json, ARGV[6], changes, exp, ARGV[4], lk, id, 'RETRY')\n"
 "dedup_set(b.bucket, ARGV[2], nid, lk, ARGV[7])\n"
-"return ok(nid, now, lk)\n";
+"return okb(nid, nb, now, lk)\n";
 
 /* ARGV: id, lease_expiration_ts (0 = now + 1 min), leasee, lease_key */
 static const char lua_lease[] = LUA_PRELUDE
@@ -235,11 +265,12 @@ static const char lua_lease[] = LUA_PRELUDE
 "end\n"
 "local lk = ARGV[4]\n"
 "local upd = bump(b, now)\n"
-"redis.call('HSET', KB .. id, 'lease_key', lk, 'lease_expiration_ts', I(exp), 'updated_ts', I(upd))\n"
-"if ARGV[3] ~= '' then redis.call('HSET', KB .. id, 'leasee', ARGV[3]) end\n"
+"local f = {'lease_key', lk, 'lease_expiration_ts', I(exp), 'updated_ts', I(upd)}\n"
+"if ARGV[3] ~= '' then f[7] = 'leasee'; f[8] = ARGV[3] end\n"
+"hset(id, b, f)\n"
 "reindex(id, b.bucket, 'SCHEDULED', false, 'SCHEDULED', true, exp)\n"
 "publish(id, b.bucket, 'LEASE', 'SCHEDULED', '', I(exp), upd)\n"
-"return ok(id, now, lk)\n";
+"return okb(id, b, now, lk)\n";
 
 /* ARGV: id, lease_key, url */
 static const char lua_start[] = LUA_PRELUDE
@@ -258,12 +289,13 @@ static const char lua_start[] = LUA_PRELUDE
 "local url = ARGV[3]\n"
 "if url ~= '' and url ~= b.url then f[#f + 1] = 'url'; f[#f + 1] = url end\n"
 "if #f > 0 then\n"
+"  local os = b.status\n"
 "  f[#f + 1] = 'updated_ts'; f[#f + 1] = I(upd)\n"
-"  redis.call('HSET', KB .. id, unpack(f))\n"
-"  reindex(id, b.bucket, b.status, true, 'STARTED', true, nil)\n"
+"  hset(id, b, f)\n"
+"  reindex(id, b.bucket, os, true, 'STARTED', true, nil)\n"
 "  publish(id, b.bucket, 'START', 'STARTED', '', b.lease_expiration_ts, upd)\n"
 "end\n"
-"return ok(id, now)\n";
+"return okb(id, b, now)\n";
 
 /* ARGV: id, lease_key, lease_expiration_ts */
 static const char lua_heartbeat[] = LUA_PRELUDE
@@ -279,10 +311,10 @@ static const char lua_heartbeat[] = LUA_PRELUDE
 "local m = check_exp(exp, now)\n"
 "if m then return E('INVALID_INPUT', m) end\n"
 "local upd = bump(b, now)\n"
-"redis.call('HSET', KB .. id, 'lease_expiration_ts', I(exp), 'updated_ts', I(upd))\n"
+"hset(id, b, {'lease_expiration_ts', I(exp), 'updated_ts', I(upd)})\n"
 "redis.call('ZADD', KLEASED, I(exp), id)\n"
 "publish(id, b.bucket, 'HEARTBEAT', b.status, '', I(exp), upd)\n"
-"return ok(id, now)\n";
+"return okb(id, b, now)\n";
 
 /* Succeed and Fail.  ARGV: id, lease_key, result, failure_reason or "",
  * result_details_json, url, input error found by the caller or "", nnew,
@@ -298,7 +330,7 @@ static const char lua_complete[] = LUA_PRELUDE
 "  local want = url ~= '' and url or cur\n"
 "  if b.result == result and (b.failure_reason or '') == fr and\n"
 "     (b.result_details_json or '') == details and cur == want then\n"
-"    return ok(id, now)\n"
+"    return okb(id, b, now)\n"
 "  end\n"
 "  return completed(id)\n"
 "end\n"
@@ -329,14 +361,15 @@ static const char lua_complete[] = LUA_PRELUDE
 "  if added then\n"
 "    table.sort(tags, bless)\n"
 "    if not b.put_tags then add('put_tags', b.tags) end\n"
-"    add('tags', cjson.encode(tags))\n"
+"    add('tags', jlist(tags))\n"
 "  end\n"
 "end\n"
-"redis.call('HSET', KB .. id, unpack(f))\n"
-"redis.call('HDEL', KB .. id, 'lease_key', 'lease_expiration_ts', 'leasee')\n"
-"reindex(id, b.bucket, b.status, true, 'COMPLETED', false, nil)\n"
+"local os = b.status\n"
+"hset(id, b, f)\n"
+"hdel(id, b, 'lease_key', 'lease_expiration_ts', 'leasee')\n"
+"reindex(id, b.bucket, os, true, 'COMPLETED', false, nil)\n"
 "publish(id, b.bucket, result == 'SUCCESS' and 'SUCCEED' or 'FAIL', 'COMPLETED', result, '0', upd)\n"
-"return ok(id, now)\n";
+"return okb(id, b, now)\n";
 
 /* ARGV: id */
 static const char lua_cancel[] = LUA_PRELUDE
@@ -345,11 +378,11 @@ static const char lua_cancel[] = LUA_PRELUDE
 "local b = load(id)\n"
 "if not b then return notfound(id) end\n"
 "if b.status == 'COMPLETED' then\n"
-"  if b.result == 'CANCELED' then return ok(id, now) end\n"
+"  if b.result == 'CANCELED' then return okb(id, b, now) end\n"
 "  return completed(id)\n"
 "end\n"
 "cancel(id, b, now, 'CANCELED_EXPLICITLY', 'CANCEL')\n"
-"return ok(id, now)\n";
+"return okb(id, b, now)\n";
 
 /* ARGV: id */
 static const char lua_reset[] = LUA_PRELUDE
@@ -358,9 +391,9 @@ static const char lua_reset[] = LUA_PRELUDE
 "local b = load(id)\n"
 "if not b then return notfound(id) end\n"
 "if b.status == 'COMPLETED' then return completed(id) end\n"
-"if b.status == 'SCHEDULED' and not b.lease_key then return ok(id, now) end\n"
+"if b.status == 'SCHEDULED' and not b.lease_key then return okb(id, b, now) end\n"
 "unlease(id, b, now, 'RESET')\n"
-"return ok(id, now)\n";
+"return okb(id, b, now)\n";
 
 /* Lease expiry pass.  ARGV: limit.  Returns how many leases it looked at
  * (== limit: run again). */

@@ -477,6 +477,18 @@ struct json *json_parse(const char *text, size_t len, char *err, size_t errlen)
 	return j;
 }
 
+bool json_utf8_ok(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + len;
+	while (p < end) {
+		size_t n = utf8_len(p, end);
+		if (!n)
+			return false;
+		p += n;
+	}
+	return true;
+}
+
 void json_quote(char **buf, size_t *n, const char *s, size_t len)
 {
 	struct sbuf b = {*buf, *n, *buf ? *n + 1 : 0};

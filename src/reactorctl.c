@@ -316,11 +316,15 @@ static int cmd_upload(struct rc_client *cl, struct event_base *base, const char 
 {
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
-	if (fd < 0 || fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-		fprintf(stderr, "reactorctl: %s: %s\n", path,
-			fd < 0 || errno ? strerror(errno) : "not a regular file");
+	if (fd < 0 || fstat(fd, &st) != 0) {
+		fprintf(stderr, "reactorctl: %s: %s\n", path, strerror(errno));
 		if (fd >= 0)
 			close(fd);
+		return 2;
+	}
+	if (!S_ISREG(st.st_mode)) {
+		fprintf(stderr, "reactorctl: %s: not a regular file\n", path);
+		close(fd);
 		return 2;
 	}
 	char *hash;
@@ -352,7 +356,7 @@ static int cmd_upload(struct rc_client *cl, struct event_base *base, const char 
 	uint8_t *buf = xmalloc(WRITE_HEAD_MAX + WRITE_CHUNK);
 	uint8_t *data = buf + WRITE_HEAD_MAX;
 	int64_t off = 0, acked = 0;
-	bool window = true, first = true, local_err = false;
+	bool window = true, first = true, local_err = false, exists = false;
 	/* Send while the server has not answered: an early WriteResponse
 	 * (the blob exists) or a failure ends the upload. */
 	while (!x.done && x.committed < 0) {
@@ -362,7 +366,13 @@ static int cmd_upload(struct rc_client *cl, struct event_base *base, const char 
 			for (;;) {
 				bool complete = false;
 				int code = query_write(cl, name, to, &acked, &complete);
-				if (code == GRPC_NOT_FOUND || complete)
+				if (complete) {
+					/* Someone else stored the blob meanwhile. */
+					exists = true;
+					rc_call_cancel(k);
+					goto close_send;
+				}
+				if (code == GRPC_NOT_FOUND)
 					goto close_send; /* the Write ended: its status tells */
 				if (code != GRPC_OK) {
 					window = false; /* no QueryWriteStatus: unpaced */
@@ -442,6 +452,9 @@ close_send:
 	free(buf);
 	if (local_err) {
 		rv = 1;
+	} else if (exists) {
+		printf("%s/%" PRId64 "\n", hash, size);
+		rv = 0;
 	} else if (x.code != GRPC_OK) {
 		rv = fail(x.code, x.msg);
 	} else if (x.bad_msg || x.committed != size) {
@@ -459,31 +472,85 @@ out:
 	return rv;
 }
 
+static int get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	*v = 0;
+	for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+		uint8_t b = *(*p)++;
+		*v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			return 0;
+	}
+	return -1;
+}
+
+/* The data field of a ReadResponse, found in place: a 1 MiB message is
+ * not worth a protobuf-c unpack (an allocation and a copy each).  Unknown
+ * fields are skipped as the wire format says.  Returns 0 or -1. */
+static int read_response_data(const uint8_t *p, size_t len, const uint8_t **data, size_t *n)
+{
+	const uint8_t *end = p + len;
+	*data = NULL;
+	*n = 0;
+	while (p < end) {
+		uint64_t key, v;
+		if (get_varint(&p, end, &key) != 0)
+			return -1;
+		switch (key & 7) {
+		case 0:
+			if (get_varint(&p, end, &v) != 0)
+				return -1;
+			break;
+		case 1:
+		case 5: {
+			size_t w = (key & 7) == 1 ? 8 : 4;
+			if ((size_t)(end - p) < w)
+				return -1;
+			p += w;
+			break;
+		}
+		case 2:
+			if (get_varint(&p, end, &v) != 0 || v > (uint64_t)(end - p))
+				return -1;
+			if (key >> 3 == 10) { /* bytes data = 10; the last one wins */
+				*data = p;
+				*n = (size_t)v;
+			}
+			p += v;
+			break;
+		default:
+			return -1;
+		}
+	}
+	return 0;
+}
+
 static void read_msg(struct rc_call *k, const uint8_t *msg, size_t len, void *arg)
 {
 	struct xfer *x = arg;
-	Google__Bytestream__ReadResponse *r =
-		google__bytestream__read_response__unpack(NULL, len, msg);
-	if (!r) {
+	const uint8_t *data;
+	size_t n;
+	if (x->bad_msg || x->io_errno)
+		return;
+	if (read_response_data(msg, len, &data, &n) != 0) {
 		x->bad_msg = true;
 		rc_call_cancel(k);
 		return;
 	}
-	hasher_update(x->h, r->data.data, r->data.len);
-	x->got += (int64_t)r->data.len;
+	hasher_update(x->h, data, n);
+	x->got += (int64_t)n;
 	size_t off = 0;
-	while (off < r->data.len && !x->io_errno) {
-		ssize_t n = write(x->fd, r->data.data + off, r->data.len - off);
-		if (n < 0 && errno == EINTR)
+	while (off < n) {
+		ssize_t w = write(x->fd, data + off, n - off);
+		if (w < 0 && errno == EINTR)
 			continue;
-		if (n < 0) {
+		if (w < 0) {
 			x->io_errno = errno;
 			rc_call_cancel(k);
 			break;
 		}
-		off += (size_t)n;
+		off += (size_t)w;
 	}
-	google__bytestream__read_response__free_unpacked(r, NULL);
 }
 
 static int cmd_download(struct rc_client *cl, struct event_base *base, const char *instance,

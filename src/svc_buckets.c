@@ -371,6 +371,7 @@ static struct fent **fslot(int64_t id)
 }
 
 static void fetch_reply(redisReply *r, void *arg);
+static void drop_watcher(struct call *c);
 
 static void fetch(struct fent *e)
 {
@@ -418,9 +419,15 @@ static void fetch_reply(redisReply *r, void *arg)
 	if (b->updated_ts > e->sent_ts) {
 		e->sent_ts = b->updated_ts;
 		b->utcnow_ts = now_us();
-		for (struct watcher *w = bw.watchers; w; w = w->next)
-			if (w->live && watcher_wants(w, id, b->bucket))
-				call_send(w->c, &b->base);
+		for (struct watcher *w = bw.watchers, *next; w; w = next) {
+			next = w->next;
+			if (!w->live || !watcher_wants(w, id, b->bucket))
+				continue;
+			/* A send that fails finished the call (message too large)
+			 * without its on_cancel: let the watcher go now. */
+			if (call_send(w->c, &b->base) < 0 && call_done(w->c))
+				drop_watcher(w->c);
+		}
 	}
 	/* An event newer than what we read arrived meanwhile. */
 	if (e->want_ts > e->sent_ts && e->want_ts != INT64_MAX)
@@ -466,8 +473,8 @@ static void on_event(const char *channel, const char *msg, size_t len, void *arg
 			}
 		}
 	} else {
-		LOGW(MOD, "ignoring malformed event on %s: %.*s", channel, (int)(len > 200 ? 200 : len),
-		     msg);
+		LOGW(MOD, "ignoring malformed event on %s: %.*s", channel,
+		     (int)(len > 200 ? 200 : len), msg);
 	}
 	json_free(j);
 }
@@ -544,7 +551,8 @@ void svc_buckets_watch(struct call *c, const ProtobufCMessage *msg)
 		w->buckets[i] = xstrdup(req->buckets[i]);
 	w->nids = req->n_build_ids;
 	w->ids = xcalloc(w->nids + 1, sizeof(int64_t));
-	memcpy(w->ids, req->build_ids, w->nids * sizeof(int64_t));
+	if (w->nids)
+		memcpy(w->ids, req->build_ids, w->nids * sizeof(int64_t));
 	w->next = bw.watchers;
 	if (bw.watchers)
 		bw.watchers->prev = w;

@@ -358,6 +358,10 @@ void svc_bs_write(struct call *c, const ProtobufCMessage *msg)
 				call_finish(c, GRPC_INVALID_ARGUMENT,
 					    "more data than the %lld bytes the digest declares",
 					    (long long)size);
+			else if (rv == -ENOSPC)
+				call_finish(c, GRPC_RESOURCE_EXHAUSTED,
+					    "blob of %lld bytes does not fit in this instance's "
+					    "storage-max-size", (long long)size);
 			else
 				call_finish(c, GRPC_INTERNAL, "writing the upload failed");
 			return;

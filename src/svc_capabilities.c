@@ -2,8 +2,9 @@
  * svc_capabilities.c - build.bazel.remote.execution.v2.Capabilities.
  * Advertises only what this server really does: SHA-256, the v2 API range
  * we implement, the batch limit that fits under max-recv-message-size, and
- * no compressors beyond identity.  Execution is not advertised until the
- * scheduler exists.
+ * no compressors beyond identity.  Execution is advertised per instance
+ * (execution: true), with the scheduler's priority range and the platform
+ * properties the instance matches on.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include "build/bazel/semver/semver.pb-c.h"
 #include "cfg.h"
 #include "inst.h"
+#include "sched.h"
 #include "svc.h"
 
 #define REV2(x) BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
@@ -38,9 +40,33 @@ void svc_capabilities_get(struct call *c, const ProtobufCMessage *msg)
 	Build__Bazel__Remote__Execution__V2__ExecutionCapabilities exec =
 		REV2(EXECUTION_CAPABILITIES__INIT);
 	exec.digest_function = REV2(DIGEST_FUNCTION__VALUE__SHA256);
-	exec.exec_enabled = false;
 	exec.n_digest_functions = 1;
 	exec.digest_functions = digests;
+	/* Execution: the priority range the scheduler clamps to and the
+	 * platform properties the instance matches on. */
+	const struct cfg_instance *ci = inst_cfg(in);
+	exec.exec_enabled = ci->execution;
+	Build__Bazel__Remote__Execution__V2__PriorityCapabilities prio =
+		REV2(PRIORITY_CAPABILITIES__INIT);
+	Build__Bazel__Remote__Execution__V2__PriorityCapabilities__PriorityRange range =
+		REV2(PRIORITY_CAPABILITIES__PRIORITY_RANGE__INIT), *ranges[] = {&range};
+	char *props[2 + 64];
+	size_t nprops = 0;
+	if (ci->execution) {
+		range.min_priority = SCHED_PRIORITY_MIN;
+		range.max_priority = SCHED_PRIORITY_MAX;
+		prio.n_priorities = 1;
+		prio.priorities = ranges;
+		exec.execution_priority_capabilities = &prio;
+		props[nprops++] = (char *)"OSFamily";
+		props[nprops++] = (char *)"ISA";
+		for (int i = 0; i < ci->n_platform_properties && nprops < ARRAY_LEN(props); i++)
+			if (strcmp(ci->platform_properties[i], "OSFamily") &&
+			    strcmp(ci->platform_properties[i], "ISA"))
+				props[nprops++] = ci->platform_properties[i];
+		exec.n_supported_node_properties = nprops;
+		exec.supported_node_properties = props;
+	}
 
 	Build__Bazel__Semver__SemVer low = BUILD__BAZEL__SEMVER__SEM_VER__INIT;
 	Build__Bazel__Semver__SemVer high = BUILD__BAZEL__SEMVER__SEM_VER__INIT;

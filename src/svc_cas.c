@@ -155,14 +155,17 @@ void svc_cas_batch_read(struct call *c, const ProtobufCMessage *msg)
 	if (!in || reapi_digest_function(c, req->digest_function) != 0)
 		return;
 	int64_t total = 0, limit = inst_max_batch(in);
-	for (size_t i = 0; i < req->n_digests; i++)
-		if (req->digests[i] && req->digests[i]->size_bytes > 0)
-			total += req->digests[i]->size_bytes;
+	for (size_t i = 0; i < req->n_digests && total <= limit; i++) {
+		int64_t sz = req->digests[i] ? req->digests[i]->size_bytes : 0;
+		/* Saturate: sizes near INT64_MAX must not wrap the sum. */
+		if (sz > 0)
+			total = sz > limit - total ? limit + 1 : total + sz;
+	}
 	if (total > limit) {
 		call_finish(c, GRPC_INVALID_ARGUMENT,
-			    "batch read of %lld bytes exceeds max_batch_total_size_bytes %lld; "
+			    "batch read of more than %lld bytes exceeds max_batch_total_size_bytes; "
 			    "use ByteStream.Read for large blobs",
-			    (long long)total, (long long)limit);
+			    (long long)limit);
 		return;
 	}
 	size_t n = req->n_digests;

@@ -160,6 +160,12 @@ static void batch_free(struct batch *b)
 	free(b->jobs);
 	free(b->start);
 	free(b);
+	/* The last read answered after watch_shutdown frees the table. */
+	if (!w.inited && w.count == 0 && w.tab) {
+		free(w.tab);
+		w.tab = NULL;
+		w.mask = 0;
+	}
 }
 
 static void batch_reply(void *arg, int rc, struct sched_view *v, size_t n)

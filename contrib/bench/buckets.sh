@@ -16,6 +16,7 @@
 #
 # usage: contrib/bench/buckets.sh [BUILD_DIR]     (default: build)
 #   SECS=10 DEPTHS="1 4 16" BENCH_REQS=200000 contrib/bench/buckets.sh
+#   REDIS_ARGS="--hash-max-listpack-value 1024" ...   (extra redis-server args)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 build=${1:-$top/build}
@@ -37,7 +38,7 @@ trap cleanup EXIT
 sock=$tmp/redis.sock
 taskset -c 1 "$REDIS_SERVER" --port 0 --unixsocket "$sock" --unixsocketperm 700 \
 	--dir "$tmp" --appendonly yes --appendfsync everysec --save "" \
-	--logfile "$tmp/redis.log" --daemonize no &
+	--logfile "$tmp/redis.log" --daemonize no ${REDIS_ARGS:-} &
 pids+=($!)
 R() { redis-cli -s "$sock" "$@"; }
 for _ in $(seq 200); do R PING >/dev/null 2>&1 && break; sleep 0.05; done

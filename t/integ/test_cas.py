@@ -341,6 +341,19 @@ class TestBatch(CASTestCase):
         self.assert_rpc_error(SC.INVALID_ARGUMENT, self.batch_read, [digest(a), digest(c)],
                               contains="max_batch_total_size_bytes")
 
+    def test_read_limit_cannot_be_overflowed(self):
+        # Four claimed sizes of 2^62 sum to 2^64: a signed 64-bit total
+        # wraps to 0 (undefined behaviour; UBSan stops the server) and the
+        # limit check passes.  The call must be INVALID_ARGUMENT.
+        srv = self.start()
+        D = rpb().Digest
+        huge = [D(hash="%064x" % i, size_bytes=1 << 62) for i in range(4)]
+        self.assert_rpc_error(SC.INVALID_ARGUMENT, self.batch_read, huge,
+                              contains="max_batch_total_size_bytes")
+        self.assert_rpc_error(SC.INVALID_ARGUMENT, self.batch_read,
+                              huge[:1] + [D(hash="b" * 64, size_bytes=(1 << 63) - 1)])
+        self.assert_serving(srv)
+
     def test_read_per_blob_statuses(self):
         self.start()
         a, b = self.put(b"read me", b"and me")
@@ -416,9 +429,15 @@ class TestGetTree(CASTestCase):
         self.assertEqual(resps[-1].next_page_token, "")
 
     def test_paging_within_and_across_calls(self):
-        resps = self.get_tree(self.root, page_size=2)
+        for n in (1, 2, 3, 7, 8):
+            with self.subTest(page_size=n):
+                self.check_paging(n)
+
+    def check_paging(self, page_size):
+        resps = self.get_tree(self.root, page_size=page_size)
         pages = [list(r.directories) for r in resps]
-        self.assertTrue(all(1 <= len(p) <= 2 for p in pages), [len(p) for p in pages])
+        self.assertTrue(all(1 <= len(p) <= page_size for p in pages), [len(p) for p in pages])
+        self.assertEqual(len(pages), -(-7 // page_size))
         flat = [d for p in pages for d in p]
         self.assertEqual(sorted(dstr(digest(d.SerializeToString())) for d in flat),
                          sorted(self.dirs))
@@ -429,7 +448,7 @@ class TestGetTree(CASTestCase):
         done = 0
         for tok, page in zip(tokens[:-1], pages):
             done += len(page)
-            rest = [d for r in self.get_tree(self.root, page_size=2, page_token=tok)
+            rest = [d for r in self.get_tree(self.root, page_size=page_size, page_token=tok)
                     for d in r.directories]
             self.assertEqual(rest, flat[done:], "resuming at token %r" % tok)
 
@@ -491,6 +510,38 @@ class TestRead(CASTestCase):
         # checked against the name's size first, whatever the store holds.
         self.assert_rpc_error(SC.OUT_OF_RANGE, self.read, read_name(gone), 100)
         self.assertEqual(self.read(name, 3, 4)[0], b"3456")
+
+    def test_concurrent_and_cancelled_reads(self):
+        srv = self.start()
+        data = blob("many readers", 6 * MIB + 1)
+        d = self.upload(data, chunk=MIB)
+        b = bspb()
+        # Readers that stop after the first message, on one connection.
+        for _ in range(5):
+            call = h.server_stream(self.ch, BS + "Read", b.ReadResponse)(
+                b.ReadRequest(resource_name=read_name(d)), timeout=self.TIMEOUT * h.SLOW)
+            first = next(call).data
+            self.assertTrue(data.startswith(first) and first, len(first))
+            call.cancel()
+        # Eight whole reads at once, each on its own connection.
+        results = [None] * 8
+
+        def reader(i):
+            ch = h.channel(srv.tcp_addr)
+            try:
+                results[i] = self.read(read_name(d), ch=ch)[0] == data
+            except Exception as e:  # reported below
+                results[i] = e
+            finally:
+                ch.close()
+
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60 * h.SLOW)
+        self.assertEqual(results, [True] * 8)
+        self.assert_serving(srv)
 
     def test_resource_name_forms(self):
         self.start({"instances": [{"name": ""}, {"name": "team/a"}]})
@@ -736,20 +787,30 @@ class TestEviction(CASTestCase):
                    set(self.find_missing(ds + [da, dc, de]))]
         self.assertLessEqual(len(present) * size, MIB)
         self.assertIn(dstr(ds[-1]), [dstr(x) for x in present])
-        # A blob bigger than the whole store is refused, per blob and by Write.
-        big = blob("evict-big", MIB + 1)
-        self.assertEqual(self.batch_update([(digest(big), big)])[0][0], SC.RESOURCE_EXHAUSTED)
-        self.assert_rpc_error(SC.RESOURCE_EXHAUSTED, self.write,
-                              self.write_reqs(write_name(digest(big)), big))
         self.assertEqual(self.read_blob(ds[-1]), blob("evict-more-5", size))
         self.assert_serving(srv)
 
+    DISK_1MIB = {"instances": [{"name": "", "storage": "disk", "storage-max-size": "1MiB"}]}
+
     def test_disk_lru(self):
-        self.check_lru({"instances": [{"name": "", "storage": "disk",
-                                       "storage-max-size": "1MiB"}]})
+        self.check_lru(self.DISK_1MIB)
 
     def test_memory_lru(self):
         self.check_lru(self.memory_instance("1MiB"))
+
+    def test_blob_bigger_than_store_is_resource_exhausted(self):
+        # The issue: "RESOURCE_EXHAUSTED when full".  BatchUpdateBlobs says
+        # so per blob; a ByteStream Write must say so too (not INTERNAL).
+        for overrides in (self.DISK_1MIB, self.memory_instance("1MiB")):
+            with self.subTest(storage=overrides["instances"][0]["storage"]):
+                self.start(overrides, name="r%d" % len(self.servers))
+                keep = self.upload(b"small and kept")
+                big = blob("evict-big", MIB + 1)
+                sts = self.batch_update([(digest(big), big)])
+                self.assertEqual(sts[0][0], SC.RESOURCE_EXHAUSTED, sts)
+                self.assert_rpc_error(SC.RESOURCE_EXHAUSTED, self.write,
+                                      self.write_reqs(write_name(digest(big)), big))
+                self.assertEqual(self.find_missing([digest(big), keep]), [dstr(digest(big))])
 
 
 class TestRestart(CASTestCase):
@@ -773,6 +834,48 @@ class TestRestart(CASTestCase):
                          [dstr(digest(partial))])
         self.assertEqual(self.read_blob(dbig), big)
         self.assertEqual([x[2] for x in self.batch_read(ds)], small)
+
+    def blob_file(self, d):
+        """Where the disk store keeps d (layout documented in src/blob.h)."""
+        path = os.path.join(self.srv.state_dir, "cas", "default", "cas", d.hash[:2],
+                            "%s-%d" % (d.hash, d.size_bytes))
+        self.assertTrue(os.path.isfile(path), path)
+        return path
+
+    def test_corrupt_files_are_detected_and_dropped(self):
+        self.start()
+        a, b, c = (blob("corrupt-" + t, 300 * KIB) for t in "abc")
+        da, db, dc = self.put(a, b, c)
+        with open(self.blob_file(da), "r+b") as f:  # flip a byte
+            f.seek(1000)
+            f.write(bytes([a[1000] ^ 1]))
+        with open(self.blob_file(db), "r+b") as f:  # torn: same size, zeros at the end
+            f.seek(len(b) - 4096)
+            f.write(bytes(4096))
+        os.truncate(self.blob_file(dc), 1000)      # short
+        sts = self.batch_read([da])
+        self.assertEqual(sts[0][0], SC.NOT_FOUND, sts)
+        self.assert_rpc_error(SC.DATA_LOSS, self.read_blob, db)
+        self.assertNotEqual(h.rpc_error(self.read_blob, dc).code(), SC.OK)
+        # Each is now gone, and can be stored again.
+        self.assertEqual(sorted(self.find_missing([da, db])), sorted([dstr(da), dstr(db)]))
+        self.put(a, b)
+        self.assertEqual([x[2] for x in self.batch_read([da, db])], [a, b])
+
+    def test_unfinished_uploads_leave_nothing_after_restart(self):
+        srv = self.start()
+        data = blob("unfinished", 400 * KIB)
+        name = write_name(digest(data))
+        self.assert_rpc_error(SC.INVALID_ARGUMENT, self.write,
+                              self.write_reqs(name, data[:200 * KIB], finish=False))
+        self.assertEqual(self.query(name), (200 * KIB, False))
+        self.ch.close()
+        self.assertEqual(srv.stop(), 0)
+        self.srv = self.start_reactord(cfg=srv.cfg)
+        self.ch = self.channel(self.srv.tcp_addr)
+        self.assert_rpc_error(SC.NOT_FOUND, self.query, name)
+        self.assertEqual(os.listdir(os.path.join(srv.state_dir, "cas", "default", "tmp")), [])
+        self.assertEqual(self.write(self.write_reqs(name, data)), len(data))
 
     def test_memory_store_starts_empty(self):
         # The counterpart: proves the restart test above can fail.
@@ -837,7 +940,7 @@ class TestCorruptInput(CASTestCase):
 
         # Write resource names.
         for name, code, needle in [
-            ("blobs/%s/13" % hx, SC.INVALID_ARGUMENT, "not a upload name"),
+            ("blobs/%s/13" % hx, SC.INVALID_ARGUMENT, "upload name"),
             ("uploads//blobs/%s/13" % hx, SC.INVALID_ARGUMENT, "uuid"),
             ("uploads/u1/%s/13" % hx, SC.INVALID_ARGUMENT, "after the upload uuid"),
             ("uploads/u1/blobs/%s/-13" % hx, SC.INVALID_ARGUMENT, "-13"),

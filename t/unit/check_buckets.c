@@ -1,8 +1,9 @@
 /*
- * check_buckets.c - unit tests for build buckets: the JSON parser, input
- * validation (bucket names, tags, parameters_json and changes), and every
+ * check_buckets.c - unit tests for build buckets: input validation (bucket
+ * names, tags, parameters_json and its changes), lease keys, and every
  * status transition of src/buckets.c run for real against a redis-server
- * through the store, with the invariants checked in Redis after each step.
+ * through the store, with the invariants checked in Redis after each step
+ * (the JSON parser has its own check_json.c).
  *
  * The Redis tests share one TCase whose unchecked fixture (in the runner
  * process) makes a temp dir and starts a redis-server on a unix socket in
@@ -450,62 +451,6 @@ static void check_inv(int64_t id)
 	free(c), free(s), free(u);
 	free(status), free(bucket), free(result);
 }
-
-/* ---- pure tests: JSON ---- */
-
-START_TEST(test_json)
-{
-	static const char *const good[] = {
-		"{}", "[]", "0", "-0", "1.5e3", "\"a\\u00e9\\ud83d\\ude00\"", "null", "true",
-		" {\"a\": [1, 2, {\"b\": null}], \"c\": \"\\/\"} ", "\"\xc3\xa9\"",
-	};
-	static const char *const bad[] = {
-		"", "{", "{\"a\":1,}", "[1,]", "01", "1.", ".5", "+1", "NaN", "{'a':1}",
-		"{\"a\":1}x", "\"\\ud800\"", "\"\\udc00\"", "\"\\x\"", "\"a\nb\"", "\"\xff\"",
-		"\"\xc0\xaf\"", "{\"a\":1,\"a\":2}", "tru", "[1 2]", "{\"a\" 1}", "1e999",
-		"// c\n{}", "\"\xed\xa0\x80\"",
-	};
-	char err[128];
-	for (size_t i = 0; i < ARRAY_LEN(good); i++) {
-		struct json *j = json_parse(good[i], strlen(good[i]), err, sizeof err);
-		ck_assert_msg(j, "%s: %s", good[i], err);
-		json_free(j);
-	}
-	for (size_t i = 0; i < ARRAY_LEN(bad); i++) {
-		struct json *j = json_parse(bad[i], strlen(bad[i]), err, sizeof err);
-		ck_assert_msg(!j, "accepted %s", bad[i]);
-		ck_assert_msg(strncmp(err, "at byte ", 8) == 0, "%s", err);
-	}
-	/* Depth limit. */
-	char deep[300];
-	memset(deep, '[', 100);
-	memset(deep + 100, ']', 100);
-	deep[200] = '\0';
-	ck_assert_ptr_null(json_parse(deep, 200, err, sizeof err));
-	ck_assert(strstr(err, "nested deeper"));
-	/* Values. */
-	const char *doc = "{\"s\":\"x\\ty\",\"i\":-12,\"f\":2.5,\"big\":99999999999999999999,"
-			  "\"a\":[true,false]}";
-	struct json *j = json_parse(doc, strlen(doc), err, sizeof err);
-	ck_assert_ptr_nonnull(j);
-	ck_assert_str_eq(json_get(j, "s")->str, "x\ty");
-	ck_assert(json_get(j, "i")->is_int && json_get(j, "i")->i == -12);
-	ck_assert(!json_get(j, "f")->is_int);
-	ck_assert(!json_get(j, "big")->is_int);
-	ck_assert_int_eq(json_get(j, "a")->n, 2);
-	ck_assert_ptr_null(json_get(j, "nope"));
-	json_free(j);
-	/* Quoting round-trips. */
-	char *q = NULL;
-	size_t qn = 0;
-	json_quote(&q, &qn, "a\"b\\c\n\x01", 7);
-	ck_assert_str_eq(q, "\"a\\\"b\\\\c\\u000a\\u0001\"");
-	j = json_parse(q, qn, err, sizeof err);
-	ck_assert_str_eq(j->str, "a\"b\\c\n\x01");
-	json_free(j);
-	free(q);
-}
-END_TEST
 
 /* ---- pure tests: validation ---- */
 
@@ -983,6 +928,53 @@ START_TEST(test_lease_rules)
 	memset(&g, 0, sizeof g);
 	bk_put(&req, "tester", on_res, &g);
 	expect_err(wait_got(&g), R(INVALID_INPUT), "in the past");
+}
+END_TEST
+
+START_TEST(test_many_tags_and_utf8)
+{
+	/* More script arguments than fit the inline argument array. */
+	char *tags[200], buf[200][16];
+	for (int i = 0; i < 200; i++) {
+		snprintf(buf[i], sizeof buf[i], "t%03d:v", 199 - i);
+		tags[i] = buf[i];
+	}
+	Reactor__Buckets__V1__PutRequest req;
+	put_req(&req, "ci", params("x"));
+	req.tags = tags;
+	req.n_tags = 200;
+	struct got g = {0};
+	bk_put(&req, "tester", on_res, &g);
+	BkBuild *b = ok_build(wait_got(&g));
+	ck_assert_int_eq(b->n_tags, 201);
+	ck_assert_str_eq(b->tags[0], "builder:x");
+	ck_assert_str_eq(b->tags[1], "t000:v");
+	ck_assert_str_eq(b->tags[200], "t199:v");
+	int64_t id = b->id;
+	bk_build_free(b);
+	ck_assert(member(BK_TAG "t123:v", id));
+	check_inv(id);
+	/* Strings that go back to clients must be UTF-8. */
+	char *bad[] = {"ok:1", "k:\xff"};
+	req.tags = bad;
+	req.n_tags = 2;
+	memset(&g, 0, sizeof g);
+	bk_put(&req, "tester", on_res, &g);
+	expect_err(wait_got(&g), R(INVALID_INPUT), "tags[1]: not valid UTF-8");
+	req.n_tags = 0;
+	req.leasee = "\xc3(";
+	memset(&g, 0, sizeof g);
+	bk_put(&req, "tester", on_res, &g);
+	expect_err(wait_got(&g), R(INVALID_INPUT), "leasee: not valid UTF-8");
+	ERR(lease(&g_, id, 0, "\xed\xa0\x80"), R(INVALID_INPUT), "leasee");
+	b = OK(lease(&g_, id, 0, "caf\xc3\xa9"));
+	int64_t key = b->lease_key;
+	ck_assert_str_eq(b->leasee, "caf\xc3\xa9");
+	bk_build_free(b);
+	ERR(start(&g_, id, key, "\x80"), R(INVALID_INPUT), "url");
+	ERR(succeed(&g_, id, key, "", "\x80", NULL), R(INVALID_INPUT), "url");
+	ERR(succeed(&g_, id, key, "", "", "a:\x80"), R(INVALID_INPUT), "new_tags[0]");
+	check_inv(id);
 }
 END_TEST
 
@@ -1505,7 +1497,6 @@ int main(void)
 		g_redis = getenv("REDIS_SERVER");
 	Suite *s = suite_create("buckets");
 	TCase *pure = tcase_create("pure");
-	tcase_add_test(pure, test_json);
 	tcase_add_test(pure, test_bucket_names);
 	tcase_add_test(pure, test_tags);
 	tcase_add_loop_test(pure, test_params, 0, (int)ARRAY_LEN(param_cases));
@@ -1526,6 +1517,7 @@ int main(void)
 	add_redis(s, tc, "expiry", test_expiry);
 	add_redis(s, tc, "timeout", test_build_timeout);
 	add_redis(s, tc, "ids", test_ids);
+	add_redis(s, tc, "many_tags_utf8", test_many_tags_and_utf8);
 	add_redis(s, tc, "opid", test_client_operation_id);
 	add_redis(s, tc, "retry", test_retry);
 	add_redis(s, tc, "retry_tags", test_retry_keeps_put_tags);

@@ -358,6 +358,77 @@ START_TEST(test_shipped_conf)
 }
 END_TEST
 
+/* Remote execution: the scheduler: section and the per-instance keys. */
+START_TEST(test_sched_keys)
+{
+	struct cfg *c = load_ok("");
+	ck_assert_int_eq(c->sched_bot_keepalive_us, 60000000LL);
+	ck_assert_int_eq(c->sched_long_poll_us, 60000000LL);
+	ck_assert_int_eq(c->sched_safety_net_us, 5000000LL);
+	ck_assert_int_eq(c->sched_keepalive_us, 30000000LL);
+	ck_assert_int_eq(c->sched_sweep_us, 1000000LL);
+	const struct cfg_instance *i = &c->instances[0];
+	ck_assert(!i->execution);
+	ck_assert_int_eq(i->max_execution_timeout_us, 3600LL * 1000000);
+	ck_assert_int_eq(i->no_worker_timeout_us, 600LL * 1000000);
+	ck_assert_int_eq(i->max_attempts, 5);
+	ck_assert_int_eq(i->operation_retention_us, 600LL * 1000000);
+	ck_assert(!i->cancel_orphaned_jobs);
+	ck_assert_int_eq(i->n_platform_properties, 2);
+	ck_assert_str_eq(i->platform_properties[0], "OSFamily");
+	ck_assert_str_eq(i->platform_properties[1], "ISA");
+	struct cfg *d = load_ok("scheduler:\n  bot-session-keepalive: 2s\n  long-poll: 0s\n"
+				"  safety-net-interval: 100ms\n  keepalive-interval: 1m\n"
+				"  sweep-interval: 50ms\n"
+				"instances:\n  - name: a\n    execution: true\n"
+				"    max-execution-timeout: 10m\n    no-worker-timeout: 1s\n"
+				"    max-attempts: 2\n    operation-retention: 1h\n"
+				"    cancel-orphaned-jobs: yes\n"
+				"    platform-properties: [pool, gpu]\n");
+	ck_assert_int_eq(d->sched_bot_keepalive_us, 2000000LL);
+	ck_assert_int_eq(d->sched_long_poll_us, 0);
+	ck_assert_int_eq(d->sched_safety_net_us, 100000LL);
+	ck_assert_int_eq(d->sched_keepalive_us, 60000000LL);
+	ck_assert_int_eq(d->sched_sweep_us, 50000LL);
+	i = &d->instances[0];
+	ck_assert(i->execution);
+	ck_assert_int_eq(i->max_execution_timeout_us, 600LL * 1000000);
+	ck_assert_int_eq(i->no_worker_timeout_us, 1000000LL);
+	ck_assert_int_eq(i->max_attempts, 2);
+	ck_assert_int_eq(i->operation_retention_us, 3600LL * 1000000);
+	ck_assert(i->cancel_orphaned_jobs);
+	ck_assert_int_eq(i->n_platform_properties, 2);
+	ck_assert_str_eq(i->platform_properties[1], "gpu");
+	cfg_free(c);
+	cfg_free(d);
+	static const struct {
+		const char *text, *err;
+	} cases[] = {
+		{"scheduler:\n  sweep-interval: 5ms\n",
+		 "reactor.conf:2:19: scheduler.sweep-interval: 5ms out of range 10ms..1h"},
+		{"instances:\n  - name: x\n    max-attempts: 0\n",
+		 "reactor.conf:3:19: instances[0].max-attempts: 0 out of range 1..100"},
+		{"instances:\n  - name: x\n    platform-properties: [\"\"]\n",
+		 "reactor.conf:3:27: instances[0].platform-properties[0]: expected a non-empty string"},
+		{"instances:\n  - name: x\n    execution: maybe\n",
+		 "reactor.conf:3:16: instances[0].execution: expected a boolean (true/false)"},
+	};
+	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+		char *err = NULL;
+		ck_assert_int_eq(cfg_load_string("reactor.conf", cases[k].text, &c, &err), -1);
+		ck_assert_str_eq(err, cases[k].err);
+		free(err);
+	}
+	/* The shipped config runs actions on its default instance. */
+	const char *srcdir = getenv("srcdir");
+	char path[4096], *err;
+	snprintf(path, sizeof path, "%s/conf/reactor.conf", srcdir ? srcdir : ".");
+	ck_assert_msg(cfg_load(path, &c, &err) == 0, "%s", err);
+	ck_assert(c->instances[0].execution);
+	cfg_free(c);
+}
+END_TEST
+
 /* The buckets: section: defaults, every key set, bounds, reloadable. */
 START_TEST(test_buckets_keys)
 {
@@ -411,6 +482,7 @@ static Suite *cfg_suite(void)
 	tcase_add_test(tc, test_load_file);
 	tcase_add_test(tc, test_shipped_conf);
 	tcase_add_test(tc, test_buckets_keys);
+	tcase_add_test(tc, test_sched_keys);
 	suite_add_tcase(s, tc);
 	return s;
 }

@@ -262,8 +262,9 @@ static redisContext *sync_conn(const char *sock, int64_t wait_us)
 		struct timeval tv = {1, 0};
 		redisContext *c = redisConnectUnixWithTimeout(sock, tv);
 		if (c && !c->err) {
+			/* A server still loading its AOF answers LOADING: not ready. */
 			redisReply *r = redisCommand(c, "PING");
-			bool ok = r != NULL;
+			bool ok = r != NULL && r->type != REDIS_REPLY_ERROR;
 			if (r)
 				freeReplyObject(r);
 			if (ok)
