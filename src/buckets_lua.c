@@ -20,8 +20,8 @@
 /* clang-format off */
 #define LUA_PRELUDE \
 "local KB, KBK, KBS, KTAG, KCHG = '" BK_BUILD "', '" BK_BUCKET "', '" BK_BUCKETS "', '" BK_TAG "', '" BK_CHANGE "'\n" \
-"local KLEASED, KACTIVE, KIDG, KOP, KEV = '" BK_LEASED "', '" BK_ACTIVE "', '" BK_IDGEN "', '" BK_OP "', '" BK_EVENTS "'\n" \
-"local SALL, SPEEK = '" BK_SET_ALL "', '" BK_SET_PEEK "'\n" \
+"local KLEASED, KIDG, KOP, KEV = '" BK_LEASED "', '" BK_IDGEN "', '" BK_OP "', '" BK_EVENTS "'\n" \
+"local SPEEK, STATUSES = '" BK_SET_PEEK "', {'SCHEDULED', 'STARTED', 'COMPLETED'}\n" \
 "local MAX_LEASE, DEF_LEASE = 7200000000, 60000000\n" \
 "local function now_us()\n" \
 "  local t = redis.call('TIME')\n" \
@@ -111,7 +111,6 @@
 "  if nl then\n" \
 "    if nexp then redis.call('ZADD', KLEASED, I(nexp), id) end\n" \
 "  elseif ol then redis.call('ZREM', KLEASED, id) end\n" \
-"  if ns == 'COMPLETED' and os ~= 'COMPLETED' then redis.call('ZREM', KACTIVE, id) end\n" \
 "end\n" \
 "local function publish(id, bucket, event, status, result, exp, upd)\n" \
 "  redis.call('PUBLISH', KEV .. bucket, '{\"build_id\":\"' .. id .. '\",\"bucket\":\"' .. bucket ..\n" \
@@ -154,9 +153,7 @@
 "  local b = {}\n" \
 "  hset(id, b, f)\n" \
 "  redis.call('SADD', KBS, bucket)\n" \
-"  redis.call('ZADD', bset(bucket, SALL), 0, id)\n" \
 "  reindex(id, bucket, nil, false, 'SCHEDULED', leased, leased and exp or nil)\n" \
-"  redis.call('ZADD', KACTIVE, I(ct), id)\n" \
 "  for _, t in ipairs(tags) do redis.call('ZADD', KTAG .. t, 0, id) end\n" \
 "  for i = 1, #changes, 2 do\n" \
 "    redis.call('ZADD', KCHG .. esc(changes[i]) .. ':' .. esc(changes[i + 1]), 0, id)\n" \
@@ -413,16 +410,26 @@ static const char lua_expire[] = LUA_PRELUDE
 /* Build-timeout pass.  ARGV: timeout_us, limit. */
 static const char lua_timeout[] = LUA_PRELUDE
 "local now = now_us()\n"
-"local ids = redis.call('ZRANGEBYSCORE', KACTIVE, '-inf', I(now - tonumber(ARGV[1])), 'LIMIT', 0, tonumber(ARGV[2]))\n"
-"for _, id in ipairs(ids) do\n"
-"  local b = load(id)\n"
-"  if not b or b.status == 'COMPLETED' then\n"
-"    redis.call('ZREM', KACTIVE, id)\n"
-"  else\n"
-"    cancel(id, b, now, 'TIMEOUT', 'TIMEOUT')\n"
+/* Ids start with created_ts, so the builds created before the cutoff are \
+ * the head of each status set. */ \
+"local cutoff = I(now - tonumber(ARGV[1])) .. '000'\n"
+"local limit, n = tonumber(ARGV[2]), 0\n"
+"for _, bucket in ipairs(redis.call('SMEMBERS', KBS)) do\n"
+"  for _, st in ipairs({'SCHEDULED', 'STARTED'}) do\n"
+"    if n >= limit then return n end\n"
+"    local ids = redis.call('ZRANGEBYLEX', bset(bucket, st), '-', '(' .. cutoff, 'LIMIT', 0, limit - n)\n"
+"    for _, id in ipairs(ids) do\n"
+"      local b = load(id)\n"
+"      if b and b.status == st then\n"
+"        cancel(id, b, now, 'TIMEOUT', 'TIMEOUT')\n"
+"      else\n"
+"        redis.call('ZREM', bset(bucket, st), id)\n"
+"      end\n"
+"      n = n + 1\n"
+"    end\n"
 "  end\n"
 "end\n"
-"return #ids\n";
+"return n\n";
 
 /* Merge helpers for Peek and Search: a source is one zset of ids walked
  * in chunks, ascending or descending, after an exclusive bound. */
@@ -495,7 +502,9 @@ static const char lua_search[] = LUA_PRELUDE LUA_MERGE
 "else\n"
 "  if nb == 0 then buckets = redis.call('SMEMBERS', KBS) end\n"
 "  for _, b in ipairs(buckets) do\n"
-"    srcs[#srcs + 1] = src(bset(b, status ~= '' and status or SALL), cursor, CHUNK, true)\n"
+"    for _, st in ipairs(status ~= '' and {status} or STATUSES) do\n"
+"      srcs[#srcs + 1] = src(bset(b, st), cursor, CHUNK, true)\n"
+"    end\n"
 "  end\n"
 "end\n"
 "local out, n, seen, last = {''}, 0, 0, nil\n"
