@@ -66,10 +66,13 @@ struct blob_store *blob_open_disk(struct event_base *base, const char *dir,
  * loss.  Off by default: fsync on the loop costs milliseconds per blob. */
 void blob_disk_set_fsync(struct blob_store *s, bool on);
 
-/* Disk store only: verify the hash of whole-blob reads (blob_get and
- * readers opened at offset 0) and delete a blob that fails.  On by
- * default; costs SHA-256 time on reads. */
+/* Disk store only: verify the hash of whole-blob reads (blob_get) and
+ * delete a blob that fails.  On by default; costs SHA-256 time on reads. */
 void blob_disk_set_verify_reads(struct blob_store *s, bool on);
+/* The same for streamed readers opened at offset 0 (ByteStream.Read).
+ * Off by default: it caps reads at SHA-256 speed, and clients verify
+ * digests themselves; the instance key verify-reads turns it on. */
+void blob_disk_set_verify_streams(struct blob_store *s, bool on);
 
 /* Memory store, LRU under max_size bytes (<= 0: unbounded).  Never NULL. */
 struct blob_store *blob_open_memory(int64_t max_size);

@@ -50,7 +50,7 @@ struct disk {
 	struct blob_store base;
 	char *dir;
 	int dirfd, casfd, tmpfd, lockfd;
-	bool fsync, verify;
+	bool fsync, verify, verify_streams;
 	struct digest_map index;
 	struct blob_recency rec;
 	int64_t bytes, evictions;
@@ -403,7 +403,7 @@ static int disk_reader_open(struct blob_store *s, struct blob_reader *r)
 	if (rc < 0)
 		return rc;
 	posix_fadvise(r->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
-	if (k->verify && r->off == 0)
+	if (k->verify_streams && r->off == 0)
 		r->verify = hasher_new();
 	return 0;
 }
@@ -753,6 +753,12 @@ void blob_disk_set_verify_reads(struct blob_store *s, bool on)
 {
 	if (s->be == &disk_backend)
 		disk_of(s)->verify = on;
+}
+
+void blob_disk_set_verify_streams(struct blob_store *s, bool on)
+{
+	if (s->be == &disk_backend)
+		disk_of(s)->verify_streams = on;
 }
 
 static const struct blob_backend disk_backend = {

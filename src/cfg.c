@@ -527,6 +527,19 @@ static const struct list_ops strlist_ops = {
 	sizeof(char *), strlist_parse, strlist_default, NULL, strlist_equal, strlist_free,
 };
 
+/* A list of "KEY=VALUE" strings (the platform properties of local workers). */
+static int proplist_parse(struct ctx *x, const struct node *n, const char *path, void *elem)
+{
+	if (n->kind != N_SCALAR || is_null(n) || !strchr(n->str, '=') || n->str[0] == '=')
+		return fail(x, n, path, "expected KEY=VALUE, like OSFamily=linux");
+	*(char **)elem = xstrdup(n->str);
+	return 0;
+}
+
+static const struct list_ops proplist_ops = {
+	sizeof(char *), proplist_parse, strlist_default, NULL, strlist_equal, strlist_free,
+};
+
 #define FI(field) .off = offsetof(struct cfg_instance, field), \
 		  .size = sizeof(((struct cfg_instance *)0)->field)
 static const struct key inst_keys[] = {
@@ -536,7 +549,9 @@ static const struct key inst_keys[] = {
 	{"storage-max-size", K_SIZE, FI(storage_max_size), .def = 0, .min = 0,
 	 .max = 1LL << 50},
 	{"allow-updates", K_BOOL, FI(allow_updates), .def = true, .reload = true},
-	{"max-batch-size", K_SIZE, FI(max_batch_size), .def = 4 * MIB, .min = KIB,
+	{"verify-reads", K_BOOL, FI(verify_reads), .def = false},
+	/* Under gRPC's common 4 MiB receive limit with room for the envelope. */
+	{"max-batch-size", K_SIZE, FI(max_batch_size), .def = 4 * MIB - 64 * KIB, .min = KIB,
 	 .max = GIB},
 	/* Remote execution (src/sched.c). */
 	{"execution", K_BOOL, FI(execution), .def = false, .reload = true},
@@ -703,6 +718,13 @@ static const struct key cfg_keys[] = {
 	 .def = US_M, .min = 10 * US_MS, .max = US_H, .reload = true},
 	{"buckets.client-operation-ttl", K_DURATION, F(buckets_op_ttl_us),
 	 .def = 60 * US_S, .min = US_S, .max = US_D, .reload = true},
+
+	SECTION("workers"),
+	{"workers.local", K_INT, F(workers_local), .def = 0, .min = 0, .max = 256},
+	{"workers.binary", K_STRING, F(workers_binary), .check = check_nonempty},
+	{"workers.work-dir", K_STRING, F(workers_work_dir), .check = check_nonempty},
+	{"workers.properties", K_LIST, LIST(workers_properties, n_workers_properties),
+	 .list = &proplist_ops, .def_str = "OSFamily=linux,ISA=x86-64"},
 
 	{"instances", K_LIST, LIST(instances, n_instances), .list = &instance_ops,
 	 .def_str = ""},

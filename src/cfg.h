@@ -27,7 +27,8 @@ struct cfg_instance {
 	int storage;              /* enum cfg_storage; default disk */
 	int64_t storage_max_size; /* bytes; 0 = unbounded on disk, 1 GiB in memory */
 	bool allow_updates;       /* ActionCache.UpdateActionResult allowed; reloadable */
-	int64_t max_batch_size;   /* CAS batch request limit, default 4MiB; clipped
+	bool verify_reads;        /* disk: hash streamed reads too; default false */
+	int64_t max_batch_size;   /* CAS batch request limit, default 4MiB-64KiB; clipped
 				     to what max-recv-message-size can carry */
 
 	/* Remote execution (Execution, Operations, Bots); read from the live
@@ -91,6 +92,15 @@ struct cfg {
 	int64_t buckets_build_timeout_us;          /* unfinished builds cancelled, default 2d */
 	int64_t buckets_timeout_check_interval_us; /* build-timeout pass, default 1m */
 	int64_t buckets_op_ttl_us;                 /* client_operation_id memory, default 60s */
+
+	/* workers: local reactor-workers reactord starts and supervises
+	 * (restart only) */
+	int workers_local;           /* how many, default 0 */
+	char *workers_binary;        /* NULL = reactor-worker next to reactord */
+	char *workers_work_dir;      /* NULL = STATE-DIR/work */
+	char **workers_properties;   /* "KEY=VALUE" they advertise; default
+					OSFamily=linux, ISA=x86-64 */
+	int n_workers_properties;
 
 	struct cfg_instance *instances; /* at least one; default one named "" */
 	int n_instances;

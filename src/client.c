@@ -8,6 +8,8 @@
 
 #include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -248,8 +250,13 @@ struct rc_client *rc_client_connect(struct event_base *base, const char *target,
 	cl->base = base;
 	cl->authority = authority;
 	cl->h2 = h2_conn_client(bev, &client_settings, target, conn_closed, cl);
-	if (bufferevent_socket_connect(bev, (struct sockaddr *)&ss, (int)sl) != 0)
+	if (bufferevent_socket_connect(bev, (struct sockaddr *)&ss, (int)sl) != 0) {
 		h2_conn_close(cl->h2, "connect failed");
+	} else if (ss.ss_family != AF_UNIX) {
+		/* Small gRPC frames must not wait for Nagle. */
+		int one = 1;
+		setsockopt(bufferevent_getfd(bev), IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	}
 	return cl;
 }
 

@@ -663,6 +663,10 @@ static struct h2_conn *conn_new(struct bufferevent *bev, const struct h2_setting
 		nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0,
 						      (int32_t)st->conn_window);
 
+	/* libevent reads 16 KiB per callback by default (and 4 KiB chains);
+	 * bulk ByteStream traffic wants far fewer, larger syscalls. */
+	bufferevent_set_max_single_read(bev, 1 << 20);
+	bufferevent_set_max_single_write(bev, 1 << 20);
 	bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
 	/* Wake the writer when half the output limit has drained. */
 	bufferevent_setwatermark(bev, EV_WRITE, c->st.max_output_buffer / 2, 0);

@@ -71,6 +71,7 @@ int inst_open_all(struct event_base *base, const struct cfg *cfg, char **err)
 				free(casdir);
 				return -1;
 			}
+			blob_disk_set_verify_streams(in->cas, ci->verify_reads);
 		}
 		LOGI("inst", "instance \"%s\": %s CAS%s", ci->name,
 		     ci->storage == CFG_STORAGE_MEMORY ? "memory" : "disk",
@@ -116,7 +117,7 @@ const struct cfg_instance *inst_cfg(const struct inst *in)
 	/* A reload may drop an instance; its stores stay open until restart,
 	 * and it keeps the defaults. */
 	static const struct cfg_instance fallback = {.allow_updates = true,
-						     .max_batch_size = 4 << 20};
+						     .max_batch_size = (4 << 20) - (64 << 10)};
 	return ci ? ci : &fallback;
 }
 
