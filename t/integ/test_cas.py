@@ -843,7 +843,9 @@ class TestRestart(CASTestCase):
         return path
 
     def test_corrupt_files_are_detected_and_dropped(self):
-        self.start()
+        # Streamed reads are verified only with verify-reads (small
+        # whole-blob reads always are).
+        self.start({"instances": [{"name": "", "verify-reads": True}]})
         a, b, c = (blob("corrupt-" + t, 300 * KIB) for t in "abc")
         da, db, dc = self.put(a, b, c)
         with open(self.blob_file(da), "r+b") as f:  # flip a byte
