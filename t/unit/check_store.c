@@ -264,7 +264,8 @@ static redisContext *sync_conn(const char *sock, int64_t wait_us)
 		if (c && !c->err) {
 			/* A server still loading its AOF answers LOADING: not ready. */
 			redisReply *r = redisCommand(c, "PING");
-			bool ok = r != NULL && r->type != REDIS_REPLY_ERROR;
+			bool ok = r != NULL && !(r->type == REDIS_REPLY_ERROR &&
+						 strncmp(r->str, "LOADING", 7) == 0);
 			if (r)
 				freeReplyObject(r);
 			if (ok)
