@@ -74,21 +74,6 @@ const char *bk_reason_name(int v)
 
 /* ---- validation ------------------------------------------------------------ */
 
-static char *errf(const char *fmt, ...) PRINTF_LIKE(1, 2);
-static char *errf(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	int n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	if (n < 0)
-		abort();
-	char *s = xmalloc((size_t)n + 1);
-	va_start(ap, fmt);
-	vsnprintf(s, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	return s;
-}
 
 bool bk_bucket_name_ok(const char *s)
 {
@@ -109,18 +94,18 @@ static char *check_utf8v(const char *field, char *const *v, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		if (!json_utf8_ok(v[i], strlen(v[i])))
-			return errf("%s[%zu]: not valid UTF-8", field, i);
+			return xasprintf("%s[%zu]: not valid UTF-8", field, i);
 	return NULL;
 }
 
 static char *check_utf8(const char *field, const char *s)
 {
-	return json_utf8_ok(s, strlen(s)) ? NULL : errf("%s: not valid UTF-8", field);
+	return json_utf8_ok(s, strlen(s)) ? NULL : xasprintf("%s: not valid UTF-8", field);
 }
 
 static char *bad_bucket(const char *field, const char *name)
 {
-	return errf("%s: \"%.120s\" is not a valid bucket name (want [a-z0-9][a-z0-9._-]{0,99})",
+	return xasprintf("%s: \"%.120s\" is not a valid bucket name (want [a-z0-9][a-z0-9._-]{0,99})",
 		    field, name);
 }
 
@@ -142,7 +127,7 @@ static bool opt_string(const struct json *c, const char *f, const char *where, c
 	const struct json *v = json_get(c, f);
 	if (!v || v->type == JSON_STRING)
 		return true;
-	*err = errf("%s.%s: must be a string, not %s", where, f, json_type_name(v->type));
+	*err = xasprintf("%s.%s: must be a string, not %s", where, f, json_type_name(v->type));
 	return false;
 }
 
@@ -156,7 +141,7 @@ static int check_change(const struct json *c, size_t i, char **err)
 	else
 		snprintf(where, sizeof where, "parameters_json.changes[%zu]", i);
 	if (c->type != JSON_OBJECT) {
-		*err = errf("%s: must be an object, not %s", where, json_type_name(c->type));
+		*err = xasprintf("%s: must be an object, not %s", where, json_type_name(c->type));
 		return -1;
 	}
 	static const char *const strs[] = {"id",	"revision", "message", "branch",
@@ -166,34 +151,34 @@ static int check_change(const struct json *c, size_t i, char **err)
 			return -1;
 	const struct json *author = json_get(c, "author");
 	if (!author) {
-		*err = errf("%s.author: required (an object with a string email)", where);
+		*err = xasprintf("%s.author: required (an object with a string email)", where);
 		return -1;
 	}
 	if (author->type != JSON_OBJECT) {
-		*err = errf("%s.author: must be an object, not %s", where,
+		*err = xasprintf("%s.author: must be an object, not %s", where,
 			    json_type_name(author->type));
 		return -1;
 	}
 	const struct json *email = json_get(author, "email");
 	if (!email) {
-		*err = errf("%s.author.email: required", where);
+		*err = xasprintf("%s.author.email: required", where);
 		return -1;
 	}
 	if (email->type != JSON_STRING) {
-		*err = errf("%s.author.email: must be a string, not %s", where,
+		*err = xasprintf("%s.author.email: must be a string, not %s", where,
 			    json_type_name(email->type));
 		return -1;
 	}
 	const struct json *ts = json_get(c, "create_ts");
 	if (ts && (ts->type != JSON_NUMBER || !ts->is_int || ts->i < 0)) {
-		*err = errf("%s.create_ts: must be a non-negative integer (microseconds since "
+		*err = xasprintf("%s.create_ts: must be a non-negative integer (microseconds since "
 			    "the epoch)", where);
 		return -1;
 	}
 	const struct json *files = json_get(c, "files");
 	if (files) {
 		if (files->type != JSON_ARRAY) {
-			*err = errf("%s.files: must be a list, not %s", where,
+			*err = xasprintf("%s.files: must be a list, not %s", where,
 				    json_type_name(files->type));
 			return -1;
 		}
@@ -201,12 +186,12 @@ static int check_change(const struct json *c, size_t i, char **err)
 			const struct json *f = files->items[k];
 			const struct json *path = json_get(f, "path");
 			if (f->type != JSON_OBJECT) {
-				*err = errf("%s.files[%zu]: must be an object with a string path, "
+				*err = xasprintf("%s.files[%zu]: must be an object with a string path, "
 					    "not %s", where, k, json_type_name(f->type));
 				return -1;
 			}
 			if (!path || path->type != JSON_STRING) {
-				*err = errf("%s.files[%zu].path: %s", where, k,
+				*err = xasprintf("%s.files[%zu].path: %s", where, k,
 					    path ? "must be a string" : "required");
 				return -1;
 			}
@@ -220,24 +205,24 @@ int bk_params_parse(const char *text, struct bk_params *out, char **err)
 	char jerr[160];
 	memset(out, 0, sizeof *out);
 	if (!text || !*text) {
-		*err = errf("parameters_json: required (a JSON object with a string "
+		*err = xasprintf("parameters_json: required (a JSON object with a string "
 			    "builder_name)");
 		return -1;
 	}
 	struct json *j = json_parse(text, strlen(text), jerr, sizeof jerr);
 	if (!j) {
-		*err = errf("parameters_json: invalid JSON: %s", jerr);
+		*err = xasprintf("parameters_json: invalid JSON: %s", jerr);
 		return -1;
 	}
 	int rc = -1;
 	if (j->type != JSON_OBJECT) {
-		*err = errf("parameters_json: must be a JSON object, not %s",
+		*err = xasprintf("parameters_json: must be a JSON object, not %s",
 			    json_type_name(j->type));
 		goto out;
 	}
 	const struct json *bn = json_get(j, "builder_name");
 	if (!bn || bn->type != JSON_STRING || bn->len == 0 || strlen(bn->str) != bn->len) {
-		*err = errf("parameters_json.builder_name: %s",
+		*err = xasprintf("parameters_json.builder_name: %s",
 			    !bn ? "required"
 			    : bn->type != JSON_STRING ? "must be a string"
 			    : bn->len == 0 ? "must not be empty" : "must not contain NUL");
@@ -245,18 +230,18 @@ int bk_params_parse(const char *text, struct bk_params *out, char **err)
 	}
 	const struct json *props = json_get(j, "properties");
 	if (props && props->type != JSON_OBJECT) {
-		*err = errf("parameters_json.properties: must be an object, not %s",
+		*err = xasprintf("parameters_json.properties: must be an object, not %s",
 			    json_type_name(props->type));
 		goto out;
 	}
 	if (json_get(props, "buildbucket")) {
-		*err = errf("parameters_json.properties.buildbucket: reserved; the server "
+		*err = xasprintf("parameters_json.properties.buildbucket: reserved; the server "
 			    "sets it");
 		goto out;
 	}
 	const struct json *ch = json_get(j, "changes");
 	if (ch && ch->type != JSON_ARRAY) {
-		*err = errf("parameters_json.changes: must be a list, not %s",
+		*err = xasprintf("parameters_json.changes: must be a list, not %s",
 			    json_type_name(ch->type));
 		goto out;
 	}
@@ -303,11 +288,11 @@ int bk_tags_normalize(char *const *tags, size_t n, const char *builder, char ***
 {
 	for (size_t i = 0; i < n; i++) {
 		if (!strchr(tags[i], ':')) {
-			*err = errf("tags[%zu]: \"%.200s\" is not key:value (no ':')", i, tags[i]);
+			*err = xasprintf("tags[%zu]: \"%.200s\" is not key:value (no ':')", i, tags[i]);
 			return -1;
 		}
 		if (is_builder_tag(tags[i]) && strcmp(tags[i] + 8, builder) != 0) {
-			*err = errf("tags[%zu]: \"%.200s\" disagrees with parameters_json."
+			*err = xasprintf("tags[%zu]: \"%.200s\" disagrees with parameters_json."
 				    "builder_name \"%.200s\"", i, tags[i], builder);
 			return -1;
 		}
@@ -333,12 +318,12 @@ int bk_new_tags_check(char *const *tags, size_t n, char **err)
 {
 	for (size_t i = 0; i < n; i++) {
 		if (!strchr(tags[i], ':')) {
-			*err = errf("new_tags[%zu]: \"%.200s\" is not key:value (no ':')", i,
+			*err = xasprintf("new_tags[%zu]: \"%.200s\" is not key:value (no ':')", i,
 				    tags[i]);
 			return -1;
 		}
 		if (is_builder_tag(tags[i])) {
-			*err = errf("new_tags[%zu]: \"%.200s\": builder tags cannot be added", i,
+			*err = xasprintf("new_tags[%zu]: \"%.200s\": builder tags cannot be added", i,
 				    tags[i]);
 			return -1;
 		}
@@ -603,7 +588,7 @@ static bool reply_ok(struct op *o, const redisReply *r)
 	}
 	if (r->type == REDIS_REPLY_ERROR) {
 		LOGE(MOD, "%s: Redis error: %s", o->what, r->str);
-		fail_op(o, GRPC_INTERNAL, 0, errf("Redis error in %s: %s", o->what, r->str));
+		fail_op(o, GRPC_INTERNAL, 0, xasprintf("Redis error in %s: %s", o->what, r->str));
 		return false;
 	}
 	return true;
@@ -612,7 +597,7 @@ static bool reply_ok(struct op *o, const redisReply *r)
 static void bad_reply(struct op *o)
 {
 	LOGE(MOD, "%s: unexpected reply from Redis", o->what);
-	fail_op(o, GRPC_INTERNAL, 0, errf("unexpected reply from Redis to %s", o->what));
+	fail_op(o, GRPC_INTERNAL, 0, xasprintf("unexpected reply from Redis to %s", o->what));
 }
 
 /* {"ERR", reason, message}: in-band error. */
@@ -725,7 +710,7 @@ static bool id_known(struct op *o, int64_t id)
 {
 	if (id > 0)
 		return true;
-	fail_op(o, GRPC_OK, R(BUILD_NOT_FOUND), errf("build %" PRId64 " not found", id));
+	fail_op(o, GRPC_OK, R(BUILD_NOT_FOUND), xasprintf("build %" PRId64 " not found", id));
 	return false;
 }
 
@@ -839,7 +824,7 @@ static void get_reply(redisReply *r, void *arg)
 	}
 	BkBuild *b = bk_build_from_hash(o->get_id, r);
 	if (!b) {
-		fail_op(o, GRPC_OK, R(BUILD_NOT_FOUND), errf("build %" PRId64 " not found",
+		fail_op(o, GRPC_OK, R(BUILD_NOT_FOUND), xasprintf("build %" PRId64 " not found",
 							       o->get_id));
 		return;
 	}
@@ -932,9 +917,9 @@ static char *check_details(const char *s)
 	if (!*s)
 		return NULL;
 	struct json *j = json_parse(s, strlen(s), jerr, sizeof jerr);
-	char *err = !j ? errf("result_details_json: invalid JSON: %s", jerr)
+	char *err = !j ? xasprintf("result_details_json: invalid JSON: %s", jerr)
 		    : j->type != JSON_OBJECT
-			    ? errf("result_details_json: must be a JSON object, not %s",
+			    ? xasprintf("result_details_json: must be a JSON object, not %s",
 				   json_type_name(j->type))
 			    : NULL;
 	json_free(j);
@@ -953,7 +938,7 @@ static void complete(const char *what, int64_t id, int64_t key, const char *resu
 	const char *frname = fr ? bk_failure_name(fr) : "";
 	if (!frname) {
 		frname = "";
-		err = errf("failure_reason: unknown value %d", fr);
+		err = xasprintf("failure_reason: unknown value %d", fr);
 	} else if (!(err = check_utf8("url", url)) &&
 		   !(err = check_utf8v("new_tags", new_tags, n_new)) &&
 		   bk_new_tags_check(new_tags, n_new, &err) == 0) {
@@ -1055,7 +1040,7 @@ static char *enum_filter(const char *field, const char *(*name)(int), int v, con
 	if (v == 0)
 		return NULL;
 	if (!(*out = name(v)))
-		return errf("%s: unknown value %d", field, v);
+		return xasprintf("%s: unknown value %d", field, v);
 	return NULL;
 }
 
@@ -1085,7 +1070,7 @@ void bk_search(const Reactor__Buckets__V1__SearchRequest *req, bk_list_cb cb, vo
 	for (size_t i = 0; i < req->n_tags; i++) {
 		if (!strchr(req->tags[i], ':')) {
 			free(b);
-			input_error(o, errf("tags[%zu]: \"%.200s\" is not key:value (no ':')", i,
+			input_error(o, xasprintf("tags[%zu]: \"%.200s\" is not key:value (no ':')", i,
 					    req->tags[i]));
 			return;
 		}
