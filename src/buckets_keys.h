@@ -6,10 +6,9 @@
  * the same keys for operators.
  *
  *   bb:build:<id>                 hash, one per build (fields below)
- *   bb:bucket:<bucket>:all        zset, every build of the bucket
- *   bb:bucket:<bucket>:SCHEDULED  zset, builds in that status (also
- *   bb:bucket:<bucket>:STARTED          STARTED and COMPLETED)
- *   bb:bucket:<bucket>:COMPLETED
+ *   bb:bucket:<bucket>:SCHEDULED  zset, the bucket's builds in that status
+ *   bb:bucket:<bucket>:STARTED    (one set per status; each build is in
+ *   bb:bucket:<bucket>:COMPLETED  exactly one)
  *   bb:bucket:<bucket>:peek       zset, SCHEDULED and unleased: what Peek
  *                                 returns
  *   bb:buckets                    set of bucket names (buckets exist
@@ -20,16 +19,15 @@
  *                                 and revision are written %3A and %25
  *   bb:leased                     zset, leased builds, score = lease
  *                                 expiration (us): the expiry timer's work
- *   bb:active                     zset, builds not COMPLETED, score =
- *                                 created_ts (us): the build-timeout timer's
  *   bb:idgen                      hash {us, seq}: the last id handed out
  *   bb:op:<bucket>:<client_operation_id>
  *                                 string "<build id> <lease key or 0>",
  *                                 expires after client-operation-ttl (60 s)
  *
- * Every zset of build ids has score 0 except bb:leased and bb:active: ids
- * are 19 decimal digits (created_ts in us * 1000 + a sequence number), so
- * ZRANGEBYLEX order is id order is creation order.
+ * Every zset of build ids has score 0 except bb:leased: ids are 19 decimal
+ * digits (created_ts in us * 1000 + a sequence number), so ZRANGEBYLEX order
+ * is id order is creation order (the build-timeout pass reads the oldest
+ * SCHEDULED and STARTED builds off the head of the status sets).
  *
  * Fields of bb:build:<id> (absent = unset/zero; times are us since the
  * epoch, enums are their proto names):
@@ -59,14 +57,13 @@
 #define BK_TAG BK_PREFIX "tag:"           /* + tag */
 #define BK_CHANGE BK_PREFIX "change:"     /* + esc(id) + ":" + esc(revision) */
 #define BK_LEASED BK_PREFIX "leased"
-#define BK_ACTIVE BK_PREFIX "active"
 #define BK_IDGEN BK_PREFIX "idgen"
 #define BK_OP BK_PREFIX "op:"             /* + bucket + ":" + client_operation_id */
 #define BK_EVENTS BK_PREFIX "events:"     /* channel, + bucket */
 #define BK_PROBE BK_PREFIX "probe"        /* channel */
 
-/* Names of the per-bucket sets after BK_BUCKET "<bucket>:". */
-#define BK_SET_ALL "all"
+/* Name of the per-bucket Peek set after BK_BUCKET "<bucket>:" (the status
+ * sets are named by the status). */
 #define BK_SET_PEEK "peek"
 
 #endif

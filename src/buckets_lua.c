@@ -410,8 +410,8 @@ static const char lua_expire[] = LUA_PRELUDE
 /* Build-timeout pass.  ARGV: timeout_us, limit. */
 static const char lua_timeout[] = LUA_PRELUDE
 "local now = now_us()\n"
-/* Ids start with created_ts, so the builds created before the cutoff are \
- * the head of each status set. */ \
+/* Ids start with created_ts, so the builds created before the cutoff are
+ * the head of each status set. */
 "local cutoff = I(now - tonumber(ARGV[1])) .. '000'\n"
 "local limit, n = tonumber(ARGV[2]), 0\n"
 "for _, bucket in ipairs(redis.call('SMEMBERS', KBS)) do\n"

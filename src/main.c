@@ -34,6 +34,7 @@
 #include "store.h"
 #include "svc.h"
 #include "watch.h"
+#include "worker_sup.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
@@ -141,6 +142,7 @@ static void start_drain(const char *why)
 	svc_buckets_shutdown();
 	svc_exec_drain();
 	svc_bots_drain();
+	worker_sup_stop();
 	int64_t g = d.live->shutdown_grace_us;
 	struct timeval tv = {g / 1000000, g % 1000000};
 	event_add(d.grace_ev, &tv);
@@ -321,6 +323,11 @@ int main(int argc, char **argv)
 		free(err);
 		goto out_server;
 	}
+	if (worker_sup_start(d.base, d.boot, &err) != 0) {
+		LOGE("main", "%s", err);
+		free(err);
+		goto out_server;
+	}
 	d.ready_ev = evtimer_new(d.base, ready_timeout_cb, NULL);
 	{
 		int64_t t = d.boot->redis_connect_timeout_us;
@@ -351,6 +358,7 @@ out_server:
 	if (d.ready_ev)
 		event_free(d.ready_ev);
 	d.ready_ev = NULL;
+	worker_sup_shutdown();
 	server_stop();
 	/* Let closed connections free themselves before Redis goes. */
 	event_base_loop(d.base, EVLOOP_NONBLOCK);

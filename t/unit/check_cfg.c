@@ -469,6 +469,60 @@ START_TEST(test_buckets_keys)
 }
 END_TEST
 
+/* The workers: section (local reactor-workers). */
+START_TEST(test_workers_keys)
+{
+	struct cfg *c = load_ok("");
+	ck_assert_int_eq(c->workers_local, 0);
+	ck_assert_ptr_null(c->workers_binary);
+	ck_assert_ptr_null(c->workers_work_dir);
+	ck_assert_int_eq(c->n_workers_properties, 2);
+	ck_assert_str_eq(c->workers_properties[0], "OSFamily=linux");
+	ck_assert_str_eq(c->workers_properties[1], "ISA=x86-64");
+	struct cfg *d = load_ok("workers:\n  local: 4\n  binary: /opt/rw\n  work-dir: /scratch\n"
+				"  properties: [OSFamily=linux, pool=big=1]\n");
+	ck_assert_int_eq(d->workers_local, 4);
+	ck_assert_str_eq(d->workers_binary, "/opt/rw");
+	ck_assert_str_eq(d->workers_work_dir, "/scratch");
+	ck_assert_int_eq(d->n_workers_properties, 2);
+	ck_assert_str_eq(d->workers_properties[1], "pool=big=1");
+	/* Restart-only: the running workers were started with the old ones. */
+	char *diff = cfg_diff_static(c, d);
+	ck_assert_str_eq(diff, "workers.local, workers.binary, workers.work-dir, "
+			       "workers.properties");
+	free(diff);
+	cfg_free(c);
+	cfg_free(d);
+	static const struct {
+		const char *text, *err;
+	} cases[] = {
+		{"workers:\n  local: 257\n",
+		 "reactor.conf:2:10: workers.local: 257 out of range 0..256"},
+		{"workers:\n  properties: [OSFamily]\n",
+		 "reactor.conf:2:16: workers.properties[0]: expected KEY=VALUE, like OSFamily=linux"},
+		{"workers:\n  properties: [\"=x\"]\n",
+		 "reactor.conf:2:16: workers.properties[0]: expected KEY=VALUE, like OSFamily=linux"},
+		{"workers:\n  binary: \"\"\n",
+		 "reactor.conf:2:11: workers.binary: must not be empty"},
+		{"workers:\n  locals: 2\n",
+		 "reactor.conf:2:3: workers.locals: unknown key (did you mean \"local\"?)"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char *err = NULL;
+		ck_assert_int_eq(cfg_load_string("reactor.conf", cases[i].text, &c, &err), -1);
+		ck_assert_str_eq(err, cases[i].err);
+		free(err);
+	}
+	/* The shipped config starts two local workers. */
+	const char *srcdir = getenv("srcdir");
+	char path[4096], *err;
+	snprintf(path, sizeof path, "%s/conf/reactor.conf", srcdir ? srcdir : ".");
+	ck_assert_msg(cfg_load(path, &c, &err) == 0, "%s", err);
+	ck_assert_int_eq(c->workers_local, 2);
+	cfg_free(c);
+}
+END_TEST
+
 static Suite *cfg_suite(void)
 {
 	Suite *s = suite_create("cfg");
@@ -483,6 +537,7 @@ static Suite *cfg_suite(void)
 	tcase_add_test(tc, test_shipped_conf);
 	tcase_add_test(tc, test_buckets_keys);
 	tcase_add_test(tc, test_sched_keys);
+	tcase_add_test(tc, test_workers_keys);
 	suite_add_tcase(s, tc);
 	return s;
 }
