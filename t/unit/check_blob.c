@@ -706,7 +706,9 @@ START_TEST(test_disk_corrupt)
 	ck_assert_int_eq(blob_get(f.s, &a.d, &data), -ENOENT);
 	ck_assert(!file_exists(f.dir, &a.d));
 	ck_assert(!blob_has(f.s, &a.d));
-	/* Streamed: the last chunk is withheld and the read fails. */
+	/* Streamed (with verify-reads on): the last chunk is withheld and the
+	 * read fails. */
+	blob_disk_set_verify_streams(f.s, true);
 	overwrite(f.dir, &b.d, a.p, a.n);
 	struct blob_reader *r;
 	ck_assert_int_eq(blob_reader_open(f.s, &b.d, 0, &r), 0);
