@@ -69,8 +69,8 @@ void blob_get_stats(struct blob_store *s, struct blob_stats *st)
 
 /* ---- readers ---------------------------------------------------------- */
 
-int blob_reader_open(struct blob_store *s, const struct digest *d,
-		     int64_t offset, struct blob_reader **out)
+int blob_reader_open(struct blob_store *s, const struct digest *d, int64_t offset,
+		     struct blob_reader **out)
 {
 	if (offset < 0 || offset > d->size)
 		return -ERANGE;
@@ -123,8 +123,8 @@ void blob_reader_close(struct blob_reader *r)
 
 /* ---- writers ---------------------------------------------------------- */
 
-static struct blob_writer *writer_new(struct blob_store *s,
-				      const struct digest *expected, bool hash)
+static struct blob_writer *writer_new(struct blob_store *s, const struct digest *expected,
+				      bool hash)
 {
 	assert(expected->size >= 0);
 	struct blob_writer *w = xcalloc(1, sizeof(*w));
@@ -136,8 +136,7 @@ static struct blob_writer *writer_new(struct blob_store *s,
 	return w;
 }
 
-struct blob_writer *blob_writer_open(struct blob_store *s,
-				     const struct digest *expected)
+struct blob_writer *blob_writer_open(struct blob_store *s, const struct digest *expected)
 {
 	return writer_new(s, expected, true);
 }
@@ -206,8 +205,7 @@ static int verify(struct blob_writer *w, char **err)
 	if (w->err)
 		return fail(err, w->err,
 			    xasprintf("upload of %s failed earlier: %s",
-				      digest_str(e, es, sizeof(es)),
-				      strerror(-w->err)));
+				      digest_str(e, es, sizeof(es)), strerror(-w->err)));
 	if (too_big(w->s, e))
 		return fail(err, -ENOSPC,
 			    xasprintf("blob %s is larger than the store's "
@@ -246,8 +244,7 @@ void blob_writer_abort(struct blob_writer *w)
 		writer_free(w);
 }
 
-int blob_put(struct blob_store *s, const struct digest *d, const void *data,
-	     size_t len, char **err)
+int blob_put(struct blob_store *s, const struct digest *d, const void *data, size_t len, char **err)
 {
 	char es[DIGEST_STR_LEN], gs[DIGEST_STR_LEN];
 	if (too_big(s, d))
@@ -260,7 +257,8 @@ int blob_put(struct blob_store *s, const struct digest *d, const void *data,
 	if (!digest_eq(&got, d))
 		return fail(err, -EINVAL,
 			    xasprintf("digest mismatch: expected %s, data "
-				      "hashes to %s", digest_str(d, es, sizeof(es)),
+				      "hashes to %s",
+				      digest_str(d, es, sizeof(es)),
 				      digest_str(&got, gs, sizeof(gs))));
 	/* Re-uploads are common (clients skip FindMissingBlobs); a lookup
 	 * is cheaper than writing a temp copy to throw away. */
@@ -271,9 +269,9 @@ int blob_put(struct blob_store *s, const struct digest *d, const void *data,
 	int rc = blob_writer_write(w, data, len);
 	if (rc < 0) {
 		blob_writer_abort(w);
-		return fail(err, rc, xasprintf("cannot store %s: %s",
-					       digest_str(d, es, sizeof(es)),
-					       strerror(-rc)));
+		return fail(err, rc,
+			    xasprintf("cannot store %s: %s", digest_str(d, es, sizeof(es)),
+				      strerror(-rc)));
 	}
 	return blob_writer_commit(w, err);
 }

@@ -58,8 +58,8 @@ struct event_base;
  * Returns the store, or NULL with *err (malloc'd, caller frees; err may
  * be NULL) naming the path and the reason, e.g. when another process
  * holds the store. */
-struct blob_store *blob_open_disk(struct event_base *base, const char *dir,
-				  int64_t max_size, char **err);
+struct blob_store *blob_open_disk(struct event_base *base, const char *dir, int64_t max_size,
+				  char **err);
 
 /* Disk store only (no-op for memory): fsync each blob before its rename
  * and the fan-out directory after it, so a published blob survives power
@@ -97,19 +97,19 @@ int blob_get(struct blob_store *s, const struct digest *d, uint8_t **data);
 /* Store a whole buffer after verifying it hashes to d (no storage touched
  * when it does not).  Same returns and *err rules as blob_writer_commit,
  * plus -ENOSPC before hashing when d->size > max_size. */
-int blob_put(struct blob_store *s, const struct digest *d, const void *data,
-	     size_t len, char **err);
+int blob_put(struct blob_store *s, const struct digest *d, const void *data, size_t len,
+	     char **err);
 
 /* Remove a blob.  Returns 0, or -ENOENT when it was not stored.  Open
  * readers of it keep working. */
 int blob_delete(struct blob_store *s, const struct digest *d);
 
 struct blob_stats {
-	int64_t bytes, count;    /* indexed blobs */
-	int64_t max_size;        /* <= 0: unbounded */
-	int64_t evictions;       /* blobs evicted for space since open */
-	int64_t hits, misses;    /* has/get/reader_open outcomes */
-	bool index_complete;     /* disk scan done (always true for memory) */
+	int64_t bytes, count; /* indexed blobs */
+	int64_t max_size;     /* <= 0: unbounded */
+	int64_t evictions;    /* blobs evicted for space since open */
+	int64_t hits, misses; /* has/get/reader_open outcomes */
+	bool index_complete;  /* disk scan done (always true for memory) */
 };
 void blob_get_stats(struct blob_store *s, struct blob_stats *st);
 
@@ -120,8 +120,8 @@ void blob_get_stats(struct blob_store *s, struct blob_stats *st);
  * -EIO on I/O error.  The reader keeps its data alive: a disk reader holds
  * the file open, a memory reader pins the blob (pinned blobs are never
  * evicted; a deleted one is freed when its last reader closes). */
-int blob_reader_open(struct blob_store *s, const struct digest *d,
-		     int64_t offset, struct blob_reader **out) WARN_UNUSED;
+int blob_reader_open(struct blob_store *s, const struct digest *d, int64_t offset,
+		     struct blob_reader **out) WARN_UNUSED;
 
 /* Copy up to n bytes at the current offset into buf, advancing it.
  * Returns the count (n, or less only at the end of the blob), 0 at the
@@ -140,8 +140,7 @@ void blob_reader_close(struct blob_reader *r);
  * until data arrives, so failures show up as -EIO from write/commit.  A
  * writer may live across many loop passes (resumable ByteStream uploads)
  * and several writers of the same digest may run at once. */
-struct blob_writer *blob_writer_open(struct blob_store *s,
-				     const struct digest *expected);
+struct blob_writer *blob_writer_open(struct blob_store *s, const struct digest *expected);
 
 /* Append n bytes, hashing them on the way.  Returns 0; -EFBIG when the
  * data would go past expected->size (nothing consumed); -ENOSPC when
@@ -168,8 +167,7 @@ void blob_writer_abort(struct blob_writer *w);
 /* ---- backend interface: blob.c, blob_disk.c and blob_mem.c only ------ */
 #ifdef BLOB_BACKEND
 
-#define container_of(p, type, member) \
-	((type *)(void *)((char *)(p) - offsetof(type, member)))
+#define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 
 /* Recency order for eviction, shared by the backends (blob.c).  Entries
  * used since open are on an LRU list in use order; entries known only
@@ -181,11 +179,11 @@ void blob_writer_abort(struct blob_writer *w);
 #define BLOB_NOT_IN_HEAP UINT32_MAX
 struct blob_rnode {
 	struct blob_rnode *prev, *next; /* list links; NULL when not listed */
-	int64_t cold;                   /* heap key, microseconds */
-	uint32_t hidx;                  /* heap slot, or BLOB_NOT_IN_HEAP */
+	int64_t cold;			/* heap key, microseconds */
+	uint32_t hidx;			/* heap slot, or BLOB_NOT_IN_HEAP */
 };
 struct blob_recency {
-	struct blob_rnode list;         /* sentinel: list.next is least recent */
+	struct blob_rnode list; /* sentinel: list.next is least recent */
 	struct blob_rnode **heap;
 	size_t nheap, heapcap;
 };
@@ -233,17 +231,17 @@ struct blob_reader {
 	struct blob_store *s;
 	struct digest d;
 	int64_t off;
-	int fd;                  /* disk */
-	struct hasher *verify;   /* disk, whole-blob reads */
-	void *ent;               /* memory: the pinned entry */
+	int fd;		       /* disk */
+	struct hasher *verify; /* disk, whole-blob reads */
+	void *ent;	       /* memory: the pinned entry */
 };
 
 struct blob_writer {
 	struct blob_store *s;
 	struct digest expected;
-	struct hasher *h;        /* NULL when the caller verified (blob_put) */
+	struct hasher *h; /* NULL when the caller verified (blob_put) */
 	int64_t off;
-	int err;                 /* sticky backend error */
+	int err; /* sticky backend error */
 	/* disk: temp file and write-combining buffer */
 	int fd;
 	char tmpname[32];

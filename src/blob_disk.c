@@ -31,13 +31,13 @@
 /* One scan slice reads at most this many directory entries (each costs
  * a stat) and stops early after this much time. */
 #define SCAN_SLICE_ENTRIES 1024
-#define SCAN_SLICE_US 4000
+#define SCAN_SLICE_US	   4000
 /* Evictions per slice when the finished scan finds the store over budget. */
 #define TRIM_SLICE 256
 /* Write-combining buffer: small chunks (Bazel sends 16 KiB) are gathered
  * into one write(2); chunks at least this big go straight to the file. */
 #define WBUF_MAX (256 * 1024)
-#define FANOUT 256
+#define FANOUT	 256
 /* "ab/" + 64 hex + "-" + up to 19 digits + NUL */
 #define PATH_LEN 96
 
@@ -58,7 +58,7 @@ struct disk {
 	/* background scan */
 	struct event *scan_ev;
 	DIR *scan_dir;
-	int scan_sub;             /* fan-out directory being read */
+	int scan_sub; /* fan-out directory being read */
 	bool complete;
 };
 
@@ -83,8 +83,7 @@ static void path_of(const struct digest *d, char *buf)
 /* ---- index ------------------------------------------------------------ */
 
 /* cold < 0: used now; else a scanned file's time. */
-static struct dent *index_add(struct disk *k, const struct digest *d,
-			      int64_t cold)
+static struct dent *index_add(struct disk *k, const struct digest *d, int64_t cold)
 {
 	struct dent *e = xcalloc(1, sizeof(*e));
 	memcpy(e->node.hash, d->hash, DIGEST_HASH_LEN);
@@ -105,8 +104,7 @@ static void index_drop(struct disk *k, struct dent *e)
 
 /* The file under d's name is wrong (size or hash): it must never be
  * served, and deleting it lets the next upload replace it. */
-static void discard_corrupt(struct disk *k, const struct digest *d,
-			    const char *why)
+static void discard_corrupt(struct disk *k, const struct digest *d, const char *why)
 {
 	char path[PATH_LEN], ds[DIGEST_STR_LEN];
 	path_of(d, path);
@@ -220,8 +218,7 @@ static void make_room(struct disk *k, int64_t need)
 static int parse_name(const char *name, int sub, struct digest *d)
 {
 	char hex[DIGEST_HEX_LEN + 1], want[3];
-	if (strnlen(name, DIGEST_HEX_LEN + 1) < DIGEST_HEX_LEN + 1 ||
-	    name[DIGEST_HEX_LEN] != '-')
+	if (strnlen(name, DIGEST_HEX_LEN + 1) < DIGEST_HEX_LEN + 1 || name[DIGEST_HEX_LEN] != '-')
 		return -1;
 	const char *num = name + DIGEST_HEX_LEN + 1;
 	size_t nd = strlen(num);
@@ -240,16 +237,14 @@ static void scan_entry(struct disk *k, const char *name)
 	struct digest d;
 	if (name[0] == '.' || parse_name(name, k->scan_sub, &d) < 0) {
 		if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0)
-			LOGD(MOD, "%s/cas/%02x/%s: not a blob, ignored", k->dir,
-			     k->scan_sub, name);
+			LOGD(MOD, "%s/cas/%02x/%s: not a blob, ignored", k->dir, k->scan_sub, name);
 		return;
 	}
 	/* Already indexed by a lookup, a commit, or a stat fallback. */
 	if (digest_map_find(&k->index, &d))
 		return;
 	struct stat st;
-	if (fstatat(dirfd(k->scan_dir), name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-	    !S_ISREG(st.st_mode))
+	if (fstatat(dirfd(k->scan_dir), name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode))
 		return; /* deleted since readdir, or not ours */
 	if (st.st_size != d.size) {
 		discard_corrupt(k, &d, "wrong size");
@@ -324,8 +319,8 @@ static bool disk_has(struct blob_store *s, const struct digest *d)
 }
 
 /* pread exactly n bytes at off; -EIO on error or early end of file. */
-static int pread_all(struct disk *k, int fd, const struct digest *d,
-		     uint8_t *buf, size_t n, int64_t off)
+static int pread_all(struct disk *k, int fd, const struct digest *d, uint8_t *buf, size_t n,
+		     int64_t off)
 {
 	while (n > 0) {
 		ssize_t r = pread(fd, buf, n, off);
@@ -415,8 +410,7 @@ static void discard_if_same(struct disk *k, struct blob_reader *r)
 	char path[PATH_LEN];
 	struct stat a, b;
 	path_of(&r->d, path);
-	if (fstat(r->fd, &a) == 0 &&
-	    fstatat(k->casfd, path, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+	if (fstat(r->fd, &a) == 0 && fstatat(k->casfd, path, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
 	    a.st_ino == b.st_ino && a.st_dev == b.st_dev)
 		discard_corrupt(k, &r->d, "content does not match its hash");
 }
@@ -459,8 +453,7 @@ static int open_tmp(struct disk *k, struct blob_writer *w)
 {
 	for (int tries = 0; tries < 16; tries++) {
 		snprintf(w->tmpname, sizeof(w->tmpname), "%" PRIu64 ".tmp", k->tmpseq++);
-		w->fd = openat(k->tmpfd, w->tmpname,
-			       O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+		w->fd = openat(k->tmpfd, w->tmpname, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
 		if (w->fd >= 0)
 			return 0;
 		if (errno != EEXIST)
@@ -472,8 +465,7 @@ static int open_tmp(struct disk *k, struct blob_writer *w)
 	return io_error(e);
 }
 
-static int write_file(struct disk *k, struct blob_writer *w, const uint8_t *p,
-		      size_t n)
+static int write_file(struct disk *k, struct blob_writer *w, const uint8_t *p, size_t n)
 {
 	if (w->fd < 0) {
 		int rc = open_tmp(k, w);
@@ -509,8 +501,8 @@ static int disk_writer_write(struct blob_writer *w, const void *data, size_t n)
 	struct disk *k = disk_of(w->s);
 	const uint8_t *p = data;
 	if (!w->bufcap)
-		w->bufcap = (uint64_t)w->expected.size < WBUF_MAX ?
-				    (size_t)w->expected.size : WBUF_MAX;
+		w->bufcap =
+			(uint64_t)w->expected.size < WBUF_MAX ? (size_t)w->expected.size : WBUF_MAX;
 	while (n > 0) {
 		if (w->buflen == 0 && n >= w->bufcap)
 			return write_file(k, w, p, n);
@@ -564,8 +556,8 @@ static int disk_writer_publish(struct blob_writer *w, char **err)
 		char sub[3] = {path[0], path[1], '\0'};
 		if (e != ENOENT || mkdirat(k->casfd, sub, 0755) < 0 ||
 		    renameat(k->tmpfd, w->tmpname, k->casfd, path) < 0) {
-			LOGE(MOD, "%s: rename tmp/%s to cas/%s: %s", k->dir,
-			     w->tmpname, path, strerror(e));
+			LOGE(MOD, "%s: rename tmp/%s to cas/%s: %s", k->dir, w->tmpname, path,
+			     strerror(e));
 			rc = io_error(e);
 			goto fail;
 		}
@@ -577,8 +569,8 @@ static int disk_writer_publish(struct blob_writer *w, char **err)
 	return 0;
 fail:
 	if (err)
-		*err = xasprintf("cannot store blob %s: %s",
-				 digest_str(d, ds, sizeof(ds)), strerror(-rc));
+		*err = xasprintf("cannot store blob %s: %s", digest_str(d, ds, sizeof(ds)),
+				 strerror(-rc));
 	return rc;
 }
 
@@ -648,8 +640,8 @@ static int clean_tmp(struct disk *k)
 	}
 	closedir(dp);
 	if (n)
-		LOGI(MOD, "%s: removed %d unfinished upload%s left by an earlier run",
-		     k->dir, n, n == 1 ? "" : "s");
+		LOGI(MOD, "%s: removed %d unfinished upload%s left by an earlier run", k->dir, n,
+		     n == 1 ? "" : "s");
 	return 0;
 }
 
@@ -675,8 +667,8 @@ static void disk_close(struct blob_store *s)
 	free(k);
 }
 
-struct blob_store *blob_open_disk(struct event_base *base, const char *dir,
-				  int64_t max_size, char **err)
+struct blob_store *blob_open_disk(struct event_base *base, const char *dir, int64_t max_size,
+				  char **err)
 {
 	struct disk *k = xcalloc(1, sizeof(*k));
 	k->base.be = &disk_backend;
@@ -701,7 +693,8 @@ struct blob_store *blob_open_disk(struct event_base *base, const char *dir,
 	if (flock(k->lockfd, LOCK_EX | LOCK_NB) < 0) {
 		if (errno == EWOULDBLOCK) {
 			msg = xasprintf("%s: blob store is in use by another "
-					"process (LOCK is held)", dir);
+					"process (LOCK is held)",
+					dir);
 			goto out;
 		}
 		goto fail_errno;
@@ -727,8 +720,8 @@ struct blob_store *blob_open_disk(struct event_base *base, const char *dir,
 		}
 		evtimer_add(k->scan_ev, &zero_tv);
 	}
-	LOGI(MOD, "%s: disk blob store open, max_size %" PRId64 "%s", dir,
-	     max_size, base ? ", indexing in the background" : "");
+	LOGI(MOD, "%s: disk blob store open, max_size %" PRId64 "%s", dir, max_size,
+	     base ? ", indexing in the background" : "");
 	return &k->base;
 fail_errno:
 	rc = -errno;

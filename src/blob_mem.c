@@ -23,15 +23,15 @@
 
 struct ment {
 	struct digest_map_node node;
-	struct blob_rnode rec;    /* unlinked (prev NULL) once unindexed */
+	struct blob_rnode rec; /* unlinked (prev NULL) once unindexed */
 	uint8_t *data;
-	int refs;                 /* open readers */
+	int refs; /* open readers */
 };
 
 struct mem {
 	struct blob_store base;
 	struct digest_map index;
-	struct blob_recency rec;  /* list only: nothing here is cold */
+	struct blob_recency rec; /* list only: nothing here is cold */
 	int64_t bytes, evictions;
 };
 
@@ -179,8 +179,8 @@ static int mem_writer_publish(struct blob_writer *w, char **err)
 			*err = xasprintf("memory store full: cannot fit %s "
 					 "(%" PRId64 " of %" PRId64 " bytes "
 					 "used, the rest pinned by readers)",
-					 digest_str(&w->expected, ds, sizeof(ds)),
-					 m->bytes, m->base.max_size);
+					 digest_str(&w->expected, ds, sizeof(ds)), m->bytes,
+					 m->base.max_size);
 		return -ENOSPC;
 	}
 	struct ment *e = xcalloc(1, sizeof(*e));

@@ -27,7 +27,7 @@
 #include "json.h"
 #include "log.h"
 
-#define MOD "buckets"
+#define MOD  "buckets"
 #define R(x) REACTOR__BUCKETS__V1__ERROR_REASON__##x
 
 static struct bk_config conf = {60LL * 1000000, 2LL * 86400 * 1000000};
@@ -74,7 +74,6 @@ const char *bk_reason_name(int v)
 
 /* ---- validation ------------------------------------------------------------ */
 
-
 bool bk_bucket_name_ok(const char *s)
 {
 	size_t n = strlen(s);
@@ -105,8 +104,9 @@ static char *check_utf8(const char *field, const char *s)
 
 static char *bad_bucket(const char *field, const char *name)
 {
-	return xasprintf("%s: \"%.120s\" is not a valid bucket name (want [a-z0-9][a-z0-9._-]{0,99})",
-		    field, name);
+	return xasprintf(
+		"%s: \"%.120s\" is not a valid bucket name (want [a-z0-9][a-z0-9._-]{0,99})", field,
+		name);
 }
 
 void bk_params_free(struct bk_params *p)
@@ -144,8 +144,7 @@ static int check_change(const struct json *c, size_t i, char **err)
 		*err = xasprintf("%s: must be an object, not %s", where, json_type_name(c->type));
 		return -1;
 	}
-	static const char *const strs[] = {"id",	"revision", "message", "branch",
-					   "url",	"project"};
+	static const char *const strs[] = {"id", "revision", "message", "branch", "url", "project"};
 	for (size_t k = 0; k < ARRAY_LEN(strs); k++)
 		if (!opt_string(c, strs[k], where, err))
 			return -1;
@@ -156,7 +155,7 @@ static int check_change(const struct json *c, size_t i, char **err)
 	}
 	if (author->type != JSON_OBJECT) {
 		*err = xasprintf("%s.author: must be an object, not %s", where,
-			    json_type_name(author->type));
+				 json_type_name(author->type));
 		return -1;
 	}
 	const struct json *email = json_get(author, "email");
@@ -166,33 +165,36 @@ static int check_change(const struct json *c, size_t i, char **err)
 	}
 	if (email->type != JSON_STRING) {
 		*err = xasprintf("%s.author.email: must be a string, not %s", where,
-			    json_type_name(email->type));
+				 json_type_name(email->type));
 		return -1;
 	}
 	const struct json *ts = json_get(c, "create_ts");
 	if (ts && (ts->type != JSON_NUMBER || !ts->is_int || ts->i < 0)) {
 		*err = xasprintf("%s.create_ts: must be a non-negative integer (microseconds since "
-			    "the epoch)", where);
+				 "the epoch)",
+				 where);
 		return -1;
 	}
 	const struct json *files = json_get(c, "files");
 	if (files) {
 		if (files->type != JSON_ARRAY) {
 			*err = xasprintf("%s.files: must be a list, not %s", where,
-				    json_type_name(files->type));
+					 json_type_name(files->type));
 			return -1;
 		}
 		for (size_t k = 0; k < files->n; k++) {
 			const struct json *f = files->items[k];
 			const struct json *path = json_get(f, "path");
 			if (f->type != JSON_OBJECT) {
-				*err = xasprintf("%s.files[%zu]: must be an object with a string path, "
-					    "not %s", where, k, json_type_name(f->type));
+				*err = xasprintf(
+					"%s.files[%zu]: must be an object with a string path, "
+					"not %s",
+					where, k, json_type_name(f->type));
 				return -1;
 			}
 			if (!path || path->type != JSON_STRING) {
 				*err = xasprintf("%s.files[%zu].path: %s", where, k,
-					    path ? "must be a string" : "required");
+						 path ? "must be a string" : "required");
 				return -1;
 			}
 		}
@@ -206,7 +208,7 @@ int bk_params_parse(const char *text, struct bk_params *out, char **err)
 	memset(out, 0, sizeof *out);
 	if (!text || !*text) {
 		*err = xasprintf("parameters_json: required (a JSON object with a string "
-			    "builder_name)");
+				 "builder_name)");
 		return -1;
 	}
 	struct json *j = json_parse(text, strlen(text), jerr, sizeof jerr);
@@ -217,32 +219,33 @@ int bk_params_parse(const char *text, struct bk_params *out, char **err)
 	int rc = -1;
 	if (j->type != JSON_OBJECT) {
 		*err = xasprintf("parameters_json: must be a JSON object, not %s",
-			    json_type_name(j->type));
+				 json_type_name(j->type));
 		goto out;
 	}
 	const struct json *bn = json_get(j, "builder_name");
 	if (!bn || bn->type != JSON_STRING || bn->len == 0 || strlen(bn->str) != bn->len) {
 		*err = xasprintf("parameters_json.builder_name: %s",
-			    !bn ? "required"
-			    : bn->type != JSON_STRING ? "must be a string"
-			    : bn->len == 0 ? "must not be empty" : "must not contain NUL");
+				 !bn			   ? "required"
+				 : bn->type != JSON_STRING ? "must be a string"
+				 : bn->len == 0		   ? "must not be empty"
+							   : "must not contain NUL");
 		goto out;
 	}
 	const struct json *props = json_get(j, "properties");
 	if (props && props->type != JSON_OBJECT) {
 		*err = xasprintf("parameters_json.properties: must be an object, not %s",
-			    json_type_name(props->type));
+				 json_type_name(props->type));
 		goto out;
 	}
 	if (json_get(props, "buildbucket")) {
 		*err = xasprintf("parameters_json.properties.buildbucket: reserved; the server "
-			    "sets it");
+				 "sets it");
 		goto out;
 	}
 	const struct json *ch = json_get(j, "changes");
 	if (ch && ch->type != JSON_ARRAY) {
 		*err = xasprintf("parameters_json.changes: must be a list, not %s",
-			    json_type_name(ch->type));
+				 json_type_name(ch->type));
 		goto out;
 	}
 	for (size_t i = 0; ch && i < ch->n; i++)
@@ -255,7 +258,8 @@ int bk_params_parse(const char *text, struct bk_params *out, char **err)
 		if (!id || id->len == 0)
 			continue;
 		out->change_ids = xrealloc(out->change_ids, (out->n_changes + 1) * sizeof(char *));
-		out->change_revs = xrealloc(out->change_revs, (out->n_changes + 1) * sizeof(char *));
+		out->change_revs =
+			xrealloc(out->change_revs, (out->n_changes + 1) * sizeof(char *));
 		out->change_ids[out->n_changes] = xstrdup(id->str);
 		out->change_revs[out->n_changes] = xstrdup(rev ? rev->str : "");
 		out->n_changes++;
@@ -283,17 +287,19 @@ static bool is_builder_tag(const char *t)
 	return strncmp(t, "builder:", 8) == 0;
 }
 
-int bk_tags_normalize(char *const *tags, size_t n, const char *builder, char ***out,
-		      size_t *nout, char **err)
+int bk_tags_normalize(char *const *tags, size_t n, const char *builder, char ***out, size_t *nout,
+		      char **err)
 {
 	for (size_t i = 0; i < n; i++) {
 		if (!strchr(tags[i], ':')) {
-			*err = xasprintf("tags[%zu]: \"%.200s\" is not key:value (no ':')", i, tags[i]);
+			*err = xasprintf("tags[%zu]: \"%.200s\" is not key:value (no ':')", i,
+					 tags[i]);
 			return -1;
 		}
 		if (is_builder_tag(tags[i]) && strcmp(tags[i] + 8, builder) != 0) {
 			*err = xasprintf("tags[%zu]: \"%.200s\" disagrees with parameters_json."
-				    "builder_name \"%.200s\"", i, tags[i], builder);
+					 "builder_name \"%.200s\"",
+					 i, tags[i], builder);
 			return -1;
 		}
 	}
@@ -319,12 +325,12 @@ int bk_new_tags_check(char *const *tags, size_t n, char **err)
 	for (size_t i = 0; i < n; i++) {
 		if (!strchr(tags[i], ':')) {
 			*err = xasprintf("new_tags[%zu]: \"%.200s\" is not key:value (no ':')", i,
-				    tags[i]);
+					 tags[i]);
 			return -1;
 		}
 		if (is_builder_tag(tags[i])) {
-			*err = xasprintf("new_tags[%zu]: \"%.200s\": builder tags cannot be added", i,
-				    tags[i]);
+			*err = xasprintf("new_tags[%zu]: \"%.200s\": builder tags cannot be added",
+					 i, tags[i]);
 			return -1;
 		}
 	}
@@ -421,8 +427,8 @@ BkBuild *bk_build_from_hash(int64_t id, const redisReply *arr)
 			sfree(b->result_details_json),
 				b->result_details_json = pstr(v->str, v->len);
 		else if (IS("failure_reason"))
-			b->failure_reason =
-				enum_value(&reactor__buckets__v1__failure_reason__descriptor, v->str);
+			b->failure_reason = enum_value(
+				&reactor__buckets__v1__failure_reason__descriptor, v->str);
 		else if (IS("cancelation_reason"))
 			b->cancelation_reason = enum_value(
 				&reactor__buckets__v1__cancelation_reason__descriptor, v->str);
@@ -469,10 +475,10 @@ struct op {
 	bk_list_cb lcb;
 	void (*ncb)(long n, void *arg);
 	void *arg;
-	const char *what;   /* for logs */
-	int64_t get_id;     /* OP_GET */
-	int late_reason;    /* Put in "check" mode: the input error to report */
-	char *late_msg;     /* when client_operation_id was not seen */
+	const char *what; /* for logs */
+	int64_t get_id;	  /* OP_GET */
+	int late_reason;  /* Put in "check" mode: the input error to report */
+	char *late_msg;	  /* when client_operation_id was not seen */
 };
 
 /* Script arguments: pointers into the request or into `owned`. */
@@ -554,12 +560,8 @@ static void fail_op(struct op *o, int code, int reason, char *msg)
 {
 	switch (o->kind) {
 	case OP_BUILD:
-	case OP_GET:
-		finish_build(o, code, reason, msg, NULL);
-		break;
-	case OP_LIST:
-		finish_list(o, code, reason, msg);
-		break;
+	case OP_GET: finish_build(o, code, reason, msg, NULL); break;
+	case OP_LIST: finish_list(o, code, reason, msg); break;
 	case OP_COUNT:
 		free(msg);
 		o->ncb(-1, o->arg);
@@ -606,8 +608,8 @@ static bool script_err(struct op *o, const redisReply *r)
 	if (r->elements != 3 || !is_str(r->element[0], "ERR") ||
 	    r->element[1]->type != REDIS_REPLY_STRING || r->element[2]->type != REDIS_REPLY_STRING)
 		return false;
-	int reason = enum_value(&reactor__buckets__v1__error_reason__descriptor,
-				r->element[1]->str);
+	int reason =
+		enum_value(&reactor__buckets__v1__error_reason__descriptor, r->element[1]->str);
 	fail_op(o, GRPC_OK, reason ? reason : R(INVALID_INPUT),
 		xstrndup(r->element[2]->str, r->element[2]->len));
 	return true;
@@ -632,16 +634,17 @@ static void build_reply(redisReply *r, void *arg)
 	}
 	BkBuild *b;
 	if (r->elements != 4 || !is_str(r->element[0], "OK") ||
-	    r->element[1]->type != REDIS_REPLY_STRING || r->element[2]->type != REDIS_REPLY_STRING ||
+	    r->element[1]->type != REDIS_REPLY_STRING ||
+	    r->element[2]->type != REDIS_REPLY_STRING ||
 	    !(b = bk_build_from_reply(r->element[3]))) {
 		bad_reply(o);
 		return;
 	}
 	b->utcnow_ts = num(r->element[1]);
 	b->lease_key = num(r->element[2]);
-	LOGD(MOD, "%s: build %" PRId64 " now %s%s%s%s", o->what, b->id,
-	     bk_status_name(b->status), b->lease_expiration_ts ? ", leased" : "",
-	     b->result ? " " : "", b->result ? bk_result_name(b->result) : "");
+	LOGD(MOD, "%s: build %" PRId64 " now %s%s%s%s", o->what, b->id, bk_status_name(b->status),
+	     b->lease_expiration_ts ? ", leased" : "", b->result ? " " : "",
+	     b->result ? bk_result_name(b->result) : "");
 	finish_build(o, GRPC_OK, 0, NULL, b);
 }
 
@@ -690,10 +693,12 @@ static void count_reply(redisReply *r, void *arg)
 static void run(struct op *o, int script, struct args *a)
 {
 	static const store_cb cbs[] = {
-		[OP_BUILD] = build_reply, [OP_LIST] = list_reply, [OP_COUNT] = count_reply,
+		[OP_BUILD] = build_reply,
+		[OP_LIST] = list_reply,
+		[OP_COUNT] = count_reply,
 	};
-	int rc = store_evalsha(bk_scripts[script], cbs[o->kind], o, 0, a->n,
-			       a->xv ? a->xv : a->v, a->xlen ? a->xlen : a->len);
+	int rc = store_evalsha(bk_scripts[script], cbs[o->kind], o, 0, a->n, a->xv ? a->xv : a->v,
+			       a->xlen ? a->xlen : a->len);
 	args_free(a);
 	if (rc < 0)
 		fail_op(o, GRPC_UNAVAILABLE, 0, xstrdup("Redis is down"));
@@ -824,8 +829,8 @@ static void get_reply(redisReply *r, void *arg)
 	}
 	BkBuild *b = bk_build_from_hash(o->get_id, r);
 	if (!b) {
-		fail_op(o, GRPC_OK, R(BUILD_NOT_FOUND), xasprintf("build %" PRId64 " not found",
-							       o->get_id));
+		fail_op(o, GRPC_OK, R(BUILD_NOT_FOUND),
+			xasprintf("build %" PRId64 " not found", o->get_id));
 		return;
 	}
 	b->utcnow_ts = now_us();
@@ -920,15 +925,15 @@ static char *check_details(const char *s)
 	char *err = !j ? xasprintf("result_details_json: invalid JSON: %s", jerr)
 		    : j->type != JSON_OBJECT
 			    ? xasprintf("result_details_json: must be a JSON object, not %s",
-				   json_type_name(j->type))
+					json_type_name(j->type))
 			    : NULL;
 	json_free(j);
 	return err;
 }
 
 static void complete(const char *what, int64_t id, int64_t key, const char *result, int fr,
-		     const char *details, const char *url, char *const *new_tags,
-		     size_t n_new, bk_cb cb, void *arg)
+		     const char *details, const char *url, char *const *new_tags, size_t n_new,
+		     bk_cb cb, void *arg)
 {
 	struct op *o = build_op(what, cb, arg);
 	struct args a = {0};
@@ -969,8 +974,8 @@ void bk_fail(const Reactor__Buckets__V1__FailRequest *req, bk_cb cb, void *arg)
 {
 	int fr = req->failure_reason ? (int)req->failure_reason
 				     : REACTOR__BUCKETS__V1__FAILURE_REASON__BUILD_FAILURE;
-	complete("Fail", req->id, req->lease_key, "FAILURE", fr, req->result_details_json,
-		 req->url, req->new_tags, req->n_new_tags, cb, arg);
+	complete("Fail", req->id, req->lease_key, "FAILURE", fr, req->result_details_json, req->url,
+		 req->new_tags, req->n_new_tags, cb, arg);
 }
 
 /* "" or 19 digits (an id). */
@@ -1023,8 +1028,9 @@ void bk_peek(const Reactor__Buckets__V1__PeekRequest *req, bk_list_cb cb, void *
 		input_error(o, xstrdup("start_cursor: not a cursor this server returned"));
 		return;
 	}
-	int max = req->max_builds <= 0 ? BK_PEEK_DEFAULT
-		  : req->max_builds > BK_PEEK_MAX ? BK_PEEK_MAX : req->max_builds;
+	int max = req->max_builds <= 0		  ? BK_PEEK_DEFAULT
+		  : req->max_builds > BK_PEEK_MAX ? BK_PEEK_MAX
+						  : req->max_builds;
 	struct args a = {0};
 	push_i64(&a, max);
 	push(&a, req->start_cursor);
@@ -1070,19 +1076,22 @@ void bk_search(const Reactor__Buckets__V1__SearchRequest *req, bk_list_cb cb, vo
 	for (size_t i = 0; i < req->n_tags; i++) {
 		if (!strchr(req->tags[i], ':')) {
 			free(b);
-			input_error(o, xasprintf("tags[%zu]: \"%.200s\" is not key:value (no ':')", i,
-					    req->tags[i]));
+			input_error(o, xasprintf("tags[%zu]: \"%.200s\" is not key:value (no ':')",
+						 i, req->tags[i]));
 			return;
 		}
 	}
 	if (req->retry_of < 0 || !cursor_ok(req->start_cursor)) {
 		free(b);
-		input_error(o, xstrdup(req->retry_of < 0 ? "retry_of: must not be negative"
-					: "start_cursor: not a cursor this server returned"));
+		input_error(o,
+			    xstrdup(req->retry_of < 0
+					    ? "retry_of: must not be negative"
+					    : "start_cursor: not a cursor this server returned"));
 		return;
 	}
-	int max = req->max_builds <= 0 ? BK_SEARCH_DEFAULT
-		  : req->max_builds > BK_SEARCH_MAX ? BK_SEARCH_MAX : req->max_builds;
+	int max = req->max_builds <= 0		    ? BK_SEARCH_DEFAULT
+		  : req->max_builds > BK_SEARCH_MAX ? BK_SEARCH_MAX
+						    : req->max_builds;
 	struct args a = {0};
 	push_i64(&a, max);
 	push(&a, req->start_cursor);

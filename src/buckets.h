@@ -46,18 +46,18 @@ extern int bk_scripts[BK_S_COUNT];
 int bk_register_scripts(void) WARN_UNUSED;
 
 /* Fixed limits of the model. */
-#define BK_MAX_LEASE_US (2LL * 3600 * 1000000)  /* lease at most 2 h ahead */
-#define BK_DEFAULT_LEASE_US (60LL * 1000000)    /* Lease with expiration 0 */
-#define BK_MAX_BATCH 1000                       /* items per batch call */
-#define BK_PEEK_DEFAULT 10
-#define BK_PEEK_MAX 100
-#define BK_SEARCH_DEFAULT 100
-#define BK_SEARCH_MAX 1000
-#define BK_BUCKET_MAX 100                       /* bucket name length */
+#define BK_MAX_LEASE_US	    (2LL * 3600 * 1000000) /* lease at most 2 h ahead */
+#define BK_DEFAULT_LEASE_US (60LL * 1000000)	   /* Lease with expiration 0 */
+#define BK_MAX_BATCH	    1000		   /* items per batch call */
+#define BK_PEEK_DEFAULT	    10
+#define BK_PEEK_MAX	    100
+#define BK_SEARCH_DEFAULT   100
+#define BK_SEARCH_MAX	    1000
+#define BK_BUCKET_MAX	    100 /* bucket name length */
 
 /* Tunables (from reactor.conf's buckets: section). */
 struct bk_config {
-	int64_t op_ttl_us;        /* client_operation_id memory, default 60 s */
+	int64_t op_ttl_us;	  /* client_operation_id memory, default 60 s */
 	int64_t build_timeout_us; /* default 2 days */
 };
 void bk_configure(const struct bk_config *c);
@@ -125,8 +125,8 @@ void bk_params_free(struct bk_params *p);
 
 /* Validate Put tags and add builder:<builder_name>; *out is sorted and
  * de-duplicated (free with bk_strv_free).  Returns 0, or -1 with *err. */
-int bk_tags_normalize(char *const *tags, size_t n, const char *builder, char ***out,
-		      size_t *nout, char **err) WARN_UNUSED;
+int bk_tags_normalize(char *const *tags, size_t n, const char *builder, char ***out, size_t *nout,
+		      char **err) WARN_UNUSED;
 /* Validate Succeed/Fail new_tags (each "key:value", no builder: key). */
 int bk_new_tags_check(char *const *tags, size_t n, char **err) WARN_UNUSED;
 void bk_strv_free(char **v, size_t n);

@@ -50,17 +50,17 @@
 #ifndef REACTOR_BUCKETS_KEYS_H
 #define REACTOR_BUCKETS_KEYS_H
 
-#define BK_PREFIX "bb:"
-#define BK_BUILD BK_PREFIX "build:"       /* + id */
-#define BK_BUCKET BK_PREFIX "bucket:"     /* + bucket + ":" + set */
+#define BK_PREFIX  "bb:"
+#define BK_BUILD   BK_PREFIX "build:"  /* + id */
+#define BK_BUCKET  BK_PREFIX "bucket:" /* + bucket + ":" + set */
 #define BK_BUCKETS BK_PREFIX "buckets"
-#define BK_TAG BK_PREFIX "tag:"           /* + tag */
-#define BK_CHANGE BK_PREFIX "change:"     /* + esc(id) + ":" + esc(revision) */
-#define BK_LEASED BK_PREFIX "leased"
-#define BK_IDGEN BK_PREFIX "idgen"
-#define BK_OP BK_PREFIX "op:"             /* + bucket + ":" + client_operation_id */
-#define BK_EVENTS BK_PREFIX "events:"     /* channel, + bucket */
-#define BK_PROBE BK_PREFIX "probe"        /* channel */
+#define BK_TAG	   BK_PREFIX "tag:"    /* + tag */
+#define BK_CHANGE  BK_PREFIX "change:" /* + esc(id) + ":" + esc(revision) */
+#define BK_LEASED  BK_PREFIX "leased"
+#define BK_IDGEN   BK_PREFIX "idgen"
+#define BK_OP	   BK_PREFIX "op:"     /* + bucket + ":" + client_operation_id */
+#define BK_EVENTS  BK_PREFIX "events:" /* channel, + bucket */
+#define BK_PROBE   BK_PREFIX "probe"   /* channel */
 
 /* Name of the per-bucket Peek set after BK_BUCKET "<bucket>:" (the status
  * sets are named by the status). */

@@ -64,8 +64,16 @@ static struct call *active;
 static size_t nactive;
 static uint64_t next_call_id = 1;
 
-static void *pb_alloc(void *ud, size_t n) { (void)ud; return xmalloc(n); }
-static void pb_free(void *ud, void *p) { (void)ud; free(p); }
+static void *pb_alloc(void *ud, size_t n)
+{
+	(void)ud;
+	return xmalloc(n);
+}
+static void pb_free(void *ud, void *p)
+{
+	(void)ud;
+	free(p);
+}
 ProtobufCAllocator call_pb_allocator = {pb_alloc, pb_free, NULL};
 
 static const char *const state_names[] = {"HEADERS", "ACTIVE", "FINISHED", "CANCELLED"};
@@ -121,14 +129,38 @@ static void set_state(struct call *c, enum call_state to)
 	}
 }
 
-bool call_done(const struct call *c) { return c->state >= CALL_FINISHED; }
-enum call_state call_state(const struct call *c) { return c->state; }
-void call_set_data(struct call *c, void *data) { c->data = data; }
-void *call_data(const struct call *c) { return c->data; }
-const char *call_peer(const struct call *c) { return c->peer; }
-const struct rpc_method *call_method(const struct call *c) { return c->m; }
-uint64_t call_id(const struct call *c) { return c->id; }
-size_t call_active_count(void) { return nactive; }
+bool call_done(const struct call *c)
+{
+	return c->state >= CALL_FINISHED;
+}
+enum call_state call_state(const struct call *c)
+{
+	return c->state;
+}
+void call_set_data(struct call *c, void *data)
+{
+	c->data = data;
+}
+void *call_data(const struct call *c)
+{
+	return c->data;
+}
+const char *call_peer(const struct call *c)
+{
+	return c->peer;
+}
+const struct rpc_method *call_method(const struct call *c)
+{
+	return c->m;
+}
+uint64_t call_id(const struct call *c)
+{
+	return c->id;
+}
+size_t call_active_count(void)
+{
+	return nactive;
+}
 
 size_t call_pending(const struct call *c)
 {
@@ -245,9 +277,10 @@ int call_send_owned(struct call *c, uint8_t *buf, size_t len)
 	if (c->state != CALL_ACTIVE || !c->stream || len > lim.max_send || len > UINT32_MAX) {
 		free(buf);
 		if (c->state == CALL_ACTIVE && c->stream)
-			call_finish(c, GRPC_RESOURCE_EXHAUSTED,
-				    "response message of %zu bytes exceeds max-send-message-size %zu",
-				    len, lim.max_send);
+			call_finish(
+				c, GRPC_RESOURCE_EXHAUSTED,
+				"response message of %zu bytes exceeds max-send-message-size %zu",
+				len, lim.max_send);
 		return -1;
 	}
 	send_headers(c);
@@ -308,8 +341,8 @@ void call_finish(struct call *c, int code, const char *fmt, ...)
 	va_end(ap);
 }
 
-void call_finish_details(struct call *c, int code, const struct grpc_any *details,
-			 size_t ndetails, const char *fmt, ...)
+void call_finish_details(struct call *c, int code, const struct grpc_any *details, size_t ndetails,
+			 const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -373,7 +406,8 @@ static void cancel(struct call *c, const char *why)
 
 static void deadline_cb(evutil_socket_t fd, short what, void *arg)
 {
-	(void)fd; (void)what;
+	(void)fd;
+	(void)what;
 	struct call *c = arg;
 	if (call_done(c))
 		return;
@@ -474,13 +508,17 @@ static void start_call(struct call *c)
 	}
 	c->m = dispatch_find(c->path);
 	if (!c->m) {
-		call_finish(c, GRPC_UNIMPLEMENTED, "unknown method %s: this server does not "
-			    "implement it", c->path);
+		call_finish(c, GRPC_UNIMPLEMENTED,
+			    "unknown method %s: this server does not "
+			    "implement it",
+			    c->path);
 		return;
 	}
 	if (!c->m->on_message) {
-		call_finish(c, GRPC_UNIMPLEMENTED, "method %s is not implemented by this "
-			    "server yet", c->path);
+		call_finish(c, GRPC_UNIMPLEMENTED,
+			    "method %s is not implemented by this "
+			    "server yet",
+			    c->path);
 		return;
 	}
 	const char *bad = collect_metadata(c);
@@ -528,15 +566,15 @@ static void reader_error(struct call *c)
 			call_finish(c, GRPC_INTERNAL,
 				    "compressed message without a grpc-encoding header");
 		else
-			finish_hdr(c, GRPC_UNIMPLEMENTED, "identity",
-				   "message compressed with \"%s\"; this server accepts identity only",
-				   enc);
+			finish_hdr(
+				c, GRPC_UNIMPLEMENTED, "identity",
+				"message compressed with \"%s\"; this server accepts identity only",
+				enc);
 		break;
 	case GRPC_READER_BAD_FLAG:
 		call_finish(c, GRPC_INTERNAL, "invalid gRPC message flag byte");
 		break;
-	default:
-		break;
+	default: break;
 	}
 }
 
@@ -586,8 +624,7 @@ static const char *nul_in_strings(const ProtobufCMessageDescriptor *desc, const 
 			p += n;
 			break;
 		}
-		default:
-			return NULL;
+		default: return NULL;
 		}
 	}
 	return NULL;

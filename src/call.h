@@ -77,8 +77,8 @@ void call_send_headers(struct call *c);
 /* Finish with a status; fmt may be NULL for no message. */
 void call_finish(struct call *c, int code, const char *fmt, ...) PRINTF_LIKE(3, 4);
 /* Finish with google.rpc.Status details in grpc-status-details-bin. */
-void call_finish_details(struct call *c, int code, const struct grpc_any *details,
-			 size_t ndetails, const char *fmt, ...) PRINTF_LIKE(5, 6);
+void call_finish_details(struct call *c, int code, const struct grpc_any *details, size_t ndetails,
+			 const char *fmt, ...) PRINTF_LIKE(5, 6);
 /* Unary convenience: send msg and finish OK. */
 void call_reply(struct call *c, const ProtobufCMessage *msg);
 

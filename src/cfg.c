@@ -24,13 +24,13 @@
 #include "util.h"
 
 #define US_MS 1000LL
-#define US_S (1000 * US_MS)
-#define US_M (60 * US_S)
-#define US_H (60 * US_M)
-#define US_D (24 * US_H)
-#define KIB (1LL << 10)
-#define MIB (1LL << 20)
-#define GIB (1LL << 30)
+#define US_S  (1000 * US_MS)
+#define US_M  (60 * US_S)
+#define US_H  (60 * US_M)
+#define US_D  (24 * US_H)
+#define KIB   (1LL << 10)
+#define MIB   (1LL << 20)
+#define GIB   (1LL << 30)
 
 /* A config file is a handful of sections; anything deeper is a mistake or
  * an attack on the recursive tree builder. */
@@ -87,10 +87,9 @@ static const struct node *map_get(const struct node *n, const char *key)
 
 /* Record the first error, at line:col and about key `path` (NULL when it is
  * not about one key).  Always returns -1 so callers can `return fail(...)`. */
-static int fail_at(struct ctx *x, int line, int col, const char *path,
-		   const char *fmt, ...) PRINTF_LIKE(5, 6);
-static int fail_at(struct ctx *x, int line, int col, const char *path,
-		   const char *fmt, ...)
+static int fail_at(struct ctx *x, int line, int col, const char *path, const char *fmt, ...)
+	PRINTF_LIKE(5, 6);
+static int fail_at(struct ctx *x, int line, int col, const char *path, const char *fmt, ...)
 {
 	va_list ap;
 	if (x->err)
@@ -136,16 +135,14 @@ static int next_event(struct ctx *x, yaml_parser_t *p, yaml_event_t *ev)
 		return fail_at(x, line, col, NULL, "%s (byte 0x%02x)", problem, p->problem_value);
 	if (p->context)
 		return fail_at(x, line, col, NULL, "%s (%s at %d:%d)", problem, p->context,
-			       (int)p->context_mark.line + 1,
-			       (int)p->context_mark.column + 1);
+			       (int)p->context_mark.line + 1, (int)p->context_mark.column + 1);
 	return fail_at(x, line, col, NULL, "%s", problem);
 }
 
 /* Build the node that begins with *ev (already read), consuming events up to
  * its end.  *ev is always deleted.  On error *out may hold a partial node,
  * which the caller frees. */
-static int build(struct ctx *x, yaml_parser_t *p, yaml_event_t *ev, int depth,
-		 struct node **out)
+static int build(struct ctx *x, yaml_parser_t *p, yaml_event_t *ev, int depth, struct node **out)
 {
 	int line = (int)ev->start_mark.line + 1, col = (int)ev->start_mark.column + 1;
 	yaml_event_type_t type = ev->type;
@@ -163,8 +160,7 @@ static int build(struct ctx *x, yaml_parser_t *p, yaml_event_t *ev, int depth,
 	*out = n;
 	if (type == YAML_SCALAR_EVENT) {
 		n->kind = N_SCALAR;
-		n->str = xstrndup((const char *)ev->data.scalar.value,
-				  ev->data.scalar.length);
+		n->str = xstrndup((const char *)ev->data.scalar.value, ev->data.scalar.length);
 		n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
 		yaml_event_delete(ev);
 		return 0;
@@ -217,8 +213,8 @@ static int read_tree(struct ctx *x, struct node **root)
 		if (next_event(x, &p, &ev))
 			goto out;
 		if (ev.type == YAML_DOCUMENT_START_EVENT) {
-			fail_at(x, (int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1,
-				NULL, "only one YAML document is allowed");
+			fail_at(x, (int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1, NULL,
+				"only one YAML document is allowed");
 			yaml_event_delete(&ev);
 			goto out;
 		}
@@ -383,7 +379,8 @@ static char *check_redis_address(char *s)
 
 	if (!strncmp(s, "unix:", 5)) {
 		if (s[5] != '/')
-			return xasprintf("unix: needs an absolute socket path, like unix:/run/redis.sock");
+			return xasprintf(
+				"unix: needs an absolute socket path, like unix:/run/redis.sock");
 		memmove(s, s + 5, strlen(s + 5) + 1);
 	}
 	if (s[0] == '/')
@@ -400,7 +397,7 @@ static char *check_redis_address(char *s)
 static char *check_instance_name(char *s)
 {
 	static const char *const reserved[] = {
-		"blobs", "uploads", "actions", "actionResults",
+		"blobs",      "uploads",      "actions",	  "actionResults",
 		"operations", "capabilities", "compressed-blobs",
 	};
 	size_t len = strlen(s);
@@ -415,8 +412,9 @@ static char *check_instance_name(char *s)
 			return xasprintf("instance name \"%s\" has an empty segment", s);
 		for (size_t i = 0; i < ARRAY_LEN(reserved); i++)
 			if (sl == strlen(reserved[i]) && !memcmp(seg, reserved[i], sl))
-				return xasprintf("instance name \"%s\" uses the reserved segment \"%s\"",
-						 s, reserved[i]);
+				return xasprintf(
+					"instance name \"%s\" uses the reserved segment \"%s\"", s,
+					reserved[i]);
 		seg += sl + 1;
 	}
 	return NULL;
@@ -432,8 +430,8 @@ struct list_ops {
 	int (*parse)(struct ctx *x, const struct node *n, const char *path, void *elem);
 	void (*set_default)(void *elem, const char *def);
 	/* Checks across elements (NULL for none); seq is the list's node. */
-	int (*check)(struct ctx *x, const struct node *seq, const char *path,
-		     const void *elems, int n);
+	int (*check)(struct ctx *x, const struct node *seq, const char *path, const void *elems,
+		     int n);
 	bool (*equal)(const void *a, const void *b);
 	void (*free)(void *elem);
 };
@@ -456,17 +454,16 @@ struct keytab {
 	size_t n;
 };
 
-static int parse_map(struct ctx *x, const struct keytab *t, void *base,
-		     const struct node *map, const char *section,
-		     const char *outer, const struct node **where);
-static void apply_defaults(const struct keytab *t, void *base,
-			   const struct node *const *where);
+static int parse_map(struct ctx *x, const struct keytab *t, void *base, const struct node *map,
+		     const char *section, const char *outer, const struct node **where);
+static void apply_defaults(const struct keytab *t, void *base, const struct node *const *where);
 static void free_fields(const struct keytab *t, void *base);
 
 static int listen_parse(struct ctx *x, const struct node *n, const char *path, void *elem)
 {
 	if (n->kind != N_SCALAR || is_null(n))
-		return fail(x, n, path, "expected an address like 127.0.0.1:50051, [::1]:50051 or unix:/path");
+		return fail(x, n, path,
+			    "expected an address like 127.0.0.1:50051, [::1]:50051 or unix:/path");
 	char *msg = parse_listen(n->str, elem);
 	if (!msg)
 		return 0;
@@ -485,8 +482,8 @@ static void listen_default(void *elem, const char *def)
 static bool listen_equal(const void *a, const void *b)
 {
 	const struct cfg_listen *la = a, *lb = b;
-	return la->kind == lb->kind && la->port == lb->port &&
-	       streq_null(la->host, lb->host) && streq_null(la->path, lb->path);
+	return la->kind == lb->kind && la->port == lb->port && streq_null(la->host, lb->host) &&
+	       streq_null(la->path, lb->path);
 }
 
 static void listen_free(void *elem)
@@ -540,14 +537,14 @@ static const struct list_ops proplist_ops = {
 	sizeof(char *), proplist_parse, strlist_default, NULL, strlist_equal, strlist_free,
 };
 
-#define FI(field) .off = offsetof(struct cfg_instance, field), \
-		  .size = sizeof(((struct cfg_instance *)0)->field)
+#define FI(field)                                                                                  \
+	.off = offsetof(struct cfg_instance, field),                                               \
+	.size = sizeof(((struct cfg_instance *)0)->field)
 static const struct key inst_keys[] = {
 	{"name", K_STRING, FI(name), .def_str = "", .check = check_instance_name},
 	{"storage", K_ENUM, FI(storage), .def = CFG_STORAGE_DISK, .names = storage_names},
 	/* 0 = unbounded (disk) / 1 GiB (memory, see cfg_instance_storage_max). */
-	{"storage-max-size", K_SIZE, FI(storage_max_size), .def = 0, .min = 0,
-	 .max = 1LL << 50},
+	{"storage-max-size", K_SIZE, FI(storage_max_size), .def = 0, .min = 0, .max = 1LL << 50},
 	{"allow-updates", K_BOOL, FI(allow_updates), .def = true, .reload = true},
 	{"verify-reads", K_BOOL, FI(verify_reads), .def = false},
 	/* Under gRPC's common 4 MiB receive limit with room for the envelope. */
@@ -559,16 +556,14 @@ static const struct key inst_keys[] = {
 	 .min = US_S, .max = 7 * US_D, .reload = true},
 	{"no-worker-timeout", K_DURATION, FI(no_worker_timeout_us), .def = 10 * US_M,
 	 .min = 100 * US_MS, .max = 7 * US_D, .reload = true},
-	{"max-attempts", K_INT, FI(max_attempts), .def = 5, .min = 1, .max = 100,
-	 .reload = true},
+	{"max-attempts", K_INT, FI(max_attempts), .def = 5, .min = 1, .max = 100, .reload = true},
 	{"operation-retention", K_DURATION, FI(operation_retention_us), .def = 10 * US_M,
 	 .min = US_S, .max = 30 * US_D, .reload = true},
-	{"cancel-orphaned-jobs", K_BOOL, FI(cancel_orphaned_jobs), .def = false,
-	 .reload = true},
+	{"cancel-orphaned-jobs", K_BOOL, FI(cancel_orphaned_jobs), .def = false, .reload = true},
 	/* A comma in def_str makes several default elements. */
 	{"platform-properties", K_LIST, FI(platform_properties),
-	 .count_off = offsetof(struct cfg_instance, n_platform_properties),
-	 .list = &strlist_ops, .def_str = "OSFamily,ISA", .reload = true},
+	 .count_off = offsetof(struct cfg_instance, n_platform_properties), .list = &strlist_ops,
+	 .def_str = "OSFamily,ISA", .reload = true},
 };
 static const struct keytab inst_tab = {inst_keys, ARRAY_LEN(inst_keys)};
 
@@ -626,12 +621,15 @@ static void instance_free(void *elem)
 }
 
 static const struct list_ops listen_ops = {
-	sizeof(struct cfg_listen), listen_parse, listen_default, NULL,
-	listen_equal, listen_free,
+	sizeof(struct cfg_listen), listen_parse, listen_default, NULL, listen_equal, listen_free,
 };
 static const struct list_ops instance_ops = {
-	sizeof(struct cfg_instance), instance_parse, instance_default,
-	instances_check, instance_equal, instance_free,
+	sizeof(struct cfg_instance),
+	instance_parse,
+	instance_default,
+	instances_check,
+	instance_equal,
+	instance_free,
 };
 
 /* Index i is enum log_level i. */
@@ -641,7 +639,10 @@ static const char *const format_names[] = {"text", "json", NULL};
 
 #define F(field) .off = offsetof(struct cfg, field), .size = sizeof(((struct cfg *)0)->field)
 /* Sections hold no value; designated so -Wextra sees every field set. */
-#define SECTION(name) {name, K_SECTION, .off = 0}
+#define SECTION(name)                                                                              \
+	{                                                                                          \
+		name, K_SECTION, .off = 0                                                          \
+	}
 #define LIST(field, count) F(field), .count_off = offsetof(struct cfg, count)
 
 /* Every key of reactor.conf.  Order is the order cfg_diff_static reports in;
@@ -654,8 +655,7 @@ static const struct key cfg_keys[] = {
 	{"state-dir", K_STRING, F(state_dir), .def_str = "state", .check = check_nonempty},
 
 	SECTION("log"),
-	{"log.level", K_ENUM, F(log_level), .def = LOG_INFO, .names = level_names,
-	 .reload = true},
+	{"log.level", K_ENUM, F(log_level), .def = LOG_INFO, .names = level_names, .reload = true},
 	{"log.format", K_ENUM, F(log_json), .def = 0, .names = format_names, .reload = true},
 	{"log.access-log", K_BOOL, F(access_log), .def = false, .reload = true},
 
@@ -666,58 +666,58 @@ static const struct key cfg_keys[] = {
 	{"redis.address", K_STRING, F(redis_address), .check = check_redis_address},
 	{"redis.password", K_STRING, F(redis_password), .check = check_nonempty},
 	{"redis.database", K_INT, F(redis_db), .def = 0, .min = 0, .max = 15},
-	{"redis.connect-timeout", K_DURATION, F(redis_connect_timeout_us),
-	 .def = 2 * US_S, .min = 10 * US_MS, .max = US_H},
-	{"redis.reconnect-max", K_DURATION, F(redis_reconnect_max_us),
-	 .def = 5 * US_S, .min = 10 * US_MS, .max = US_H},
+	{"redis.connect-timeout", K_DURATION, F(redis_connect_timeout_us), .def = 2 * US_S,
+	 .min = 10 * US_MS, .max = US_H},
+	{"redis.reconnect-max", K_DURATION, F(redis_reconnect_max_us), .def = 5 * US_S,
+	 .min = 10 * US_MS, .max = US_H},
 
 	SECTION("http2"),
-	{"http2.max-concurrent-streams", K_INT, F(h2_max_concurrent_streams),
-	 .def = 1000, .min = 1, .max = 1000000, .reload = true},
-	{"http2.max-header-list-size", K_SIZE, F(h2_max_header_list_size),
-	 .def = 16 * KIB, .min = KIB, .max = 16 * MIB},
+	{"http2.max-concurrent-streams", K_INT, F(h2_max_concurrent_streams), .def = 1000, .min = 1,
+	 .max = 1000000, .reload = true},
+	{"http2.max-header-list-size", K_SIZE, F(h2_max_header_list_size), .def = 16 * KIB,
+	 .min = KIB, .max = 16 * MIB},
 	/* nghttp2 windows are int32 on the wire: keep them well under 2^31. */
-	{"http2.connection-window", K_SIZE, F(h2_conn_window),
-	 .def = 16 * MIB, .min = 64 * KIB, .max = GIB},
-	{"http2.stream-window", K_SIZE, F(h2_stream_window),
-	 .def = 4 * MIB, .min = 64 * KIB, .max = GIB},
-	{"http2.idle-timeout", K_DURATION, F(h2_idle_timeout_us),
-	 .def = 5 * US_M, .min = 0, .max = 7 * US_D},
-	{"http2.max-output-buffer", K_SIZE, F(h2_max_output_buffer),
-	 .def = 4 * MIB, .min = 64 * KIB, .max = GIB},
+	{"http2.connection-window", K_SIZE, F(h2_conn_window), .def = 16 * MIB, .min = 64 * KIB,
+	 .max = GIB},
+	{"http2.stream-window", K_SIZE, F(h2_stream_window), .def = 4 * MIB, .min = 64 * KIB,
+	 .max = GIB},
+	{"http2.idle-timeout", K_DURATION, F(h2_idle_timeout_us), .def = 5 * US_M, .min = 0,
+	 .max = 7 * US_D},
+	{"http2.max-output-buffer", K_SIZE, F(h2_max_output_buffer), .def = 4 * MIB,
+	 .min = 64 * KIB, .max = GIB},
 
 	SECTION("grpc"),
-	{"grpc.max-recv-message-size", K_SIZE, F(grpc_max_recv_message_size),
-	 .def = 16 * MIB, .min = KIB, .max = GIB, .reload = true},
-	{"grpc.max-send-message-size", K_SIZE, F(grpc_max_send_message_size),
-	 .def = 16 * MIB, .min = KIB, .max = GIB},
-	{"grpc.max-call-duration", K_DURATION, F(grpc_max_call_duration_us),
-	 .def = US_H, .min = US_S, .max = 7 * US_D, .reload = true},
+	{"grpc.max-recv-message-size", K_SIZE, F(grpc_max_recv_message_size), .def = 16 * MIB,
+	 .min = KIB, .max = GIB, .reload = true},
+	{"grpc.max-send-message-size", K_SIZE, F(grpc_max_send_message_size), .def = 16 * MIB,
+	 .min = KIB, .max = GIB},
+	{"grpc.max-call-duration", K_DURATION, F(grpc_max_call_duration_us), .def = US_H,
+	 .min = US_S, .max = 7 * US_D, .reload = true},
 
-	{"shutdown-grace", K_DURATION, F(shutdown_grace_us),
-	 .def = 10 * US_S, .min = 0, .max = US_H, .reload = true},
+	{"shutdown-grace", K_DURATION, F(shutdown_grace_us), .def = 10 * US_S, .min = 0,
+	 .max = US_H, .reload = true},
 
 	SECTION("scheduler"),
-	{"scheduler.bot-session-keepalive", K_DURATION, F(sched_bot_keepalive_us),
-	 .def = 60 * US_S, .min = US_S, .max = US_D, .reload = true},
-	{"scheduler.long-poll", K_DURATION, F(sched_long_poll_us),
-	 .def = 60 * US_S, .min = 0, .max = US_H, .reload = true},
-	{"scheduler.safety-net-interval", K_DURATION, F(sched_safety_net_us),
-	 .def = 5 * US_S, .min = 10 * US_MS, .max = US_H, .reload = true},
-	{"scheduler.keepalive-interval", K_DURATION, F(sched_keepalive_us),
-	 .def = 30 * US_S, .min = 10 * US_MS, .max = US_H, .reload = true},
-	{"scheduler.sweep-interval", K_DURATION, F(sched_sweep_us),
-	 .def = US_S, .min = 10 * US_MS, .max = US_H, .reload = true},
+	{"scheduler.bot-session-keepalive", K_DURATION, F(sched_bot_keepalive_us), .def = 60 * US_S,
+	 .min = US_S, .max = US_D, .reload = true},
+	{"scheduler.long-poll", K_DURATION, F(sched_long_poll_us), .def = 60 * US_S, .min = 0,
+	 .max = US_H, .reload = true},
+	{"scheduler.safety-net-interval", K_DURATION, F(sched_safety_net_us), .def = 5 * US_S,
+	 .min = 10 * US_MS, .max = US_H, .reload = true},
+	{"scheduler.keepalive-interval", K_DURATION, F(sched_keepalive_us), .def = 30 * US_S,
+	 .min = 10 * US_MS, .max = US_H, .reload = true},
+	{"scheduler.sweep-interval", K_DURATION, F(sched_sweep_us), .def = US_S, .min = 10 * US_MS,
+	 .max = US_H, .reload = true},
 
 	SECTION("buckets"),
-	{"buckets.expiry-interval", K_DURATION, F(buckets_expiry_interval_us),
-	 .def = 10 * US_S, .min = 10 * US_MS, .max = 10 * US_S, .reload = true},
-	{"buckets.build-timeout", K_DURATION, F(buckets_build_timeout_us),
-	 .def = 2 * US_D, .min = US_S, .max = 365 * US_D, .reload = true},
+	{"buckets.expiry-interval", K_DURATION, F(buckets_expiry_interval_us), .def = 10 * US_S,
+	 .min = 10 * US_MS, .max = 10 * US_S, .reload = true},
+	{"buckets.build-timeout", K_DURATION, F(buckets_build_timeout_us), .def = 2 * US_D,
+	 .min = US_S, .max = 365 * US_D, .reload = true},
 	{"buckets.timeout-check-interval", K_DURATION, F(buckets_timeout_check_interval_us),
 	 .def = US_M, .min = 10 * US_MS, .max = US_H, .reload = true},
-	{"buckets.client-operation-ttl", K_DURATION, F(buckets_op_ttl_us),
-	 .def = 60 * US_S, .min = US_S, .max = US_D, .reload = true},
+	{"buckets.client-operation-ttl", K_DURATION, F(buckets_op_ttl_us), .def = 60 * US_S,
+	 .min = US_S, .max = US_D, .reload = true},
 
 	SECTION("workers"),
 	{"workers.local", K_INT, F(workers_local), .def = 0, .min = 0, .max = 256},
@@ -726,8 +726,7 @@ static const struct key cfg_keys[] = {
 	{"workers.properties", K_LIST, LIST(workers_properties, n_workers_properties),
 	 .list = &proplist_ops, .def_str = "OSFamily=linux,ISA=x86-64"},
 
-	{"instances", K_LIST, LIST(instances, n_instances), .list = &instance_ops,
-	 .def_str = ""},
+	{"instances", K_LIST, LIST(instances, n_instances), .list = &instance_ops, .def_str = ""},
 };
 static const struct keytab cfg_tab = {cfg_keys, ARRAY_LEN(cfg_keys)};
 
@@ -783,18 +782,19 @@ static const char *fmt_bound(enum ktype t, int64_t v, char *buf, size_t len)
 	for (size_t i = 0; t == K_SIZE && v && i < ARRAY_LEN(sizes); i++)
 		if (v % sizes[i].mult == 0)
 			return snprintf(buf, len, "%lld%s", (long long)(v / sizes[i].mult),
-					sizes[i].unit), buf;
+					sizes[i].unit),
+			       buf;
 	for (size_t i = 0; t == K_DURATION && v && i < ARRAY_LEN(durs); i++)
 		if (v % durs[i].mult == 0)
 			return snprintf(buf, len, "%lld%s", (long long)(v / durs[i].mult),
-					durs[i].unit), buf;
-	snprintf(buf, len, "%lld%s", (long long)v,
-		 t != K_DURATION ? "" : v ? "us" : "s");
+					durs[i].unit),
+			       buf;
+	snprintf(buf, len, "%lld%s", (long long)v, t != K_DURATION ? "" : v ? "us" : "s");
 	return buf;
 }
 
-static int parse_list(struct ctx *x, const struct key *k, void *base,
-		      const struct node *v, const char *path)
+static int parse_list(struct ctx *x, const struct key *k, void *base, const struct node *v,
+		      const char *path)
 {
 	const struct list_ops *ops = k->list;
 
@@ -819,8 +819,8 @@ static int parse_list(struct ctx *x, const struct key *k, void *base,
 }
 
 /* Parse value node v for key k into base. */
-static int parse_value(struct ctx *x, const struct key *k, void *base,
-		       const struct node *v, const char *path)
+static int parse_value(struct ctx *x, const struct key *k, void *base, const struct node *v,
+		       const char *path)
 {
 	void *field = (char *)base + k->off;
 	const char *s = v->kind == N_SCALAR ? v->str : NULL;
@@ -845,8 +845,7 @@ static int parse_value(struct ctx *x, const struct key *k, void *base,
 		n = shape > 0 ? n : INT64_MAX;
 		break;
 	case K_DURATION:
-		if (!s || !(shape = number_shape(s)) ||
-		    (shape > 0 && parse_duration_us(s, &n)))
+		if (!s || !(shape = number_shape(s)) || (shape > 0 && parse_duration_us(s, &n)))
 			return fail(x, v, path, "expected a duration like 10s or 1m");
 		n = shape > 0 ? n : INT64_MAX;
 		break;
@@ -878,10 +877,8 @@ static int parse_value(struct ctx *x, const struct key *k, void *base,
 		memcpy(field, &val, sizeof val);
 		return 0;
 	}
-	case K_LIST:
-		return parse_list(x, k, base, v, path);
-	case K_SECTION:
-		break;
+	case K_LIST: return parse_list(x, k, base, v, path);
+	case K_SECTION: break;
 	}
 	assert(k->type == K_INT || k->type == K_SIZE || k->type == K_DURATION);
 	if (n < k->min || n > k->max)
@@ -924,16 +921,14 @@ static const struct key *find_key(const struct keytab *t, const char *name)
 /* Parse mapping `map` against the rows of t under `section` ("" for the top
  * of the table).  `outer` prefixes key paths in messages ("instances[1].").
  * where[i] is set to the value node of every key i seen. */
-static int parse_map(struct ctx *x, const struct keytab *t, void *base,
-		     const struct node *map, const char *section,
-		     const char *outer, const struct node **where)
+static int parse_map(struct ctx *x, const struct keytab *t, void *base, const struct node *map,
+		     const char *section, const char *outer, const struct node **where)
 {
 	for (size_t i = 0; i + 1 < map->n_kids; i += 2) {
 		const struct node *kn = map->kids[i], *v = map->kids[i + 1];
 		if (kn->kind != N_SCALAR)
 			return fail(x, kn, NULL, "keys must be plain strings");
-		char *name = *section ? xasprintf("%s.%s", section, kn->str)
-				      : xstrdup(kn->str);
+		char *name = *section ? xasprintf("%s.%s", section, kn->str) : xstrdup(kn->str);
 		char *path = xasprintf("%s%s", outer, name);
 		const struct key *k = find_key(t, name);
 		const struct node *first = NULL;
@@ -954,7 +949,8 @@ static int parse_map(struct ctx *x, const struct keytab *t, void *base,
 			if (v->kind != N_MAP && !is_null(v))
 				r = fail(x, v, path, "expected a mapping of keys");
 			else
-				r = v->kind == N_MAP ? parse_map(x, t, base, v, name, outer, where) : 0;
+				r = v->kind == N_MAP ? parse_map(x, t, base, v, name, outer, where)
+						     : 0;
 		} else {
 			where[k - t->keys] = v;
 			r = parse_value(x, k, base, v, path);
@@ -967,8 +963,7 @@ static int parse_map(struct ctx *x, const struct keytab *t, void *base,
 	return 0;
 }
 
-static void apply_defaults(const struct keytab *t, void *base,
-			   const struct node *const *where)
+static void apply_defaults(const struct keytab *t, void *base, const struct node *const *where)
 {
 	for (size_t i = 0; i < t->n; i++) {
 		const struct key *k = &t->keys[i];
@@ -976,17 +971,14 @@ static void apply_defaults(const struct keytab *t, void *base,
 		if (where[i])
 			continue;
 		switch (k->type) {
-		case K_SECTION:
-			break;
+		case K_SECTION: break;
 		case K_INT:
 		case K_SIZE:
 		case K_DURATION:
 			assert(k->def >= k->min && k->def <= k->max);
 			/* fall through */
 		case K_BOOL:
-		case K_ENUM:
-			store_int(field, k->size, k->def);
-			break;
+		case K_ENUM: store_int(field, k->size, k->def); break;
 		case K_STRING:
 			if (k->def_str) {
 				char *s = xstrdup(k->def_str);
@@ -1040,8 +1032,7 @@ static bool field_equal(const struct key *k, const void *a, const void *b)
 	int na, nb;
 
 	switch (k->type) {
-	case K_SECTION:
-		return true;
+	case K_SECTION: return true;
 	case K_STRING:
 		memcpy(&sa, fa, sizeof sa);
 		memcpy(&sb, fb, sizeof sb);
@@ -1054,8 +1045,7 @@ static bool field_equal(const struct key *k, const void *a, const void *b)
 					    sb + (size_t)i * k->list->elem_size))
 				return false;
 		return na == nb;
-	default:
-		return load_int(fa, k->size) == load_int(fb, k->size);
+	default: return load_int(fa, k->size) == load_int(fb, k->size);
 	}
 }
 
@@ -1076,8 +1066,7 @@ static int check_cross(struct ctx *x, const struct cfg *c, const struct node *co
 
 /* ---- public API ---------------------------------------------------------- */
 
-static int load(const char *name, const char *text, size_t len, struct cfg **out,
-		char **err)
+static int load(const char *name, const char *text, size_t len, struct cfg **out, char **err)
 {
 	struct ctx x = {.file = name, .text = text, .len = len};
 	const struct node *where[ARRAY_LEN(cfg_keys)] = {0};

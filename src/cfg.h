@@ -23,23 +23,23 @@ struct cfg_listen {
 enum cfg_storage { CFG_STORAGE_DISK, CFG_STORAGE_MEMORY };
 
 struct cfg_instance {
-	char *name; /* REAPI instance name; "" is valid (Bazel's default) */
-	int storage;              /* enum cfg_storage; default disk */
+	char *name;		  /* REAPI instance name; "" is valid (Bazel's default) */
+	int storage;		  /* enum cfg_storage; default disk */
 	int64_t storage_max_size; /* bytes; 0 = unbounded on disk, 1 GiB in memory */
-	bool allow_updates;       /* ActionCache.UpdateActionResult allowed; reloadable */
-	bool verify_reads;        /* disk: hash streamed reads too; default false */
-	int64_t max_batch_size;   /* CAS batch request limit, default 4MiB-64KiB; clipped
+	bool allow_updates;	  /* ActionCache.UpdateActionResult allowed; reloadable */
+	bool verify_reads;	  /* disk: hash streamed reads too; default false */
+	int64_t max_batch_size;	  /* CAS batch request limit, default 4MiB-64KiB; clipped
 				     to what max-recv-message-size can carry */
 
 	/* Remote execution (Execution, Operations, Bots); read from the live
 	 * config on every call, so SIGHUP changes them. */
-	bool execution;                   /* serve Execute, Operations and Bots; default false */
+	bool execution;			  /* serve Execute, Operations and Bots; default false */
 	int64_t max_execution_timeout_us; /* Action.timeout limit and default, default 1h */
-	int64_t no_worker_timeout_us;     /* fail jobs no bot can run after this, default 10m */
-	int max_attempts;                 /* bots a job may be lost on, default 5 */
-	int64_t operation_retention_us;   /* finished operations are kept this long, 10m */
-	bool cancel_orphaned_jobs;        /* cancel an operation whose last stream left */
-	char **platform_properties;       /* declared platform keys (plus OSFamily, ISA) */
+	int64_t no_worker_timeout_us;	  /* fail jobs no bot can run after this, default 10m */
+	int max_attempts;		  /* bots a job may be lost on, default 5 */
+	int64_t operation_retention_us;	  /* finished operations are kept this long, 10m */
+	bool cancel_orphaned_jobs;	  /* cancel an operation whose last stream left */
+	char **platform_properties;	  /* declared platform keys (plus OSFamily, ISA) */
 	int n_platform_properties;
 };
 
@@ -52,54 +52,55 @@ struct cfg {
 	char *state_dir;  /* relative paths resolve against the cwd */
 
 	/* log: */
-	int log_level;   /* enum log_level; reloadable */
-	bool log_json;   /* reloadable */
+	int log_level;	 /* enum log_level; reloadable */
+	bool log_json;	 /* reloadable */
 	bool access_log; /* reloadable */
 
 	/* redis: */
-	bool redis_embedded;      /* default true */
-	char *redis_server;       /* embedded: redis-server binary, default "redis-server" */
-	char *redis_address;      /* external: "host:port" or "/path/to.sock"; NULL when embedded */
-	char *redis_password;     /* NULL if none */
-	int redis_db;             /* 0..15 */
+	bool redis_embedded;  /* default true */
+	char *redis_server;   /* embedded: redis-server binary, default "redis-server" */
+	char *redis_address;  /* external: "host:port" or "/path/to.sock"; NULL when embedded */
+	char *redis_password; /* NULL if none */
+	int redis_db;	      /* 0..15 */
 	int64_t redis_connect_timeout_us; /* default 2s */
-	int64_t redis_reconnect_max_us;   /* backoff cap, default 5s */
+	int64_t redis_reconnect_max_us;	  /* backoff cap, default 5s */
 
 	/* http2: */
 	uint32_t h2_max_concurrent_streams; /* default 1000; reloadable (new conns) */
 	uint32_t h2_max_header_list_size;   /* default 16KiB */
-	uint32_t h2_conn_window;            /* default 16MiB */
-	uint32_t h2_stream_window;          /* default 4MiB */
-	int64_t h2_idle_timeout_us;         /* default 5m; 0 = never */
-	int64_t h2_max_output_buffer;       /* default 4MiB, backpressure limit */
+	uint32_t h2_conn_window;	    /* default 16MiB */
+	uint32_t h2_stream_window;	    /* default 4MiB */
+	int64_t h2_idle_timeout_us;	    /* default 5m; 0 = never */
+	int64_t h2_max_output_buffer;	    /* default 4MiB, backpressure limit */
 
 	/* grpc: */
 	int64_t grpc_max_recv_message_size; /* default 16MiB; reloadable */
 	int64_t grpc_max_send_message_size; /* default 16MiB */
-	int64_t grpc_max_call_duration_us;  /* default 1h; cap when client sets no deadline; reloadable */
+	int64_t grpc_max_call_duration_us;  /* default 1h; cap when client sets no deadline;
+					       reloadable */
 
 	int64_t shutdown_grace_us; /* default 10s; reloadable */
 
 	/* scheduler: (all reloadable) */
 	int64_t sched_bot_keepalive_us; /* a bot must call again within this, default 60s */
-	int64_t sched_long_poll_us;     /* longest idle UpdateBotSession wait, default 60s */
-	int64_t sched_safety_net_us;    /* re-read watched jobs this often, default 5s */
-	int64_t sched_keepalive_us;     /* Operation keep-alive on idle streams, default 30s */
-	int64_t sched_sweep_us;         /* expiry/timeout/retention sweep, default 1s */
+	int64_t sched_long_poll_us;	/* longest idle UpdateBotSession wait, default 60s */
+	int64_t sched_safety_net_us;	/* re-read watched jobs this often, default 5s */
+	int64_t sched_keepalive_us;	/* Operation keep-alive on idle streams, default 30s */
+	int64_t sched_sweep_us;		/* expiry/timeout/retention sweep, default 1s */
 
 	/* buckets: (all reloadable) */
-	int64_t buckets_expiry_interval_us;        /* lease expiry pass, default 10s */
-	int64_t buckets_build_timeout_us;          /* unfinished builds cancelled, default 2d */
+	int64_t buckets_expiry_interval_us;	   /* lease expiry pass, default 10s */
+	int64_t buckets_build_timeout_us;	   /* unfinished builds cancelled, default 2d */
 	int64_t buckets_timeout_check_interval_us; /* build-timeout pass, default 1m */
-	int64_t buckets_op_ttl_us;                 /* client_operation_id memory, default 60s */
+	int64_t buckets_op_ttl_us;		   /* client_operation_id memory, default 60s */
 
 	/* workers: local reactor-workers reactord starts and supervises
 	 * (restart only) */
-	int workers_local;           /* how many, default 0 */
-	char *workers_binary;        /* NULL = reactor-worker next to reactord */
-	char *workers_work_dir;      /* NULL = STATE-DIR/work */
-	char **workers_properties;   /* "KEY=VALUE" they advertise; default
-					OSFamily=linux, ISA=x86-64 */
+	int workers_local;	   /* how many, default 0 */
+	char *workers_binary;	   /* NULL = reactor-worker next to reactord */
+	char *workers_work_dir;	   /* NULL = STATE-DIR/work */
+	char **workers_properties; /* "KEY=VALUE" they advertise; default
+				      OSFamily=linux, ISA=x86-64 */
 	int n_workers_properties;
 
 	struct cfg_instance *instances; /* at least one; default one named "" */

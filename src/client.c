@@ -38,7 +38,7 @@ struct rc_call {
 	rc_msg_cb on_msg;
 	rc_done_cb on_done;
 	void *arg;
-	int code;        /* -1 until grpc-status seen */
+	int code; /* -1 until grpc-status seen */
 	char *message;
 	int http_status;
 	struct h2_hdr *tr; /* copies of trailers / headers for rc_call_trailer */
@@ -54,7 +54,10 @@ static int http_to_grpc(int http)
 	case 401: return GRPC_UNAUTHENTICATED;
 	case 403: return GRPC_PERMISSION_DENIED;
 	case 404: return GRPC_UNIMPLEMENTED;
-	case 429: case 502: case 503: case 504: return GRPC_UNAVAILABLE;
+	case 429:
+	case 502:
+	case 503:
+	case 504: return GRPC_UNAVAILABLE;
 	default: return GRPC_UNKNOWN;
 	}
 }
@@ -136,11 +139,12 @@ static void c_on_close(struct h2_stream *s, uint32_t error)
 	if (code < 0) {
 		if (k->http_status && k->http_status != 200) {
 			code = http_to_grpc(k->http_status);
-			snprintf(buf, sizeof(buf), "HTTP status %d without grpc-status", k->http_status);
+			snprintf(buf, sizeof(buf), "HTTP status %d without grpc-status",
+				 k->http_status);
 		} else if (error) {
 			code = error == NGHTTP2_REFUSED_STREAM ? GRPC_UNAVAILABLE
-			       : error == NGHTTP2_CANCEL	    ? GRPC_CANCELLED
-							    : GRPC_INTERNAL;
+			       : error == NGHTTP2_CANCEL       ? GRPC_CANCELLED
+							       : GRPC_INTERNAL;
 			snprintf(buf, sizeof(buf), "stream closed: %s",
 				 nghttp2_http2_strerror(error));
 		} else {
@@ -379,8 +383,8 @@ static void u_done(struct rc_call *k, int code, const char *message, void *arg)
 }
 
 int rc_unary(struct rc_client *c, const char *path, const ProtobufCMessage *req,
-	     const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
-	     char **msg, int64_t timeout_us)
+	     const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, char **msg,
+	     int64_t timeout_us)
 {
 	struct unary_state u = {.desc = resp_desc, .code = -1};
 	struct rc_call *k = rc_call_start(c, path, timeout_us, NULL, 0, u_msg, u_done, &u);

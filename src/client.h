@@ -55,7 +55,7 @@ const char *rc_call_trailer(const struct rc_call *call, const char *key);
  * the unpacked response (free with protobuf_c_message_free_unpacked and
  * NULL allocator).  *msg gets the status message (malloc'd) if msg != NULL. */
 int rc_unary(struct rc_client *c, const char *path, const ProtobufCMessage *req,
-	     const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp,
-	     char **msg, int64_t timeout_us);
+	     const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, char **msg,
+	     int64_t timeout_us);
 
 #endif

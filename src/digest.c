@@ -24,10 +24,9 @@
 #define ERR_QUOTE_MAX 72
 
 const struct digest digest_empty = {
-	.hash = {0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14,
-		 0x9a, 0xfb, 0xf4, 0xc8, 0x99, 0x6f, 0xb9, 0x24,
-		 0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b, 0x93, 0x4c,
-		 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55},
+	.hash = {0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4,
+		 0xc8, 0x99, 0x6f, 0xb9, 0x24, 0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b,
+		 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55},
 	.size = 0,
 	.hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
 };
@@ -86,8 +85,7 @@ static char *quote_for_error(const char *s)
 	return q;
 }
 
-int digest_parse(const char *hex, int64_t size, struct digest *out,
-		 char **err)
+int digest_parse(const char *hex, int64_t size, struct digest *out, char **err)
 {
 	if (!hex)
 		hex = "";
@@ -99,15 +97,16 @@ int digest_parse(const char *hex, int64_t size, struct digest *out,
 		if (err) {
 			char *q = quote_for_error(hex);
 			*err = xasprintf("invalid digest hash \"%s\": want 64 "
-					 "lowercase hex characters", q);
+					 "lowercase hex characters",
+					 q);
 			free(q);
 		}
 		return -1;
 	}
 	if (size < 0) {
 		if (err)
-			*err = xasprintf("invalid digest size %" PRId64
-					 " for %.64s: must be >= 0", size, hex);
+			*err = xasprintf("invalid digest size %" PRId64 " for %.64s: must be >= 0",
+					 size, hex);
 		return -1;
 	}
 	for (size_t i = 0; i < DIGEST_HASH_LEN; i++)
@@ -118,8 +117,7 @@ int digest_parse(const char *hex, int64_t size, struct digest *out,
 	return 0;
 }
 
-void digest_from_hash(const uint8_t hash[DIGEST_HASH_LEN], int64_t size,
-		      struct digest *out)
+void digest_from_hash(const uint8_t hash[DIGEST_HASH_LEN], int64_t size, struct digest *out)
 {
 	memmove(out->hash, hash, DIGEST_HASH_LEN);
 	out->size = size;
@@ -130,8 +128,7 @@ void digest_of(const void *data, size_t len, struct digest *out)
 {
 	uint8_t h[EVP_MAX_MD_SIZE];
 	unsigned hl = 0;
-	if (EVP_Digest(data, len, h, &hl, sha256_md(), NULL) != 1 ||
-	    hl != DIGEST_HASH_LEN)
+	if (EVP_Digest(data, len, h, &hl, sha256_md(), NULL) != 1 || hl != DIGEST_HASH_LEN)
 		abort(); /* cannot fail for an in-memory SHA-256 */
 	digest_from_hash(h, (int64_t)len, out);
 }
@@ -219,8 +216,7 @@ static inline size_t key_hash(const uint8_t *hash, int64_t size)
 	return (size_t)(v ^ ((uint64_t)size * 0x9e3779b97f4a7c15ULL));
 }
 
-static inline bool key_eq(const struct digest_map_node *n, const uint8_t *hash,
-			  int64_t size)
+static inline bool key_eq(const struct digest_map_node *n, const uint8_t *hash, int64_t size)
 {
 	return n->size == size && memcmp(n->hash, hash, DIGEST_HASH_LEN) == 0;
 }
@@ -265,8 +261,7 @@ static void rehash_step(struct digest_map *m, int buckets)
 	}
 }
 
-struct digest_map_node *digest_map_find(struct digest_map *m,
-					const struct digest *d)
+struct digest_map_node *digest_map_find(struct digest_map *m, const struct digest *d)
 {
 	if (!m->tab[0])
 		return NULL;

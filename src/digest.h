@@ -14,7 +14,7 @@
 #include "util.h"
 
 #define DIGEST_HASH_LEN 32
-#define DIGEST_HEX_LEN 64
+#define DIGEST_HEX_LEN	64
 
 /* A digest always carries both forms of the hash: `hash` for tables and
  * comparisons, `hex` (NUL-terminated, lowercase) for paths, keys and
@@ -36,12 +36,10 @@ extern const struct digest digest_empty;
  * The offending hash is quoted truncated and with non-printable bytes
  * replaced, so the message is safe to send back.  hex may be NULL (treated
  * as ""); err may be NULL when the caller does not want the message. */
-int digest_parse(const char *hex, int64_t size, struct digest *out,
-		 char **err) WARN_UNUSED;
+int digest_parse(const char *hex, int64_t size, struct digest *out, char **err) WARN_UNUSED;
 
 /* Fill *out from a raw 32-byte hash and a size (hex computed). */
-void digest_from_hash(const uint8_t hash[DIGEST_HASH_LEN], int64_t size,
-		      struct digest *out);
+void digest_from_hash(const uint8_t hash[DIGEST_HASH_LEN], int64_t size, struct digest *out);
 
 /* SHA-256 of data[0..len) with size = len. */
 void digest_of(const void *data, size_t len, struct digest *out);
@@ -90,17 +88,16 @@ struct digest_map_node {
 
 struct digest_map {
 	struct digest_map_node **tab[2];
-	size_t mask[2];      /* bucket count - 1, or 0 with tab == NULL */
+	size_t mask[2]; /* bucket count - 1, or 0 with tab == NULL */
 	size_t count;
-	ptrdiff_t rehash;    /* next tab[0] bucket to move, -1 when idle */
+	ptrdiff_t rehash; /* next tab[0] bucket to move, -1 when idle */
 };
 
 void digest_map_init(struct digest_map *m);
 /* Frees the bucket arrays; the map must be empty (asserted). */
 void digest_map_destroy(struct digest_map *m);
 /* Returns the node with that hash and size, or NULL. */
-struct digest_map_node *digest_map_find(struct digest_map *m,
-					const struct digest *d);
+struct digest_map_node *digest_map_find(struct digest_map *m, const struct digest *d);
 /* Insert n (hash and size already set).  No node with the same key may
  * be present: callers look the key up first, so this does not (a second
  * lookup per insert would be pure cost). */

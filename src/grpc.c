@@ -14,10 +14,23 @@
 #include "google/protobuf/any.pb-c.h"
 
 static const char *const code_names[] = {
-	"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED",
-	"NOT_FOUND", "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED",
-	"FAILED_PRECONDITION", "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED",
-	"INTERNAL", "UNAVAILABLE", "DATA_LOSS", "UNAUTHENTICATED",
+	"OK",
+	"CANCELLED",
+	"UNKNOWN",
+	"INVALID_ARGUMENT",
+	"DEADLINE_EXCEEDED",
+	"NOT_FOUND",
+	"ALREADY_EXISTS",
+	"PERMISSION_DENIED",
+	"RESOURCE_EXHAUSTED",
+	"FAILED_PRECONDITION",
+	"ABORTED",
+	"OUT_OF_RANGE",
+	"UNIMPLEMENTED",
+	"INTERNAL",
+	"UNAVAILABLE",
+	"DATA_LOSS",
+	"UNAUTHENTICATED",
 };
 
 const char *grpc_code_name(int code)
@@ -136,8 +149,8 @@ bool grpc_reader_partial(const struct grpc_reader *r)
 	return r->hdr_have > 0;
 }
 
-enum grpc_reader_err grpc_reader_feed(struct grpc_reader *r, const uint8_t *data,
-				      size_t len, grpc_msg_fn fn, void *arg)
+enum grpc_reader_err grpc_reader_feed(struct grpc_reader *r, const uint8_t *data, size_t len,
+				      grpc_msg_fn fn, void *arg)
 {
 	while (len > 0 && r->err == GRPC_READER_OK) {
 		if (r->hdr_have < 5) {
@@ -208,8 +221,8 @@ enum grpc_reader_err grpc_reader_feed(struct grpc_reader *r, const uint8_t *data
 	return r->err;
 }
 
-char *grpc_status_details_bin(int code, const char *message,
-			      const struct grpc_any *details, size_t ndetails)
+char *grpc_status_details_bin(int code, const char *message, const struct grpc_any *details,
+			      size_t ndetails)
 {
 	Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
 	st.code = code;

@@ -59,10 +59,10 @@ void grpc_prefix(uint8_t out[5], bool compressed, uint32_t len);
  * call).  Errors stop the reader for good. */
 enum grpc_reader_err {
 	GRPC_READER_OK = 0,
-	GRPC_READER_TOO_LARGE,  /* message length over the limit */
+	GRPC_READER_TOO_LARGE,	/* message length over the limit */
 	GRPC_READER_COMPRESSED, /* compressed flag set (we speak identity only) */
-	GRPC_READER_BAD_FLAG,   /* flag byte other than 0 or 1 */
-	GRPC_READER_STOPPED,    /* the callback asked to stop */
+	GRPC_READER_BAD_FLAG,	/* flag byte other than 0 or 1 */
+	GRPC_READER_STOPPED,	/* the callback asked to stop */
 };
 
 struct grpc_reader {
@@ -82,8 +82,8 @@ typedef int (*grpc_msg_fn)(void *arg, const uint8_t *msg, size_t len);
 void grpc_reader_init(struct grpc_reader *r, size_t max_len);
 void grpc_reader_free(struct grpc_reader *r);
 /* Returns GRPC_READER_OK or the (sticky) error. */
-enum grpc_reader_err grpc_reader_feed(struct grpc_reader *r, const uint8_t *data,
-				      size_t len, grpc_msg_fn fn, void *arg);
+enum grpc_reader_err grpc_reader_feed(struct grpc_reader *r, const uint8_t *data, size_t len,
+				      grpc_msg_fn fn, void *arg);
 /* True when a message is partly received (a truncated stream at EOF). */
 bool grpc_reader_partial(const struct grpc_reader *r);
 
@@ -96,7 +96,7 @@ struct grpc_any {
 	const uint8_t *value;
 	size_t len;
 };
-char *grpc_status_details_bin(int code, const char *message,
-			      const struct grpc_any *details, size_t ndetails);
+char *grpc_status_details_bin(int code, const char *message, const struct grpc_any *details,
+			      size_t ndetails);
 
 #endif

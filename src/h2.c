@@ -28,13 +28,12 @@
 static const char PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define PREFACE_LEN (sizeof(PREFACE) - 1)
 
-static const char NOT_H2_REPLY[] =
-	"HTTP/1.1 400 Bad Request\r\n"
-	"Content-Type: text/plain\r\n"
-	"Connection: close\r\n"
-	"\r\n"
-	"This port speaks gRPC over HTTP/2 (h2c with prior knowledge).\n"
-	"Use a gRPC client, e.g. grpc://HOST:PORT in Bazel.\n";
+static const char NOT_H2_REPLY[] = "HTTP/1.1 400 Bad Request\r\n"
+				   "Content-Type: text/plain\r\n"
+				   "Connection: close\r\n"
+				   "\r\n"
+				   "This port speaks gRPC over HTTP/2 (h2c with prior knowledge).\n"
+				   "Use a gRPC client, e.g. grpc://HOST:PORT in Bazel.\n";
 
 struct h2_stream {
 	struct h2_conn *conn;
@@ -48,16 +47,16 @@ struct h2_stream {
 	int blocks; /* header blocks seen */
 
 	struct evbuffer *out;
-	bool responded;   /* server: response HEADERS submitted */
-	bool deferred;    /* data source returned DEFERRED */
+	bool responded;	  /* server: response HEADERS submitted */
+	bool deferred;	  /* data source returned DEFERRED */
 	bool end_pending; /* h2_stream_end called */
 	bool end_sent;
 	bool was_full; /* pending crossed H2_STREAM_LOWAT */
 	struct h2_hdr *trailers;
 	size_t ntrailers;
 
-	struct h2_stream *prev, *next;   /* conn->streams */
-	struct h2_stream *wnext;         /* conn->writable list */
+	struct h2_stream *prev, *next; /* conn->streams */
+	struct h2_stream *wnext;       /* conn->writable list */
 	bool on_wlist;
 };
 
@@ -79,7 +78,7 @@ struct h2_conn {
 	void *arg;
 
 	bool preface_ok;
-	bool closing;    /* no more I/O; freed after this loop pass */
+	bool closing;	       /* no more I/O; freed after this loop pass */
 	bool drain_then_close; /* close once output is written */
 	bool goaway;
 	bool read_paused;
@@ -104,8 +103,8 @@ static void hdrs_clear(struct h2_stream *s)
 	s->hdr_overflow = false;
 }
 
-static void hdrs_add(struct h2_stream *s, const uint8_t *name, size_t nl,
-		     const uint8_t *value, size_t vl)
+static void hdrs_add(struct h2_stream *s, const uint8_t *name, size_t nl, const uint8_t *value,
+		     size_t vl)
 {
 	/* RFC 9113's accounting: name + value + 32 per field. */
 	s->hdrbytes += nl + vl + 32;
@@ -210,7 +209,9 @@ static void stream_close(struct h2_stream *s, uint32_t error)
 static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
 			    uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
-	(void)ng; (void)id; (void)buf;
+	(void)ng;
+	(void)id;
+	(void)buf;
 	struct h2_conn *c = ud;
 	struct h2_stream *s = src->ptr;
 	size_t avail = evbuffer_get_length(s->out);
@@ -280,7 +281,8 @@ static nghttp2_data_provider provider_for(struct h2_stream *s)
 
 static ssize_t send_cb(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *ud)
 {
-	(void)ng; (void)flags;
+	(void)ng;
+	(void)flags;
 	struct h2_conn *c = ud;
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	if (evbuffer_get_length(out) >= c->st.max_output_buffer)
@@ -309,7 +311,8 @@ static int begin_headers_cb(nghttp2_session *ng, const nghttp2_frame *frame, voi
 static int header_cb(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
 		     size_t nl, const uint8_t *value, size_t vl, uint8_t flags, void *ud)
 {
-	(void)flags; (void)ud;
+	(void)flags;
+	(void)ud;
 	if (frame->hd.type != NGHTTP2_HEADERS)
 		return 0;
 	struct h2_stream *s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
@@ -330,10 +333,8 @@ static int frame_recv_cb(nghttp2_session *ng, const nghttp2_frame *frame, void *
 		if (s->ops && s->ops->on_headers)
 			s->ops->on_headers(s, s->blocks > 1);
 		break;
-	case NGHTTP2_DATA:
-		break;
-	default:
-		return 0;
+	case NGHTTP2_DATA: break;
+	default: return 0;
 	}
 	/* The owner may have reset the stream; it is still allocated until
 	 * nghttp2 reports the close, so this access is safe. */
@@ -345,7 +346,8 @@ static int frame_recv_cb(nghttp2_session *ng, const nghttp2_frame *frame, void *
 static int data_chunk_cb(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
 			 size_t len, void *ud)
 {
-	(void)flags; (void)ud;
+	(void)flags;
+	(void)ud;
 	struct h2_stream *s = nghttp2_session_get_stream_user_data(ng, id);
 	if (s && s->ops && s->ops->on_data)
 		s->ops->on_data(s, data, len);
@@ -393,7 +395,8 @@ static int invalid_frame_cb(nghttp2_session *ng, const nghttp2_frame *frame, int
 
 static int error_cb(nghttp2_session *ng, int code, const char *msg, size_t len, void *ud)
 {
-	(void)ng; (void)code;
+	(void)ng;
+	(void)code;
 	struct h2_conn *c = ud;
 	LOGD("h2", "conn=%llu peer=%s: %.*s", (unsigned long long)c->id, c->peer, (int)len, msg);
 	return 0;
@@ -418,17 +421,34 @@ static nghttp2_session_callbacks *make_callbacks(void)
 }
 
 /* nghttp2 allocations go through our aborting allocator. */
-static void *ng_malloc(size_t n, void *ud) { (void)ud; return xmalloc(n); }
-static void ng_free(void *p, void *ud) { (void)ud; free(p); }
-static void *ng_calloc(size_t n, size_t m, void *ud) { (void)ud; return xcalloc(n, m); }
-static void *ng_realloc(void *p, size_t n, void *ud) { (void)ud; return xrealloc(p, n); }
+static void *ng_malloc(size_t n, void *ud)
+{
+	(void)ud;
+	return xmalloc(n);
+}
+static void ng_free(void *p, void *ud)
+{
+	(void)ud;
+	free(p);
+}
+static void *ng_calloc(size_t n, size_t m, void *ud)
+{
+	(void)ud;
+	return xcalloc(n, m);
+}
+static void *ng_realloc(void *p, size_t n, void *ud)
+{
+	(void)ud;
+	return xrealloc(p, n);
+}
 static nghttp2_mem ng_mem = {NULL, ng_malloc, ng_free, ng_calloc, ng_realloc};
 
 /* ---- connection I/O ------------------------------------------------------ */
 
 static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
 {
-	(void)fd; (void)what;
+	(void)fd;
+	(void)what;
 	struct h2_conn *c = arg;
 	while (c->streams)
 		stream_close(c->streams, NGHTTP2_CANCEL);
@@ -508,7 +528,8 @@ static void conn_flush(struct h2_conn *c)
 
 static void flush_ev_cb(evutil_socket_t fd, short what, void *arg)
 {
-	(void)fd; (void)what;
+	(void)fd;
+	(void)what;
 	conn_flush(arg);
 }
 
@@ -530,8 +551,10 @@ static bool check_preface(struct h2_conn *c, struct evbuffer *in)
 	char buf[PREFACE_LEN];
 	evbuffer_copyout(in, buf, n);
 	if (memcmp(buf, PREFACE, n) != 0) {
-		LOGI("h2", "conn=%llu peer=%s: not an HTTP/2 client (no connection preface); "
-		     "answering HTTP/1.1 400", (unsigned long long)c->id, c->peer);
+		LOGI("h2",
+		     "conn=%llu peer=%s: not an HTTP/2 client (no connection preface); "
+		     "answering HTTP/1.1 400",
+		     (unsigned long long)c->id, c->peer);
 		evbuffer_drain(in, len);
 		bufferevent_write(c->bev, NOT_H2_REPLY, sizeof(NOT_H2_REPLY) - 1);
 		bufferevent_disable(c->bev, EV_READ);
@@ -612,7 +635,8 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 
 static void idle_cb(evutil_socket_t fd, short what, void *arg)
 {
-	(void)fd; (void)what;
+	(void)fd;
+	(void)what;
 	struct h2_conn *c = arg;
 	if (c->nstreams == 0) {
 		LOGD("h2", "conn=%llu idle timeout", (unsigned long long)c->id);
@@ -710,11 +734,26 @@ void h2_conn_goaway(struct h2_conn *c)
 	conn_schedule_flush(c);
 }
 
-size_t h2_conn_nstreams(const struct h2_conn *c) { return c->nstreams; }
-uint64_t h2_conn_id(const struct h2_conn *c) { return c->id; }
-const char *h2_conn_peer(const struct h2_conn *c) { return c->peer; }
-bool h2_conn_alive(const struct h2_conn *c) { return !c->closing && !c->goaway; }
-void *h2_conn_arg(const struct h2_conn *c) { return c->arg; }
+size_t h2_conn_nstreams(const struct h2_conn *c)
+{
+	return c->nstreams;
+}
+uint64_t h2_conn_id(const struct h2_conn *c)
+{
+	return c->id;
+}
+const char *h2_conn_peer(const struct h2_conn *c)
+{
+	return c->peer;
+}
+bool h2_conn_alive(const struct h2_conn *c)
+{
+	return !c->closing && !c->goaway;
+}
+void *h2_conn_arg(const struct h2_conn *c)
+{
+	return c->arg;
+}
 
 /* ---- stream API ------------------------------------------------------------ */
 
@@ -747,10 +786,22 @@ void h2_stream_set_ops(struct h2_stream *s, const struct h2_stream_ops *ops, voi
 	s->user = user;
 }
 
-void *h2_stream_user(const struct h2_stream *s) { return s->user; }
-int32_t h2_stream_id(const struct h2_stream *s) { return s->id; }
-struct h2_conn *h2_stream_conn(const struct h2_stream *s) { return s->conn; }
-bool h2_stream_headers_overflow(const struct h2_stream *s) { return s->hdr_overflow; }
+void *h2_stream_user(const struct h2_stream *s)
+{
+	return s->user;
+}
+int32_t h2_stream_id(const struct h2_stream *s)
+{
+	return s->id;
+}
+struct h2_conn *h2_stream_conn(const struct h2_stream *s)
+{
+	return s->conn;
+}
+bool h2_stream_headers_overflow(const struct h2_stream *s)
+{
+	return s->hdr_overflow;
+}
 
 const char *h2_stream_header(const struct h2_stream *s, const char *name)
 {
@@ -818,7 +869,8 @@ int h2_stream_write_buffer(struct h2_stream *s, struct evbuffer *buf)
 
 static void free_owned(const void *data, size_t len, void *arg)
 {
-	(void)len; (void)arg;
+	(void)len;
+	(void)arg;
 	free((void *)data);
 }
 

@@ -50,8 +50,8 @@ struct h2_settings {
 	uint32_t max_header_list_size;
 	uint32_t conn_window;
 	uint32_t stream_window;
-	int64_t idle_timeout_us;   /* 0 = never */
-	size_t max_output_buffer;  /* stop reading above this much unsent output */
+	int64_t idle_timeout_us;  /* 0 = never */
+	size_t max_output_buffer; /* stop reading above this much unsent output */
 };
 
 /* Server side: called when a peer opens a stream (before its headers are

@@ -40,7 +40,7 @@ static void perr(struct parser *ps, const char *fmt, ...)
 const char *json_type_name(enum json_type t)
 {
 	static const char *const names[] = {"null",   "boolean", "number",
-					    "string", "array",   "object"};
+					    "string", "array",	 "object"};
 	return t <= JSON_OBJECT ? names[t] : "?";
 }
 
@@ -200,7 +200,8 @@ static int parse_string(struct parser *ps, char **out, size_t *outlen)
 		}
 		if (c != '\\') {
 			const unsigned char *run = ps->p;
-			while (ps->p < ps->end && *ps->p != '"' && *ps->p != '\\' && *ps->p >= 0x20) {
+			while (ps->p < ps->end && *ps->p != '"' && *ps->p != '\\' &&
+			       *ps->p >= 0x20) {
 				size_t n = utf8_len(ps->p, ps->end);
 				if (!n) {
 					perr(ps, "invalid UTF-8");
@@ -374,8 +375,10 @@ static int parse_container(struct parser *ps, struct json *j, int depth)
 			if (strlen(key) != klen || json_get(j, key)) {
 				const unsigned char *here = ps->p;
 				ps->p = kpos;
-				perr(ps, strlen(key) != klen ? "object key contains NUL"
-							     : "duplicate object key \"%s\"", key);
+				perr(ps,
+				     strlen(key) != klen ? "object key contains NUL"
+							 : "duplicate object key \"%s\"",
+				     key);
 				ps->p = here;
 				free(key);
 				return -1;
@@ -424,9 +427,7 @@ static struct json *parse_value(struct parser *ps, int depth)
 	int rc = 0;
 	switch (*ps->p) {
 	case '{':
-	case '[':
-		rc = parse_container(ps, j, depth);
-		break;
+	case '[': rc = parse_container(ps, j, depth); break;
 	case '"':
 		j->type = JSON_STRING;
 		rc = parse_string(ps, &j->str, &j->len);
@@ -461,8 +462,12 @@ static struct json *parse_value(struct parser *ps, int depth)
 
 struct json *json_parse(const char *text, size_t len, char *err, size_t errlen)
 {
-	struct parser ps = {(const unsigned char *)text, (const unsigned char *)text,
-			    (const unsigned char *)text + len, err, errlen, false};
+	struct parser ps = {(const unsigned char *)text,
+			    (const unsigned char *)text,
+			    (const unsigned char *)text + len,
+			    err,
+			    errlen,
+			    false};
 	if (errlen)
 		err[0] = '\0';
 	struct json *j = parse_value(&ps, 0);

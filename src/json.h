@@ -22,13 +22,13 @@ enum json_type { JSON_NULL, JSON_BOOL, JSON_NUMBER, JSON_STRING, JSON_ARRAY, JSO
 
 struct json {
 	enum json_type type;
-	bool b;	      /* BOOL */
-	double num;   /* NUMBER */
-	bool is_int;  /* NUMBER written without fraction or exponent that fits int64 */
-	int64_t i;    /* NUMBER when is_int */
-	char *str;    /* STRING: decoded, NUL-terminated (may also hold NULs) */
-	size_t len;   /* STRING: length in bytes */
-	size_t n;     /* ARRAY/OBJECT: number of items (members) */
+	bool b;		     /* BOOL */
+	double num;	     /* NUMBER */
+	bool is_int;	     /* NUMBER written without fraction or exponent that fits int64 */
+	int64_t i;	     /* NUMBER when is_int */
+	char *str;	     /* STRING: decoded, NUL-terminated (may also hold NULs) */
+	size_t len;	     /* STRING: length in bytes */
+	size_t n;	     /* ARRAY/OBJECT: number of items (members) */
 	struct json **items; /* ARRAY/OBJECT: values, in document order */
 	char **keys;	     /* OBJECT: member names (decoded, NUL-terminated) */
 };

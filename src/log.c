@@ -90,12 +90,13 @@ void log_msg(enum log_level lvl, const char *mod, const char *fmt, ...)
 	if (log_json) {
 		char esc[4200];
 		json_escape(esc, sizeof(esc), msg);
-		n = (size_t)snprintf(line, sizeof(line) - 1,
-			"{\"ts\":\"%s\",\"level\":\"%s\",\"mod\":\"%s\",\"msg\":\"%s\"}",
-			ts, level_names[lvl], mod, esc);
+		n = (size_t)snprintf(
+			line, sizeof(line) - 1,
+			"{\"ts\":\"%s\",\"level\":\"%s\",\"mod\":\"%s\",\"msg\":\"%s\"}", ts,
+			level_names[lvl], mod, esc);
 	} else {
-		n = (size_t)snprintf(line, sizeof(line) - 1, "%s %-5s %s: %s", ts,
-			level_names[lvl], mod, msg);
+		n = (size_t)snprintf(line, sizeof(line) - 1, "%s %-5s %s: %s", ts, level_names[lvl],
+				     mod, msg);
 	}
 	if (n > sizeof(line) - 2)
 		n = sizeof(line) - 2;
@@ -112,19 +113,21 @@ void log_access(const struct log_access *a)
 		json_escape(peer, sizeof(peer), a->peer ? a->peer : "");
 		json_escape(method, sizeof(method), a->method ? a->method : "");
 		json_escape(inv, sizeof(inv), a->invocation_id ? a->invocation_id : "");
-		n = (size_t)snprintf(line, sizeof(line) - 1,
+		n = (size_t)snprintf(
+			line, sizeof(line) - 1,
 			"{\"ts\":\"%s\",\"type\":\"access\",\"peer\":\"%s\",\"method\":\"%s\","
 			"\"grpc_status\":%d,\"duration_ms\":%.3f,\"bytes_in\":%llu,"
 			"\"bytes_out\":%llu,\"invocation_id\":\"%s\"}",
-			ts, peer, method, a->status, a->duration_ms, a->bytes_in,
-			a->bytes_out, inv);
+			ts, peer, method, a->status, a->duration_ms, a->bytes_in, a->bytes_out,
+			inv);
 	} else {
 		n = (size_t)snprintf(line, sizeof(line) - 1,
-			"%s access peer=%s method=%s grpc-status=%d duration=%.3fms "
-			"in=%llu out=%llu invocation=%s",
-			ts, a->peer ? a->peer : "-", a->method ? a->method : "-",
-			a->status, a->duration_ms, a->bytes_in, a->bytes_out,
-			a->invocation_id && *a->invocation_id ? a->invocation_id : "-");
+				     "%s access peer=%s method=%s grpc-status=%d duration=%.3fms "
+				     "in=%llu out=%llu invocation=%s",
+				     ts, a->peer ? a->peer : "-", a->method ? a->method : "-",
+				     a->status, a->duration_ms, a->bytes_in, a->bytes_out,
+				     a->invocation_id && *a->invocation_id ? a->invocation_id
+									   : "-");
 	}
 	if (n > sizeof(line) - 2)
 		n = sizeof(line) - 2;

@@ -21,8 +21,7 @@ void log_set_json(bool json);
 int log_level_parse(const char *s);
 const char *log_level_name(enum log_level lvl);
 
-void log_msg(enum log_level lvl, const char *mod, const char *fmt, ...)
-	PRINTF_LIKE(3, 4);
+void log_msg(enum log_level lvl, const char *mod, const char *fmt, ...) PRINTF_LIKE(3, 4);
 
 /* Structured access-log record (one line per finished RPC). */
 struct log_access {
@@ -36,11 +35,20 @@ struct log_access {
 void log_access(const struct log_access *a);
 
 #define LOGE(mod, ...) log_msg(LOG_ERROR, mod, __VA_ARGS__)
-#define LOGW(mod, ...) \
-	do { if (log_threshold >= LOG_WARN) log_msg(LOG_WARN, mod, __VA_ARGS__); } while (0)
-#define LOGI(mod, ...) \
-	do { if (log_threshold >= LOG_INFO) log_msg(LOG_INFO, mod, __VA_ARGS__); } while (0)
-#define LOGD(mod, ...) \
-	do { if (log_threshold >= LOG_DEBUG) log_msg(LOG_DEBUG, mod, __VA_ARGS__); } while (0)
+#define LOGW(mod, ...)                                                                             \
+	do {                                                                                       \
+		if (log_threshold >= LOG_WARN)                                                     \
+			log_msg(LOG_WARN, mod, __VA_ARGS__);                                       \
+	} while (0)
+#define LOGI(mod, ...)                                                                             \
+	do {                                                                                       \
+		if (log_threshold >= LOG_INFO)                                                     \
+			log_msg(LOG_INFO, mod, __VA_ARGS__);                                       \
+	} while (0)
+#define LOGD(mod, ...)                                                                             \
+	do {                                                                                       \
+		if (log_threshold >= LOG_DEBUG)                                                    \
+			log_msg(LOG_DEBUG, mod, __VA_ARGS__);                                      \
+	} while (0)
 
 #endif

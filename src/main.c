@@ -42,10 +42,10 @@
 
 static struct {
 	struct event_base *base;
-	struct cfg *boot;   /* the config we started with (listeners, redis) */
-	struct cfg *live;   /* the config in force for reloadable keys */
+	struct cfg *boot; /* the config we started with (listeners, redis) */
+	struct cfg *live; /* the config in force for reloadable keys */
 	const char *conf_path;
-	int verbosity;      /* -v / -q adjustments */
+	int verbosity; /* -v / -q adjustments */
 	bool draining;
 	struct event *sigterm, *sigint, *sighup, *grace_ev, *force_ev, *ready_ev;
 	bool ready;
@@ -110,14 +110,18 @@ static void finish_shutdown(void *arg)
 
 static void force_cb(evutil_socket_t fd, short what, void *arg)
 {
-	(void)fd; (void)what; (void)arg;
+	(void)fd;
+	(void)what;
+	(void)arg;
 	LOGW("main", "connections still open after cancelling calls; closing them");
 	server_close_all();
 }
 
 static void grace_cb(evutil_socket_t fd, short what, void *arg)
 {
-	(void)fd; (void)what; (void)arg;
+	(void)fd;
+	(void)what;
+	(void)arg;
 	size_t n = call_active_count();
 	if (n)
 		LOGW("main", "shutdown grace over; cancelling %zu call(s) still running", n);
@@ -151,7 +155,8 @@ static void start_drain(const char *why)
 
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
-	(void)what; (void)arg;
+	(void)what;
+	(void)arg;
 	if (sig == SIGHUP) {
 		struct cfg *n = NULL;
 		char *err = NULL;
@@ -162,8 +167,10 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		}
 		char *stat = cfg_diff_static(d.boot, n);
 		if (stat) {
-			LOGW("main", "reload: %s changed; these keys take effect only after a "
-			     "restart", stat);
+			LOGW("main",
+			     "reload: %s changed; these keys take effect only after a "
+			     "restart",
+			     stat);
 			free(stat);
 		}
 		struct cfg *old = d.live;
@@ -195,7 +202,9 @@ static void announce_ready(void)
 
 static void ready_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
-	(void)fd; (void)what; (void)arg;
+	(void)fd;
+	(void)what;
+	(void)arg;
 	announce_ready();
 }
 

@@ -65,7 +65,8 @@ static int cmd_capabilities(struct rc_client *cl, const char *instance, int64_t 
 	ProtobufCMessage *out = NULL;
 	char *msg = NULL;
 	int code = rc_unary(cl, "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities",
-			    &req.base, &build__bazel__remote__execution__v2__server_capabilities__descriptor,
+			    &req.base,
+			    &build__bazel__remote__execution__v2__server_capabilities__descriptor,
 			    &out, &msg, to);
 	if (code != GRPC_OK) {
 		int rv = fail(code, msg);
@@ -92,7 +93,8 @@ static int cmd_capabilities(struct rc_client *cl, const char *instance, int64_t 
 		printf("cache.action_cache_update_enabled: %s\n",
 		       cc->action_cache_update_capabilities &&
 				       cc->action_cache_update_capabilities->update_enabled
-			       ? "true" : "false");
+			       ? "true"
+			       : "false");
 	}
 	if (caps->execution_capabilities)
 		printf("execution.exec_enabled: %s\n",
@@ -119,7 +121,8 @@ static int cmd_health(struct rc_client *cl, const char *service, int64_t to)
 	const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
 		&grpc__health__v1__health_check_response__serving_status__descriptor, r->status);
 	printf("%s\n", v ? v->name : "?");
-	int rv = r->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ? 0 : 1;
+	int rv = r->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ? 0
+											       : 1;
 	protobuf_c_message_free_unpacked(out, NULL);
 	return rv;
 }
@@ -156,7 +159,7 @@ static int cmd_call(struct rc_client *cl, struct event_base *base, const char *p
 
 /* ---- CAS transfers ------------------------------------------------------ */
 
-#define BS_READ "/google.bytestream.ByteStream/Read"
+#define BS_READ	 "/google.bytestream.ByteStream/Read"
 #define BS_WRITE "/google.bytestream.ByteStream/Write"
 #define BS_QUERY "/google.bytestream.ByteStream/QueryWriteStatus"
 #define CAS_FIND "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs"
@@ -230,12 +233,12 @@ struct xfer {
 	bool done;
 	int code;
 	char *msg;
-	int64_t committed;  /* Write: WriteResponse.committed_size, -1 until seen */
-	int fd;             /* Read: output */
-	struct hasher *h;   /* Read: hash of what arrived */
-	int64_t got;        /* Read: bytes received */
-	int io_errno;       /* Read: output write failed */
-	bool bad_msg;       /* a response message did not parse */
+	int64_t committed; /* Write: WriteResponse.committed_size, -1 until seen */
+	int fd;		   /* Read: output */
+	struct hasher *h;  /* Read: hash of what arrived */
+	int64_t got;	   /* Read: bytes received */
+	int io_errno;	   /* Read: output write failed */
+	bool bad_msg;	   /* a response message did not parse */
 };
 
 static void xfer_done(struct rc_call *k, int code, const char *message, void *arg)
@@ -518,8 +521,7 @@ static int read_response_data(const uint8_t *p, size_t len, const uint8_t **data
 			}
 			p += v;
 			break;
-		default:
-			return -1;
+		default: return -1;
 		}
 	}
 	return 0;
@@ -598,7 +600,9 @@ static int cmd_download(struct rc_client *cl, struct event_base *base, const cha
 		} else if (x.code != GRPC_OK) {
 			rv = fail(x.code, x.msg);
 		} else if (d.size != size || strcmp(d.hex, hash) != 0) {
-			fprintf(stderr, "reactorctl: received %s/%" PRId64 ", not the requested %s/%" PRId64 "\n",
+			fprintf(stderr,
+				"reactorctl: received %s/%" PRId64 ", not the requested %s/%" PRId64
+				"\n",
 				d.hex, d.size, hash, size);
 		} else {
 			rv = 0;
@@ -667,9 +671,10 @@ static int cmd_missing(struct rc_client *cl, const char *instance, char **args, 
 	req.blob_digests = dp;
 	ProtobufCMessage *out = NULL;
 	char *msg = NULL;
-	int code = rc_unary(cl, CAS_FIND, &req.base,
-			    &build__bazel__remote__execution__v2__find_missing_blobs_response__descriptor,
-			    &out, &msg, to);
+	int code = rc_unary(
+		cl, CAS_FIND, &req.base,
+		&build__bazel__remote__execution__v2__find_missing_blobs_response__descriptor, &out,
+		&msg, to);
 	if (code != GRPC_OK) {
 		rv = fail(code, msg);
 	} else {

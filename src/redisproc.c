@@ -38,13 +38,13 @@
 /* How long startup waits for PING, and stop waits for an exit, before
  * giving up (startup) or escalating to SIGKILL (stop). */
 #define READY_TIMEOUT_US (10 * 1000000LL)
-#define STOP_TIMEOUT_US (10 * 1000000LL)
-#define POLL_US 20000
+#define STOP_TIMEOUT_US	 (10 * 1000000LL)
+#define POLL_US		 20000
 /* Respawn backoff: a server that crashes at once (bad AOF, full disk)
  * must not be respawned in a tight loop; one that ran a while is
  * respawned quickly again. */
-#define RESPAWN_MIN_US 100000LL
-#define RESPAWN_MAX_US (30 * 1000000LL)
+#define RESPAWN_MIN_US	  100000LL
+#define RESPAWN_MAX_US	  (30 * 1000000LL)
 #define RESPAWN_STABLE_US (60 * 1000000LL)
 
 static struct {
@@ -52,7 +52,7 @@ static struct {
 	struct event_base *base;
 	char *dir; /* canonical absolute <state_dir>/redis */
 	char *conf, *sock, *pidfile, *logfile, *lockfile;
-	char *server;   /* binary to exec */
+	char *server;	/* binary to exec */
 	char *password; /* NULL when none */
 	int lock_fd;
 	pid_t pid; /* 0 while down */
@@ -121,7 +121,8 @@ static int write_conf(char **err)
 	}
 	fputs("# Written by reactord at every start; edits are lost.\n"
 	      "# Unix socket only: nothing but this user can reach it.\n"
-	      "port 0\n", f);
+	      "port 0\n",
+	      f);
 	put_quoted(f, "unixsocket", rp.sock);
 	fputs("unixsocketperm 700\n", f);
 	put_quoted(f, "dir", rp.dir);
@@ -133,7 +134,8 @@ static int write_conf(char **err)
 	      "# All durable reactord state lives here: AOF, no RDB snapshots.\n"
 	      "appendonly yes\n"
 	      "appendfsync everysec\n"
-	      "save \"\"\n", f);
+	      "save \"\"\n",
+	      f);
 	if (rp.password)
 		put_quoted(f, "requirepass", rp.password);
 	bool bad = ferror(f) != 0;
@@ -329,12 +331,15 @@ static int shutdown_stale(char **err)
 	if (old > 0 && old != getpid() && !proc_gone(old) && proc_is_redis(old)) {
 		int answers = ping(500000, why, sizeof why);
 		if (answers < 0 && !proc_cwd_is(old, rp.dir)) {
-			LOGW(MOD, "%s names pid %d, a redis-server that neither runs in %s "
+			LOGW(MOD,
+			     "%s names pid %d, a redis-server that neither runs in %s "
 			     "nor answers on %s; leaving it alone",
 			     rp.pidfile, (int)old, rp.dir, rp.sock);
 		} else {
-			LOGW(MOD, "redis-server pid %d left by an earlier run is still "
-			     "serving %s; shutting it down", (int)old, rp.dir);
+			LOGW(MOD,
+			     "redis-server pid %d left by an earlier run is still "
+			     "serving %s; shutting it down",
+			     (int)old, rp.dir);
 			if (answers < 0 || send_shutdown() < 0)
 				kill(old, SIGTERM);
 			if (!wait_gone(old, STOP_TIMEOUT_US)) {
@@ -342,7 +347,8 @@ static int shutdown_stale(char **err)
 				kill(old, SIGKILL);
 				if (!wait_gone(old, 2000000)) {
 					*err = xasprintf("old redis-server pid %d in %s "
-							 "does not exit", (int)old, rp.dir);
+							 "does not exit",
+							 (int)old, rp.dir);
 					return -1;
 				}
 			}
@@ -350,26 +356,26 @@ static int shutdown_stale(char **err)
 	}
 	/* No pid file, but something still serves our socket: same rule. */
 	if (ping(200000, why, sizeof why) >= 0) {
-		LOGW(MOD, "an unknown redis-server answers on %s; shutting it down",
-		     rp.sock);
+		LOGW(MOD, "an unknown redis-server answers on %s; shutting it down", rp.sock);
 		int64_t deadline = mono_us() + STOP_TIMEOUT_US;
 		if (send_shutdown() < 0) {
 			*err = xasprintf("a redis-server without a pid file answers on %s "
-					 "and refuses SHUTDOWN; stop it by hand", rp.sock);
+					 "and refuses SHUTDOWN; stop it by hand",
+					 rp.sock);
 			return -1;
 		}
 		while (ping(100000, why, sizeof why) >= 0) {
 			if (mono_us() > deadline) {
 				*err = xasprintf("redis-server on %s keeps answering "
-						 "after SHUTDOWN", rp.sock);
+						 "after SHUTDOWN",
+						 rp.sock);
 				return -1;
 			}
 			sleep_us(POLL_US);
 		}
 	}
 	if (unlink(rp.sock) < 0 && errno != ENOENT) {
-		*err = xasprintf("cannot remove stale socket %s: %s", rp.sock,
-				 strerror(errno));
+		*err = xasprintf("cannot remove stale socket %s: %s", rp.sock, strerror(errno));
 		return -1;
 	}
 	return 0;
@@ -489,8 +495,9 @@ static int wait_ready(pid_t pid, char **err)
 		if (mono_us() > deadline) {
 			char *tail = log_tail();
 			*err = xasprintf("%s pid %d did not answer PING on %s within 10 s%s%s; "
-					 "%s says: %s", rp.server, (int)pid, rp.sock,
-					 why[0] ? ": " : "", why, rp.logfile, tail);
+					 "%s says: %s",
+					 rp.server, (int)pid, rp.sock, why[0] ? ": " : "", why,
+					 rp.logfile, tail);
 			free(tail);
 			stop_child(pid);
 			return -1;
@@ -512,8 +519,10 @@ static void stop_child(pid_t pid)
 	pid_t r;
 	while ((r = waitpid(pid, &st, WNOHANG)) == 0 && mono_us() - start < STOP_TIMEOUT_US) {
 		if (!termed && mono_us() - start > STOP_TIMEOUT_US / 2) {
-			LOGW(MOD, "redis-server pid %d still running 5 s after SHUTDOWN; "
-			     "sending SIGTERM", (int)pid);
+			LOGW(MOD,
+			     "redis-server pid %d still running 5 s after SHUTDOWN; "
+			     "sending SIGTERM",
+			     (int)pid);
 			kill(pid, SIGTERM);
 			termed = true;
 		}
@@ -535,8 +544,7 @@ static void arm_respawn(void)
 {
 	struct timeval tv = {rp.backoff_us / 1000000, rp.backoff_us % 1000000};
 	evtimer_add(rp.respawn, &tv);
-	rp.backoff_us = rp.backoff_us * 2 > RESPAWN_MAX_US ? RESPAWN_MAX_US
-							   : rp.backoff_us * 2;
+	rp.backoff_us = rp.backoff_us * 2 > RESPAWN_MAX_US ? RESPAWN_MAX_US : rp.backoff_us * 2;
 }
 
 /* SIGCHLD: reactord may have other children (local workers), so reap only
@@ -635,8 +643,8 @@ static int setup_paths(const struct cfg *cfg, char **err)
 	struct sockaddr_un sun;
 	if (strlen(rp.sock) >= sizeof sun.sun_path) {
 		*err = xasprintf("socket path %s is %zu bytes, over the unix limit of "
-				 "%zu; use a shorter state_dir", rp.sock, strlen(rp.sock),
-				 sizeof sun.sun_path - 1);
+				 "%zu; use a shorter state_dir",
+				 rp.sock, strlen(rp.sock), sizeof sun.sun_path - 1);
 		return -1;
 	}
 	return 0;
@@ -650,9 +658,9 @@ int redisproc_start(struct event_base *base, const struct cfg *cfg, char **err)
 	}
 	rp.base = base;
 	rp.server = xstrdup(cfg->redis_server && *cfg->redis_server ? cfg->redis_server
-								      : "redis-server");
-	rp.password = cfg->redis_password && *cfg->redis_password
-			      ? xstrdup(cfg->redis_password) : NULL;
+								    : "redis-server");
+	rp.password =
+		cfg->redis_password && *cfg->redis_password ? xstrdup(cfg->redis_password) : NULL;
 	rp.backoff_us = RESPAWN_MIN_US;
 	rp.restarts = 0;
 	if (setup_paths(cfg, err) < 0)
@@ -663,8 +671,8 @@ int redisproc_start(struct event_base *base, const struct cfg *cfg, char **err)
 		goto fail;
 	}
 	if (flock(rp.lock_fd, LOCK_EX | LOCK_NB) < 0) {
-		*err = xasprintf("%s is in use by another reactord (%s is locked)",
-				 rp.dir, rp.lockfile);
+		*err = xasprintf("%s is in use by another reactord (%s is locked)", rp.dir,
+				 rp.lockfile);
 		goto fail;
 	}
 	if (shutdown_stale(err) < 0 || write_conf(err) < 0)

@@ -27,8 +27,7 @@ struct cfg;
  * Returns 0, or -1 with *err set to a malloc'd message (caller frees) that
  * says what failed, e.g. the exit status of a server that died at startup
  * and the last line of its log.  cfg is not kept. */
-int redisproc_start(struct event_base *base, const struct cfg *cfg,
-		    char **err) WARN_UNUSED;
+int redisproc_start(struct event_base *base, const struct cfg *cfg, char **err) WARN_UNUSED;
 
 /* Stop supervising, SHUTDOWN the server (SIGKILL if it has not exited
  * after 10 s), reap it and release the lock.  Blocks; call only at

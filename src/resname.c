@@ -10,8 +10,8 @@
 
 /* Lowercase DigestFunction.Value names that may appear as a segment. */
 static const char *const digest_functions[] = {
-	"sha256", "sha1", "md5", "vso", "sha384", "sha512", "murmur3",
-	"sha256tree", "blake3", "gitsha1",
+	"sha256", "sha1",    "md5",	   "vso",    "sha384",
+	"sha512", "murmur3", "sha256tree", "blake3", "gitsha1",
 };
 
 static bool is_digest_function(const char *s)
@@ -89,19 +89,22 @@ int resname_parse(const char *name, bool upload, struct resname *out, char **err
 	/* Find the marker: the first reserved segment. */
 	for (; i < nseg; i++) {
 		if (upload ? strcmp(seg[i], want) == 0
-			   : strcmp(seg[i], "blobs") == 0 || strcmp(seg[i], "compressed-blobs") == 0)
+			   : strcmp(seg[i], "blobs") == 0 ||
+				     strcmp(seg[i], "compressed-blobs") == 0)
 			break;
 	}
 	if (i == nseg) {
 		*err = xasprintf("resource name \"%s\" is not a %s name: want "
-				 "\"{instance}/%s\"", name, what,
+				 "\"{instance}/%s\"",
+				 name, what,
 				 upload ? "uploads/{uuid}/blobs/{hash}/{size}"
 					: "blobs/{hash}/{size}");
 		goto fail;
 	}
 	for (int k = 0; k < i; k++) {
 		if (!*seg[k]) {
-			*err = xasprintf("resource name \"%s\" has an empty instance segment", name);
+			*err = xasprintf("resource name \"%s\" has an empty instance segment",
+					 name);
 			goto fail;
 		}
 	}
@@ -114,8 +117,10 @@ int resname_parse(const char *name, bool upload, struct resname *out, char **err
 		out->uuid = xstrdup(seg[i + 1]);
 		i += 2;
 		if (i >= nseg || (strcmp(seg[i], "blobs") && strcmp(seg[i], "compressed-blobs"))) {
-			*err = xasprintf("resource name \"%s\": want \"blobs\" or \"compressed-blobs\" "
-					 "after the upload uuid", name);
+			*err = xasprintf(
+				"resource name \"%s\": want \"blobs\" or \"compressed-blobs\" "
+				"after the upload uuid",
+				name);
 			goto fail;
 		}
 	}

@@ -21,13 +21,13 @@
 #include "util.h"
 
 struct resname {
-	char *instance;        /* "" when empty */
-	char *uuid;            /* uploads only */
+	char *instance;	       /* "" when empty */
+	char *uuid;	       /* uploads only */
 	char *compressor;      /* NULL for plain blobs; else lowercase name */
 	char *digest_function; /* NULL when omitted */
-	char *hash;            /* as written (validated later by digest_parse) */
+	char *hash;	       /* as written (validated later by digest_parse) */
 	int64_t size;
-	char *metadata;        /* uploads: the optional trailing part, or NULL */
+	char *metadata; /* uploads: the optional trailing part, or NULL */
 };
 
 /* Parse `name` as a read (upload=false) or write (upload=true) resource.

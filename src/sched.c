@@ -25,7 +25,7 @@
 #include "store.h"
 #include "svc.h"
 
-#define MOD "sched"
+#define MOD	 "sched"
 #define LEASE(x) GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__LEASE_STATE__##x
 /* Per sweep, at most this many of each kind of work (the rest waits for
  * the next tick, keeping every script run short). */
@@ -34,8 +34,19 @@
 #define LIST_SCAN 2000
 
 enum {
-	S_ENQUEUE, S_CACHED, S_VIEW, S_CANCEL, S_DELETE, S_LIST, S_BOT_CREATE,
-	S_BOT_UPDATE, S_ASSIGN, S_UNASSIGN, S_QUEUED, S_SWEEP, S_COUNT
+	S_ENQUEUE,
+	S_CACHED,
+	S_VIEW,
+	S_CANCEL,
+	S_DELETE,
+	S_LIST,
+	S_BOT_CREATE,
+	S_BOT_UPDATE,
+	S_ASSIGN,
+	S_UNASSIGN,
+	S_QUEUED,
+	S_SWEEP,
+	S_COUNT
 };
 
 static const struct {
@@ -114,8 +125,8 @@ char *sched_uuid(void)
 	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
 	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
 	return xasprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-			 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10],
-			 b[11], b[12], b[13], b[14], b[15]);
+			 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
+			 b[12], b[13], b[14], b[15]);
 }
 
 /* Element i of an array reply as a string ("" for nil); *len set. */
@@ -295,7 +306,8 @@ int sched_platform(const Build__Bazel__Remote__Execution__V2__Platform *p,
 					snprintf(list + strlen(list), sizeof(list) - strlen(list),
 						 ", %s", ci->platform_properties[j]);
 			*err = xasprintf("platform property \"%.100s\" is not supported by this "
-					 "instance (its platform-properties: %s)", k, list);
+					 "instance (its platform-properties: %s)",
+					 k, list);
 			for (size_t j = 0; j < i; j++)
 				free(v[j]);
 			free(v);
@@ -312,13 +324,13 @@ char *sched_bot_props(const Google__Devtools__Remoteworkers__V1test2__Worker *w,
 {
 	size_t n = 0, cap = 8;
 	char **v = xcalloc(cap, sizeof(*v));
-#define ADD(k, val)                                                                 \
-	do {                                                                        \
-		if (declared(ci, k)) {                                              \
-			if (n == cap)                                               \
-				v = xrealloc(v, (cap *= 2) * sizeof(*v));           \
-			v[n++] = pair(k, val);                                      \
-		}                                                                   \
+#define ADD(k, val)                                                                                \
+	do {                                                                                       \
+		if (declared(ci, k)) {                                                             \
+			if (n == cap)                                                              \
+				v = xrealloc(v, (cap *= 2) * sizeof(*v));                          \
+			v[n++] = pair(k, val);                                                     \
+		}                                                                                  \
 	} while (0)
 	if (w) {
 		for (size_t i = 0; i < w->n_properties; i++)
@@ -424,10 +436,10 @@ int sched_enqueue(const struct sched_enqueue_req *e, sched_enqueue_cb cb, void *
 	snprintf(attempts, sizeof attempts, "%d", e->max_attempts);
 	snprintf(now, sizeof now, "%lld", (long long)now_us());
 	snprintf(ret, sizeof ret, "%lld", (long long)(e->retention_us / 1000000));
-	const char *args[] = {ak, ok, e->instance, action, e->op, job, prio, e->platform,
-			      timeout, e->do_not_cache ? "1" : "0", attempts, now, ret};
-	int rc = run(S_ENQUEUE, enqueue_reply, req_new((void (*)(void))cb, arg), 2, 11, args,
-		     NULL);
+	const char *args[] = {ak,	ok,   e->instance, action,  e->op,
+			      job,	prio, e->platform, timeout, e->do_not_cache ? "1" : "0",
+			      attempts, now,  ret};
+	int rc = run(S_ENQUEUE, enqueue_reply, req_new((void (*)(void))cb, arg), 2, 11, args, NULL);
 	free(job);
 	free(ak);
 	free(ok);
@@ -496,8 +508,7 @@ static void list_reply(redisReply *r, void *arg)
 {
 	struct req *q = arg;
 	sched_list_cb cb = (sched_list_cb)q->fn;
-	if (reply_bad(r, "listing operations") || r->type != REDIS_REPLY_ARRAY ||
-	    r->elements < 1) {
+	if (reply_bad(r, "listing operations") || r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
 		cb(q->arg, -EIO, NULL, 0, -1);
 	} else {
 		size_t n = r->elements - 1;
@@ -510,15 +521,14 @@ static void list_reply(redisReply *r, void *arg)
 	req_free(q);
 }
 
-int sched_list_ops(const char *instance, int64_t offset, int size, int stage,
-		   sched_list_cb cb, void *arg)
+int sched_list_ops(const char *instance, int64_t offset, int size, int stage, sched_list_cb cb,
+		   void *arg)
 {
 	char off[24], sz[16], scan[16];
 	snprintf(off, sizeof off, "%lld", (long long)offset);
 	snprintf(sz, sizeof sz, "%d", size);
 	snprintf(scan, sizeof scan, "%d", LIST_SCAN > size ? LIST_SCAN : size);
-	const char *args[] = {instance, off, sz, stage > 0 ? sched_stage_name(stage) : "",
-			      scan};
+	const char *args[] = {instance, off, sz, stage > 0 ? sched_stage_name(stage) : "", scan};
 	return run(S_LIST, list_reply, req_new((void (*)(void))cb, arg), 0, 5, args, NULL);
 }
 
@@ -528,7 +538,7 @@ static void bot_reply_common(redisReply *r, struct req *q, int kind)
 {
 	sched_bot_cb cb = (sched_bot_cb)q->fn;
 	struct sched_bot_result res = {0};
-	const char *what = kind == S_BOT_CREATE ? "creating a bot session"
+	const char *what = kind == S_BOT_CREATE	  ? "creating a bot session"
 			   : kind == S_BOT_UPDATE ? "updating a bot session"
 						  : "assigning work";
 	if (reply_bad(r, what) || r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
@@ -596,10 +606,10 @@ int sched_bot_create(const struct sched_bot_create_req *b, sched_bot_cb cb, void
 	snprintf(now, sizeof now, "%lld", (long long)now_us());
 	snprintf(exp, sizeof exp, "%lld", (long long)b->expire_us);
 	snprintf(st, sizeof st, "%d", b->status);
-	const char *args[] = {sk, b->session, b->instance, b->bot_id, b->props, now, exp, st,
-			      b->assign ? "1" : "0"};
-	int rc = run(S_BOT_CREATE, bot_create_reply, req_new((void (*)(void))cb, arg), 1, 8,
-		     args, NULL);
+	const char *args[] = {sk,  b->session, b->instance,	     b->bot_id, b->props, now,
+			      exp, st,	       b->assign ? "1" : "0"};
+	int rc = run(S_BOT_CREATE, bot_create_reply, req_new((void (*)(void))cb, arg), 1, 8, args,
+		     NULL);
 	free(sk);
 	return rc;
 }
@@ -627,8 +637,8 @@ int sched_bot_update(const struct sched_bot_update_req *b, sched_bot_cb cb, void
 	size_t lens[ARRAY_LEN(args)];
 	for (size_t i = 0; i < ARRAY_LEN(args); i++)
 		lens[i] = i == 10 ? (b->result ? b->result_len : 0) : strlen(args[i]);
-	int rc = run(S_BOT_UPDATE, bot_update_reply, req_new((void (*)(void))cb, arg), 1, 11,
-		     args, lens);
+	int rc = run(S_BOT_UPDATE, bot_update_reply, req_new((void (*)(void))cb, arg), 1, 11, args,
+		     lens);
 	free(sk);
 	return rc;
 }
@@ -665,8 +675,7 @@ static void queued_reply(redisReply *r, void *arg)
 {
 	struct req *q = arg;
 	sched_queued_cb cb = (sched_queued_cb)q->fn;
-	if (reply_bad(r, "reading the queues") || r->type != REDIS_REPLY_ARRAY ||
-	    r->elements % 2) {
+	if (reply_bad(r, "reading the queues") || r->type != REDIS_REPLY_ARRAY || r->elements % 2) {
 		cb(q->arg, -EIO, NULL, NULL, 0);
 	} else {
 		size_t n = r->elements / 2;
@@ -703,8 +712,7 @@ static void sweep_reply(redisReply *r, void *arg)
 {
 	(void)arg;
 	sc.sweeping = false;
-	if (reply_bad(r, "the scheduler sweep") || r->type != REDIS_REPLY_ARRAY ||
-	    r->elements < 4)
+	if (reply_bad(r, "the scheduler sweep") || r->type != REDIS_REPLY_ARRAY || r->elements < 4)
 		return;
 	int64_t closed = el_int(r, 0), timedout = el_int(r, 1), nowork = el_int(r, 2);
 	for (size_t i = 4; i < r->elements; i++)
@@ -736,7 +744,7 @@ void sched_sweep_now(void)
 	if (!n)
 		return;
 	const char **args = xcalloc((size_t)(2 + 2 * n), sizeof(*args));
-	char (*nums)[24] = xcalloc((size_t)(2 + n), sizeof(*nums));
+	char(*nums)[24] = xcalloc((size_t)(2 + n), sizeof(*nums));
 	snprintf(nums[0], 24, "%lld", (long long)now_us());
 	snprintf(nums[1], 24, "%d", SWEEP_LIMIT);
 	args[0] = nums[0];

@@ -77,15 +77,15 @@ bool sched_platform_match(const char *platform, const char *props);
 /* What a client sees of one operation. */
 struct sched_view {
 	bool exists;
-	int stage;           /* enum sched_stage */
-	int status;          /* gRPC code of the outcome (COMPLETED only) */
-	char *message;       /* outcome text, "" when none */
-	uint8_t *result;     /* serialized ActionResult, NULL when none */
+	int stage;	 /* enum sched_stage */
+	int status;	 /* gRPC code of the outcome (COMPLETED only) */
+	char *message;	 /* outcome text, "" when none */
+	uint8_t *result; /* serialized ActionResult, NULL when none */
 	size_t result_len;
-	bool cached;         /* answered from the action cache */
+	bool cached; /* answered from the action cache */
 	struct digest action;
-	int64_t version;     /* the job's change counter */
-	char *job;           /* "" for operations without a job */
+	int64_t version; /* the job's change counter */
+	char *job;	 /* "" for operations without a job */
 };
 
 typedef void (*sched_view_cb)(void *arg, int rc, struct sched_view *v, size_t n);
@@ -95,7 +95,7 @@ int sched_view(const char *const *ops, size_t n, sched_view_cb cb, void *arg);
 struct sched_enqueue_req {
 	const char *instance;
 	const struct digest *action;
-	const char *op;       /* the new operation's name */
+	const char *op; /* the new operation's name */
 	int priority;
 	const char *platform; /* canonical */
 	int64_t timeout_us;
@@ -104,15 +104,15 @@ struct sched_enqueue_req {
 	int64_t retention_us;
 };
 /* job: the job the operation waits on (new, or joined when `joined`). */
-typedef void (*sched_enqueue_cb)(void *arg, int rc, const char *job, int stage,
-				 int64_t version, bool joined);
+typedef void (*sched_enqueue_cb)(void *arg, int rc, const char *job, int stage, int64_t version,
+				 bool joined);
 int sched_enqueue(const struct sched_enqueue_req *r, sched_enqueue_cb cb, void *arg);
 
 typedef void (*sched_done_cb)(void *arg, int rc);
 /* An operation answered from the action cache (born COMPLETED). */
 int sched_cached_op(const char *instance, const char *op, const struct digest *action,
-		    const uint8_t *result, size_t len, int64_t retention_us,
-		    sched_done_cb cb, void *arg);
+		    const uint8_t *result, size_t len, int64_t retention_us, sched_done_cb cb,
+		    void *arg);
 /* Cancel one operation: rc 0 (cancelled, or already finished), -ENOENT. */
 int sched_cancel_op(const char *op, sched_done_cb cb, void *arg);
 /* Forget one operation (its job runs on): rc 0 or -ENOENT. */
@@ -122,23 +122,23 @@ int sched_delete_op(const char *op, sched_done_cb cb, void *arg);
  * position), at most `size`, optionally only those at `stage` (0 = any).
  * next: offset of the next page, -1 at the end. */
 typedef void (*sched_list_cb)(void *arg, int rc, char **ops, size_t n, int64_t next);
-int sched_list_ops(const char *instance, int64_t offset, int size, int stage,
-		   sched_list_cb cb, void *arg);
+int sched_list_ops(const char *instance, int64_t offset, int size, int stage, sched_list_cb cb,
+		   void *arg);
 
 /* ---- bots ---------------------------------------------------------------- */
 
 /* A lease to send to a bot (id = job name). */
 struct sched_lease {
-	char *id;            /* NULL: no lease */
-	int state;           /* LeaseState value */
+	char *id;  /* NULL: no lease */
+	int state; /* LeaseState value */
 	struct digest action;
 };
 
 /* The outcome of a bot call. */
 struct sched_bot_result {
-	int rc;              /* 0, -ENOENT (no such session), -EPERM (bot id
+	int rc;		     /* 0, -ENOENT (no such session), -EPERM (bot id
 				mismatch: the session was closed), -EIO */
-	char *closed;        /* CreateBotSession: the bot's previous session */
+	char *closed;	     /* CreateBotSession: the bot's previous session */
 	char *stored_bot_id; /* -EPERM: the session's real bot id */
 	struct sched_lease lease;
 	/* UpdateBotSession: a lease the bot completed. */
@@ -164,7 +164,7 @@ struct sched_bot_update_req {
 	/* The lease the bot reported (id NULL: none). */
 	const char *lease_id;
 	int lease_state;
-	int code;             /* COMPLETED: result status */
+	int code; /* COMPLETED: result status */
 	const char *message;
 	const uint8_t *result; /* serialized ActionResult or NULL */
 	size_t result_len;
@@ -177,8 +177,7 @@ int sched_assign(const char *session, sched_bot_cb cb, void *arg);
 int sched_unassign(const char *session, const char *job);
 
 /* Platforms with queued jobs: "{instance}\n{platform}" and the count. */
-typedef void (*sched_queued_cb)(void *arg, int rc, char **keys, const int64_t *counts,
-				size_t n);
+typedef void (*sched_queued_cb)(void *arg, int rc, char **keys, const int64_t *counts, size_t n);
 int sched_queued(const char *const *instances, size_t n, sched_queued_cb cb, void *arg);
 
 /* Run the sweep now (tests and the timer). */

@@ -29,7 +29,7 @@
 
 struct listener {
 	struct evconnlistener *ev;
-	char *addr;      /* printable bound address */
+	char *addr;	 /* printable bound address */
 	char *unix_path; /* to unlink at stop */
 	bool tcp;
 };
@@ -101,10 +101,11 @@ static void peer_name(const struct sockaddr *sa, char *buf, size_t len)
 	}
 }
 
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
-		      int salen, void *arg)
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
+		      void *arg)
 {
-	(void)l; (void)salen;
+	(void)l;
+	(void)salen;
 	struct listener *li = arg;
 	if (srv.draining) {
 		evutil_closesocket(fd);
@@ -217,9 +218,18 @@ int server_start(struct event_base *base, const struct cfg *cfg, char **err)
 	return 0;
 }
 
-size_t server_nbound(void) { return srv.nls; }
-const char *server_bound(size_t i) { return i < srv.nls ? srv.ls[i].addr : NULL; }
-size_t server_nconns(void) { return srv.nconns; }
+size_t server_nbound(void)
+{
+	return srv.nls;
+}
+const char *server_bound(size_t i)
+{
+	return i < srv.nls ? srv.ls[i].addr : NULL;
+}
+size_t server_nconns(void)
+{
+	return srv.nconns;
+}
 
 int server_write_ready_file(const char *path)
 {

@@ -34,12 +34,12 @@
 #include "log.h"
 #include "redisproc.h"
 
-#define MOD "store"
-#define MAX_OBSERVERS 16
-#define MAX_SCRIPTS 256
-#define BACKOFF_MIN_US 100000LL
+#define MOD			   "store"
+#define MAX_OBSERVERS		   16
+#define MAX_SCRIPTS		   256
+#define BACKOFF_MIN_US		   100000LL
 #define DEFAULT_CONNECT_TIMEOUT_US 2000000LL
-#define DEFAULT_RECONNECT_MAX_US 5000000LL
+#define DEFAULT_RECONNECT_MAX_US   5000000LL
 
 /* Handshake replies are tagged with what they answer; scripts use their
  * index (>= 0). */
@@ -53,8 +53,7 @@ enum conn_state {
 	CS_UP,
 };
 
-static const char *const conn_state_names[] = {"idle", "wait", "connecting",
-					       "handshake", "up"};
+static const char *const conn_state_names[] = {"idle", "wait", "connecting", "handshake", "up"};
 
 /* Legal transitions, as a bit mask of target states per source state.
  * Any state may go to IDLE (store_stop). */
@@ -73,7 +72,7 @@ struct conn {
 	redisAsyncContext *ac; /* NULL unless CONNECTING, HANDSHAKE or UP */
 	struct event *timer;   /* backoff wait, or connect+handshake deadline */
 	int64_t backoff_us;
-	int pending;       /* handshake replies still expected */
+	int pending;	   /* handshake replies still expected */
 	unsigned failures; /* failed attempts since the last up (log throttle) */
 	bool ever_up;
 	char why[160]; /* reason for a failure found in a callback */
@@ -185,17 +184,19 @@ static void conn_failed(struct conn *c, const char *why, bool loud)
 	arm(c, c->backoff_us);
 	fmt_duration(c->backoff_us, dbuf, sizeof dbuf);
 	if (was_up)
-		LOGW(MOD, "%s connection to %s lost: %s; reconnecting in %s", c->name,
-		     st.addr, why, dbuf);
+		LOGW(MOD, "%s connection to %s lost: %s; reconnecting in %s", c->name, st.addr, why,
+		     dbuf);
 	else if (c->failures == 1)
 		log_msg(loud ? LOG_ERROR : LOG_WARN, MOD,
-			"cannot connect %s connection to %s: %s; retrying in %s", c->name,
-			st.addr, why, dbuf);
+			"cannot connect %s connection to %s: %s; retrying in %s", c->name, st.addr,
+			why, dbuf);
 	else
-		LOGD(MOD, "cannot connect %s connection to %s: %s (attempt %u); "
-		     "retrying in %s", c->name, st.addr, why, c->failures, dbuf);
-	c->backoff_us = c->backoff_us * 2 > st.reconnect_max_us ? st.reconnect_max_us
-								 : c->backoff_us * 2;
+		LOGD(MOD,
+		     "cannot connect %s connection to %s: %s (attempt %u); "
+		     "retrying in %s",
+		     c->name, st.addr, why, c->failures, dbuf);
+	c->backoff_us =
+		c->backoff_us * 2 > st.reconnect_max_us ? st.reconnect_max_us : c->backoff_us * 2;
 	/* Last: an observer may stop the store. */
 	if (was_up && !c->is_sub)
 		notify(false);
@@ -216,7 +217,9 @@ static int issue_subscribe(struct conn *c, const struct sub *s)
 {
 	return redisAsyncCommand(c->ac, sub_reply, NULL,
 				 s->pattern ? "PSUBSCRIBE %s" : "SUBSCRIBE %s",
-				 s->channel) == REDIS_OK ? 0 : -1;
+				 s->channel) == REDIS_OK
+		       ? 0
+		       : -1;
 }
 
 /* True when an earlier entry already subscribed this channel/pattern. */
@@ -234,8 +237,8 @@ static void conn_up(struct conn *c)
 	evtimer_del(c->timer);
 	set_state(c, CS_UP);
 	if (c->failures > 0 || c->ever_up)
-		LOGI(MOD, "%s connection to %s up after %u failed attempt%s", c->name,
-		     st.addr, c->failures, c->failures == 1 ? "" : "s");
+		LOGI(MOD, "%s connection to %s up after %u failed attempt%s", c->name, st.addr,
+		     c->failures, c->failures == 1 ? "" : "s");
 	else
 		LOGI(MOD, "%s connection to %s up", c->name, st.addr);
 	c->ever_up = true;
@@ -266,8 +269,10 @@ static void hs_reply(redisAsyncContext *ac, void *r, void *priv)
 	if (!c || c->ac != ac || c->state != CS_HANDSHAKE || !reply)
 		return;
 	char why[sizeof c->why];
-	const char *cmd = what == HS_AUTH ? "AUTH (check redis.password)"
-			  : what == HS_SELECT ? "SELECT" : what == HS_PING ? "PING" : "SCRIPT LOAD";
+	const char *cmd = what == HS_AUTH     ? "AUTH (check redis.password)"
+			  : what == HS_SELECT ? "SELECT"
+			  : what == HS_PING   ? "PING"
+					      : "SCRIPT LOAD";
 	const char *name = what >= 0 ? scripts[what].name : "";
 	if (reply->type == REDIS_REPLY_ERROR) {
 		snprintf(why, sizeof why, "%s%s%s failed: %s", cmd, *name ? " " : "", name,
@@ -303,8 +308,8 @@ static int handshake(struct conn *c)
 	}
 	/* Pub/sub channels are global; only the command side needs SELECT. */
 	if (!c->is_sub && st.db != 0) {
-		if (redisAsyncCommand(ac, hs_reply, (void *)(intptr_t)HS_SELECT,
-				      "SELECT %d", st.db) != REDIS_OK)
+		if (redisAsyncCommand(ac, hs_reply, (void *)(intptr_t)HS_SELECT, "SELECT %d",
+				      st.db) != REDIS_OK)
 			return -1;
 		c->pending++;
 	}
@@ -381,8 +386,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		conn_abandon(c, why, false);
 		break;
 	}
-	default:
-		break;
+	default: break;
 	}
 }
 
@@ -435,8 +439,7 @@ static int retry_noscript(redisAsyncContext *ac, struct req *q)
 	struct script *s = &scripts[q->script];
 	if (ac->data != &st.cmd || st.cmd.state != CS_UP)
 		return -1;
-	LOGW(MOD, "script %s is gone from the server (NOSCRIPT); loading it again",
-	     s->name);
+	LOGW(MOD, "script %s is gone from the server (NOSCRIPT); loading it again", s->name);
 	if (redisAsyncCommand(ac, NULL, NULL, "SCRIPT LOAD %s", s->lua) != REDIS_OK)
 		return -1;
 	if (redisAsyncFormattedCommand(ac, cmd_reply, q, q->cmd, (size_t)q->len) != REDIS_OK)
@@ -499,8 +502,7 @@ int store_command(store_cb cb, void *arg, const char *fmt, ...)
 	return queued(q, rc);
 }
 
-int store_commandargv(store_cb cb, void *arg, int argc, const char **argv,
-		      const size_t *argvlen)
+int store_commandargv(store_cb cb, void *arg, int argc, const char **argv, const size_t *argvlen)
 {
 	if (!store_up() || argc <= 0)
 		return -1;
@@ -528,8 +530,8 @@ int store_script_register(const char *name, const char *lua)
 
 /* args holds nkeys keys followed by nargs arguments; lens may be NULL for
  * NUL-terminated strings. */
-int store_evalsha(int script, store_cb cb, void *arg, int nkeys, int nargs,
-		  const char **args, const size_t *lens)
+int store_evalsha(int script, store_cb cb, void *arg, int nkeys, int nargs, const char **args,
+		  const size_t *lens)
 {
 	if (script < 0 || script >= n_scripts || nkeys < 0 || nargs < 0 || !store_up())
 		return -1;
@@ -557,8 +559,7 @@ int store_evalsha(int script, store_cb cb, void *arg, int nkeys, int nargs,
 								 (size_t)q->len));
 }
 
-static void sub_dispatch(bool pattern, const char *key, const char *channel,
-			 const redisReply *msg)
+static void sub_dispatch(bool pattern, const char *key, const char *channel, const redisReply *msg)
 {
 	if (msg->type != REDIS_REPLY_STRING)
 		return;
@@ -661,7 +662,8 @@ static int parse_address(const char *a, char **err)
 	return 0;
 bad:
 	*err = xasprintf("redis address \"%s\" is not host:port, [v6addr]:port, "
-			 "unix:/path or /path", a);
+			 "unix:/path or /path",
+			 a);
 	return -1;
 }
 
@@ -683,12 +685,11 @@ int store_start(struct event_base *base, const struct cfg *cfg, char **err)
 	memset(&st.stats, 0, sizeof st.stats);
 	st.base = base;
 	st.embedded = cfg->redis_embedded;
-	st.password = cfg->redis_password && *cfg->redis_password
-			      ? xstrdup(cfg->redis_password) : NULL;
+	st.password =
+		cfg->redis_password && *cfg->redis_password ? xstrdup(cfg->redis_password) : NULL;
 	st.db = cfg->redis_db;
-	st.connect_timeout_us = cfg->redis_connect_timeout_us > 0
-					? cfg->redis_connect_timeout_us
-					: DEFAULT_CONNECT_TIMEOUT_US;
+	st.connect_timeout_us = cfg->redis_connect_timeout_us > 0 ? cfg->redis_connect_timeout_us
+								  : DEFAULT_CONNECT_TIMEOUT_US;
 	st.reconnect_max_us = cfg->redis_reconnect_max_us > 0 ? cfg->redis_reconnect_max_us
 							      : DEFAULT_RECONNECT_MAX_US;
 	if (st.reconnect_max_us < BACKOFF_MIN_US)

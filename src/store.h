@@ -31,8 +31,7 @@ typedef void (*store_cb)(struct redisReply *reply, void *arg);
 typedef void (*store_state_cb)(bool up, void *arg);
 
 /* Called for each message on a subscribed channel. */
-typedef void (*store_msg_cb)(const char *channel, const char *msg, size_t len,
-			     void *arg);
+typedef void (*store_msg_cb)(const char *channel, const char *msg, size_t len, void *arg);
 
 /* Start: spawn the embedded redis-server when cfg->redis_embedded (blocks
  * until it answers PING, at most 10 s; an older embedded server left by a
@@ -65,8 +64,8 @@ int store_commandargv(store_cb cb, void *arg, int argc, const char **argv,
  * NUL-terminated strings.  NOSCRIPT is handled by reloading and retrying
  * once, so the caller sees exactly one reply. */
 int store_script_register(const char *name, const char *lua);
-int store_evalsha(int script, store_cb cb, void *arg, int nkeys, int nargs,
-		  const char **args, const size_t *lens) WARN_UNUSED;
+int store_evalsha(int script, store_cb cb, void *arg, int nkeys, int nargs, const char **args,
+		  const size_t *lens) WARN_UNUSED;
 
 /* Subscribe to a channel (or a pattern when it contains '*').
  * Subscriptions persist across reconnects (re-issued automatically). */

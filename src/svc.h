@@ -111,5 +111,4 @@ void svc_bots_drain(void);
 void svc_set_config(const struct cfg *cfg);
 const struct cfg *svc_config(void);
 
-
 #endif

@@ -34,7 +34,7 @@
 #include "store.h"
 #include "svc.h"
 
-#define MOD "ac"
+#define MOD	"ac"
 #define REV2(x) BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
 
 typedef Build__Bazel__Remote__Execution__V2__ActionResult PbActionResult;
@@ -45,33 +45,31 @@ typedef Build__Bazel__Remote__Execution__V2__Tree PbTree;
  * kept under INLINE_MSG_MAX (the default receive limit of gRPC clients,
  * Bazel's included) minus a margin for framing. */
 #define INLINE_BLOB_MAX (1 << 20)
-#define INLINE_MSG_MAX (4 << 20)
-#define INLINE_MARGIN (16 << 10)
+#define INLINE_MSG_MAX	(4 << 20)
+#define INLINE_MARGIN	(16 << 10)
 
 /* Tree blobs are read whole to check the files inside; bigger ones are
  * refused rather than stall the loop allocating and hashing them. */
 #define TREE_MAX (64LL << 20)
 
 /* Completeness-check cache. */
-#define CHECK_TTL_US (60 * 1000000LL)
-#define CHECK_MAX 16384
+#define CHECK_TTL_US  (60 * 1000000LL)
+#define CHECK_MAX     16384
 #define CHECK_BUCKETS 4096 /* power of two */
 
 /* FAILED_PRECONDITION details travel in a trailer: keep the serialized
  * PreconditionFailure under this many bytes (about 44 violations), so the
  * base64 trailer fits the 8 KiB metadata limit of common clients. */
-#define DETAILS_MAX 4096
+#define DETAILS_MAX	 4096
 #define PRECONDITION_URL "type.googleapis.com/google.rpc.PreconditionFailure"
 
 /* Drop an entry only if it still holds the result we judged stale: a
  * fresh update racing with the drop must survive. */
-static const char DROP_LUA[] =
-	"if redis.call('HGET', KEYS[1], 'result') == ARGV[1] then "
-	"return redis.call('DEL', KEYS[1]) end return 0";
+static const char DROP_LUA[] = "if redis.call('HGET', KEYS[1], 'result') == ARGV[1] then "
+			       "return redis.call('DEL', KEYS[1]) end return 0";
 /* Count a hit without resurrecting an entry someone just dropped. */
-static const char HIT_LUA[] =
-	"if redis.call('EXISTS', KEYS[1]) == 1 then "
-	"return redis.call('HINCRBY', KEYS[1], 'hits', 1) end return 0";
+static const char HIT_LUA[] = "if redis.call('EXISTS', KEYS[1]) == 1 then "
+			      "return redis.call('HINCRBY', KEYS[1], 'hits', 1) end return 0";
 
 /* ---- the completeness check ------------------------------------------ */
 
@@ -111,10 +109,9 @@ static void walk_invalid(struct walk *w, const char *err, const char *fmt, va_li
 
 /* Validate one reference (fmt names it for messages) and check that its
  * blob is stored.  Returns true when it is valid and present. */
-static bool walk_ref(struct walk *w, const PbDigest *pd, struct digest *out,
-		     const char *fmt, ...) PRINTF_LIKE(4, 5);
-static bool walk_ref(struct walk *w, const PbDigest *pd, struct digest *out,
-		     const char *fmt, ...)
+static bool walk_ref(struct walk *w, const PbDigest *pd, struct digest *out, const char *fmt, ...)
+	PRINTF_LIKE(4, 5);
+static bool walk_ref(struct walk *w, const PbDigest *pd, struct digest *out, const char *fmt, ...)
 {
 	char *err = NULL;
 	if (reapi_digest_err(pd, out, &err) != 0) {
@@ -151,10 +148,10 @@ static void walk_tree(struct walk *w, const struct digest *td, size_t idx, const
 		return; /* the empty Tree lists nothing */
 	if (td->size > TREE_MAX) {
 		if (!w->invalid)
-			w->invalid = xasprintf("output_directories[%zu] (\"%.200s\"): Tree blob %s is "
-					       "larger than the %lld MiB this server verifies",
-					       idx, path, digest_str(td, ds, sizeof(ds)),
-					       TREE_MAX >> 20);
+			w->invalid = xasprintf(
+				"output_directories[%zu] (\"%.200s\"): Tree blob %s is "
+				"larger than the %lld MiB this server verifies",
+				idx, path, digest_str(td, ds, sizeof(ds)), TREE_MAX >> 20);
 		return;
 	}
 	uint8_t *data = NULL;
@@ -170,13 +167,14 @@ static void walk_tree(struct walk *w, const struct digest *td, size_t idx, const
 		return;
 	}
 	PbTree *t = build__bazel__remote__execution__v2__tree__unpack(&call_pb_allocator,
-								       (size_t)td->size, data);
+								      (size_t)td->size, data);
 	free(data);
 	if (!t) {
 		if (!w->invalid)
-			w->invalid = xasprintf("output_directories[%zu] (\"%.200s\"): tree_digest %s "
-					       "is not a serialized build.bazel.remote.execution.v2.Tree",
-					       idx, path, digest_str(td, ds, sizeof(ds)));
+			w->invalid = xasprintf(
+				"output_directories[%zu] (\"%.200s\"): tree_digest %s "
+				"is not a serialized build.bazel.remote.execution.v2.Tree",
+				idx, path, digest_str(td, ds, sizeof(ds)));
 		return;
 	}
 	walk_dir(w, t->root, idx, path);
@@ -209,8 +207,8 @@ static void walk_result(struct walk *w, const PbActionResult *r)
 				break;
 			}
 		}
-		if (walk_ref(w, od->tree_digest, &d, "output_directories[%zu] (\"%.200s\"): tree_digest",
-			     i, od->path))
+		if (walk_ref(w, od->tree_digest, &d,
+			     "output_directories[%zu] (\"%.200s\"): tree_digest", i, od->path))
 			walk_tree(w, &d, i, od->path);
 	}
 	if (r->stdout_digest && !w->invalid)
@@ -244,11 +242,11 @@ static void walk_unique(struct walk *w)
 /* ---- check cache --------------------------------------------------------- */
 
 struct ck_ent {
-	struct ck_ent *hnext;        /* bucket chain */
+	struct ck_ent *hnext;	      /* bucket chain */
 	struct ck_ent *older, *newer; /* age list: oldest check first */
-	uint8_t fp[DIGEST_HASH_LEN]; /* SHA-256 of the serialized result */
-	int64_t evictions;           /* store evictions when checked */
-	int64_t at;                  /* mono_us of the check */
+	uint8_t fp[DIGEST_HASH_LEN];  /* SHA-256 of the serialized result */
+	int64_t evictions;	      /* store evictions when checked */
+	int64_t at;		      /* mono_us of the check */
 	char key[];
 };
 
@@ -530,8 +528,9 @@ static bool get_answer(struct get_ctx *g, redisReply *reply)
 		return true;
 	}
 	if (reply->type != REDIS_REPLY_STRING) {
-		call_finish(c, GRPC_NOT_FOUND, "no action cache entry for action %s in instance \"%s\"",
-			    ds, g->instance);
+		call_finish(c, GRPC_NOT_FOUND,
+			    "no action cache entry for action %s in instance \"%s\"", ds,
+			    g->instance);
 		return true;
 	}
 	struct inst *in = inst_find(g->instance);
@@ -544,7 +543,8 @@ static bool get_answer(struct get_ctx *g, redisReply *reply)
 	if (!r) {
 		drop_and_not_found(g, reply->str, reply->len,
 				   xasprintf("action cache entry for action %s is not a valid "
-					     "ActionResult; dropped it", ds));
+					     "ActionResult; dropped it",
+					     ds));
 		return false;
 	}
 	uint8_t fp[DIGEST_HASH_LEN];
@@ -564,14 +564,17 @@ static bool get_answer(struct get_ctx *g, redisReply *reply)
 		if (w.invalid || w.nmissing) {
 			char *why;
 			if (w.invalid) {
-				why = xasprintf("cached result of action %s is malformed (%s); dropped "
-						"it", ds, w.invalid);
+				why = xasprintf(
+					"cached result of action %s is malformed (%s); dropped "
+					"it",
+					ds, w.invalid);
 			} else {
 				char ms[DIGEST_STR_LEN];
-				why = xasprintf("cached result of action %s references blobs/%s, which "
-						"is no longer in CAS%s; dropped the entry", ds,
-						digest_str(&w.missing[0], ms, sizeof(ms)),
-						w.nmissing > 1 ? " (and others)" : "");
+				why = xasprintf(
+					"cached result of action %s references blobs/%s, which "
+					"is no longer in CAS%s; dropped the entry",
+					ds, digest_str(&w.missing[0], ms, sizeof(ms)),
+					w.nmissing > 1 ? " (and others)" : "");
 			}
 			walk_free(&w);
 			build__bazel__remote__execution__v2__action_result__free_unpacked(
@@ -708,7 +711,8 @@ static void finish_missing(struct call *c, struct walk *w, const char *action)
 	char list[400] = "";
 	size_t off = 0;
 	for (size_t i = 0; i < n && i < 3; i++) {
-		int k = snprintf(list + off, sizeof(list) - off, "%s%s", i ? ", " : "", subjects[i]);
+		int k = snprintf(list + off, sizeof(list) - off, "%s%s", i ? ", " : "",
+				 subjects[i]);
 		if (k < 0 || (size_t)k >= sizeof(list) - off)
 			break;
 		off += (size_t)k;
@@ -757,7 +761,8 @@ void svc_ac_update(struct call *c, const ProtobufCMessage *msg)
 	if (!inst_cfg(in)->allow_updates) {
 		call_finish(c, GRPC_PERMISSION_DENIED,
 			    "instance \"%s\" does not accept action cache updates "
-			    "(allow-updates: false)", req->instance_name);
+			    "(allow-updates: false)",
+			    req->instance_name);
 		return;
 	}
 	struct digest action;
@@ -807,10 +812,10 @@ void svc_ac_update(struct call *c, const ProtobufCMessage *msg)
 	snprintf(updated, sizeof(updated), "%lld", (long long)now_us());
 	digest_field(out_d, sizeof(out_d), r->stdout_digest);
 	digest_field(err_d, sizeof(err_d), r->stderr_digest);
-	const char *argv[] = {"HSET", u->key,    "result", (const char *)u->bytes,
+	const char *argv[] = {"HSET",	   u->key,    "result",	 (const char *)u->bytes,
 			      "exit_code", exit_code, "outputs", outputs,
-			      "stdout", out_d,   "stderr", err_d,
-			      "updated", updated};
+			      "stdout",	   out_d,     "stderr",	 err_d,
+			      "updated",   updated};
 	size_t lens[ARRAY_LEN(argv)];
 	for (size_t i = 0; i < ARRAY_LEN(argv); i++)
 		lens[i] = i == 3 ? u->len : strlen(argv[i]);
@@ -909,9 +914,9 @@ int ac_store(struct inst *in, const struct digest *action, const PbActionResult 
 			char ms[DIGEST_STR_LEN];
 			*err = w.invalid ? xasprintf("%s", w.invalid)
 			       : w.ioerr ? xasprintf("%s", w.ioerr)
-			       : xasprintf("blobs/%s is missing from CAS%s",
-					   digest_str(&w.missing[0], ms, sizeof(ms)),
-					   w.nmissing > 1 ? " (and others)" : "");
+					 : xasprintf("blobs/%s is missing from CAS%s",
+						     digest_str(&w.missing[0], ms, sizeof(ms)),
+						     w.nmissing > 1 ? " (and others)" : "");
 		}
 		walk_free(&w);
 		return rc;
@@ -928,10 +933,10 @@ int ac_store(struct inst *in, const struct digest *action, const PbActionResult 
 	snprintf(updated, sizeof(updated), "%lld", (long long)now_us());
 	digest_field(out_d, sizeof(out_d), r->stdout_digest);
 	digest_field(err_d, sizeof(err_d), r->stderr_digest);
-	const char *argv[] = {"HSET", key,    "result", (const char *)bytes,
+	const char *argv[] = {"HSET",	   key,	      "result",	 (const char *)bytes,
 			      "exit_code", exit_code, "outputs", outputs,
-			      "stdout", out_d,   "stderr", err_d,
-			      "updated", updated};
+			      "stdout",	   out_d,     "stderr",	 err_d,
+			      "updated",   updated};
 	size_t lens[ARRAY_LEN(argv)];
 	for (size_t i = 0; i < ARRAY_LEN(argv); i++)
 		lens[i] = i == 3 ? len : strlen(argv[i]);

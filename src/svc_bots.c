@@ -38,15 +38,15 @@
 #include "svc.h"
 #include "watch.h"
 
-#define MOD "bots"
-#define RW(x) GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__##x
+#define MOD	   "bots"
+#define RW(x)	   GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__##x
 #define URL_DIGEST "type.googleapis.com/build.bazel.remote.execution.v2.Digest"
 #define URL_RESULT "type.googleapis.com/build.bazel.remote.execution.v2.ActionResult"
 /* Answer a long poll this long before the client's deadline (the
  * reference implementation's NETWORK_TIMEOUT); shorter deadlines get
  * half their time. */
 #define POLL_MARGIN_US 5000000LL
-#define POLL_MIN_US 50000LL
+#define POLL_MIN_US    50000LL
 
 typedef Google__Devtools__Remoteworkers__V1test2__BotSession PbBotSession;
 typedef Google__Devtools__Remoteworkers__V1test2__Lease PbLease;
@@ -61,8 +61,8 @@ struct bot {
 	uint8_t *worker; /* the request's Worker, packed, echoed back */
 	size_t worker_len;
 	PbActionResult *result; /* a completed lease's result, until stored */
-	bool assign;            /* the bot may take work */
-	int64_t poll_us;        /* how long an idle call may wait */
+	bool assign;		/* the bot may take work */
+	int64_t poll_us;	/* how long an idle call may wait */
 	uint64_t qseq;
 	struct watch_bot wb;
 	struct event *timer;
@@ -169,12 +169,13 @@ static void finish_rc(struct bot *b, const struct sched_bot_result *r)
 	if (r->rc == -ENOENT)
 		call_finish(b->c, GRPC_NOT_FOUND,
 			    "bot session %s does not exist (expired, closed, or replaced by a "
-			    "newer session of the bot): create a new one", b->session);
+			    "newer session of the bot): create a new one",
+			    b->session);
 	else if (r->rc == -EPERM)
 		call_finish(b->c, GRPC_INVALID_ARGUMENT,
 			    "bot session %s belongs to bot \"%s\", not \"%s\"; the session was "
-			    "closed", b->session, r->stored_bot_id ? r->stored_bot_id : "?",
-			    b->bot_id);
+			    "closed",
+			    b->session, r->stored_bot_id ? r->stored_bot_id : "?", b->bot_id);
 	else
 		call_finish(b->c, GRPC_UNAVAILABLE, "Redis is down or failed");
 	bot_end(b);
@@ -205,8 +206,10 @@ static void assign_reply(void *arg, const struct sched_bot_result *r)
 	if (!b->live || call_done(b->c)) {
 		/* Nobody will hear of this lease: give it back. */
 		if (r->rc == 0 && r->lease.id && sched_unassign(b->session, r->lease.id) != 0)
-			LOGW(MOD, "lease %s of session %s not returned: Redis is down; it is "
-			     "requeued when the session expires", r->lease.id, b->session);
+			LOGW(MOD,
+			     "lease %s of session %s not returned: Redis is down; it is "
+			     "requeued when the session expires",
+			     r->lease.id, b->session);
 		bot_unref(b);
 		return;
 	}
@@ -267,8 +270,8 @@ static void session_reply(void *arg, const struct sched_bot_result *r)
 	if (!b->live || call_done(b->c)) {
 		if (r->rc == 0 && r->lease.id && r->lease.state == RW(LEASE_STATE__PENDING) &&
 		    sched_unassign(b->session, r->lease.id) != 0)
-			LOGW(MOD, "lease %s of session %s not returned: Redis is down",
-			     r->lease.id, b->session);
+			LOGW(MOD, "lease %s of session %s not returned: Redis is down", r->lease.id,
+			     b->session);
 		bot_unref(b);
 		return;
 	}
@@ -278,8 +281,8 @@ static void session_reply(void *arg, const struct sched_bot_result *r)
 		return;
 	}
 	if (r->closed && *r->closed)
-		LOGI(MOD, "bot %s opened session %s; closed its previous session %s",
-		     b->bot_id, b->session, r->closed);
+		LOGI(MOD, "bot %s opened session %s; closed its previous session %s", b->bot_id,
+		     b->session, r->closed);
 	if (r->done_job) {
 		/* Cache the result: exit code 0, OK status, cacheable action. */
 		struct inst *in = inst_find(b->instance);
@@ -356,7 +359,8 @@ void svc_bots_create(struct call *c, const ProtobufCMessage *msg)
 		return;
 	}
 	if (strlen(s->bot_id) > 200) {
-		call_finish(c, GRPC_INVALID_ARGUMENT, "bot_session.bot_id is longer than 200 bytes");
+		call_finish(c, GRPC_INVALID_ARGUMENT,
+			    "bot_session.bot_id is longer than 200 bytes");
 		return;
 	}
 	struct bot *b = bot_new(c);
@@ -434,8 +438,10 @@ void svc_bots_update(struct call *c, const ProtobufCMessage *msg)
 	}
 	struct inst *in = session_inst(req->name);
 	if (!in) {
-		call_finish(c, GRPC_NOT_FOUND, "bot session %.200s does not exist: create a new "
-			    "one", req->name);
+		call_finish(c, GRPC_NOT_FOUND,
+			    "bot session %.200s does not exist: create a new "
+			    "one",
+			    req->name);
 		return;
 	}
 	if (!svc_exec_enabled(c, in))
@@ -452,7 +458,8 @@ void svc_bots_update(struct call *c, const ProtobufCMessage *msg)
 			r.code = l->status ? l->status->code : GRPC_OK;
 			r.message = l->status && l->status->message ? l->status->message : "";
 			if (l->result && l->result->type_url &&
-			    str_endswith(l->result->type_url, "/build.bazel.remote.execution.v2.ActionResult")) {
+			    str_endswith(l->result->type_url,
+					 "/build.bazel.remote.execution.v2.ActionResult")) {
 				result = build__bazel__remote__execution__v2__action_result__unpack(
 					&call_pb_allocator, l->result->value.len,
 					l->result->value.data);
@@ -460,7 +467,8 @@ void svc_bots_update(struct call *c, const ProtobufCMessage *msg)
 					r.code = GRPC_INTERNAL;
 					r.message = msgbuf = xasprintf(
 						"bot %s reported a result that is not a valid "
-						"ActionResult", s->bot_id);
+						"ActionResult",
+						s->bot_id);
 				} else {
 					r.result = l->result->value.data;
 					r.result_len = l->result->value.len;
@@ -469,8 +477,8 @@ void svc_bots_update(struct call *c, const ProtobufCMessage *msg)
 				r.code = GRPC_INTERNAL;
 				r.message = msgbuf = xasprintf(
 					"bot %s reported a result of type \"%.100s\", not an "
-					"ActionResult", s->bot_id,
-					l->result->type_url ? l->result->type_url : "");
+					"ActionResult",
+					s->bot_id, l->result->type_url ? l->result->type_url : "");
 			}
 		}
 	}
@@ -486,8 +494,8 @@ void svc_bots_update(struct call *c, const ProtobufCMessage *msg)
 	r.status = b->status;
 	r.assign = b->assign;
 	/* Cover the long poll, then the keep-alive after our answer. */
-	r.expire_us = now_us() + (b->poll_us > 0 ? b->poll_us : 0) +
-		      svc_config()->sched_bot_keepalive_us;
+	r.expire_us =
+		now_us() + (b->poll_us > 0 ? b->poll_us : 0) + svc_config()->sched_bot_keepalive_us;
 	bot_ref(b);
 	if (sched_bot_update(&r, session_reply, b) != 0) {
 		bot_unref(b);
@@ -509,8 +517,8 @@ void svc_bots_post_event(struct call *c, const ProtobufCMessage *msg)
 	const Google__Devtools__Remoteworkers__V1test2__PostBotEventTempRequest *req =
 		(const void *)msg;
 	int lvl = req->type == RW(POST_BOT_EVENT_TEMP_REQUEST__TYPE__ERROR) ? LOG_WARN : LOG_INFO;
-	log_msg(lvl, MOD, "%s: event from bot session %.200s: %.1000s", call_peer(c),
-		req->name, req->msg);
+	log_msg(lvl, MOD, "%s: event from bot session %.200s: %.1000s", call_peer(c), req->name,
+		req->msg);
 	Google__Protobuf__Empty e = GOOGLE__PROTOBUF__EMPTY__INIT;
 	call_reply(c, &e.base);
 }

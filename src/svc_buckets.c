@@ -26,9 +26,9 @@
 #include "store.h"
 #include "svc.h"
 
-#define MOD "buckets"
-#define MSG(T) Reactor__Buckets__V1__##T
-#define SWEEP_LIMIT 1000
+#define MOD	      "buckets"
+#define MSG(T)	      Reactor__Buckets__V1__##T
+#define SWEEP_LIMIT   1000
 #define FETCH_BUCKETS 1024
 #define FETCH_IDLE_US (60LL * 1000000)
 
@@ -67,12 +67,12 @@ static void on_build(struct bk_res *r, void *arg)
 	call_unref(c);
 }
 
-#define UNARY(fn, T, stmt)                                                    \
-	void fn(struct call *c, const ProtobufCMessage *msg)                 \
-	{                                                                     \
-		const MSG(T) *req = (const void *)msg;                         \
-		call_ref(c);                                                  \
-		stmt;                                                         \
+#define UNARY(fn, T, stmt)                                                                         \
+	void fn(struct call *c, const ProtobufCMessage *msg)                                       \
+	{                                                                                          \
+		const MSG(T) *req = (const void *)msg;                                             \
+		call_ref(c);                                                                       \
+		stmt;                                                                              \
 	}
 
 UNARY(svc_buckets_put, PutRequest, bk_put(req, identity(c), on_build, c))
@@ -122,8 +122,8 @@ struct bitem {
 	BkBuild *build;
 	int reason;
 	char *msg;
-	char *op_id;     /* PutBatch: the item's client_operation_id */
-	int64_t id;      /* HeartbeatBatch / CancelBatch: the build id asked */
+	char *op_id; /* PutBatch: the item's client_operation_id */
+	int64_t id;  /* HeartbeatBatch / CancelBatch: the build id asked */
 };
 
 struct batch {
@@ -174,8 +174,8 @@ static void batch_reply(struct batch *b)
 		free(res);
 		free(ptr);
 	} else if (b->kind == B_HEARTBEAT) {
-		MSG(HeartbeatBatchResponse) resp =
-			REACTOR__BUCKETS__V1__HEARTBEAT_BATCH_RESPONSE__INIT;
+		MSG(HeartbeatBatchResponse)
+		resp = REACTOR__BUCKETS__V1__HEARTBEAT_BATCH_RESPONSE__INIT;
 		MSG(HeartbeatResult) *res = xcalloc(n + 1, sizeof *res);
 		MSG(HeartbeatResult) **ptr = xcalloc(n + 1, sizeof *ptr);
 		for (size_t i = 0; i < n; i++) {
@@ -258,7 +258,8 @@ static struct batch *batch_new(struct call *c, enum batch_kind kind, size_t n, c
 {
 	if (n > BK_MAX_BATCH) {
 		char msg[96];
-		snprintf(msg, sizeof msg, "at most %d %s per batch, got %zu", BK_MAX_BATCH, what, n);
+		snprintf(msg, sizeof msg, "at most %d %s per batch, got %zu", BK_MAX_BATCH, what,
+			 n);
 		batch_error(c, kind, msg);
 		return NULL;
 	}
@@ -342,8 +343,8 @@ static struct {
 	struct event *expire_ev, *timeout_ev;
 	int64_t expire_us, timeout_check_us;
 	bool expiring, timing_out;
-	bool sub_live;  /* the subscriber answered our probe */
-	bool was_down;  /* the command connection has been lost since start */
+	bool sub_live; /* the subscriber answered our probe */
+	bool was_down; /* the command connection has been lost since start */
 	bool shut;
 	struct watcher *watchers;
 	size_t nwatchers;

@@ -23,8 +23,8 @@
 #include "resname.h"
 #include "svc.h"
 
-#define READ_CHUNK (1 << 20)        /* bytes per ReadResponse */
-#define READ_AHEAD (2 << 20)        /* stop reading while this much is queued */
+#define READ_CHUNK  (1 << 20)	      /* bytes per ReadResponse */
+#define READ_AHEAD  (2 << 20)	      /* stop reading while this much is queued */
 #define UPLOAD_IDLE (600 * 1000000LL) /* drop abandoned uploads after 10 min */
 #define SWEEP_EVERY 30
 
@@ -57,7 +57,8 @@ static struct inst *resolve(struct call *c, const char *name, bool upload, struc
 	if (r.compressor) {
 		call_finish(c, GRPC_UNIMPLEMENTED,
 			    "compressed-blobs/%s is not supported: this server advertises no "
-			    "compressors; use blobs/", r.compressor);
+			    "compressors; use blobs/",
+			    r.compressor);
 	} else if (r.digest_function && strcmp(r.digest_function, "sha256") != 0) {
 		call_finish(c, GRPC_INVALID_ARGUMENT,
 			    "digest function %s is not supported: this server uses SHA256",
@@ -145,7 +146,8 @@ void svc_bs_read(struct call *c, const ProtobufCMessage *msg)
 	if (!in)
 		return;
 	if (req->read_offset < 0 || req->read_offset > d.size) {
-		call_finish(c, GRPC_OUT_OF_RANGE, "read_offset %lld is outside blob %s of %lld bytes",
+		call_finish(c, GRPC_OUT_OF_RANGE,
+			    "read_offset %lld is outside blob %s of %lld bytes",
 			    (long long)req->read_offset, d.hex, (long long)d.size);
 		return;
 	}
@@ -219,7 +221,9 @@ static void upload_drop(struct upload *u)
 
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
-	(void)fd; (void)what; (void)arg;
+	(void)fd;
+	(void)what;
+	(void)arg;
 	int64_t now = mono_us();
 	for (struct upload *u = uploads, *next; u; u = next) {
 		next = u->next;
@@ -361,7 +365,8 @@ void svc_bs_write(struct call *c, const ProtobufCMessage *msg)
 			else if (rv == -ENOSPC)
 				call_finish(c, GRPC_RESOURCE_EXHAUSTED,
 					    "blob of %lld bytes does not fit in this instance's "
-					    "storage-max-size", (long long)size);
+					    "storage-max-size",
+					    (long long)size);
 			else
 				call_finish(c, GRPC_INTERNAL, "writing the upload failed");
 			return;
@@ -403,7 +408,8 @@ void svc_bs_write_end(struct call *c)
 	write_release(c);
 	call_finish(c, GRPC_INVALID_ARGUMENT,
 		    "stream ended without finish_write; %lld bytes are committed, resume "
-		    "with write_offset %lld", (long long)have, (long long)have);
+		    "with write_offset %lld",
+		    (long long)have, (long long)have);
 }
 
 void svc_bs_write_cancel(struct call *c)

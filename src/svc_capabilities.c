@@ -18,7 +18,6 @@
 
 #define REV2(x) BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
 
-
 void svc_capabilities_get(struct call *c, const ProtobufCMessage *msg)
 {
 	const Build__Bazel__Remote__Execution__V2__GetCapabilitiesRequest *req = (const void *)msg;
@@ -30,12 +29,14 @@ void svc_capabilities_get(struct call *c, const ProtobufCMessage *msg)
 	Build__Bazel__Remote__Execution__V2__ActionCacheUpdateCapabilities acu =
 		REV2(ACTION_CACHE_UPDATE_CAPABILITIES__INIT);
 	acu.update_enabled = inst_cfg(in)->allow_updates;
-	Build__Bazel__Remote__Execution__V2__CacheCapabilities cache = REV2(CACHE_CAPABILITIES__INIT);
+	Build__Bazel__Remote__Execution__V2__CacheCapabilities cache =
+		REV2(CACHE_CAPABILITIES__INIT);
 	cache.n_digest_functions = 1;
 	cache.digest_functions = digests;
 	cache.action_cache_update_capabilities = &acu;
 	cache.max_batch_total_size_bytes = inst_max_batch(in);
-	cache.symlink_absolute_path_strategy = REV2(SYMLINK_ABSOLUTE_PATH_STRATEGY__VALUE__DISALLOWED);
+	cache.symlink_absolute_path_strategy =
+		REV2(SYMLINK_ABSOLUTE_PATH_STRATEGY__VALUE__DISALLOWED);
 
 	Build__Bazel__Remote__Execution__V2__ExecutionCapabilities exec =
 		REV2(EXECUTION_CAPABILITIES__INIT);
@@ -48,8 +49,9 @@ void svc_capabilities_get(struct call *c, const ProtobufCMessage *msg)
 	exec.exec_enabled = ci->execution;
 	Build__Bazel__Remote__Execution__V2__PriorityCapabilities prio =
 		REV2(PRIORITY_CAPABILITIES__INIT);
-	Build__Bazel__Remote__Execution__V2__PriorityCapabilities__PriorityRange range =
-		REV2(PRIORITY_CAPABILITIES__PRIORITY_RANGE__INIT), *ranges[] = {&range};
+	Build__Bazel__Remote__Execution__V2__PriorityCapabilities__PriorityRange
+		range = REV2(PRIORITY_CAPABILITIES__PRIORITY_RANGE__INIT),
+		*ranges[] = {&range};
 	char *props[2 + 64];
 	size_t nprops = 0;
 	if (ci->execution) {

@@ -109,7 +109,8 @@ void svc_cas_batch_update(struct call *c, const ProtobufCMessage *msg)
 	for (size_t i = 0; i < n; i++) {
 		const Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request *r =
 			req->requests[i];
-		build__bazel__remote__execution__v2__batch_update_blobs_response__response__init(&rs[i]);
+		build__bazel__remote__execution__v2__batch_update_blobs_response__response__init(
+			&rs[i]);
 		rs[i].digest = r->digest;
 		rp[i] = &rs[i];
 		struct digest d;
@@ -119,22 +120,23 @@ void svc_cas_batch_update(struct call *c, const ProtobufCMessage *msg)
 			continue;
 		}
 		if (r->compressor != REV2(COMPRESSOR__VALUE__IDENTITY)) {
-			rs[i].status = status_set(&sts, i, GRPC_INVALID_ARGUMENT,
-						  xstrdup("compressed batch uploads are not supported; "
-							  "send identity"));
+			rs[i].status =
+				status_set(&sts, i, GRPC_INVALID_ARGUMENT,
+					   xstrdup("compressed batch uploads are not supported; "
+						   "send identity"));
 			continue;
 		}
 		if ((int64_t)r->data.len != d.size) {
-			rs[i].status = status_set(
-				&sts, i, GRPC_INVALID_ARGUMENT,
-				xasprintf("digest %s/%lld: got %zu bytes of data", d.hex,
-					  (long long)d.size, r->data.len));
+			rs[i].status = status_set(&sts, i, GRPC_INVALID_ARGUMENT,
+						  xasprintf("digest %s/%lld: got %zu bytes of data",
+							    d.hex, (long long)d.size, r->data.len));
 			continue;
 		}
 		int rv = blob_put(in->cas, &d, r->data.data, r->data.len, &err);
 		if (rv != 0)
-			rs[i].status = status_set(&sts, i, put_error_code(rv),
-						  err ? err : xasprintf("storing %s failed", d.hex));
+			rs[i].status =
+				status_set(&sts, i, put_error_code(rv),
+					   err ? err : xasprintf("storing %s failed", d.hex));
 		else
 			rs[i].status = status_set(&sts, i, GRPC_OK, NULL);
 	}
@@ -162,10 +164,11 @@ void svc_cas_batch_read(struct call *c, const ProtobufCMessage *msg)
 			total = sz > limit - total ? limit + 1 : total + sz;
 	}
 	if (total > limit) {
-		call_finish(c, GRPC_INVALID_ARGUMENT,
-			    "batch read of more than %lld bytes exceeds max_batch_total_size_bytes; "
-			    "use ByteStream.Read for large blobs",
-			    (long long)limit);
+		call_finish(
+			c, GRPC_INVALID_ARGUMENT,
+			"batch read of more than %lld bytes exceeds max_batch_total_size_bytes; "
+			"use ByteStream.Read for large blobs",
+			(long long)limit);
 		return;
 	}
 	size_t n = req->n_digests;
@@ -175,7 +178,8 @@ void svc_cas_batch_read(struct call *c, const ProtobufCMessage *msg)
 	Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse__Response **rp =
 		xcalloc(n ? n : 1, sizeof(*rp));
 	for (size_t i = 0; i < n; i++) {
-		build__bazel__remote__execution__v2__batch_read_blobs_response__response__init(&rs[i]);
+		build__bazel__remote__execution__v2__batch_read_blobs_response__response__init(
+			&rs[i]);
 		rs[i].digest = req->digests[i];
 		rp[i] = &rs[i];
 		struct digest d;
@@ -187,9 +191,9 @@ void svc_cas_batch_read(struct call *c, const ProtobufCMessage *msg)
 		uint8_t *data = NULL;
 		int rv = digest_is_empty(&d) ? 0 : blob_get(in->cas, &d, &data);
 		if (rv == -ENOENT) {
-			rs[i].status = status_set(&sts, i, GRPC_NOT_FOUND,
-						  xasprintf("blob %s/%lld not found", d.hex,
-							    (long long)d.size));
+			rs[i].status = status_set(
+				&sts, i, GRPC_NOT_FOUND,
+				xasprintf("blob %s/%lld not found", d.hex, (long long)d.size));
 		} else if (rv != 0) {
 			rs[i].status = status_set(&sts, i, GRPC_INTERNAL,
 						  xasprintf("reading blob %s failed", d.hex));
@@ -266,8 +270,7 @@ static void page_reset(struct tree_page *p)
 
 static void page_send(struct call *c, struct tree_page *p, const char *token)
 {
-	Build__Bazel__Remote__Execution__V2__GetTreeResponse resp =
-		REV2(GET_TREE_RESPONSE__INIT);
+	Build__Bazel__Remote__Execution__V2__GetTreeResponse resp = REV2(GET_TREE_RESPONSE__INIT);
 	resp.n_directories = p->n;
 	resp.directories = p->dirs;
 	resp.next_page_token = (char *)token;

@@ -34,7 +34,7 @@
 #include "svc.h"
 #include "watch.h"
 
-#define MOD "exec"
+#define MOD		 "exec"
 #define PRECONDITION_URL "type.googleapis.com/google.rpc.PreconditionFailure"
 
 typedef Build__Bazel__Remote__Execution__V2__Action PbAction;
@@ -43,7 +43,7 @@ typedef Build__Bazel__Remote__Execution__V2__Command PbCommand;
 struct exec {
 	struct call *c;
 	int refs;
-	bool live; /* the stream's own reference is still held */
+	bool live;	/* the stream's own reference is still held */
 	char *instance; /* Execute only */
 	char *op;
 	char *job;
@@ -141,8 +141,10 @@ static void ka_cb(evutil_socket_t fd, short what, void *arg)
 	int64_t idle = mono_us() - ex->last_send;
 	if (idle >= cfg->sched_keepalive_us - 1000) {
 		/* The same state again: proxies and clients see traffic. */
-		struct sched_view v = {.exists = true, .stage = ex->last_stage,
-				       .action = ex->action, .version = ex->last_version};
+		struct sched_view v = {.exists = true,
+				       .stage = ex->last_stage,
+				       .action = ex->action,
+				       .version = ex->last_version};
 		ex_send(ex, &v);
 		if (!ex->live)
 			return;
@@ -205,7 +207,8 @@ bool svc_exec_enabled(struct call *c, const struct inst *in)
 		return true;
 	call_finish(c, GRPC_UNIMPLEMENTED,
 		    "method %s: remote execution is not enabled on instance \"%s\" "
-		    "(set execution: true on it)", call_method(c)->path, in->name);
+		    "(set execution: true on it)",
+		    call_method(c)->path, in->name);
 	return false;
 }
 
@@ -219,8 +222,7 @@ static void cached_recorded(void *arg, int rc)
 	free(op);
 }
 
-static void enq_reply(void *arg, int rc, const char *job, int stage, int64_t version,
-		      bool joined)
+static void enq_reply(void *arg, int rc, const char *job, int stage, int64_t version, bool joined)
 {
 	struct exec *ex = arg;
 	if (!ex->live || call_done(ex->c)) {
@@ -228,7 +230,8 @@ static void enq_reply(void *arg, int rc, const char *job, int stage, int64_t ver
 		return;
 	}
 	if (rc != 0) {
-		call_finish(ex->c, GRPC_UNAVAILABLE, "Redis is down or failed while queueing "
+		call_finish(ex->c, GRPC_UNAVAILABLE,
+			    "Redis is down or failed while queueing "
 			    "the action");
 		ex_end(ex);
 		ex_unref(ex);
@@ -238,8 +241,8 @@ static void enq_reply(void *arg, int rc, const char *job, int stage, int64_t ver
 	char ds[DIGEST_STR_LEN];
 	LOGI(MOD, "%s: action %s -> operation %s, %s job %s", call_peer(ex->c),
 	     digest_str(&ex->action, ds, sizeof ds), ex->op, joined ? "joined" : "new", job);
-	struct sched_view v = {.exists = true, .stage = stage, .action = ex->action,
-			       .version = version};
+	struct sched_view v = {
+		.exists = true, .stage = stage, .action = ex->action, .version = version};
 	ex_watch(ex, &v);
 	ex_unref(ex);
 }
@@ -290,14 +293,20 @@ static void ac_reply(void *arg, int rc, const uint8_t *result, size_t len)
 		char ds[DIGEST_STR_LEN];
 		LOGI(MOD, "%s: action %s -> operation %s, action cache hit", call_peer(ex->c),
 		     digest_str(&ex->action, ds, sizeof ds), ex->op);
-		struct sched_view v = {.exists = true, .stage = SCHED_COMPLETED, .status = 0,
-				       .message = (char *)"", .result = (uint8_t *)result,
-				       .result_len = len, .cached = true, .action = ex->action};
+		struct sched_view v = {.exists = true,
+				       .stage = SCHED_COMPLETED,
+				       .status = 0,
+				       .message = (char *)"",
+				       .result = (uint8_t *)result,
+				       .result_len = len,
+				       .cached = true,
+				       .action = ex->action};
 		ex_send(ex, &v);
 	} else if (rc == -ENOENT) {
 		enqueue(ex);
 	} else {
-		call_finish(ex->c, GRPC_UNAVAILABLE, "Redis is down or failed while reading "
+		call_finish(ex->c, GRPC_UNAVAILABLE,
+			    "Redis is down or failed while reading "
 			    "the action cache");
 		ex_end(ex);
 	}
@@ -320,8 +329,8 @@ static void finish_missing(struct call *c, const struct digest *missing, const c
 		vs[i].subject = subj[i];
 		vs[i].description = desc[i];
 		vp[i] = &vs[i];
-		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s %s",
-			 i ? ", " : "", what[i], subj[i]);
+		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s %s", i ? ", " : "",
+			 what[i], subj[i]);
 	}
 	Google__Rpc__PreconditionFailure pf = GOOGLE__RPC__PRECONDITION_FAILURE__INIT;
 	pf.n_violations = n;
@@ -393,8 +402,9 @@ void svc_exec_execute(struct call *c, const ProtobufCMessage *msg)
 			&call_pb_allocator, (size_t)cmd.size, cbuf);
 		free(cbuf);
 		if (!command) {
-			call_finish(c, GRPC_INVALID_ARGUMENT,
-				    "Action.command_digest names a blob that is not a valid Command");
+			call_finish(
+				c, GRPC_INVALID_ARGUMENT,
+				"Action.command_digest names a blob that is not a valid Command");
 			goto out;
 		}
 	} else if (rc == -ENOENT) {
@@ -461,7 +471,8 @@ void svc_exec_execute(struct call *c, const ProtobufCMessage *msg)
 		ex_ref(ex);
 		if (ac_lookup(in, &action, ac_reply, ex) != 0) {
 			ex_unref(ex);
-			call_finish(c, GRPC_UNAVAILABLE, "Redis is down: cannot read the action cache");
+			call_finish(c, GRPC_UNAVAILABLE,
+				    "Redis is down: cannot read the action cache");
 			ex_end(ex);
 		}
 	} else {
@@ -472,7 +483,7 @@ out:
 	free(err);
 	if (command)
 		build__bazel__remote__execution__v2__command__free_unpacked(command,
-									  &call_pb_allocator);
+									    &call_pb_allocator);
 	build__bazel__remote__execution__v2__action__free_unpacked(a, &call_pb_allocator);
 }
 
@@ -486,12 +497,15 @@ static void wait_view(void *arg, int rc, struct sched_view *v, size_t n)
 		return;
 	}
 	if (rc != 0 || n != 1) {
-		call_finish(ex->c, GRPC_UNAVAILABLE, "Redis is down or failed while reading "
+		call_finish(ex->c, GRPC_UNAVAILABLE,
+			    "Redis is down or failed while reading "
 			    "the operation");
 		ex_end(ex);
 	} else if (!v[0].exists) {
-		call_finish(ex->c, GRPC_NOT_FOUND, "operation %s not found (unknown, deleted, or "
-			    "past its retention): execute the action again", ex->op);
+		call_finish(ex->c, GRPC_NOT_FOUND,
+			    "operation %s not found (unknown, deleted, or "
+			    "past its retention): execute the action again",
+			    ex->op);
 		ex_end(ex);
 	} else {
 		ex->action = v[0].action;
@@ -508,7 +522,8 @@ void svc_exec_wait(struct call *c, const ProtobufCMessage *msg)
 {
 	const Build__Bazel__Remote__Execution__V2__WaitExecutionRequest *req = (const void *)msg;
 	if (!req->name || !*req->name || strlen(req->name) > 200) {
-		call_finish(c, GRPC_INVALID_ARGUMENT, "name must be an operation name "
+		call_finish(c, GRPC_INVALID_ARGUMENT,
+			    "name must be an operation name "
 			    "returned by Execute");
 		return;
 	}
@@ -530,8 +545,10 @@ static void orphan_cancelled(void *arg, int rc)
 {
 	char *op = arg;
 	if (rc == 0)
-		LOGI(MOD, "operation %s cancelled: its last stream went away "
-		     "(cancel-orphaned-jobs)", op);
+		LOGI(MOD,
+		     "operation %s cancelled: its last stream went away "
+		     "(cancel-orphaned-jobs)",
+		     op);
 	free(op);
 }
 
@@ -560,7 +577,8 @@ void svc_exec_drain(void)
 {
 	while (ex_g.live) {
 		struct exec *ex = ex_g.live;
-		call_finish(ex->c, GRPC_UNAVAILABLE, "server shutting down: the operation goes "
+		call_finish(ex->c, GRPC_UNAVAILABLE,
+			    "server shutting down: the operation goes "
 			    "on; resume with WaitExecution");
 		ex_end(ex);
 	}

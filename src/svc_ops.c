@@ -24,11 +24,11 @@
 #include "sched.h"
 #include "svc.h"
 
-#define REV2(x) BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
-#define URL_META "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteOperationMetadata"
-#define URL_RESP "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteResponse"
+#define REV2(x)	     BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
+#define URL_META     "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteOperationMetadata"
+#define URL_RESP     "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteResponse"
 #define PAGE_DEFAULT 100
-#define PAGE_MAX 1000
+#define PAGE_MAX     1000
 
 /* One Operation message and the buffers it points into. */
 struct op_msg {
@@ -157,8 +157,10 @@ static void get_reply(void *arg, int rc, struct sched_view *v, size_t n)
 	} else if (rc != 0 || n != 1) {
 		finish_io(o->c, "reading the operation");
 	} else if (!v[0].exists) {
-		call_finish(o->c, GRPC_NOT_FOUND, "operation %s not found (unknown, deleted, or "
-			    "past its retention)", o->name);
+		call_finish(o->c, GRPC_NOT_FOUND,
+			    "operation %s not found (unknown, deleted, or "
+			    "past its retention)",
+			    o->name);
 	} else {
 		struct op_msg m;
 		op_msg_build(&m, o->name, &v[0]);
@@ -188,8 +190,10 @@ static void change_reply(void *arg, int rc)
 	struct one *o = arg;
 	if (call_done(o->c)) {
 	} else if (rc == -ENOENT) {
-		call_finish(o->c, GRPC_NOT_FOUND, "operation %s not found (unknown, deleted, or "
-			    "past its retention)", o->name);
+		call_finish(o->c, GRPC_NOT_FOUND,
+			    "operation %s not found (unknown, deleted, or "
+			    "past its retention)",
+			    o->name);
 	} else if (rc != 0) {
 		finish_io(o->c, "changing the operation");
 	} else {
@@ -347,11 +351,13 @@ void svc_ops_list(struct call *c, const ProtobufCMessage *msg)
 	if (parse_filter(req->filter, &stage) != 0) {
 		call_finish(c, GRPC_INVALID_ARGUMENT,
 			    "unsupported filter \"%.100s\": use \"\" or \"stage=QUEUED\" "
-			    "(CACHE_CHECK, QUEUED, EXECUTING or COMPLETED)", req->filter);
+			    "(CACHE_CHECK, QUEUED, EXECUTING or COMPLETED)",
+			    req->filter);
 		return;
 	}
-	int size = req->page_size <= 0 ? PAGE_DEFAULT
-		   : req->page_size > PAGE_MAX ? PAGE_MAX : req->page_size;
+	int size = req->page_size <= 0	       ? PAGE_DEFAULT
+		   : req->page_size > PAGE_MAX ? PAGE_MAX
+					       : req->page_size;
 	int64_t offset = 0;
 	if (req->page_token && *req->page_token) {
 		char *end;

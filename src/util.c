@@ -84,8 +84,7 @@ int64_t mono_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
-static const char b64chars[] =
-	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 char *b64_encode(const uint8_t *in, size_t len, bool pad)
 {
@@ -165,8 +164,8 @@ int parse_duration_us(const char *s, int64_t *out)
 		const char *suffix;
 		int64_t mult;
 	} units[] = {
-		{"us", 1}, {"ms", 1000}, {"s", 1000000}, {"m", 60000000},
-		{"h", 3600000000LL}, {"d", 86400000000LL},
+		{"us", 1},	 {"ms", 1000},	      {"s", 1000000},
+		{"m", 60000000}, {"h", 3600000000LL}, {"d", 86400000000LL},
 	};
 	char *end;
 	errno = 0;
@@ -195,10 +194,20 @@ int parse_size(const char *s, int64_t *out)
 		const char *suffix;
 		int64_t mult;
 	} units[] = {
-		{"", 1}, {"B", 1}, {"K", 1024}, {"KiB", 1024}, {"KB", 1000},
-		{"M", 1 << 20}, {"MiB", 1 << 20}, {"MB", 1000000},
-		{"G", 1LL << 30}, {"GiB", 1LL << 30}, {"GB", 1000000000LL},
-		{"T", 1LL << 40}, {"TiB", 1LL << 40}, {"TB", 1000000000000LL},
+		{"", 1},
+		{"B", 1},
+		{"K", 1024},
+		{"KiB", 1024},
+		{"KB", 1000},
+		{"M", 1 << 20},
+		{"MiB", 1 << 20},
+		{"MB", 1000000},
+		{"G", 1LL << 30},
+		{"GiB", 1LL << 30},
+		{"GB", 1000000000LL},
+		{"T", 1LL << 40},
+		{"TiB", 1LL << 40},
+		{"TB", 1000000000000LL},
 	};
 	char *end;
 	errno = 0;

@@ -10,8 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
-#define WARN_UNUSED __attribute__((warn_unused_result))
+#define ARRAY_LEN(a)	  (sizeof(a) / sizeof((a)[0]))
+#define WARN_UNUSED	  __attribute__((warn_unused_result))
 #define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
 
 /* Allocation: never return NULL; abort with a message on out-of-memory.

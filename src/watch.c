@@ -36,7 +36,7 @@ struct watch_job {
 	struct watch_job *hnext;
 	struct watch_op *waiters;
 	size_t nwaiters;
-	int refs;          /* reads in flight */
+	int refs; /* reads in flight */
 	bool dirty, in_ring;
 	struct watch_job *dnext;
 	uint64_t last_seq; /* job_seq of the last message about it */
@@ -222,7 +222,8 @@ static void flush(void)
 			j->refs++;
 			for (struct watch_op *op = j->waiters; op; op = op->next) {
 				if (b->nnames == capn)
-					b->names = xrealloc(b->names, (capn *= 2) * sizeof(*b->names));
+					b->names =
+						xrealloc(b->names, (capn *= 2) * sizeof(*b->names));
 				b->names[b->nnames++] = xstrdup(op->op);
 			}
 			b->start[b->njobs] = b->nnames;

@@ -35,13 +35,13 @@
 #include "worker_cas.h"
 #include "worker_run.h"
 
-#define MOD "worker"
-#define RW(x) GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__##x
-#define BOTS "/google.devtools.remoteworkers.v1test2.Bots/"
-#define URL_DIGEST "type.googleapis.com/build.bazel.remote.execution.v2.Digest"
-#define URL_RESULT "type.googleapis.com/build.bazel.remote.execution.v2.ActionResult"
-#define POLL_US (60 * 1000000LL)     /* long-poll deadline of an idle update */
-#define CALL_US (30 * 1000000LL)     /* deadline of a non-polling call */
+#define MOD	       "worker"
+#define RW(x)	       GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__##x
+#define BOTS	       "/google.devtools.remoteworkers.v1test2.Bots/"
+#define URL_DIGEST     "type.googleapis.com/build.bazel.remote.execution.v2.Digest"
+#define URL_RESULT     "type.googleapis.com/build.bazel.remote.execution.v2.ActionResult"
+#define POLL_US	       (60 * 1000000LL) /* long-poll deadline of an idle update */
+#define CALL_US	       (30 * 1000000LL) /* deadline of a non-polling call */
 #define BACKOFF_MIN_US 100000LL
 #define BACKOFF_MAX_US (5 * 1000000LL)
 
@@ -76,16 +76,15 @@ static void on_term(int sig)
 
 static void usage(FILE *f)
 {
-	fprintf(f,
-		"usage: reactor-worker -s TARGET [-i INSTANCE] [-n NAME] [-d WORKDIR]\n"
-		"                      [-p KEY=VALUE]... [-v | -q] [-V] [-h]\n"
-		"  -s TARGET    reactord address: HOST:PORT, [V6]:PORT or unix:PATH\n"
-		"  -i INSTANCE  REAPI instance name (default \"\")\n"
-		"  -n NAME      bot id (default HOSTNAME-PID)\n"
-		"  -d WORKDIR   scratch directory for actions (default /tmp/reactor-worker)\n"
-		"  -p KEY=VALUE platform property to advertise (repeatable; default\n"
-		"               OSFamily=linux and ISA=x86-64)\n"
-		"  -v / -q      more / less logging\n");
+	fprintf(f, "usage: reactor-worker -s TARGET [-i INSTANCE] [-n NAME] [-d WORKDIR]\n"
+		   "                      [-p KEY=VALUE]... [-v | -q] [-V] [-h]\n"
+		   "  -s TARGET    reactord address: HOST:PORT, [V6]:PORT or unix:PATH\n"
+		   "  -i INSTANCE  REAPI instance name (default \"\")\n"
+		   "  -n NAME      bot id (default HOSTNAME-PID)\n"
+		   "  -d WORKDIR   scratch directory for actions (default /tmp/reactor-worker)\n"
+		   "  -p KEY=VALUE platform property to advertise (repeatable; default\n"
+		   "               OSFamily=linux and ISA=x86-64)\n"
+		   "  -v / -q      more / less logging\n");
 }
 
 /* ---- connection and session ------------------------------------------------------ */
@@ -215,8 +214,8 @@ static int bots_call(bool create, PbLease *report, int64_t timeout_us, PbBotSess
 	} else {
 		/* UNAVAILABLE on a live connection: reactord is up but its Redis
 		 * is not (yet); keep the connection and back off. */
-		log_msg(code == GRPC_UNAVAILABLE && rc_client_alive(w.cl) ? LOG_INFO : LOG_WARN, MOD,
-			"%s: status %d: %s", create ? "CreateBotSession" : "UpdateBotSession",
+		log_msg(code == GRPC_UNAVAILABLE && rc_client_alive(w.cl) ? LOG_INFO : LOG_WARN,
+			MOD, "%s: status %d: %s", create ? "CreateBotSession" : "UpdateBotSession",
 			code, msg ? msg : "");
 		if (code == GRPC_NOT_FOUND || code == GRPC_INVALID_ARGUMENT ||
 		    code == GRPC_FAILED_PRECONDITION) {
@@ -309,8 +308,7 @@ static int load_action(const struct digest *ad, Build__Bazel__Remote__Execution_
 	free(buf);
 	struct digest cd;
 	if (!*a || !(*a)->command_digest ||
-	    digest_parse((*a)->command_digest->hash, (*a)->command_digest->size_bytes, &cd,
-			 NULL)) {
+	    digest_parse((*a)->command_digest->hash, (*a)->command_digest->size_bytes, &cd, NULL)) {
 		*msg = xstrdup("the Action is not valid or has no command_digest");
 		return GRPC_INVALID_ARGUMENT;
 	}
@@ -514,8 +512,10 @@ int main(int argc, char **argv)
 		w.name = xasprintf("%s-%d", host, (int)getpid());
 	}
 	if (!*w.name || strchr(w.name, '/') || !strcmp(w.name, ".") || !strcmp(w.name, "..")) {
-		fprintf(stderr, "reactor-worker: -n %s: the name is also a directory under "
-			"WORKDIR: no '/', not empty\n", w.name);
+		fprintf(stderr,
+			"reactor-worker: -n %s: the name is also a directory under "
+			"WORKDIR: no '/', not empty\n",
+			w.name);
 		return 2;
 	}
 	char *mine = xasprintf("%s/%s", w.workdir, w.name);

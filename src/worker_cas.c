@@ -24,10 +24,10 @@
 #include "grpc.h"
 #include "util.h"
 
-#define RE(x) BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
-#define CAS "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
+#define RE(x)	       BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
+#define CAS	       "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
 #define RPC_TIMEOUT_US (120 * 1000000LL)
-#define CHUNK (1 << 20)
+#define CHUNK	       (1 << 20)
 /* Per-entry framing a batch adds to the blob bytes (digest, status, tags). */
 #define ENTRY_OVERHEAD 200
 
@@ -45,8 +45,8 @@ static char *missing_msg(const struct digest *d)
 	return xasprintf("blobs/%s/%lld", d->hex, (long long)d->size);
 }
 
-int wcas_init(struct wcas *w, struct event_base *base, struct rc_client *cl,
-	      const char *instance, char **err)
+int wcas_init(struct wcas *w, struct event_base *base, struct rc_client *cl, const char *instance,
+	      char **err)
 {
 	w->base = base;
 	w->cl = cl;
@@ -58,7 +58,8 @@ int wcas_init(struct wcas *w, struct event_base *base, struct rc_client *cl,
 	ProtobufCMessage *resp = NULL;
 	char *msg = NULL;
 	int code = rc_unary(cl, "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities",
-			    &req.base, &build__bazel__remote__execution__v2__server_capabilities__descriptor,
+			    &req.base,
+			    &build__bazel__remote__execution__v2__server_capabilities__descriptor,
 			    &resp, &msg, 30 * 1000000LL);
 	if (code != GRPC_OK) {
 		*err = xasprintf("GetCapabilities: status %d: %s", code, msg ? msg : "");
@@ -95,8 +96,8 @@ static char *resource(const struct wcas *w, const struct digest *d, bool upload)
 /* ---- ByteStream Read --------------------------------------------------------- */
 
 struct bs_read {
-	int fd;            /* write here, or */
-	uint8_t *buf;      /* collect here */
+	int fd;	      /* write here, or */
+	uint8_t *buf; /* collect here */
 	size_t len, cap;
 	struct hasher *h;
 	bool io_error;
@@ -149,8 +150,8 @@ static void bs_done(struct rc_call *k, int code, const char *message, void *arg)
 }
 
 /* Stream one blob into fd (fd >= 0) or memory (*out). */
-static int bs_read(struct wcas *w, const struct digest *d, int fd, uint8_t **out,
-		   size_t *outlen, char **err)
+static int bs_read(struct wcas *w, const struct digest *d, int fd, uint8_t **out, size_t *outlen,
+		   char **err)
 {
 	struct bs_read r = {.fd = fd, .h = hasher_new()};
 	Google__Bytestream__ReadRequest req = GOOGLE__BYTESTREAM__READ_REQUEST__INIT;
@@ -179,8 +180,8 @@ static int bs_read(struct wcas *w, const struct digest *d, int fd, uint8_t **out
 		*err = xasprintf("ByteStream Read %s: status %d: %s", req.resource_name, r.code,
 				 r.msg);
 	} else if (r.io_error) {
-		*err = xasprintf("ByteStream Read %s: cannot write the blob: %s",
-				 req.resource_name, strerror(errno));
+		*err = xasprintf("ByteStream Read %s: cannot write the blob: %s", req.resource_name,
+				 strerror(errno));
 	} else if (!digest_eq(&got, d)) {
 		*err = xasprintf("ByteStream Read %s: received %lld bytes hashing to %s",
 				 req.resource_name, (long long)got.size, got.hex);
@@ -203,8 +204,8 @@ out:
 /* ---- batches ------------------------------------------------------------------- */
 
 /* Read d[0..n) (all small, distinct) with one BatchReadBlobs. */
-static int batch_read(struct wcas *w, const struct digest *d, size_t n, uint8_t **out,
-		      size_t *lens, char **err)
+static int batch_read(struct wcas *w, const struct digest *d, size_t n, uint8_t **out, size_t *lens,
+		      char **err)
 {
 	Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest req =
 		RE(BATCH_READ_BLOBS_REQUEST__INIT);
@@ -220,9 +221,10 @@ static int batch_read(struct wcas *w, const struct digest *d, size_t n, uint8_t 
 	req.digests = pp;
 	ProtobufCMessage *resp = NULL;
 	char *msg = NULL;
-	int code = rc_unary(w->cl, CAS "BatchReadBlobs", &req.base,
-			    &build__bazel__remote__execution__v2__batch_read_blobs_response__descriptor,
-			    &resp, &msg, RPC_TIMEOUT_US);
+	int code = rc_unary(
+		w->cl, CAS "BatchReadBlobs", &req.base,
+		&build__bazel__remote__execution__v2__batch_read_blobs_response__descriptor, &resp,
+		&msg, RPC_TIMEOUT_US);
 	free(pds);
 	free(pp);
 	if (code != GRPC_OK) {
@@ -237,7 +239,8 @@ static int batch_read(struct wcas *w, const struct digest *d, size_t n, uint8_t 
 		const Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse__Response *e =
 			r->responses[j];
 		struct digest got;
-		if (!e->digest || digest_parse(e->digest->hash, e->digest->size_bytes, &got, NULL)) {
+		if (!e->digest ||
+		    digest_parse(e->digest->hash, e->digest->size_bytes, &got, NULL)) {
 			*err = xstrdup("BatchReadBlobs: response with a bad digest");
 			rc = WCAS_EIO;
 			break;
@@ -283,8 +286,8 @@ static int batch_read(struct wcas *w, const struct digest *d, size_t n, uint8_t 
 	return rc;
 }
 
-int wcas_read_many(struct wcas *w, const struct digest *d, size_t n, uint8_t **out,
-		   size_t *lens, char **err)
+int wcas_read_many(struct wcas *w, const struct digest *d, size_t n, uint8_t **out, size_t *lens,
+		   char **err)
 {
 	int rc = 0;
 	for (size_t i = 0; i < n; i++)
@@ -360,8 +363,7 @@ int wcas_read_many(struct wcas *w, const struct digest *d, size_t n, uint8_t **o
 
 /* ---- files ----------------------------------------------------------------------- */
 
-static int write_file(const char *path, const uint8_t *data, size_t len, bool exec,
-		      char **err)
+static int write_file(const char *path, const uint8_t *data, size_t len, bool exec, char **err)
 {
 	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, exec ? 0755 : 0644);
 	if (fd < 0) {
@@ -452,7 +454,8 @@ int wcas_fetch_files(struct wcas *w, const struct wcas_file *f, size_t n, char *
 			int fd = open(f[i].path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
 				      f[i].exec ? 0755 : 0644);
 			if (fd < 0) {
-				*err = xasprintf("cannot create %s: %s", f[i].path, strerror(errno));
+				*err = xasprintf("cannot create %s: %s", f[i].path,
+						 strerror(errno));
 				rc = WCAS_EIO;
 				continue;
 			}
@@ -543,8 +546,8 @@ static uint8_t *slurp(const char *path, size_t want, char **err)
 	return buf;
 }
 
-static int batch_update(struct wcas *w, const struct wcas_blob *b, const size_t *idx,
-			size_t n, char **err)
+static int batch_update(struct wcas *w, const struct wcas_blob *b, const size_t *idx, size_t n,
+			char **err)
 {
 	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest req =
 		RE(BATCH_UPDATE_BLOBS_REQUEST__INIT);
@@ -557,7 +560,8 @@ static int batch_update(struct wcas *w, const struct wcas_blob *b, const size_t 
 	int rc = 0;
 	for (size_t i = 0; i < n && rc == 0; i++) {
 		const struct wcas_blob *e = &b[idx[i]];
-		build__bazel__remote__execution__v2__batch_update_blobs_request__request__init(&rs[i]);
+		build__bazel__remote__execution__v2__batch_update_blobs_request__request__init(
+			&rs[i]);
 		pb_digest(&pds[i], &e->d);
 		rs[i].digest = &pds[i];
 		const uint8_t *data = e->data;
@@ -584,7 +588,8 @@ static int batch_update(struct wcas *w, const struct wcas_blob *b, const size_t 
 			*err = xasprintf("BatchUpdateBlobs: status %d: %s", code, msg ? msg : "");
 			rc = WCAS_EIO;
 		} else {
-			Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse *r = (void *)resp;
+			Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse *r =
+				(void *)resp;
 			for (size_t j = 0; j < r->n_responses && rc == 0; j++) {
 				const Google__Rpc__Status *st = r->responses[j]->status;
 				if (st && st->code != GRPC_OK) {
@@ -728,17 +733,20 @@ int wcas_upload(struct wcas *w, const struct wcas_blob *b, size_t n, char **err)
 		req.blob_digests = pp;
 		ProtobufCMessage *resp = NULL;
 		char *msg = NULL;
-		int code = k == 0 ? GRPC_OK
-				  : rc_unary(w->cl, CAS "FindMissingBlobs", &req.base,
-					     &build__bazel__remote__execution__v2__find_missing_blobs_response__descriptor,
-					     &resp, &msg, RPC_TIMEOUT_US);
+		int code =
+			k == 0 ? GRPC_OK
+			       : rc_unary(
+					 w->cl, CAS "FindMissingBlobs", &req.base,
+					 &build__bazel__remote__execution__v2__find_missing_blobs_response__descriptor,
+					 &resp, &msg, RPC_TIMEOUT_US);
 		free(pds);
 		free(pp);
 		if (code != GRPC_OK) {
 			*err = xasprintf("FindMissingBlobs: status %d: %s", code, msg ? msg : "");
 			rc = WCAS_EIO;
 		} else if (resp) {
-			Build__Bazel__Remote__Execution__V2__FindMissingBlobsResponse *r = (void *)resp;
+			Build__Bazel__Remote__Execution__V2__FindMissingBlobsResponse *r =
+				(void *)resp;
 			for (size_t i = 0; i < m; i++) {
 				bool miss = false;
 				for (size_t j = 0; j < r->n_missing_blob_digests && !miss; j++)

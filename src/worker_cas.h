@@ -31,17 +31,17 @@ struct wcas {
  * for anything else (transport, bad digest, local I/O), *err says what.
  * *err is malloc'd; the caller frees it. */
 #define WCAS_MISSING (-2)
-#define WCAS_EIO (-1)
+#define WCAS_EIO     (-1)
 
 /* Ask GetCapabilities for the batch limit.  Returns 0 or WCAS_EIO. */
-int wcas_init(struct wcas *w, struct event_base *base, struct rc_client *cl,
-	      const char *instance, char **err);
+int wcas_init(struct wcas *w, struct event_base *base, struct rc_client *cl, const char *instance,
+	      char **err);
 
 /* Read n blobs into memory: out[i] is malloc'd (never NULL, even for an
  * empty blob) with length lens[i]; on error nothing is returned (all
  * freed). */
-int wcas_read_many(struct wcas *w, const struct digest *d, size_t n, uint8_t **out,
-		   size_t *lens, char **err);
+int wcas_read_many(struct wcas *w, const struct digest *d, size_t n, uint8_t **out, size_t *lens,
+		   char **err);
 
 /* Write blobs to files: each digest goes to path[i] (created 0644 or 0755
  * when exec[i]; parents must exist).  Duplicate digests are fetched once. */

@@ -33,7 +33,7 @@
  * expect symlinks in output_file_symlinks: those fields are deprecated,
  * not gone. */
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-#define RE(x) BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
+#define RE(x)	   BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
 #define URL_RESULT "type.googleapis.com/build.bazel.remote.execution.v2.ActionResult"
 
 typedef Build__Bazel__Remote__Execution__V2__Digest PbDigest;
@@ -178,8 +178,8 @@ struct pend {
 	char *path;
 };
 
-static int stage_inputs(struct wcas *cas, const struct digest *root, const char *dir,
-			int *code, char **err)
+static int stage_inputs(struct wcas *cas, const struct digest *root, const char *dir, int *code,
+			char **err)
 {
 	struct pend *level = xcalloc(1, sizeof(*level));
 	size_t nlevel = 1;
@@ -202,37 +202,45 @@ static int stage_inputs(struct wcas *cas, const struct digest *root, const char 
 				NULL, lens[i], bufs[i]);
 			if (!pd) {
 				*err = xasprintf("input directory blobs/%s/%lld is not a valid "
-						 "Directory message", ds[i].hex, (long long)ds[i].size);
+						 "Directory message",
+						 ds[i].hex, (long long)ds[i].size);
 				rc = WCAS_MISSING - 1; /* invalid input */
 				break;
 			}
 			for (size_t j = 0; j < pd->n_files && rc == 0; j++) {
-				const Build__Bazel__Remote__Execution__V2__FileNode *f = pd->files[j];
+				const Build__Bazel__Remote__Execution__V2__FileNode *f =
+					pd->files[j];
 				struct digest fd;
 				if (!good_name(f->name) || !f->digest ||
-				    digest_parse(f->digest->hash, f->digest->size_bytes, &fd, NULL)) {
-					*err = xasprintf("input directory %s has a bad file entry \"%s\"",
-							 ds[i].hex, f->name ? f->name : "");
+				    digest_parse(f->digest->hash, f->digest->size_bytes, &fd,
+						 NULL)) {
+					*err = xasprintf(
+						"input directory %s has a bad file entry \"%s\"",
+						ds[i].hex, f->name ? f->name : "");
 					rc = WCAS_MISSING - 1;
 					break;
 				}
 				if (nfiles == capf)
-					files = xrealloc(files, (capf = capf * 2 + 64) * sizeof(*files));
+					files = xrealloc(files,
+							 (capf = capf * 2 + 64) * sizeof(*files));
 				files[nfiles].d = fd;
 				files[nfiles].path = xasprintf("%s/%s", level[i].path, f->name);
 				files[nfiles++].exec = f->is_executable;
 			}
 			for (size_t j = 0; j < pd->n_symlinks && rc == 0; j++) {
-				const Build__Bazel__Remote__Execution__V2__SymlinkNode *s = pd->symlinks[j];
+				const Build__Bazel__Remote__Execution__V2__SymlinkNode *s =
+					pd->symlinks[j];
 				if (!good_name(s->name) || !s->target || !*s->target) {
-					*err = xasprintf("input directory %s has a bad symlink entry",
-							 ds[i].hex);
+					*err = xasprintf(
+						"input directory %s has a bad symlink entry",
+						ds[i].hex);
 					rc = WCAS_MISSING - 1;
 					break;
 				}
 				char *p = xasprintf("%s/%s", level[i].path, s->name);
 				if (symlink(s->target, p) != 0) {
-					*err = xasprintf("cannot create symlink %s: %s", p, strerror(errno));
+					*err = xasprintf("cannot create symlink %s: %s", p,
+							 strerror(errno));
 					rc = WCAS_EIO;
 				}
 				free(p);
@@ -242,21 +250,25 @@ static int stage_inputs(struct wcas *cas, const struct digest *root, const char 
 					pd->directories[j];
 				struct digest dd;
 				if (!good_name(dn->name) || !dn->digest ||
-				    digest_parse(dn->digest->hash, dn->digest->size_bytes, &dd, NULL)) {
-					*err = xasprintf("input directory %s has a bad directory entry",
-							 ds[i].hex);
+				    digest_parse(dn->digest->hash, dn->digest->size_bytes, &dd,
+						 NULL)) {
+					*err = xasprintf(
+						"input directory %s has a bad directory entry",
+						ds[i].hex);
 					rc = WCAS_MISSING - 1;
 					break;
 				}
 				char *p = xasprintf("%s/%s", level[i].path, dn->name);
 				if (mkdir(p, 0755) != 0) {
-					*err = xasprintf("cannot create %s: %s", p, strerror(errno));
+					*err = xasprintf("cannot create %s: %s", p,
+							 strerror(errno));
 					free(p);
 					rc = WCAS_EIO;
 					break;
 				}
 				if (nnext == capn)
-					next = xrealloc(next, (capn = capn * 2 + 16) * sizeof(*next));
+					next = xrealloc(next,
+							(capn = capn * 2 + 16) * sizeof(*next));
 				next[nnext].d = dd;
 				next[nnext++].path = p;
 			}
@@ -284,8 +296,8 @@ static int stage_inputs(struct wcas *cas, const struct digest *root, const char 
 	for (size_t i = 0; i < nfiles; i++)
 		free(files[i].path);
 	free(files);
-	*code = rc == 0 ? GRPC_OK
-		: rc == WCAS_MISSING ? GRPC_FAILED_PRECONDITION
+	*code = rc == 0			 ? GRPC_OK
+		: rc == WCAS_MISSING	 ? GRPC_FAILED_PRECONDITION
 		: rc == WCAS_MISSING - 1 ? GRPC_INVALID_ARGUMENT
 					 : GRPC_INTERNAL;
 	return rc;
@@ -679,7 +691,8 @@ void wrun_action(const struct wrun_req *r, struct wrun_out *out)
 	if (!r->action->input_root_digest ||
 	    digest_parse(r->action->input_root_digest->hash,
 			 r->action->input_root_digest->size_bytes, &rootd, NULL)) {
-		set_out(out, GRPC_INVALID_ARGUMENT, xstrdup("the Action has no valid input_root_digest"));
+		set_out(out, GRPC_INVALID_ARGUMENT,
+			xstrdup("the Action has no valid input_root_digest"));
 		goto done;
 	}
 	int64_t t_fetch = now_us();
@@ -695,13 +708,13 @@ void wrun_action(const struct wrun_req *r, struct wrun_out *out)
 
 	/* Parents of outputs (relative to the working directory). */
 	bool legacy = cmd->n_output_paths == 0;
-	size_t nouts = legacy ? cmd->n_output_files + cmd->n_output_directories
-			      : cmd->n_output_paths;
+	size_t nouts =
+		legacy ? cmd->n_output_files + cmd->n_output_directories : cmd->n_output_paths;
 	for (size_t i = 0; i < nouts; i++) {
 		const char *o = !legacy ? cmd->output_paths[i]
-			       : i < cmd->n_output_files
-				       ? cmd->output_files[i]
-				       : cmd->output_directories[i - cmd->n_output_files];
+				: i < cmd->n_output_files
+					? cmd->output_files[i]
+					: cmd->output_directories[i - cmd->n_output_files];
 		if (!good_relpath(o)) {
 			set_out(out, GRPC_INVALID_ARGUMENT,
 				xasprintf("bad output path \"%s\" in the Command", o));
@@ -720,8 +733,8 @@ void wrun_action(const struct wrun_req *r, struct wrun_out *out)
 		}
 	}
 	if (mkdir_p(cwd) != 0) {
-		set_out(out, GRPC_INTERNAL, xasprintf("cannot create the working directory: %s",
-						      strerror(errno)));
+		set_out(out, GRPC_INTERNAL,
+			xasprintf("cannot create the working directory: %s", strerror(errno)));
 		goto done;
 	}
 

@@ -21,15 +21,15 @@ typedef bool (*wrun_beat_fn)(void *arg);
 
 struct wrun_req {
 	struct wcas *cas;
-	const char *dir;       /* the action's scratch directory, created and removed here */
-	const char *worker;    /* ExecutedActionMetadata.worker */
+	const char *dir;    /* the action's scratch directory, created and removed here */
+	const char *worker; /* ExecutedActionMetadata.worker */
 	const Build__Bazel__Remote__Execution__V2__Action *action;
 	const Build__Bazel__Remote__Execution__V2__Command *command;
-	int64_t timeout_us;    /* 0 = none */
+	int64_t timeout_us; /* 0 = none */
 	int64_t heartbeat_us;
 	wrun_beat_fn beat;
 	void *beat_arg;
-	int64_t queued_us;     /* when the lease arrived (metadata) */
+	int64_t queued_us; /* when the lease arrived (metadata) */
 };
 
 /* Outcome of an action.  code/message: the google.rpc.Status for the

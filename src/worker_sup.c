@@ -27,11 +27,11 @@
 #include "log.h"
 #include "server.h"
 
-#define MOD "workers"
+#define MOD	       "workers"
 #define BACKOFF_MIN_US 100000LL
 #define BACKOFF_MAX_US (10 * 1000000LL)
-#define STABLE_US (10 * 1000000LL)
-#define STOP_WAIT_US (2 * 1000000LL)
+#define STABLE_US      (10 * 1000000LL)
+#define STOP_WAIT_US   (2 * 1000000LL)
 
 struct slot {
 	int idx;
@@ -145,8 +145,8 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
 		     (double)s->backoff_us / 1e6);
 		struct timeval tv = {s->backoff_us / 1000000, s->backoff_us % 1000000};
 		evtimer_add(s->timer, &tv);
-		s->backoff_us = s->backoff_us * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US
-								  : s->backoff_us * 2;
+		s->backoff_us =
+			s->backoff_us * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : s->backoff_us * 2;
 	}
 }
 
@@ -194,7 +194,8 @@ int worker_sup_start(struct event_base *base, const struct cfg *cfg, char **err)
 	char *bin = cfg->workers_binary ? xstrdup(cfg->workers_binary) : default_binary();
 	if (access(bin, X_OK) != 0) {
 		*err = xasprintf("workers.binary %s: %s (workers.local is %d; set workers.binary "
-				 "or workers.local: 0)", bin, strerror(errno), cfg->workers_local);
+				 "or workers.local: 0)",
+				 bin, strerror(errno), cfg->workers_local);
 		free(bin);
 		return -1;
 	}

@@ -48,10 +48,9 @@ static struct {
 	bool stopping;
 } g;
 
-static const char params[] =
-	"{\"builder_name\":\"linux-rel\",\"properties\":{\"revision\":"
-	"\"3f2a9c1d5e7b8a6c4d2e0f1a3b5c7d9e1f2a4b6c\",\"repository\":"
-	"\"https://example.org/src.git\",\"clobber\":false}}";
+static const char params[] = "{\"builder_name\":\"linux-rel\",\"properties\":{\"revision\":"
+			     "\"3f2a9c1d5e7b8a6c4d2e0f1a3b5c7d9e1f2a4b6c\",\"repository\":"
+			     "\"https://example.org/src.git\",\"clobber\":false}}";
 
 static void issue(struct life *l);
 
@@ -101,7 +100,9 @@ static void on_done(struct rc_call *call, int code, const char *message, void *a
 		if (g.errors < 5)
 			fprintf(stderr, "buckets_load: step %d: %s %s\n", l->step,
 				code == GRPC_OK ? "error" : grpc_code_name(code),
-				r && r->error ? r->error->message : message ? message : "");
+				r && r->error ? r->error->message
+				: message     ? message
+					      : "");
 		if (r)
 			reactor__buckets__v1__build_response__free_unpacked(r, NULL);
 		finish_life(l, false);
@@ -169,7 +170,8 @@ static void issue(struct life *l)
 		break;
 	}
 	default: {
-		Reactor__Buckets__V1__SucceedRequest r = REACTOR__BUCKETS__V1__SUCCEED_REQUEST__INIT;
+		Reactor__Buckets__V1__SucceedRequest r =
+			REACTOR__BUCKETS__V1__SUCCEED_REQUEST__INIT;
 		r.id = l->id;
 		r.lease_key = l->key;
 		r.result_details_json = "{\"properties\":{\"got_revision\":\"3f2a9c1d\"}}";
@@ -189,7 +191,8 @@ static struct rc_client *connect_nodelay(const char *target)
 		return NULL;
 	memcpy(host, target, (size_t)(colon - target));
 	host[colon - target] = '\0';
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)atoi(colon + 1))};
+	struct sockaddr_in sa = {.sin_family = AF_INET,
+				 .sin_port = htons((uint16_t)atoi(colon + 1))};
 	if (inet_pton(AF_INET, host, &sa.sin_addr) != 1)
 		return NULL;
 	int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;

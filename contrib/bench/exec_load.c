@@ -58,19 +58,19 @@
 #include "reapi.h"
 #include "util.h"
 
-#define RE(x) BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
-#define RW(x) GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__##x
-#define EXEC_PATH "/build.bazel.remote.execution.v2.Execution/Execute"
-#define CAS_UPDATE "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs"
-#define BOTS_PFX "/google.devtools.remoteworkers.v1test2.Bots/"
-#define URL_RESULT "type.googleapis.com/build.bazel.remote.execution.v2.ActionResult"
+#define RE(x)		  BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
+#define RW(x)		  GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__##x
+#define EXEC_PATH	  "/build.bazel.remote.execution.v2.Execution/Execute"
+#define CAS_UPDATE	  "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs"
+#define BOTS_PFX	  "/google.devtools.remoteworkers.v1test2.Bots/"
+#define URL_RESULT	  "type.googleapis.com/build.bazel.remote.execution.v2.ActionResult"
 #define URL_EXEC_RESPONSE "/build.bazel.remote.execution.v2.ExecuteResponse"
-#define BOT_PREFIX "bench-"
+#define BOT_PREFIX	  "bench-"
 /* A bot's UpdateBotSession deadline: the server answers an idle poll
  * 5s before it, so 30s long-polls 25s. */
-#define BOT_TIMEOUT_US 30000000LL
+#define BOT_TIMEOUT_US	30000000LL
 #define EXEC_TIMEOUT_US 120000000LL
-#define UPLOAD_BATCH 1000
+#define UPLOAD_BATCH	1000
 /* Bots are long-polling before the first Execute goes out. */
 #define SETTLE_US 200000
 
@@ -81,9 +81,9 @@ typedef Build__Bazel__Remote__Execution__V2__ActionResult PbActionResult;
 struct bot {
 	struct rc_client *cl;
 	char id[64];
-	char *session;         /* the server's name for our session */
-	char *lease;           /* a lease to report COMPLETED next, or NULL */
-	struct rc_call *call;  /* the call in flight, NULL between calls */
+	char *session;	      /* the server's name for our session */
+	char *lease;	      /* a lease to report COMPLETED next, or NULL */
+	struct rc_call *call; /* the call in flight, NULL between calls */
 	uint8_t *resp;
 	size_t resp_len;
 	long completed;
@@ -144,8 +144,8 @@ static long cpu_ticks(int pid)
 	/* The command name may hold spaces: count fields after its ')'. */
 	char *p = strrchr(buf, ')');
 	unsigned long ut, st;
-	if (!p || sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut,
-			 &st) != 2)
+	if (!p ||
+	    sscanf(p + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st) != 2)
 		return -1;
 	return (long)(ut + st);
 }
@@ -204,8 +204,9 @@ static void upload(struct rc_client *cl, const char *tag)
 {
 	g.actions = xcalloc(g.nactions, sizeof *g.actions);
 	size_t cap = 2 * UPLOAD_BATCH, n = 0;
-	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request *rq =
-		xcalloc(cap, sizeof *rq), **rqp = xcalloc(cap, sizeof *rqp);
+	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request
+		*rq = xcalloc(cap, sizeof *rq),
+		**rqp = xcalloc(cap, sizeof *rqp);
 	PbDigest *pd = xcalloc(cap, sizeof *pd);
 	struct digest *dd = xcalloc(cap, sizeof *dd);
 	for (size_t i = 0; i < g.nactions; i++) {
@@ -250,9 +251,10 @@ static void upload(struct rc_client *cl, const char *tag)
 		req.requests = rqp;
 		ProtobufCMessage *resp = NULL;
 		char *msg = NULL;
-		int code = rc_unary(cl, CAS_UPDATE, &req.base,
-				    &build__bazel__remote__execution__v2__batch_update_blobs_response__descriptor,
-				    &resp, &msg, 60000000);
+		int code = rc_unary(
+			cl, CAS_UPDATE, &req.base,
+			&build__bazel__remote__execution__v2__batch_update_blobs_response__descriptor,
+			&resp, &msg, 60000000);
 		if (code != GRPC_OK)
 			fail("BatchUpdateBlobs", code, msg);
 		Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse *r = (void *)resp;
@@ -310,8 +312,8 @@ static bool check_final(const struct client *c, int code, const char *message)
 		why = "the result does not come from one of our bots";
 	}
 	if (why && g.errors < 5)
-		fprintf(stderr, "exec_load: action %zu: %s: %s\n", c->action,
-			grpc_code_name(code), why);
+		fprintf(stderr, "exec_load: action %zu: %s: %s\n", c->action, grpc_code_name(code),
+			why);
 	if (er)
 		build__bazel__remote__execution__v2__execute_response__free_unpacked(er, NULL);
 	if (op)
@@ -435,8 +437,8 @@ static void run_idle(void)
 		Build__Bazel__Remote__Execution__V2__ExecuteRequest req = RE(EXECUTE_REQUEST__INIT);
 		req.action_digest = &d;
 		req.skip_cache_lookup = true;
-		calls[i] = call(c->cl, EXEC_PATH, EXEC_TIMEOUT_US, &req.base, idle_msg, idle_done,
-				c);
+		calls[i] =
+			call(c->cl, EXEC_PATH, EXEC_TIMEOUT_US, &req.base, idle_msg, idle_done, c);
 	}
 	event_base_dispatch(g.base);
 	long grown = g.rss0 >= 0 && g.rss1 >= 0 ? g.rss1 - g.rss0 : -1;
@@ -464,7 +466,8 @@ static void bot_msg(struct rc_call *k, const uint8_t *msg, size_t len, void *arg
 /* The session as the bot reports it; with its lease COMPLETED if it has one. */
 static void bot_update(struct bot *b)
 {
-	Google__Devtools__Remoteworkers__V1test2__Device__Property prop = RW(DEVICE__PROPERTY__INIT);
+	Google__Devtools__Remoteworkers__V1test2__Device__Property prop =
+		RW(DEVICE__PROPERTY__INIT);
 	prop.key = "OSFamily";
 	prop.value = "linux";
 	Google__Devtools__Remoteworkers__V1test2__Device__Property *props[] = {&prop};
@@ -531,8 +534,8 @@ static void bot_done(struct rc_call *k, int code, const char *message, void *arg
 		return;
 	PbBotSession *s = NULL;
 	if (code != GRPC_OK || !b->resp ||
-	    !(s = google__devtools__remoteworkers__v1test2__bot_session__unpack(
-		      NULL, b->resp_len, b->resp)))
+	    !(s = google__devtools__remoteworkers__v1test2__bot_session__unpack(NULL, b->resp_len,
+										b->resp)))
 		fail(b->session ? "UpdateBotSession" : "CreateBotSession", code,
 		     message ? message : "no BotSession");
 	free(b->resp);
@@ -608,36 +611,26 @@ int main(int argc, char **argv)
 	int opt;
 	while ((opt = getopt(argc, argv, "m:C:Ip:r:t:")) != -1) {
 		switch (opt) {
-		case 'I':
-			g.idle = true;
-			break;
+		case 'I': g.idle = true; break;
 		case 'm':
 			g.mode = strcmp(optarg, "skip") == 0	  ? MODE_SKIP
 				 : strcmp(optarg, "miss") == 0	  ? MODE_MISS
 				 : strcmp(optarg, "nocache") == 0 ? MODE_NOCACHE
 								  : (usage(), MODE_SKIP);
 			break;
-		case 'C':
-			g.nconns = atoi(optarg);
-			break;
-		case 'p':
-			g.reactord = atoi(optarg);
-			break;
-		case 'r':
-			g.redis = atoi(optarg);
-			break;
-		case 't':
-			tag = optarg;
-			break;
-		default:
-			usage();
+		case 'C': g.nconns = atoi(optarg); break;
+		case 'p': g.reactord = atoi(optarg); break;
+		case 'r': g.redis = atoi(optarg); break;
+		case 't': tag = optarg; break;
+		default: usage();
 		}
 	}
 	log_set_level(LOG_WARN); /* the client's per-connection info lines */
 	g.base = event_base_new();
 	const char *target = argv[optind];
 	if (g.idle) {
-		if (argc - optind != 2 || g.reactord <= 0 || (g.nactions = (size_t)atol(argv[optind + 1])) < 1)
+		if (argc - optind != 2 || g.reactord <= 0 ||
+		    (g.nactions = (size_t)atol(argv[optind + 1])) < 1)
 			usage();
 		if (g.nconns < 1)
 			g.nconns = 1;
@@ -691,12 +684,12 @@ int main(int argc, char **argv)
 		g.errors++;
 	}
 	double secs = (double)(g.t1 - g.t0) / 1e6, tck = (double)sysconf(_SC_CLK_TCK);
-	double rd_cpu = g.cpu0[0] >= 0 && g.cpu1[0] >= 0 ? (double)(g.cpu1[0] - g.cpu0[0]) / tck
-							 : -1;
-	double rs_cpu = g.cpu0[1] >= 0 && g.cpu1[1] >= 0 ? (double)(g.cpu1[1] - g.cpu0[1]) / tck
-							 : -1;
-	double lg_cpu = tv_s(&g.ru0.ru_utime, &g.ru1.ru_utime) +
-			tv_s(&g.ru0.ru_stime, &g.ru1.ru_stime);
+	double rd_cpu =
+		g.cpu0[0] >= 0 && g.cpu1[0] >= 0 ? (double)(g.cpu1[0] - g.cpu0[0]) / tck : -1;
+	double rs_cpu =
+		g.cpu0[1] >= 0 && g.cpu1[1] >= 0 ? (double)(g.cpu1[1] - g.cpu0[1]) / tck : -1;
+	double lg_cpu =
+		tv_s(&g.ru0.ru_utime, &g.ru1.ru_utime) + tv_s(&g.ru0.ru_stime, &g.ru1.ru_stime);
 	qsort(g.lat, g.nlat, sizeof *g.lat, cmp64);
 	printf("actions=%zu clients=%d conns=%d bots=%d seconds=%.3f per_sec=%.0f errors=%ld "
 	       "leases=%ld cancelled=%ld p50_ms=%.3f p90_ms=%.3f p99_ms=%.3f max_ms=%.3f "

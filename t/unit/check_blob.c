@@ -175,8 +175,7 @@ static int run_until_indexed(struct event_base *base, struct blob_store *s)
 	return passes;
 }
 
-static struct blob_store *open_disk(struct event_base *base, const char *dir,
-				    int64_t max)
+static struct blob_store *open_disk(struct event_base *base, const char *dir, int64_t max)
 {
 	char *err = NULL;
 	struct blob_store *s = blob_open_disk(base, dir, max, &err);
@@ -269,7 +268,8 @@ START_TEST(test_put_wrong_hash)
 	ck_assert_int_eq(blob_put(f.s, &a.d, b.p, b.n, &err), -EINVAL);
 	ck_assert_ptr_nonnull(err);
 	ck_assert_msg(strstr(err, "digest mismatch") && strstr(err, a.d.hex) &&
-			      strstr(err, b.d.hex), "%s", err);
+			      strstr(err, b.d.hex),
+		      "%s", err);
 	free(err);
 	ck_assert(!blob_has(f.s, &a.d));
 	ck_assert(!blob_has(f.s, &b.d));
@@ -349,8 +349,8 @@ START_TEST(test_commit_mismatch)
 	/* And the right data in odd chunks goes through. */
 	w = blob_writer_open(f.s, &a.d);
 	for (size_t off = 0; off < a.n; off += 16384)
-		ck_assert_int_eq(blob_writer_write(w, a.p + off,
-						   a.n - off < 16384 ? a.n - off : 16384), 0);
+		ck_assert_int_eq(
+			blob_writer_write(w, a.p + off, a.n - off < 16384 ? a.n - off : 16384), 0);
 	ck_assert_int_eq(blob_writer_commit(w, NULL), 0);
 	get_eq(f.s, &a);
 	if (f.dir)
@@ -682,8 +682,7 @@ START_TEST(test_disk_open_errors)
 }
 END_TEST
 
-static void overwrite(const char *dir, const struct digest *d, const void *p,
-		      size_t n)
+static void overwrite(const char *dir, const struct digest *d, const void *p, size_t n)
 {
 	char *path = cas_path(dir, d);
 	FILE *fp = fopen(path, "w");

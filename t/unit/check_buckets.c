@@ -36,11 +36,11 @@
 #include "log.h"
 #include "store.h"
 
-#define R(x) REACTOR__BUCKETS__V1__ERROR_REASON__##x
-#define ST(x) REACTOR__BUCKETS__V1__STATUS__##x
+#define R(x)   REACTOR__BUCKETS__V1__ERROR_REASON__##x
+#define ST(x)  REACTOR__BUCKETS__V1__STATUS__##x
 #define RES(x) REACTOR__BUCKETS__V1__RESULT__##x
-#define FR(x) REACTOR__BUCKETS__V1__FAILURE_REASON__##x
-#define CR(x) REACTOR__BUCKETS__V1__CANCELATION_REASON__##x
+#define FR(x)  REACTOR__BUCKETS__V1__FAILURE_REASON__##x
+#define CR(x)  REACTOR__BUCKETS__V1__CANCELATION_REASON__##x
 
 static char g_dir[64];
 static char g_sock[128];
@@ -215,7 +215,12 @@ static BkBuild *ok_build(struct got *g)
 	free(g->msg);
 	return g->b;
 }
-#define OK(call) ({ struct got g_ = {0}; call; ok_build(wait_got(&g_)); })
+#define OK(call)                                                                                   \
+	({                                                                                         \
+		struct got g_ = {0};                                                               \
+		call;                                                                              \
+		ok_build(wait_got(&g_));                                                           \
+	})
 
 static void expect_err(struct got *g, int reason, const char *substr)
 {
@@ -227,8 +232,12 @@ static void expect_err(struct got *g, int reason, const char *substr)
 	ck_assert_msg(strstr(g->msg, substr), "message \"%s\" lacks \"%s\"", g->msg, substr);
 	free(g->msg);
 }
-#define ERR(call, reason, substr) \
-	do { struct got g_ = {0}; call; expect_err(wait_got(&g_), reason, substr); } while (0)
+#define ERR(call, reason, substr)                                                                  \
+	do {                                                                                       \
+		struct got g_ = {0};                                                               \
+		call;                                                                              \
+		expect_err(wait_got(&g_), reason, substr);                                         \
+	} while (0)
 
 static const char *params(const char *builder)
 {
@@ -453,10 +462,10 @@ static void check_inv(int64_t id)
 
 START_TEST(test_bucket_names)
 {
-	static const char *const good[] = {"a", "0", "master.tryserver.chromium.linux",
-					   "a-b_c.d", "x9"};
-	static const char *const bad[] = {"", "A", "-a", ".a", "_a", "a b", "a/b", "a:b",
-					  "ä", "a*"};
+	static const char *const good[] = {"a", "0", "master.tryserver.chromium.linux", "a-b_c.d",
+					   "x9"};
+	static const char *const bad[] = {"",	 "A",	"-a",  ".a", "_a",
+					  "a b", "a/b", "a:b", "ä",  "a*"};
 	for (size_t i = 0; i < ARRAY_LEN(good); i++)
 		ck_assert_msg(bk_bucket_name_ok(good[i]), "%s", good[i]);
 	for (size_t i = 0; i < ARRAY_LEN(bad); i++)
@@ -517,18 +526,21 @@ static const struct {
 	{"{\"builder_name\":\"b\",\"changes\":[{\"id\":\"1\",\"revision\":\"r\",\"author\":"
 	 "{\"email\":\"e@x\"},\"create_ts\":1500000000000000,\"files\":[{\"path\":\"a.c\"}],"
 	 "\"message\":\"m\",\"branch\":\"main\",\"url\":\"u\",\"project\":\"p\"}],"
-	 "\"other\":[1]}", NULL},
+	 "\"other\":[1]}",
+	 NULL},
 	{"", "parameters_json: required"},
 	{"[]", "parameters_json: must be a JSON object"},
 	{"{\"builder_name\":\"b\",}", "parameters_json: invalid JSON: at byte"},
 	{"{}", "parameters_json.builder_name: required"},
 	{"{\"builder_name\":1}", "parameters_json.builder_name: must be a string"},
 	{"{\"builder_name\":\"\"}", "parameters_json.builder_name: must not be empty"},
-	{"{\"builder_name\":\"b\",\"properties\":[]}", "parameters_json.properties: must be an object"},
+	{"{\"builder_name\":\"b\",\"properties\":[]}",
+	 "parameters_json.properties: must be an object"},
 	{"{\"builder_name\":\"b\",\"properties\":{\"buildbucket\":{}}}",
 	 "parameters_json.properties.buildbucket: reserved"},
 	{"{\"builder_name\":\"b\",\"changes\":{}}", "parameters_json.changes: must be a list"},
-	{"{\"builder_name\":\"b\",\"changes\":[1]}", "parameters_json.changes[0]: must be an object"},
+	{"{\"builder_name\":\"b\",\"changes\":[1]}",
+	 "parameters_json.changes[0]: must be an object"},
 	{"{\"builder_name\":\"b\",\"changes\":[{\"id\":\"c7\"}]}",
 	 "parameters_json.changes[0] (id \"c7\").author: required"},
 	{"{\"builder_name\":\"b\",\"changes\":[{\"id\":\"c7\",\"author\":{}}]}",
@@ -543,25 +555,35 @@ static const struct {
 	 "\"revision\":1,\"author\":{\"email\":\"e\"}}]}",
 	 "parameters_json.changes[1] (id \"c8\").revision: must be a string"},
 	{"{\"builder_name\":\"b\",\"changes\":[{\"id\":\"c\",\"author\":{\"email\":\"e\"},"
-	 "\"create_ts\":1.5}]}", "(id \"c\").create_ts: must be a non-negative integer"},
+	 "\"create_ts\":1.5}]}",
+	 "(id \"c\").create_ts: must be a non-negative integer"},
 	{"{\"builder_name\":\"b\",\"changes\":[{\"id\":\"c\",\"author\":{\"email\":\"e\"},"
-	 "\"create_ts\":\"1\"}]}", "(id \"c\").create_ts: must be a non-negative integer"},
+	 "\"create_ts\":\"1\"}]}",
+	 "(id \"c\").create_ts: must be a non-negative integer"},
 	{"{\"builder_name\":\"b\",\"changes\":[{\"id\":\"c\",\"author\":{\"email\":\"e\"},"
-	 "\"files\":\"a\"}]}", "(id \"c\").files: must be a list"},
+	 "\"files\":\"a\"}]}",
+	 "(id \"c\").files: must be a list"},
 	{"{\"builder_name\":\"b\",\"changes\":[{\"id\":\"c\",\"author\":{\"email\":\"e\"},"
-	 "\"files\":[\"a\"]}]}", "(id \"c\").files[0]: must be an object"},
+	 "\"files\":[\"a\"]}]}",
+	 "(id \"c\").files[0]: must be an object"},
 	{"{\"builder_name\":\"b\",\"changes\":[{\"id\":\"c\",\"author\":{\"email\":\"e\"},"
-	 "\"files\":[{}]}]}", "(id \"c\").files[0].path: required"},
+	 "\"files\":[{}]}]}",
+	 "(id \"c\").files[0].path: required"},
 	{"{\"builder_name\":\"b\",\"changes\":[{\"id\":\"c\",\"author\":{\"email\":\"e\"},"
-	 "\"files\":[{\"path\":3}]}]}", "(id \"c\").files[0].path: must be a string"},
+	 "\"files\":[{\"path\":3}]}]}",
+	 "(id \"c\").files[0].path: must be a string"},
 	{"{\"builder_name\":\"b\",\"changes\":[{\"id\":\"c\",\"author\":{\"email\":\"e\"},"
-	 "\"message\":[]}]}", "(id \"c\").message: must be a string"},
+	 "\"message\":[]}]}",
+	 "(id \"c\").message: must be a string"},
 	{"{\"builder_name\":\"b\",\"changes\":[{\"id\":\"c\",\"author\":{\"email\":\"e\"},"
-	 "\"branch\":null}]}", "(id \"c\").branch: must be a string"},
+	 "\"branch\":null}]}",
+	 "(id \"c\").branch: must be a string"},
 	{"{\"builder_name\":\"b\",\"changes\":[{\"id\":\"c\",\"author\":{\"email\":\"e\"},"
-	 "\"url\":1}]}", "(id \"c\").url: must be a string"},
+	 "\"url\":1}]}",
+	 "(id \"c\").url: must be a string"},
 	{"{\"builder_name\":\"b\",\"changes\":[{\"id\":\"c\",\"author\":{\"email\":\"e\"},"
-	 "\"project\":{}}]}", "(id \"c\").project: must be a string"},
+	 "\"project\":{}}]}",
+	 "(id \"c\").project: must be a string"},
 };
 
 START_TEST(test_params)
@@ -867,8 +889,7 @@ START_TEST(test_key_check_order)
 	ERR(succeed(&g_, id, key, "", "", "nocolon"), R(INVALID_INPUT), "new_tags[0]");
 	ERR(heartbeat(&g_, id, key, 0), R(INVALID_INPUT), "lease_expiration_ts is required");
 	ERR(heartbeat(&g_, id, key, now_us() - 1000000), R(INVALID_INPUT), "in the past");
-	ERR(heartbeat(&g_, id, key, now_us() + 3LL * 3600 * 1000000), R(INVALID_INPUT),
-	    "2 hours");
+	ERR(heartbeat(&g_, id, key, now_us() + 3LL * 3600 * 1000000), R(INVALID_INPUT), "2 hours");
 	check_inv(id);
 	ck_assert(field_is(id, "status", "SCHEDULED"));
 	/* Completed comes before the key. */
@@ -887,8 +908,7 @@ START_TEST(test_lease_rules)
 	int64_t id = b->id;
 	bk_build_free(b);
 	ERR(lease(&g_, id, now - 1000000, ""), R(INVALID_INPUT), "in the past");
-	ERR(lease(&g_, id, now + 2LL * 3600 * 1000000 + 60000000, ""), R(INVALID_INPUT),
-	    "2 hours");
+	ERR(lease(&g_, id, now + 2LL * 3600 * 1000000 + 60000000, ""), R(INVALID_INPUT), "2 hours");
 	ERR(lease(&g_, 999, 0, ""), R(BUILD_NOT_FOUND), "999");
 	check_inv(id);
 	ck_assert(!has(id, "lease_key"));
@@ -1097,8 +1117,8 @@ START_TEST(test_ids)
 		bk_build_free(b);
 	}
 	/* Ids keep increasing even if the recorded clock is ahead of TIME. */
-	redisReply *r = sync_cmd("HSET " BK_IDGEN " us %" PRId64 " seq 5",
-				 now_us() + 10LL * 1000000);
+	redisReply *r =
+		sync_cmd("HSET " BK_IDGEN " us %" PRId64 " seq 5", now_us() + 10LL * 1000000);
 	freeReplyObject(r);
 	BkBuild *b = OK(put(&g_, "a", "x", 0));
 	ck_assert_int_gt(b->id, prev);
@@ -1355,17 +1375,18 @@ START_TEST(test_search)
 	glist_free(&l);
 
 	char *s1[] = {"s1"}, *t_mod0[] = {"mod:0"}, *t_both[] = {"mod:1", "builder:odd"};
-#define CASE(setup, ...)                                                              \
-	do {                                                                           \
-		Reactor__Buckets__V1__SearchRequest r_ = REACTOR__BUCKETS__V1__SEARCH_REQUEST__INIT; \
-		setup;                                                                 \
-		int64_t w_[] = {__VA_ARGS__};                                         \
-		search(&l, &r_);                                                      \
-		ck_assert_msg(l.code == GRPC_OK && l.reason == 0, "%s", l.msg);       \
-		ck_assert_msg(l.n == ARRAY_LEN(w_) - 1, #setup ": %zu results", l.n);  \
-		for (size_t i_ = 0; i_ < l.n; i_++)                                   \
-			ck_assert_int_eq(l.ids[i_], w_[i_ + 1]);                       \
-		glist_free(&l);                                                       \
+#define CASE(setup, ...)                                                                           \
+	do {                                                                                       \
+		Reactor__Buckets__V1__SearchRequest r_ =                                           \
+			REACTOR__BUCKETS__V1__SEARCH_REQUEST__INIT;                                \
+		setup;                                                                             \
+		int64_t w_[] = {__VA_ARGS__};                                                      \
+		search(&l, &r_);                                                                   \
+		ck_assert_msg(l.code == GRPC_OK && l.reason == 0, "%s", l.msg);                    \
+		ck_assert_msg(l.n == ARRAY_LEN(w_) - 1, #setup ": %zu results", l.n);              \
+		for (size_t i_ = 0; i_ < l.n; i_++)                                                \
+			ck_assert_int_eq(l.ids[i_], w_[i_ + 1]);                                   \
+		glist_free(&l);                                                                    \
 	} while (0)
 	CASE((r_.buckets = s1, r_.n_buckets = 1), 0, rid, ids[5], ids[4], ids[3], ids[2], ids[1],
 	     ids[0]);

@@ -72,41 +72,40 @@ START_TEST(test_defaults_empty)
 }
 END_TEST
 
-static const char full_conf[] =
-	"listen:\n"
-	"  - 0.0.0.0:8980\n"
-	"  - \"[::1]:0\"\n"
-	"  - unix:/run/reactord.sock\n"
-	"ready-file: /run/reactord.ready\n"
-	"state-dir: /var/lib/reactord\n"
-	"log:\n"
-	"  level: debug\n"
-	"  format: json\n"
-	"  access-log: yes\n"
-	"redis:\n"
-	"  embedded: off\n"
-	"  server: /opt/redis/bin/redis-server\n"
-	"  address: redis.internal:6380\n"
-	"  password: \"s3cret\"\n"
-	"  database: 15\n"
-	"  connect-timeout: 500ms\n"
-	"  reconnect-max: 1m\n"
-	"http2:\n"
-	"  max-concurrent-streams: 250\n"
-	"  max-header-list-size: 64KiB\n"
-	"  connection-window: 1GiB\n"
-	"  stream-window: 64KiB\n"
-	"  idle-timeout: 0\n"
-	"  max-output-buffer: 8MiB\n"
-	"grpc:\n"
-	"  max-recv-message-size: 1KiB\n"
-	"  max-send-message-size: 32MiB\n"
-	"  max-call-duration: 7d\n"
-	"shutdown-grace: 0s\n"
-	"instances:\n"
-	"  - name: \"\"\n"
-	"  - name: main\n"
-	"  - name: team/ci-2\n";
+static const char full_conf[] = "listen:\n"
+				"  - 0.0.0.0:8980\n"
+				"  - \"[::1]:0\"\n"
+				"  - unix:/run/reactord.sock\n"
+				"ready-file: /run/reactord.ready\n"
+				"state-dir: /var/lib/reactord\n"
+				"log:\n"
+				"  level: debug\n"
+				"  format: json\n"
+				"  access-log: yes\n"
+				"redis:\n"
+				"  embedded: off\n"
+				"  server: /opt/redis/bin/redis-server\n"
+				"  address: redis.internal:6380\n"
+				"  password: \"s3cret\"\n"
+				"  database: 15\n"
+				"  connect-timeout: 500ms\n"
+				"  reconnect-max: 1m\n"
+				"http2:\n"
+				"  max-concurrent-streams: 250\n"
+				"  max-header-list-size: 64KiB\n"
+				"  connection-window: 1GiB\n"
+				"  stream-window: 64KiB\n"
+				"  idle-timeout: 0\n"
+				"  max-output-buffer: 8MiB\n"
+				"grpc:\n"
+				"  max-recv-message-size: 1KiB\n"
+				"  max-send-message-size: 32MiB\n"
+				"  max-call-duration: 7d\n"
+				"shutdown-grace: 0s\n"
+				"instances:\n"
+				"  - name: \"\"\n"
+				"  - name: main\n"
+				"  - name: team/ci-2\n";
 
 START_TEST(test_full_file)
 {
@@ -192,8 +191,7 @@ static const struct {
 	 "reactor.conf:2:5: listen[0]: IPv6 addresses need brackets, like [::1]:50051"},
 	{"listen:\n  - \"unix:\"\n",
 	 "reactor.conf:2:5: listen[0]: unix: needs a socket path, like unix:/run/reactord.sock"},
-	{"listen:\n  - localhost:http\n",
-	 "reactor.conf:2:5: listen[0]: bad port \"http\""},
+	{"listen:\n  - localhost:http\n", "reactor.conf:2:5: listen[0]: bad port \"http\""},
 	{"listen: []\n", "reactor.conf:1:9: listen: needs at least one entry"},
 	{"listen: 127.0.0.1:1\n", "reactor.conf:1:9: listen: expected a list"},
 	/* bad duration, size, integer bounds, enum, boolean */
@@ -207,24 +205,21 @@ static const struct {
 	 "reactor.conf:2:18: http2.stream-window: expected a size like 4MiB"},
 	{"http2:\n  connection-window: 2GiB\n",
 	 "reactor.conf:2:22: http2.connection-window: 2GiB out of range 64KiB..1GiB"},
-	{"redis:\n  database: 16\n",
-	 "reactor.conf:2:13: redis.database: 16 out of range 0..15"},
+	{"redis:\n  database: 16\n", "reactor.conf:2:13: redis.database: 16 out of range 0..15"},
 	{"http2:\n  max-concurrent-streams: 0\n",
 	 "reactor.conf:2:27: http2.max-concurrent-streams: 0 out of range 1..1000000"},
-	{"redis:\n  database: one\n",
-	 "reactor.conf:2:13: redis.database: expected an integer"},
+	{"redis:\n  database: one\n", "reactor.conf:2:13: redis.database: expected an integer"},
 	{"log:\n  level: verbose\n",
 	 "reactor.conf:2:10: log.level: expected one of error, warn, info, debug"},
-	{"log:\n  format: xml\n",
-	 "reactor.conf:2:11: log.format: expected one of text, json"},
+	{"log:\n  format: xml\n", "reactor.conf:2:11: log.format: expected one of text, json"},
 	{"log:\n  access-log: maybe\n",
 	 "reactor.conf:2:15: log.access-log: expected a boolean (true/false)"},
 	{"log: debug\n", "reactor.conf:1:6: log: expected a mapping of keys"},
 	{"state-dir:\n", "reactor.conf:1:11: state-dir: needs a value"},
 	{"state-dir: [a]\n", "reactor.conf:1:12: state-dir: expected a string"},
 	/* YAML syntax, encoding, and shape of the document */
-	{"listen: [127.0.0.1:1\nlog: {}\n",
-	 "reactor.conf:2:4: did not find expected ',' or ']' (while parsing a flow sequence at 1:9)"},
+	{"listen: [127.0.0.1:1\nlog: {}\n", "reactor.conf:2:4: did not find expected ',' or ']' "
+					    "(while parsing a flow sequence at 1:9)"},
 	{"log:\n  level: info\n   format: json\n",
 	 "reactor.conf:3:10: mapping values are not allowed in this context"},
 	{"state-dir: \"a\xff\"\n", "reactor.conf:1:14: invalid leading UTF-8 octet (byte 0xff)"},
@@ -233,24 +228,29 @@ static const struct {
 	{"log: {}\n---\nlog: {}\n", "reactor.conf:2:1: only one YAML document is allowed"},
 	/* redis embedded/external */
 	{"redis:\n  address: 10.1.1.1:6379\n",
-	 "reactor.conf:2:12: redis.address: cannot be used with an embedded redis (set redis.embedded: false)"},
-	{"redis:\n  embedded: false\n",
-	 "reactor.conf:2:13: redis.embedded: false needs redis.address (the external server to use)"},
+	 "reactor.conf:2:12: redis.address: cannot be used with an embedded redis (set "
+	 "redis.embedded: false)"},
+	{"redis:\n  embedded: false\n", "reactor.conf:2:13: redis.embedded: false needs "
+					"redis.address (the external server to use)"},
 	{"redis:\n  embedded: false\n  address: 10.1.1.1:0\n",
 	 "reactor.conf:3:12: redis.address: port 0 out of range 1..65535"},
 	{"redis:\n  embedded: false\n  address: unix:redis.sock\n",
-	 "reactor.conf:3:12: redis.address: unix: needs an absolute socket path, like unix:/run/redis.sock"},
+	 "reactor.conf:3:12: redis.address: unix: needs an absolute socket path, like "
+	 "unix:/run/redis.sock"},
 	/* instances */
 	{"instances:\n  - name: main\n  - name: ci\n  - name: main\n",
-	 "reactor.conf:4:11: instances[2].name: duplicate instance name \"main\" (also instances[0])"},
+	 "reactor.conf:4:11: instances[2].name: duplicate instance name \"main\" (also "
+	 "instances[0])"},
 	{"instances:\n  - {}\n  - name: \"\"\n",
 	 "reactor.conf:3:11: instances[1].name: duplicate instance name \"\" (also instances[0])"},
 	{"instances:\n  - name: team/blobs/x\n",
-	 "reactor.conf:2:11: instances[0].name: instance name \"team/blobs/x\" uses the reserved segment \"blobs\""},
+	 "reactor.conf:2:11: instances[0].name: instance name \"team/blobs/x\" uses the reserved "
+	 "segment \"blobs\""},
 	{"instances:\n  - name: actionResults\n",
-	 "reactor.conf:2:11: instances[0].name: instance name \"actionResults\" uses the reserved segment \"actionResults\""},
-	{"instances:\n  - name: team/\n",
-	 "reactor.conf:2:11: instances[0].name: instance name \"team/\" must not start or end with \"/\""},
+	 "reactor.conf:2:11: instances[0].name: instance name \"actionResults\" uses the reserved "
+	 "segment \"actionResults\""},
+	{"instances:\n  - name: team/\n", "reactor.conf:2:11: instances[0].name: instance name "
+					  "\"team/\" must not start or end with \"/\""},
 	{"instances:\n  - name: main\n    nmae: x\n",
 	 "reactor.conf:3:5: instances[0].nmae: unknown key (did you mean \"name\"?)"},
 	{"instances:\n  - main\n",
@@ -409,7 +409,8 @@ START_TEST(test_sched_keys)
 		{"instances:\n  - name: x\n    max-attempts: 0\n",
 		 "reactor.conf:3:19: instances[0].max-attempts: 0 out of range 1..100"},
 		{"instances:\n  - name: x\n    platform-properties: [\"\"]\n",
-		 "reactor.conf:3:27: instances[0].platform-properties[0]: expected a non-empty string"},
+		 "reactor.conf:3:27: instances[0].platform-properties[0]: expected a non-empty "
+		 "string"},
 		{"instances:\n  - name: x\n    execution: maybe\n",
 		 "reactor.conf:3:16: instances[0].execution: expected a boolean (true/false)"},
 	};
@@ -456,9 +457,11 @@ START_TEST(test_buckets_keys)
 		{"buckets:\n  timeout-check-interval: 2h\n",
 		 "reactor.conf:2:27: buckets.timeout-check-interval: 2h out of range 10ms..1h"},
 		{"buckets:\n  client-operation-ttl: soon\n",
-		 "reactor.conf:2:25: buckets.client-operation-ttl: expected a duration like 10s or 1m"},
+		 "reactor.conf:2:25: buckets.client-operation-ttl: expected a duration like 10s or "
+		 "1m"},
 		{"buckets:\n  expiry-intervall: 1s\n",
-		 "reactor.conf:2:3: buckets.expiry-intervall: unknown key (did you mean \"expiry-interval\"?)"},
+		 "reactor.conf:2:3: buckets.expiry-intervall: unknown key (did you mean "
+		 "\"expiry-interval\"?)"},
 	};
 	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
 		char *err = NULL;
@@ -499,9 +502,10 @@ START_TEST(test_workers_keys)
 		{"workers:\n  local: 257\n",
 		 "reactor.conf:2:10: workers.local: 257 out of range 0..256"},
 		{"workers:\n  properties: [OSFamily]\n",
-		 "reactor.conf:2:16: workers.properties[0]: expected KEY=VALUE, like OSFamily=linux"},
-		{"workers:\n  properties: [\"=x\"]\n",
-		 "reactor.conf:2:16: workers.properties[0]: expected KEY=VALUE, like OSFamily=linux"},
+		 "reactor.conf:2:16: workers.properties[0]: expected KEY=VALUE, like "
+		 "OSFamily=linux"},
+		{"workers:\n  properties: [\"=x\"]\n", "reactor.conf:2:16: workers.properties[0]: "
+						       "expected KEY=VALUE, like OSFamily=linux"},
 		{"workers:\n  binary: \"\"\n",
 		 "reactor.conf:2:11: workers.binary: must not be empty"},
 		{"workers:\n  locals: 2\n",

@@ -39,7 +39,9 @@ static const struct h2_settings st = {
 
 static void timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
-	(void)fd; (void)what; (void)arg;
+	(void)fd;
+	(void)what;
+	(void)arg;
 	timed_out = true;
 }
 
@@ -59,7 +61,8 @@ static void run_until(bool *flag)
 static bool server_closed;
 static void server_closed_cb(struct h2_conn *c, void *arg)
 {
-	(void)c; (void)arg;
+	(void)c;
+	(void)arg;
 	server_closed = true;
 }
 
@@ -69,7 +72,9 @@ static void setup_server(void)
 	base = event_base_new();
 	ck_assert_int_eq(cfg_load_string("test.conf",
 					 "grpc:\n  max-recv-message-size: 1KiB\n"
-					 "instances:\n  - name: \"\"\n    storage: memory\n", &cfg, &err), 0);
+					 "instances:\n  - name: \"\"\n    storage: memory\n",
+					 &cfg, &err),
+			 0);
 	call_set_base(base);
 	call_configure(cfg);
 	svc_set_config(cfg);
@@ -148,7 +153,8 @@ START_TEST(test_unary_health)
 {
 	int status = -1;
 	ck_assert_int_eq(health_check("", &status), GRPC_OK);
-	ck_assert_int_eq(status, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
+	ck_assert_int_eq(status,
+			 GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__NOT_SERVING);
 	svc_health_set_serving(true);
 	ck_assert_int_eq(health_check("grpc.health.v1.Health", &status), GRPC_OK);
 	ck_assert_int_eq(status, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
@@ -163,7 +169,8 @@ START_TEST(test_capabilities)
 	ProtobufCMessage *out = NULL;
 	char *msg = NULL;
 	int code = rc_unary(cl, "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities",
-			    &req.base, &build__bazel__remote__execution__v2__server_capabilities__descriptor,
+			    &req.base,
+			    &build__bazel__remote__execution__v2__server_capabilities__descriptor,
 			    &out, &msg, 0);
 	ck_assert_int_eq(code, GRPC_OK);
 	free(msg);
@@ -180,8 +187,9 @@ START_TEST(test_capabilities)
 
 	req.instance_name = "nope";
 	code = rc_unary(cl, "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities",
-			&req.base, &build__bazel__remote__execution__v2__server_capabilities__descriptor,
-			&out, &msg, 0);
+			&req.base,
+			&build__bazel__remote__execution__v2__server_capabilities__descriptor, &out,
+			&msg, 0);
 	ck_assert_int_eq(code, GRPC_INVALID_ARGUMENT);
 	ck_assert_ptr_nonnull(strstr(msg, "\"nope\""));
 	free(msg);
@@ -213,7 +221,8 @@ START_TEST(test_unimplemented)
 	struct result r = raw_call("/no.Such/Method", "\0\0\0\0\0", 5, false, 0);
 	ck_assert_int_eq(r.code, GRPC_UNIMPLEMENTED);
 	ck_assert_ptr_nonnull(strstr(r.msg, "/no.Such/Method"));
-	r = raw_call("/build.bazel.remote.execution.v2.ContentAddressableStorage/SplitBlob", "\0\0\0\0\0", 5, false, 0);
+	r = raw_call("/build.bazel.remote.execution.v2.ContentAddressableStorage/SplitBlob",
+		     "\0\0\0\0\0", 5, false, 0);
 	ck_assert_int_eq(r.code, GRPC_UNIMPLEMENTED);
 	ck_assert_ptr_nonnull(strstr(r.msg, "SplitBlob"));
 }
@@ -234,7 +243,8 @@ START_TEST(test_bytewise_message)
 	struct result r = raw_call("/grpc.health.v1.Health/Check", wire, n + 7, true, 0);
 	ck_assert_int_eq(r.code, GRPC_OK);
 	ck_assert_int_eq(r.nmsgs, 1);
-	ck_assert_int_eq(r.last_status, GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
+	ck_assert_int_eq(r.last_status,
+			 GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING);
 }
 END_TEST
 
@@ -302,8 +312,8 @@ END_TEST
 START_TEST(test_watch_change_and_cancel)
 {
 	struct result r = {0};
-	struct rc_call *k = rc_call_start(cl, "/grpc.health.v1.Health/Watch", 0, NULL, 0, on_msg,
-					  on_done, &r);
+	struct rc_call *k =
+		rc_call_start(cl, "/grpc.health.v1.Health/Watch", 0, NULL, 0, on_msg, on_done, &r);
 	rc_call_send(k, (const uint8_t *)"", 0);
 	rc_call_close_send(k);
 	while (r.nmsgs < 1 && !r.done)
@@ -329,8 +339,8 @@ START_TEST(test_bad_metadata)
 {
 	struct h2_hdr md[] = {h2_hdr_make("x-thing-bin", "!!!!")};
 	struct result r = {0};
-	struct rc_call *k = rc_call_start(cl, "/grpc.health.v1.Health/Check", 0, md, 1, on_msg,
-					  on_done, &r);
+	struct rc_call *k =
+		rc_call_start(cl, "/grpc.health.v1.Health/Check", 0, md, 1, on_msg, on_done, &r);
 	rc_call_send(k, (const uint8_t *)"", 0);
 	rc_call_close_send(k);
 	run_until(&r.done);
@@ -356,7 +366,9 @@ static void read_all(struct bufferevent *bev, void *arg)
 
 static void eof_cb(struct bufferevent *bev, short what, void *arg)
 {
-	(void)bev; (void)what; (void)arg;
+	(void)bev;
+	(void)what;
+	(void)arg;
 }
 
 START_TEST(test_not_http2)
@@ -388,8 +400,8 @@ START_TEST(test_garbage_after_preface)
 	static const char preface[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 	bufferevent_write(pair[1], preface, sizeof(preface) - 1);
 	/* A frame header of an absurd length and unknown flags. */
-	static const uint8_t junk[] = {0xff, 0xff, 0xff, 0x01, 0xff, 0x7f, 0xff, 0xff, 0xff,
-				       1, 2, 3, 4};
+	static const uint8_t junk[] = {0xff, 0xff, 0xff, 0x01, 0xff, 0x7f, 0xff,
+				       0xff, 0xff, 1,	 2,    3,    4};
 	bufferevent_write(pair[1], junk, sizeof(junk));
 	run_until(&server_closed);
 	for (int i = 0; i < 5; i++)

@@ -84,15 +84,22 @@ END_TEST
 START_TEST(test_bad)
 {
 	const char *reads[] = {
-		"", "blobs", "blobs/" H, "blobs/" H "/-1", "blobs/" H "/1x", "blobs/" H "/1/extra",
-		"inst//blobs/" H "/1", "compressed-blobs/" H "/1", "nothing/here",
+		"",
+		"blobs",
+		"blobs/" H,
+		"blobs/" H "/-1",
+		"blobs/" H "/1x",
+		"blobs/" H "/1/extra",
+		"inst//blobs/" H "/1",
+		"compressed-blobs/" H "/1",
+		"nothing/here",
 		"blobs/" H "/99999999999999999999999",
 	};
 	for (size_t i = 0; i < ARRAY_LEN(reads); i++)
 		free(bad(reads[i], false));
 	const char *writes[] = {
-		"blobs/" H "/1", "uploads/blobs/" H "/1", "uploads//blobs/" H "/1",
-		"uploads/u/" H "/1", "uploads/u/blobs/" H, "uploads/u/compressed-blobs",
+		"blobs/" H "/1",     "uploads/blobs/" H "/1", "uploads//blobs/" H "/1",
+		"uploads/u/" H "/1", "uploads/u/blobs/" H,    "uploads/u/compressed-blobs",
 	};
 	for (size_t i = 0; i < ARRAY_LEN(writes); i++)
 		free(bad(writes[i], true));

@@ -48,8 +48,8 @@ START_TEST(test_platform_canonical)
 	char *keys[] = {(char *)"pool", (char *)"label"};
 	struct cfg_instance ci = inst_with(keys, 2);
 	char *err;
-	const char *a[] = {"pool", "big", "OSFamily", "linux", "label", "b", "label", "a",
-			   "OSFamily", "linux"};
+	const char *a[] = {"pool", "big",   "OSFamily", "linux",    "label",
+			   "b",	   "label", "a",	"OSFamily", "linux"};
 	char *s = canon(&ci, a, 5, &err);
 	ck_assert_ptr_nonnull(s);
 	ck_assert_str_eq(s, "OSFamily=linux;label=a;label=b;pool=big");
@@ -92,8 +92,9 @@ START_TEST(test_bot_props)
 	struct cfg_instance ci = inst_with(keys, 1);
 	Google__Devtools__Remoteworkers__V1test2__Worker w =
 		GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__WORKER__INIT;
-	Google__Devtools__Remoteworkers__V1test2__Device d0 =
-		GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__DEVICE__INIT, d1 = d0, *devs[] = {&d0, &d1};
+	Google__Devtools__Remoteworkers__V1test2__Device
+		d0 = GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__DEVICE__INIT,
+		d1 = d0, *devs[] = {&d0, &d1};
 	Google__Devtools__Remoteworkers__V1test2__Device__Property p[3], *pp0[2], *pp1[1];
 	const char *kv[][2] = {{"OSFamily", "linux"}, {"secret", "x"}, {"ISA", "arm"}};
 	for (int i = 0; i < 3; i++) {

@@ -35,11 +35,11 @@
 #include "redisproc.h"
 #include "store.h"
 
-static char g_dir[64];             /* made by the runner, per test */
-static struct event_base *g_base;  /* per test process */
+static char g_dir[64];		  /* made by the runner, per test */
+static struct event_base *g_base; /* per test process */
 static struct cfg *g_cfg;
-static int g_up, g_down;           /* observer transitions */
-static pid_t g_hand_pid;           /* a redis-server the test started itself */
+static int g_up, g_down;		     /* observer transitions */
+static pid_t g_hand_pid;		     /* a redis-server the test started itself */
 static const char *g_redis = "redis-server"; /* $REDIS_SERVER overrides */
 
 /* ---- runner-side fixture: temp dir and leftovers ---- */
@@ -218,7 +218,7 @@ static struct result cmdv(int argc, const char **argv, const size_t *lens)
 	ck_assert(!res.null);
 	return res;
 }
-#define CMD(...) \
+#define CMD(...)                                                                                   \
 	cmdv(ARRAY_LEN(((const char *[]){__VA_ARGS__})), (const char *[]){__VA_ARGS__}, NULL)
 
 static void expect_str(struct result r, const char *want)
@@ -306,8 +306,7 @@ static void on_msg(const char *channel, const char *msg, size_t len, void *arg)
 
 /* Publish until someone receives it: the subscriber connects on its own
  * schedule and the API does not expose its state. */
-static void publish_until(struct inbox *in, const char *channel, const char *msg,
-			  size_t len)
+static void publish_until(struct inbox *in, const char *channel, const char *msg, size_t len)
 {
 	int before = in->n;
 	const char *argv[] = {"PUBLISH", channel, msg};
@@ -391,8 +390,8 @@ START_TEST(test_down_fails_fast)
 	ck_assert_uint_eq(s.commands, 0);
 	ck_assert_uint_ge(s.reconnects, 2);
 
-	const char *argv[] = {g_redis, "--port", "0", "--unixsocket", sock, "--dir", g_dir,
-			      "--save", "", "--appendonly", "no", NULL};
+	const char *argv[] = {g_redis, "--port", "0", "--unixsocket", sock, "--dir",
+			      g_dir,   "--save", "",  "--appendonly", "no", NULL};
 	g_hand_pid = spawn_redis(argv);
 	ck_assert_msg(run_until(&g_up, 1, 5000000), "store did not find the new server");
 	expect_str(CMD("SET", "x", "1"), "OK");
@@ -607,8 +606,9 @@ START_TEST(test_stop_leaves_nothing)
 	ck_assert_int_ne(access(sock, F_OK), 0);
 	ck_assert(!store_up());
 	ck_assert_int_eq(store_command(on_result, &res, "PING"), -1);
-	ck_assert_int_eq(event_base_get_num_events(g_base, EVENT_BASE_COUNT_ADDED |
-						   EVENT_BASE_COUNT_ACTIVE), 0);
+	ck_assert_int_eq(
+		event_base_get_num_events(g_base, EVENT_BASE_COUNT_ADDED | EVENT_BASE_COUNT_ACTIVE),
+		0);
 	ck_assert_int_eq(event_base_loop(g_base, EVLOOP_NONBLOCK), 1);
 	ck_assert_int_eq(res.done, 1);
 
@@ -623,8 +623,9 @@ START_TEST(test_stop_leaves_nothing)
 	kill(pid, SIGKILL);
 	ck_assert(run_until(&downs, 1, 5000000));
 	ck_assert_int_eq(kill(pid, 0), -1);
-	ck_assert_int_eq(event_base_get_num_events(g_base, EVENT_BASE_COUNT_ADDED |
-						   EVENT_BASE_COUNT_ACTIVE), 0);
+	ck_assert_int_eq(
+		event_base_get_num_events(g_base, EVENT_BASE_COUNT_ADDED | EVENT_BASE_COUNT_ACTIVE),
+		0);
 }
 END_TEST
 
@@ -693,8 +694,8 @@ START_TEST(test_auth_select)
 	/* A wrong password never comes up, and keeps retrying. */
 	char sock[100];
 	snprintf(sock, sizeof sock, "%s/pw.sock", g_dir);
-	const char *argv[] = {g_redis, "--port", "0", "--unixsocket", sock, "--dir", g_dir,
-			      "--save", "", "--requirepass", "right", NULL};
+	const char *argv[] = {g_redis, "--port", "0", "--unixsocket",  sock,	"--dir",
+			      g_dir,   "--save", "",  "--requirepass", "right", NULL};
 	g_hand_pid = spawn_redis(argv);
 	redisFree(sync_conn(sock, 5000000));
 	g_cfg->redis_embedded = false;
