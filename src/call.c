@@ -551,9 +551,21 @@ static void start_call(struct call *c)
 	set_state(c, CALL_ACTIVE);
 }
 
+/* Tell an ACTIVE call's handler that the call layer is ending the call
+ * (it may hold state for it: an upload, a waiter), as on a client reset. */
+static void notify_handler_end(struct call *c)
+{
+	if (c->state == CALL_ACTIVE && c->m && c->m->on_cancel) {
+		call_ref(c);
+		c->m->on_cancel(c);
+		call_unref(c);
+	}
+}
+
 static void reader_error(struct call *c)
 {
 	const char *enc;
+	notify_handler_end(c);
 	switch (c->rd.err) {
 	case GRPC_READER_TOO_LARGE:
 		call_finish(c, GRPC_RESOURCE_EXHAUSTED,
@@ -578,11 +590,12 @@ static void reader_error(struct call *c)
 	}
 }
 
-/* protobuf-c hands strings to handlers NUL-terminated, so a string with an
- * embedded NUL would silently become its prefix ("\0x" would name the
- * default instance "").  Walk the wire form once and refuse such strings.
- * Returns the offending field's name, or NULL.  Only called on bytes that
- * already unpacked cleanly, so the framing is known to be sound. */
+/* proto3 strings must be UTF-8 (a client's parser rejects a reply that
+ * echoes anything else), and protobuf-c hands them to handlers
+ * NUL-terminated, so an embedded NUL would silently shorten one ("\0x"
+ * would name the default instance "").  Walk the wire form once and refuse
+ * both.  Only called on bytes that already unpacked cleanly, so the
+ * framing is known to be sound. */
 static uint64_t wire_varint(const uint8_t **p, const uint8_t *end)
 {
 	uint64_t v = 0;
@@ -595,8 +608,43 @@ static uint64_t wire_varint(const uint8_t **p, const uint8_t *end)
 	return v;
 }
 
-static const char *nul_in_strings(const ProtobufCMessageDescriptor *desc, const uint8_t *p,
-				  size_t len, int depth)
+/* Strict UTF-8 (no overlong forms, surrogates or code points past
+ * U+10FFFF) without NUL. */
+static bool text_ok(const uint8_t *p, size_t n)
+{
+	const uint8_t *end = p + n;
+	while (p < end) {
+		uint8_t c = *p++;
+		if (c == 0)
+			return false;
+		if (c < 0x80)
+			continue;
+		int more;
+		uint32_t cp, min;
+		if ((c & 0xe0) == 0xc0)
+			more = 1, cp = c & 0x1f, min = 0x80;
+		else if ((c & 0xf0) == 0xe0)
+			more = 2, cp = c & 0x0f, min = 0x800;
+		else if ((c & 0xf8) == 0xf0)
+			more = 3, cp = c & 0x07, min = 0x10000;
+		else
+			return false;
+		if (end - p < more)
+			return false;
+		while (more--) {
+			if ((*p & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (*p++ & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+	}
+	return true;
+}
+
+/* Name of the first string field that is not NUL-free UTF-8, or NULL. */
+static const char *bad_string_field(const ProtobufCMessageDescriptor *desc, const uint8_t *p,
+				    size_t len, int depth)
 {
 	const uint8_t *end = p + len;
 	if (depth > 32)
@@ -614,10 +662,10 @@ static const char *nul_in_strings(const ProtobufCMessageDescriptor *desc, const 
 			uint64_t n = wire_varint(&p, end);
 			if (n > (uint64_t)(end - p))
 				return NULL;
-			if (f && f->type == PROTOBUF_C_TYPE_STRING && memchr(p, 0, n))
+			if (f && f->type == PROTOBUF_C_TYPE_STRING && !text_ok(p, n))
 				return f->name;
 			if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
-				const char *bad = nul_in_strings(f->descriptor, p, n, depth + 1);
+				const char *bad = bad_string_field(f->descriptor, p, n, depth + 1);
 				if (bad)
 					return bad;
 			}
@@ -630,6 +678,31 @@ static const char *nul_in_strings(const ProtobufCMessageDescriptor *desc, const 
 	return NULL;
 }
 
+const char *call_bad_string_field(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
+				  size_t len)
+{
+	return bad_string_field(desc, data, len, 0);
+}
+
+/* The call layer ends an ACTIVE call on its own (bad message, framing):
+ * the handler may hold state for it (an upload, a waiter), so it hears
+ * about it first, exactly as on a client reset. */
+static void layer_fail(struct call *c, int code, const char *fmt, ...) PRINTF_LIKE(3, 4);
+static void layer_fail(struct call *c, int code, const char *fmt, ...)
+{
+	if (call_done(c))
+		return;
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	call_ref(c);
+	notify_handler_end(c);
+	call_finish(c, code, "%s", msg);
+	call_unref(c);
+}
+
 static int on_msg(void *arg, const uint8_t *data, size_t len)
 {
 	struct call *c = arg;
@@ -637,14 +710,15 @@ static int on_msg(void *arg, const uint8_t *data, size_t len)
 		return 1;
 	ProtobufCMessage *msg = protobuf_c_message_unpack(c->m->req, &call_pb_allocator, len, data);
 	if (!msg) {
-		call_finish(c, GRPC_INVALID_ARGUMENT, "request is not a valid %s message",
-			    c->m->req->name);
+		layer_fail(c, GRPC_INVALID_ARGUMENT, "request is not a valid %s message",
+			   c->m->req->name);
 		return 1;
 	}
-	const char *nul = memchr(data, 0, len) ? nul_in_strings(c->m->req, data, len, 0) : NULL;
-	if (nul) {
+	const char *bad = bad_string_field(c->m->req, data, len, 0);
+	if (bad) {
 		protobuf_c_message_free_unpacked(msg, &call_pb_allocator);
-		call_finish(c, GRPC_INVALID_ARGUMENT, "string field %s contains a NUL byte", nul);
+		layer_fail(c, GRPC_INVALID_ARGUMENT,
+			   "string field %s is not valid UTF-8 or contains a NUL byte", bad);
 		return 1;
 	}
 	c->nreq++;
@@ -690,8 +764,8 @@ static void s_on_end(struct h2_stream *s)
 	if (c->state != CALL_ACTIVE)
 		return;
 	if (grpc_reader_partial(&c->rd)) {
-		call_finish(c, GRPC_INTERNAL,
-			    "request stream ended inside a message (truncated gRPC frame)");
+		layer_fail(c, GRPC_INTERNAL,
+			   "request stream ended inside a message (truncated gRPC frame)");
 		return;
 	}
 	call_ref(c);

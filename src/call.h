@@ -109,6 +109,13 @@ void call_cancel_all(int code, const char *msg);
 struct event_base;
 void call_set_base(struct event_base *base);
 
+/* For messages nested as bytes (google.protobuf.Any values): the name of
+ * the first string field of `desc` in the serialized `data` that is not
+ * NUL-free UTF-8, or NULL when all are.  Request messages are checked by
+ * the call layer already. */
+const char *call_bad_string_field(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
+				  size_t len);
+
 /* Protobuf-c allocator that aborts on out-of-memory. */
 extern ProtobufCAllocator call_pb_allocator;
 

@@ -463,7 +463,22 @@ void svc_bots_update(struct call *c, const ProtobufCMessage *msg)
 				result = build__bazel__remote__execution__v2__action_result__unpack(
 					&call_pb_allocator, l->result->value.len,
 					l->result->value.data);
-				if (!result) {
+				const char *bad = result ? call_bad_string_field(
+								   result->base.descriptor,
+								   l->result->value.data,
+								   l->result->value.len)
+							 : NULL;
+				if (bad) {
+					/* Never store what clients could not parse. */
+					build__bazel__remote__execution__v2__action_result__free_unpacked(
+						result, &call_pb_allocator);
+					result = NULL;
+					r.code = GRPC_INTERNAL;
+					r.message = msgbuf = xasprintf(
+						"bot %s reported an ActionResult whose %s is not "
+						"valid UTF-8",
+						s->bot_id, bad);
+				} else if (!result) {
 					r.code = GRPC_INTERNAL;
 					r.message = msgbuf = xasprintf(
 						"bot %s reported a result that is not a valid "
