@@ -31,6 +31,7 @@
 #include <hiredis/hiredis.h>
 
 #include "cfg.h"
+#include "child.h"
 #include "log.h"
 
 #define MOD "redis"
@@ -388,29 +389,14 @@ static void child_exec(int errfd, pid_t parent)
 		int stage, err;
 	} fail = {0, 0};
 	/* Die with reactord, even when it is SIGKILLed (SIGTERM makes redis
-	 * flush its AOF).  The signal follows the forking thread; reactord
-	 * has only one. */
-	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0) {
+	 * flush its AOF). */
+	int prep = child_prepare(SIGTERM, parent);
+	if (prep == -2) {
 		fail.stage = 1;
 		goto out;
 	}
-	/* The parent may have died before prctl took effect. */
-	if (getppid() != parent)
+	if (prep == -1)
 		_exit(1);
-	/* Own process group: a terminal's ^C reaches reactord, which stops
-	 * redis in order, and not redis directly. */
-	setpgid(0, 0);
-	sigset_t none;
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	for (int s = 1; s < NSIG; s++)
-		if (s != SIGKILL && s != SIGSTOP)
-			signal(s, SIG_DFL);
-	int null = open("/dev/null", O_RDONLY);
-	if (null >= 0 && null != 0) {
-		dup2(null, 0);
-		close(null);
-	}
 	/* Our sockets (hiredis, listeners) are not all close-on-exec. */
 	if (errfd > 3)
 		close_range(3, (unsigned)errfd - 1, 0);

@@ -10,6 +10,8 @@
 #define _GNU_SOURCE /* close_range */
 #include "worker_run.h"
 
+#include "child.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -308,19 +310,8 @@ static int stage_inputs(struct wcas *cas, const struct digest *root, const char 
 /* In the child: only async-signal-safe calls until exec. */
 static void child(const char *cwd, int out, int err, char **argv, char **envp)
 {
-	setpgid(0, 0);
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	sigset_t none;
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	for (int s = 1; s < NSIG; s++)
-		if (s != SIGKILL && s != SIGSTOP)
-			signal(s, SIG_DFL);
-	int null = open("/dev/null", O_RDONLY);
-	if (null >= 0 && null != 0) {
-		dup2(null, 0);
-		close(null);
-	}
+	/* The action dies with the worker, even when it is SIGKILLed. */
+	child_prepare(SIGKILL, 0);
 	dup2(out, 1);
 	dup2(err, 2);
 	close_range(3, ~0U, 0);

@@ -24,6 +24,7 @@
 #include <event2/event.h>
 
 #include "cfg.h"
+#include "child.h"
 #include "log.h"
 #include "server.h"
 
@@ -65,24 +66,11 @@ static void status_str(int st, char *buf, size_t len)
 /* In the child: async-signal-safe calls only until exec. */
 static void child_exec(char **argv, pid_t parent)
 {
-	if (prctl(PR_SET_PDEATHSIG, SIGTERM) < 0)
+	int prep = child_prepare(SIGTERM, parent);
+	if (prep == -2)
 		_exit(126);
-	if (getppid() != parent)
+	if (prep == -1)
 		_exit(1);
-	/* Own process group: ^C on a terminal reaches reactord, which stops
-	 * the workers itself. */
-	setpgid(0, 0);
-	sigset_t none;
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	for (int s = 1; s < NSIG; s++)
-		if (s != SIGKILL && s != SIGSTOP)
-			signal(s, SIG_DFL);
-	int null = open("/dev/null", O_RDONLY);
-	if (null > 0) {
-		dup2(null, 0);
-		close(null);
-	}
 	close_range(3, ~0U, 0);
 	execv(argv[0], argv);
 	static const char m[] = "reactord: cannot execute the local worker binary\n";
