@@ -58,6 +58,7 @@ struct exec {
 	int64_t last_version;
 	int64_t last_send;
 	struct event *ka;
+	int64_t wait_us;	  /* WaitOperation: unary, answer by this long */
 	struct exec *prev, *next; /* live streams */
 };
 
@@ -110,7 +111,7 @@ static void ex_end(struct exec *ex)
 static void ka_arm(struct exec *ex)
 {
 	const struct cfg *cfg = svc_config();
-	int64_t us = cfg->sched_keepalive_us;
+	int64_t us = ex->wait_us ? ex->wait_us : cfg->sched_keepalive_us;
 	struct timeval tv = {us / 1000000, us % 1000000};
 	evtimer_add(ex->ka, &tv);
 }
@@ -118,6 +119,12 @@ static void ka_arm(struct exec *ex)
 /* Send the operation's state; finish the call when it is done. */
 static void ex_send(struct exec *ex, const struct sched_view *v)
 {
+	/* WaitOperation answers once: when done, or at its timeout. */
+	if (ex->wait_us && v->stage != SCHED_COMPLETED) {
+		ex->last_stage = v->stage;
+		ex->last_version = v->version;
+		return;
+	}
 	ex->last_stage = v->stage;
 	ex->last_version = v->version;
 	ex->last_send = mono_us();
@@ -131,12 +138,39 @@ static void ex_send(struct exec *ex, const struct sched_view *v)
 	}
 }
 
+static void wait_timeout_view(void *arg, int rc, struct sched_view *v, size_t n)
+{
+	struct exec *ex = arg;
+	if (ex->live && !call_done(ex->c)) {
+		if (rc != 0 || n != 1 || !v[0].exists) {
+			call_finish(ex->c, rc != 0 ? GRPC_UNAVAILABLE : GRPC_NOT_FOUND,
+				    "operation %s could not be read", ex->op);
+		} else if (svc_ops_send(ex->c, ex->op, &v[0]) == 0) {
+			call_finish(ex->c, GRPC_OK, NULL);
+		}
+		ex_end(ex);
+	}
+	ex_unref(ex);
+}
+
 static void ka_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd, (void)what;
 	struct exec *ex = arg;
 	if (!ex->live || call_done(ex->c))
 		return;
+	if (ex->wait_us) {
+		/* The wait is over: answer with the operation as it is now. */
+		const char *names[] = {ex->op};
+		ex_ref(ex);
+		if (sched_view(names, 1, wait_timeout_view, ex) != 0) {
+			ex_unref(ex);
+			call_finish(ex->c, GRPC_UNAVAILABLE,
+				    "Redis is down: cannot read the operation");
+			ex_end(ex);
+		}
+		return;
+	}
 	const struct cfg *cfg = svc_config();
 	int64_t idle = mono_us() - ex->last_send;
 	if (idle >= cfg->sched_keepalive_us - 1000) {
@@ -510,9 +544,11 @@ static void wait_view(void *arg, int rc, struct sched_view *v, size_t n)
 	} else {
 		ex->action = v[0].action;
 		ex->job = xstrdup(v[0].job);
-		if (v[0].stage == SCHED_COMPLETED || !*ex->job)
+		if (v[0].stage == SCHED_COMPLETED || !*ex->job) {
 			ex_send(ex, &v[0]);
-		else
+			if (ex->live && ex->wait_us)
+				ka_arm(ex);
+		} else
 			ex_watch(ex, &v[0]);
 	}
 	ex_unref(ex);
@@ -528,6 +564,46 @@ void svc_exec_wait(struct call *c, const ProtobufCMessage *msg)
 		return;
 	}
 	struct exec *ex = ex_new(c, req->name);
+	ex->last_stage = SCHED_UNKNOWN;
+	ex->seq = watch_job_seq();
+	const char *names[] = {ex->op};
+	ex_ref(ex);
+	if (sched_view(names, 1, wait_view, ex) != 0) {
+		ex_unref(ex);
+		call_finish(c, GRPC_UNAVAILABLE, "Redis is down: cannot read the operation");
+		ex_end(ex);
+	}
+}
+
+/* google.longrunning.Operations.WaitOperation: the operation once it is
+ * done, or as it stands when the wait (request timeout, call deadline, or
+ * a minute) is over. */
+void svc_ops_wait(struct call *c, const ProtobufCMessage *msg)
+{
+	const Google__Longrunning__WaitOperationRequest *req = (const void *)msg;
+	if (!req->name || !*req->name || strlen(req->name) > 200) {
+		call_finish(c, GRPC_INVALID_ARGUMENT,
+			    "name must be an operation name returned by Execute");
+		return;
+	}
+	int64_t wait = 60 * 1000000LL;
+	if (req->timeout) {
+		if (req->timeout->seconds < 0 || req->timeout->nanos < 0) {
+			call_finish(c, GRPC_INVALID_ARGUMENT, "timeout must not be negative");
+			return;
+		}
+		int64_t t = req->timeout->seconds > 86400 ? 86400 * 1000000LL
+							  : req->timeout->seconds * 1000000LL +
+								    req->timeout->nanos / 1000;
+		if (t < wait)
+			wait = t;
+	}
+	/* Answer a little before the caller's own deadline. */
+	int64_t left = call_remaining_us(c);
+	if (left != INT64_MAX && left - 50000 < wait)
+		wait = left > 100000 ? left - 50000 : left / 2;
+	struct exec *ex = ex_new(c, req->name);
+	ex->wait_us = wait > 0 ? wait : 1;
 	ex->last_stage = SCHED_UNKNOWN;
 	ex->seq = watch_job_seq();
 	const char *names[] = {ex->op};

@@ -63,6 +63,7 @@ IMPLEMENTED = {
     "/google.longrunning.Operations/DeleteOperation",
     "/google.longrunning.Operations/GetOperation",
     "/google.longrunning.Operations/ListOperations",
+    "/google.longrunning.Operations/WaitOperation",
 }
 
 

@@ -440,6 +440,37 @@ class TestOperations(ExecCase):
         h.wait_for(lambda: not r("KEYS", "job:*"), 5, "job keys to be removed")
         self.assertEqual(r("ZCARD", "ops:"), 0)
 
+    def test_wait_operation(self):
+        srv, ch = self.start()
+        o = pb().operations
+        from google.protobuf import duration_pb2
+        wait = h.unary(ch, tb.OPS + "WaitOperation", o.WaitOperationRequest, o.Operation)
+        # Nobody runs it yet: the wait ends at its timeout, not done.
+        s = tb.execute(ch, self.action(ch, "wait-op"))
+        name = self.first(s).name
+        t0 = time.monotonic()
+        op = wait(o.WaitOperationRequest(name=name,
+                                         timeout=duration_pb2.Duration(nanos=300000000)),
+                  timeout=10)
+        self.assertFalse(op.done)
+        self.assertEqual(op.name, name)
+        self.assertGreaterEqual(time.monotonic() - t0, 0.25)
+        # A bot arrives while we wait: the answer comes when it is done.
+        pending = wait.future(o.WaitOperationRequest(
+            name=name, timeout=duration_pb2.Duration(seconds=30)), timeout=40)
+        self.bot(srv, "b1")
+        op = pending.result()
+        self.assertTrue(op.done)
+        self.assert_done([op])
+        # Done already: answered at once.
+        op = wait(o.WaitOperationRequest(name=name), timeout=10)
+        self.assertTrue(op.done)
+        e = h.rpc_error(wait, o.WaitOperationRequest(name="operations/none"), timeout=10)
+        self.assertEqual(e.code(), grpc.StatusCode.NOT_FOUND)
+        e = h.rpc_error(wait, o.WaitOperationRequest(name=""), timeout=10)
+        self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        s.cancel()
+
     def test_list_get_delete(self):
         srv, ch = self.start()
         bot = self.bot(srv, "b1")
