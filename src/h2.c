@@ -94,10 +94,9 @@ static void conn_schedule_flush(struct h2_conn *c);
 
 static void hdrs_clear(struct h2_stream *s)
 {
-	for (size_t i = 0; i < s->nhdrs; i++) {
+	/* name and value share one allocation (see hdrs_add). */
+	for (size_t i = 0; i < s->nhdrs; i++)
 		free(s->hdrs[i].name);
-		free(s->hdrs[i].value);
-	}
 	s->nhdrs = 0;
 	s->hdrbytes = 0;
 	s->hdr_overflow = false;
@@ -117,8 +116,15 @@ static void hdrs_add(struct h2_stream *s, const uint8_t *name, size_t nl, const 
 		s->hdrs = xrealloc(s->hdrs, s->caphdrs * sizeof(*s->hdrs));
 	}
 	struct h2_hdr *h = &s->hdrs[s->nhdrs++];
-	h->name = xstrndup((const char *)name, nl);
-	h->value = xstrndup((const char *)value, vl);
+	/* One allocation per field: this runs for every header of every
+	 * request. */
+	char *blk = xmalloc(nl + vl + 2);
+	memcpy(blk, name, nl);
+	blk[nl] = '\0';
+	memcpy(blk + nl + 1, value, vl);
+	blk[nl + 1 + vl] = '\0';
+	h->name = blk;
+	h->value = blk + nl + 1;
 	h->namelen = nl;
 	h->valuelen = vl;
 }
