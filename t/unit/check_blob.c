@@ -23,6 +23,7 @@
 
 #include "blob.h"
 #include "log.h"
+#include "check_run.h"
 
 static char root[] = "/tmp/check_blob.XXXXXX";
 
@@ -832,9 +833,5 @@ int main(void)
 	tcase_add_test(tc, test_disk_corrupt);
 	tcase_add_test(tc, test_disk_stream_64mib);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

@@ -35,6 +35,7 @@
 #include "json.h"
 #include "log.h"
 #include "store.h"
+#include "check_run.h"
 
 #define R(x)   REACTOR__BUCKETS__V1__ERROR_REASON__##x
 #define ST(x)  REACTOR__BUCKETS__V1__STATUS__##x
@@ -1548,9 +1549,5 @@ int main(void)
 	add_redis(s, tc, "events", test_events);
 	suite_add_tcase(s, tc);
 
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_run(s);
 }

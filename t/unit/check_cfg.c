@@ -12,6 +12,7 @@
 
 #include "cfg.h"
 #include "log.h"
+#include "check_run.h"
 
 static struct cfg *load_ok(const char *text)
 {
@@ -548,9 +549,5 @@ static Suite *cfg_suite(void)
 
 int main(void)
 {
-	SRunner *sr = srunner_create(cfg_suite());
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed != 0;
+	return check_run(cfg_suite());
 }

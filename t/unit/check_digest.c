@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "digest.h"
+#include "check_run.h"
 
 static const char *const abc_hex =
 	"ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
@@ -218,9 +219,5 @@ int main(void)
 	tcase_add_test(tc, test_streaming_matches_oneshot);
 	tcase_add_test(tc, test_map);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

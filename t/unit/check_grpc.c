@@ -10,6 +10,7 @@
 #include "google/rpc/status.pb-c.h"
 #include "grpc.h"
 #include "util.h"
+#include "check_run.h"
 
 START_TEST(test_timeout_units)
 {
@@ -180,9 +181,5 @@ int main(void)
 	tcase_add_test(tc, test_status_details);
 	tcase_add_test(tc, test_code_names);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

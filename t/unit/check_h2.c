@@ -21,6 +21,7 @@
 #include "h2.h"
 #include "inst.h"
 #include "svc.h"
+#include "check_run.h"
 
 static struct event_base *base;
 static struct cfg *cfg;
@@ -434,9 +435,5 @@ int main(void)
 	tcase_add_test(raw, test_not_http2);
 	tcase_add_test(raw, test_garbage_after_preface);
 	suite_add_tcase(s, raw);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

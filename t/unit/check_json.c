@@ -9,6 +9,7 @@
 
 #include "json.h"
 #include "util.h"
+#include "check_run.h"
 
 START_TEST(test_json)
 {
@@ -131,9 +132,5 @@ int main(void)
 	tcase_add_test(tc, test_json);
 	tcase_add_test(tc, test_json_numbers);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_run(s);
 }

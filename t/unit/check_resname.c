@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "resname.h"
+#include "check_run.h"
 
 #define H "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 
@@ -117,9 +118,5 @@ int main(void)
 	tcase_add_test(tc, test_uploads);
 	tcase_add_test(tc, test_bad);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }

@@ -11,6 +11,7 @@
 
 #include "cfg.h"
 #include "sched.h"
+#include "check_run.h"
 
 typedef Build__Bazel__Remote__Execution__V2__Platform Platform;
 typedef Build__Bazel__Remote__Execution__V2__Platform__Property Prop;
@@ -166,9 +167,5 @@ int main(void)
 	tcase_add_test(tc, test_match);
 	tcase_add_test(tc, test_stages_and_uuid);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? 1 : 0;
+	return check_run(s);
 }

@@ -34,6 +34,7 @@
 #include "log.h"
 #include "redisproc.h"
 #include "store.h"
+#include "check_run.h"
 
 static char g_dir[64];		  /* made by the runner, per test */
 static struct event_base *g_base; /* per test process */
@@ -770,9 +771,5 @@ int main(void)
 	add(s, "parent_killed", test_parent_killed);
 	add(s, "auth_select", test_auth_select);
 	add(s, "start_failures", test_start_failures);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed == 0 ? EXIT_SUCCESS : EXIT_FAILURE;
+	return check_run(s);
 }

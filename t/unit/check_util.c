@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "util.h"
+#include "check_run.h"
 
 START_TEST(test_b64_roundtrip)
 {
@@ -88,9 +89,5 @@ int main(void)
 	tcase_add_test(tc, test_durations);
 	tcase_add_test(tc, test_sizes);
 	suite_add_tcase(s, tc);
-	SRunner *sr = srunner_create(s);
-	srunner_run_all(sr, CK_NORMAL);
-	int failed = srunner_ntests_failed(sr);
-	srunner_free(sr);
-	return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+	return check_run(s);
 }
