@@ -519,6 +519,22 @@ int wcas_digest_file(const char *path, struct digest *out)
 
 /* ---- uploads ------------------------------------------------------------------- */
 
+/* Read up to n bytes, across short reads and EINTR; returns the count
+ * read (less than n at end of file or on an error). */
+static size_t read_full(int fd, void *buf, size_t n)
+{
+	size_t got = 0;
+	while (got < n) {
+		ssize_t m = read(fd, (uint8_t *)buf + got, n - got);
+		if (m < 0 && errno == EINTR)
+			continue;
+		if (m <= 0)
+			break;
+		got += (size_t)m;
+	}
+	return got;
+}
+
 static uint8_t *slurp(const char *path, size_t want, char **err)
 {
 	uint8_t *buf = xmalloc(want ? want : 1);
@@ -528,15 +544,7 @@ static uint8_t *slurp(const char *path, size_t want, char **err)
 		free(buf);
 		return NULL;
 	}
-	size_t got = 0;
-	while (got < want) {
-		ssize_t n = read(fd, buf + got, want - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			break;
-		got += (size_t)n;
-	}
+	size_t got = read_full(fd, buf, want);
 	close(fd);
 	if (got != want) {
 		*err = xasprintf("%s changed while it was uploaded", path);
@@ -658,16 +666,7 @@ static int bs_write(struct wcas *w, const struct wcas_blob *b, char **err)
 		if (b->data) {
 			req.data.data = (uint8_t *)b->data + off;
 		} else {
-			size_t got = 0;
-			while (got < n) {
-				ssize_t m = read(fd, chunk + got, n - got);
-				if (m < 0 && errno == EINTR)
-					continue;
-				if (m <= 0)
-					break;
-				got += (size_t)m;
-			}
-			if (got != n) {
+			if (read_full(fd, chunk, n) != n) {
 				*err = xasprintf("%s changed while it was uploaded", b->path);
 				failed = true;
 				break;
