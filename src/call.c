@@ -40,6 +40,7 @@ struct call {
 	struct grpc_reader rd;
 	ProtobufCMessage *req; /* buffered request of a unary-request call */
 	uint64_t nreq;
+	bool taken; /* the handler kept the request it is being handed */
 	bool half_closed;
 	bool headers_sent;
 	struct event *deadline_ev;
@@ -270,6 +271,11 @@ void call_send_headers(struct call *c)
 {
 	if (c->state == CALL_ACTIVE)
 		send_headers(c);
+}
+
+void call_take_request(struct call *c)
+{
+	c->taken = true;
 }
 
 int call_send_owned(struct call *c, uint8_t *buf, size_t len)
@@ -732,8 +738,10 @@ static int on_msg(void *arg, const uint8_t *data, size_t len)
 		c->req = msg;
 		return 0;
 	}
+	c->taken = false;
 	c->m->on_message(c, msg);
-	protobuf_c_message_free_unpacked(msg, &call_pb_allocator);
+	if (!c->taken)
+		protobuf_c_message_free_unpacked(msg, &call_pb_allocator);
 	return call_done(c);
 }
 
@@ -776,8 +784,10 @@ static void s_on_end(struct h2_stream *s)
 		} else {
 			ProtobufCMessage *msg = c->req;
 			c->req = NULL;
+			c->taken = false;
 			c->m->on_message(c, msg);
-			protobuf_c_message_free_unpacked(msg, &call_pb_allocator);
+			if (!c->taken)
+				protobuf_c_message_free_unpacked(msg, &call_pb_allocator);
 		}
 	} else if (c->m->on_half_close) {
 		c->m->on_half_close(c);

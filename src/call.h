@@ -64,6 +64,11 @@ void call_accept(struct h2_stream *s, void *arg);
 
 /* Handler API ------------------------------------------------------------- */
 
+/* Inside on_message: keep the request message past the handler's return
+ * (work that spans several loop passes).  The handler then frees it with
+ * protobuf_c_message_free_unpacked(msg, &call_pb_allocator). */
+void call_take_request(struct call *c);
+
 /* Queue one response message.  Returns 0, or -1 when the call is done. */
 int call_send(struct call *c, const ProtobufCMessage *msg);
 /* Queue one already-serialized message without copying: buf holds 5 free

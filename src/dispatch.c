@@ -39,7 +39,7 @@ static const struct rpc_method table[] = {
 	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs", RPC_UNARY,
 	 &build__bazel__remote__execution__v2__batch_update_blobs_request__descriptor,
 	 &build__bazel__remote__execution__v2__batch_update_blobs_response__descriptor,
-	 svc_cas_batch_update, NULL, NULL, NULL},
+	 svc_cas_batch_update, NULL, svc_cas_batch_update_cancel, NULL},
 	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs", RPC_UNARY,
 	 &build__bazel__remote__execution__v2__find_missing_blobs_request__descriptor,
 	 &build__bazel__remote__execution__v2__find_missing_blobs_response__descriptor,

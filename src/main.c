@@ -324,6 +324,7 @@ int main(int argc, char **argv)
 		goto out_server;
 	}
 	svc_bytestream_init(d.base);
+	svc_cas_init(d.base);
 	svc_exec_init(d.base);
 	svc_bots_init(d.base);
 	sched_start(d.base);

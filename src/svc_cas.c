@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
 #include "blob.h"
 #include "google/rpc/status.pb-c.h"
 #include "inst.h"
@@ -84,9 +86,112 @@ static int put_error_code(int rv)
 	}
 }
 
+/* A batch of small blobs costs a file creation each on disk; store them a
+ * slice per loop pass so other calls keep being served meanwhile. */
+#define BATCH_SLICE_BLOBS 64
+#define BATCH_SLICE_US	  4000
+
+typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest PbBatchUpdate;
+typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response PbUpdateResp;
+
+struct batch_update {
+	struct call *c;
+	PbBatchUpdate *req; /* taken from the call layer; freed here */
+	struct inst *in;
+	struct statuses sts;
+	PbUpdateResp *rs;
+	PbUpdateResp **rp;
+	size_t next;
+	struct event *ev;
+};
+
+static struct event_base *cas_base;
+
+void svc_cas_init(struct event_base *base)
+{
+	cas_base = base;
+}
+
+static void batch_update_one(struct batch_update *b, size_t i)
+{
+	const Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request *r =
+		b->req->requests[i];
+	struct statuses *sts = &b->sts;
+	PbUpdateResp *rs = b->rs;
+	struct digest d;
+	char *err = NULL;
+	if (reapi_digest_err(r->digest, &d, &err) != 0) {
+		rs[i].status = status_set(sts, i, GRPC_INVALID_ARGUMENT, err);
+		return;
+	}
+	if (r->compressor != REV2(COMPRESSOR__VALUE__IDENTITY)) {
+		rs[i].status = status_set(
+			sts, i, GRPC_INVALID_ARGUMENT,
+			xstrdup("compressed batch uploads are not supported; send identity"));
+		return;
+	}
+	if ((int64_t)r->data.len != d.size) {
+		rs[i].status = status_set(sts, i, GRPC_INVALID_ARGUMENT,
+					  xasprintf("digest %s/%lld: got %zu bytes of data", d.hex,
+						    (long long)d.size, r->data.len));
+		return;
+	}
+	int rv = blob_put(b->in->cas, &d, r->data.data, r->data.len, &err);
+	if (rv != 0)
+		rs[i].status = status_set(sts, i, put_error_code(rv),
+					  err ? err : xasprintf("storing %s failed", d.hex));
+	else
+		rs[i].status = status_set(sts, i, GRPC_OK, NULL);
+}
+
+static void batch_update_free(struct batch_update *b)
+{
+	call_set_data(b->c, NULL);
+	if (b->ev)
+		event_free(b->ev);
+	statuses_free(&b->sts);
+	free(b->rs);
+	free(b->rp);
+	protobuf_c_message_free_unpacked(&b->req->base, &call_pb_allocator);
+	call_unref(b->c);
+	free(b);
+}
+
+static void batch_update_step(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	struct batch_update *b = arg;
+	size_t n = b->req->n_requests;
+	int64_t until = mono_us() + BATCH_SLICE_US;
+	for (size_t k = 0; b->next < n && k < BATCH_SLICE_BLOBS; k++) {
+		batch_update_one(b, b->next++);
+		if (mono_us() >= until)
+			break;
+	}
+	if (b->next < n && b->ev) {
+		event_active(b->ev, 0, 0);
+		return;
+	}
+	while (b->next < n) /* no loop to yield to (svc_cas_init not called) */
+		batch_update_one(b, b->next++);
+	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse resp =
+		REV2(BATCH_UPDATE_BLOBS_RESPONSE__INIT);
+	resp.n_responses = n;
+	resp.responses = b->rp;
+	call_reply(b->c, &resp.base);
+	batch_update_free(b);
+}
+
+void svc_cas_batch_update_cancel(struct call *c)
+{
+	struct batch_update *b = call_data(c);
+	if (b)
+		batch_update_free(b);
+}
+
 void svc_cas_batch_update(struct call *c, const ProtobufCMessage *msg)
 {
-	const Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest *req = (const void *)msg;
+	const PbBatchUpdate *req = (const void *)msg;
 	struct inst *in = inst_lookup(c, req->instance_name);
 	if (!in || reapi_digest_function(c, req->digest_function) != 0)
 		return;
@@ -101,53 +206,26 @@ void svc_cas_batch_update(struct call *c, const ProtobufCMessage *msg)
 		return;
 	}
 	size_t n = req->n_requests;
-	struct statuses sts = {xcalloc(n ? n : 1, sizeof(Google__Rpc__Status)), n};
-	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response *rs =
-		xcalloc(n ? n : 1, sizeof(*rs));
-	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response **rp =
-		xcalloc(n ? n : 1, sizeof(*rp));
+	struct batch_update *b = xcalloc(1, sizeof(*b));
+	b->c = c;
+	call_ref(c);
+	call_take_request(c);
+	b->req = (PbBatchUpdate *)req;
+	b->in = in;
+	b->sts.st = xcalloc(n ? n : 1, sizeof(Google__Rpc__Status));
+	b->sts.n = n;
+	b->rs = xcalloc(n ? n : 1, sizeof(*b->rs));
+	b->rp = xcalloc(n ? n : 1, sizeof(*b->rp));
 	for (size_t i = 0; i < n; i++) {
-		const Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request *r =
-			req->requests[i];
 		build__bazel__remote__execution__v2__batch_update_blobs_response__response__init(
-			&rs[i]);
-		rs[i].digest = r->digest;
-		rp[i] = &rs[i];
-		struct digest d;
-		char *err = NULL;
-		if (reapi_digest_err(r->digest, &d, &err) != 0) {
-			rs[i].status = status_set(&sts, i, GRPC_INVALID_ARGUMENT, err);
-			continue;
-		}
-		if (r->compressor != REV2(COMPRESSOR__VALUE__IDENTITY)) {
-			rs[i].status =
-				status_set(&sts, i, GRPC_INVALID_ARGUMENT,
-					   xstrdup("compressed batch uploads are not supported; "
-						   "send identity"));
-			continue;
-		}
-		if ((int64_t)r->data.len != d.size) {
-			rs[i].status = status_set(&sts, i, GRPC_INVALID_ARGUMENT,
-						  xasprintf("digest %s/%lld: got %zu bytes of data",
-							    d.hex, (long long)d.size, r->data.len));
-			continue;
-		}
-		int rv = blob_put(in->cas, &d, r->data.data, r->data.len, &err);
-		if (rv != 0)
-			rs[i].status =
-				status_set(&sts, i, put_error_code(rv),
-					   err ? err : xasprintf("storing %s failed", d.hex));
-		else
-			rs[i].status = status_set(&sts, i, GRPC_OK, NULL);
+			&b->rs[i]);
+		b->rs[i].digest = req->requests[i]->digest;
+		b->rp[i] = &b->rs[i];
 	}
-	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse resp =
-		REV2(BATCH_UPDATE_BLOBS_RESPONSE__INIT);
-	resp.n_responses = n;
-	resp.responses = rp;
-	call_reply(c, &resp.base);
-	statuses_free(&sts);
-	free(rs);
-	free(rp);
+	call_set_data(c, b);
+	if (cas_base)
+		b->ev = event_new(cas_base, -1, 0, batch_update_step, b);
+	batch_update_step(-1, 0, b);
 }
 
 void svc_cas_batch_read(struct call *c, const ProtobufCMessage *msg)
