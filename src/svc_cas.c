@@ -169,7 +169,10 @@ static void batch_update_step(evutil_socket_t fd, short what, void *arg)
 			break;
 	}
 	if (b->next < n && b->ev) {
-		event_active(b->ev, 0, 0);
+		/* A zero timer, not event_active: active events run in the same
+		 * pass, before the loop polls sockets again. */
+		static const struct timeval now = {0, 0};
+		evtimer_add(b->ev, &now);
 		return;
 	}
 	while (b->next < n) /* no loop to yield to (svc_cas_init not called) */
@@ -224,7 +227,7 @@ void svc_cas_batch_update(struct call *c, const ProtobufCMessage *msg)
 	}
 	call_set_data(c, b);
 	if (cas_base)
-		b->ev = event_new(cas_base, -1, 0, batch_update_step, b);
+		b->ev = evtimer_new(cas_base, batch_update_step, b);
 	batch_update_step(-1, 0, b);
 }
 
