@@ -1158,3 +1158,18 @@ def main(module="__main__"):
     print(line)
     sys.stdout.flush()
     sys.exit(1 if failed else 0)
+
+
+def bazel_summary(output):
+    """Bazel's process summary, e.g. {"remote cache hit": 3, "internal": 1,
+    "total": 4} from "INFO: 4 processes: 3 remote cache hit, 1 internal."."""
+    m = re.search(r"INFO: (\d+) process(?:es)?(?:: (.*?))?\.?$", output, re.M)
+    if not m:
+        raise AssertionError("no process summary in Bazel's output:\n" + output[-3000:])
+    out = {"total": int(m.group(1))}
+    for part in (m.group(2) or "").split(","):
+        part = part.strip().rstrip(".")
+        if part:
+            n, kind = part.split(" ", 1)
+            out[kind] = int(n)
+    return out

@@ -35,20 +35,6 @@ NO_BAZEL = ("SKIP: bazel not found in PATH; install Debian's bazel-bootstrap "
             "(.ci/run does) or set BAZEL=/path/to/bazel")
 
 
-def summary(output):
-    """Bazel's process summary, e.g. {"remote cache hit": 3, "internal": 1,
-    "local": 0} from "INFO: 4 processes: 3 remote cache hit, 1 internal."."""
-    m = re.search(r"INFO: (\d+) process(?:es)?(?:: (.*?))?\.?$", output, re.M)
-    if not m:
-        raise AssertionError("no process summary in Bazel's output:\n" + output[-3000:])
-    out = {"total": int(m.group(1))}
-    for part in (m.group(2) or "").split(","):
-        part = part.strip().rstrip(".")
-        if part:
-            n, kind = part.split(" ", 1)
-            out[kind] = int(n)
-    return out
-
 
 class TestBazelRemoteCache(h.ReactordTestCase):
     @unittest.skipUnless(BAZEL, NO_BAZEL)
@@ -86,7 +72,7 @@ class TestBazelRemoteCache(h.ReactordTestCase):
                     got[name] = hashlib.sha256(f.read()).hexdigest()
             return got
 
-        first = summary(bazel(*build))
+        first = h.bazel_summary(bazel(*build))
         self.assertEqual(first.get("remote cache hit", 0), 0, first)
         self.assertEqual(first.get("local", 0), len(OUTPUTS), first)
         before = outputs()
@@ -97,7 +83,7 @@ class TestBazelRemoteCache(h.ReactordTestCase):
         bazel("clean")
         self.assertFalse(os.path.exists(os.path.join(ws, "bazel-bin", "hello.txt")))
         mark = srv.log_mark()
-        second = summary(bazel(*build))
+        second = h.bazel_summary(bazel(*build))
         print("\n  bazel: first build %s; after clean %s" % (first, second), flush=True)
         self.assertEqual(second.get("remote cache hit", 0), len(OUTPUTS), second)
         self.assertEqual(second.get("local", 0), 0, second)

@@ -19,7 +19,6 @@ Run by `make check`; by hand: /usr/bin/python3 t/integ/test_worker.py [NAME...]
 
 import hashlib
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -346,18 +345,6 @@ class TestWorker(WorkerCase):
         self.assertEqual(len({r.result.execution_metadata.worker for r in results}), 2)
 
 
-def bazel_summary(output):
-    m = re.search(r"INFO: (\d+) process(?:es)?(?:: (.*?))?\.?$", output, re.M)
-    if not m:
-        raise AssertionError("no process summary in Bazel's output:\n" + output[-3000:])
-    out = {"total": int(m.group(1))}
-    for part in (m.group(2) or "").split(","):
-        part = part.strip().rstrip(".")
-        if part:
-            n, kind = part.split(" ", 1)
-            out[kind] = int(n)
-    return out
-
 
 class TestBazelRemoteExecution(WorkerCase):
     @unittest.skipUnless(BAZEL, "bazel not found in PATH")
@@ -382,7 +369,7 @@ class TestBazelRemoteExecution(WorkerCase):
                            timeout=150 * h.SLOW)
         self.assertEqual(r.returncode, 0, "bazel failed:\n%s\nreactord log:\n%s" % (
             r.stdout[-4000:], srv.log_tail(40)))
-        s = bazel_summary(r.stdout)
+        s = h.bazel_summary(r.stdout)
         print("\n  bazel remote execution: %s" % s, flush=True)
         self.assertEqual(s.get("remote", 0), 3, s)
         self.assertEqual(s.get("local", 0), 0, s)

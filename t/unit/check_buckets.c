@@ -131,22 +131,10 @@ static void on_state(bool up, void *arg)
 		g_up++;
 }
 
-static void on_guard(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd, (void)what;
-	*(bool *)arg = true;
-}
-
+/* Run the loop until *v >= min or timeout; true when reached. */
 static bool run_until(const int *v, int min, int64_t us)
 {
-	bool expired = false;
-	struct event *t = evtimer_new(g_base, on_guard, &expired);
-	struct timeval tv = {us / 1000000, us % 1000000};
-	evtimer_add(t, &tv);
-	while (*v < min && !expired)
-		event_base_loop(g_base, EVLOOP_ONCE);
-	event_free(t);
-	return *v >= min;
+	return check_loop_until(g_base, v, min, us);
 }
 
 static void setup(void)
