@@ -23,10 +23,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include "client.h"
-#include "grpc.h"
+#include "rpc/client.h"
+#include "rpc/grpc.h"
 #include "reactor/buckets/v1/buckets.pb-c.h"
-#include "util.h"
+#include "core/util.h"
 
 #define PFX "/reactor.buckets.v1.Buckets/"
 

@@ -48,15 +48,15 @@
 #include <event2/event.h>
 
 #include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
-#include "client.h"
-#include "digest.h"
+#include "rpc/client.h"
+#include "core/digest.h"
 #include "google/devtools/remoteworkers/v1test2/bots.pb-c.h"
 #include "google/longrunning/operations.pb-c.h"
 #include "google/rpc/status.pb-c.h"
-#include "grpc.h"
-#include "log.h"
-#include "reapi.h"
-#include "util.h"
+#include "rpc/grpc.h"
+#include "core/log.h"
+#include "services/reapi.h"
+#include "core/util.h"
 
 #define RE(x)		  BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
 #define RW(x)		  GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__##x

@@ -836,7 +836,7 @@ class TestRestart(CASTestCase):
         self.assertEqual([x[2] for x in self.batch_read(ds)], small)
 
     def blob_file(self, d):
-        """Where the disk store keeps d (layout documented in src/blob.h)."""
+        """Where the disk store keeps d (layout documented in src/domain/blob.h)."""
         path = os.path.join(self.srv.state_dir, "cas", "default", "cas", d.hash[:2],
                             "%s-%d" % (d.hash, d.size_bytes))
         self.assertTrue(os.path.isfile(path), path)

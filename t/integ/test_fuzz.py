@@ -3,7 +3,7 @@
 
 The rule under test: nothing a client sends may crash reactord, leak or
 corrupt state; bad input gets a precise gRPC status and the server keeps
-serving.  For every method path of the dispatch table (src/dispatch.c; a
+serving.  For every method path of the dispatch table (src/services/dispatch.c; a
 test checks the list below against it, so a new method cannot be missed)
 the fuzzer sends, from a fixed seed,
 
@@ -961,8 +961,8 @@ class FuzzCase(h.ReactordTestCase):
 
 class TestFuzz(FuzzCase):
     def test_dispatch_table_is_covered(self):
-        """Every method of src/dispatch.c is in methods(), with its kind."""
-        with open(os.path.join(h.SRCDIR, "src", "dispatch.c")) as f:
+        """Every method of src/services/dispatch.c is in methods(), with its kind."""
+        with open(os.path.join(h.SRCDIR, "src", "services", "dispatch.c")) as f:
             src = f.read()
         kinds = {"RPC_UNARY": UNARY, "RPC_SERVER_STREAM": SSTREAM, "RPC_CLIENT_STREAM": CSTREAM}
         table = {p: kinds[k] for p, k in re.findall(r'\{"(/[^"]+)", (RPC_\w+)', src)}

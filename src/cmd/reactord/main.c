@@ -1,0 +1,395 @@
+/*
+ * main.c - reactord: option parsing, start-up order, signals (SIGTERM/SIGINT
+ * drain, SIGHUP reload), and the one event loop everything runs on.
+ *
+ * Start-up: config -> state dir -> Redis (embedded server spawned and
+ * answering) -> listeners -> ready-file.  Shutdown: health NOT_SERVING,
+ * stop accepting, GOAWAY, let calls finish for shutdown-grace, cancel the
+ * rest, close Redis, stop the embedded redis-server, exit 0.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <nghttp2/nghttp2.h>
+#include <openssl/crypto.h>
+#include <protobuf-c/protobuf-c.h>
+#include <yaml.h>
+
+#include "rpc/call.h"
+#include "core/cfg.h"
+#include "config.h"
+#include "services/dispatch.h"
+#include "services/inst.h"
+#include "core/log.h"
+#include "domain/sched.h"
+#include "transport/server.h"
+#include "state/store.h"
+#include "services/svc.h"
+#include "domain/sched_watch.h"
+#include "cmd/reactord/worker_sup.h"
+
+#ifndef SYSCONFDIR
+#define SYSCONFDIR "/etc"
+#endif
+
+static struct {
+	struct event_base *base;
+	struct cfg *boot; /* the config we started with (listeners, redis) */
+	struct cfg *live; /* the config in force for reloadable keys */
+	const char *conf_path;
+	int verbosity; /* -v / -q adjustments */
+	bool draining;
+	struct event *sigterm, *sigint, *sighup, *grace_ev, *force_ev, *ready_ev;
+	bool ready;
+	char *pid_file;
+} d;
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+		"usage: reactord [-c FILE] [-t] [-v | -q] [-V] [-h]\n"
+		"  -c FILE  configuration file (default %s/reactor.conf)\n"
+		"  -t       check the configuration and exit (0 valid, 1 invalid)\n"
+		"  -v       more logging (repeat for debug)\n"
+		"  -q       less logging (repeat for errors only)\n"
+		"  -V       print the version and linked library versions\n"
+		"  -h       this help\n",
+		SYSCONFDIR);
+}
+
+static void print_version(void)
+{
+	nghttp2_info *ng = nghttp2_version(0);
+	printf("reactord %s\n", PACKAGE_VERSION);
+	printf("libevent %s\n", event_get_version());
+	printf("nghttp2 %s\n", ng->version_str);
+	printf("protobuf-c %s\n", protobuf_c_version());
+	printf("hiredis %d.%d.%d\n", HIREDIS_MAJOR, HIREDIS_MINOR, HIREDIS_PATCH);
+	int maj, min, pat;
+	yaml_get_version(&maj, &min, &pat);
+	printf("libyaml %d.%d.%d\n", maj, min, pat);
+	printf("openssl %s\n", OpenSSL_version(OPENSSL_VERSION));
+}
+
+static void apply_logging(const struct cfg *cfg)
+{
+	int lvl = cfg->log_level + d.verbosity;
+	if (lvl < LOG_ERROR)
+		lvl = LOG_ERROR;
+	if (lvl > LOG_DEBUG)
+		lvl = LOG_DEBUG;
+	log_set_level((enum log_level)lvl);
+	log_set_json(cfg->log_json);
+}
+
+static void apply_live(struct cfg *cfg)
+{
+	apply_logging(cfg);
+	call_configure(cfg);
+	server_reconfigure(cfg);
+	svc_set_config(cfg);
+	svc_buckets_configure(cfg);
+}
+
+/* ---- shutdown ------------------------------------------------------------ */
+
+static void finish_shutdown(void *arg)
+{
+	(void)arg;
+	LOGI("main", "all connections closed; stopping");
+	event_base_loopexit(d.base, NULL);
+}
+
+static void force_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	LOGW("main", "connections still open after cancelling calls; closing them");
+	server_close_all();
+}
+
+static void grace_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	size_t n = call_active_count();
+	if (n)
+		LOGW("main", "shutdown grace over; cancelling %zu call(s) still running", n);
+	call_cancel_all(GRPC_UNAVAILABLE, "server shutting down");
+	struct timeval tv = {1, 0};
+	event_add(d.force_ev, &tv);
+}
+
+static void start_drain(const char *why)
+{
+	if (d.draining) {
+		LOGW("main", "%s again: closing everything now", why);
+		call_cancel_all(GRPC_UNAVAILABLE, "server shutting down");
+		server_close_all();
+		return;
+	}
+	d.draining = true;
+	LOGI("main", "%s: draining (%zu connection(s), %zu call(s) in flight)", why,
+	     server_nconns(), call_active_count());
+	svc_health_set_serving(false);
+	svc_health_shutdown();
+	svc_buckets_shutdown();
+	svc_exec_drain();
+	svc_bots_drain();
+	worker_sup_stop();
+	int64_t g = d.live->shutdown_grace_us;
+	struct timeval tv = {g / 1000000, g % 1000000};
+	event_add(d.grace_ev, &tv);
+	server_drain(finish_shutdown, NULL);
+}
+
+static void signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	if (sig == SIGHUP) {
+		struct cfg *n = NULL;
+		char *err = NULL;
+		if (cfg_load(d.conf_path, &n, &err) != 0) {
+			LOGE("main", "reload failed, keeping the running config: %s", err);
+			free(err);
+			return;
+		}
+		char *stat = cfg_diff_static(d.boot, n);
+		if (stat) {
+			LOGW("main",
+			     "reload: %s changed; these keys take effect only after a "
+			     "restart",
+			     stat);
+			free(stat);
+		}
+		struct cfg *old = d.live;
+		d.live = n;
+		apply_live(n);
+		if (old != d.boot)
+			cfg_free(old);
+		LOGI("main", "reloaded %s", d.conf_path);
+		return;
+	}
+	start_drain(sig == SIGTERM ? "SIGTERM" : "SIGINT");
+}
+
+/* "ready" (the log line and the ready-file) means serving: Redis is up,
+ * or it stayed unreachable for the connect timeout, in which case we are
+ * ready but NOT_SERVING until it comes. */
+static void announce_ready(void)
+{
+	/* Only once, and only while the listeners are up: the store may come
+	 * up during the cleanup loop of a failed start. */
+	if (d.ready || !d.ready_ev)
+		return;
+	d.ready = true;
+	event_del(d.ready_ev);
+	if (d.boot->ready_file && server_write_ready_file(d.boot->ready_file) != 0)
+		LOGE("main", "ready-file %s: %s", d.boot->ready_file, strerror(errno));
+	LOGI("main", "ready%s", store_up() ? "" : " (Redis not reachable yet: NOT_SERVING)");
+}
+
+static void ready_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	announce_ready();
+}
+
+static void store_state(bool up, void *arg)
+{
+	(void)arg;
+	if (!d.draining)
+		svc_health_set_serving(up);
+	if (up)
+		announce_ready();
+}
+
+/* ---- start-up -------------------------------------------------------------- */
+
+static int mkdir_p(const char *path)
+{
+	char *p = xstrdup(path);
+	for (char *s = p + 1; *s; s++) {
+		if (*s == '/') {
+			*s = '\0';
+			if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+				free(p);
+				return -1;
+			}
+			*s = '/';
+		}
+	}
+	int rv = mkdir(p, 0755) != 0 && errno != EEXIST ? -1 : 0;
+	free(p);
+	return rv;
+}
+
+static int write_pid_file(void)
+{
+	d.pid_file = xasprintf("%s/reactord.pid", d.boot->state_dir);
+	FILE *f = fopen(d.pid_file, "w");
+	if (!f)
+		return -1;
+	fprintf(f, "%d\n", (int)getpid());
+	return fclose(f);
+}
+
+int main(int argc, char **argv)
+{
+	bool test_only = false;
+	int opt;
+	d.conf_path = SYSCONFDIR "/reactor.conf";
+	while ((opt = getopt(argc, argv, "c:tvqVh")) != -1) {
+		switch (opt) {
+		case 'c': d.conf_path = optarg; break;
+		case 't': test_only = true; break;
+		case 'v': d.verbosity++; break;
+		case 'q': d.verbosity--; break;
+		case 'V': print_version(); return 0;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return 2;
+	}
+
+	char *err = NULL;
+	if (cfg_load(d.conf_path, &d.boot, &err) != 0) {
+		fprintf(stderr, "reactord: %s\n", err);
+		free(err);
+		return 1;
+	}
+	if (test_only) {
+		printf("reactord: %s: configuration OK\n", d.conf_path);
+		cfg_free(d.boot);
+		return 0;
+	}
+	d.live = d.boot;
+	signal(SIGPIPE, SIG_IGN);
+	if (dispatch_check() != 0) {
+		fprintf(stderr, "reactord: internal error: dispatch table not sorted\n");
+		return 1;
+	}
+
+	d.base = event_base_new();
+	if (!d.base) {
+		fprintf(stderr, "reactord: cannot create the event loop\n");
+		return 1;
+	}
+	call_set_base(d.base);
+	apply_live(d.live);
+	LOGI("main", "reactord %s starting (config %s)", PACKAGE_VERSION, d.conf_path);
+
+	int rc = 1;
+	if (mkdir_p(d.boot->state_dir) != 0) {
+		LOGE("main", "state-dir %s: %s", d.boot->state_dir, strerror(errno));
+		goto out_base;
+	}
+	if (write_pid_file() != 0)
+		LOGW("main", "cannot write %s: %s", d.pid_file, strerror(errno));
+
+	store_on_state(store_state, NULL);
+	if (svc_buckets_init(d.base) != 0) {
+		LOGE("main", "buckets: cannot register the Redis scripts");
+		goto out_store;
+	}
+	if (sched_init() != 0) {
+		LOGE("main", "scheduler: cannot register the Redis scripts");
+		goto out_store;
+	}
+	watch_init(d.base);
+	if (store_start(d.base, d.boot, &err) != 0) {
+		LOGE("main", "redis: %s", err);
+		free(err);
+		goto out_store;
+	}
+	if (inst_open_all(d.base, d.boot, &err) != 0) {
+		LOGE("main", "storage: %s", err);
+		free(err);
+		goto out_server;
+	}
+	svc_bytestream_init(d.base);
+	svc_cas_init(d.base);
+	svc_exec_init(d.base);
+	svc_bots_init(d.base);
+	sched_start(d.base);
+	if (server_start(d.base, d.boot, &err) != 0) {
+		LOGE("main", "listen: %s", err);
+		free(err);
+		goto out_server;
+	}
+	if (worker_sup_start(d.base, d.boot, &err) != 0) {
+		LOGE("main", "%s", err);
+		free(err);
+		goto out_server;
+	}
+	d.ready_ev = evtimer_new(d.base, ready_timeout_cb, NULL);
+	{
+		int64_t t = d.boot->redis_connect_timeout_us;
+		struct timeval tv = {t / 1000000, t % 1000000};
+		event_add(d.ready_ev, &tv);
+	}
+
+	d.sigterm = evsignal_new(d.base, SIGTERM, signal_cb, NULL);
+	d.sigint = evsignal_new(d.base, SIGINT, signal_cb, NULL);
+	d.sighup = evsignal_new(d.base, SIGHUP, signal_cb, NULL);
+	d.grace_ev = evtimer_new(d.base, grace_cb, NULL);
+	d.force_ev = evtimer_new(d.base, force_cb, NULL);
+	event_add(d.sigterm, NULL);
+	event_add(d.sigint, NULL);
+	event_add(d.sighup, NULL);
+	if (store_up())
+		announce_ready();
+
+	event_base_dispatch(d.base);
+	rc = 0;
+
+	event_free(d.sigterm);
+	event_free(d.sigint);
+	event_free(d.sighup);
+	event_free(d.grace_ev);
+	event_free(d.force_ev);
+out_server:
+	if (d.ready_ev)
+		event_free(d.ready_ev);
+	d.ready_ev = NULL;
+	worker_sup_shutdown();
+	server_stop();
+	/* Let closed connections free themselves before Redis goes. */
+	event_base_loop(d.base, EVLOOP_NONBLOCK);
+	svc_bytestream_shutdown();
+	svc_ac_shutdown();
+	inst_close_all();
+out_store:
+	svc_buckets_shutdown();
+	sched_stop();
+	watch_shutdown();
+	store_stop();
+	if (d.boot->ready_file)
+		unlink(d.boot->ready_file);
+	if (d.pid_file)
+		unlink(d.pid_file);
+out_base:
+	free(d.pid_file);
+	event_base_free(d.base);
+	if (d.live != d.boot)
+		cfg_free(d.live);
+	cfg_free(d.boot);
+	LOGI("main", "exit %d", rc);
+	return rc;
+}

@@ -1,0 +1,315 @@
+/*
+ * worker_sup.c - supervision of local reactor-workers (worker_sup.h).
+ * One slot per configured worker: its pid while it runs, a restart timer
+ * while it is down.  A worker that lived less than STABLE_US before it
+ * died doubles its slot's restart delay (up to BACKOFF_MAX_US), so a
+ * broken binary or an unreachable listener does not spin.
+ */
+#define _GNU_SOURCE /* close_range */
+#include "cmd/reactord/worker_sup.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/event.h>
+
+#include "core/cfg.h"
+#include "core/child.h"
+#include "core/log.h"
+#include "transport/server.h"
+
+#define MOD	       "workers"
+#define BACKOFF_MIN_US 100000LL
+#define BACKOFF_MAX_US (10 * 1000000LL)
+#define STABLE_US      (10 * 1000000LL)
+#define STOP_WAIT_US   (2 * 1000000LL)
+
+struct slot {
+	int idx;
+	pid_t pid;
+	char *name;
+	int64_t started_us, backoff_us;
+	struct event *timer;
+};
+
+static struct {
+	struct event_base *base;
+	struct event *sigchld;
+	struct slot *slots;
+	int n;
+	char **argv; /* the command line, with the name slot filled per spawn */
+	int argc, name_at;
+	bool stopping;
+} sv;
+
+static void status_str(int st, char *buf, size_t len)
+{
+	if (WIFEXITED(st))
+		snprintf(buf, len, "exited with status %d", WEXITSTATUS(st));
+	else if (WIFSIGNALED(st))
+		snprintf(buf, len, "was killed by signal %d (%s)", WTERMSIG(st),
+			 strsignal(WTERMSIG(st)));
+	else
+		snprintf(buf, len, "ended (status 0x%x)", st);
+}
+
+/* In the child: async-signal-safe calls only until exec. */
+static void child_exec(char **argv, pid_t parent)
+{
+	int prep = child_prepare(SIGTERM, parent);
+	if (prep == -2)
+		_exit(126);
+	if (prep == -1)
+		_exit(1);
+	close_range(3, ~0U, 0);
+	execv(argv[0], argv);
+	static const char m[] = "reactord: cannot execute the local worker binary\n";
+	if (write(2, m, sizeof m - 1) < 0)
+		_exit(127);
+	_exit(127);
+}
+
+static void spawn(struct slot *s)
+{
+	sv.argv[sv.name_at] = s->name;
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0) {
+		LOGE(MOD, "fork for worker %s: %s", s->name, strerror(errno));
+		s->pid = 0;
+		struct timeval tv = {s->backoff_us / 1000000, s->backoff_us % 1000000};
+		evtimer_add(s->timer, &tv);
+		return;
+	}
+	if (pid == 0)
+		child_exec(sv.argv, parent);
+	s->pid = pid;
+	s->started_us = mono_us();
+	LOGI(MOD, "started worker %s pid %d", s->name, (int)pid);
+}
+
+static void restart_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what;
+	struct slot *s = arg;
+	if (!sv.stopping && s->pid == 0)
+		spawn(s);
+}
+
+static void on_sigchld(evutil_socket_t sig, short what, void *arg)
+{
+	(void)sig, (void)what, (void)arg;
+	for (int i = 0; i < sv.n; i++) {
+		struct slot *s = &sv.slots[i];
+		if (s->pid <= 0)
+			continue;
+		int st = 0;
+		pid_t r = waitpid(s->pid, &st, WNOHANG);
+		if (r == 0 || (r < 0 && errno != ECHILD))
+			continue;
+		char buf[128];
+		if (r < 0)
+			snprintf(buf, sizeof buf, "was reaped by someone else");
+		else
+			status_str(st, buf, sizeof buf);
+		s->pid = 0;
+		if (sv.stopping) {
+			LOGI(MOD, "worker %s %s", s->name, buf);
+			continue;
+		}
+		if (mono_us() - s->started_us > STABLE_US)
+			s->backoff_us = BACKOFF_MIN_US;
+		LOGW(MOD, "worker %s %s; restarting it in %.1fs", s->name, buf,
+		     (double)s->backoff_us / 1e6);
+		struct timeval tv = {s->backoff_us / 1000000, s->backoff_us % 1000000};
+		evtimer_add(s->timer, &tv);
+		s->backoff_us =
+			s->backoff_us * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : s->backoff_us * 2;
+	}
+}
+
+/* The address the workers dial: a unix listener if there is one, else
+ * the first one, with a wildcard host made loopback. */
+static char *pick_target(void)
+{
+	size_t n = server_nbound();
+	for (size_t i = 0; i < n; i++)
+		if (!strncmp(server_bound(i), "unix:", 5))
+			return xstrdup(server_bound(i));
+	if (n == 0)
+		return NULL;
+	const char *b = server_bound(0);
+	if (!strncmp(b, "0.0.0.0:", 8))
+		return xasprintf("127.0.0.1:%s", b + 8);
+	if (!strncmp(b, "[::]:", 5))
+		return xasprintf("[::1]:%s", b + 5);
+	return xstrdup(b);
+}
+
+static char *default_binary(void)
+{
+	char exe[PATH_MAX];
+	ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (n <= 0)
+		return xstrdup("reactor-worker");
+	exe[n] = '\0';
+	char *slash = strrchr(exe, '/');
+	*slash = '\0';
+	return xasprintf("%s/reactor-worker", exe);
+}
+
+static void push(char ***v, int *n, char *s)
+{
+	*v = xrealloc(*v, (size_t)(*n + 2) * sizeof(**v));
+	(*v)[(*n)++] = s;
+	(*v)[*n] = NULL;
+}
+
+int worker_sup_start(struct event_base *base, const struct cfg *cfg, char **err)
+{
+	if (cfg->workers_local <= 0)
+		return 0;
+	char *bin = cfg->workers_binary ? xstrdup(cfg->workers_binary) : default_binary();
+	if (access(bin, X_OK) != 0) {
+		*err = xasprintf("workers.binary %s: %s (workers.local is %d; set workers.binary "
+				 "or workers.local: 0)",
+				 bin, strerror(errno), cfg->workers_local);
+		free(bin);
+		return -1;
+	}
+	char *target = pick_target();
+	if (!target) {
+		*err = xstrdup("no listener for the local workers to connect to");
+		free(bin);
+		return -1;
+	}
+	char *work = cfg->workers_work_dir ? xstrdup(cfg->workers_work_dir)
+					   : xasprintf("%s/work", cfg->state_dir);
+	if (mkdir(work, 0755) != 0 && errno != EEXIST) {
+		*err = xasprintf("workers.work-dir %s: %s", work, strerror(errno));
+		free(bin);
+		free(target);
+		free(work);
+		return -1;
+	}
+	sv.base = base;
+	sv.sigchld = evsignal_new(base, SIGCHLD, on_sigchld, NULL);
+	if (!sv.sigchld || evsignal_add(sv.sigchld, NULL) < 0) {
+		*err = xstrdup("cannot register a SIGCHLD event for the local workers");
+		if (sv.sigchld)
+			event_free(sv.sigchld);
+		sv.sigchld = NULL;
+		free(bin);
+		free(target);
+		free(work);
+		return -1;
+	}
+	push(&sv.argv, &sv.argc, bin);
+	push(&sv.argv, &sv.argc, xstrdup("-s"));
+	push(&sv.argv, &sv.argc, target);
+	push(&sv.argv, &sv.argc, xstrdup("-d"));
+	push(&sv.argv, &sv.argc, work);
+	for (int i = 0; i < cfg->n_workers_properties; i++) {
+		push(&sv.argv, &sv.argc, xstrdup("-p"));
+		push(&sv.argv, &sv.argc, xstrdup(cfg->workers_properties[i]));
+	}
+	push(&sv.argv, &sv.argc, xstrdup("-n"));
+	sv.name_at = sv.argc;
+	push(&sv.argv, &sv.argc, NULL); /* the name, per spawn */
+
+	char host[HOST_NAME_MAX + 1] = "localhost";
+	gethostname(host, sizeof host - 1);
+	for (char *p = host; *p; p++)
+		if (*p == '/')
+			*p = '_';
+	sv.n = cfg->workers_local;
+	sv.slots = xcalloc((size_t)sv.n, sizeof(*sv.slots));
+	LOGI(MOD, "starting %d local worker(s) on %s (%s)", sv.n, target, bin);
+	for (int i = 0; i < sv.n; i++) {
+		struct slot *s = &sv.slots[i];
+		s->idx = i;
+		/* Stable for this reactord: a restarted worker's new session
+		 * replaces the dead one's at once and requeues its lease. */
+		s->name = xasprintf("%s-%d-w%d", host, (int)getpid(), i);
+		s->backoff_us = BACKOFF_MIN_US;
+		s->timer = evtimer_new(base, restart_cb, s);
+		spawn(s);
+	}
+	return 0;
+}
+
+void worker_sup_stop(void)
+{
+	if (sv.stopping)
+		return;
+	sv.stopping = true;
+	for (int i = 0; i < sv.n; i++) {
+		struct slot *s = &sv.slots[i];
+		if (s->timer)
+			evtimer_del(s->timer);
+		if (s->pid > 0 && kill(s->pid, SIGTERM) == 0)
+			LOGI(MOD, "stopping worker %s pid %d", s->name, (int)s->pid);
+	}
+}
+
+void worker_sup_shutdown(void)
+{
+	worker_sup_stop();
+	int64_t deadline = mono_us() + STOP_WAIT_US;
+	for (int i = 0; i < sv.n; i++) {
+		struct slot *s = &sv.slots[i];
+		while (s->pid > 0) {
+			int st;
+			pid_t r = waitpid(s->pid, &st, WNOHANG);
+			if (r == s->pid || (r < 0 && errno != EINTR)) {
+				s->pid = 0;
+				break;
+			}
+			if (mono_us() >= deadline) {
+				LOGW(MOD, "worker %s pid %d did not stop: killing it", s->name,
+				     (int)s->pid);
+				kill(s->pid, SIGKILL);
+				while (waitpid(s->pid, &st, 0) < 0 && errno == EINTR)
+					;
+				s->pid = 0;
+				break;
+			}
+			struct timespec ts = {0, 5000000};
+			nanosleep(&ts, NULL);
+		}
+		if (s->timer)
+			event_free(s->timer);
+		free(s->name);
+	}
+	free(sv.slots);
+	sv.slots = NULL;
+	sv.n = 0;
+	if (sv.sigchld)
+		event_free(sv.sigchld);
+	sv.sigchld = NULL;
+	for (int i = 0; i < sv.argc; i++)
+		if (i != sv.name_at)
+			free(sv.argv[i]);
+	free(sv.argv);
+	sv.argv = NULL;
+	sv.argc = 0;
+}
+
+int worker_sup_pids(int *pids, int n)
+{
+	int k = 0;
+	for (int i = 0; i < sv.n; i++)
+		if (sv.slots[i].pid > 0 && k < n)
+			pids[k++] = sv.slots[i].pid;
+	return k;
+}

@@ -1,0 +1,68 @@
+/*
+ * worker_cas.h - reactor-worker's CAS client: reads and writes blobs of
+ * one instance over a connected rc_client, choosing BatchReadBlobs /
+ * BatchUpdateBlobs for blobs that fit max_batch_total_size_bytes (from
+ * GetCapabilities) and ByteStream Read / Write for larger ones.  Every
+ * read is verified against its digest.  Calls are synchronous: they run
+ * the client's event loop until the RPC ends (the worker is a separate
+ * process and may block).
+ */
+#ifndef REACTOR_WORKER_CAS_H
+#define REACTOR_WORKER_CAS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/digest.h"
+
+struct rc_client;
+struct event_base;
+
+struct wcas {
+	struct event_base *base;
+	struct rc_client *cl; /* borrowed */
+	const char *instance; /* borrowed */
+	int64_t max_batch;    /* bytes of blob data per batch request */
+};
+
+/* Errors: 0; WCAS_MISSING when a blob is not in the CAS (the caller turns
+ * it into FAILED_PRECONDITION; *err names it "blobs/HASH/SIZE"); WCAS_EIO
+ * for anything else (transport, bad digest, local I/O), *err says what.
+ * *err is malloc'd; the caller frees it. */
+#define WCAS_MISSING (-2)
+#define WCAS_EIO     (-1)
+
+/* Ask GetCapabilities for the batch limit.  Returns 0 or WCAS_EIO. */
+int wcas_init(struct wcas *w, struct event_base *base, struct rc_client *cl, const char *instance,
+	      char **err);
+
+/* Read n blobs into memory: out[i] is malloc'd (never NULL, even for an
+ * empty blob) with length lens[i]; on error nothing is returned (all
+ * freed). */
+int wcas_read_many(struct wcas *w, const struct digest *d, size_t n, uint8_t **out, size_t *lens,
+		   char **err);
+
+/* Write blobs to files: each digest goes to path[i] (created 0644 or 0755
+ * when exec[i]; parents must exist).  Duplicate digests are fetched once. */
+struct wcas_file {
+	struct digest d;
+	char *path;
+	bool exec;
+};
+int wcas_fetch_files(struct wcas *w, const struct wcas_file *f, size_t n, char **err);
+
+/* A blob to upload: either in memory (data) or in a file (path). */
+struct wcas_blob {
+	struct digest d;
+	const uint8_t *data; /* borrowed; NULL when path is set */
+	const char *path;    /* borrowed */
+};
+/* Upload those blobs the CAS is missing (FindMissingBlobs first).  Empty
+ * blobs are skipped: servers must treat them as always present. */
+int wcas_upload(struct wcas *w, const struct wcas_blob *b, size_t n, char **err);
+
+/* Hash a file: 0 or -1 with errno set. */
+int wcas_digest_file(const char *path, struct digest *out);
+
+#endif

@@ -1,0 +1,1165 @@
+/*
+ * cfg.c - loads reactor.conf.  libyaml's event stream is turned into a small
+ * tree of nodes that remember their line and column, and one static table of
+ * keys (cfg_keys) then drives everything else: type checks, bounds, defaults,
+ * freeing, and the list of non-reloadable keys SIGHUP must refuse to change.
+ * Adding a key means adding a field to struct cfg and one row to the table.
+ * The loader either builds a whole struct cfg or returns a single error of
+ * the form "file:line:col: key.path: what is wrong"; it never logs and keeps
+ * no global state, so reloads can build a new config next to the live one.
+ */
+#include "core/cfg.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <yaml.h>
+
+#include "core/log.h"
+#include "core/util.h"
+
+#define US_MS 1000LL
+#define US_S  (1000 * US_MS)
+#define US_M  (60 * US_S)
+#define US_H  (60 * US_M)
+#define US_D  (24 * US_H)
+#define KIB   (1LL << 10)
+#define MIB   (1LL << 20)
+#define GIB   (1LL << 30)
+
+/* A config file is a handful of sections; anything deeper is a mistake or
+ * an attack on the recursive tree builder. */
+#define MAX_DEPTH 32
+
+/* ---- YAML node tree ------------------------------------------------------ */
+
+enum node_kind { N_SCALAR, N_MAP, N_SEQ };
+
+struct node {
+	enum node_kind kind;
+	int line, col;	    /* 1-based position of the node's first character */
+	char *str;	    /* N_SCALAR: the text */
+	bool plain;	    /* N_SCALAR: unquoted, so "", "~" and "null" are null */
+	struct node **kids; /* N_MAP: key, value, key, value...; N_SEQ: items */
+	size_t n_kids;
+};
+
+struct ctx {
+	const char *file;
+	const char *text; /* the whole input: reader errors give only an offset */
+	size_t len;
+	char *err; /* first error; parsing stops there */
+};
+
+static void node_free(struct node *n)
+{
+	if (!n)
+		return;
+	for (size_t i = 0; i < n->n_kids; i++)
+		node_free(n->kids[i]);
+	free(n->kids);
+	free(n->str);
+	free(n);
+}
+
+static bool is_null(const struct node *n)
+{
+	return n->kind == N_SCALAR && n->plain &&
+	       (!n->str[0] || !strcmp(n->str, "~") || !strcmp(n->str, "null") ||
+		!strcmp(n->str, "Null") || !strcmp(n->str, "NULL"));
+}
+
+/* The value stored under scalar key `key` in mapping n, or NULL. */
+static const struct node *map_get(const struct node *n, const char *key)
+{
+	for (size_t i = 0; n->kind == N_MAP && i + 1 < n->n_kids; i += 2)
+		if (n->kids[i]->kind == N_SCALAR && !strcmp(n->kids[i]->str, key))
+			return n->kids[i + 1];
+	return NULL;
+}
+
+/* ---- errors -------------------------------------------------------------- */
+
+/* Record the first error, at line:col and about key `path` (NULL when it is
+ * not about one key).  Always returns -1 so callers can `return fail(...)`. */
+static int fail_at(struct ctx *x, int line, int col, const char *path, const char *fmt, ...)
+	PRINTF_LIKE(5, 6);
+static int fail_at(struct ctx *x, int line, int col, const char *path, const char *fmt, ...)
+{
+	va_list ap;
+	if (x->err)
+		return -1;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	assert(n >= 0);
+	char *msg = xmalloc((size_t)n + 1);
+	va_start(ap, fmt);
+	vsnprintf(msg, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	x->err = xasprintf("%s:%d:%d: %s%s%s", x->file, line, col, path ? path : "",
+			   path ? ": " : "", msg);
+	free(msg);
+	return -1;
+}
+
+#define fail(x, n, path, ...) fail_at(x, (n)->line, (n)->col, path, __VA_ARGS__)
+
+/* ---- libyaml events to nodes --------------------------------------------- */
+
+/* Next event, or -1 with libyaml's own description of the syntax error. */
+static int next_event(struct ctx *x, yaml_parser_t *p, yaml_event_t *ev)
+{
+	if (yaml_parser_parse(p, ev))
+		return 0;
+	if (p->error == YAML_MEMORY_ERROR) {
+		fprintf(stderr, "reactord: out of memory parsing %s\n", x->file);
+		abort();
+	}
+	int line = (int)p->problem_mark.line + 1;
+	int col = (int)p->problem_mark.column + 1;
+	if (p->error == YAML_READER_ERROR) {
+		/* Encoding errors come with a byte offset, not a mark. */
+		line = col = 1;
+		for (size_t i = 0; i < p->problem_offset && i < x->len; i++, col++)
+			if (x->text[i] == '\n')
+				line++, col = 0;
+	}
+	const char *problem = p->problem ? p->problem : "YAML syntax error";
+	if (p->error == YAML_READER_ERROR && p->problem_value >= 0)
+		return fail_at(x, line, col, NULL, "%s (byte 0x%02x)", problem, p->problem_value);
+	if (p->context)
+		return fail_at(x, line, col, NULL, "%s (%s at %d:%d)", problem, p->context,
+			       (int)p->context_mark.line + 1, (int)p->context_mark.column + 1);
+	return fail_at(x, line, col, NULL, "%s", problem);
+}
+
+/* Build the node that begins with *ev (already read), consuming events up to
+ * its end.  *ev is always deleted.  On error *out may hold a partial node,
+ * which the caller frees. */
+static int build(struct ctx *x, yaml_parser_t *p, yaml_event_t *ev, int depth, struct node **out)
+{
+	int line = (int)ev->start_mark.line + 1, col = (int)ev->start_mark.column + 1;
+	yaml_event_type_t type = ev->type;
+
+	*out = NULL;
+	if (type == YAML_ALIAS_EVENT) {
+		yaml_event_delete(ev);
+		return fail_at(x, line, col, NULL, "YAML aliases are not supported");
+	}
+	assert(type == YAML_SCALAR_EVENT || type == YAML_MAPPING_START_EVENT ||
+	       type == YAML_SEQUENCE_START_EVENT);
+	struct node *n = xcalloc(1, sizeof *n);
+	n->line = line;
+	n->col = col;
+	*out = n;
+	if (type == YAML_SCALAR_EVENT) {
+		n->kind = N_SCALAR;
+		n->str = xstrndup((const char *)ev->data.scalar.value, ev->data.scalar.length);
+		n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+		yaml_event_delete(ev);
+		return 0;
+	}
+	n->kind = type == YAML_MAPPING_START_EVENT ? N_MAP : N_SEQ;
+	yaml_event_delete(ev);
+	if (depth >= MAX_DEPTH)
+		return fail_at(x, line, col, NULL, "nested deeper than %d levels", MAX_DEPTH);
+	for (;;) {
+		yaml_event_t e;
+		struct node *kid;
+		if (next_event(x, p, &e))
+			return -1;
+		if (e.type == YAML_MAPPING_END_EVENT || e.type == YAML_SEQUENCE_END_EVENT) {
+			yaml_event_delete(&e);
+			return 0;
+		}
+		int r = build(x, p, &e, depth + 1, &kid);
+		if (kid) {
+			n->kids = xrealloc(n->kids, (n->n_kids + 1) * sizeof *n->kids);
+			n->kids[n->n_kids++] = kid;
+		}
+		if (r)
+			return -1;
+	}
+}
+
+/* Parse the whole input into *root (NULL for an empty stream). */
+static int read_tree(struct ctx *x, struct node **root)
+{
+	yaml_parser_t p;
+	yaml_event_t ev;
+	int r = -1;
+
+	*root = NULL;
+	if (!yaml_parser_initialize(&p))
+		abort();
+	yaml_parser_set_input_string(&p, (const unsigned char *)x->text, x->len);
+	if (next_event(x, &p, &ev)) /* STREAM-START */
+		goto out;
+	yaml_event_delete(&ev);
+	if (next_event(x, &p, &ev))
+		goto out;
+	if (ev.type == YAML_DOCUMENT_START_EVENT) {
+		yaml_event_delete(&ev);
+		if (next_event(x, &p, &ev) || build(x, &p, &ev, 0, root) ||
+		    next_event(x, &p, &ev)) /* DOCUMENT-END */
+			goto out;
+		yaml_event_delete(&ev);
+		if (next_event(x, &p, &ev))
+			goto out;
+		if (ev.type == YAML_DOCUMENT_START_EVENT) {
+			fail_at(x, (int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1, NULL,
+				"only one YAML document is allowed");
+			yaml_event_delete(&ev);
+			goto out;
+		}
+	}
+	yaml_event_delete(&ev); /* STREAM-END */
+	r = 0;
+out:
+	yaml_parser_delete(&p);
+	return r;
+}
+
+/* ---- scalar helpers ------------------------------------------------------ */
+
+static bool streq_null(const char *a, const char *b)
+{
+	return a == b || (a && b && !strcmp(a, b));
+}
+
+static int parse_bool(const char *s, bool *out)
+{
+	static const char *const yes[] = {"true", "yes", "on"};
+	static const char *const no[] = {"false", "no", "off"};
+	for (size_t i = 0; i < ARRAY_LEN(yes); i++) {
+		if (!strcasecmp(s, yes[i]) || !strcasecmp(s, no[i])) {
+			*out = !strcasecmp(s, yes[i]);
+			return 0;
+		}
+	}
+	return -1;
+}
+
+static int parse_int(const char *s, int64_t *out)
+{
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (end == s || *end || errno == EINVAL)
+		return -1;
+	*out = v; /* ERANGE saturates, which the bounds check then reports */
+	return 0;
+}
+
+/* Sizes and durations must look like "12", "1.5" or "16MiB": util.c's
+ * parsers use strtod, which would also take "nan", "1e30" or "0x10", and a
+ * bare number of seconds is multiplied without an overflow check.  Returns
+ * 0 for a bad shape, -1 for an integer part too long to convert safely
+ * (the caller reports it as out of range), 1 when it may be parsed. */
+static int number_shape(const char *s)
+{
+	size_t digits = strspn(s, "0123456789");
+	if (digits == 0)
+		return 0;
+	int ok = digits > 9 ? -1 : 1;
+	s += digits;
+	if (*s == '.') {
+		size_t frac = strspn(s + 1, "0123456789");
+		if (frac == 0)
+			return 0;
+		s += 1 + frac;
+	}
+	if (strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") != strlen(s))
+		return 0;
+	return ok;
+}
+
+/* Optimal string alignment distance (Levenshtein plus swapped neighbours,
+ * the commonest typo).  Long strings are never "close". */
+static int edit_distance(const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	int d[64][64];
+	if (la >= 64 || lb >= 64)
+		return 64;
+	for (size_t i = 0; i <= la; i++)
+		d[i][0] = (int)i;
+	for (size_t j = 0; j <= lb; j++)
+		d[0][j] = (int)j;
+	for (size_t i = 1; i <= la; i++) {
+		for (size_t j = 1; j <= lb; j++) {
+			int cost = a[i - 1] != b[j - 1];
+			int v = d[i - 1][j - 1] + cost;
+			if (d[i - 1][j] + 1 < v)
+				v = d[i - 1][j] + 1;
+			if (d[i][j - 1] + 1 < v)
+				v = d[i][j - 1] + 1;
+			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
+			    d[i - 2][j - 2] + 1 < v)
+				v = d[i - 2][j - 2] + 1;
+			d[i][j] = v;
+		}
+	}
+	return d[la][lb];
+}
+
+/* ---- addresses and instance names ---------------------------------------- */
+
+/* Split "host:port" or "[v6addr]:port" with port in min_port..65535.  On
+ * success sets *host (caller frees) and *port and returns NULL; otherwise
+ * returns a malloc'd complaint. */
+static char *split_hostport(const char *s, int min_port, char **host, int *port)
+{
+	const char *h = s, *colon;
+	size_t hl;
+
+	if (*s == '[') {
+		const char *close = strchr(s, ']');
+		if (!close || close[1] != ':')
+			return xasprintf("expected [address]:port, got \"%s\"", s);
+		h = s + 1;
+		hl = (size_t)(close - h);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (!colon)
+			return xasprintf("expected host:port, got \"%s\"", s);
+		hl = (size_t)(colon - s);
+		if (memchr(s, ':', hl))
+			return xasprintf("IPv6 addresses need brackets, like [::1]:50051");
+	}
+	if (hl == 0)
+		return xasprintf("missing host before \":%s\"", colon + 1);
+	const char *ps = colon + 1;
+	if (!*ps || strspn(ps, "0123456789") != strlen(ps))
+		return xasprintf("bad port \"%s\"", ps);
+	long v = strtol(ps, NULL, 10); /* saturates at LONG_MAX: out of range */
+	if (v < min_port || v > 65535)
+		return xasprintf("port %s out of range %d..65535", ps, min_port);
+	*host = xstrndup(h, hl);
+	*port = (int)v;
+	return NULL;
+}
+
+static char *parse_listen(const char *s, struct cfg_listen *l)
+{
+	if (!strncmp(s, "unix:", 5)) {
+		if (!s[5])
+			return xasprintf("unix: needs a socket path, like unix:/run/reactord.sock");
+		l->kind = CFG_LISTEN_UNIX;
+		l->path = xstrdup(s + 5);
+		return NULL;
+	}
+	if (s[0] == '/')
+		return xasprintf("write unix sockets as unix:%s", s);
+	l->kind = CFG_LISTEN_TCP;
+	return split_hostport(s, 0, &l->host, &l->port);
+}
+
+/* String validators: return NULL or a malloc'd complaint.  They may rewrite
+ * the value in place, but only to make it shorter. */
+
+static char *check_nonempty(char *s)
+{
+	return *s ? NULL : xasprintf("must not be empty");
+}
+
+/* The redis module only knows "host:port" and "/absolute/path", so the
+ * friendlier "unix:/path" spelling is normalised here. */
+static char *check_redis_address(char *s)
+{
+	char *host;
+	int port;
+
+	if (!strncmp(s, "unix:", 5)) {
+		if (s[5] != '/')
+			return xasprintf(
+				"unix: needs an absolute socket path, like unix:/run/redis.sock");
+		memmove(s, s + 5, strlen(s + 5) + 1);
+	}
+	if (s[0] == '/')
+		return s[1] ? NULL : xasprintf("needs a socket path after \"/\"");
+	char *msg = split_hostport(s, 1, &host, &port);
+	if (!msg)
+		free(host);
+	return msg;
+}
+
+/* REAPI resource names are "{instance}/blobs/...", "{instance}/uploads/..."
+ * and so on, so a name containing one of these segments would make those
+ * names ambiguous. */
+static char *check_instance_name(char *s)
+{
+	static const char *const reserved[] = {
+		"blobs",      "uploads",      "actions",	  "actionResults",
+		"operations", "capabilities", "compressed-blobs",
+	};
+	size_t len = strlen(s);
+
+	if (len == 0)
+		return NULL;
+	if (s[0] == '/' || s[len - 1] == '/')
+		return xasprintf("instance name \"%s\" must not start or end with \"/\"", s);
+	for (const char *seg = s; seg <= s + len;) {
+		size_t sl = strcspn(seg, "/");
+		if (sl == 0)
+			return xasprintf("instance name \"%s\" has an empty segment", s);
+		for (size_t i = 0; i < ARRAY_LEN(reserved); i++)
+			if (sl == strlen(reserved[i]) && !memcmp(seg, reserved[i], sl))
+				return xasprintf(
+					"instance name \"%s\" uses the reserved segment \"%s\"", s,
+					reserved[i]);
+		seg += sl + 1;
+	}
+	return NULL;
+}
+
+/* ---- the key table ------------------------------------------------------- */
+
+enum ktype { K_SECTION, K_BOOL, K_INT, K_SIZE, K_DURATION, K_STRING, K_ENUM, K_LIST };
+
+/* How a K_LIST key parses, defaults, compares and frees its elements. */
+struct list_ops {
+	size_t elem_size;
+	int (*parse)(struct ctx *x, const struct node *n, const char *path, void *elem);
+	void (*set_default)(void *elem, const char *def);
+	/* Checks across elements (NULL for none); seq is the list's node. */
+	int (*check)(struct ctx *x, const struct node *seq, const char *path, const void *elems,
+		     int n);
+	bool (*equal)(const void *a, const void *b);
+	void (*free)(void *elem);
+};
+
+struct key {
+	const char *name; /* dotted path relative to its table */
+	enum ktype type;
+	size_t off, size;	  /* the field; for K_LIST the array pointer */
+	size_t count_off;	  /* K_LIST: the int element count */
+	int64_t def, min, max;	  /* numeric kinds; K_ENUM: index into names */
+	const char *def_str;	  /* K_STRING: NULL = unset; K_LIST: the one default element */
+	bool reload;		  /* SIGHUP may change it */
+	const char *const *names; /* K_ENUM: NULL-terminated; value = index */
+	char *(*check)(char *s);  /* K_STRING: extra validation */
+	const struct list_ops *list;
+};
+
+struct keytab {
+	const struct key *keys;
+	size_t n;
+};
+
+static int parse_map(struct ctx *x, const struct keytab *t, void *base, const struct node *map,
+		     const char *section, const char *outer, const struct node **where);
+static void apply_defaults(const struct keytab *t, void *base, const struct node *const *where);
+static void free_fields(const struct keytab *t, void *base);
+
+static int listen_parse(struct ctx *x, const struct node *n, const char *path, void *elem)
+{
+	if (n->kind != N_SCALAR || is_null(n))
+		return fail(x, n, path,
+			    "expected an address like 127.0.0.1:50051, [::1]:50051 or unix:/path");
+	char *msg = parse_listen(n->str, elem);
+	if (!msg)
+		return 0;
+	fail(x, n, path, "%s", msg);
+	free(msg);
+	return -1;
+}
+
+static void listen_default(void *elem, const char *def)
+{
+	char *msg = parse_listen(def, elem);
+	assert(!msg);
+	(void)msg;
+}
+
+static bool listen_equal(const void *a, const void *b)
+{
+	const struct cfg_listen *la = a, *lb = b;
+	return la->kind == lb->kind && la->port == lb->port && streq_null(la->host, lb->host) &&
+	       streq_null(la->path, lb->path);
+}
+
+static void listen_free(void *elem)
+{
+	struct cfg_listen *l = elem;
+	free(l->host);
+	free(l->path);
+}
+
+/* Index is enum cfg_storage. */
+static const char *const storage_names[] = {"disk", "memory", NULL};
+
+/* A list of non-empty strings (platform property names). */
+static int strlist_parse(struct ctx *x, const struct node *n, const char *path, void *elem)
+{
+	if (n->kind != N_SCALAR || is_null(n) || !n->str[0])
+		return fail(x, n, path, "expected a non-empty string");
+	*(char **)elem = xstrdup(n->str);
+	return 0;
+}
+
+static void strlist_default(void *elem, const char *def)
+{
+	*(char **)elem = xstrdup(def);
+}
+
+static bool strlist_equal(const void *a, const void *b)
+{
+	return !strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void strlist_free(void *elem)
+{
+	free(*(char **)elem);
+}
+
+static const struct list_ops strlist_ops = {
+	sizeof(char *), strlist_parse, strlist_default, NULL, strlist_equal, strlist_free,
+};
+
+/* A list of "KEY=VALUE" strings (the platform properties of local workers). */
+static int proplist_parse(struct ctx *x, const struct node *n, const char *path, void *elem)
+{
+	if (n->kind != N_SCALAR || is_null(n) || !strchr(n->str, '=') || n->str[0] == '=')
+		return fail(x, n, path, "expected KEY=VALUE, like OSFamily=linux");
+	*(char **)elem = xstrdup(n->str);
+	return 0;
+}
+
+static const struct list_ops proplist_ops = {
+	sizeof(char *), proplist_parse, strlist_default, NULL, strlist_equal, strlist_free,
+};
+
+#define FI(field)                                                                                  \
+	.off = offsetof(struct cfg_instance, field),                                               \
+	.size = sizeof(((struct cfg_instance *)0)->field)
+static const struct key inst_keys[] = {
+	{"name", K_STRING, FI(name), .def_str = "", .check = check_instance_name},
+	{"storage", K_ENUM, FI(storage), .def = CFG_STORAGE_DISK, .names = storage_names},
+	/* 0 = unbounded (disk) / 1 GiB (memory, see cfg_instance_storage_max). */
+	{"storage-max-size", K_SIZE, FI(storage_max_size), .def = 0, .min = 0, .max = 1LL << 50},
+	{"allow-updates", K_BOOL, FI(allow_updates), .def = true, .reload = true},
+	{"verify-reads", K_BOOL, FI(verify_reads), .def = false},
+	/* Under gRPC's common 4 MiB receive limit with room for the envelope. */
+	{"max-batch-size", K_SIZE, FI(max_batch_size), .def = 4 * MIB - 64 * KIB, .min = KIB,
+	 .max = GIB},
+	/* Remote execution (src/sched.c). */
+	{"execution", K_BOOL, FI(execution), .def = false, .reload = true},
+	{"max-execution-timeout", K_DURATION, FI(max_execution_timeout_us), .def = US_H,
+	 .min = US_S, .max = 7 * US_D, .reload = true},
+	{"no-worker-timeout", K_DURATION, FI(no_worker_timeout_us), .def = 10 * US_M,
+	 .min = 100 * US_MS, .max = 7 * US_D, .reload = true},
+	{"max-attempts", K_INT, FI(max_attempts), .def = 5, .min = 1, .max = 100, .reload = true},
+	{"operation-retention", K_DURATION, FI(operation_retention_us), .def = 10 * US_M,
+	 .min = US_S, .max = 30 * US_D, .reload = true},
+	{"cancel-orphaned-jobs", K_BOOL, FI(cancel_orphaned_jobs), .def = false, .reload = true},
+	/* A comma in def_str makes several default elements. */
+	{"platform-properties", K_LIST, FI(platform_properties),
+	 .count_off = offsetof(struct cfg_instance, n_platform_properties), .list = &strlist_ops,
+	 .def_str = "OSFamily,ISA", .reload = true},
+};
+static const struct keytab inst_tab = {inst_keys, ARRAY_LEN(inst_keys)};
+
+static int instance_parse(struct ctx *x, const struct node *n, const char *path, void *elem)
+{
+	const struct node *where[ARRAY_LEN(inst_keys)] = {0};
+
+	if (n->kind != N_MAP)
+		return fail(x, n, path, "expected a mapping like {name: \"\"}");
+	char *outer = xasprintf("%s.", path);
+	int r = parse_map(x, &inst_tab, elem, n, "", outer, where);
+	free(outer);
+	if (r == 0)
+		apply_defaults(&inst_tab, elem, where);
+	return r;
+}
+
+static void instance_default(void *elem, const char *def)
+{
+	const struct node *where[ARRAY_LEN(inst_keys)] = {0};
+	apply_defaults(&inst_tab, elem, where);
+	free(((struct cfg_instance *)elem)->name);
+	((struct cfg_instance *)elem)->name = xstrdup(def);
+}
+
+/* Names must be unique: clients pick the instance by name. */
+static int instances_check(struct ctx *x, const struct node *seq, const char *path,
+			   const void *elems, int n)
+{
+	const struct cfg_instance *in = elems;
+	for (int i = 1; i < n; i++) {
+		for (int j = 0; j < i; j++) {
+			if (strcmp(in[i].name, in[j].name))
+				continue;
+			const struct node *at = map_get(seq->kids[i], "name");
+			char *p = xasprintf("%s[%d].name", path, i);
+			fail(x, at ? at : seq->kids[i], p,
+			     "duplicate instance name \"%s\" (also %s[%d])", in[i].name, path, j);
+			free(p);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static bool instance_equal(const void *a, const void *b)
+{
+	return !strcmp(((const struct cfg_instance *)a)->name,
+		       ((const struct cfg_instance *)b)->name);
+}
+
+static void instance_free(void *elem)
+{
+	free_fields(&inst_tab, elem);
+}
+
+static const struct list_ops listen_ops = {
+	sizeof(struct cfg_listen), listen_parse, listen_default, NULL, listen_equal, listen_free,
+};
+static const struct list_ops instance_ops = {
+	sizeof(struct cfg_instance),
+	instance_parse,
+	instance_default,
+	instances_check,
+	instance_equal,
+	instance_free,
+};
+
+/* Index i is enum log_level i. */
+static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
+/* Index is the value of cfg.log_json. */
+static const char *const format_names[] = {"text", "json", NULL};
+
+#define F(field) .off = offsetof(struct cfg, field), .size = sizeof(((struct cfg *)0)->field)
+/* Sections hold no value; designated so -Wextra sees every field set. */
+#define SECTION(name)                                                                              \
+	{                                                                                          \
+		name, K_SECTION, .off = 0                                                          \
+	}
+#define LIST(field, count) F(field), .count_off = offsetof(struct cfg, count)
+
+/* Every key of reactor.conf.  Order is the order cfg_diff_static reports in;
+ * a section row must precede its keys.  conf/reactor.conf and
+ * man/reactor.conf.5 document the same rows. */
+static const struct key cfg_keys[] = {
+	{"listen", K_LIST, LIST(listen, n_listen), .list = &listen_ops,
+	 .def_str = "127.0.0.1:50051"},
+	{"ready-file", K_STRING, F(ready_file), .check = check_nonempty},
+	{"state-dir", K_STRING, F(state_dir), .def_str = "state", .check = check_nonempty},
+
+	SECTION("log"),
+	{"log.level", K_ENUM, F(log_level), .def = LOG_INFO, .names = level_names, .reload = true},
+	{"log.format", K_ENUM, F(log_json), .def = 0, .names = format_names, .reload = true},
+	{"log.access-log", K_BOOL, F(access_log), .def = false, .reload = true},
+
+	SECTION("redis"),
+	{"redis.embedded", K_BOOL, F(redis_embedded), .def = true},
+	{"redis.server", K_STRING, F(redis_server), .def_str = "redis-server",
+	 .check = check_nonempty},
+	{"redis.address", K_STRING, F(redis_address), .check = check_redis_address},
+	{"redis.password", K_STRING, F(redis_password), .check = check_nonempty},
+	{"redis.database", K_INT, F(redis_db), .def = 0, .min = 0, .max = 15},
+	{"redis.connect-timeout", K_DURATION, F(redis_connect_timeout_us), .def = 2 * US_S,
+	 .min = 10 * US_MS, .max = US_H},
+	{"redis.reconnect-max", K_DURATION, F(redis_reconnect_max_us), .def = 5 * US_S,
+	 .min = 10 * US_MS, .max = US_H},
+
+	SECTION("http2"),
+	{"http2.max-concurrent-streams", K_INT, F(h2_max_concurrent_streams), .def = 1000, .min = 1,
+	 .max = 1000000, .reload = true},
+	{"http2.max-header-list-size", K_SIZE, F(h2_max_header_list_size), .def = 16 * KIB,
+	 .min = KIB, .max = 16 * MIB},
+	/* nghttp2 windows are int32 on the wire: keep them well under 2^31. */
+	{"http2.connection-window", K_SIZE, F(h2_conn_window), .def = 16 * MIB, .min = 64 * KIB,
+	 .max = GIB},
+	{"http2.stream-window", K_SIZE, F(h2_stream_window), .def = 4 * MIB, .min = 64 * KIB,
+	 .max = GIB},
+	{"http2.idle-timeout", K_DURATION, F(h2_idle_timeout_us), .def = 5 * US_M, .min = 0,
+	 .max = 7 * US_D},
+	{"http2.max-output-buffer", K_SIZE, F(h2_max_output_buffer), .def = 4 * MIB,
+	 .min = 64 * KIB, .max = GIB},
+
+	SECTION("grpc"),
+	{"grpc.max-recv-message-size", K_SIZE, F(grpc_max_recv_message_size), .def = 16 * MIB,
+	 .min = KIB, .max = GIB, .reload = true},
+	{"grpc.max-send-message-size", K_SIZE, F(grpc_max_send_message_size), .def = 16 * MIB,
+	 .min = KIB, .max = GIB},
+	{"grpc.max-call-duration", K_DURATION, F(grpc_max_call_duration_us), .def = US_H,
+	 .min = US_S, .max = 7 * US_D, .reload = true},
+
+	{"shutdown-grace", K_DURATION, F(shutdown_grace_us), .def = 10 * US_S, .min = 0,
+	 .max = US_H, .reload = true},
+
+	SECTION("scheduler"),
+	{"scheduler.bot-session-keepalive", K_DURATION, F(sched_bot_keepalive_us), .def = 60 * US_S,
+	 .min = US_S, .max = US_D, .reload = true},
+	{"scheduler.long-poll", K_DURATION, F(sched_long_poll_us), .def = 60 * US_S, .min = 0,
+	 .max = US_H, .reload = true},
+	{"scheduler.safety-net-interval", K_DURATION, F(sched_safety_net_us), .def = 5 * US_S,
+	 .min = 10 * US_MS, .max = US_H, .reload = true},
+	{"scheduler.keepalive-interval", K_DURATION, F(sched_keepalive_us), .def = 30 * US_S,
+	 .min = 10 * US_MS, .max = US_H, .reload = true},
+	{"scheduler.sweep-interval", K_DURATION, F(sched_sweep_us), .def = US_S, .min = 10 * US_MS,
+	 .max = US_H, .reload = true},
+
+	SECTION("buckets"),
+	{"buckets.expiry-interval", K_DURATION, F(buckets_expiry_interval_us), .def = 10 * US_S,
+	 .min = 10 * US_MS, .max = 10 * US_S, .reload = true},
+	{"buckets.build-timeout", K_DURATION, F(buckets_build_timeout_us), .def = 2 * US_D,
+	 .min = US_S, .max = 365 * US_D, .reload = true},
+	{"buckets.timeout-check-interval", K_DURATION, F(buckets_timeout_check_interval_us),
+	 .def = US_M, .min = 10 * US_MS, .max = US_H, .reload = true},
+	{"buckets.client-operation-ttl", K_DURATION, F(buckets_op_ttl_us), .def = 60 * US_S,
+	 .min = US_S, .max = US_D, .reload = true},
+
+	SECTION("workers"),
+	{"workers.local", K_INT, F(workers_local), .def = 0, .min = 0, .max = 256},
+	{"workers.binary", K_STRING, F(workers_binary), .check = check_nonempty},
+	{"workers.work-dir", K_STRING, F(workers_work_dir), .check = check_nonempty},
+	{"workers.properties", K_LIST, LIST(workers_properties, n_workers_properties),
+	 .list = &proplist_ops, .def_str = "OSFamily=linux,ISA=x86-64"},
+
+	{"instances", K_LIST, LIST(instances, n_instances), .list = &instance_ops, .def_str = ""},
+};
+static const struct keytab cfg_tab = {cfg_keys, ARRAY_LEN(cfg_keys)};
+
+/* ---- the table-driven engine --------------------------------------------- */
+
+/* Numeric fields are bool, int/uint32_t or int64_t; the table records the
+ * size and every 4-byte field holds a value in 0..INT32_MAX, where int and
+ * uint32_t share a representation. */
+static void store_int(void *field, size_t size, int64_t v)
+{
+	if (size == sizeof(bool)) {
+		bool b = v != 0;
+		memcpy(field, &b, sizeof b);
+	} else if (size == sizeof(int32_t)) {
+		assert(v >= 0 && v <= INT32_MAX);
+		int32_t i = (int32_t)v;
+		memcpy(field, &i, sizeof i);
+	} else {
+		assert(size == sizeof(int64_t));
+		memcpy(field, &v, sizeof v);
+	}
+}
+
+static int64_t load_int(const void *field, size_t size)
+{
+	bool b;
+	int32_t i;
+	int64_t v;
+	if (size == sizeof(bool))
+		return memcpy(&b, field, sizeof b), b;
+	if (size == sizeof(int32_t))
+		return memcpy(&i, field, sizeof i), i;
+	return memcpy(&v, field, sizeof v), v;
+}
+
+static void *list_get(const struct key *k, const void *base, int *n)
+{
+	void *arr;
+	memcpy(&arr, (const char *)base + k->off, sizeof arr);
+	memcpy(n, (const char *)base + k->count_off, sizeof *n);
+	return arr;
+}
+
+/* Bounds as people write them: "64KiB", "1h", "0s". */
+static const char *fmt_bound(enum ktype t, int64_t v, char *buf, size_t len)
+{
+	static const struct {
+		const char *unit;
+		int64_t mult;
+	} sizes[] = {{"GiB", GIB}, {"MiB", MIB}, {"KiB", KIB}},
+	  durs[] = {{"d", US_D}, {"h", US_H}, {"m", US_M}, {"s", US_S}, {"ms", US_MS}};
+
+	for (size_t i = 0; t == K_SIZE && v && i < ARRAY_LEN(sizes); i++)
+		if (v % sizes[i].mult == 0)
+			return snprintf(buf, len, "%lld%s", (long long)(v / sizes[i].mult),
+					sizes[i].unit),
+			       buf;
+	for (size_t i = 0; t == K_DURATION && v && i < ARRAY_LEN(durs); i++)
+		if (v % durs[i].mult == 0)
+			return snprintf(buf, len, "%lld%s", (long long)(v / durs[i].mult),
+					durs[i].unit),
+			       buf;
+	snprintf(buf, len, "%lld%s", (long long)v, t != K_DURATION ? "" : v ? "us" : "s");
+	return buf;
+}
+
+static int parse_list(struct ctx *x, const struct key *k, void *base, const struct node *v,
+		      const char *path)
+{
+	const struct list_ops *ops = k->list;
+
+	if (v->kind != N_SEQ)
+		return fail(x, v, path, "expected a list");
+	if (v->n_kids == 0)
+		return fail(x, v, path, "needs at least one entry");
+	/* Owned by the struct from here on, so cfg_free cleans up after an
+	 * error in a later element. */
+	char *arr = xcalloc(v->n_kids, ops->elem_size);
+	int n = (int)v->n_kids;
+	memcpy((char *)base + k->off, &arr, sizeof arr);
+	memcpy((char *)base + k->count_off, &n, sizeof n);
+	for (size_t i = 0; i < v->n_kids; i++) {
+		char *p = xasprintf("%s[%zu]", path, i);
+		int r = ops->parse(x, v->kids[i], p, arr + i * ops->elem_size);
+		free(p);
+		if (r)
+			return -1;
+	}
+	return ops->check ? ops->check(x, v, path, arr, n) : 0;
+}
+
+/* Parse value node v for key k into base. */
+static int parse_value(struct ctx *x, const struct key *k, void *base, const struct node *v,
+		       const char *path)
+{
+	void *field = (char *)base + k->off;
+	const char *s = v->kind == N_SCALAR ? v->str : NULL;
+	int64_t n = 0;
+	int shape;
+	bool b;
+	char lo[32], hi[32];
+
+	switch (k->type) {
+	case K_BOOL:
+		if (!s || parse_bool(s, &b))
+			return fail(x, v, path, "expected a boolean (true/false)");
+		store_int(field, k->size, b);
+		return 0;
+	case K_INT:
+		if (!s || parse_int(s, &n))
+			return fail(x, v, path, "expected an integer");
+		break;
+	case K_SIZE:
+		if (!s || !(shape = number_shape(s)) || (shape > 0 && parse_size(s, &n)))
+			return fail(x, v, path, "expected a size like 4MiB");
+		n = shape > 0 ? n : INT64_MAX;
+		break;
+	case K_DURATION:
+		if (!s || !(shape = number_shape(s)) || (shape > 0 && parse_duration_us(s, &n)))
+			return fail(x, v, path, "expected a duration like 10s or 1m");
+		n = shape > 0 ? n : INT64_MAX;
+		break;
+	case K_ENUM: {
+		char list[128] = "";
+		for (int i = 0; s && k->names[i]; i++) {
+			if (!strcmp(s, k->names[i])) {
+				store_int(field, k->size, i);
+				return 0;
+			}
+		}
+		for (int i = 0; k->names[i]; i++)
+			snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+				 i ? ", " : "", k->names[i]);
+		return fail(x, v, path, "expected one of %s", list);
+	}
+	case K_STRING: {
+		if (!s)
+			return fail(x, v, path, "expected a string");
+		if (is_null(v))
+			return k->def_str ? fail(x, v, path, "needs a value") : 0;
+		char *val = xstrdup(s), *msg = k->check ? k->check(val) : NULL;
+		if (msg) {
+			fail(x, v, path, "%s", msg);
+			free(msg);
+			free(val);
+			return -1;
+		}
+		memcpy(field, &val, sizeof val);
+		return 0;
+	}
+	case K_LIST: return parse_list(x, k, base, v, path);
+	case K_SECTION: break;
+	}
+	assert(k->type == K_INT || k->type == K_SIZE || k->type == K_DURATION);
+	if (n < k->min || n > k->max)
+		return fail(x, v, path, "%s out of range %s..%s", s,
+			    fmt_bound(k->type, k->min, lo, sizeof lo),
+			    fmt_bound(k->type, k->max, hi, sizeof hi));
+	store_int(field, k->size, n);
+	return 0;
+}
+
+/* The closest sibling of an unknown key within edit distance 2, or NULL. */
+static const char *suggest(const struct keytab *t, const char *section, const char *key)
+{
+	size_t sl = strlen(section);
+	const char *best = NULL;
+	int best_d = 3;
+
+	for (size_t i = 0; i < t->n; i++) {
+		const char *name = t->keys[i].name;
+		if (sl && (strncmp(name, section, sl) || name[sl] != '.'))
+			continue;
+		const char *leaf = sl ? name + sl + 1 : name;
+		if (strchr(leaf, '.'))
+			continue;
+		int d = edit_distance(key, leaf);
+		if (d < best_d)
+			best = leaf, best_d = d;
+	}
+	return best;
+}
+
+static const struct key *find_key(const struct keytab *t, const char *name)
+{
+	for (size_t i = 0; i < t->n; i++)
+		if (!strcmp(t->keys[i].name, name))
+			return &t->keys[i];
+	return NULL;
+}
+
+/* Parse mapping `map` against the rows of t under `section` ("" for the top
+ * of the table).  `outer` prefixes key paths in messages ("instances[1].").
+ * where[i] is set to the value node of every key i seen. */
+static int parse_map(struct ctx *x, const struct keytab *t, void *base, const struct node *map,
+		     const char *section, const char *outer, const struct node **where)
+{
+	for (size_t i = 0; i + 1 < map->n_kids; i += 2) {
+		const struct node *kn = map->kids[i], *v = map->kids[i + 1];
+		if (kn->kind != N_SCALAR)
+			return fail(x, kn, NULL, "keys must be plain strings");
+		char *name = *section ? xasprintf("%s.%s", section, kn->str) : xstrdup(kn->str);
+		char *path = xasprintf("%s%s", outer, name);
+		const struct key *k = find_key(t, name);
+		const struct node *first = NULL;
+		int r;
+
+		for (size_t j = 0; j < i && !first; j += 2)
+			if (map->kids[j]->kind == N_SCALAR && !strcmp(map->kids[j]->str, kn->str))
+				first = map->kids[j];
+		if (first) {
+			r = fail(x, kn, path, "duplicate key (first at line %d)", first->line);
+		} else if (!k) {
+			const char *near = suggest(t, section, kn->str);
+			r = near ? fail(x, kn, path, "unknown key (did you mean \"%s\"?)", near)
+				 : fail(x, kn, path, "unknown key");
+		} else if (k->type == K_SECTION) {
+			where[k - t->keys] = v;
+			/* "redis:" with every key commented out is an empty section. */
+			if (v->kind != N_MAP && !is_null(v))
+				r = fail(x, v, path, "expected a mapping of keys");
+			else
+				r = v->kind == N_MAP ? parse_map(x, t, base, v, name, outer, where)
+						     : 0;
+		} else {
+			where[k - t->keys] = v;
+			r = parse_value(x, k, base, v, path);
+		}
+		free(name);
+		free(path);
+		if (r)
+			return -1;
+	}
+	return 0;
+}
+
+static void apply_defaults(const struct keytab *t, void *base, const struct node *const *where)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		const struct key *k = &t->keys[i];
+		void *field = (char *)base + k->off;
+		if (where[i])
+			continue;
+		switch (k->type) {
+		case K_SECTION: break;
+		case K_INT:
+		case K_SIZE:
+		case K_DURATION:
+			assert(k->def >= k->min && k->def <= k->max);
+			/* fall through */
+		case K_BOOL:
+		case K_ENUM: store_int(field, k->size, k->def); break;
+		case K_STRING:
+			if (k->def_str) {
+				char *s = xstrdup(k->def_str);
+				memcpy(field, &s, sizeof s);
+			}
+			break;
+		case K_LIST: {
+			/* def_str "a,b" gives the elements "a" and "b". */
+			int n = 1;
+			for (const char *p = k->def_str; *p; p++)
+				n += *p == ',';
+			char *arr = xcalloc((size_t)n, k->list->elem_size);
+			const char *d = k->def_str;
+			for (int j = 0; j < n; j++) {
+				size_t len = strcspn(d, ",");
+				char *one = xstrndup(d, len);
+				k->list->set_default(arr + (size_t)j * k->list->elem_size, one);
+				free(one);
+				d += len + (d[len] == ',');
+			}
+			memcpy(field, &arr, sizeof arr);
+			memcpy((char *)base + k->count_off, &n, sizeof n);
+			break;
+		}
+		}
+	}
+}
+
+static void free_fields(const struct keytab *t, void *base)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		const struct key *k = &t->keys[i];
+		char *s;
+		int n;
+		if (k->type == K_STRING) {
+			memcpy(&s, (char *)base + k->off, sizeof s);
+			free(s);
+		} else if (k->type == K_LIST) {
+			char *arr = list_get(k, base, &n);
+			for (int j = 0; arr && j < n; j++)
+				k->list->free(arr + (size_t)j * k->list->elem_size);
+			free(arr);
+		}
+	}
+}
+
+static bool field_equal(const struct key *k, const void *a, const void *b)
+{
+	const char *fa = (const char *)a + k->off, *fb = (const char *)b + k->off;
+	const char *sa, *sb;
+	int na, nb;
+
+	switch (k->type) {
+	case K_SECTION: return true;
+	case K_STRING:
+		memcpy(&sa, fa, sizeof sa);
+		memcpy(&sb, fb, sizeof sb);
+		return streq_null(sa, sb);
+	case K_LIST:
+		sa = list_get(k, a, &na);
+		sb = list_get(k, b, &nb);
+		for (int i = 0; na == nb && i < na; i++)
+			if (!k->list->equal(sa + (size_t)i * k->list->elem_size,
+					    sb + (size_t)i * k->list->elem_size))
+				return false;
+		return na == nb;
+	default: return load_int(fa, k->size) == load_int(fb, k->size);
+	}
+}
+
+/* Rules that tie keys together; checked once every key has its value. */
+static int check_cross(struct ctx *x, const struct cfg *c, const struct node *const *where)
+{
+	const struct node *emb = where[find_key(&cfg_tab, "redis.embedded") - cfg_keys];
+	const struct node *addr = where[find_key(&cfg_tab, "redis.address") - cfg_keys];
+
+	if (c->redis_embedded && c->redis_address)
+		return fail(x, addr, "redis.address",
+			    "cannot be used with an embedded redis (set redis.embedded: false)");
+	if (!c->redis_embedded && !c->redis_address)
+		return fail(x, emb, "redis.embedded",
+			    "false needs redis.address (the external server to use)");
+	return 0;
+}
+
+/* ---- public API ---------------------------------------------------------- */
+
+static int load(const char *name, const char *text, size_t len, struct cfg **out, char **err)
+{
+	struct ctx x = {.file = name, .text = text, .len = len};
+	const struct node *where[ARRAY_LEN(cfg_keys)] = {0};
+	struct cfg *c = xcalloc(1, sizeof *c);
+	struct node *root;
+
+	c->file = xstrdup(name);
+	int r = read_tree(&x, &root);
+	if (r == 0 && root && !is_null(root)) {
+		if (root->kind != N_MAP)
+			r = fail(&x, root, NULL, "expected a mapping of keys at the top level");
+		else
+			r = parse_map(&x, &cfg_tab, c, root, "", "", where);
+	}
+	if (r == 0) {
+		apply_defaults(&cfg_tab, c, where);
+		r = check_cross(&x, c, where);
+	}
+	node_free(root);
+	if (r) {
+		cfg_free(c);
+		*out = NULL;
+		*err = x.err;
+		return -1;
+	}
+	assert(!x.err);
+	*out = c;
+	*err = NULL;
+	return 0;
+}
+
+int cfg_load_string(const char *name, const char *text, struct cfg **out, char **err)
+{
+	return load(name, text, strlen(text), out, err);
+}
+
+int cfg_load(const char *file, struct cfg **out, char **err)
+{
+	FILE *f = fopen(file, "rb");
+	char *buf = NULL;
+	size_t len = 0, cap = 0, n;
+
+	*out = NULL;
+	if (!f) {
+		*err = xasprintf("%s: cannot open: %s", file, strerror(errno));
+		return -1;
+	}
+	do {
+		if (cap - len < 4096)
+			buf = xrealloc(buf, cap = 2 * cap + 8192);
+		len += n = fread(buf + len, 1, cap - len - 1, f);
+	} while (n > 0);
+	if (ferror(f)) {
+		*err = xasprintf("%s: cannot read: %s", file, strerror(errno));
+		fclose(f);
+		free(buf);
+		return -1;
+	}
+	fclose(f);
+	buf[len] = '\0';
+	int r = load(file, buf, len, out, err);
+	free(buf);
+	return r;
+}
+
+void cfg_free(struct cfg *c)
+{
+	if (!c)
+		return;
+	free_fields(&cfg_tab, c);
+	free(c->file);
+	free(c);
+}
+
+const struct cfg_instance *cfg_instance_find(const struct cfg *c, const char *name)
+{
+	for (int i = 0; i < c->n_instances; i++)
+		if (!strcmp(c->instances[i].name, name))
+			return &c->instances[i];
+	return NULL;
+}
+
+char *cfg_diff_static(const struct cfg *a, const struct cfg *b)
+{
+	char *out = NULL;
+
+	for (size_t i = 0; i < ARRAY_LEN(cfg_keys); i++) {
+		const struct key *k = &cfg_keys[i];
+		if (k->type == K_SECTION || k->reload || field_equal(k, a, b))
+			continue;
+		char *more = out ? xasprintf("%s, %s", out, k->name) : xstrdup(k->name);
+		free(out);
+		out = more;
+	}
+	return out;
+}

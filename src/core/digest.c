@@ -1,0 +1,324 @@
+/*
+ * digest.c - SHA-256 digests: parsing and validating client digests,
+ * hashing through OpenSSL EVP (one-shot and streaming), and the
+ * incrementally-rehashed intrusive table keyed by digest.  Owns only the
+ * process-wide EVP_MD handle, fetched once.
+ */
+#include "core/digest.h"
+
+#include <assert.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+
+/* Bucket arrays start here and double; each table operation moves this
+ * many tab[0] buckets while a rehash is in progress.  Growth starts when
+ * count reaches the bucket count, and the next growth needs as many more
+ * inserts as there are buckets to move, so any step >= 1 finishes in time. */
+#define MAP_MIN_BUCKETS 64
+#define MAP_REHASH_STEP 8
+/* How much of a bad hash string an error message quotes. */
+#define ERR_QUOTE_MAX 72
+
+const struct digest digest_empty = {
+	.hash = {0xe3, 0xb0, 0xc4, 0x42, 0x98, 0xfc, 0x1c, 0x14, 0x9a, 0xfb, 0xf4,
+		 0xc8, 0x99, 0x6f, 0xb9, 0x24, 0x27, 0xae, 0x41, 0xe4, 0x64, 0x9b,
+		 0x93, 0x4c, 0xa4, 0x95, 0x99, 0x1b, 0x78, 0x52, 0xb8, 0x55},
+	.size = 0,
+	.hex = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+};
+
+/* OpenSSL 3 looks the algorithm up in its provider table on every
+ * EVP_sha256()-based init unless given an explicitly fetched EVP_MD; with
+ * many small blobs that lookup shows up next to the hashing itself. */
+static const EVP_MD *sha256_md(void)
+{
+	static const EVP_MD *md;
+	if (!md) {
+#if OPENSSL_VERSION_NUMBER >= 0x30000000L
+		md = EVP_MD_fetch(NULL, "SHA256", NULL);
+#endif
+		if (!md)
+			md = EVP_sha256();
+		if (!md) {
+			fprintf(stderr, "reactord: OpenSSL has no SHA-256\n");
+			abort();
+		}
+	}
+	return md;
+}
+
+static int hexval(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+static void to_hex(const uint8_t *in, size_t n, char *out)
+{
+	static const char xd[] = "0123456789abcdef";
+	for (size_t i = 0; i < n; i++) {
+		out[2 * i] = xd[in[i] >> 4];
+		out[2 * i + 1] = xd[in[i] & 15];
+	}
+	out[2 * n] = '\0';
+}
+
+/* The bad hash goes back to the client inside grpc-message, so keep it
+ * short and printable. */
+static char *quote_for_error(const char *s)
+{
+	size_t n = strlen(s);
+	size_t take = n > ERR_QUOTE_MAX ? ERR_QUOTE_MAX : n;
+	char *q = xmalloc(take + 4);
+	for (size_t i = 0; i < take; i++) {
+		unsigned char c = (unsigned char)s[i];
+		q[i] = (c >= 0x20 && c < 0x7f && c != '"' && c != '\\') ? (char)c : '?';
+	}
+	strcpy(q + take, n > take ? "..." : "");
+	return q;
+}
+
+int digest_parse(const char *hex, int64_t size, struct digest *out, char **err)
+{
+	if (!hex)
+		hex = "";
+	size_t n = strnlen(hex, DIGEST_HEX_LEN + 1);
+	bool ok = n == DIGEST_HEX_LEN;
+	for (size_t i = 0; ok && i < n; i++)
+		ok = hexval(hex[i]) >= 0;
+	if (!ok) {
+		if (err) {
+			char *q = quote_for_error(hex);
+			*err = xasprintf("invalid digest hash \"%s\": want 64 "
+					 "lowercase hex characters",
+					 q);
+			free(q);
+		}
+		return -1;
+	}
+	if (size < 0) {
+		if (err)
+			*err = xasprintf("invalid digest size %" PRId64 " for %.64s: must be >= 0",
+					 size, hex);
+		return -1;
+	}
+	for (size_t i = 0; i < DIGEST_HASH_LEN; i++)
+		out->hash[i] = (uint8_t)(hexval(hex[2 * i]) << 4 | hexval(hex[2 * i + 1]));
+	memcpy(out->hex, hex, DIGEST_HEX_LEN);
+	out->hex[DIGEST_HEX_LEN] = '\0';
+	out->size = size;
+	return 0;
+}
+
+void digest_from_hash(const uint8_t hash[DIGEST_HASH_LEN], int64_t size, struct digest *out)
+{
+	memmove(out->hash, hash, DIGEST_HASH_LEN);
+	out->size = size;
+	to_hex(out->hash, DIGEST_HASH_LEN, out->hex);
+}
+
+void digest_of(const void *data, size_t len, struct digest *out)
+{
+	uint8_t h[EVP_MAX_MD_SIZE];
+	unsigned hl = 0;
+	if (EVP_Digest(data, len, h, &hl, sha256_md(), NULL) != 1 || hl != DIGEST_HASH_LEN)
+		abort(); /* cannot fail for an in-memory SHA-256 */
+	digest_from_hash(h, (int64_t)len, out);
+}
+
+bool digest_is_empty(const struct digest *d)
+{
+	return digest_eq(d, &digest_empty);
+}
+
+bool digest_eq(const struct digest *a, const struct digest *b)
+{
+	return a->size == b->size && memcmp(a->hash, b->hash, DIGEST_HASH_LEN) == 0;
+}
+
+const char *digest_str(const struct digest *d, char *buf, size_t len)
+{
+	snprintf(buf, len, "%s/%" PRId64, d->hex, d->size);
+	return buf;
+}
+
+/* ---- streaming hasher ------------------------------------------------ */
+
+struct hasher {
+	EVP_MD_CTX *ctx;
+	int64_t fed;
+};
+
+static void hasher_reset(struct hasher *h)
+{
+	if (EVP_DigestInit_ex(h->ctx, sha256_md(), NULL) != 1)
+		abort();
+	h->fed = 0;
+}
+
+struct hasher *hasher_new(void)
+{
+	struct hasher *h = xmalloc(sizeof(*h));
+	h->ctx = EVP_MD_CTX_new();
+	if (!h->ctx) {
+		fprintf(stderr, "reactord: out of memory in EVP_MD_CTX_new\n");
+		abort();
+	}
+	hasher_reset(h);
+	return h;
+}
+
+void hasher_update(struct hasher *h, const void *data, size_t len)
+{
+	if (len == 0)
+		return;
+	if (EVP_DigestUpdate(h->ctx, data, len) != 1)
+		abort();
+	h->fed += (int64_t)len;
+}
+
+int64_t hasher_fed(const struct hasher *h)
+{
+	return h->fed;
+}
+
+void hasher_final(struct hasher *h, struct digest *out)
+{
+	uint8_t md[EVP_MAX_MD_SIZE];
+	unsigned ml = 0;
+	if (EVP_DigestFinal_ex(h->ctx, md, &ml) != 1 || ml != DIGEST_HASH_LEN)
+		abort();
+	digest_from_hash(md, h->fed, out);
+	hasher_reset(h);
+}
+
+void hasher_free(struct hasher *h)
+{
+	if (!h)
+		return;
+	EVP_MD_CTX_free(h->ctx);
+	free(h);
+}
+
+/* ---- digest-keyed hash table ----------------------------------------- */
+
+static inline size_t key_hash(const uint8_t *hash, int64_t size)
+{
+	uint64_t v;
+	memcpy(&v, hash, sizeof(v));
+	return (size_t)(v ^ ((uint64_t)size * 0x9e3779b97f4a7c15ULL));
+}
+
+static inline bool key_eq(const struct digest_map_node *n, const uint8_t *hash, int64_t size)
+{
+	return n->size == size && memcmp(n->hash, hash, DIGEST_HASH_LEN) == 0;
+}
+
+void digest_map_init(struct digest_map *m)
+{
+	memset(m, 0, sizeof(*m));
+	m->rehash = -1;
+}
+
+void digest_map_destroy(struct digest_map *m)
+{
+	assert(m->count == 0);
+	free(m->tab[0]);
+	free(m->tab[1]);
+	digest_map_init(m);
+}
+
+static void rehash_step(struct digest_map *m, int buckets)
+{
+	if (m->rehash < 0)
+		return;
+	size_t n0 = m->mask[0] + 1;
+	while (buckets-- > 0 && (size_t)m->rehash < n0) {
+		struct digest_map_node *e = m->tab[0][m->rehash];
+		while (e) {
+			struct digest_map_node *next = e->next;
+			size_t b = key_hash(e->hash, e->size) & m->mask[1];
+			e->next = m->tab[1][b];
+			m->tab[1][b] = e;
+			e = next;
+		}
+		m->tab[0][m->rehash++] = NULL;
+	}
+	if ((size_t)m->rehash == n0) {
+		free(m->tab[0]);
+		m->tab[0] = m->tab[1];
+		m->mask[0] = m->mask[1];
+		m->tab[1] = NULL;
+		m->mask[1] = 0;
+		m->rehash = -1;
+	}
+}
+
+struct digest_map_node *digest_map_find(struct digest_map *m, const struct digest *d)
+{
+	if (!m->tab[0])
+		return NULL;
+	rehash_step(m, MAP_REHASH_STEP);
+	size_t h = key_hash(d->hash, d->size);
+	for (int t = 0; t < (m->rehash >= 0 ? 2 : 1); t++)
+		for (struct digest_map_node *e = m->tab[t][h & m->mask[t]]; e; e = e->next)
+			if (key_eq(e, d->hash, d->size))
+				return e;
+	return NULL;
+}
+
+void digest_map_insert(struct digest_map *m, struct digest_map_node *n)
+{
+	if (!m->tab[0]) {
+		m->tab[0] = xcalloc(MAP_MIN_BUCKETS, sizeof(*m->tab[0]));
+		m->mask[0] = MAP_MIN_BUCKETS - 1;
+	} else if (m->rehash < 0 && m->count >= m->mask[0] + 1) {
+		size_t nb = (m->mask[0] + 1) * 2;
+		m->tab[1] = xcalloc(nb, sizeof(*m->tab[1]));
+		m->mask[1] = nb - 1;
+		m->rehash = 0;
+	}
+	rehash_step(m, MAP_REHASH_STEP);
+	int t = m->rehash >= 0 ? 1 : 0;
+	size_t b = key_hash(n->hash, n->size) & m->mask[t];
+	n->next = m->tab[t][b];
+	m->tab[t][b] = n;
+	m->count++;
+}
+
+static bool unlink_from(struct digest_map_node **slot, struct digest_map_node *n)
+{
+	for (; *slot; slot = &(*slot)->next) {
+		if (*slot == n) {
+			*slot = n->next;
+			n->next = NULL;
+			return true;
+		}
+	}
+	return false;
+}
+
+void digest_map_remove(struct digest_map *m, struct digest_map_node *n)
+{
+	size_t h = key_hash(n->hash, n->size);
+	bool found = m->tab[0] && unlink_from(&m->tab[0][h & m->mask[0]], n);
+	if (!found && m->rehash >= 0)
+		found = unlink_from(&m->tab[1][h & m->mask[1]], n);
+	assert(found);
+	(void)found;
+	m->count--;
+	rehash_step(m, MAP_REHASH_STEP);
+}
+
+void digest_map_clear(struct digest_map *m)
+{
+	m->count = 0;
+	digest_map_destroy(m);
+}

@@ -1,0 +1,135 @@
+/*
+ * log.c - the logger.  Writes whole lines with one write(2) each so lines
+ * from reactord and its children never interleave mid-line.
+ */
+#include "core/log.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+enum log_level log_threshold = LOG_INFO;
+static bool log_json;
+
+static const char *const level_names[] = {"error", "warn", "info", "debug"};
+
+void log_set_level(enum log_level lvl)
+{
+	log_threshold = lvl;
+}
+
+void log_set_json(bool json)
+{
+	log_json = json;
+}
+
+int log_level_parse(const char *s)
+{
+	for (size_t i = 0; i < ARRAY_LEN(level_names); i++)
+		if (strcmp(s, level_names[i]) == 0)
+			return (int)i;
+	return -1;
+}
+
+const char *log_level_name(enum log_level lvl)
+{
+	return lvl <= LOG_DEBUG ? level_names[lvl] : "?";
+}
+
+static size_t timestamp(char *buf, size_t len)
+{
+	struct timeval tv;
+	struct tm tm;
+	gettimeofday(&tv, NULL);
+	gmtime_r(&tv.tv_sec, &tm);
+	size_t n = strftime(buf, len, "%Y-%m-%dT%H:%M:%S", &tm);
+	n += (size_t)snprintf(buf + n, len - n, ".%03dZ", (int)(tv.tv_usec / 1000));
+	return n;
+}
+
+/* Append s to buf as a JSON string body (no quotes). */
+static size_t json_escape(char *buf, size_t len, const char *s)
+{
+	size_t o = 0;
+	for (; *s && o + 7 < len; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\') {
+			buf[o++] = '\\';
+			buf[o++] = (char)c;
+		} else if (c < 0x20) {
+			o += (size_t)snprintf(buf + o, len - o, "\\u%04x", c);
+		} else {
+			buf[o++] = (char)c;
+		}
+	}
+	buf[o] = '\0';
+	return o;
+}
+
+static void emit(char *line, size_t n)
+{
+	line[n++] = '\n';
+	ssize_t w = write(STDERR_FILENO, line, n);
+	(void)w;
+}
+
+void log_msg(enum log_level lvl, const char *mod, const char *fmt, ...)
+{
+	if (lvl > log_threshold)
+		return;
+	char msg[2048], line[4600], ts[40];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	timestamp(ts, sizeof(ts));
+	size_t n;
+	if (log_json) {
+		char esc[4200];
+		json_escape(esc, sizeof(esc), msg);
+		n = (size_t)snprintf(
+			line, sizeof(line) - 1,
+			"{\"ts\":\"%s\",\"level\":\"%s\",\"mod\":\"%s\",\"msg\":\"%s\"}", ts,
+			level_names[lvl], mod, esc);
+	} else {
+		n = (size_t)snprintf(line, sizeof(line) - 1, "%s %-5s %s: %s", ts, level_names[lvl],
+				     mod, msg);
+	}
+	if (n > sizeof(line) - 2)
+		n = sizeof(line) - 2;
+	emit(line, n);
+}
+
+void log_access(const struct log_access *a)
+{
+	char line[2048], ts[40];
+	timestamp(ts, sizeof(ts));
+	size_t n;
+	if (log_json) {
+		char peer[300], method[600], inv[300];
+		json_escape(peer, sizeof(peer), a->peer ? a->peer : "");
+		json_escape(method, sizeof(method), a->method ? a->method : "");
+		json_escape(inv, sizeof(inv), a->invocation_id ? a->invocation_id : "");
+		n = (size_t)snprintf(
+			line, sizeof(line) - 1,
+			"{\"ts\":\"%s\",\"type\":\"access\",\"peer\":\"%s\",\"method\":\"%s\","
+			"\"grpc_status\":%d,\"duration_ms\":%.3f,\"bytes_in\":%llu,"
+			"\"bytes_out\":%llu,\"invocation_id\":\"%s\"}",
+			ts, peer, method, a->status, a->duration_ms, a->bytes_in, a->bytes_out,
+			inv);
+	} else {
+		n = (size_t)snprintf(line, sizeof(line) - 1,
+				     "%s access peer=%s method=%s grpc-status=%d duration=%.3fms "
+				     "in=%llu out=%llu invocation=%s",
+				     ts, a->peer ? a->peer : "-", a->method ? a->method : "-",
+				     a->status, a->duration_ms, a->bytes_in, a->bytes_out,
+				     a->invocation_id && *a->invocation_id ? a->invocation_id
+									   : "-");
+	}
+	if (n > sizeof(line) - 2)
+		n = sizeof(line) - 2;
+	emit(line, n);
+}

@@ -1,0 +1,54 @@
+/*
+ * log.h - leveled logging to stderr, as text lines or JSON lines.
+ * Every message carries a module tag; connection and stream ids are part of
+ * the message text ("conn=12 stream=3 ...") so grep finds a whole exchange.
+ */
+#ifndef REACTOR_LOG_H
+#define REACTOR_LOG_H
+
+#include <stdbool.h>
+
+#include "core/util.h"
+
+enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
+
+/* Current threshold; messages above it are dropped cheaply. */
+extern enum log_level log_threshold;
+
+void log_set_level(enum log_level lvl);
+void log_set_json(bool json);
+/* Parse "error"/"warn"/"info"/"debug"; returns -1 for anything else. */
+int log_level_parse(const char *s);
+const char *log_level_name(enum log_level lvl);
+
+void log_msg(enum log_level lvl, const char *mod, const char *fmt, ...) PRINTF_LIKE(3, 4);
+
+/* Structured access-log record (one line per finished RPC). */
+struct log_access {
+	const char *peer;
+	const char *method;
+	int status;
+	double duration_ms;
+	unsigned long long bytes_in, bytes_out;
+	const char *invocation_id; /* may be NULL */
+};
+void log_access(const struct log_access *a);
+
+#define LOGE(mod, ...) log_msg(LOG_ERROR, mod, __VA_ARGS__)
+#define LOGW(mod, ...)                                                                             \
+	do {                                                                                       \
+		if (log_threshold >= LOG_WARN)                                                     \
+			log_msg(LOG_WARN, mod, __VA_ARGS__);                                       \
+	} while (0)
+#define LOGI(mod, ...)                                                                             \
+	do {                                                                                       \
+		if (log_threshold >= LOG_INFO)                                                     \
+			log_msg(LOG_INFO, mod, __VA_ARGS__);                                       \
+	} while (0)
+#define LOGD(mod, ...)                                                                             \
+	do {                                                                                       \
+		if (log_threshold >= LOG_DEBUG)                                                    \
+			log_msg(LOG_DEBUG, mod, __VA_ARGS__);                                      \
+	} while (0)
+
+#endif

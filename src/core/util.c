@@ -1,0 +1,246 @@
+/*
+ * util.c - allocation helpers, clocks, base64 and unit parsing.  These are
+ * leaf functions with no state; every other module may use them.
+ */
+#include "core/util.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static void oom(size_t n)
+{
+	fprintf(stderr, "reactord: out of memory allocating %zu bytes\n", n);
+	abort();
+}
+
+void *xmalloc(size_t n)
+{
+	void *p = malloc(n ? n : 1);
+	if (!p)
+		oom(n);
+	return p;
+}
+
+void *xcalloc(size_t n, size_t m)
+{
+	void *p = calloc(n ? n : 1, m ? m : 1);
+	if (!p)
+		oom(n * m);
+	return p;
+}
+
+void *xrealloc(void *p, size_t n)
+{
+	void *q = realloc(p, n ? n : 1);
+	if (!q)
+		oom(n);
+	return q;
+}
+
+char *xstrdup(const char *s)
+{
+	return xstrndup(s, strlen(s));
+}
+
+char *xstrndup(const char *s, size_t n)
+{
+	char *p = xmalloc(n + 1);
+	memcpy(p, s, n);
+	p[n] = '\0';
+	return p;
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	int n = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (n < 0)
+		abort();
+	char *p = xmalloc((size_t)n + 1);
+	va_start(ap, fmt);
+	vsnprintf(p, (size_t)n + 1, fmt, ap);
+	va_end(ap);
+	return p;
+}
+
+int64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+int64_t mono_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static const char b64chars[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+char *b64_encode(const uint8_t *in, size_t len, bool pad)
+{
+	char *out = xmalloc(4 * ((len + 2) / 3) + 1);
+	char *o = out;
+	size_t i = 0;
+	for (; i + 2 < len; i += 3) {
+		uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
+		*o++ = b64chars[v >> 18];
+		*o++ = b64chars[(v >> 12) & 63];
+		*o++ = b64chars[(v >> 6) & 63];
+		*o++ = b64chars[v & 63];
+	}
+	if (i < len) {
+		uint32_t v = (uint32_t)in[i] << 16;
+		if (i + 1 < len)
+			v |= (uint32_t)in[i + 1] << 8;
+		*o++ = b64chars[v >> 18];
+		*o++ = b64chars[(v >> 12) & 63];
+		if (i + 1 < len)
+			*o++ = b64chars[(v >> 6) & 63];
+		else if (pad)
+			*o++ = '=';
+		if (pad)
+			*o++ = '=';
+	}
+	*o = '\0';
+	return out;
+}
+
+static int b64val(unsigned char c)
+{
+	if (c >= 'A' && c <= 'Z')
+		return c - 'A';
+	if (c >= 'a' && c <= 'z')
+		return c - 'a' + 26;
+	if (c >= '0' && c <= '9')
+		return c - '0' + 52;
+	if (c == '+' || c == '-')
+		return 62;
+	if (c == '/' || c == '_')
+		return 63;
+	return -1;
+}
+
+uint8_t *b64_decode(const char *in, size_t len, size_t *outlen)
+{
+	/* Strip up to two '=' of padding; the rest must be alphabet only. */
+	while (len > 0 && in[len - 1] == '=')
+		len--;
+	if (len % 4 == 1)
+		return NULL;
+	uint8_t *out = xmalloc(len / 4 * 3 + 3);
+	size_t o = 0;
+	uint32_t acc = 0;
+	int bits = 0;
+	for (size_t i = 0; i < len; i++) {
+		int v = b64val((unsigned char)in[i]);
+		if (v < 0) {
+			free(out);
+			return NULL;
+		}
+		acc = acc << 6 | (uint32_t)v;
+		bits += 6;
+		if (bits >= 8) {
+			bits -= 8;
+			out[o++] = (uint8_t)(acc >> bits);
+		}
+	}
+	*outlen = o;
+	return out;
+}
+
+int parse_duration_us(const char *s, int64_t *out)
+{
+	static const struct {
+		const char *suffix;
+		int64_t mult;
+	} units[] = {
+		{"us", 1},	 {"ms", 1000},	      {"s", 1000000},
+		{"m", 60000000}, {"h", 3600000000LL}, {"d", 86400000000LL},
+	};
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (end == s || errno || v < 0)
+		return -1;
+	if (*end == '\0') {
+		*out = (int64_t)(v * 1e6);
+		return 0;
+	}
+	for (size_t i = 0; i < ARRAY_LEN(units); i++) {
+		if (strcmp(end, units[i].suffix) == 0) {
+			double r = v * (double)units[i].mult;
+			if (r > 9.2e18)
+				return -1;
+			*out = (int64_t)r;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+int parse_size(const char *s, int64_t *out)
+{
+	static const struct {
+		const char *suffix;
+		int64_t mult;
+	} units[] = {
+		{"", 1},
+		{"B", 1},
+		{"K", 1024},
+		{"KiB", 1024},
+		{"KB", 1000},
+		{"M", 1 << 20},
+		{"MiB", 1 << 20},
+		{"MB", 1000000},
+		{"G", 1LL << 30},
+		{"GiB", 1LL << 30},
+		{"GB", 1000000000LL},
+		{"T", 1LL << 40},
+		{"TiB", 1LL << 40},
+		{"TB", 1000000000000LL},
+	};
+	char *end;
+	errno = 0;
+	if (!isdigit((unsigned char)*s))
+		return -1;
+	double v = strtod(s, &end);
+	if (end == s || errno || v < 0)
+		return -1;
+	for (size_t i = 0; i < ARRAY_LEN(units); i++) {
+		if (strcmp(end, units[i].suffix) == 0) {
+			double r = v * (double)units[i].mult;
+			if (r > 9.2e18)
+				return -1;
+			*out = (int64_t)r;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+const char *fmt_duration(int64_t us, char *buf, size_t len)
+{
+	if (us < 1000)
+		snprintf(buf, len, "%lldus", (long long)us);
+	else if (us < 1000000)
+		snprintf(buf, len, "%.3gms", (double)us / 1e3);
+	else
+		snprintf(buf, len, "%.3gs", (double)us / 1e6);
+	return buf;
+}
+
+bool str_endswith(const char *s, const char *suffix)
+{
+	size_t a = strlen(s), b = strlen(suffix);
+	return a >= b && memcmp(s + a - b, suffix, b) == 0;
+}

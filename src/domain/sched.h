@@ -1,0 +1,186 @@
+/*
+ * sched.h - the remote-execution scheduler: jobs, operations, per-platform
+ * queues, bot sessions and their leases, all kept in Redis (schema in
+ * keys.c) and changed only through the Lua scripts of sched_lua.c.  This
+ * module turns those scripts into typed asynchronous calls for the
+ * services (svc_exec.c, svc_ops.c, svc_bots.c), canonicalizes platforms
+ * and bot properties, and runs the periodic sweep (bot expiry, action
+ * timeouts, no-worker failures, retention).  It holds no state of its own
+ * beyond the sweep timer: everything durable is in Redis.
+ *
+ * Async calls return 0 when the request is queued (the callback then runs
+ * exactly once, later) or -1 when Redis is down (the callback is not
+ * called).  Callbacks get rc 0, or -EIO when Redis failed or the
+ * connection dropped before the reply; ownership of everything passed to
+ * a callback stays with this module (valid during the callback only).
+ */
+#ifndef REACTOR_SCHED_H
+#define REACTOR_SCHED_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "core/digest.h"
+#include "google/devtools/remoteworkers/v1test2/worker.pb-c.h"
+#include "core/util.h"
+
+struct event_base;
+struct cfg;
+struct cfg_instance;
+
+/* REAPI ExecutionStage values. */
+enum sched_stage {
+	SCHED_UNKNOWN = 0,
+	SCHED_CACHE_CHECK = 1,
+	SCHED_QUEUED = 2,
+	SCHED_EXECUTING = 3,
+	SCHED_COMPLETED = 4,
+};
+const char *sched_stage_name(int stage);
+/* "QUEUED" etc. to the value; -1 when unknown. */
+int sched_stage_parse(const char *name);
+
+/* Priorities are clamped to this range (advertised in Capabilities). */
+#define SCHED_PRIORITY_MIN (-1000000)
+#define SCHED_PRIORITY_MAX 1000000
+
+/* Register the scripts (before store_start) and subscribe nothing yet:
+ * watch.c owns the subscriptions.  Returns 0 or -1. */
+int sched_init(void) WARN_UNUSED;
+/* Start / stop the sweep timer on base. */
+void sched_start(struct event_base *base);
+void sched_stop(void);
+
+/* A random RFC 4122 version-4 UUID string (malloc'd). */
+char *sched_uuid(void);
+
+/* ---- platforms ----------------------------------------------------------- */
+
+/* Canonical platform of an action: "key=value;..." sorted, duplicates
+ * dropped, '%', ';', '=', ':' and control bytes %-escaped.  Every key must
+ * be declared by the instance (platform-properties, plus OSFamily and
+ * ISA).  Returns 0 with *out (malloc'd), or -1 with *err (malloc'd)
+ * naming the undeclared property.  p may be NULL (empty platform). */
+int sched_platform(const Build__Bazel__Remote__Execution__V2__Platform *p,
+		   const struct cfg_instance *ci, char **out, char **err);
+/* A bot's properties in the same form: the first device's properties
+ * and the worker's own, restricted to the declared keys. */
+char *sched_bot_props(const Google__Devtools__Remoteworkers__V1test2__Worker *w,
+		      const struct cfg_instance *ci);
+/* True when every key=value of `platform` is among `props`. */
+bool sched_platform_match(const char *platform, const char *props);
+
+/* ---- operations ---------------------------------------------------------- */
+
+/* What a client sees of one operation. */
+struct sched_view {
+	bool exists;
+	int stage;	 /* enum sched_stage */
+	int status;	 /* gRPC code of the outcome (COMPLETED only) */
+	char *message;	 /* outcome text, "" when none */
+	uint8_t *result; /* serialized ActionResult, NULL when none */
+	size_t result_len;
+	bool cached; /* answered from the action cache */
+	struct digest action;
+	int64_t version; /* the job's change counter */
+	char *job;	 /* "" for operations without a job */
+};
+
+typedef void (*sched_view_cb)(void *arg, int rc, struct sched_view *v, size_t n);
+/* Read n operations (one script call).  v has n entries on rc 0. */
+int sched_view(const char *const *ops, size_t n, sched_view_cb cb, void *arg);
+
+struct sched_enqueue_req {
+	const char *instance;
+	const struct digest *action;
+	const char *op; /* the new operation's name */
+	int priority;
+	const char *platform; /* canonical */
+	int64_t timeout_us;
+	bool do_not_cache;
+	int max_attempts;
+	int64_t retention_us;
+};
+/* job: the job the operation waits on (new, or joined when `joined`). */
+typedef void (*sched_enqueue_cb)(void *arg, int rc, const char *job, int stage, int64_t version,
+				 bool joined);
+int sched_enqueue(const struct sched_enqueue_req *r, sched_enqueue_cb cb, void *arg);
+
+typedef void (*sched_done_cb)(void *arg, int rc);
+/* An operation answered from the action cache (born COMPLETED). */
+int sched_cached_op(const char *instance, const char *op, const struct digest *action,
+		    const uint8_t *result, size_t len, int64_t retention_us, sched_done_cb cb,
+		    void *arg);
+/* Cancel one operation: rc 0 (cancelled, or already finished), -ENOENT. */
+int sched_cancel_op(const char *op, sched_done_cb cb, void *arg);
+/* Forget one operation (its job runs on): rc 0 or -ENOENT. */
+int sched_delete_op(const char *op, sched_done_cb cb, void *arg);
+
+/* Operations of an instance, oldest first, from `offset` (the index
+ * position), at most `size`, optionally only those at `stage` (0 = any).
+ * next: offset of the next page, -1 at the end. */
+typedef void (*sched_list_cb)(void *arg, int rc, char **ops, size_t n, int64_t next);
+int sched_list_ops(const char *instance, int64_t offset, int size, int stage, sched_list_cb cb,
+		   void *arg);
+
+/* ---- bots ---------------------------------------------------------------- */
+
+/* A lease to send to a bot (id = job name). */
+struct sched_lease {
+	char *id;  /* NULL: no lease */
+	int state; /* LeaseState value */
+	struct digest action;
+};
+
+/* The outcome of a bot call. */
+struct sched_bot_result {
+	int rc;		     /* 0, -ENOENT (no such session), -EPERM (bot id
+				mismatch: the session was closed), -EIO */
+	char *closed;	     /* CreateBotSession: the bot's previous session */
+	char *stored_bot_id; /* -EPERM: the session's real bot id */
+	struct sched_lease lease;
+	/* UpdateBotSession: a lease the bot completed. */
+	char *done_job;
+	struct digest done_action;
+	bool done_do_not_cache;
+	char *instance;
+};
+typedef void (*sched_bot_cb)(void *arg, const struct sched_bot_result *r);
+
+struct sched_bot_create_req {
+	const char *session, *instance, *bot_id, *props;
+	int status;
+	int64_t expire_us;
+	bool assign;
+};
+int sched_bot_create(const struct sched_bot_create_req *r, sched_bot_cb cb, void *arg);
+
+struct sched_bot_update_req {
+	const char *session, *bot_id;
+	int status;
+	int64_t expire_us;
+	/* The lease the bot reported (id NULL: none). */
+	const char *lease_id;
+	int lease_state;
+	int code; /* COMPLETED: result status */
+	const char *message;
+	const uint8_t *result; /* serialized ActionResult or NULL */
+	size_t result_len;
+	bool assign;
+};
+int sched_bot_update(const struct sched_bot_update_req *r, sched_bot_cb cb, void *arg);
+/* Give an idle session the best job its properties match. */
+int sched_assign(const char *session, sched_bot_cb cb, void *arg);
+/* Take back a lease the bot never received (no attempt counted). */
+int sched_unassign(const char *session, const char *job);
+
+/* Platforms with queued jobs: "{instance}\n{platform}" and the count. */
+typedef void (*sched_queued_cb)(void *arg, int rc, char **keys, const int64_t *counts, size_t n);
+int sched_queued(const char *const *instances, size_t n, sched_queued_cb cb, void *arg);
+
+/* Run the sweep now (tests and the timer). */
+void sched_sweep_now(void);
+
+#endif

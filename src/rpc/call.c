@@ -1,0 +1,846 @@
+/*
+ * call.c - server-side gRPC calls (see call.h).  Owns request header
+ * validation, message reassembly and decoding, deadlines, response framing,
+ * trailers (Trailers-Only for early errors) and the access log.  Handlers
+ * are found through the dispatch table; this file knows no service.
+ */
+#include "rpc/call.h"
+
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <nghttp2/nghttp2.h>
+
+#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "core/cfg.h"
+#include "services/dispatch.h"
+#include "transport/h2.h"
+#include "core/log.h"
+
+#define REQMETA_HEADER "build.bazel.remote.execution.v2.requestmetadata-bin"
+
+struct md {
+	char *key;
+	char *val; /* decoded for -bin keys; NUL-terminated either way */
+	size_t len;
+};
+
+struct call {
+	uint64_t id;
+	enum call_state state;
+	int refs;
+	struct h2_stream *stream; /* NULL once the stream is gone */
+	const struct rpc_method *m;
+	char *path;
+	char *peer;
+	struct grpc_reader rd;
+	ProtobufCMessage *req; /* buffered request of a unary-request call */
+	uint64_t nreq;
+	bool taken; /* the handler kept the request it is being handed */
+	bool half_closed;
+	bool headers_sent;
+	struct event *deadline_ev;
+	int64_t start_mono, deadline_mono;
+	void *data;
+	struct md *md;
+	size_t nmd;
+	char *invocation_id;
+	uint64_t bytes_in, bytes_out;
+	struct call *prev, *next; /* active list */
+	bool on_active;
+};
+
+static struct {
+	size_t max_recv, max_send;
+	int64_t max_call_us;
+	bool access_log;
+	struct event_base *base;
+} lim = {16 << 20, 16 << 20, 3600LL * 1000000, false, NULL};
+
+static struct call *active;
+static size_t nactive;
+static uint64_t next_call_id = 1;
+
+static void *pb_alloc(void *ud, size_t n)
+{
+	(void)ud;
+	return xmalloc(n);
+}
+static void pb_free(void *ud, void *p)
+{
+	(void)ud;
+	free(p);
+}
+ProtobufCAllocator call_pb_allocator = {pb_alloc, pb_free, NULL};
+
+static const char *const state_names[] = {"HEADERS", "ACTIVE", "FINISHED", "CANCELLED"};
+
+const char *call_state_name(enum call_state s)
+{
+	return s <= CALL_CANCELLED ? state_names[s] : "?";
+}
+
+void call_configure(const struct cfg *cfg)
+{
+	lim.max_recv = (size_t)cfg->grpc_max_recv_message_size;
+	lim.max_send = (size_t)cfg->grpc_max_send_message_size;
+	lim.max_call_us = cfg->grpc_max_call_duration_us;
+	lim.access_log = cfg->access_log;
+}
+
+void call_set_base(struct event_base *base)
+{
+	lim.base = base;
+}
+
+/* ---- state -------------------------------------------------------------- */
+
+static void set_state(struct call *c, enum call_state to)
+{
+	static const bool legal[4][4] = {
+		/* to:      HEADERS ACTIVE FINISHED CANCELLED */
+		/* HEADERS */ {false, true, true, true},
+		/* ACTIVE */ {false, false, true, true},
+		/* FINISHED */ {false, false, false, false},
+		/* CANCELLED */ {false, false, false, false},
+	};
+	if (!legal[c->state][to]) {
+		LOGE("call", "call=%" PRIu64 " illegal transition from %s to %s", c->id,
+		     call_state_name(c->state), call_state_name(to));
+		abort();
+	}
+	LOGD("call", "call=%" PRIu64 " %s from %s to %s", c->id, c->path ? c->path : "-",
+	     call_state_name(c->state), call_state_name(to));
+	c->state = to;
+	if ((to == CALL_FINISHED || to == CALL_CANCELLED) && c->on_active) {
+		if (c->prev)
+			c->prev->next = c->next;
+		else
+			active = c->next;
+		if (c->next)
+			c->next->prev = c->prev;
+		c->on_active = false;
+		nactive--;
+		if (c->deadline_ev)
+			event_del(c->deadline_ev);
+	}
+}
+
+bool call_done(const struct call *c)
+{
+	return c->state >= CALL_FINISHED;
+}
+enum call_state call_state(const struct call *c)
+{
+	return c->state;
+}
+void call_set_data(struct call *c, void *data)
+{
+	c->data = data;
+}
+void *call_data(const struct call *c)
+{
+	return c->data;
+}
+const char *call_peer(const struct call *c)
+{
+	return c->peer;
+}
+const struct rpc_method *call_method(const struct call *c)
+{
+	return c->m;
+}
+uint64_t call_id(const struct call *c)
+{
+	return c->id;
+}
+size_t call_active_count(void)
+{
+	return nactive;
+}
+
+size_t call_pending(const struct call *c)
+{
+	return c->stream ? h2_stream_pending(c->stream) : 0;
+}
+
+int64_t call_remaining_us(const struct call *c)
+{
+	if (!c->deadline_mono)
+		return INT64_MAX;
+	int64_t r = c->deadline_mono - mono_us();
+	return r > 0 ? r : 0;
+}
+
+void call_ref(struct call *c)
+{
+	c->refs++;
+}
+
+void call_unref(struct call *c)
+{
+	if (--c->refs > 0)
+		return;
+	if (c->on_active) {
+		LOGE("call", "call=%" PRIu64 " freed while %s", c->id, call_state_name(c->state));
+		abort();
+	}
+	grpc_reader_free(&c->rd);
+	if (c->req)
+		protobuf_c_message_free_unpacked(c->req, &call_pb_allocator);
+	if (c->deadline_ev)
+		event_free(c->deadline_ev);
+	for (size_t i = 0; i < c->nmd; i++) {
+		free(c->md[i].key);
+		free(c->md[i].val);
+	}
+	free(c->md);
+	free(c->invocation_id);
+	free(c->path);
+	free(c->peer);
+	free(c);
+}
+
+const char *call_metadata(const struct call *c, const char *key, size_t *len)
+{
+	for (size_t i = 0; i < c->nmd; i++) {
+		if (strcmp(c->md[i].key, key) == 0) {
+			if (len)
+				*len = c->md[i].len;
+			return c->md[i].val;
+		}
+	}
+	return NULL;
+}
+
+/* ---- responses ------------------------------------------------------------ */
+
+static void access_log(struct call *c, int code)
+{
+	if (!lim.access_log)
+		return;
+	struct log_access a = {
+		.peer = c->peer,
+		.method = c->path,
+		.status = code,
+		.duration_ms = (double)(mono_us() - c->start_mono) / 1000.0,
+		.bytes_in = c->bytes_in,
+		.bytes_out = c->bytes_out,
+		.invocation_id = c->invocation_id,
+	};
+	log_access(&a);
+}
+
+static void send_headers(struct call *c)
+{
+	if (c->headers_sent || !c->stream)
+		return;
+	struct h2_hdr h[] = {
+		h2_hdr_make(":status", "200"),
+		h2_hdr_make("content-type", "application/grpc"),
+		h2_hdr_make("grpc-accept-encoding", "identity"),
+	};
+	c->headers_sent = true;
+	h2_stream_respond(c->stream, h, ARRAY_LEN(h), false);
+}
+
+int call_send(struct call *c, const ProtobufCMessage *msg)
+{
+	if (c->state != CALL_ACTIVE || !c->stream)
+		return -1;
+	size_t n = protobuf_c_message_get_packed_size(msg);
+	if (n > lim.max_send || n > UINT32_MAX) {
+		call_finish(c, GRPC_RESOURCE_EXHAUSTED,
+			    "response message of %zu bytes exceeds max-send-message-size %zu", n,
+			    lim.max_send);
+		return -1;
+	}
+	send_headers(c);
+	uint8_t *buf = xmalloc(n + 5);
+	grpc_prefix(buf, false, (uint32_t)n);
+	protobuf_c_message_pack(msg, buf + 5);
+	c->bytes_out += n + 5;
+	return h2_stream_write_owned(c->stream, buf, n + 5);
+}
+
+void call_send_headers(struct call *c)
+{
+	if (c->state == CALL_ACTIVE)
+		send_headers(c);
+}
+
+void call_take_request(struct call *c)
+{
+	c->taken = true;
+}
+
+int call_send_owned(struct call *c, uint8_t *buf, size_t len)
+{
+	if (c->state != CALL_ACTIVE || !c->stream || len > lim.max_send || len > UINT32_MAX) {
+		free(buf);
+		if (c->state == CALL_ACTIVE && c->stream)
+			call_finish(
+				c, GRPC_RESOURCE_EXHAUSTED,
+				"response message of %zu bytes exceeds max-send-message-size %zu",
+				len, lim.max_send);
+		return -1;
+	}
+	send_headers(c);
+	grpc_prefix(buf, false, (uint32_t)len);
+	c->bytes_out += len + 5;
+	return h2_stream_write_owned(c->stream, buf, len + 5);
+}
+
+static void vfinish(struct call *c, int code, const struct grpc_any *details, size_t nd,
+		    const char *extra_hdr, const char *fmt, va_list ap)
+{
+	if (call_done(c))
+		return;
+	char msg[1024] = "";
+	if (fmt)
+		vsnprintf(msg, sizeof(msg), fmt, ap);
+	set_state(c, CALL_FINISHED);
+	if (code != GRPC_OK)
+		LOGI("call", "call=%" PRIu64 " peer=%s %s failed: %s: %s", c->id, c->peer,
+		     c->path ? c->path : "-", grpc_code_name(code), msg);
+	access_log(c, code);
+	if (!c->stream)
+		return;
+
+	char status[16];
+	snprintf(status, sizeof(status), "%d", code);
+	char *pmsg = msg[0] ? grpc_percent_encode(msg) : NULL;
+	char *det = nd ? grpc_status_details_bin(code, msg, details, nd) : NULL;
+	struct h2_hdr h[8];
+	size_t n = 0;
+	bool trailers_only = !c->headers_sent;
+	if (trailers_only) {
+		h[n++] = h2_hdr_make(":status", "200");
+		h[n++] = h2_hdr_make("content-type", "application/grpc");
+	}
+	h[n++] = h2_hdr_make("grpc-status", status);
+	if (pmsg)
+		h[n++] = h2_hdr_make("grpc-message", pmsg);
+	if (det)
+		h[n++] = h2_hdr_make("grpc-status-details-bin", det);
+	if (extra_hdr)
+		h[n++] = h2_hdr_make("grpc-accept-encoding", extra_hdr);
+	if (trailers_only) {
+		c->headers_sent = true;
+		h2_stream_respond(c->stream, h, n, true);
+	} else {
+		h2_stream_end(c->stream, h, n);
+	}
+	free(pmsg);
+	free(det);
+}
+
+void call_finish(struct call *c, int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vfinish(c, code, NULL, 0, NULL, fmt, ap);
+	va_end(ap);
+}
+
+void call_finish_details(struct call *c, int code, const struct grpc_any *details, size_t ndetails,
+			 const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vfinish(c, code, details, ndetails, NULL, fmt, ap);
+	va_end(ap);
+}
+
+static void finish_hdr(struct call *c, int code, const char *hdr, const char *fmt, ...)
+	PRINTF_LIKE(4, 5);
+static void finish_hdr(struct call *c, int code, const char *hdr, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vfinish(c, code, NULL, 0, hdr, fmt, ap);
+	va_end(ap);
+}
+
+void call_reply(struct call *c, const ProtobufCMessage *msg)
+{
+	if (call_send(c, msg) == 0)
+		call_finish(c, GRPC_OK, NULL);
+}
+
+/* An HTTP-level refusal (not a gRPC call at all). */
+static void http_refuse(struct call *c, const char *http_status, int code, const char *msg)
+{
+	set_state(c, CALL_FINISHED);
+	LOGI("call", "call=%" PRIu64 " peer=%s refused with HTTP %s: %s", c->id, c->peer,
+	     http_status, msg);
+	char status[16];
+	snprintf(status, sizeof(status), "%d", code);
+	char *pmsg = grpc_percent_encode(msg);
+	struct h2_hdr h[] = {
+		h2_hdr_make(":status", http_status),
+		h2_hdr_make("content-type", "application/grpc"),
+		h2_hdr_make("grpc-status", status),
+		h2_hdr_make("grpc-message", pmsg),
+	};
+	c->headers_sent = true;
+	h2_stream_respond(c->stream, h, ARRAY_LEN(h), true);
+	free(pmsg);
+}
+
+/* ---- cancellation and deadlines ------------------------------------------ */
+
+static void cancel(struct call *c, const char *why)
+{
+	if (call_done(c))
+		return;
+	LOGI("call", "call=%" PRIu64 " peer=%s %s cancelled: %s", c->id, c->peer,
+	     c->path ? c->path : "-", why);
+	bool was_active = c->state == CALL_ACTIVE;
+	set_state(c, CALL_CANCELLED);
+	access_log(c, GRPC_CANCELLED);
+	if (was_active && c->m && c->m->on_cancel) {
+		call_ref(c);
+		c->m->on_cancel(c);
+		call_unref(c);
+	}
+}
+
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct call *c = arg;
+	if (call_done(c))
+		return;
+	call_ref(c);
+	if (c->state == CALL_ACTIVE && c->m && c->m->on_cancel)
+		c->m->on_cancel(c);
+	char buf[32];
+	call_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded after %s",
+		    fmt_duration(mono_us() - c->start_mono, buf, sizeof(buf)));
+	call_unref(c);
+}
+
+void call_cancel_all(int code, const char *msg)
+{
+	while (active) {
+		struct call *c = active;
+		call_ref(c);
+		if (c->state == CALL_ACTIVE && c->m && c->m->on_cancel)
+			c->m->on_cancel(c);
+		call_finish(c, code, "%s", msg);
+		call_unref(c);
+	}
+}
+
+/* ---- request path ------------------------------------------------------------ */
+
+static bool content_type_ok(const char *ct)
+{
+	static const char pfx[] = "application/grpc";
+	if (!ct || strncmp(ct, pfx, sizeof(pfx) - 1) != 0)
+		return false;
+	char next = ct[sizeof(pfx) - 1];
+	return next == '\0' || next == '+' || next == ';';
+}
+
+/* Collect application metadata; -bin values are base64-decoded.  Returns
+ * the name of a header whose base64 is invalid, or NULL. */
+static const char *collect_metadata(struct call *c)
+{
+	size_t n;
+	const struct h2_hdr *h = h2_stream_headers(c->stream, &n);
+	c->md = xcalloc(n ? n : 1, sizeof(*c->md));
+	for (size_t i = 0; i < n; i++) {
+		if (h[i].name[0] == ':')
+			continue;
+		struct md *m = &c->md[c->nmd];
+		if (str_endswith(h[i].name, "-bin")) {
+			size_t len;
+			uint8_t *v = b64_decode(h[i].value, h[i].valuelen, &len);
+			if (!v)
+				return h[i].name;
+			m->val = xrealloc(v, len + 1);
+			m->val[len] = '\0';
+			m->len = len;
+		} else {
+			m->val = xstrndup(h[i].value, h[i].valuelen);
+			m->len = h[i].valuelen;
+		}
+		m->key = xstrdup(h[i].name);
+		c->nmd++;
+	}
+	size_t len;
+	const char *rm = call_metadata(c, REQMETA_HEADER, &len);
+	if (rm) {
+		Build__Bazel__Remote__Execution__V2__RequestMetadata *meta =
+			build__bazel__remote__execution__v2__request_metadata__unpack(
+				&call_pb_allocator, len, (const uint8_t *)rm);
+		if (meta) {
+			if (meta->tool_invocation_id && *meta->tool_invocation_id)
+				c->invocation_id = xstrdup(meta->tool_invocation_id);
+			build__bazel__remote__execution__v2__request_metadata__free_unpacked(
+				meta, &call_pb_allocator);
+		}
+	}
+	return NULL;
+}
+
+static void start_call(struct call *c)
+{
+	struct h2_stream *s = c->stream;
+	if (h2_stream_headers_overflow(s)) {
+		call_finish(c, GRPC_RESOURCE_EXHAUSTED,
+			    "request headers exceed max-header-list-size");
+		return;
+	}
+	const char *method = h2_stream_header(s, ":method");
+	const char *path = h2_stream_header(s, ":path");
+	c->path = xstrdup(path ? path : "");
+	if (!method || strcmp(method, "POST") != 0) {
+		http_refuse(c, "405", GRPC_UNIMPLEMENTED,
+			    "gRPC requires the POST method; this port speaks gRPC only");
+		return;
+	}
+	if (!content_type_ok(h2_stream_header(s, "content-type"))) {
+		http_refuse(c, "415", GRPC_UNKNOWN,
+			    "content-type must be application/grpc; this port speaks gRPC only");
+		return;
+	}
+	c->m = dispatch_find(c->path);
+	if (!c->m) {
+		call_finish(c, GRPC_UNIMPLEMENTED,
+			    "unknown method %s: this server does not "
+			    "implement it",
+			    c->path);
+		return;
+	}
+	if (!c->m->on_message) {
+		call_finish(c, GRPC_UNIMPLEMENTED,
+			    "method %s is not implemented by this "
+			    "server yet",
+			    c->path);
+		return;
+	}
+	const char *bad = collect_metadata(c);
+	if (bad) {
+		call_finish(c, GRPC_INVALID_ARGUMENT, "header %s is not valid base64", bad);
+		return;
+	}
+	int64_t timeout = lim.max_call_us;
+	const char *to = h2_stream_header(s, "grpc-timeout");
+	if (to) {
+		int64_t t;
+		if (grpc_timeout_parse(to, &t) != 0) {
+			call_finish(c, GRPC_INVALID_ARGUMENT, "malformed grpc-timeout \"%s\"", to);
+			return;
+		}
+		if (t < timeout)
+			timeout = t;
+	}
+	if (timeout <= 0) {
+		/* A zero timeout has already expired. */
+		call_finish(c, GRPC_DEADLINE_EXCEEDED, "deadline exceeded before the call started");
+		return;
+	}
+	{
+		c->deadline_mono = c->start_mono + timeout;
+		c->deadline_ev = event_new(lim.base, -1, 0, deadline_cb, c);
+		struct timeval tv = {timeout / 1000000, timeout % 1000000};
+		event_add(c->deadline_ev, &tv);
+	}
+	set_state(c, CALL_ACTIVE);
+}
+
+/* Tell an ACTIVE call's handler that the call layer is ending the call
+ * (it may hold state for it: an upload, a waiter), as on a client reset. */
+static void notify_handler_end(struct call *c)
+{
+	if (c->state == CALL_ACTIVE && c->m && c->m->on_cancel) {
+		call_ref(c);
+		c->m->on_cancel(c);
+		call_unref(c);
+	}
+}
+
+static void reader_error(struct call *c)
+{
+	const char *enc;
+	notify_handler_end(c);
+	switch (c->rd.err) {
+	case GRPC_READER_TOO_LARGE:
+		call_finish(c, GRPC_RESOURCE_EXHAUSTED,
+			    "received message larger than max (%" PRIu32 " vs. %zu bytes)",
+			    c->rd.last_len, lim.max_recv);
+		break;
+	case GRPC_READER_COMPRESSED:
+		enc = call_metadata(c, "grpc-encoding", NULL);
+		if (!enc || strcmp(enc, "identity") == 0)
+			call_finish(c, GRPC_INTERNAL,
+				    "compressed message without a grpc-encoding header");
+		else
+			finish_hdr(
+				c, GRPC_UNIMPLEMENTED, "identity",
+				"message compressed with \"%s\"; this server accepts identity only",
+				enc);
+		break;
+	case GRPC_READER_BAD_FLAG:
+		call_finish(c, GRPC_INTERNAL, "invalid gRPC message flag byte");
+		break;
+	default: break;
+	}
+}
+
+/* proto3 strings must be UTF-8 (a client's parser rejects a reply that
+ * echoes anything else), and protobuf-c hands them to handlers
+ * NUL-terminated, so an embedded NUL would silently shorten one ("\0x"
+ * would name the default instance "").  Walk the wire form once and refuse
+ * both.  Only called on bytes that already unpacked cleanly, so the
+ * framing is known to be sound. */
+static uint64_t wire_varint(const uint8_t **p, const uint8_t *end)
+{
+	uint64_t v = 0;
+	for (int shift = 0; *p < end && shift < 64; shift += 7) {
+		uint8_t b = *(*p)++;
+		v |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80))
+			break;
+	}
+	return v;
+}
+
+/* Strict UTF-8 (no overlong forms, surrogates or code points past
+ * U+10FFFF) without NUL. */
+static bool text_ok(const uint8_t *p, size_t n)
+{
+	const uint8_t *end = p + n;
+	while (p < end) {
+		uint8_t c = *p++;
+		if (c == 0)
+			return false;
+		if (c < 0x80)
+			continue;
+		int more;
+		uint32_t cp, min;
+		if ((c & 0xe0) == 0xc0)
+			more = 1, cp = c & 0x1f, min = 0x80;
+		else if ((c & 0xf0) == 0xe0)
+			more = 2, cp = c & 0x0f, min = 0x800;
+		else if ((c & 0xf8) == 0xf0)
+			more = 3, cp = c & 0x07, min = 0x10000;
+		else
+			return false;
+		if (end - p < more)
+			return false;
+		while (more--) {
+			if ((*p & 0xc0) != 0x80)
+				return false;
+			cp = cp << 6 | (*p++ & 0x3f);
+		}
+		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+			return false;
+	}
+	return true;
+}
+
+/* Name of the first string field that is not NUL-free UTF-8, or NULL. */
+static const char *bad_string_field(const ProtobufCMessageDescriptor *desc, const uint8_t *p,
+				    size_t len, int depth)
+{
+	const uint8_t *end = p + len;
+	if (depth > 32)
+		return NULL;
+	while (p < end) {
+		uint64_t key = wire_varint(&p, end);
+		unsigned wt = key & 7;
+		const ProtobufCFieldDescriptor *f =
+			protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
+		switch (wt) {
+		case 0: wire_varint(&p, end); break;
+		case 1: p += 8; break;
+		case 5: p += 4; break;
+		case 2: {
+			uint64_t n = wire_varint(&p, end);
+			if (n > (uint64_t)(end - p))
+				return NULL;
+			if (f && f->type == PROTOBUF_C_TYPE_STRING && !text_ok(p, n))
+				return f->name;
+			if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
+				const char *bad = bad_string_field(f->descriptor, p, n, depth + 1);
+				if (bad)
+					return bad;
+			}
+			p += n;
+			break;
+		}
+		default: return NULL;
+		}
+	}
+	return NULL;
+}
+
+const char *call_bad_string_field(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
+				  size_t len)
+{
+	return bad_string_field(desc, data, len, 0);
+}
+
+/* The call layer ends an ACTIVE call on its own (bad message, framing):
+ * the handler may hold state for it (an upload, a waiter), so it hears
+ * about it first, exactly as on a client reset. */
+static void layer_fail(struct call *c, int code, const char *fmt, ...) PRINTF_LIKE(3, 4);
+static void layer_fail(struct call *c, int code, const char *fmt, ...)
+{
+	if (call_done(c))
+		return;
+	char msg[512];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	call_ref(c);
+	notify_handler_end(c);
+	call_finish(c, code, "%s", msg);
+	call_unref(c);
+}
+
+static int on_msg(void *arg, const uint8_t *data, size_t len)
+{
+	struct call *c = arg;
+	if (c->state != CALL_ACTIVE)
+		return 1;
+	ProtobufCMessage *msg = protobuf_c_message_unpack(c->m->req, &call_pb_allocator, len, data);
+	if (!msg) {
+		layer_fail(c, GRPC_INVALID_ARGUMENT, "request is not a valid %s message",
+			   c->m->req->name);
+		return 1;
+	}
+	const char *bad = bad_string_field(c->m->req, data, len, 0);
+	if (bad) {
+		protobuf_c_message_free_unpacked(msg, &call_pb_allocator);
+		layer_fail(c, GRPC_INVALID_ARGUMENT,
+			   "string field %s is not valid UTF-8 or contains a NUL byte", bad);
+		return 1;
+	}
+	c->nreq++;
+	if (c->m->kind == RPC_UNARY || c->m->kind == RPC_SERVER_STREAM) {
+		if (c->req) {
+			protobuf_c_message_free_unpacked(msg, &call_pb_allocator);
+			call_finish(c, GRPC_INTERNAL, "a second request message on a %s call",
+				    c->m->kind == RPC_UNARY ? "unary" : "server-streaming");
+			return 1;
+		}
+		c->req = msg;
+		return 0;
+	}
+	c->taken = false;
+	c->m->on_message(c, msg);
+	if (!c->taken)
+		protobuf_c_message_free_unpacked(msg, &call_pb_allocator);
+	return call_done(c);
+}
+
+static void s_on_headers(struct h2_stream *s, bool trailers)
+{
+	struct call *c = h2_stream_user(s);
+	if (!trailers && c->state == CALL_HEADERS)
+		start_call(c);
+}
+
+static void s_on_data(struct h2_stream *s, const uint8_t *data, size_t len)
+{
+	struct call *c = h2_stream_user(s);
+	c->bytes_in += len;
+	if (c->state != CALL_ACTIVE)
+		return;
+	call_ref(c);
+	if (grpc_reader_feed(&c->rd, data, len, on_msg, c) != GRPC_READER_OK &&
+	    c->state == CALL_ACTIVE)
+		reader_error(c);
+	call_unref(c);
+}
+
+static void s_on_end(struct h2_stream *s)
+{
+	struct call *c = h2_stream_user(s);
+	c->half_closed = true;
+	if (c->state != CALL_ACTIVE)
+		return;
+	if (grpc_reader_partial(&c->rd)) {
+		layer_fail(c, GRPC_INTERNAL,
+			   "request stream ended inside a message (truncated gRPC frame)");
+		return;
+	}
+	call_ref(c);
+	if (c->m->kind == RPC_UNARY || c->m->kind == RPC_SERVER_STREAM) {
+		if (!c->req) {
+			call_finish(c, GRPC_INTERNAL, "no request message on a %s call",
+				    c->m->kind == RPC_UNARY ? "unary" : "server-streaming");
+		} else {
+			ProtobufCMessage *msg = c->req;
+			c->req = NULL;
+			c->taken = false;
+			c->m->on_message(c, msg);
+			if (!c->taken)
+				protobuf_c_message_free_unpacked(msg, &call_pb_allocator);
+		}
+	} else if (c->m->on_half_close) {
+		c->m->on_half_close(c);
+	}
+	call_unref(c);
+}
+
+static void s_on_writable(struct h2_stream *s)
+{
+	struct call *c = h2_stream_user(s);
+	if (c->state == CALL_ACTIVE && c->m->on_writable) {
+		call_ref(c);
+		c->m->on_writable(c);
+		call_unref(c);
+	}
+}
+
+static void s_on_close(struct h2_stream *s, uint32_t error)
+{
+	struct call *c = h2_stream_user(s);
+	if (!call_done(c))
+		cancel(c, error ? nghttp2_http2_strerror(error) : "stream closed");
+	c->stream = NULL;
+	call_unref(c);
+}
+
+static const struct h2_stream_ops call_ops = {
+	.on_headers = s_on_headers,
+	.on_data = s_on_data,
+	.on_end = s_on_end,
+	.on_writable = s_on_writable,
+	.on_close = s_on_close,
+};
+
+void call_accept(struct h2_stream *s, void *arg)
+{
+	(void)arg;
+	struct call *c = xcalloc(1, sizeof(*c));
+	c->id = next_call_id++;
+	c->refs = 1;
+	c->stream = s;
+	c->state = CALL_HEADERS;
+	c->start_mono = mono_us();
+	char buf[128];
+	snprintf(buf, sizeof(buf), "%s#%llu/%d", h2_conn_peer(h2_stream_conn(s)),
+		 (unsigned long long)h2_conn_id(h2_stream_conn(s)), h2_stream_id(s));
+	c->peer = xstrdup(buf);
+	grpc_reader_init(&c->rd, lim.max_recv);
+	c->next = active;
+	if (active)
+		active->prev = c;
+	active = c;
+	c->on_active = true;
+	nactive++;
+	h2_stream_set_ops(s, &call_ops, c);
+}

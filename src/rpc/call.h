@@ -1,0 +1,127 @@
+/*
+ * call.h - one gRPC call on the server side, and the API service handlers
+ * use.  The call layer validates request headers, reassembles and decodes
+ * request messages (protobuf-c), enforces deadlines and size limits, and
+ * encodes responses, trailers and rich error details.  Handlers may answer
+ * at once or later (after a Redis reply or a pub/sub wake-up).
+ *
+ * Lifetime: the HTTP/2 stream holds one reference.  A handler that answers
+ * asynchronously takes its own reference (call_ref) and drops it
+ * (call_unref) when its callback has run; it checks call_done() first,
+ * because the client may have gone away meanwhile.  After call_done() is
+ * true, call_send/call_finish are harmless no-ops.
+ */
+#ifndef REACTOR_CALL_H
+#define REACTOR_CALL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "rpc/grpc.h"
+#include "core/util.h"
+
+struct call;
+struct h2_stream;
+struct cfg;
+
+enum rpc_kind { RPC_UNARY, RPC_SERVER_STREAM, RPC_CLIENT_STREAM, RPC_BIDI };
+
+enum call_state {
+	CALL_HEADERS,  /* waiting for / checking request headers */
+	CALL_ACTIVE,   /* dispatched to its handler */
+	CALL_FINISHED, /* status sent (or queued) */
+	CALL_CANCELLED /* client reset, connection lost, or shutdown */
+};
+const char *call_state_name(enum call_state s);
+
+/* One entry of the dispatch table (see dispatch.c). */
+struct rpc_method {
+	const char *path;
+	enum rpc_kind kind;
+	const ProtobufCMessageDescriptor *req;
+	const ProtobufCMessageDescriptor *resp;
+	/* A decoded request message.  For unary and server-streaming calls it
+	 * is called once, after the client half-closed.  The message is freed
+	 * when the handler returns. */
+	void (*on_message)(struct call *c, const ProtobufCMessage *msg);
+	/* Client-/bidi-streaming: the client finished sending. */
+	void (*on_half_close)(struct call *c);
+	/* The call is over without the handler finishing it (client reset,
+	 * deadline, shutdown): drop waits and timers.  Optional. */
+	void (*on_cancel)(struct call *c);
+	/* The response buffer drained below the low-water mark.  Optional. */
+	void (*on_writable)(struct call *c);
+};
+
+/* Limits and switches taken from the config; call at start and on reload. */
+void call_configure(const struct cfg *cfg);
+
+/* Entry from the HTTP/2 layer: a client opened a stream. */
+void call_accept(struct h2_stream *s, void *arg);
+
+/* Handler API ------------------------------------------------------------- */
+
+/* Inside on_message: keep the request message past the handler's return
+ * (work that spans several loop passes).  The handler then frees it with
+ * protobuf_c_message_free_unpacked(msg, &call_pb_allocator). */
+void call_take_request(struct call *c);
+
+/* Queue one response message.  Returns 0, or -1 when the call is done. */
+int call_send(struct call *c, const ProtobufCMessage *msg);
+/* Queue one already-serialized message without copying: buf holds 5 free
+ * bytes (for the gRPC prefix) followed by len bytes of message; the call
+ * layer takes ownership of buf (malloc'd).  Returns 0 or -1. */
+int call_send_owned(struct call *c, uint8_t *buf, size_t len);
+/* Send the response headers now, before any message (a server-streaming
+ * call tells its client "I am listening" this way).  No-op when they went
+ * out already or the call is done. */
+void call_send_headers(struct call *c);
+/* Finish with a status; fmt may be NULL for no message. */
+void call_finish(struct call *c, int code, const char *fmt, ...) PRINTF_LIKE(3, 4);
+/* Finish with google.rpc.Status details in grpc-status-details-bin. */
+void call_finish_details(struct call *c, int code, const struct grpc_any *details, size_t ndetails,
+			 const char *fmt, ...) PRINTF_LIKE(5, 6);
+/* Unary convenience: send msg and finish OK. */
+void call_reply(struct call *c, const ProtobufCMessage *msg);
+
+bool call_done(const struct call *c);
+enum call_state call_state(const struct call *c);
+void call_ref(struct call *c);
+void call_unref(struct call *c);
+void call_set_data(struct call *c, void *data);
+void *call_data(const struct call *c);
+/* Response bytes queued and not yet sent. */
+size_t call_pending(const struct call *c);
+/* Request metadata value (lowercase key); -bin values are decoded, with
+ * *len set.  NULL when absent. */
+const char *call_metadata(const struct call *c, const char *key, size_t *len);
+const char *call_peer(const struct call *c);
+const struct rpc_method *call_method(const struct call *c);
+uint64_t call_id(const struct call *c);
+/* Remaining time before the deadline in microseconds (INT64_MAX if none). */
+int64_t call_remaining_us(const struct call *c);
+
+/* Server-wide ---------------------------------------------------------- */
+
+/* Number of calls not yet finished. */
+size_t call_active_count(void);
+/* Finish every active call with `code` (used after the shutdown grace). */
+void call_cancel_all(int code, const char *msg);
+/* Set the event base the call layer's timers run on. */
+struct event_base;
+void call_set_base(struct event_base *base);
+
+/* For messages nested as bytes (google.protobuf.Any values): the name of
+ * the first string field of `desc` in the serialized `data` that is not
+ * NUL-free UTF-8, or NULL when all are.  Request messages are checked by
+ * the call layer already. */
+const char *call_bad_string_field(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
+				  size_t len);
+
+/* Protobuf-c allocator that aborts on out-of-memory. */
+extern ProtobufCAllocator call_pb_allocator;
+
+#endif

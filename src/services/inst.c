@@ -1,0 +1,129 @@
+/*
+ * inst.c - run-time REAPI instances: one blob store per configured
+ * instance name.  Stores are opened at start-up (not reloadable); the
+ * reloadable per-instance switches (allow-updates) are read from the live
+ * config on every call.
+ */
+#include "services/inst.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "domain/blob.h"
+#include "core/cfg.h"
+#include "core/log.h"
+#include "services/svc.h"
+
+#define MEMORY_DEFAULT_MAX (1LL << 30)
+/* Room for the request envelope around the blobs of a batch. */
+#define BATCH_OVERHEAD (64 * 1024)
+
+static struct inst *insts;
+static int ninsts;
+
+/* Instance names may hold '/': keep the directory name flat and readable. */
+static char *dir_name(const char *name)
+{
+	if (!*name)
+		return xstrdup("default");
+	char *out = xmalloc(strlen(name) * 3 + 1), *o = out;
+	for (const char *p = name; *p; p++) {
+		if (*p == '/' || *p == '%') {
+			o += sprintf(o, "%%%02X", (unsigned char)*p);
+		} else {
+			*o++ = *p;
+		}
+	}
+	*o = '\0';
+	return out;
+}
+
+int inst_open_all(struct event_base *base, const struct cfg *cfg, char **err)
+{
+	insts = xcalloc((size_t)cfg->n_instances, sizeof(*insts));
+	char *casdir = xasprintf("%s/cas", cfg->state_dir);
+	bool any_disk = false;
+	for (int i = 0; i < cfg->n_instances; i++)
+		any_disk |= cfg->instances[i].storage == CFG_STORAGE_DISK;
+	if (any_disk && mkdir(casdir, 0755) != 0 && errno != EEXIST) {
+		*err = xasprintf("%s: %s", casdir, strerror(errno));
+		free(casdir);
+		return -1;
+	}
+	for (int i = 0; i < cfg->n_instances; i++) {
+		const struct cfg_instance *ci = &cfg->instances[i];
+		struct inst *in = &insts[i];
+		in->name = xstrdup(ci->name);
+		ninsts++;
+		if (ci->storage == CFG_STORAGE_MEMORY) {
+			in->cas = blob_open_memory(ci->storage_max_size ? ci->storage_max_size
+									: MEMORY_DEFAULT_MAX);
+		} else {
+			char *d = dir_name(ci->name);
+			char *dir = xasprintf("%s/%s", casdir, d);
+			free(d);
+			in->cas = blob_open_disk(base, dir, ci->storage_max_size, err);
+			free(dir);
+			if (!in->cas) {
+				free(casdir);
+				return -1;
+			}
+			blob_disk_set_verify_streams(in->cas, ci->verify_reads);
+		}
+		LOGI("inst", "instance \"%s\": %s CAS%s", ci->name,
+		     ci->storage == CFG_STORAGE_MEMORY ? "memory" : "disk",
+		     ci->storage_max_size ? " with a size limit" : "");
+	}
+	free(casdir);
+	return 0;
+}
+
+void inst_close_all(void)
+{
+	for (int i = 0; i < ninsts; i++) {
+		if (insts[i].cas)
+			blob_close(insts[i].cas);
+		free(insts[i].name);
+	}
+	free(insts);
+	insts = NULL;
+	ninsts = 0;
+}
+
+struct inst *inst_find(const char *name)
+{
+	for (int i = 0; i < ninsts; i++)
+		if (strcmp(insts[i].name, name) == 0)
+			return &insts[i];
+	return NULL;
+}
+
+struct inst *inst_lookup(struct call *c, const char *name)
+{
+	struct inst *in = inst_find(name);
+	if (!in)
+		call_finish(c, GRPC_INVALID_ARGUMENT,
+			    "unknown instance name \"%s\": not in this server's instances list",
+			    name);
+	return in;
+}
+
+const struct cfg_instance *inst_cfg(const struct inst *in)
+{
+	const struct cfg_instance *ci = cfg_instance_find(svc_config(), in->name);
+	/* A reload may drop an instance; its stores stay open until restart,
+	 * and it keeps the defaults. */
+	static const struct cfg_instance fallback = {.allow_updates = true,
+						     .max_batch_size = (4 << 20) - (64 << 10)};
+	return ci ? ci : &fallback;
+}
+
+int64_t inst_max_batch(const struct inst *in)
+{
+	int64_t lim = inst_cfg(in)->max_batch_size;
+	int64_t carry = svc_config()->grpc_max_recv_message_size - BATCH_OVERHEAD;
+	return lim < carry ? lim : carry;
+}

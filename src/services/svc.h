@@ -1,0 +1,119 @@
+/*
+ * svc.h - the method handlers each svc_*.c file exposes to the dispatch
+ * table, and the hooks the daemon calls on them.
+ */
+#ifndef REACTOR_SVC_H
+#define REACTOR_SVC_H
+
+#include <stdbool.h>
+
+#include "rpc/call.h"
+
+struct cfg;
+
+/* grpc.health.v1.Health */
+void svc_health_check(struct call *c, const ProtobufCMessage *msg);
+void svc_health_list(struct call *c, const ProtobufCMessage *msg);
+void svc_health_watch(struct call *c, const ProtobufCMessage *msg);
+void svc_health_watch_cancel(struct call *c);
+/* Server-wide serving state (false while Redis is down or draining). */
+void svc_health_set_serving(bool serving);
+/* Drop all watchers (shutdown). */
+void svc_health_shutdown(void);
+
+/* build.bazel.remote.execution.v2.Capabilities */
+void svc_capabilities_get(struct call *c, const ProtobufCMessage *msg);
+
+/* build.bazel.remote.execution.v2.ActionCache */
+void svc_ac_get(struct call *c, const ProtobufCMessage *msg);
+void svc_ac_update(struct call *c, const ProtobufCMessage *msg);
+/* Free the completeness-check cache (at shutdown). */
+void svc_ac_shutdown(void);
+
+/* build.bazel.remote.execution.v2.ContentAddressableStorage */
+void svc_cas_find_missing(struct call *c, const ProtobufCMessage *msg);
+struct event_base;
+void svc_cas_init(struct event_base *base);
+void svc_cas_batch_update(struct call *c, const ProtobufCMessage *msg);
+void svc_cas_batch_update_cancel(struct call *c);
+void svc_cas_batch_read(struct call *c, const ProtobufCMessage *msg);
+void svc_cas_get_tree(struct call *c, const ProtobufCMessage *msg);
+
+/* google.bytestream.ByteStream */
+struct event_base;
+void svc_bytestream_init(struct event_base *base);
+void svc_bytestream_shutdown(void);
+void svc_bs_read(struct call *c, const ProtobufCMessage *msg);
+void svc_bs_read_writable(struct call *c);
+void svc_bs_read_cancel(struct call *c);
+void svc_bs_write(struct call *c, const ProtobufCMessage *msg);
+void svc_bs_write_end(struct call *c);
+void svc_bs_write_cancel(struct call *c);
+void svc_bs_query(struct call *c, const ProtobufCMessage *msg);
+
+/* reactor.buckets.v1.Buckets (svc_buckets.c) */
+void svc_buckets_put(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_put_batch(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_get(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_search(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_peek(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_lease(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_reset(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_start(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_heartbeat(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_heartbeat_batch(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_succeed(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_fail(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_cancel(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_cancel_batch(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_retry(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_watch(struct call *c, const ProtobufCMessage *msg);
+void svc_buckets_watch_cancel(struct call *c);
+/* Register the scripts, subscribe to build events and create the sweep
+ * timers; call before store_start.  Returns 0 or -1. */
+int svc_buckets_init(struct event_base *base);
+/* Apply the buckets: section (at start, before init, and on reload). */
+void svc_buckets_configure(const struct cfg *cfg);
+/* End WatchBuilds streams (UNAVAILABLE) and free the timers; idempotent. */
+void svc_buckets_shutdown(void);
+
+/* build.bazel.remote.execution.v2.Execution (svc_exec.c) */
+struct inst;
+void svc_exec_init(struct event_base *base);
+void svc_exec_execute(struct call *c, const ProtobufCMessage *msg);
+void svc_exec_wait(struct call *c, const ProtobufCMessage *msg);
+void svc_exec_cancel(struct call *c);
+/* google.longrunning.Operations.WaitOperation (lives with WaitExecution). */
+void svc_ops_wait(struct call *c, const ProtobufCMessage *msg);
+/* Execute / WaitExecution streams open now. */
+size_t svc_exec_streams(void);
+/* Shutdown: end every stream with UNAVAILABLE (clients resume with
+ * WaitExecution, the operations live on in Redis). */
+void svc_exec_drain(void);
+/* True when the instance serves remote execution; otherwise finishes the
+ * call UNIMPLEMENTED naming the method and the instance. */
+bool svc_exec_enabled(struct call *c, const struct inst *in);
+
+/* google.longrunning.Operations (svc_ops.c) */
+void svc_ops_get(struct call *c, const ProtobufCMessage *msg);
+void svc_ops_list(struct call *c, const ProtobufCMessage *msg);
+void svc_ops_cancel(struct call *c, const ProtobufCMessage *msg);
+void svc_ops_delete(struct call *c, const ProtobufCMessage *msg);
+/* Send operation `name` in state v as an Operation message (call_send). */
+struct sched_view;
+int svc_ops_send(struct call *c, const char *name, const struct sched_view *v);
+
+/* google.devtools.remoteworkers.v1test2.Bots (svc_bots.c) */
+void svc_bots_init(struct event_base *base);
+void svc_bots_create(struct call *c, const ProtobufCMessage *msg);
+void svc_bots_update(struct call *c, const ProtobufCMessage *msg);
+void svc_bots_cancel(struct call *c);
+void svc_bots_post_event(struct call *c, const ProtobufCMessage *msg);
+/* Shutdown: answer every long poll now, without a lease. */
+void svc_bots_drain(void);
+
+/* Config in force for the services (swapped on reload). */
+void svc_set_config(const struct cfg *cfg);
+const struct cfg *svc_config(void);
+
+#endif

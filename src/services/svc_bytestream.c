@@ -1,0 +1,442 @@
+/*
+ * svc_bytestream.c - google.bytestream.ByteStream over the CAS: Read
+ * (streamed in chunks sized to HTTP/2 flow control, never the whole blob
+ * in memory), Write (streaming hash, digest verified on finish_write,
+ * resumable uploads) and QueryWriteStatus.
+ *
+ * Uploads live in a table keyed by their resource name so that a Write
+ * broken off mid-way can be resumed by the next Write at the committed
+ * offset (as QueryWriteStatus reports it).  Uploads nobody touches for
+ * UPLOAD_IDLE are dropped by a timer.
+ */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "domain/blob.h"
+#include "google/bytestream/bytestream.pb-c.h"
+#include "services/inst.h"
+#include "core/log.h"
+#include "services/reapi.h"
+#include "services/resname.h"
+#include "services/svc.h"
+
+#define READ_CHUNK  (1 << 20)	      /* bytes per ReadResponse */
+#define READ_AHEAD  (2 << 20)	      /* stop reading while this much is queued */
+#define UPLOAD_IDLE (600 * 1000000LL) /* drop abandoned uploads after 10 min */
+#define SWEEP_EVERY 30
+
+struct upload {
+	char *name;
+	struct digest d;
+	struct blob_writer *w;
+	struct call *owner; /* the Write call appending now, or NULL */
+	int64_t last_active;
+	struct upload *next;
+};
+
+static struct upload *uploads;
+static struct event *sweep_ev;
+
+/* ---- resource names ------------------------------------------------------ */
+
+/* Parse a name and resolve its instance and digest; finishes the call with
+ * a precise status on any problem. */
+static struct inst *resolve(struct call *c, const char *name, bool upload, struct digest *d)
+{
+	struct resname r;
+	char *err = NULL;
+	if (resname_parse(name, upload, &r, &err) != 0) {
+		call_finish(c, GRPC_INVALID_ARGUMENT, "%s", err);
+		free(err);
+		return NULL;
+	}
+	struct inst *in = NULL;
+	if (r.compressor) {
+		call_finish(c, GRPC_UNIMPLEMENTED,
+			    "compressed-blobs/%s is not supported: this server advertises no "
+			    "compressors; use blobs/",
+			    r.compressor);
+	} else if (r.digest_function && strcmp(r.digest_function, "sha256") != 0) {
+		call_finish(c, GRPC_INVALID_ARGUMENT,
+			    "digest function %s is not supported: this server uses SHA256",
+			    r.digest_function);
+	} else if (digest_parse(r.hash, r.size, d, &err) != 0) {
+		call_finish(c, GRPC_INVALID_ARGUMENT, "resource name \"%s\": %s", name, err);
+		free(err);
+	} else {
+		in = inst_lookup(c, r.instance);
+	}
+	resname_free(&r);
+	return in;
+}
+
+/* ---- Read ---------------------------------------------------------------- */
+
+struct rstate {
+	struct blob_reader *r;
+	int64_t remaining;
+};
+
+static void read_close(struct call *c)
+{
+	struct rstate *st = call_data(c);
+	if (!st)
+		return;
+	if (st->r)
+		blob_reader_close(st->r);
+	free(st);
+	call_set_data(c, NULL);
+}
+
+static size_t varint(uint8_t *p, uint64_t v)
+{
+	size_t n = 0;
+	do {
+		p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+		v >>= 7;
+	} while (v);
+	return n;
+}
+
+/* Send chunks until the stream's buffer is full or the blob is done.
+ * Each ReadResponse is framed by hand (field 10, bytes) so the data is read
+ * straight into the buffer that goes on the wire. */
+static void read_pump(struct call *c)
+{
+	struct rstate *st = call_data(c);
+	while (st && !call_done(c) && st->remaining > 0 && call_pending(c) < READ_AHEAD) {
+		size_t want = st->remaining < READ_CHUNK ? (size_t)st->remaining : READ_CHUNK;
+		uint8_t *buf = xmalloc(5 + 1 + 10 + want);
+		uint8_t hdr[11];
+		hdr[0] = 10 << 3 | 2; /* ReadResponse.data: field 10, bytes */
+		size_t hl = 1 + varint(hdr + 1, want);
+		uint8_t *data = buf + 5 + hl;
+		size_t got = 0;
+		while (got < want) {
+			ssize_t n = blob_reader_read(st->r, data + got, want - got);
+			if (n <= 0)
+				break;
+			got += (size_t)n;
+		}
+		if (got != want) {
+			free(buf);
+			read_close(c);
+			call_finish(c, GRPC_DATA_LOSS, "blob ended early or could not be read");
+			return;
+		}
+		memcpy(buf + 5, hdr, hl);
+		st->remaining -= (int64_t)want;
+		if (call_send_owned(c, buf, hl + want) != 0)
+			break;
+	}
+	if (st && st->remaining == 0 && !call_done(c)) {
+		read_close(c);
+		call_finish(c, GRPC_OK, NULL);
+	}
+}
+
+void svc_bs_read(struct call *c, const ProtobufCMessage *msg)
+{
+	const Google__Bytestream__ReadRequest *req = (const void *)msg;
+	struct digest d;
+	struct inst *in = resolve(c, req->resource_name, false, &d);
+	if (!in)
+		return;
+	if (req->read_offset < 0 || req->read_offset > d.size) {
+		call_finish(c, GRPC_OUT_OF_RANGE,
+			    "read_offset %lld is outside blob %s of %lld bytes",
+			    (long long)req->read_offset, d.hex, (long long)d.size);
+		return;
+	}
+	if (req->read_limit < 0) {
+		call_finish(c, GRPC_INVALID_ARGUMENT, "read_limit %lld is negative",
+			    (long long)req->read_limit);
+		return;
+	}
+	int64_t remaining = d.size - req->read_offset;
+	if (req->read_limit > 0 && req->read_limit < remaining)
+		remaining = req->read_limit;
+	if (digest_is_empty(&d) || (remaining == 0 && blob_has(in->cas, &d))) {
+		call_finish(c, GRPC_OK, NULL);
+		return;
+	}
+	struct blob_reader *r = NULL;
+	int rv = blob_reader_open(in->cas, &d, req->read_offset, &r);
+	if (rv == -ENOENT) {
+		call_finish(c, GRPC_NOT_FOUND, "blob %s/%lld not found", d.hex, (long long)d.size);
+		return;
+	}
+	if (rv == -ERANGE) {
+		call_finish(c, GRPC_OUT_OF_RANGE, "read_offset %lld is past the end of blob %s",
+			    (long long)req->read_offset, d.hex);
+		return;
+	}
+	if (rv != 0) {
+		call_finish(c, GRPC_INTERNAL, "cannot open blob %s", d.hex);
+		return;
+	}
+	struct rstate *st = xcalloc(1, sizeof(*st));
+	st->r = r;
+	st->remaining = remaining;
+	call_set_data(c, st);
+	read_pump(c);
+}
+
+void svc_bs_read_writable(struct call *c)
+{
+	read_pump(c);
+}
+
+void svc_bs_read_cancel(struct call *c)
+{
+	read_close(c);
+}
+
+/* ---- uploads table ---------------------------------------------------------- */
+
+static struct upload *upload_find(const char *name)
+{
+	for (struct upload *u = uploads; u; u = u->next)
+		if (strcmp(u->name, name) == 0)
+			return u;
+	return NULL;
+}
+
+static void upload_drop(struct upload *u)
+{
+	for (struct upload **pp = &uploads; *pp; pp = &(*pp)->next) {
+		if (*pp == u) {
+			*pp = u->next;
+			break;
+		}
+	}
+	if (u->w)
+		blob_writer_abort(u->w);
+	free(u->name);
+	free(u);
+}
+
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	int64_t now = mono_us();
+	for (struct upload *u = uploads, *next; u; u = next) {
+		next = u->next;
+		if (!u->owner && now - u->last_active > UPLOAD_IDLE) {
+			LOGI("bytestream", "dropping abandoned upload %s at %lld of %lld bytes",
+			     u->name, (long long)blob_writer_offset(u->w), (long long)u->d.size);
+			upload_drop(u);
+		}
+	}
+}
+
+void svc_bytestream_init(struct event_base *base)
+{
+	sweep_ev = event_new(base, -1, EV_PERSIST, sweep_cb, NULL);
+	struct timeval tv = {SWEEP_EVERY, 0};
+	event_add(sweep_ev, &tv);
+}
+
+void svc_bytestream_shutdown(void)
+{
+	while (uploads)
+		upload_drop(uploads);
+	if (sweep_ev)
+		event_free(sweep_ev);
+	sweep_ev = NULL;
+}
+
+/* ---- Write --------------------------------------------------------------------- */
+
+struct wstate {
+	struct upload *up;
+	struct inst *in;
+	bool finished; /* finish_write seen */
+};
+
+static void write_reply(struct call *c, int64_t committed)
+{
+	Google__Bytestream__WriteResponse resp = GOOGLE__BYTESTREAM__WRITE_RESPONSE__INIT;
+	resp.committed_size = committed;
+	call_reply(c, &resp.base);
+}
+
+static void write_release(struct call *c)
+{
+	struct wstate *st = call_data(c);
+	if (!st)
+		return;
+	if (st->up) {
+		st->up->owner = NULL;
+		st->up->last_active = mono_us();
+	}
+	free(st);
+	call_set_data(c, NULL);
+}
+
+/* First message: find or create the upload. */
+static int write_begin(struct call *c, const Google__Bytestream__WriteRequest *req)
+{
+	struct digest d;
+	struct inst *in = resolve(c, req->resource_name, true, &d);
+	if (!in)
+		return -1;
+	if (digest_is_empty(&d) || blob_has(in->cas, &d)) {
+		/* Already stored: tell the client at once, it may stop sending. */
+		write_reply(c, d.size);
+		return -1;
+	}
+	struct upload *u = upload_find(req->resource_name);
+	if (u && u->owner) {
+		call_finish(c, GRPC_ABORTED, "upload %s is being written by another stream",
+			    req->resource_name);
+		return -1;
+	}
+	if (u && req->write_offset == 0 && blob_writer_offset(u->w) != 0) {
+		upload_drop(u); /* a fresh start of the same upload */
+		u = NULL;
+	}
+	int64_t have = u ? blob_writer_offset(u->w) : 0;
+	if (req->write_offset != have) {
+		call_finish(c, GRPC_INVALID_ARGUMENT,
+			    "write_offset %lld does not match the %lld bytes committed for %s",
+			    (long long)req->write_offset, (long long)have, req->resource_name);
+		return -1;
+	}
+	if (!u) {
+		u = xcalloc(1, sizeof(*u));
+		u->name = xstrdup(req->resource_name);
+		u->d = d;
+		u->w = blob_writer_open(in->cas, &d);
+		u->next = uploads;
+		uploads = u;
+	}
+	u->owner = c;
+	u->last_active = mono_us();
+	struct wstate *st = xcalloc(1, sizeof(*st));
+	st->up = u;
+	st->in = in;
+	call_set_data(c, st);
+	return 0;
+}
+
+void svc_bs_write(struct call *c, const ProtobufCMessage *msg)
+{
+	const Google__Bytestream__WriteRequest *req = (const void *)msg;
+	struct wstate *st = call_data(c);
+	if (!st) {
+		if (write_begin(c, req) != 0)
+			return;
+		st = call_data(c);
+	} else if (st->finished) {
+		write_release(c);
+		call_finish(c, GRPC_INVALID_ARGUMENT, "data after finish_write");
+		return;
+	} else if (req->resource_name[0] && strcmp(req->resource_name, st->up->name) != 0) {
+		write_release(c);
+		call_finish(c, GRPC_INVALID_ARGUMENT,
+			    "resource_name changed within one Write: \"%s\" after \"%s\"",
+			    req->resource_name, st->up->name);
+		return;
+	} else if (req->write_offset != blob_writer_offset(st->up->w)) {
+		int64_t have = blob_writer_offset(st->up->w);
+		write_release(c);
+		call_finish(c, GRPC_INVALID_ARGUMENT,
+			    "write_offset %lld does not match the %lld bytes committed",
+			    (long long)req->write_offset, (long long)have);
+		return;
+	}
+	struct upload *u = st->up;
+	if (req->data.len > 0) {
+		int rv = blob_writer_write(u->w, req->data.data, req->data.len);
+		if (rv != 0) {
+			int64_t size = u->d.size;
+			write_release(c);
+			upload_drop(u);
+			if (rv == -EFBIG)
+				call_finish(c, GRPC_INVALID_ARGUMENT,
+					    "more data than the %lld bytes the digest declares",
+					    (long long)size);
+			else if (rv == -ENOSPC)
+				call_finish(c, GRPC_RESOURCE_EXHAUSTED,
+					    "blob of %lld bytes does not fit in this instance's "
+					    "storage-max-size",
+					    (long long)size);
+			else
+				call_finish(c, GRPC_INTERNAL, "writing the upload failed");
+			return;
+		}
+	}
+	u->last_active = mono_us();
+	if (!req->finish_write)
+		return;
+	st->finished = true;
+	char *err = NULL;
+	struct blob_writer *w = u->w;
+	u->w = NULL;
+	int64_t size = u->d.size;
+	int rv = blob_writer_commit(w, &err);
+	write_release(c);
+	upload_drop(u);
+	if (rv == 0) {
+		write_reply(c, size);
+	} else if (rv == -EINVAL) {
+		call_finish(c, GRPC_INVALID_ARGUMENT, "%s; nothing was stored",
+			    err ? err : "digest mismatch");
+	} else if (rv == -ENOSPC) {
+		call_finish(c, GRPC_RESOURCE_EXHAUSTED, "%s", err ? err : "CAS is full");
+	} else {
+		call_finish(c, GRPC_INTERNAL, "%s", err ? err : "storing the blob failed");
+	}
+	free(err);
+}
+
+void svc_bs_write_end(struct call *c)
+{
+	struct wstate *st = call_data(c);
+	if (!st) {
+		if (!call_done(c))
+			call_finish(c, GRPC_INVALID_ARGUMENT, "Write carried no request message");
+		return;
+	}
+	int64_t have = blob_writer_offset(st->up->w);
+	write_release(c);
+	call_finish(c, GRPC_INVALID_ARGUMENT,
+		    "stream ended without finish_write; %lld bytes are committed, resume "
+		    "with write_offset %lld",
+		    (long long)have, (long long)have);
+}
+
+void svc_bs_write_cancel(struct call *c)
+{
+	write_release(c);
+}
+
+void svc_bs_query(struct call *c, const ProtobufCMessage *msg)
+{
+	const Google__Bytestream__QueryWriteStatusRequest *req = (const void *)msg;
+	struct digest d;
+	struct inst *in = resolve(c, req->resource_name, true, &d);
+	if (!in)
+		return;
+	Google__Bytestream__QueryWriteStatusResponse resp =
+		GOOGLE__BYTESTREAM__QUERY_WRITE_STATUS_RESPONSE__INIT;
+	if (digest_is_empty(&d) || blob_has(in->cas, &d)) {
+		resp.committed_size = d.size;
+		resp.complete = true;
+	} else {
+		struct upload *u = upload_find(req->resource_name);
+		if (!u) {
+			call_finish(c, GRPC_NOT_FOUND, "no upload %s in progress",
+				    req->resource_name);
+			return;
+		}
+		resp.committed_size = blob_writer_offset(u->w);
+	}
+	call_reply(c, &resp.base);
+}

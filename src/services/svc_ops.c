@@ -1,0 +1,378 @@
+/*
+ * svc_ops.c - google.longrunning.Operations over the scheduler's
+ * operations (GetOperation, ListOperations, CancelOperation,
+ * DeleteOperation), and the one function that turns an operation's view
+ * into the Operation message every stream and reply carries: metadata is
+ * an ExecuteOperationMetadata (stage, action digest); a finished
+ * operation carries an ExecuteResponse (result, cached_result, status,
+ * message).  Errors of the execution itself travel in
+ * ExecuteResponse.status, never in Operation.error.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "core/cfg.h"
+#include "google/longrunning/operations.pb-c.h"
+#include "google/protobuf/empty.pb-c.h"
+#include "google/rpc/status.pb-c.h"
+#include "services/inst.h"
+#include "core/log.h"
+#include "services/reapi.h"
+#include "domain/sched.h"
+#include "services/svc.h"
+
+#define REV2(x)	     BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
+#define URL_META     "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteOperationMetadata"
+#define URL_RESP     "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteResponse"
+#define PAGE_DEFAULT 100
+#define PAGE_MAX     1000
+
+/* One Operation message and the buffers it points into. */
+struct op_msg {
+	Google__Longrunning__Operation op;
+	Google__Protobuf__Any md, resp;
+	uint8_t *md_buf, *resp_buf;
+};
+
+static void op_msg_build(struct op_msg *m, const char *name, const struct sched_view *v)
+{
+	memset(m, 0, sizeof(*m));
+	google__longrunning__operation__init(&m->op);
+	m->op.name = (char *)name;
+
+	Build__Bazel__Remote__Execution__V2__ExecuteOperationMetadata md =
+		REV2(EXECUTE_OPERATION_METADATA__INIT);
+	PbDigest ad;
+	reapi_pb_digest(&ad, &v->action);
+	md.stage = (Build__Bazel__Remote__Execution__V2__ExecutionStage__Value)v->stage;
+	md.action_digest = &ad;
+	md.digest_function = REV2(DIGEST_FUNCTION__VALUE__SHA256);
+	size_t n = protobuf_c_message_get_packed_size(&md.base);
+	m->md_buf = xmalloc(n ? n : 1);
+	protobuf_c_message_pack(&md.base, m->md_buf);
+	google__protobuf__any__init(&m->md);
+	m->md.type_url = (char *)URL_META;
+	m->md.value.data = m->md_buf;
+	m->md.value.len = n;
+	m->op.metadata = &m->md;
+
+	if (v->stage != SCHED_COMPLETED)
+		return;
+	m->op.done = true;
+	Build__Bazel__Remote__Execution__V2__ExecuteResponse er = REV2(EXECUTE_RESPONSE__INIT);
+	Google__Rpc__Status st = GOOGLE__RPC__STATUS__INIT;
+	st.code = v->status;
+	st.message = v->message ? v->message : (char *)"";
+	er.status = &st;
+	er.cached_result = v->cached;
+	if (v->status != 0)
+		er.message = st.message;
+	Build__Bazel__Remote__Execution__V2__ActionResult *r = NULL;
+	if (v->result && v->result_len) {
+		r = build__bazel__remote__execution__v2__action_result__unpack(
+			&call_pb_allocator, v->result_len, v->result);
+		if (!r)
+			LOGW("ops", "operation %s: stored ActionResult does not parse", name);
+		er.result = r;
+	}
+	n = protobuf_c_message_get_packed_size(&er.base);
+	m->resp_buf = xmalloc(n ? n : 1);
+	protobuf_c_message_pack(&er.base, m->resp_buf);
+	if (r)
+		build__bazel__remote__execution__v2__action_result__free_unpacked(
+			r, &call_pb_allocator);
+	google__protobuf__any__init(&m->resp);
+	m->resp.type_url = (char *)URL_RESP;
+	m->resp.value.data = m->resp_buf;
+	m->resp.value.len = n;
+	m->op.result_case = GOOGLE__LONGRUNNING__OPERATION__RESULT_RESPONSE;
+	m->op.response = &m->resp;
+}
+
+static void op_msg_free(struct op_msg *m)
+{
+	free(m->md_buf);
+	free(m->resp_buf);
+}
+
+int svc_ops_send(struct call *c, const char *name, const struct sched_view *v)
+{
+	struct op_msg m;
+	op_msg_build(&m, name, v);
+	int rc = call_send(c, &m.op.base);
+	op_msg_free(&m);
+	return rc;
+}
+
+/* Operations are global names; the instance (for the execution switch)
+ * is checked only where the request names one. */
+static bool name_ok(struct call *c, const char *name)
+{
+	if (!name || !*name) {
+		call_finish(c, GRPC_INVALID_ARGUMENT, "name is required");
+		return false;
+	}
+	if (strlen(name) > 200) {
+		call_finish(c, GRPC_INVALID_ARGUMENT, "operation name longer than 200 bytes");
+		return false;
+	}
+	return true;
+}
+
+static void finish_io(struct call *c, const char *doing)
+{
+	call_finish(c, GRPC_UNAVAILABLE, "Redis is down or failed while %s", doing);
+}
+
+/* ---- GetOperation ------------------------------------------------------- */
+
+struct one {
+	struct call *c;
+	char *name;
+};
+
+static struct one *one_new(struct call *c, const char *name)
+{
+	struct one *o = xcalloc(1, sizeof(*o));
+	o->c = c;
+	o->name = xstrdup(name);
+	call_ref(c);
+	return o;
+}
+
+static void one_free(struct one *o)
+{
+	call_unref(o->c);
+	free(o->name);
+	free(o);
+}
+
+static void get_reply(void *arg, int rc, struct sched_view *v, size_t n)
+{
+	struct one *o = arg;
+	if (call_done(o->c)) {
+	} else if (rc != 0 || n != 1) {
+		finish_io(o->c, "reading the operation");
+	} else if (!v[0].exists) {
+		call_finish(o->c, GRPC_NOT_FOUND,
+			    "operation %s not found (unknown, deleted, or "
+			    "past its retention)",
+			    o->name);
+	} else {
+		struct op_msg m;
+		op_msg_build(&m, o->name, &v[0]);
+		call_reply(o->c, &m.op.base);
+		op_msg_free(&m);
+	}
+	one_free(o);
+}
+
+void svc_ops_get(struct call *c, const ProtobufCMessage *msg)
+{
+	const Google__Longrunning__GetOperationRequest *req = (const void *)msg;
+	if (!name_ok(c, req->name))
+		return;
+	struct one *o = one_new(c, req->name);
+	const char *names[] = {o->name};
+	if (sched_view(names, 1, get_reply, o) != 0) {
+		call_finish(c, GRPC_UNAVAILABLE, "Redis is down");
+		one_free(o);
+	}
+}
+
+/* ---- Cancel / Delete ------------------------------------------------------ */
+
+static void change_reply(void *arg, int rc)
+{
+	struct one *o = arg;
+	if (call_done(o->c)) {
+	} else if (rc == -ENOENT) {
+		call_finish(o->c, GRPC_NOT_FOUND,
+			    "operation %s not found (unknown, deleted, or "
+			    "past its retention)",
+			    o->name);
+	} else if (rc != 0) {
+		finish_io(o->c, "changing the operation");
+	} else {
+		Google__Protobuf__Empty e = GOOGLE__PROTOBUF__EMPTY__INIT;
+		call_reply(o->c, &e.base);
+	}
+	one_free(o);
+}
+
+void svc_ops_cancel(struct call *c, const ProtobufCMessage *msg)
+{
+	const Google__Longrunning__CancelOperationRequest *req = (const void *)msg;
+	if (!name_ok(c, req->name))
+		return;
+	struct one *o = one_new(c, req->name);
+	LOGI("ops", "%s: CancelOperation %s", call_peer(c), o->name);
+	if (sched_cancel_op(o->name, change_reply, o) != 0) {
+		call_finish(c, GRPC_UNAVAILABLE, "Redis is down");
+		one_free(o);
+	}
+}
+
+void svc_ops_delete(struct call *c, const ProtobufCMessage *msg)
+{
+	const Google__Longrunning__DeleteOperationRequest *req = (const void *)msg;
+	if (!name_ok(c, req->name))
+		return;
+	struct one *o = one_new(c, req->name);
+	if (sched_delete_op(o->name, change_reply, o) != 0) {
+		call_finish(c, GRPC_UNAVAILABLE, "Redis is down");
+		one_free(o);
+	}
+}
+
+/* ---- ListOperations ----------------------------------------------------- */
+
+struct list {
+	struct call *c;
+	char **names;
+	size_t n;
+	int64_t next;
+};
+
+static void list_free(struct list *l)
+{
+	call_unref(l->c);
+	for (size_t i = 0; i < l->n; i++)
+		free(l->names[i]);
+	free(l->names);
+	free(l);
+}
+
+static void list_views(void *arg, int rc, struct sched_view *v, size_t n)
+{
+	struct list *l = arg;
+	if (call_done(l->c)) {
+		list_free(l);
+		return;
+	}
+	if (rc != 0 || n != l->n) {
+		finish_io(l->c, "reading operations");
+		list_free(l);
+		return;
+	}
+	struct op_msg *ms = xcalloc(n ? n : 1, sizeof(*ms));
+	Google__Longrunning__Operation **ops = xcalloc(n ? n : 1, sizeof(*ops));
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		if (!v[i].exists)
+			continue; /* removed between the two reads */
+		op_msg_build(&ms[k], l->names[i], &v[i]);
+		ops[k] = &ms[k].op;
+		k++;
+	}
+	Google__Longrunning__ListOperationsResponse resp =
+		GOOGLE__LONGRUNNING__LIST_OPERATIONS_RESPONSE__INIT;
+	resp.n_operations = k;
+	resp.operations = ops;
+	char tok[24];
+	if (l->next >= 0) {
+		snprintf(tok, sizeof tok, "%lld", (long long)l->next);
+		resp.next_page_token = tok;
+	}
+	call_reply(l->c, &resp.base);
+	for (size_t i = 0; i < k; i++)
+		op_msg_free(&ms[i]);
+	free(ms);
+	free(ops);
+	list_free(l);
+}
+
+static void list_names(void *arg, int rc, char **names, size_t n, int64_t next)
+{
+	struct list *l = arg;
+	if (call_done(l->c) || rc != 0) {
+		if (!call_done(l->c))
+			finish_io(l->c, "listing operations");
+		list_free(l);
+		return;
+	}
+	l->n = n;
+	l->next = next;
+	l->names = xcalloc(n ? n : 1, sizeof(*l->names));
+	for (size_t i = 0; i < n; i++)
+		l->names[i] = xstrdup(names[i]);
+	if (n == 0) {
+		list_views(l, 0, NULL, 0);
+		return;
+	}
+	if (sched_view((const char *const *)l->names, n, list_views, l) != 0) {
+		call_finish(l->c, GRPC_UNAVAILABLE, "Redis is down");
+		list_free(l);
+	}
+}
+
+/* filter: "" or "stage=NAME" (spaces allowed around '='). */
+static int parse_filter(const char *f, int *stage)
+{
+	*stage = 0;
+	while (*f == ' ')
+		f++;
+	if (!*f)
+		return 0;
+	if (strncmp(f, "stage", 5) != 0)
+		return -1;
+	f += 5;
+	while (*f == ' ')
+		f++;
+	if (*f++ != '=')
+		return -1;
+	while (*f == ' ')
+		f++;
+	char name[32];
+	size_t len = strcspn(f, " ");
+	if (len == 0 || len >= sizeof name)
+		return -1;
+	memcpy(name, f, len);
+	name[len] = '\0';
+	for (const char *t = f + len; *t; t++)
+		if (*t != ' ')
+			return -1;
+	*stage = sched_stage_parse(name);
+	return *stage > 0 ? 0 : -1;
+}
+
+void svc_ops_list(struct call *c, const ProtobufCMessage *msg)
+{
+	const Google__Longrunning__ListOperationsRequest *req = (const void *)msg;
+	/* `name` is the collection: the instance name ("" is the default
+	 * instance). */
+	struct inst *in = inst_lookup(c, req->name);
+	if (!in)
+		return;
+	int stage;
+	if (parse_filter(req->filter, &stage) != 0) {
+		call_finish(c, GRPC_INVALID_ARGUMENT,
+			    "unsupported filter \"%.100s\": use \"\" or \"stage=QUEUED\" "
+			    "(CACHE_CHECK, QUEUED, EXECUTING or COMPLETED)",
+			    req->filter);
+		return;
+	}
+	int size = req->page_size <= 0	       ? PAGE_DEFAULT
+		   : req->page_size > PAGE_MAX ? PAGE_MAX
+					       : req->page_size;
+	int64_t offset = 0;
+	if (req->page_token && *req->page_token) {
+		char *end;
+		offset = strtoll(req->page_token, &end, 10);
+		if (*end || offset < 0) {
+			call_finish(c, GRPC_INVALID_ARGUMENT, "invalid page_token \"%.40s\"",
+				    req->page_token);
+			return;
+		}
+	}
+	struct list *l = xcalloc(1, sizeof(*l));
+	l->c = c;
+	call_ref(c);
+	if (sched_list_ops(in->name, offset, size, stage, list_names, l) != 0) {
+		call_finish(c, GRPC_UNAVAILABLE, "Redis is down");
+		list_free(l);
+	}
+}

@@ -1,0 +1,83 @@
+/*
+ * store.h - reactord's connection to Redis: one hiredis async command
+ * connection and one subscriber connection on the server's event_base,
+ * reconnect with capped exponential backoff, Lua scripts loaded with
+ * SCRIPT LOAD (re-loaded after every reconnect, NOSCRIPT retried), and the
+ * embedded redis-server that reactord spawns and supervises by default.
+ *
+ * Callers never block: a command issued while Redis is down fails at once
+ * (store_command returns -1 and the callback is NOT called) so RPCs can
+ * answer UNAVAILABLE instead of hanging.
+ */
+#ifndef REACTOR_STORE_H
+#define REACTOR_STORE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "core/util.h"
+
+struct event_base;
+struct redisReply;
+struct cfg;
+
+/* Reply callback.  `reply` is NULL when the connection dropped before the
+ * reply came (the command may or may not have run).  The reply is owned by
+ * hiredis and freed after the callback returns. */
+typedef void (*store_cb)(struct redisReply *reply, void *arg);
+
+/* Called on every transition of the command connection (up = connected and
+ * scripts loaded; down = lost).  Registered callbacks run in order. */
+typedef void (*store_state_cb)(bool up, void *arg);
+
+/* Called for each message on a subscribed channel. */
+typedef void (*store_msg_cb)(const char *channel, const char *msg, size_t len, void *arg);
+
+/* Start: spawn the embedded redis-server when cfg->redis_embedded (blocks
+ * until it answers PING, at most 10 s; an older embedded server left by a
+ * killed reactord is shut down first), then begin connecting both contexts.
+ * Returns 0, or -1 with *err set (malloc'd) when the embedded server cannot
+ * be started.  External Redis being unreachable is NOT an error: the store
+ * keeps retrying and reports state through store_on_state. */
+int store_start(struct event_base *base, const struct cfg *cfg, char **err) WARN_UNUSED;
+
+/* Disconnect both contexts and stop the embedded redis-server (SHUTDOWN,
+ * then SIGTERM, then SIGKILL after a bounded wait; always reaped). */
+void store_stop(void);
+
+/* True when the command connection is up and scripts are loaded. */
+bool store_up(void);
+
+/* Register a state observer (at most 16). */
+void store_on_state(store_state_cb cb, void *arg);
+
+/* Issue a command.  Returns 0 when queued (cb will be called exactly once,
+ * possibly with NULL), -1 when Redis is down (cb is not called). cb may be
+ * NULL to ignore the reply. */
+int store_command(store_cb cb, void *arg, const char *fmt, ...) WARN_UNUSED;
+int store_commandargv(store_cb cb, void *arg, int argc, const char **argv,
+		      const size_t *argvlen) WARN_UNUSED;
+
+/* Scripts: register before store_start (returns a small id, -1 after
+ * start); run with store_evalsha.  `args` holds the nkeys key names
+ * followed by nargs arguments (nkeys + nargs entries); lens may be NULL for
+ * NUL-terminated strings.  NOSCRIPT is handled by reloading and retrying
+ * once, so the caller sees exactly one reply. */
+int store_script_register(const char *name, const char *lua);
+int store_evalsha(int script, store_cb cb, void *arg, int nkeys, int nargs, const char **args,
+		  const size_t *lens) WARN_UNUSED;
+
+/* Subscribe to a channel (or a pattern when it contains '*').
+ * Subscriptions persist across reconnects (re-issued automatically). */
+void store_subscribe(const char *channel, store_msg_cb cb, void *arg);
+
+/* Path of the embedded server's unix socket (NULL when external). */
+const char *store_embedded_socket(void);
+
+/* Counters for tests and stats. */
+struct store_stats {
+	unsigned long commands, replies, reconnects, embedded_restarts;
+};
+void store_get_stats(struct store_stats *s);
+
+#endif

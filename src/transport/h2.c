@@ -1,0 +1,925 @@
+/*
+ * h2.c - HTTP/2 connections over libevent bufferevents, driven by nghttp2.
+ *
+ * One struct h2_conn per TCP/unix connection, server or client side.  Input
+ * is fed to nghttp2_session_mem_recv; output goes through
+ * nghttp2_session_send into the bufferevent's output buffer, with DATA
+ * payloads moved (not copied) out of each stream's evbuffer through
+ * NGHTTP2_DATA_FLAG_NO_COPY.  Backpressure: we stop handing frames to the
+ * socket buffer above max_output_buffer, and stop reading the socket while
+ * it is over that limit, so a slow reader can't make us buffer without
+ * bound.  Streams and connections are explicit objects owned here; the
+ * layer above (grpc server calls, client calls) attaches ops per stream.
+ */
+#include "transport/h2.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <nghttp2/nghttp2.h>
+
+#include "core/log.h"
+#include "core/util.h"
+
+static const char PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+#define PREFACE_LEN (sizeof(PREFACE) - 1)
+
+static const char NOT_H2_REPLY[] = "HTTP/1.1 400 Bad Request\r\n"
+				   "Content-Type: text/plain\r\n"
+				   "Connection: close\r\n"
+				   "\r\n"
+				   "This port speaks gRPC over HTTP/2 (h2c with prior knowledge).\n"
+				   "Use a gRPC client, e.g. grpc://HOST:PORT in Bazel.\n";
+
+struct h2_stream {
+	struct h2_conn *conn;
+	int32_t id;
+	const struct h2_stream_ops *ops;
+	void *user;
+
+	struct h2_hdr *hdrs;
+	size_t nhdrs, caphdrs, hdrbytes;
+	bool hdr_overflow;
+	int blocks; /* header blocks seen */
+
+	struct evbuffer *out;
+	bool responded;	  /* server: response HEADERS submitted */
+	bool deferred;	  /* data source returned DEFERRED */
+	bool end_pending; /* h2_stream_end called */
+	bool end_sent;
+	bool was_full; /* pending crossed H2_STREAM_LOWAT */
+	struct h2_hdr *trailers;
+	size_t ntrailers;
+
+	struct h2_stream *prev, *next; /* conn->streams */
+	struct h2_stream *wnext;       /* conn->writable list */
+	bool on_wlist;
+};
+
+struct h2_conn {
+	uint64_t id;
+	bool server;
+	char *peer;
+	struct bufferevent *bev;
+	nghttp2_session *ng;
+	struct h2_settings st;
+
+	struct h2_stream *streams;
+	size_t nstreams;
+	struct h2_stream *wlist;
+
+	struct event *flush_ev, *idle_ev, *free_ev;
+	h2_accept_stream_fn on_stream;
+	h2_conn_closed_fn on_closed;
+	void *arg;
+
+	bool preface_ok;
+	bool closing;	       /* no more I/O; freed after this loop pass */
+	bool drain_then_close; /* close once output is written */
+	bool goaway;
+	bool read_paused;
+	bool in_send;
+};
+
+static uint64_t next_conn_id = 1;
+
+static void conn_flush(struct h2_conn *c);
+static void conn_schedule_flush(struct h2_conn *c);
+
+/* ---- headers ---------------------------------------------------------- */
+
+static void hdrs_clear(struct h2_stream *s)
+{
+	/* name and value share one allocation (see hdrs_add). */
+	for (size_t i = 0; i < s->nhdrs; i++)
+		free(s->hdrs[i].name);
+	s->nhdrs = 0;
+	s->hdrbytes = 0;
+	s->hdr_overflow = false;
+}
+
+static void hdrs_add(struct h2_stream *s, const uint8_t *name, size_t nl, const uint8_t *value,
+		     size_t vl)
+{
+	/* RFC 9113's accounting: name + value + 32 per field. */
+	s->hdrbytes += nl + vl + 32;
+	if (s->hdrbytes > s->conn->st.max_header_list_size) {
+		s->hdr_overflow = true;
+		return;
+	}
+	if (s->nhdrs == s->caphdrs) {
+		s->caphdrs = s->caphdrs ? s->caphdrs * 2 : 16;
+		s->hdrs = xrealloc(s->hdrs, s->caphdrs * sizeof(*s->hdrs));
+	}
+	struct h2_hdr *h = &s->hdrs[s->nhdrs++];
+	/* One allocation per field: this runs for every header of every
+	 * request. */
+	char *blk = xmalloc(nl + vl + 2);
+	memcpy(blk, name, nl);
+	blk[nl] = '\0';
+	memcpy(blk + nl + 1, value, vl);
+	blk[nl + 1 + vl] = '\0';
+	h->name = blk;
+	h->value = blk + nl + 1;
+	h->namelen = nl;
+	h->valuelen = vl;
+}
+
+static nghttp2_nv *nv_from(const struct h2_hdr *h, size_t n)
+{
+	nghttp2_nv *nv = xcalloc(n ? n : 1, sizeof(*nv));
+	for (size_t i = 0; i < n; i++) {
+		nv[i].name = (uint8_t *)h[i].name;
+		nv[i].namelen = h[i].namelen;
+		nv[i].value = (uint8_t *)h[i].value;
+		nv[i].valuelen = h[i].valuelen;
+		nv[i].flags = NGHTTP2_NV_FLAG_NONE;
+	}
+	return nv;
+}
+
+/* ---- streams ---------------------------------------------------------- */
+
+static struct h2_stream *stream_new(struct h2_conn *c, int32_t id)
+{
+	struct h2_stream *s = xcalloc(1, sizeof(*s));
+	s->conn = c;
+	s->id = id;
+	s->out = evbuffer_new();
+	if (!s->out)
+		abort();
+	s->next = c->streams;
+	if (c->streams)
+		c->streams->prev = s;
+	c->streams = s;
+	c->nstreams++;
+	if (c->idle_ev)
+		event_del(c->idle_ev);
+	return s;
+}
+
+static void wlist_remove(struct h2_conn *c, struct h2_stream *s)
+{
+	if (!s->on_wlist)
+		return;
+	for (struct h2_stream **pp = &c->wlist; *pp; pp = &(*pp)->wnext) {
+		if (*pp == s) {
+			*pp = s->wnext;
+			break;
+		}
+	}
+	s->on_wlist = false;
+}
+
+static void arm_idle(struct h2_conn *c)
+{
+	if (c->idle_ev && c->st.idle_timeout_us > 0 && c->nstreams == 0 && !c->closing) {
+		struct timeval tv = {c->st.idle_timeout_us / 1000000,
+				     c->st.idle_timeout_us % 1000000};
+		event_add(c->idle_ev, &tv);
+	}
+}
+
+/* Tell the owner and free the stream. */
+static void stream_close(struct h2_stream *s, uint32_t error)
+{
+	struct h2_conn *c = s->conn;
+	if (s->ops && s->ops->on_close)
+		s->ops->on_close(s, error);
+	wlist_remove(c, s);
+	if (s->prev)
+		s->prev->next = s->next;
+	else
+		c->streams = s->next;
+	if (s->next)
+		s->next->prev = s->prev;
+	c->nstreams--;
+	if (c->ng && s->id > 0)
+		nghttp2_session_set_stream_user_data(c->ng, s->id, NULL);
+	hdrs_clear(s);
+	free(s->hdrs);
+	for (size_t i = 0; i < s->ntrailers; i++) {
+		free(s->trailers[i].name);
+		free(s->trailers[i].value);
+	}
+	free(s->trailers);
+	evbuffer_free(s->out);
+	free(s);
+	arm_idle(c);
+}
+
+static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
+			    uint32_t *flags, nghttp2_data_source *src, void *ud)
+{
+	(void)ng;
+	(void)id;
+	(void)buf;
+	struct h2_conn *c = ud;
+	struct h2_stream *s = src->ptr;
+	size_t avail = evbuffer_get_length(s->out);
+	size_t n = avail < length ? avail : length;
+
+	if (n == 0 && !s->end_pending) {
+		s->deferred = true;
+		return NGHTTP2_ERR_DEFERRED;
+	}
+	if (n > 0)
+		*flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+	if (n == avail && s->end_pending) {
+		*flags |= NGHTTP2_DATA_FLAG_EOF;
+		if (s->ntrailers > 0) {
+			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+			nghttp2_nv *nv = nv_from(s->trailers, s->ntrailers);
+			int rv = nghttp2_submit_trailer(c->ng, s->id, nv, s->ntrailers);
+			free(nv);
+			if (rv != 0)
+				LOGW("h2", "conn=%llu stream=%d: trailers: %s",
+				     (unsigned long long)c->id, s->id, nghttp2_strerror(rv));
+		}
+		s->end_sent = true;
+	}
+	if (s->was_full && avail - n < H2_STREAM_LOWAT) {
+		s->was_full = false;
+		if (!s->on_wlist && s->ops && s->ops->on_writable) {
+			s->on_wlist = true;
+			s->wnext = c->wlist;
+			c->wlist = s;
+		}
+	}
+	return (ssize_t)n;
+}
+
+static int send_data_cb(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t *framehd,
+			size_t length, nghttp2_data_source *src, void *ud)
+{
+	(void)ng;
+	struct h2_conn *c = ud;
+	struct h2_stream *s = src->ptr;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	if (evbuffer_get_length(out) >= c->st.max_output_buffer)
+		return NGHTTP2_ERR_WOULDBLOCK;
+	evbuffer_add(out, framehd, 9);
+	if (frame->data.padlen > 0) {
+		uint8_t pad = (uint8_t)(frame->data.padlen - 1);
+		evbuffer_add(out, &pad, 1);
+	}
+	evbuffer_remove_buffer(s->out, out, length);
+	if (frame->data.padlen > 1) {
+		static const uint8_t zeros[256];
+		evbuffer_add(out, zeros, frame->data.padlen - 1);
+	}
+	return 0;
+}
+
+static nghttp2_data_provider provider_for(struct h2_stream *s)
+{
+	nghttp2_data_provider p;
+	p.source.ptr = s;
+	p.read_callback = data_read_cb;
+	return p;
+}
+
+/* ---- nghttp2 callbacks -------------------------------------------------- */
+
+static ssize_t send_cb(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *ud)
+{
+	(void)ng;
+	(void)flags;
+	struct h2_conn *c = ud;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	if (evbuffer_get_length(out) >= c->st.max_output_buffer)
+		return NGHTTP2_ERR_WOULDBLOCK;
+	evbuffer_add(out, data, len);
+	return (ssize_t)len;
+}
+
+static int begin_headers_cb(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
+{
+	struct h2_conn *c = ud;
+	if (frame->hd.type != NGHTTP2_HEADERS)
+		return 0;
+	struct h2_stream *s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+	if (!s) {
+		if (!c->server || frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+			return 0;
+		s = stream_new(c, frame->hd.stream_id);
+		nghttp2_session_set_stream_user_data(ng, s->id, s);
+		c->on_stream(s, c->arg);
+	}
+	hdrs_clear(s);
+	return 0;
+}
+
+static int header_cb(nghttp2_session *ng, const nghttp2_frame *frame, const uint8_t *name,
+		     size_t nl, const uint8_t *value, size_t vl, uint8_t flags, void *ud)
+{
+	(void)flags;
+	(void)ud;
+	if (frame->hd.type != NGHTTP2_HEADERS)
+		return 0;
+	struct h2_stream *s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+	if (s)
+		hdrs_add(s, name, nl, value, vl);
+	return 0;
+}
+
+static int frame_recv_cb(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
+{
+	(void)ud;
+	struct h2_stream *s = nghttp2_session_get_stream_user_data(ng, frame->hd.stream_id);
+	if (!s)
+		return 0;
+	switch (frame->hd.type) {
+	case NGHTTP2_HEADERS:
+		s->blocks++;
+		if (s->ops && s->ops->on_headers)
+			s->ops->on_headers(s, s->blocks > 1);
+		break;
+	case NGHTTP2_DATA: break;
+	default: return 0;
+	}
+	/* The owner may have reset the stream; it is still allocated until
+	 * nghttp2 reports the close, so this access is safe. */
+	if ((frame->hd.flags & NGHTTP2_FLAG_END_STREAM) && s->ops && s->ops->on_end)
+		s->ops->on_end(s);
+	return 0;
+}
+
+static int data_chunk_cb(nghttp2_session *ng, uint8_t flags, int32_t id, const uint8_t *data,
+			 size_t len, void *ud)
+{
+	(void)flags;
+	(void)ud;
+	struct h2_stream *s = nghttp2_session_get_stream_user_data(ng, id);
+	if (s && s->ops && s->ops->on_data)
+		s->ops->on_data(s, data, len);
+	return 0;
+}
+
+static int stream_close_cb(nghttp2_session *ng, int32_t id, uint32_t error, void *ud)
+{
+	(void)ud;
+	struct h2_stream *s = nghttp2_session_get_stream_user_data(ng, id);
+	if (s) {
+		if (error)
+			LOGD("h2", "conn=%llu stream=%d closed: %s",
+			     (unsigned long long)s->conn->id, id, nghttp2_http2_strerror(error));
+		stream_close(s, error);
+	}
+	return 0;
+}
+
+/* A server stream whose response is complete while the client is still
+ * sending (an early error, or ByteStream.Write finding the blob already
+ * stored) is reset with NO_ERROR, as RFC 9113 section 8.1 allows, so the
+ * client stops sending and the stream slot is freed. */
+static int frame_send_cb(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
+{
+	struct h2_conn *c = ud;
+	if (!c->server || !(frame->hd.flags & NGHTTP2_FLAG_END_STREAM) ||
+	    (frame->hd.type != NGHTTP2_HEADERS && frame->hd.type != NGHTTP2_DATA))
+		return 0;
+	int32_t id = frame->hd.stream_id;
+	if (nghttp2_session_get_stream_remote_close(ng, id) == 0)
+		nghttp2_submit_rst_stream(ng, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
+	return 0;
+}
+
+static int invalid_frame_cb(nghttp2_session *ng, const nghttp2_frame *frame, int err, void *ud)
+{
+	(void)ng;
+	struct h2_conn *c = ud;
+	LOGI("h2", "conn=%llu peer=%s: invalid frame type %d on stream %d: %s",
+	     (unsigned long long)c->id, c->peer, frame->hd.type, frame->hd.stream_id,
+	     nghttp2_strerror(err));
+	return 0;
+}
+
+static int error_cb(nghttp2_session *ng, int code, const char *msg, size_t len, void *ud)
+{
+	(void)ng;
+	(void)code;
+	struct h2_conn *c = ud;
+	LOGD("h2", "conn=%llu peer=%s: %.*s", (unsigned long long)c->id, c->peer, (int)len, msg);
+	return 0;
+}
+
+static nghttp2_session_callbacks *make_callbacks(void)
+{
+	nghttp2_session_callbacks *cb;
+	if (nghttp2_session_callbacks_new(&cb) != 0)
+		abort();
+	nghttp2_session_callbacks_set_send_callback(cb, send_cb);
+	nghttp2_session_callbacks_set_send_data_callback(cb, send_data_cb);
+	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, begin_headers_cb);
+	nghttp2_session_callbacks_set_on_header_callback(cb, header_cb);
+	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, frame_recv_cb);
+	nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cb, data_chunk_cb);
+	nghttp2_session_callbacks_set_on_stream_close_callback(cb, stream_close_cb);
+	nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cb, invalid_frame_cb);
+	nghttp2_session_callbacks_set_on_frame_send_callback(cb, frame_send_cb);
+	nghttp2_session_callbacks_set_error_callback2(cb, error_cb);
+	return cb;
+}
+
+/* nghttp2 allocations go through our aborting allocator. */
+static void *ng_malloc(size_t n, void *ud)
+{
+	(void)ud;
+	return xmalloc(n);
+}
+static void ng_free(void *p, void *ud)
+{
+	(void)ud;
+	free(p);
+}
+static void *ng_calloc(size_t n, size_t m, void *ud)
+{
+	(void)ud;
+	return xcalloc(n, m);
+}
+static void *ng_realloc(void *p, size_t n, void *ud)
+{
+	(void)ud;
+	return xrealloc(p, n);
+}
+static nghttp2_mem ng_mem = {NULL, ng_malloc, ng_free, ng_calloc, ng_realloc};
+
+/* ---- connection I/O ------------------------------------------------------ */
+
+static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct h2_conn *c = arg;
+	while (c->streams)
+		stream_close(c->streams, NGHTTP2_CANCEL);
+	if (c->on_closed)
+		c->on_closed(c, c->arg);
+	nghttp2_session_del(c->ng);
+	bufferevent_free(c->bev);
+	event_free(c->flush_ev);
+	if (c->idle_ev)
+		event_free(c->idle_ev);
+	event_free(c->free_ev);
+	free(c->peer);
+	free(c);
+}
+
+void h2_conn_close(struct h2_conn *c, const char *reason)
+{
+	if (c->closing)
+		return;
+	c->closing = true;
+	LOGI("h2", "conn=%llu peer=%s closed: %s", (unsigned long long)c->id, c->peer, reason);
+	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	event_del(c->flush_ev);
+	if (c->idle_ev)
+		event_del(c->idle_ev);
+	event_active(c->free_ev, 0, 0);
+}
+
+static void conn_check_done(struct h2_conn *c)
+{
+	if (c->closing)
+		return;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng) &&
+	    evbuffer_get_length(out) == 0)
+		h2_conn_close(c, c->goaway ? "goaway complete" : "session finished");
+}
+
+static void notify_writable(struct h2_conn *c)
+{
+	while (c->wlist && !c->closing) {
+		struct h2_stream *s = c->wlist;
+		c->wlist = s->wnext;
+		s->on_wlist = false;
+		if (s->ops && s->ops->on_writable)
+			s->ops->on_writable(s);
+	}
+}
+
+static void conn_flush(struct h2_conn *c)
+{
+	if (c->closing || c->drain_then_close || c->in_send)
+		return;
+	/* Nothing goes out before the client's preface checked out, so an
+	 * HTTP/1 client gets a clean text reply. */
+	if (c->server && !c->preface_ok)
+		return;
+	c->in_send = true;
+	int rv = nghttp2_session_send(c->ng);
+	c->in_send = false;
+	if (rv != 0) {
+		h2_conn_close(c, nghttp2_strerror(rv));
+		return;
+	}
+	notify_writable(c);
+	if (c->closing)
+		return;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	if (evbuffer_get_length(out) >= c->st.max_output_buffer) {
+		if (!c->read_paused) {
+			c->read_paused = true;
+			bufferevent_disable(c->bev, EV_READ);
+		}
+	}
+	conn_check_done(c);
+}
+
+static void flush_ev_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_flush(arg);
+}
+
+static void conn_schedule_flush(struct h2_conn *c)
+{
+	if (!c->closing && !c->in_send)
+		event_active(c->flush_ev, 0, 0);
+}
+
+void h2_conn_flush(struct h2_conn *c)
+{
+	conn_schedule_flush(c);
+}
+
+static bool check_preface(struct h2_conn *c, struct evbuffer *in)
+{
+	size_t len = evbuffer_get_length(in);
+	size_t n = len < PREFACE_LEN ? len : PREFACE_LEN;
+	char buf[PREFACE_LEN];
+	evbuffer_copyout(in, buf, n);
+	if (memcmp(buf, PREFACE, n) != 0) {
+		LOGI("h2",
+		     "conn=%llu peer=%s: not an HTTP/2 client (no connection preface); "
+		     "answering HTTP/1.1 400",
+		     (unsigned long long)c->id, c->peer);
+		evbuffer_drain(in, len);
+		bufferevent_write(c->bev, NOT_H2_REPLY, sizeof(NOT_H2_REPLY) - 1);
+		bufferevent_disable(c->bev, EV_READ);
+		c->drain_then_close = true;
+		return false;
+	}
+	if (n == PREFACE_LEN)
+		c->preface_ok = true;
+	return c->preface_ok;
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+	struct h2_conn *c = arg;
+	struct evbuffer *in = bufferevent_get_input(bev);
+	if (c->closing || c->drain_then_close) {
+		evbuffer_drain(in, evbuffer_get_length(in));
+		return;
+	}
+	if (c->idle_ev && c->nstreams == 0)
+		arm_idle(c);
+	if (c->server && !c->preface_ok && !check_preface(c, in))
+		return;
+	while (evbuffer_get_length(in) > 0 && !c->closing) {
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		ssize_t rv = nghttp2_session_mem_recv(c->ng, v.iov_base, v.iov_len);
+		if (rv < 0) {
+			LOGI("h2", "conn=%llu peer=%s: protocol error: %s",
+			     (unsigned long long)c->id, c->peer, nghttp2_strerror((int)rv));
+			/* nghttp2 has queued a GOAWAY; send it, then close. */
+			nghttp2_session_send(c->ng);
+			c->drain_then_close = true;
+			bufferevent_disable(bev, EV_READ);
+			evbuffer_drain(in, evbuffer_get_length(in));
+			if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+				h2_conn_close(c, "protocol error");
+			return;
+		}
+		evbuffer_drain(in, (size_t)rv);
+	}
+	conn_flush(c);
+}
+
+static void write_cb(struct bufferevent *bev, void *arg)
+{
+	struct h2_conn *c = arg;
+	if (c->closing)
+		return;
+	if (c->drain_then_close) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			h2_conn_close(c, "closed after error reply");
+		return;
+	}
+	if (c->read_paused) {
+		c->read_paused = false;
+		bufferevent_enable(bev, EV_READ);
+	}
+	conn_flush(c);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	(void)bev;
+	struct h2_conn *c = arg;
+	if (what & BEV_EVENT_CONNECTED) {
+		conn_flush(c);
+		return;
+	}
+	if (what & BEV_EVENT_EOF)
+		h2_conn_close(c, c->nstreams ? "peer closed with streams open" : "peer closed");
+	else if (what & BEV_EVENT_ERROR)
+		h2_conn_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
+	else if (what & BEV_EVENT_TIMEOUT)
+		h2_conn_close(c, "socket timeout");
+}
+
+static void idle_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct h2_conn *c = arg;
+	if (c->nstreams == 0) {
+		LOGD("h2", "conn=%llu idle timeout", (unsigned long long)c->id);
+		h2_conn_goaway(c);
+		conn_flush(c);
+		if (!c->closing)
+			h2_conn_close(c, "idle timeout");
+	}
+}
+
+static struct h2_conn *conn_new(struct bufferevent *bev, const struct h2_settings *st,
+				const char *peer, bool server)
+{
+	struct h2_conn *c = xcalloc(1, sizeof(*c));
+	struct event_base *base = bufferevent_get_base(bev);
+	c->id = next_conn_id++;
+	c->server = server;
+	c->peer = xstrdup(peer ? peer : "-");
+	c->bev = bev;
+	c->st = *st;
+	if (c->st.max_output_buffer == 0)
+		c->st.max_output_buffer = 4 << 20;
+	c->flush_ev = event_new(base, -1, 0, flush_ev_cb, c);
+	c->free_ev = event_new(base, -1, 0, conn_free_cb, c);
+	if (st->idle_timeout_us > 0)
+		c->idle_ev = event_new(base, -1, 0, idle_cb, c);
+
+	nghttp2_session_callbacks *cb = make_callbacks();
+	nghttp2_option *opt;
+	nghttp2_option_new(&opt);
+	/* Bazel and grpc-java ping freely; nghttp2 answers PINGs itself and
+	 * caps queued ACKs, so a ping flood can't grow memory. */
+	nghttp2_option_set_max_outbound_ack(opt, 10000);
+	int rv = server ? nghttp2_session_server_new3(&c->ng, cb, c, opt, &ng_mem)
+			: nghttp2_session_client_new3(&c->ng, cb, c, opt, &ng_mem);
+	nghttp2_option_del(opt);
+	nghttp2_session_callbacks_del(cb);
+	if (rv != 0)
+		abort();
+
+	nghttp2_settings_entry iv[] = {
+		{NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, st->max_concurrent_streams},
+		{NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, st->stream_window},
+		{NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, st->max_header_list_size},
+	};
+	nghttp2_submit_settings(c->ng, NGHTTP2_FLAG_NONE, iv, ARRAY_LEN(iv));
+	if (st->conn_window > 65535)
+		nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, 0,
+						      (int32_t)st->conn_window);
+
+	/* libevent reads 16 KiB per callback by default (and 4 KiB chains);
+	 * bulk ByteStream traffic wants far fewer, larger syscalls. */
+	bufferevent_set_max_single_read(bev, 1 << 20);
+	bufferevent_set_max_single_write(bev, 1 << 20);
+	bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
+	/* Wake the writer when half the output limit has drained. */
+	bufferevent_setwatermark(bev, EV_WRITE, c->st.max_output_buffer / 2, 0);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+	arm_idle(c);
+	return c;
+}
+
+struct h2_conn *h2_conn_server(struct bufferevent *bev, const struct h2_settings *st,
+			       const char *peer, h2_accept_stream_fn on_stream,
+			       h2_conn_closed_fn on_closed, void *arg)
+{
+	struct h2_conn *c = conn_new(bev, st, peer, true);
+	c->on_stream = on_stream;
+	c->on_closed = on_closed;
+	c->arg = arg;
+	LOGD("h2", "conn=%llu peer=%s accepted", (unsigned long long)c->id, c->peer);
+	/* Our SETTINGS go out only once the client's preface checked out, so
+	 * an HTTP/1 client gets a clean text reply. */
+	return c;
+}
+
+struct h2_conn *h2_conn_client(struct bufferevent *bev, const struct h2_settings *st,
+			       const char *peer, h2_conn_closed_fn on_closed, void *arg)
+{
+	struct h2_conn *c = conn_new(bev, st, peer, false);
+	c->on_closed = on_closed;
+	c->arg = arg;
+	c->preface_ok = true;
+	conn_schedule_flush(c);
+	return c;
+}
+
+void h2_conn_goaway(struct h2_conn *c)
+{
+	if (c->goaway || c->closing)
+		return;
+	c->goaway = true;
+	int32_t last = c->server ? nghttp2_session_get_last_proc_stream_id(c->ng) : 0;
+	nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0);
+	conn_schedule_flush(c);
+}
+
+size_t h2_conn_nstreams(const struct h2_conn *c)
+{
+	return c->nstreams;
+}
+uint64_t h2_conn_id(const struct h2_conn *c)
+{
+	return c->id;
+}
+const char *h2_conn_peer(const struct h2_conn *c)
+{
+	return c->peer;
+}
+bool h2_conn_alive(const struct h2_conn *c)
+{
+	return !c->closing && !c->goaway;
+}
+void *h2_conn_arg(const struct h2_conn *c)
+{
+	return c->arg;
+}
+
+/* ---- stream API ------------------------------------------------------------ */
+
+struct h2_stream *h2_stream_open(struct h2_conn *c, const struct h2_hdr *hdrs, size_t n,
+				 const struct h2_stream_ops *ops, void *user)
+{
+	if (c->closing || c->goaway || c->drain_then_close)
+		return NULL;
+	struct h2_stream *s = stream_new(c, 0);
+	s->ops = ops;
+	s->user = user;
+	s->responded = true;
+	nghttp2_nv *nv = nv_from(hdrs, n);
+	nghttp2_data_provider p = provider_for(s);
+	int32_t id = nghttp2_submit_request(c->ng, NULL, nv, n, &p, s);
+	free(nv);
+	if (id < 0) {
+		s->ops = NULL;
+		stream_close(s, NGHTTP2_INTERNAL_ERROR);
+		return NULL;
+	}
+	s->id = id;
+	conn_schedule_flush(c);
+	return s;
+}
+
+void h2_stream_set_ops(struct h2_stream *s, const struct h2_stream_ops *ops, void *user)
+{
+	s->ops = ops;
+	s->user = user;
+}
+
+void *h2_stream_user(const struct h2_stream *s)
+{
+	return s->user;
+}
+int32_t h2_stream_id(const struct h2_stream *s)
+{
+	return s->id;
+}
+struct h2_conn *h2_stream_conn(const struct h2_stream *s)
+{
+	return s->conn;
+}
+bool h2_stream_headers_overflow(const struct h2_stream *s)
+{
+	return s->hdr_overflow;
+}
+
+const char *h2_stream_header(const struct h2_stream *s, const char *name)
+{
+	for (size_t i = 0; i < s->nhdrs; i++)
+		if (strcmp(s->hdrs[i].name, name) == 0)
+			return s->hdrs[i].value;
+	return NULL;
+}
+
+const struct h2_hdr *h2_stream_headers(const struct h2_stream *s, size_t *n)
+{
+	*n = s->nhdrs;
+	return s->hdrs;
+}
+
+static void stream_kick(struct h2_stream *s)
+{
+	if (s->deferred && s->id > 0) {
+		s->deferred = false;
+		nghttp2_session_resume_data(s->conn->ng, s->id);
+	}
+	conn_schedule_flush(s->conn);
+}
+
+int h2_stream_respond(struct h2_stream *s, const struct h2_hdr *hdrs, size_t n, bool end_stream)
+{
+	if (s->responded || s->conn->closing)
+		return -1;
+	s->responded = true;
+	nghttp2_nv *nv = nv_from(hdrs, n);
+	nghttp2_data_provider p = provider_for(s);
+	int rv = nghttp2_submit_response(s->conn->ng, s->id, nv, n, end_stream ? NULL : &p);
+	free(nv);
+	if (end_stream)
+		s->end_sent = s->end_pending = true;
+	conn_schedule_flush(s->conn);
+	return rv == 0 ? 0 : -1;
+}
+
+static void note_fill(struct h2_stream *s)
+{
+	if (evbuffer_get_length(s->out) >= H2_STREAM_LOWAT)
+		s->was_full = true;
+}
+
+int h2_stream_write(struct h2_stream *s, const void *data, size_t len)
+{
+	if (s->end_pending || s->conn->closing)
+		return -1;
+	evbuffer_add(s->out, data, len);
+	note_fill(s);
+	stream_kick(s);
+	return 0;
+}
+
+int h2_stream_write_buffer(struct h2_stream *s, struct evbuffer *buf)
+{
+	if (s->end_pending || s->conn->closing)
+		return -1;
+	evbuffer_add_buffer(s->out, buf);
+	note_fill(s);
+	stream_kick(s);
+	return 0;
+}
+
+static void free_owned(const void *data, size_t len, void *arg)
+{
+	(void)len;
+	(void)arg;
+	free((void *)data);
+}
+
+int h2_stream_write_owned(struct h2_stream *s, void *data, size_t len)
+{
+	if (s->end_pending || s->conn->closing) {
+		free(data);
+		return -1;
+	}
+	evbuffer_add_reference(s->out, data, len, free_owned, NULL);
+	note_fill(s);
+	stream_kick(s);
+	return 0;
+}
+
+size_t h2_stream_pending(const struct h2_stream *s)
+{
+	return evbuffer_get_length(s->out);
+}
+
+int h2_stream_end(struct h2_stream *s, const struct h2_hdr *trailers, size_t n)
+{
+	if (s->end_pending || s->conn->closing)
+		return -1;
+	s->end_pending = true;
+	if (n > 0) {
+		s->trailers = xcalloc(n, sizeof(*s->trailers));
+		for (size_t i = 0; i < n; i++) {
+			s->trailers[i].name = xstrndup(trailers[i].name, trailers[i].namelen);
+			s->trailers[i].value = xstrndup(trailers[i].value, trailers[i].valuelen);
+			s->trailers[i].namelen = trailers[i].namelen;
+			s->trailers[i].valuelen = trailers[i].valuelen;
+		}
+		s->ntrailers = n;
+	}
+	stream_kick(s);
+	return 0;
+}
+
+void h2_stream_reset(struct h2_stream *s, uint32_t error)
+{
+	if (s->conn->closing || s->id <= 0)
+		return;
+	nghttp2_submit_rst_stream(s->conn->ng, NGHTTP2_FLAG_NONE, s->id, error);
+	conn_schedule_flush(s->conn);
+}

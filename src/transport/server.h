@@ -1,0 +1,42 @@
+/*
+ * server.h - listeners and the set of accepted HTTP/2 connections.
+ * Binds every configured address (TCP v4/v6, unix), logs one parseable
+ * "listening on ADDR" line per listener, and drains connections with GOAWAY
+ * on shutdown.
+ */
+#ifndef REACTOR_SERVER_H
+#define REACTOR_SERVER_H
+
+#include <stddef.h>
+
+#include "core/util.h"
+
+struct event_base;
+struct cfg;
+
+/* Bind all listeners of cfg.  Returns 0, or -1 with *err (malloc'd). */
+int server_start(struct event_base *base, const struct cfg *cfg, char **err) WARN_UNUSED;
+
+/* Apply reloadable HTTP/2 settings to connections accepted from now on. */
+void server_reconfigure(const struct cfg *cfg);
+
+/* Bound addresses ("127.0.0.1:43121", "[::1]:5000", "unix:/path"). */
+size_t server_nbound(void);
+const char *server_bound(size_t i);
+
+/* Write the bound addresses, one per line, to path (atomically). */
+int server_write_ready_file(const char *path) WARN_UNUSED;
+
+/* Stop accepting and send GOAWAY on every connection.  `on_idle` is called
+ * (once) when the last connection has closed, possibly right away. */
+void server_drain(void (*on_idle)(void *arg), void *arg);
+
+/* Close every connection now (after the drain grace). */
+void server_close_all(void);
+
+size_t server_nconns(void);
+
+/* Free listeners (and unlink unix sockets).  Connections must be gone. */
+void server_stop(void);
+
+#endif

@@ -1,0 +1,553 @@
+/*
+ * check_cfg.c - unit tests for the config loader (src/cfg.c): defaults, a
+ * file that sets every key, the exact text and position of each class of
+ * error, the reload diff, and loading real files including the shipped
+ * conf/reactor.conf (found through $srcdir, which automake sets).
+ */
+#include <check.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/cfg.h"
+#include "core/log.h"
+#include "check_run.h"
+
+static struct cfg *load_ok(const char *text)
+{
+	struct cfg *c = NULL;
+	char *err = NULL;
+	int r = cfg_load_string("reactor.conf", text, &c, &err);
+	ck_assert_msg(r == 0, "unexpected error: %s", err ? err : "(none)");
+	ck_assert_ptr_null(err);
+	ck_assert_ptr_nonnull(c);
+	return c;
+}
+
+/* Every field of a config that set nothing. */
+static void assert_defaults(const struct cfg *c)
+{
+	ck_assert_int_eq(c->n_listen, 1);
+	ck_assert_int_eq(c->listen[0].kind, CFG_LISTEN_TCP);
+	ck_assert_str_eq(c->listen[0].host, "127.0.0.1");
+	ck_assert_int_eq(c->listen[0].port, 50051);
+	ck_assert_ptr_null(c->listen[0].path);
+	ck_assert_ptr_null(c->ready_file);
+	ck_assert_str_eq(c->state_dir, "state");
+	ck_assert_int_eq(c->log_level, LOG_INFO);
+	ck_assert(!c->log_json);
+	ck_assert(!c->access_log);
+	ck_assert(c->redis_embedded);
+	ck_assert_str_eq(c->redis_server, "redis-server");
+	ck_assert_ptr_null(c->redis_address);
+	ck_assert_ptr_null(c->redis_password);
+	ck_assert_int_eq(c->redis_db, 0);
+	ck_assert_int_eq(c->redis_connect_timeout_us, 2000000);
+	ck_assert_int_eq(c->redis_reconnect_max_us, 5000000);
+	ck_assert_uint_eq(c->h2_max_concurrent_streams, 1000);
+	ck_assert_uint_eq(c->h2_max_header_list_size, 16 << 10);
+	ck_assert_uint_eq(c->h2_conn_window, 16 << 20);
+	ck_assert_uint_eq(c->h2_stream_window, 4 << 20);
+	ck_assert_int_eq(c->h2_idle_timeout_us, 300000000LL);
+	ck_assert_int_eq(c->h2_max_output_buffer, 4 << 20);
+	ck_assert_int_eq(c->grpc_max_recv_message_size, 16 << 20);
+	ck_assert_int_eq(c->grpc_max_send_message_size, 16 << 20);
+	ck_assert_int_eq(c->grpc_max_call_duration_us, 3600000000LL);
+	ck_assert_int_eq(c->shutdown_grace_us, 10000000);
+	ck_assert_int_eq(c->n_instances, 1);
+	ck_assert_str_eq(c->instances[0].name, "");
+}
+
+START_TEST(test_defaults_empty)
+{
+	struct cfg *c = load_ok("");
+	ck_assert_str_eq(c->file, "reactor.conf");
+	assert_defaults(c);
+	cfg_free(c);
+
+	/* Comments only, and sections left empty, are still all defaults. */
+	c = load_ok("# nothing here\nlog:\nredis:\n  # embedded: true\n");
+	assert_defaults(c);
+	cfg_free(c);
+}
+END_TEST
+
+static const char full_conf[] = "listen:\n"
+				"  - 0.0.0.0:8980\n"
+				"  - \"[::1]:0\"\n"
+				"  - unix:/run/reactord.sock\n"
+				"ready-file: /run/reactord.ready\n"
+				"state-dir: /var/lib/reactord\n"
+				"log:\n"
+				"  level: debug\n"
+				"  format: json\n"
+				"  access-log: yes\n"
+				"redis:\n"
+				"  embedded: off\n"
+				"  server: /opt/redis/bin/redis-server\n"
+				"  address: redis.internal:6380\n"
+				"  password: \"s3cret\"\n"
+				"  database: 15\n"
+				"  connect-timeout: 500ms\n"
+				"  reconnect-max: 1m\n"
+				"http2:\n"
+				"  max-concurrent-streams: 250\n"
+				"  max-header-list-size: 64KiB\n"
+				"  connection-window: 1GiB\n"
+				"  stream-window: 64KiB\n"
+				"  idle-timeout: 0\n"
+				"  max-output-buffer: 8MiB\n"
+				"grpc:\n"
+				"  max-recv-message-size: 1KiB\n"
+				"  max-send-message-size: 32MiB\n"
+				"  max-call-duration: 7d\n"
+				"shutdown-grace: 0s\n"
+				"instances:\n"
+				"  - name: \"\"\n"
+				"  - name: main\n"
+				"  - name: team/ci-2\n";
+
+START_TEST(test_full_file)
+{
+	struct cfg *c = load_ok(full_conf);
+	ck_assert_int_eq(c->n_listen, 3);
+	ck_assert_int_eq(c->listen[0].kind, CFG_LISTEN_TCP);
+	ck_assert_str_eq(c->listen[0].host, "0.0.0.0");
+	ck_assert_int_eq(c->listen[0].port, 8980);
+	ck_assert_int_eq(c->listen[1].kind, CFG_LISTEN_TCP);
+	ck_assert_str_eq(c->listen[1].host, "::1");
+	ck_assert_int_eq(c->listen[1].port, 0);
+	ck_assert_int_eq(c->listen[2].kind, CFG_LISTEN_UNIX);
+	ck_assert_str_eq(c->listen[2].path, "/run/reactord.sock");
+	ck_assert_ptr_null(c->listen[2].host);
+	ck_assert_str_eq(c->ready_file, "/run/reactord.ready");
+	ck_assert_str_eq(c->state_dir, "/var/lib/reactord");
+	ck_assert_int_eq(c->log_level, LOG_DEBUG);
+	ck_assert(c->log_json);
+	ck_assert(c->access_log);
+	ck_assert(!c->redis_embedded);
+	ck_assert_str_eq(c->redis_server, "/opt/redis/bin/redis-server");
+	ck_assert_str_eq(c->redis_address, "redis.internal:6380");
+	ck_assert_str_eq(c->redis_password, "s3cret");
+	ck_assert_int_eq(c->redis_db, 15);
+	ck_assert_int_eq(c->redis_connect_timeout_us, 500000);
+	ck_assert_int_eq(c->redis_reconnect_max_us, 60000000);
+	ck_assert_uint_eq(c->h2_max_concurrent_streams, 250);
+	ck_assert_uint_eq(c->h2_max_header_list_size, 64 << 10);
+	ck_assert_uint_eq(c->h2_conn_window, 1u << 30);
+	ck_assert_uint_eq(c->h2_stream_window, 64 << 10);
+	ck_assert_int_eq(c->h2_idle_timeout_us, 0);
+	ck_assert_int_eq(c->h2_max_output_buffer, 8 << 20);
+	ck_assert_int_eq(c->grpc_max_recv_message_size, 1024);
+	ck_assert_int_eq(c->grpc_max_send_message_size, 32 << 20);
+	ck_assert_int_eq(c->grpc_max_call_duration_us, 7 * 86400000000LL);
+	ck_assert_int_eq(c->shutdown_grace_us, 0);
+	ck_assert_int_eq(c->n_instances, 3);
+	ck_assert_str_eq(c->instances[0].name, "");
+	ck_assert_str_eq(c->instances[1].name, "main");
+	ck_assert_str_eq(c->instances[2].name, "team/ci-2");
+
+	ck_assert_ptr_eq(cfg_instance_find(c, ""), &c->instances[0]);
+	ck_assert_ptr_eq(cfg_instance_find(c, "team/ci-2"), &c->instances[2]);
+	ck_assert_ptr_null(cfg_instance_find(c, "team"));
+	cfg_free(c);
+}
+END_TEST
+
+/* "unix:/path" is accepted for redis.address and handed on as "/path",
+ * the only socket spelling the redis module understands. */
+START_TEST(test_redis_unix_address)
+{
+	struct cfg *c = load_ok("redis:\n  embedded: false\n  address: unix:/tmp/r.sock\n");
+	ck_assert_str_eq(c->redis_address, "/tmp/r.sock");
+	cfg_free(c);
+	c = load_ok("redis: {embedded: false, address: \"[::1]:6379\"}\n");
+	ck_assert_str_eq(c->redis_address, "[::1]:6379");
+	cfg_free(c);
+}
+END_TEST
+
+static const struct {
+	const char *text;
+	const char *err;
+} bad[] = {
+	/* unknown key, with and without a near miss */
+	{"listen:\n  - 127.0.0.1:1\nstat-dir: /tmp\n",
+	 "reactor.conf:3:1: stat-dir: unknown key (did you mean \"state-dir\"?)"},
+	{"redis:\n  adress: 1.2.3.4:6379\n",
+	 "reactor.conf:2:3: redis.adress: unknown key (did you mean \"address\"?)"},
+	{"colour: blue\n", "reactor.conf:1:1: colour: unknown key"},
+	/* duplicate key, also inside a section */
+	{"state-dir: a\nstate-dir: b\n",
+	 "reactor.conf:2:1: state-dir: duplicate key (first at line 1)"},
+	{"log:\n  level: info\n  level: debug\n",
+	 "reactor.conf:3:3: log.level: duplicate key (first at line 2)"},
+	/* listen entries */
+	{"listen:\n  - 127.0.0.1:50051\n  - 10.0.0.1:70000\n",
+	 "reactor.conf:3:5: listen[1]: port 70000 out of range 0..65535"},
+	{"listen:\n  - 127.0.0.1:70000\n",
+	 "reactor.conf:2:5: listen[0]: port 70000 out of range 0..65535"},
+	{"listen:\n  - ::1:80\n",
+	 "reactor.conf:2:5: listen[0]: IPv6 addresses need brackets, like [::1]:50051"},
+	{"listen:\n  - \"unix:\"\n",
+	 "reactor.conf:2:5: listen[0]: unix: needs a socket path, like unix:/run/reactord.sock"},
+	{"listen:\n  - localhost:http\n", "reactor.conf:2:5: listen[0]: bad port \"http\""},
+	{"listen: []\n", "reactor.conf:1:9: listen: needs at least one entry"},
+	{"listen: 127.0.0.1:1\n", "reactor.conf:1:9: listen: expected a list"},
+	/* bad duration, size, integer bounds, enum, boolean */
+	{"redis:\n  connect-timeout: soon\n",
+	 "reactor.conf:2:20: redis.connect-timeout: expected a duration like 10s or 1m"},
+	{"shutdown-grace: nan\n",
+	 "reactor.conf:1:17: shutdown-grace: expected a duration like 10s or 1m"},
+	{"grpc:\n  max-call-duration: 8d\n",
+	 "reactor.conf:2:22: grpc.max-call-duration: 8d out of range 1s..7d"},
+	{"http2:\n  stream-window: 4 MiB\n",
+	 "reactor.conf:2:18: http2.stream-window: expected a size like 4MiB"},
+	{"http2:\n  connection-window: 2GiB\n",
+	 "reactor.conf:2:22: http2.connection-window: 2GiB out of range 64KiB..1GiB"},
+	{"redis:\n  database: 16\n", "reactor.conf:2:13: redis.database: 16 out of range 0..15"},
+	{"http2:\n  max-concurrent-streams: 0\n",
+	 "reactor.conf:2:27: http2.max-concurrent-streams: 0 out of range 1..1000000"},
+	{"redis:\n  database: one\n", "reactor.conf:2:13: redis.database: expected an integer"},
+	{"log:\n  level: verbose\n",
+	 "reactor.conf:2:10: log.level: expected one of error, warn, info, debug"},
+	{"log:\n  format: xml\n", "reactor.conf:2:11: log.format: expected one of text, json"},
+	{"log:\n  access-log: maybe\n",
+	 "reactor.conf:2:15: log.access-log: expected a boolean (true/false)"},
+	{"log: debug\n", "reactor.conf:1:6: log: expected a mapping of keys"},
+	{"state-dir:\n", "reactor.conf:1:11: state-dir: needs a value"},
+	{"state-dir: [a]\n", "reactor.conf:1:12: state-dir: expected a string"},
+	/* YAML syntax, encoding, and shape of the document */
+	{"listen: [127.0.0.1:1\nlog: {}\n", "reactor.conf:2:4: did not find expected ',' or ']' "
+					    "(while parsing a flow sequence at 1:9)"},
+	{"log:\n  level: info\n   format: json\n",
+	 "reactor.conf:3:10: mapping values are not allowed in this context"},
+	{"state-dir: \"a\xff\"\n", "reactor.conf:1:14: invalid leading UTF-8 octet (byte 0xff)"},
+	{"- listen\n", "reactor.conf:1:1: expected a mapping of keys at the top level"},
+	{"a: &x 1\nb: *x\n", "reactor.conf:2:4: YAML aliases are not supported"},
+	{"log: {}\n---\nlog: {}\n", "reactor.conf:2:1: only one YAML document is allowed"},
+	/* redis embedded/external */
+	{"redis:\n  address: 10.1.1.1:6379\n",
+	 "reactor.conf:2:12: redis.address: cannot be used with an embedded redis (set "
+	 "redis.embedded: false)"},
+	{"redis:\n  embedded: false\n", "reactor.conf:2:13: redis.embedded: false needs "
+					"redis.address (the external server to use)"},
+	{"redis:\n  embedded: false\n  address: 10.1.1.1:0\n",
+	 "reactor.conf:3:12: redis.address: port 0 out of range 1..65535"},
+	{"redis:\n  embedded: false\n  address: unix:redis.sock\n",
+	 "reactor.conf:3:12: redis.address: unix: needs an absolute socket path, like "
+	 "unix:/run/redis.sock"},
+	/* instances */
+	{"instances:\n  - name: main\n  - name: ci\n  - name: main\n",
+	 "reactor.conf:4:11: instances[2].name: duplicate instance name \"main\" (also "
+	 "instances[0])"},
+	{"instances:\n  - {}\n  - name: \"\"\n",
+	 "reactor.conf:3:11: instances[1].name: duplicate instance name \"\" (also instances[0])"},
+	{"instances:\n  - name: team/blobs/x\n",
+	 "reactor.conf:2:11: instances[0].name: instance name \"team/blobs/x\" uses the reserved "
+	 "segment \"blobs\""},
+	{"instances:\n  - name: actionResults\n",
+	 "reactor.conf:2:11: instances[0].name: instance name \"actionResults\" uses the reserved "
+	 "segment \"actionResults\""},
+	{"instances:\n  - name: team/\n", "reactor.conf:2:11: instances[0].name: instance name "
+					  "\"team/\" must not start or end with \"/\""},
+	{"instances:\n  - name: main\n    nmae: x\n",
+	 "reactor.conf:3:5: instances[0].nmae: unknown key (did you mean \"name\"?)"},
+	{"instances:\n  - main\n",
+	 "reactor.conf:2:5: instances[0]: expected a mapping like {name: \"\"}"},
+};
+
+START_TEST(test_errors)
+{
+	struct cfg *c = (struct cfg *)1;
+	char *err = NULL;
+	int r = cfg_load_string("reactor.conf", bad[_i].text, &c, &err);
+	ck_assert_msg(r == -1, "case %d loaded: %s", _i, bad[_i].text);
+	ck_assert_ptr_null(c);
+	ck_assert_ptr_nonnull(err);
+	ck_assert_str_eq(err, bad[_i].err);
+	free(err);
+}
+END_TEST
+
+START_TEST(test_diff_static)
+{
+	struct cfg *a = load_ok("redis:\n  embedded: false\n  address: 10.0.0.1:6379\n");
+	struct cfg *b = load_ok("listen:\n  - 127.0.0.1:50052\n"
+				"log:\n  level: debug\n  access-log: true\n"
+				"redis:\n  embedded: false\n  address: 10.0.0.2:6379\n"
+				"http2:\n  max-concurrent-streams: 10\n"
+				"grpc:\n  max-recv-message-size: 1MiB\n  max-call-duration: 1s\n"
+				"shutdown-grace: 1s\n");
+	struct cfg *d = load_ok("redis:\n  embedded: false\n  address: 10.0.0.1:6379\n"
+				"log:\n  format: json\n");
+	struct cfg *e = load_ok("redis:\n  embedded: false\n  address: 10.0.0.1:6379\n"
+				"instances:\n  - name: x\n");
+
+	char *diff = cfg_diff_static(a, b);
+	ck_assert_ptr_nonnull(diff);
+	ck_assert_str_eq(diff, "listen, redis.address");
+	free(diff);
+	/* Only reloadable keys changed: nothing to refuse. */
+	ck_assert_ptr_null(cfg_diff_static(a, d));
+	ck_assert_ptr_null(cfg_diff_static(a, a));
+	diff = cfg_diff_static(d, e);
+	ck_assert_ptr_nonnull(diff);
+	ck_assert_str_eq(diff, "instances");
+	free(diff);
+	cfg_free(a);
+	cfg_free(b);
+	cfg_free(d);
+	cfg_free(e);
+}
+END_TEST
+
+START_TEST(test_missing_file)
+{
+	struct cfg *c = (struct cfg *)1;
+	char *err = NULL;
+	ck_assert_int_eq(cfg_load("/nonexistent/reactor.conf", &c, &err), -1);
+	ck_assert_ptr_null(c);
+	ck_assert_str_eq(err, "/nonexistent/reactor.conf: cannot open: No such file or directory");
+	free(err);
+}
+END_TEST
+
+/* A real file: errors carry its path, and a good one loads. */
+START_TEST(test_load_file)
+{
+	char path[] = "/tmp/check_cfg.XXXXXX";
+	int fd = mkstemp(path);
+	ck_assert_int_ge(fd, 0);
+	FILE *f = fdopen(fd, "w");
+	fputs("state-dir: /srv/r\nredis:\n  databse: 2\n", f);
+	fclose(f);
+
+	struct cfg *c;
+	char *err;
+	ck_assert_int_eq(cfg_load(path, &c, &err), -1);
+	char want[256];
+	snprintf(want, sizeof want,
+		 "%s:3:3: redis.databse: unknown key (did you mean \"database\"?)", path);
+	ck_assert_str_eq(err, want);
+	free(err);
+
+	f = fopen(path, "w");
+	fputs("state-dir: /srv/r\nredis:\n  database: 2\n", f);
+	fclose(f);
+	ck_assert_int_eq(cfg_load(path, &c, &err), 0);
+	ck_assert_str_eq(c->file, path);
+	ck_assert_str_eq(c->state_dir, "/srv/r");
+	ck_assert_int_eq(c->redis_db, 2);
+	cfg_free(c);
+	unlink(path);
+}
+END_TEST
+
+/* The shipped default must load and mean exactly the built-in defaults,
+ * so its comments cannot drift from the key table unnoticed. */
+START_TEST(test_shipped_conf)
+{
+	const char *srcdir = getenv("srcdir");
+	char path[4096], *err;
+	struct cfg *c;
+	snprintf(path, sizeof path, "%s/conf/reactor.conf", srcdir ? srcdir : ".");
+	ck_assert_msg(cfg_load(path, &c, &err) == 0, "%s", err);
+	assert_defaults(c);
+	cfg_free(c);
+}
+END_TEST
+
+/* Remote execution: the scheduler: section and the per-instance keys. */
+START_TEST(test_sched_keys)
+{
+	struct cfg *c = load_ok("");
+	ck_assert_int_eq(c->sched_bot_keepalive_us, 60000000LL);
+	ck_assert_int_eq(c->sched_long_poll_us, 60000000LL);
+	ck_assert_int_eq(c->sched_safety_net_us, 5000000LL);
+	ck_assert_int_eq(c->sched_keepalive_us, 30000000LL);
+	ck_assert_int_eq(c->sched_sweep_us, 1000000LL);
+	const struct cfg_instance *i = &c->instances[0];
+	ck_assert(!i->execution);
+	ck_assert_int_eq(i->max_execution_timeout_us, 3600LL * 1000000);
+	ck_assert_int_eq(i->no_worker_timeout_us, 600LL * 1000000);
+	ck_assert_int_eq(i->max_attempts, 5);
+	ck_assert_int_eq(i->operation_retention_us, 600LL * 1000000);
+	ck_assert(!i->cancel_orphaned_jobs);
+	ck_assert_int_eq(i->n_platform_properties, 2);
+	ck_assert_str_eq(i->platform_properties[0], "OSFamily");
+	ck_assert_str_eq(i->platform_properties[1], "ISA");
+	struct cfg *d = load_ok("scheduler:\n  bot-session-keepalive: 2s\n  long-poll: 0s\n"
+				"  safety-net-interval: 100ms\n  keepalive-interval: 1m\n"
+				"  sweep-interval: 50ms\n"
+				"instances:\n  - name: a\n    execution: true\n"
+				"    max-execution-timeout: 10m\n    no-worker-timeout: 1s\n"
+				"    max-attempts: 2\n    operation-retention: 1h\n"
+				"    cancel-orphaned-jobs: yes\n"
+				"    platform-properties: [pool, gpu]\n");
+	ck_assert_int_eq(d->sched_bot_keepalive_us, 2000000LL);
+	ck_assert_int_eq(d->sched_long_poll_us, 0);
+	ck_assert_int_eq(d->sched_safety_net_us, 100000LL);
+	ck_assert_int_eq(d->sched_keepalive_us, 60000000LL);
+	ck_assert_int_eq(d->sched_sweep_us, 50000LL);
+	i = &d->instances[0];
+	ck_assert(i->execution);
+	ck_assert_int_eq(i->max_execution_timeout_us, 600LL * 1000000);
+	ck_assert_int_eq(i->no_worker_timeout_us, 1000000LL);
+	ck_assert_int_eq(i->max_attempts, 2);
+	ck_assert_int_eq(i->operation_retention_us, 3600LL * 1000000);
+	ck_assert(i->cancel_orphaned_jobs);
+	ck_assert_int_eq(i->n_platform_properties, 2);
+	ck_assert_str_eq(i->platform_properties[1], "gpu");
+	cfg_free(c);
+	cfg_free(d);
+	static const struct {
+		const char *text, *err;
+	} cases[] = {
+		{"scheduler:\n  sweep-interval: 5ms\n",
+		 "reactor.conf:2:19: scheduler.sweep-interval: 5ms out of range 10ms..1h"},
+		{"instances:\n  - name: x\n    max-attempts: 0\n",
+		 "reactor.conf:3:19: instances[0].max-attempts: 0 out of range 1..100"},
+		{"instances:\n  - name: x\n    platform-properties: [\"\"]\n",
+		 "reactor.conf:3:27: instances[0].platform-properties[0]: expected a non-empty "
+		 "string"},
+		{"instances:\n  - name: x\n    execution: maybe\n",
+		 "reactor.conf:3:16: instances[0].execution: expected a boolean (true/false)"},
+	};
+	for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
+		char *err = NULL;
+		ck_assert_int_eq(cfg_load_string("reactor.conf", cases[k].text, &c, &err), -1);
+		ck_assert_str_eq(err, cases[k].err);
+		free(err);
+	}
+	/* The shipped config runs actions on its default instance. */
+	const char *srcdir = getenv("srcdir");
+	char path[4096], *err;
+	snprintf(path, sizeof path, "%s/conf/reactor.conf", srcdir ? srcdir : ".");
+	ck_assert_msg(cfg_load(path, &c, &err) == 0, "%s", err);
+	ck_assert(c->instances[0].execution);
+	cfg_free(c);
+}
+END_TEST
+
+/* The buckets: section: defaults, every key set, bounds, reloadable. */
+START_TEST(test_buckets_keys)
+{
+	struct cfg *c = load_ok("");
+	ck_assert_int_eq(c->buckets_expiry_interval_us, 10000000LL);
+	ck_assert_int_eq(c->buckets_build_timeout_us, 2LL * 86400 * 1000000);
+	ck_assert_int_eq(c->buckets_timeout_check_interval_us, 60000000LL);
+	ck_assert_int_eq(c->buckets_op_ttl_us, 60000000LL);
+	struct cfg *d = load_ok("buckets:\n  expiry-interval: 250ms\n  build-timeout: 1h\n"
+				"  timeout-check-interval: 5s\n  client-operation-ttl: 2m\n");
+	ck_assert_int_eq(d->buckets_expiry_interval_us, 250000LL);
+	ck_assert_int_eq(d->buckets_build_timeout_us, 3600LL * 1000000);
+	ck_assert_int_eq(d->buckets_timeout_check_interval_us, 5000000LL);
+	ck_assert_int_eq(d->buckets_op_ttl_us, 120000000LL);
+	ck_assert_ptr_null(cfg_diff_static(c, d));
+	cfg_free(c);
+	cfg_free(d);
+	static const struct {
+		const char *text, *err;
+	} cases[] = {
+		{"buckets:\n  expiry-interval: 11s\n",
+		 "reactor.conf:2:20: buckets.expiry-interval: 11s out of range 10ms..10s"},
+		{"buckets:\n  build-timeout: 0s\n",
+		 "reactor.conf:2:18: buckets.build-timeout: 0s out of range 1s..365d"},
+		{"buckets:\n  timeout-check-interval: 2h\n",
+		 "reactor.conf:2:27: buckets.timeout-check-interval: 2h out of range 10ms..1h"},
+		{"buckets:\n  client-operation-ttl: soon\n",
+		 "reactor.conf:2:25: buckets.client-operation-ttl: expected a duration like 10s or "
+		 "1m"},
+		{"buckets:\n  expiry-intervall: 1s\n",
+		 "reactor.conf:2:3: buckets.expiry-intervall: unknown key (did you mean "
+		 "\"expiry-interval\"?)"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char *err = NULL;
+		ck_assert_int_eq(cfg_load_string("reactor.conf", cases[i].text, &c, &err), -1);
+		ck_assert_str_eq(err, cases[i].err);
+		free(err);
+	}
+}
+END_TEST
+
+/* The workers: section (local reactor-workers). */
+START_TEST(test_workers_keys)
+{
+	struct cfg *c = load_ok("");
+	ck_assert_int_eq(c->workers_local, 0);
+	ck_assert_ptr_null(c->workers_binary);
+	ck_assert_ptr_null(c->workers_work_dir);
+	ck_assert_int_eq(c->n_workers_properties, 2);
+	ck_assert_str_eq(c->workers_properties[0], "OSFamily=linux");
+	ck_assert_str_eq(c->workers_properties[1], "ISA=x86-64");
+	struct cfg *d = load_ok("workers:\n  local: 4\n  binary: /opt/rw\n  work-dir: /scratch\n"
+				"  properties: [OSFamily=linux, pool=big=1]\n");
+	ck_assert_int_eq(d->workers_local, 4);
+	ck_assert_str_eq(d->workers_binary, "/opt/rw");
+	ck_assert_str_eq(d->workers_work_dir, "/scratch");
+	ck_assert_int_eq(d->n_workers_properties, 2);
+	ck_assert_str_eq(d->workers_properties[1], "pool=big=1");
+	/* Restart-only: the running workers were started with the old ones. */
+	char *diff = cfg_diff_static(c, d);
+	ck_assert_str_eq(diff, "workers.local, workers.binary, workers.work-dir, "
+			       "workers.properties");
+	free(diff);
+	cfg_free(c);
+	cfg_free(d);
+	static const struct {
+		const char *text, *err;
+	} cases[] = {
+		{"workers:\n  local: 257\n",
+		 "reactor.conf:2:10: workers.local: 257 out of range 0..256"},
+		{"workers:\n  properties: [OSFamily]\n",
+		 "reactor.conf:2:16: workers.properties[0]: expected KEY=VALUE, like "
+		 "OSFamily=linux"},
+		{"workers:\n  properties: [\"=x\"]\n", "reactor.conf:2:16: workers.properties[0]: "
+						       "expected KEY=VALUE, like OSFamily=linux"},
+		{"workers:\n  binary: \"\"\n",
+		 "reactor.conf:2:11: workers.binary: must not be empty"},
+		{"workers:\n  locals: 2\n",
+		 "reactor.conf:2:3: workers.locals: unknown key (did you mean \"local\"?)"},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		char *err = NULL;
+		ck_assert_int_eq(cfg_load_string("reactor.conf", cases[i].text, &c, &err), -1);
+		ck_assert_str_eq(err, cases[i].err);
+		free(err);
+	}
+	/* The shipped config starts two local workers. */
+	const char *srcdir = getenv("srcdir");
+	char path[4096], *err;
+	snprintf(path, sizeof path, "%s/conf/reactor.conf", srcdir ? srcdir : ".");
+	ck_assert_msg(cfg_load(path, &c, &err) == 0, "%s", err);
+	ck_assert_int_eq(c->workers_local, 2);
+	cfg_free(c);
+}
+END_TEST
+
+static Suite *cfg_suite(void)
+{
+	Suite *s = suite_create("cfg");
+	TCase *tc = tcase_create("core");
+	tcase_add_test(tc, test_defaults_empty);
+	tcase_add_test(tc, test_full_file);
+	tcase_add_test(tc, test_redis_unix_address);
+	tcase_add_loop_test(tc, test_errors, 0, (int)(sizeof bad / sizeof bad[0]));
+	tcase_add_test(tc, test_diff_static);
+	tcase_add_test(tc, test_missing_file);
+	tcase_add_test(tc, test_load_file);
+	tcase_add_test(tc, test_shipped_conf);
+	tcase_add_test(tc, test_buckets_keys);
+	tcase_add_test(tc, test_sched_keys);
+	tcase_add_test(tc, test_workers_keys);
+	suite_add_tcase(s, tc);
+	return s;
+}
+
+int main(void)
+{
+	return check_run(cfg_suite());
+}
