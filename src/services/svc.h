@@ -112,6 +112,19 @@ void svc_bots_post_event(struct call *c, const ProtobufCMessage *msg);
 /* Shutdown: answer every long poll now, without a lease. */
 void svc_bots_drain(void);
 
+/* ---- the one place internal errors become gRPC statuses (core/err.h) ---- */
+
+/* The gRPC code for an internal error code (0 -> OK). */
+int svc_status(int err);
+
+/* Finish call c with the status for `err` (negative).  The message is the
+ * standard text for err (for the Redis codes: "Redis is unavailable" or
+ * "Redis failed"), then ": " and the formatted detail when fmt is not
+ * NULL; for other codes the detail alone (or the standard text when fmt is
+ * NULL).  Example: svc_fail(c, ERR_STORE_DOWN, "cannot queue the action")
+ * -> UNAVAILABLE "Redis is unavailable: cannot queue the action". */
+void svc_fail(struct call *c, int err, const char *fmt, ...) PRINTF_LIKE(3, 4);
+
 /* Config in force for the services (swapped on reload). */
 void svc_set_config(const struct cfg *cfg);
 const struct cfg *svc_config(void);
