@@ -18,8 +18,6 @@
  * many tab[0] buckets while a rehash is in progress.  Growth starts when
  * count reaches the bucket count, and the next growth needs as many more
  * inserts as there are buckets to move, so any step >= 1 finishes in time. */
-#define MAP_MIN_BUCKETS 64
-#define MAP_REHASH_STEP 8
 /* How much of a bad hash string an error message quotes. */
 #define ERR_QUOTE_MAX 72
 
@@ -209,116 +207,45 @@ void hasher_free(struct hasher *h)
 
 /* ---- digest-keyed hash table ----------------------------------------- */
 
-static inline size_t key_hash(const uint8_t *hash, int64_t size)
+static inline uint64_t key_hash(const uint8_t *hash, int64_t size)
 {
 	uint64_t v;
 	memcpy(&v, hash, sizeof(v));
-	return (size_t)(v ^ ((uint64_t)size * 0x9e3779b97f4a7c15ULL));
-}
-
-static inline bool key_eq(const struct digest_map_node *n, const uint8_t *hash, int64_t size)
-{
-	return n->size == size && memcmp(n->hash, hash, DIGEST_HASH_LEN) == 0;
+	return v ^ ((uint64_t)size * 0x9e3779b97f4a7c15ULL);
 }
 
 void digest_map_init(struct digest_map *m)
 {
-	memset(m, 0, sizeof(*m));
-	m->rehash = -1;
+	map_init(&m->map);
 }
 
 void digest_map_destroy(struct digest_map *m)
 {
-	assert(m->count == 0);
-	free(m->tab[0]);
-	free(m->tab[1]);
-	digest_map_init(m);
-}
-
-static void rehash_step(struct digest_map *m, int buckets)
-{
-	if (m->rehash < 0)
-		return;
-	size_t n0 = m->mask[0] + 1;
-	while (buckets-- > 0 && (size_t)m->rehash < n0) {
-		struct digest_map_node *e = m->tab[0][m->rehash];
-		while (e) {
-			struct digest_map_node *next = e->next;
-			size_t b = key_hash(e->hash, e->size) & m->mask[1];
-			e->next = m->tab[1][b];
-			m->tab[1][b] = e;
-			e = next;
-		}
-		m->tab[0][m->rehash++] = NULL;
-	}
-	if ((size_t)m->rehash == n0) {
-		free(m->tab[0]);
-		m->tab[0] = m->tab[1];
-		m->mask[0] = m->mask[1];
-		m->tab[1] = NULL;
-		m->mask[1] = 0;
-		m->rehash = -1;
-	}
+	map_destroy(&m->map);
 }
 
 struct digest_map_node *digest_map_find(struct digest_map *m, const struct digest *d)
 {
-	if (!m->tab[0])
-		return NULL;
-	rehash_step(m, MAP_REHASH_STEP);
-	size_t h = key_hash(d->hash, d->size);
-	for (int t = 0; t < (m->rehash >= 0 ? 2 : 1); t++)
-		for (struct digest_map_node *e = m->tab[t][h & m->mask[t]]; e; e = e->next)
-			if (key_eq(e, d->hash, d->size))
-				return e;
+	uint64_t h = key_hash(d->hash, d->size);
+	for (struct map_node *e = map_first(&m->map, h); e; e = map_next(&m->map, e)) {
+		struct digest_map_node *n = (struct digest_map_node *)e;
+		if (n->size == d->size && memcmp(n->hash, d->hash, DIGEST_HASH_LEN) == 0)
+			return n;
+	}
 	return NULL;
 }
 
 void digest_map_insert(struct digest_map *m, struct digest_map_node *n)
 {
-	if (!m->tab[0]) {
-		m->tab[0] = xcalloc(MAP_MIN_BUCKETS, sizeof(*m->tab[0]));
-		m->mask[0] = MAP_MIN_BUCKETS - 1;
-	} else if (m->rehash < 0 && m->count >= m->mask[0] + 1) {
-		size_t nb = (m->mask[0] + 1) * 2;
-		m->tab[1] = xcalloc(nb, sizeof(*m->tab[1]));
-		m->mask[1] = nb - 1;
-		m->rehash = 0;
-	}
-	rehash_step(m, MAP_REHASH_STEP);
-	int t = m->rehash >= 0 ? 1 : 0;
-	size_t b = key_hash(n->hash, n->size) & m->mask[t];
-	n->next = m->tab[t][b];
-	m->tab[t][b] = n;
-	m->count++;
-}
-
-static bool unlink_from(struct digest_map_node **slot, struct digest_map_node *n)
-{
-	for (; *slot; slot = &(*slot)->next) {
-		if (*slot == n) {
-			*slot = n->next;
-			n->next = NULL;
-			return true;
-		}
-	}
-	return false;
+	map_insert(&m->map, &n->node, key_hash(n->hash, n->size));
 }
 
 void digest_map_remove(struct digest_map *m, struct digest_map_node *n)
 {
-	size_t h = key_hash(n->hash, n->size);
-	bool found = m->tab[0] && unlink_from(&m->tab[0][h & m->mask[0]], n);
-	if (!found && m->rehash >= 0)
-		found = unlink_from(&m->tab[1][h & m->mask[1]], n);
-	assert(found);
-	(void)found;
-	m->count--;
-	rehash_step(m, MAP_REHASH_STEP);
+	map_remove(&m->map, &n->node);
 }
 
 void digest_map_clear(struct digest_map *m)
 {
-	m->count = 0;
-	digest_map_destroy(m);
+	map_clear(&m->map);
 }

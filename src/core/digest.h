@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/map.h"
 #include "core/util.h"
 
 #define DIGEST_HASH_LEN 32
@@ -70,27 +71,20 @@ void hasher_free(struct hasher *h);
 
 /* ---- digest-keyed hash table ----------------------------------------- */
 
-/* Intrusive: callers embed a digest_map_node in their own entry (set its
- * hash and size before inserting) and get back to the entry with
- * container_of-style arithmetic.  The table never allocates or frees
- * nodes, only its bucket arrays.  Chained buckets; growth doubles the
- * bucket array and moves chains incrementally, a few buckets per
- * operation (as Redis's dict does), so no single insert pauses the loop
- * to rehash millions of entries.  Keys are SHA-256 outputs, so their
- * first 8 bytes are already a uniform hash; a client can choose lookup
- * keys but cannot choose inserted ones (content is verified first), so
- * chains cannot be flooded. */
+/* A digest-keyed view of the one hash map (core/map.h): callers embed a
+ * digest_map_node in their own entry (set its hash and size before
+ * inserting) and get back to the entry with container_of.  Keys are
+ * SHA-256 outputs, so their first 8 bytes are already a uniform hash; a
+ * client can choose lookup keys but cannot choose inserted ones (content
+ * is verified first), so chains cannot be flooded. */
 struct digest_map_node {
-	struct digest_map_node *next;
+	struct map_node node;
 	uint8_t hash[DIGEST_HASH_LEN];
 	int64_t size;
 };
 
 struct digest_map {
-	struct digest_map_node **tab[2];
-	size_t mask[2]; /* bucket count - 1, or 0 with tab == NULL */
-	size_t count;
-	ptrdiff_t rehash; /* next tab[0] bucket to move, -1 when idle */
+	struct map map;
 };
 
 void digest_map_init(struct digest_map *m);
@@ -109,7 +103,7 @@ void digest_map_remove(struct digest_map *m, struct digest_map_node *n);
 void digest_map_clear(struct digest_map *m);
 static inline size_t digest_map_count(const struct digest_map *m)
 {
-	return m->count;
+	return map_count(&m->map);
 }
 
 #endif

@@ -11,6 +11,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The struct that holds member `member` at address p. */
+#define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 #define ARRAY_LEN(a)	  (sizeof(a) / sizeof((a)[0]))
 #define WARN_UNUSED	  __attribute__((warn_unused_result))
 #define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))

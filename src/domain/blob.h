@@ -167,7 +167,6 @@ void blob_writer_abort(struct blob_writer *w);
 /* ---- backend interface: blob.c, blob_disk.c and blob_mem.c only ------ */
 #ifdef BLOB_BACKEND
 
-#define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
 
 /* Recency order for eviction, shared by the backends (blob.c).  Entries
  * used since open are on an LRU list in use order; entries known only
