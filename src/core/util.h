@@ -54,4 +54,8 @@ const char *fmt_duration(int64_t us, char *buf, size_t len);
 /* True when s ends with suffix. */
 bool str_endswith(const char *s, const char *suffix);
 
+/* Write v as a protobuf varint at p (room for 10 bytes); returns its
+ * length in bytes. */
+size_t pb_varint_put(uint8_t *p, uint64_t v);
+
 #endif

@@ -29,6 +29,7 @@
 #include "google/rpc/error_details.pb-c.h"
 #include "services/inst.h"
 #include "core/log.h"
+#include "core/pbwire.h"
 #include "services/reapi.h"
 #include "domain/sched.h"
 #include "services/svc.h"
@@ -38,7 +39,7 @@
 #define PRECONDITION_URL "type.googleapis.com/google.rpc.PreconditionFailure"
 
 typedef Build__Bazel__Remote__Execution__V2__Action PbAction;
-typedef Build__Bazel__Remote__Execution__V2__Command PbCommand;
+typedef Build__Bazel__Remote__Execution__V2__Platform PbPlatform;
 
 struct exec {
 	struct call *c;
@@ -387,66 +388,101 @@ static int64_t duration_us(const Google__Protobuf__Duration *d)
 	return d->seconds * 1000000 + d->nanos / 1000;
 }
 
-void svc_exec_execute(struct call *c, const ProtobufCMessage *msg)
-{
-	const Build__Bazel__Remote__Execution__V2__ExecuteRequest *req = (const void *)msg;
-	struct inst *in = inst_lookup(c, req->instance_name);
-	struct digest action;
-	if (!in || !svc_exec_enabled(c, in) ||
-	    reapi_digest_function(c, req->digest_function) != 0 ||
-	    reapi_digest(c, req->action_digest, "action_digest", &action) != 0)
-		return;
-	const struct cfg_instance *ci = inst_cfg(in);
-	char ds[DIGEST_STR_LEN];
-	digest_str(&action, ds, sizeof ds);
+/* Blobs Execute parses are capped, and the cap is checked against the
+ * digest before a byte is read, so one Execute costs at most one bounded
+ * read (and, on the disk store, its hash check) plus a parse: a few ms.
+ * An Action is two digests, a timeout and a platform: 1 MiB is ample.  A
+ * Command's argument lists can be long; 4 MiB matches the default batch
+ * limit (max-batch-size, just under 4 MiB), so any Command a client can
+ * upload in one BatchUpdateBlobs is accepted, and it stays well under the
+ * 16 MiB max-recv-message-size workers fetch it with.  Only its platform
+ * (field 5) is decoded, by a wire scan (core/pbwire.h): unpacking a
+ * 4 MiB argument list costs tens of ms of allocations Execute never uses. */
+#define ACTION_MAX  (1 << 20)
+#define COMMAND_MAX (4 << 20)
 
-	/* The Action, its Command and its input root must be in CAS. */
-	struct digest missing[3];
-	const char *what[3];
+/* Read a blob Execute parses.  Returns 0 with *out (malloc'd), -ENOENT
+ * when missing, or -1 when the call was finished (over the cap, I/O). */
+static int read_parsed(struct call *c, struct inst *in, const struct digest *d, const char *kind,
+		       int64_t cap, uint8_t **out)
+{
+	if (d->size > cap) {
+		call_finish(c, GRPC_INVALID_ARGUMENT,
+			    "%s blobs/%s/%lld is %lld bytes, over the %lld MiB limit for a parsed %s",
+			    kind, d->hex, (long long)d->size, (long long)d->size,
+			    (long long)(cap >> 20), kind);
+		return -1;
+	}
+	int rc = blob_get(in->cas, d, out);
+	if (rc == 0 || rc == -ENOENT)
+		return rc;
+	call_finish(c, GRPC_INTERNAL, "reading %s blobs/%s/%lld from CAS: %s", kind, d->hex,
+		    (long long)d->size, strerror(-rc));
+	return -1;
+}
+
+/* The Command's platform (field 5, merged over repeats as protobuf does),
+ * checking the wire format of the rest.  Returns 0 with *out (NULL when
+ * absent; free with platform__free_unpacked) or -1 when malformed. */
+static int command_platform(const uint8_t *buf, size_t len, PbPlatform **out)
+{
+	struct pbw r;
+	struct pbw_field f;
+	uint8_t *merged = NULL;
+	size_t mlen = 0;
+	int rc;
+	*out = NULL;
+	pbw_init(&r, buf, len);
+	while ((rc = pbw_next(&r, &f)) > 0) {
+		/* 1..8 are strings or messages, 9 an enum; others unknown. */
+		if ((f.num >= 1 && f.num <= 8 && f.wt != PBW_LEN) ||
+		    (f.num == 9 && f.wt != PBW_VARINT)) {
+			rc = -1;
+			break;
+		}
+		if (f.num == 5) {
+			merged = xrealloc(merged, mlen + f.len + 1);
+			memcpy(merged + mlen, f.data, f.len);
+			mlen += f.len;
+		}
+	}
+	if (rc == 0 && merged) {
+		*out = build__bazel__remote__execution__v2__platform__unpack(&call_pb_allocator,
+									     mlen, merged);
+		if (!*out)
+			rc = -1;
+	}
+	free(merged);
+	return rc;
+}
+
+/* Check the Action's Command and input root are in CAS and take the
+ * deprecated Command.platform.  Returns 0, or -1 when the call was
+ * finished (missing blobs, bad Command). */
+static int check_inputs(struct call *c, struct inst *in, const PbAction *a, PbPlatform **cplat)
+{
+	struct digest missing[2], cmd, root;
+	const char *what[2];
 	size_t nmiss = 0;
-	uint8_t *abuf = NULL;
-	int rc = blob_get(in->cas, &action, &abuf);
-	if (rc == -ENOENT) {
-		missing[0] = action;
-		what[0] = "Action";
-		finish_missing(c, missing, what, 1);
-		return;
-	}
-	if (rc != 0) {
-		call_finish(c, GRPC_INTERNAL, "reading Action %s from CAS: %s", ds, strerror(-rc));
-		return;
-	}
-	PbAction *a = build__bazel__remote__execution__v2__action__unpack(
-		&call_pb_allocator, (size_t)action.size, abuf);
-	free(abuf);
-	if (!a) {
-		call_finish(c, GRPC_INVALID_ARGUMENT, "blob %s is not a valid Action", ds);
-		return;
-	}
-	struct digest cmd, root;
-	PbCommand *command = NULL;
-	char *platform = NULL, *err = NULL;
 	if (reapi_digest(c, a->command_digest, "Action.command_digest", &cmd) != 0 ||
 	    reapi_digest(c, a->input_root_digest, "Action.input_root_digest", &root) != 0)
-		goto out;
+		return -1;
 	uint8_t *cbuf = NULL;
-	rc = blob_get(in->cas, &cmd, &cbuf);
+	int rc = read_parsed(c, in, &cmd, "Command", COMMAND_MAX, &cbuf);
 	if (rc == 0) {
-		command = build__bazel__remote__execution__v2__command__unpack(
-			&call_pb_allocator, (size_t)cmd.size, cbuf);
+		rc = command_platform(cbuf, (size_t)cmd.size, cplat);
 		free(cbuf);
-		if (!command) {
+		if (rc != 0) {
 			call_finish(
 				c, GRPC_INVALID_ARGUMENT,
 				"Action.command_digest names a blob that is not a valid Command");
-			goto out;
+			return -1;
 		}
 	} else if (rc == -ENOENT) {
 		missing[nmiss] = cmd;
 		what[nmiss++] = "Command";
 	} else {
-		call_finish(c, GRPC_INTERNAL, "reading the Command from CAS: %s", strerror(-rc));
-		goto out;
+		return -1;
 	}
 	if (!digest_is_empty(&root) && !blob_has(in->cas, &root)) {
 		missing[nmiss] = root;
@@ -454,36 +490,51 @@ void svc_exec_execute(struct call *c, const ProtobufCMessage *msg)
 	}
 	if (nmiss) {
 		finish_missing(c, missing, what, nmiss);
-		goto out;
+		return -1;
 	}
+	return 0;
+}
 
+/* Validate the Action's platform and timeout against the instance.
+ * Returns 0 with *platform (malloc'd) and *timeout, or -1 when the call
+ * was finished. */
+static int check_limits(struct call *c, const struct cfg_instance *ci, const PbAction *a,
+			const PbPlatform *cplat, char **platform, int64_t *timeout)
+{
 	/* Action.platform wins; Command.platform is the pre-2.2 place. */
-	const Build__Bazel__Remote__Execution__V2__Platform *plat = a->platform;
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-	if ((!plat || !plat->n_properties) && command && command->platform)
-		plat = command->platform;
-#pragma GCC diagnostic pop
-	if (sched_platform(plat, ci, &platform, &err) != 0) {
+	const PbPlatform *plat = a->platform;
+	if ((!plat || !plat->n_properties) && cplat)
+		plat = cplat;
+	char *err = NULL;
+	if (sched_platform(plat, ci, platform, &err) != 0) {
 		call_finish(c, GRPC_FAILED_PRECONDITION, "%s", err);
-		goto out;
+		free(err);
+		return -1;
 	}
-	int64_t timeout = duration_us(a->timeout);
-	if (timeout < 0) {
+	int64_t t = duration_us(a->timeout);
+	if (t < 0) {
 		call_finish(c, GRPC_INVALID_ARGUMENT, "Action.timeout is out of range");
-		goto out;
+		return -1;
 	}
-	if (timeout > ci->max_execution_timeout_us) {
+	if (t > ci->max_execution_timeout_us) {
 		char b1[32], b2[32];
 		call_finish(c, GRPC_INVALID_ARGUMENT,
 			    "Action.timeout %s exceeds this instance's max-execution-timeout %s",
-			    fmt_duration(timeout, b1, sizeof b1),
+			    fmt_duration(t, b1, sizeof b1),
 			    fmt_duration(ci->max_execution_timeout_us, b2, sizeof b2));
-		goto out;
+		return -1;
 	}
-	if (timeout == 0)
-		timeout = ci->max_execution_timeout_us;
+	*timeout = t ? t : ci->max_execution_timeout_us;
+	return 0;
+}
 
+/* Everything checked: open the operation's stream, then answer from the
+ * action cache or queue the action.  Takes ownership of platform. */
+static void start_exec(struct call *c, struct inst *in,
+		       const Build__Bazel__Remote__Execution__V2__ExecuteRequest *req,
+		       const struct digest *action, const PbAction *a, char *platform,
+		       int64_t timeout)
+{
 	char *opname = sched_uuid();
 	char *full = *in->name ? xasprintf("%s/operations/%s", in->name, opname)
 			       : xasprintf("operations/%s", opname);
@@ -491,9 +542,8 @@ void svc_exec_execute(struct call *c, const ProtobufCMessage *msg)
 	struct exec *ex = ex_new(c, full);
 	free(full);
 	ex->instance = xstrdup(in->name);
-	ex->action = action;
+	ex->action = *action;
 	ex->platform = platform;
-	platform = NULL;
 	ex->timeout_us = timeout;
 	ex->do_not_cache = a->do_not_cache;
 	int prio = req->execution_policy ? req->execution_policy->priority : 0;
@@ -503,7 +553,7 @@ void svc_exec_execute(struct call *c, const ProtobufCMessage *msg)
 	ex->last_stage = SCHED_UNKNOWN;
 	if (!req->skip_cache_lookup && !a->do_not_cache) {
 		ex_ref(ex);
-		if (ac_lookup(in, &action, ac_reply, ex) != 0) {
+		if (ac_lookup(in, action, ac_reply, ex) != 0) {
 			ex_unref(ex);
 			call_finish(c, GRPC_UNAVAILABLE,
 				    "Redis is down: cannot read the action cache");
@@ -512,12 +562,46 @@ void svc_exec_execute(struct call *c, const ProtobufCMessage *msg)
 	} else {
 		enqueue(ex);
 	}
-out:
-	free(platform);
-	free(err);
-	if (command)
-		build__bazel__remote__execution__v2__command__free_unpacked(command,
-									    &call_pb_allocator);
+}
+
+void svc_exec_execute(struct call *c, const ProtobufCMessage *msg)
+{
+	const Build__Bazel__Remote__Execution__V2__ExecuteRequest *req = (const void *)msg;
+	struct inst *in = inst_lookup(c, req->instance_name);
+	struct digest action;
+	if (!in || !svc_exec_enabled(c, in) ||
+	    reapi_digest_function(c, req->digest_function) != 0 ||
+	    reapi_digest(c, req->action_digest, "action_digest", &action) != 0)
+		return;
+
+	/* The Action, its Command and its input root must be in CAS. */
+	uint8_t *abuf = NULL;
+	int rc = read_parsed(c, in, &action, "Action", ACTION_MAX, &abuf);
+	if (rc == -ENOENT) {
+		const char *what = "Action";
+		finish_missing(c, &action, &what, 1);
+		return;
+	}
+	if (rc != 0)
+		return;
+	PbAction *a = build__bazel__remote__execution__v2__action__unpack(
+		&call_pb_allocator, (size_t)action.size, abuf);
+	free(abuf);
+	if (!a) {
+		char ds[DIGEST_STR_LEN];
+		call_finish(c, GRPC_INVALID_ARGUMENT, "blob %s is not a valid Action",
+			    digest_str(&action, ds, sizeof ds));
+		return;
+	}
+	PbPlatform *cplat = NULL;
+	char *platform = NULL;
+	int64_t timeout = 0;
+	if (check_inputs(c, in, a, &cplat) == 0 &&
+	    check_limits(c, inst_cfg(in), a, cplat, &platform, &timeout) == 0)
+		start_exec(c, in, req, &action, a, platform, timeout);
+	if (cplat)
+		build__bazel__remote__execution__v2__platform__free_unpacked(cplat,
+									     &call_pb_allocator);
 	build__bazel__remote__execution__v2__action__free_unpacked(a, &call_pb_allocator);
 }
 
