@@ -47,7 +47,7 @@ static const struct rpc_method table[] = {
 	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/GetTree", RPC_SERVER_STREAM,
 	 &build__bazel__remote__execution__v2__get_tree_request__descriptor,
 	 &build__bazel__remote__execution__v2__get_tree_response__descriptor, svc_cas_get_tree,
-	 NULL, NULL, NULL},
+	 NULL, svc_cas_get_tree_cancel, NULL},
 	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/SpliceBlob", RPC_UNARY, NULL,
 	 NULL, NULL, NULL, NULL, NULL},
 	{"/build.bazel.remote.execution.v2.ContentAddressableStorage/SplitBlob", RPC_UNARY, NULL,

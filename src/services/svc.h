@@ -38,6 +38,7 @@ void svc_cas_batch_update(struct call *c, const ProtobufCMessage *msg);
 void svc_cas_batch_update_cancel(struct call *c);
 void svc_cas_batch_read(struct call *c, const ProtobufCMessage *msg);
 void svc_cas_get_tree(struct call *c, const ProtobufCMessage *msg);
+void svc_cas_get_tree_cancel(struct call *c);
 
 /* google.bytestream.ByteStream */
 struct event_base;
