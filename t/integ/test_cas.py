@@ -472,6 +472,78 @@ class TestGetTree(CASTestCase):
         empty = self.get_tree(r.Digest(hash=EMPTY_HASH, size_bytes=0))
         self.assertEqual([d for x in empty for d in x.directories], [r.Directory()])
 
+    def test_paging_many_pages_one_call_per_page(self):
+        # 1 + 30 + 300 directories plus a subtree shared by every branch
+        # (sent once within a call).  A client paging call by call, each
+        # resumed from the last token, sees every directory, in the order
+        # of the single call.
+        r = rpb()
+        shared = r.Directory(files=[r.FileNode(name="s", digest=digest(b"s"))])
+        shared_b = shared.SerializeToString()
+        blobs, mids = [(digest(shared_b), shared_b)], []
+        for i in range(30):
+            kids = []
+            for j in range(10):
+                leaf = r.Directory(files=[r.FileNode(name="f%d_%d" % (i, j),
+                                                     digest=digest(b"%d" % j))])
+                b = leaf.SerializeToString()
+                blobs.append((digest(b), b))
+                kids.append(r.DirectoryNode(name="l%d" % j, digest=digest(b)))
+            kids.append(r.DirectoryNode(name="shared", digest=digest(shared_b)))
+            b = r.Directory(directories=kids).SerializeToString()
+            blobs.append((digest(b), b))
+            mids.append(r.DirectoryNode(name="m%d" % i, digest=digest(b)))
+        b = r.Directory(directories=mids).SerializeToString()
+        root = digest(b)
+        blobs.append((root, b))
+        for k in range(0, len(blobs), 100):
+            self.assertEqual({c for c, _ in self.batch_update(blobs[k:k + 100])}, {SC.OK})
+        want = sorted(dstr(d) for d, _ in blobs)
+        whole = [dstr(digest(x.SerializeToString()))
+                 for p in self.get_tree(root, page_size=7) for x in p.directories]
+        self.assertEqual(sorted(whole), want)
+        got, tok, calls = [], "", 0
+        while True:
+            call = h.server_stream(self.ch, CAS + "GetTree", r.GetTreeResponse)(
+                r.GetTreeRequest(root_digest=root, page_size=7, page_token=tok),
+                timeout=self.TIMEOUT * h.SLOW)
+            page = next(call)
+            call.cancel()
+            calls += 1
+            got += [dstr(digest(x.SerializeToString())) for x in page.directories]
+            tok = page.next_page_token
+            if not tok:
+                break
+        # A resumed call does not know what went before its token, so only
+        # the shared subtree may come again; everything else exactly once.
+        sh = dstr(digest(shared_b))
+        self.assertEqual([x for x in got if x != sh], [x for x in whole if x != sh])
+        self.assertEqual(sorted(set(got)), want)
+        self.assertLessEqual(got.count(sh), calls)
+        self.assertEqual(calls, -(-len(got) // 7))
+        # Forged tokens: another root, an index past the children, junk.
+        t = self.get_tree(root, page_size=7)[0].next_page_token
+        head, _, path = t.rpartition(":")
+        other = digest(b"x")
+        for bad in [head + ":" + path + ".99", head + ":999", "t1:%s:0" % other.hash[:16],
+                    head + ":" + path + ".", head + ":-1", t + "x"]:
+            with self.subTest(token=bad):
+                self.assert_rpc_error(SC.INVALID_ARGUMENT, self.get_tree, root, 7, bad,
+                                      contains="invalid page_token")
+
+    def test_directory_size_cap(self):
+        r = rpb()
+        big = r.Directory(files=[r.FileNode(name="f" * (4 << 20), digest=digest(b""))])
+        raw = big.SerializeToString()
+        d = self.upload(raw)
+        self.assert_rpc_error(SC.INVALID_ARGUMENT, self.get_tree, d,
+                              contains="Directory blobs/%s/%d is %d bytes, over the 4 MiB "
+                              "limit for a parsed Directory" % (d.hash, len(raw), len(raw)))
+        top = r.Directory(directories=[r.DirectoryNode(name="big", digest=d)]).SerializeToString()
+        self.put(top)
+        self.assert_rpc_error(SC.INVALID_ARGUMENT, self.get_tree, digest(top),
+                              contains="over the 4 MiB limit for a parsed Directory")
+
     def test_root_not_a_directory(self):
         junk, = self.put(b"\xff\xff\xff\xff")
         self.assert_rpc_error(SC.INVALID_ARGUMENT, self.get_tree, junk, contains="Directory")

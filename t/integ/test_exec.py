@@ -197,6 +197,25 @@ class TestExecute(ExecCase):
         self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("max-execution-timeout", e.details())
 
+    def test_parsed_blob_size_caps(self):
+        # Checked against the digest before reading: over the cap is
+        # INVALID_ARGUMENT naming the limit, at the cap is accepted.
+        srv, ch = self.start(**{"max-batch-size": "12MiB"})
+        MIB = 1 << 20
+        d = self.action(ch, "x" * (4 * MIB + 1))
+        e = h.rpc_error(list, tb.execute(ch, d))
+        self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertRegex(e.details(), r"^Command blobs/[0-9a-f]{64}/\d+ is \d+ bytes, "
+                         r"over the 4 MiB limit for a parsed Command$")
+        d = self.action(ch, "true", salt=b"s" * (MIB + 1))
+        e = h.rpc_error(list, tb.execute(ch, d))
+        self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertRegex(e.details(), r"^Action blobs/%s/%d is %d bytes, over the 1 MiB "
+                         r"limit for a parsed Action$" % (d.hash, d.size_bytes, d.size_bytes))
+        # Just under both caps: queued.
+        d = self.action(ch, "y" * (4 * MIB - 64), salt=b"s" * (MIB - 512))
+        self.assertEqual(self.first(tb.execute(ch, d)).done, False)
+
     def test_execution_disabled(self):
         srv = self.start_reactord()  # execution is off by default
         ch = self.channel(srv.tcp_addr)
