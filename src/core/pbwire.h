@@ -22,8 +22,8 @@ struct pbw {
 
 struct pbw_field {
 	uint32_t num;
-	int wt;		   /* PBW_* */
-	uint64_t v;	   /* PBW_VARINT, PBW_I64, PBW_I32 */
+	int wt;		     /* PBW_* */
+	uint64_t v;	     /* PBW_VARINT, PBW_I64, PBW_I32 */
 	const uint8_t *data; /* PBW_LEN */
 	size_t len;
 };
