@@ -113,8 +113,8 @@ echo "reactord: $addr (pid $rd_pid), redis: $sock (pid $redis_pid)"
 idle_out=$(taskset -c 1 "$load" -I -p "$rd_pid" -t idle "$addr" "$IDLE_STREAMS")
 echo "idle:       $idle_out"
 # The cancelled streams' jobs leave the queue (cancel-orphaned-jobs).
-for _ in $(seq 100); do [ "$(R ZCARD queue::)" = 0 ] && break; sleep 0.1; done
-[ "$(R ZCARD queue::)" = 0 ] || { echo "exec.sh: idle jobs still queued" >&2; exit 1; }
+for _ in $(seq 100); do [ "$(R ZCARD reactor:queue::)" = 0 ] && break; sleep 0.1; done
+[ "$(R ZCARD reactor:queue::)" = 0 ] || { echo "exec.sh: idle jobs still queued" >&2; exit 1; }
 
 # ---- latency: 1 client, 1 bot ----------------------------------------------
 R CONFIG RESETSTAT >/dev/null

@@ -370,6 +370,18 @@ static char *check_nonempty(char *s)
 	return *s ? NULL : xasprintf("must not be empty");
 }
 
+/* redis.prefix starts every key and channel name: keep it one printable
+ * word, so redis-cli patterns and logs show it as written. */
+static char *check_key_prefix(char *s)
+{
+	if (!*s)
+		return xasprintf("must not be empty");
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		if (*p <= ' ' || *p == 0x7f)
+			return xasprintf("must not contain spaces or control characters");
+	return NULL;
+}
+
 /* The redis module only knows "host:port" and "/absolute/path", so the
  * friendlier "unix:/path" spelling is normalised here. */
 static char *check_redis_address(char *s)
@@ -666,6 +678,7 @@ static const struct key cfg_keys[] = {
 	{"redis.address", K_STRING, F(redis_address), .check = check_redis_address},
 	{"redis.password", K_STRING, F(redis_password), .check = check_nonempty},
 	{"redis.database", K_INT, F(redis_db), .def = 0, .min = 0, .max = 15},
+	{"redis.prefix", K_STRING, F(redis_prefix), .def_str = "reactor:", .check = check_key_prefix},
 	{"redis.connect-timeout", K_DURATION, F(redis_connect_timeout_us), .def = 2 * US_S,
 	 .min = 10 * US_MS, .max = US_H},
 	{"redis.reconnect-max", K_DURATION, F(redis_reconnect_max_us), .def = 5 * US_S,

@@ -62,6 +62,7 @@ struct cfg {
 	char *redis_address;  /* external: "host:port" or "/path/to.sock"; NULL when embedded */
 	char *redis_password; /* NULL if none */
 	int redis_db;	      /* 0..15 */
+	char *redis_prefix;   /* starts every key and channel, default "reactor:" */
 	int64_t redis_connect_timeout_us; /* default 2s */
 	int64_t redis_reconnect_max_us;	  /* backoff cap, default 5s */
 

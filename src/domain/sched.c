@@ -5,6 +5,13 @@
  * redisReply.  Every request carries a small heap context holding the
  * caller's callback; it is freed after the callback ran, whatever the
  * reply was (NULL on a dropped connection).
+ *
+ * Scripts are src/state/lua/sched_NAME.lua, each registered as
+ * sched_prelude.lua followed by its own text: the helpers every
+ * transition shares (finish, requeue, close_session, assign) are spelled
+ * once, and each loaded script is still self-contained for EVALSHA.
+ * run() adds the arguments the prelude expects (the two shared zsets in
+ * KEYS, the namespace as the first ARGV).
  */
 #include "domain/sched.h"
 
@@ -18,12 +25,12 @@
 #include <openssl/rand.h>
 
 #include "core/cfg.h"
+#include "core/err.h"
+#include "core/log.h"
 #include "google/devtools/remoteworkers/v1test2/bots.pb-c.h"
 #include "state/keys.h"
-#include "core/log.h"
-#include "state/sched_lua.h"
+#include "state/lua.h"
 #include "state/store.h"
-#include "services/svc.h"
 
 #define MOD	 "sched"
 #define LEASE(x) GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__LEASE_STATE__##x
@@ -49,22 +56,20 @@ enum {
 	S_COUNT
 };
 
-static const struct {
-	const char *name;
-	const char *lua;
-} script_src[S_COUNT] = {
-	[S_ENQUEUE] = {"sched_enqueue", sched_lua_enqueue},
-	[S_CACHED] = {"sched_cached", sched_lua_cached},
-	[S_VIEW] = {"sched_view", sched_lua_view},
-	[S_CANCEL] = {"sched_cancel", sched_lua_cancel},
-	[S_DELETE] = {"sched_delete", sched_lua_delete},
-	[S_LIST] = {"sched_list", sched_lua_list},
-	[S_BOT_CREATE] = {"sched_bot_create", sched_lua_bot_create},
-	[S_BOT_UPDATE] = {"sched_bot_update", sched_lua_bot_update},
-	[S_ASSIGN] = {"sched_assign", sched_lua_assign},
-	[S_UNASSIGN] = {"sched_unassign", sched_lua_unassign},
-	[S_QUEUED] = {"sched_queued", sched_lua_queued},
-	[S_SWEEP] = {"sched_sweep", sched_lua_sweep},
+/* File names (without .lua) of src/state/lua/, by script. */
+static const char *const script_name[S_COUNT] = {
+	[S_ENQUEUE] = "sched_enqueue",
+	[S_CACHED] = "sched_cached",
+	[S_VIEW] = "sched_view",
+	[S_CANCEL] = "sched_cancel",
+	[S_DELETE] = "sched_delete",
+	[S_LIST] = "sched_list",
+	[S_BOT_CREATE] = "sched_bot_create",
+	[S_BOT_UPDATE] = "sched_bot_update",
+	[S_ASSIGN] = "sched_assign",
+	[S_UNASSIGN] = "sched_unassign",
+	[S_QUEUED] = "sched_queued",
+	[S_SWEEP] = "sched_sweep",
 };
 
 static int script_id[S_COUNT];
@@ -73,6 +78,8 @@ static struct {
 	struct event_base *base;
 	struct event *sweep_ev;
 	bool sweeping; /* a sweep is in flight: never two at once */
+	/* The config in force (sched_configure); valid until the next call. */
+	const struct cfg *cfg;
 } sc;
 
 /* ---- small helpers ---------------------------------------------------------- */
@@ -180,17 +187,30 @@ static void action_arg(char *buf, size_t len, const struct digest *d)
 	snprintf(buf, len, "%s/%lld", d->hex, (long long)d->size);
 }
 
-/* A reply that is an error or missing: log it (errors are bugs or a
- * broken server) and say so. */
-static bool reply_bad(const redisReply *r, const char *what)
+/* 0 for a usable reply; ERR_STORE_FAILED when the connection dropped
+ * before it came, ERR_STORE_REPLY for an error reply (a script bug or a
+ * broken server: logged). */
+static int reply_err(const redisReply *r, const char *what)
 {
 	if (!r)
-		return true;
+		return ERR_STORE_FAILED;
 	if (r->type == REDIS_REPLY_ERROR) {
 		LOGE(MOD, "%s failed in Redis: %s", what, r->str);
-		return true;
+		return ERR_STORE_REPLY;
 	}
-	return false;
+	return 0;
+}
+
+/* reply_err, and also ERR_STORE_REPLY when r is not an array of at least
+ * `min` elements. */
+static int reply_array_err(const redisReply *r, size_t min, const char *what)
+{
+	int rc = reply_err(r, what);
+	if (rc == 0 && (r->type != REDIS_REPLY_ARRAY || r->elements < min)) {
+		LOGE(MOD, "%s: unexpected reply from Redis (type %d)", what, r->type);
+		rc = ERR_STORE_REPLY;
+	}
+	return rc;
 }
 
 /* One request in flight: the caller's callback and its argument. */
@@ -214,16 +234,46 @@ static void req_free(struct req *q)
 	free(q);
 }
 
-/* Run a script with string arguments; on failure to queue, q is freed. */
-static int run(int s, store_cb cb, struct req *q, int nkeys, int nargs, const char **args,
-	       const size_t *lens)
+/* Run script s with its own keys and arguments (lens: NULL for
+ * NUL-terminated arguments), adding what the prelude expects.  Returns 0,
+ * or ERR_STORE_DOWN with q freed and cb never called. */
+static int run(int s, store_cb cb, struct req *q, const char *const *keys, int nkeys,
+	       const char *const *args, const size_t *lens, int nargs)
 {
-	if (store_evalsha(script_id[s], cb, q, nkeys, nargs, args, lens) != 0) {
+	int n = 2 + nkeys + 1 + nargs, k = 0;
+	const char **v = xcalloc((size_t)n, sizeof(*v));
+	size_t *l = xcalloc((size_t)n, sizeof(*l));
+	char *deadlines = keys_sched("deadlines"), *retire = keys_sched("retire");
+
+	v[k++] = deadlines;
+	v[k++] = retire;
+	for (int i = 0; i < nkeys; i++)
+		v[k++] = keys[i];
+	v[k++] = keys_ns();
+	for (int i = 0; i < k; i++)
+		l[i] = strlen(v[i]);
+	for (int i = 0; i < nargs; i++, k++) {
+		v[k] = args[i];
+		l[k] = lens ? lens[i] : strlen(args[i]);
+	}
+	int rc = store_evalsha(script_id[s], cb, q, 2 + nkeys, 1 + nargs, v, l);
+	free(v);
+	free(l);
+	free(deadlines);
+	free(retire);
+	if (rc != 0) {
 		if (q)
 			req_free(q);
-		return -1;
+		return ERR_STORE_DOWN;
 	}
 	return 0;
+}
+
+static void free_strv(char **v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
 }
 
 /* ---- platforms ------------------------------------------------------------ */
@@ -372,9 +422,11 @@ static void view_reply(redisReply *r, void *arg)
 {
 	struct req *q = arg;
 	sched_view_cb cb = (sched_view_cb)q->fn;
-	if (reply_bad(r, "reading operations") || r->type != REDIS_REPLY_ARRAY ||
-	    r->elements % 9 != 0) {
-		cb(q->arg, -EIO, NULL, 0);
+	int rc = reply_array_err(r, 0, "reading operations");
+	if (rc == 0 && r->elements % 9 != 0)
+		rc = ERR_STORE_REPLY;
+	if (rc != 0) {
+		cb(q->arg, rc, NULL, 0);
 		req_free(q);
 		return;
 	}
@@ -406,16 +458,22 @@ static void view_reply(redisReply *r, void *arg)
 
 int sched_view(const char *const *ops, size_t n, sched_view_cb cb, void *arg)
 {
-	return run(S_VIEW, view_reply, req_new((void (*)(void))cb, arg), 0, (int)n,
-		   (const char **)ops, NULL);
+	char **keys = xcalloc(n ? n : 1, sizeof(*keys));
+	for (size_t i = 0; i < n; i++)
+		keys[i] = keys_op(ops[i]);
+	int rc = run(S_VIEW, view_reply, req_new((void (*)(void))cb, arg),
+		     (const char *const *)keys, (int)n, NULL, NULL, 0);
+	free_strv(keys, n);
+	return rc;
 }
 
 static void enqueue_reply(redisReply *r, void *arg)
 {
 	struct req *q = arg;
 	sched_enqueue_cb cb = (sched_enqueue_cb)q->fn;
-	if (reply_bad(r, "queueing a job") || r->type != REDIS_REPLY_ARRAY || r->elements != 4) {
-		cb(q->arg, -EIO, NULL, 0, 0, false);
+	int rc = reply_array_err(r, 4, "queueing a job");
+	if (rc != 0) {
+		cb(q->arg, rc, NULL, 0, 0, false);
 	} else {
 		int st = sched_stage_parse(el_str(r, 1, NULL));
 		cb(q->arg, 0, el_str(r, 0, NULL), st < 0 ? SCHED_QUEUED : st, el_int(r, 2),
@@ -428,21 +486,29 @@ int sched_enqueue(const struct sched_enqueue_req *e, sched_enqueue_cb cb, void *
 {
 	char action[DIGEST_STR_LEN], prio[16], timeout[24], attempts[16], now[24], ret[24];
 	char *job = sched_uuid();
-	char *ak = keys_action_job(e->instance, e->action);
-	char *ok = keys_op(e->op);
+	char *keys[] = {keys_action_job(e->instance, e->action),
+			keys_op(e->op),
+			keys_ops(e->instance),
+			keys_job(job),
+			keys_job_ops(job),
+			keys_queue(e->instance, e->platform),
+			keys_platforms(e->instance),
+			keys_sched("seq")};
 	action_arg(action, sizeof action, e->action);
 	snprintf(prio, sizeof prio, "%d", e->priority);
 	snprintf(timeout, sizeof timeout, "%lld", (long long)e->timeout_us);
 	snprintf(attempts, sizeof attempts, "%d", e->max_attempts);
 	snprintf(now, sizeof now, "%lld", (long long)now_us());
 	snprintf(ret, sizeof ret, "%lld", (long long)(e->retention_us / 1000000));
-	const char *args[] = {ak,	ok,   e->instance, action,  e->op,
-			      job,	prio, e->platform, timeout, e->do_not_cache ? "1" : "0",
-			      attempts, now,  ret};
-	int rc = run(S_ENQUEUE, enqueue_reply, req_new((void (*)(void))cb, arg), 2, 11, args, NULL);
+	const char *args[] = {e->instance, action,	e->op,	 job,
+			      prio,	   e->platform, timeout, e->do_not_cache ? "1" : "0",
+			      attempts,	   now,		ret};
+	int rc = run(S_ENQUEUE, enqueue_reply, req_new((void (*)(void))cb, arg),
+		     (const char *const *)keys, (int)ARRAY_LEN(keys), args, NULL,
+		     (int)ARRAY_LEN(args));
 	free(job);
-	free(ak);
-	free(ok);
+	for (size_t i = 0; i < ARRAY_LEN(keys); i++)
+		free(keys[i]);
 	return rc;
 }
 
@@ -450,14 +516,26 @@ static void done_reply(redisReply *r, void *arg)
 {
 	struct req *q = arg;
 	sched_done_cb cb = (sched_done_cb)q->fn;
-	int rc = 0;
-	if (reply_bad(r, q->extra ? q->extra : "operation change"))
-		rc = -EIO;
-	else if ((r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) &&
-		 !strcmp(r->str, "NOTFOUND"))
+	int rc = reply_err(r, q->extra ? q->extra : "operation change");
+	if (rc == 0 && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) &&
+	    !strcmp(r->str, "NOTFOUND"))
 		rc = -ENOENT;
 	cb(q->arg, rc);
 	req_free(q);
+}
+
+/* A done_reply request on one operation key. */
+static int run_op(int s, const char *what, const char *op, const char *const *args,
+		  const size_t *lens, int nargs, const char *extra_key, sched_done_cb cb, void *arg)
+{
+	const char *keys[2] = {NULL, extra_key};
+	char *ok = keys_op(op);
+	keys[0] = ok;
+	struct req *q = req_new((void (*)(void))cb, arg);
+	q->extra = xstrdup(what);
+	int rc = run(s, done_reply, q, keys, extra_key ? 2 : 1, args, lens, nargs);
+	free(ok);
+	return rc;
 }
 
 int sched_cached_op(const char *instance, const char *op, const struct digest *action,
@@ -465,51 +543,41 @@ int sched_cached_op(const char *instance, const char *op, const struct digest *a
 		    void *arg)
 {
 	char act[DIGEST_STR_LEN], now[24], ret[24];
-	char *ok = keys_op(op);
+	char *opsk = keys_ops(instance);
 	action_arg(act, sizeof act, action);
 	snprintf(now, sizeof now, "%lld", (long long)now_us());
 	snprintf(ret, sizeof ret, "%lld", (long long)(retention_us / 1000000));
-	const char *args[] = {ok, instance, op, act, now, ret, (const char *)result};
+	const char *args[] = {instance, op, act, now, ret, (const char *)result};
 	size_t lens[ARRAY_LEN(args)];
 	for (size_t i = 0; i < ARRAY_LEN(args); i++)
-		lens[i] = i == 6 ? len : strlen(args[i]);
-	struct req *q = req_new((void (*)(void))cb, arg);
-	q->extra = xstrdup("recording a cache hit");
-	int rc = run(S_CACHED, done_reply, q, 1, 6, args, lens);
-	free(ok);
+		lens[i] = i == 5 ? len : strlen(args[i]);
+	int rc = run_op(S_CACHED, "recording a cache hit", op, args, lens, (int)ARRAY_LEN(args),
+			opsk, cb, arg);
+	free(opsk);
 	return rc;
 }
 
 int sched_cancel_op(const char *op, sched_done_cb cb, void *arg)
 {
 	char now[24];
-	char *ok = keys_op(op);
 	snprintf(now, sizeof now, "%lld", (long long)now_us());
-	const char *args[] = {ok, op, now};
-	struct req *q = req_new((void (*)(void))cb, arg);
-	q->extra = xstrdup("cancelling an operation");
-	int rc = run(S_CANCEL, done_reply, q, 1, 2, args, NULL);
-	free(ok);
-	return rc;
+	const char *args[] = {op, now};
+	return run_op(S_CANCEL, "cancelling an operation", op, args, NULL, 2, NULL, cb, arg);
 }
 
 int sched_delete_op(const char *op, sched_done_cb cb, void *arg)
 {
-	char *ok = keys_op(op);
-	const char *args[] = {ok, op};
-	struct req *q = req_new((void (*)(void))cb, arg);
-	q->extra = xstrdup("deleting an operation");
-	int rc = run(S_DELETE, done_reply, q, 1, 1, args, NULL);
-	free(ok);
-	return rc;
+	const char *args[] = {op};
+	return run_op(S_DELETE, "deleting an operation", op, args, NULL, 1, NULL, cb, arg);
 }
 
 static void list_reply(redisReply *r, void *arg)
 {
 	struct req *q = arg;
 	sched_list_cb cb = (sched_list_cb)q->fn;
-	if (reply_bad(r, "listing operations") || r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
-		cb(q->arg, -EIO, NULL, 0, -1);
+	int rc = reply_array_err(r, 1, "listing operations");
+	if (rc != 0) {
+		cb(q->arg, rc, NULL, 0, -1);
 	} else {
 		size_t n = r->elements - 1;
 		char **names = xcalloc(n ? n : 1, sizeof(*names));
@@ -525,11 +593,15 @@ int sched_list_ops(const char *instance, int64_t offset, int size, int stage, sc
 		   void *arg)
 {
 	char off[24], sz[16], scan[16];
+	char *ik = keys_ops(instance);
 	snprintf(off, sizeof off, "%lld", (long long)offset);
 	snprintf(sz, sizeof sz, "%d", size);
 	snprintf(scan, sizeof scan, "%d", LIST_SCAN > size ? LIST_SCAN : size);
-	const char *args[] = {instance, off, sz, stage > 0 ? sched_stage_name(stage) : "", scan};
-	return run(S_LIST, list_reply, req_new((void (*)(void))cb, arg), 0, 5, args, NULL);
+	const char *keys[] = {ik};
+	const char *args[] = {off, sz, stage > 0 ? sched_stage_name(stage) : "", scan};
+	int rc = run(S_LIST, list_reply, req_new((void (*)(void))cb, arg), keys, 1, args, NULL, 4);
+	free(ik);
+	return rc;
 }
 
 /* ---- bots ----------------------------------------------------------------- */
@@ -541,8 +613,8 @@ static void bot_reply_common(redisReply *r, struct req *q, int kind)
 	const char *what = kind == S_BOT_CREATE	  ? "creating a bot session"
 			   : kind == S_BOT_UPDATE ? "updating a bot session"
 						  : "assigning work";
-	if (reply_bad(r, what) || r->type != REDIS_REPLY_ARRAY || r->elements < 1) {
-		res.rc = -EIO;
+	res.rc = reply_array_err(r, 1, what);
+	if (res.rc != 0) {
 		cb(q->arg, &res);
 		req_free(q);
 		return;
@@ -579,6 +651,9 @@ static void bot_reply_common(redisReply *r, struct req *q, int kind)
 			res.done_do_not_cache = !strcmp(el_str(r, 6, NULL), "1");
 		}
 		res.instance = (char *)el_str(r, 7, NULL);
+	} else {
+		LOGE(MOD, "%s: unexpected reply from Redis (%zu elements)", what, r->elements);
+		res.rc = ERR_STORE_REPLY;
 	}
 	cb(q->arg, &res);
 	req_free(q);
@@ -602,15 +677,18 @@ static void assign_reply(redisReply *r, void *arg)
 int sched_bot_create(const struct sched_bot_create_req *b, sched_bot_cb cb, void *arg)
 {
 	char now[24], exp[24], st[16];
-	char *sk = keys_bot(b->session);
+	char *keys[] = {keys_bot(b->session), keys_botid(b->instance, b->bot_id),
+			keys_bots(b->instance), keys_botprops(b->instance)};
 	snprintf(now, sizeof now, "%lld", (long long)now_us());
 	snprintf(exp, sizeof exp, "%lld", (long long)b->expire_us);
 	snprintf(st, sizeof st, "%d", b->status);
-	const char *args[] = {sk,  b->session, b->instance,	     b->bot_id, b->props, now,
-			      exp, st,	       b->assign ? "1" : "0"};
-	int rc = run(S_BOT_CREATE, bot_create_reply, req_new((void (*)(void))cb, arg), 1, 8, args,
-		     NULL);
-	free(sk);
+	const char *args[] = {b->session, b->instance, b->bot_id, b->props,
+			      now,	  exp,	       st,	  b->assign ? "1" : "0"};
+	int rc = run(S_BOT_CREATE, bot_create_reply, req_new((void (*)(void))cb, arg),
+		     (const char *const *)keys, (int)ARRAY_LEN(keys), args, NULL,
+		     (int)ARRAY_LEN(args));
+	for (size_t i = 0; i < ARRAY_LEN(keys); i++)
+		free(keys[i]);
 	return rc;
 }
 
@@ -622,8 +700,8 @@ int sched_bot_update(const struct sched_bot_update_req *b, sched_bot_cb cb, void
 	snprintf(exp, sizeof exp, "%lld", (long long)b->expire_us);
 	snprintf(st, sizeof st, "%d", b->status);
 	snprintf(code, sizeof code, "%d", b->code);
-	const char *args[] = {sk,
-			      b->session,
+	const char *keys[] = {sk};
+	const char *args[] = {b->session,
 			      b->bot_id,
 			      now,
 			      exp,
@@ -636,9 +714,9 @@ int sched_bot_update(const struct sched_bot_update_req *b, sched_bot_cb cb, void
 			      b->assign ? "1" : "0"};
 	size_t lens[ARRAY_LEN(args)];
 	for (size_t i = 0; i < ARRAY_LEN(args); i++)
-		lens[i] = i == 10 ? (b->result ? b->result_len : 0) : strlen(args[i]);
-	int rc = run(S_BOT_UPDATE, bot_update_reply, req_new((void (*)(void))cb, arg), 1, 11, args,
-		     lens);
+		lens[i] = i == 9 ? (b->result ? b->result_len : 0) : strlen(args[i]);
+	int rc = run(S_BOT_UPDATE, bot_update_reply, req_new((void (*)(void))cb, arg), keys, 1,
+		     args, lens, (int)ARRAY_LEN(args));
 	free(sk);
 	return rc;
 }
@@ -648,8 +726,10 @@ int sched_assign(const char *session, sched_bot_cb cb, void *arg)
 	char now[24];
 	char *sk = keys_bot(session);
 	snprintf(now, sizeof now, "%lld", (long long)now_us());
-	const char *args[] = {sk, session, now};
-	int rc = run(S_ASSIGN, assign_reply, req_new((void (*)(void))cb, arg), 1, 2, args, NULL);
+	const char *keys[] = {sk};
+	const char *args[] = {session, now};
+	int rc = run(S_ASSIGN, assign_reply, req_new((void (*)(void))cb, arg), keys, 1, args, NULL,
+		     2);
 	free(sk);
 	return rc;
 }
@@ -657,17 +737,19 @@ int sched_assign(const char *session, sched_bot_cb cb, void *arg)
 static void unassign_reply(redisReply *r, void *arg)
 {
 	(void)arg;
-	reply_bad(r, "returning an undelivered lease");
+	(void)reply_err(r, "returning an undelivered lease");
 }
 
 int sched_unassign(const char *session, const char *job)
 {
 	char now[24];
-	char *sk = keys_bot(session);
+	char *sk = keys_bot(session), *jk = keys_job(job);
 	snprintf(now, sizeof now, "%lld", (long long)now_us());
-	const char *args[] = {sk, session, job, now};
-	int rc = store_evalsha(script_id[S_UNASSIGN], unassign_reply, NULL, 1, 3, args, NULL);
+	const char *keys[] = {sk, jk};
+	const char *args[] = {session, job, now};
+	int rc = run(S_UNASSIGN, unassign_reply, NULL, keys, 2, args, NULL, 3);
 	free(sk);
+	free(jk);
 	return rc;
 }
 
@@ -675,8 +757,11 @@ static void queued_reply(redisReply *r, void *arg)
 {
 	struct req *q = arg;
 	sched_queued_cb cb = (sched_queued_cb)q->fn;
-	if (reply_bad(r, "reading the queues") || r->type != REDIS_REPLY_ARRAY || r->elements % 2) {
-		cb(q->arg, -EIO, NULL, NULL, 0);
+	int rc = reply_array_err(r, 0, "reading the queues");
+	if (rc == 0 && r->elements % 2)
+		rc = ERR_STORE_REPLY;
+	if (rc != 0) {
+		cb(q->arg, rc, NULL, NULL, 0);
 	} else {
 		size_t n = r->elements / 2;
 		char **keys = xcalloc(n ? n : 1, sizeof(*keys));
@@ -694,16 +779,20 @@ static void queued_reply(redisReply *r, void *arg)
 
 int sched_queued(const char *const *instances, size_t n, sched_queued_cb cb, void *arg)
 {
-	return run(S_QUEUED, queued_reply, req_new((void (*)(void))cb, arg), 0, (int)n,
-		   (const char **)instances, NULL);
+	char **keys = xcalloc(n ? n : 1, sizeof(*keys));
+	for (size_t i = 0; i < n; i++)
+		keys[i] = keys_platforms(instances[i]);
+	int rc = run(S_QUEUED, queued_reply, req_new((void (*)(void))cb, arg),
+		     (const char *const *)keys, (int)n, instances, NULL, (int)n);
+	free_strv(keys, n);
+	return rc;
 }
 
 /* ---- the sweep ------------------------------------------------------------ */
 
 static void sweep_arm(void)
 {
-	const struct cfg *cfg = svc_config();
-	int64_t us = cfg ? cfg->sched_sweep_us : 1000000;
+	int64_t us = sc.cfg ? sc.cfg->sched_sweep_us : 1000000;
 	struct timeval tv = {us / 1000000, us % 1000000};
 	evtimer_add(sc.sweep_ev, &tv);
 }
@@ -712,7 +801,7 @@ static void sweep_reply(redisReply *r, void *arg)
 {
 	(void)arg;
 	sc.sweeping = false;
-	if (reply_bad(r, "the scheduler sweep") || r->type != REDIS_REPLY_ARRAY || r->elements < 4)
+	if (reply_array_err(r, 4, "the scheduler sweep") != 0)
 		return;
 	int64_t closed = el_int(r, 0), timedout = el_int(r, 1), nowork = el_int(r, 2);
 	for (size_t i = 4; i < r->elements; i++)
@@ -724,7 +813,6 @@ static void sweep_reply(redisReply *r, void *arg)
 	if (nowork)
 		LOGI(MOD, "%lld job(s) failed: no connected bot can run their platform",
 		     (long long)nowork);
-	(void)closed;
 	/* More than a batch was due: go again soon rather than a tick later. */
 	if ((closed >= SWEEP_LIMIT || timedout >= SWEEP_LIMIT || el_int(r, 3) >= SWEEP_LIMIT) &&
 	    sc.sweep_ev) {
@@ -733,33 +821,41 @@ static void sweep_reply(redisReply *r, void *arg)
 	}
 }
 
-void sched_sweep_now(void)
+/* One sweep over the instances with execution enabled (none in flight). */
+static void sweep(void)
 {
-	const struct cfg *cfg = svc_config();
+	const struct cfg *cfg = sc.cfg;
 	if (!cfg || sc.sweeping || !store_up())
 		return;
-	int n = 0;
+	size_t n = 0;
 	for (int i = 0; i < cfg->n_instances; i++)
 		n += cfg->instances[i].execution;
 	if (!n)
 		return;
-	const char **args = xcalloc((size_t)(2 + 2 * n), sizeof(*args));
-	char(*nums)[24] = xcalloc((size_t)(2 + n), sizeof(*nums));
+	char **keys = xcalloc(3 * n, sizeof(*keys));
+	const char **args = xcalloc(2 + 2 * n, sizeof(*args));
+	char(*nums)[24] = xcalloc(2 + n, sizeof(*nums));
 	snprintf(nums[0], 24, "%lld", (long long)now_us());
 	snprintf(nums[1], 24, "%d", SWEEP_LIMIT);
 	args[0] = nums[0];
 	args[1] = nums[1];
-	int a = 2, k = 2;
+	size_t a = 2, k = 0;
 	for (int i = 0; i < cfg->n_instances; i++) {
 		const struct cfg_instance *ci = &cfg->instances[i];
 		if (!ci->execution)
 			continue;
-		snprintf(nums[k], 24, "%lld", (long long)ci->no_worker_timeout_us);
-		args[a++] = ci->name;
-		args[a++] = nums[k++];
+		snprintf(nums[a / 2 + 1], 24, "%lld", (long long)ci->no_worker_timeout_us);
+		args[a] = ci->name;
+		args[a + 1] = nums[a / 2 + 1];
+		a += 2;
+		keys[k++] = keys_bots(ci->name);
+		keys[k++] = keys_botprops(ci->name);
+		keys[k++] = keys_platforms(ci->name);
 	}
-	if (store_evalsha(script_id[S_SWEEP], sweep_reply, NULL, 0, a, args, NULL) == 0)
+	if (run(S_SWEEP, sweep_reply, NULL, (const char *const *)keys, (int)k, args, NULL,
+		(int)a) == 0)
 		sc.sweeping = true;
+	free_strv(keys, k);
 	free(args);
 	free(nums);
 }
@@ -768,15 +864,23 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd, (void)what, (void)arg;
 	sweep_arm();
-	sched_sweep_now();
+	sweep();
 }
 
 /* ---- life cycle ------------------------------------------------------------ */
 
+void sched_configure(const struct cfg *cfg)
+{
+	sc.cfg = cfg;
+}
+
 int sched_init(void)
 {
+	const char *prelude = lua_source("sched_prelude");
 	for (int i = 0; i < S_COUNT; i++) {
-		script_id[i] = store_script_register(script_src[i].name, script_src[i].lua);
+		char *text = xasprintf("%s%s", prelude, lua_source(script_name[i]));
+		script_id[i] = store_script_register(script_name[i], text);
+		free(text);
 		if (script_id[i] < 0)
 			return -1;
 	}

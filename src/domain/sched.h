@@ -1,18 +1,21 @@
 /*
  * sched.h - the remote-execution scheduler: jobs, operations, per-platform
  * queues, bot sessions and their leases, all kept in Redis (schema in
- * keys.c) and changed only through the Lua scripts of sched_lua.c.  This
+ * keys.c) and changed only through the Lua scripts src/state/lua/sched_*.lua.  This
  * module turns those scripts into typed asynchronous calls for the
  * services (svc_exec.c, svc_ops.c, svc_bots.c), canonicalizes platforms
  * and bot properties, and runs the periodic sweep (bot expiry, action
  * timeouts, no-worker failures, retention).  It holds no state of its own
  * beyond the sweep timer: everything durable is in Redis.
  *
- * Async calls return 0 when the request is queued (the callback then runs
- * exactly once, later) or -1 when Redis is down (the callback is not
- * called).  Callbacks get rc 0, or -EIO when Redis failed or the
- * connection dropped before the reply; ownership of everything passed to
- * a callback stays with this module (valid during the callback only).
+ * Errors follow core/err.h.  Async calls return 0 when the request is
+ * queued (the callback then runs exactly once, after the call returned) or
+ * ERR_STORE_DOWN when Redis is not connected (the callback is not called).
+ * Callbacks get rc 0, ERR_STORE_FAILED when the connection dropped before
+ * the reply, ERR_STORE_REPLY when Redis answered with an error (logged
+ * here), or the call's own codes (-ENOENT, -EPERM) documented below;
+ * ownership of everything passed to a callback stays with this module
+ * (valid during the callback only).
  */
 #ifndef REACTOR_SCHED_H
 #define REACTOR_SCHED_H
@@ -46,10 +49,16 @@ int sched_stage_parse(const char *name);
 #define SCHED_PRIORITY_MIN (-1000000)
 #define SCHED_PRIORITY_MAX 1000000
 
-/* Register the scripts (before store_start) and subscribe nothing yet:
- * watch.c owns the subscriptions.  Returns 0 or -1. */
+/* The config in force: the sweep interval and the instances (with
+ * execution on) it sweeps.  Called at start and on every reload; cfg must
+ * stay valid until the next call. */
+void sched_configure(const struct cfg *cfg);
+/* Register the scripts (before store_start; after keys_set_ns).
+ * sched_watch.c owns the subscriptions.  Returns 0 or -1. */
 int sched_init(void) WARN_UNUSED;
-/* Start / stop the sweep timer on base. */
+/* Start / stop the sweep timer on base.  Each tick runs one sweep (bot
+ * expiry, action timeouts, no-worker failures, retention), at most one in
+ * flight. */
 void sched_start(struct event_base *base);
 void sched_stop(void);
 
@@ -90,7 +99,7 @@ struct sched_view {
 
 typedef void (*sched_view_cb)(void *arg, int rc, struct sched_view *v, size_t n);
 /* Read n operations (one script call).  v has n entries on rc 0. */
-int sched_view(const char *const *ops, size_t n, sched_view_cb cb, void *arg);
+int sched_view(const char *const *ops, size_t n, sched_view_cb cb, void *arg) WARN_UNUSED;
 
 struct sched_enqueue_req {
 	const char *instance;
@@ -106,24 +115,24 @@ struct sched_enqueue_req {
 /* job: the job the operation waits on (new, or joined when `joined`). */
 typedef void (*sched_enqueue_cb)(void *arg, int rc, const char *job, int stage, int64_t version,
 				 bool joined);
-int sched_enqueue(const struct sched_enqueue_req *r, sched_enqueue_cb cb, void *arg);
+int sched_enqueue(const struct sched_enqueue_req *r, sched_enqueue_cb cb, void *arg) WARN_UNUSED;
 
 typedef void (*sched_done_cb)(void *arg, int rc);
 /* An operation answered from the action cache (born COMPLETED). */
 int sched_cached_op(const char *instance, const char *op, const struct digest *action,
 		    const uint8_t *result, size_t len, int64_t retention_us, sched_done_cb cb,
-		    void *arg);
+		    void *arg) WARN_UNUSED;
 /* Cancel one operation: rc 0 (cancelled, or already finished), -ENOENT. */
-int sched_cancel_op(const char *op, sched_done_cb cb, void *arg);
+int sched_cancel_op(const char *op, sched_done_cb cb, void *arg) WARN_UNUSED;
 /* Forget one operation (its job runs on): rc 0 or -ENOENT. */
-int sched_delete_op(const char *op, sched_done_cb cb, void *arg);
+int sched_delete_op(const char *op, sched_done_cb cb, void *arg) WARN_UNUSED;
 
 /* Operations of an instance, oldest first, from `offset` (the index
  * position), at most `size`, optionally only those at `stage` (0 = any).
  * next: offset of the next page, -1 at the end. */
 typedef void (*sched_list_cb)(void *arg, int rc, char **ops, size_t n, int64_t next);
 int sched_list_ops(const char *instance, int64_t offset, int size, int stage, sched_list_cb cb,
-		   void *arg);
+		   void *arg) WARN_UNUSED;
 
 /* ---- bots ---------------------------------------------------------------- */
 
@@ -137,7 +146,8 @@ struct sched_lease {
 /* The outcome of a bot call. */
 struct sched_bot_result {
 	int rc;		     /* 0, -ENOENT (no such session), -EPERM (bot id
-				mismatch: the session was closed), -EIO */
+				mismatch: the session was closed), or a store
+				code (ERR_STORE_FAILED, ERR_STORE_REPLY) */
 	char *closed;	     /* CreateBotSession: the bot's previous session */
 	char *stored_bot_id; /* -EPERM: the session's real bot id */
 	struct sched_lease lease;
@@ -155,7 +165,7 @@ struct sched_bot_create_req {
 	int64_t expire_us;
 	bool assign;
 };
-int sched_bot_create(const struct sched_bot_create_req *r, sched_bot_cb cb, void *arg);
+int sched_bot_create(const struct sched_bot_create_req *r, sched_bot_cb cb, void *arg) WARN_UNUSED;
 
 struct sched_bot_update_req {
 	const char *session, *bot_id;
@@ -170,17 +180,15 @@ struct sched_bot_update_req {
 	size_t result_len;
 	bool assign;
 };
-int sched_bot_update(const struct sched_bot_update_req *r, sched_bot_cb cb, void *arg);
+int sched_bot_update(const struct sched_bot_update_req *r, sched_bot_cb cb, void *arg) WARN_UNUSED;
 /* Give an idle session the best job its properties match. */
-int sched_assign(const char *session, sched_bot_cb cb, void *arg);
-/* Take back a lease the bot never received (no attempt counted). */
-int sched_unassign(const char *session, const char *job);
+int sched_assign(const char *session, sched_bot_cb cb, void *arg) WARN_UNUSED;
+/* Take back a lease the bot never received (no attempt counted): 0 when
+ * the request is queued (its outcome is only logged), ERR_STORE_DOWN. */
+int sched_unassign(const char *session, const char *job) WARN_UNUSED;
 
 /* Platforms with queued jobs: "{instance}\n{platform}" and the count. */
 typedef void (*sched_queued_cb)(void *arg, int rc, char **keys, const int64_t *counts, size_t n);
-int sched_queued(const char *const *instances, size_t n, sched_queued_cb cb, void *arg);
-
-/* Run the sweep now (tests and the timer). */
-void sched_sweep_now(void);
+int sched_queued(const char *const *instances, size_t n, sched_queued_cb cb, void *arg) WARN_UNUSED;
 
 #endif

@@ -1,14 +1,16 @@
 /*
- * watch.c - waiter lists and wake-ups for the scheduler (see watch.h).
- * Owns the table of watched jobs (name -> waiting operations), the dirty
- * list drained once per loop pass, a ring of recently announced jobs
- * nobody watched yet (closing the race between a script's reply and the
- * waiter's registration), the list of long-polling bots, and the
- * safety-net timer.
+ * sched_watch.c - waiter lists and wake-ups for the scheduler (see
+ * sched_watch.h).  Owns the map of watched jobs (name -> waiting
+ * operations), the dirty list drained once per loop pass, a ring of
+ * recently announced jobs nobody watched yet (closing the race between a
+ * script's reply and the waiter's registration), the list of long-polling
+ * bots, and the safety-net timer.
  *
  * Lifetimes: a job entry lives while it has waiters, a read in flight
  * (refs), a place on the dirty list or a slot in the recent ring; the
- * last of these to go frees it (job_maybe_free).
+ * last of these to go frees it (job_maybe_free).  A delivery walks a list
+ * with a cursor that removals advance (w.op_next, w.bot_next), so a
+ * callback may remove or free any waiter, its own included.
  */
 #include "domain/sched_watch.h"
 
@@ -19,116 +21,86 @@
 #include <event2/event.h>
 
 #include "core/cfg.h"
-#include "state/keys.h"
 #include "core/log.h"
+#include "core/map.h"
 #include "domain/sched.h"
+#include "state/keys.h"
 #include "state/store.h"
-#include "services/svc.h"
 
 #define MOD "watch"
 /* Recently announced jobs remembered without waiters. */
 #define RING 4096
-/* Operations read per script call. */
+/* Operations read per sched_view call. */
 #define BATCH_OPS 1000
 
-struct watch_job {
+struct sched_watch_job {
 	char *name;
-	struct watch_job *hnext;
-	struct watch_op *waiters;
-	size_t nwaiters;
-	int refs; /* reads in flight */
-	bool dirty, in_ring;
-	struct watch_job *dnext;
+	struct map_node node;
+	struct list waiters; /* of sched_watch_op.link, newest first */
+	int refs;	     /* reads in flight */
+	bool in_ring;
+	struct list dirty; /* on w.dirty when linked */
 	uint64_t last_seq; /* job_seq of the last message about it */
 };
 
 static struct {
 	struct event_base *base;
-	struct watch_job **tab;
-	size_t mask, count; /* buckets - 1, entries */
-	struct watch_job *dirty_head, *dirty_tail;
+	struct map jobs;
+	struct list dirty;
 	struct event *flush_ev, *safety_ev;
-	struct watch_job *ring[RING];
+	struct sched_watch_job *ring[RING];
 	size_t ring_pos;
-	struct watch_bot *bots_head, *bots_tail;
+	struct list bots;
+	/* Delivery cursors: the next node a delivery visits. */
+	struct list *op_next, *bot_next;
 	uint64_t job_seq, queue_seq;
-	struct watch_stats st;
+	int64_t safety_us;
 	bool inited;
-} w;
+} w = {.jobs = {.rehash = -1},
+       .dirty = LIST_INIT(w.dirty),
+       .bots = LIST_INIT(w.bots),
+       .safety_us = 5000000};
 
-/* ---- the job table -------------------------------------------------------- */
+/* ---- the job map -------------------------------------------------------- */
 
-static size_t hash_str(const char *s)
+static bool job_eq(const struct map_node *n, const void *key)
 {
-	size_t h = 1469598103934665603ULL; /* FNV-1a 64 */
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 1099511628211ULL;
-	return h;
+	return strcmp(container_of(n, struct sched_watch_job, node)->name, key) == 0;
 }
 
-static struct watch_job *job_find(const char *name)
+static struct sched_watch_job *job_find(const char *name)
 {
-	if (!w.tab)
-		return NULL;
-	for (struct watch_job *j = w.tab[hash_str(name) & w.mask]; j; j = j->hnext)
-		if (strcmp(j->name, name) == 0)
-			return j;
-	return NULL;
+	struct map_node *n = map_find(&w.jobs, map_hash_str(name), job_eq, name);
+	return n ? container_of(n, struct sched_watch_job, node) : NULL;
 }
 
-static void table_grow(void)
+static struct sched_watch_job *job_get(const char *name)
 {
-	size_t nb = w.tab ? (w.mask + 1) * 2 : 1024;
-	struct watch_job **nt = xcalloc(nb, sizeof(*nt));
-	for (size_t i = 0; w.tab && i <= w.mask; i++) {
-		struct watch_job *j = w.tab[i];
-		while (j) {
-			struct watch_job *next = j->hnext;
-			size_t b = hash_str(j->name) & (nb - 1);
-			j->hnext = nt[b];
-			nt[b] = j;
-			j = next;
-		}
-	}
-	free(w.tab);
-	w.tab = nt;
-	w.mask = nb - 1;
-}
-
-static struct watch_job *job_get(const char *name)
-{
-	struct watch_job *j = job_find(name);
+	struct sched_watch_job *j = job_find(name);
 	if (j)
 		return j;
-	if (!w.tab || w.count >= w.mask + 1)
-		table_grow();
 	j = xcalloc(1, sizeof(*j));
 	j->name = xstrdup(name);
-	size_t b = hash_str(name) & w.mask;
-	j->hnext = w.tab[b];
-	w.tab[b] = j;
-	w.count++;
+	list_init(&j->waiters);
+	list_init(&j->dirty);
+	map_insert(&w.jobs, &j->node, map_hash_str(name));
 	return j;
 }
 
-static void job_maybe_free(struct watch_job *j)
+static void job_maybe_free(struct sched_watch_job *j)
 {
-	if (j->waiters || j->refs || j->dirty || j->in_ring)
+	if (!list_empty(&j->waiters) || j->refs || list_linked(&j->dirty) || j->in_ring)
 		return;
-	struct watch_job **pp = &w.tab[hash_str(j->name) & w.mask];
-	while (*pp != j)
-		pp = &(*pp)->hnext;
-	*pp = j->hnext;
-	w.count--;
+	map_remove(&w.jobs, &j->node);
 	free(j->name);
 	free(j);
 }
 
-static void ring_put(struct watch_job *j)
+static void ring_put(struct sched_watch_job *j)
 {
 	if (j->in_ring)
 		return;
-	struct watch_job *old = w.ring[w.ring_pos];
+	struct sched_watch_job *old = w.ring[w.ring_pos];
 	w.ring[w.ring_pos] = j;
 	w.ring_pos = (w.ring_pos + 1) % RING;
 	j->in_ring = true;
@@ -141,7 +113,7 @@ static void ring_put(struct watch_job *j)
 /* ---- reading dirty jobs ----------------------------------------------------- */
 
 struct batch {
-	struct watch_job **jobs;
+	struct sched_watch_job **jobs;
 	size_t *start; /* jobs[i]'s operations are names[start[i]..start[i+1]) */
 	size_t njobs;
 	char **names;
@@ -160,25 +132,21 @@ static void batch_free(struct batch *b)
 	free(b->jobs);
 	free(b->start);
 	free(b);
-	/* The last read answered after watch_shutdown frees the table. */
-	if (!w.inited && w.count == 0 && w.tab) {
-		free(w.tab);
-		w.tab = NULL;
-		w.mask = 0;
-	}
+	/* The last read answered after sched_watch_shutdown frees the map. */
+	if (!w.inited && map_count(&w.jobs) == 0)
+		map_destroy(&w.jobs);
 }
 
 static void batch_reply(void *arg, int rc, struct sched_view *v, size_t n)
 {
 	struct batch *b = arg;
 	for (size_t i = 0; i < b->njobs; i++) {
-		struct watch_job *j = b->jobs[i];
-		/* Waiters may leave (or join) from their callbacks: walk a
-		 * snapshot of the list taken by reference counting the job
-		 * and re-checking membership. */
-		struct watch_op *op = j->waiters;
-		while (op) {
-			struct watch_op *next = op->next;
+		struct sched_watch_job *j = b->jobs[i];
+		/* Waiters may leave (or join, at the head) from their
+		 * callbacks: removals advance the cursor. */
+		for (struct list *p = j->waiters.next; p != &j->waiters; p = w.op_next) {
+			struct sched_watch_op *op = container_of(p, struct sched_watch_op, link);
+			w.op_next = p->next;
 			const struct sched_view *found = NULL;
 			for (size_t k = b->start[i]; rc == 0 && k < b->start[i + 1] && k < n; k++)
 				if (strcmp(b->names[k], op->op) == 0) {
@@ -187,28 +155,25 @@ static void batch_reply(void *arg, int rc, struct sched_view *v, size_t n)
 				}
 			if (found || rc != 0)
 				op->on_view(op, found);
-			op = next;
 		}
+		w.op_next = NULL;
 	}
 	batch_free(b);
 }
 
 static void flush(void)
 {
-	while (w.dirty_head) {
+	while (!list_empty(&w.dirty)) {
 		struct batch *b = xcalloc(1, sizeof(*b));
 		size_t capj = 16, capn = 64;
 		b->jobs = xcalloc(capj, sizeof(*b->jobs));
 		b->start = xcalloc(capj + 1, sizeof(*b->start));
 		b->names = xcalloc(capn, sizeof(*b->names));
-		while (w.dirty_head && b->nnames < BATCH_OPS) {
-			struct watch_job *j = w.dirty_head;
-			w.dirty_head = j->dnext;
-			if (!w.dirty_head)
-				w.dirty_tail = NULL;
-			j->dirty = false;
-			j->dnext = NULL;
-			if (!j->waiters) {
+		while (!list_empty(&w.dirty) && b->nnames < BATCH_OPS) {
+			struct sched_watch_job *j =
+				container_of(list_first(&w.dirty), struct sched_watch_job, dirty);
+			list_del(&j->dirty);
+			if (list_empty(&j->waiters)) {
 				job_maybe_free(j);
 				continue;
 			}
@@ -220,7 +185,11 @@ static void flush(void)
 			b->start[b->njobs] = b->nnames;
 			b->jobs[b->njobs++] = j;
 			j->refs++;
-			for (struct watch_op *op = j->waiters; op; op = op->next) {
+			struct list *p;
+			list_for_each(p, &j->waiters)
+			{
+				struct sched_watch_op *op =
+					container_of(p, struct sched_watch_op, link);
 				if (b->nnames == capn)
 					b->names =
 						xrealloc(b->names, (capn *= 2) * sizeof(*b->names));
@@ -232,7 +201,6 @@ static void flush(void)
 			batch_free(b);
 			break;
 		}
-		w.st.view_reads++;
 		if (sched_view((const char *const *)b->names, b->nnames, batch_reply, b) != 0) {
 			/* Redis is down: the reconnect re-reads everything. */
 			batch_free(b);
@@ -246,74 +214,52 @@ static void flush_cb(evutil_socket_t fd, short what, void *arg)
 	flush();
 }
 
-static void mark_dirty(struct watch_job *j)
+static void mark_dirty(struct sched_watch_job *j)
 {
-	if (j->dirty)
+	if (list_linked(&j->dirty))
 		return;
-	j->dirty = true;
-	if (w.dirty_tail)
-		w.dirty_tail->dnext = j;
-	else
-		w.dirty_head = j;
-	w.dirty_tail = j;
+	list_add_tail(&w.dirty, &j->dirty);
 	/* Once per loop pass, after the messages of this read are all in. */
 	if (w.flush_ev && !event_pending(w.flush_ev, EV_TIMEOUT, NULL))
 		event_active(w.flush_ev, EV_TIMEOUT, 1);
 }
 
+static void mark_one(struct map_node *n, void *arg)
+{
+	(void)arg;
+	struct sched_watch_job *j = container_of(n, struct sched_watch_job, node);
+	if (!list_empty(&j->waiters))
+		mark_dirty(j);
+}
+
 static void mark_all_dirty(void)
 {
-	for (size_t i = 0; w.tab && i <= w.mask; i++)
-		for (struct watch_job *j = w.tab[i]; j; j = j->hnext)
-			if (j->waiters)
-				mark_dirty(j);
+	map_foreach(&w.jobs, mark_one, NULL);
 }
 
 /* ---- bots ----------------------------------------------------------------- */
 
-static void bot_unlink(struct watch_bot *b)
-{
-	if (b->prev)
-		b->prev->next = b->next;
-	else
-		w.bots_head = b->next;
-	if (b->next)
-		b->next->prev = b->prev;
-	else
-		w.bots_tail = b->prev;
-	b->prev = b->next = NULL;
-}
-
-static void bot_link_tail(struct watch_bot *b)
-{
-	b->prev = w.bots_tail;
-	b->next = NULL;
-	if (w.bots_tail)
-		w.bots_tail->next = b;
-	else
-		w.bots_head = b;
-	w.bots_tail = b;
-}
-
 /* Wake up to `count` idle bots of `instance` that can run `platform`;
- * each woken bot moves to the tail, so work spreads round-robin. */
+ * each woken bot moves to the tail, so work spreads round-robin.  Each
+ * bot listed when the wake-up began is visited at most once. */
 static void wake_bots(const char *instance, const char *platform, int64_t count)
 {
-	struct watch_bot *b = w.bots_head, *stop = w.bots_tail;
-	while (b && count > 0) {
-		struct watch_bot *next = b->next;
-		bool last = b == stop;
+	struct list *stop = w.bots.prev;
+	if (stop == &w.bots)
+		return;
+	bool last = false;
+	for (struct list *p = w.bots.next; p != &w.bots && count > 0 && !last; p = w.bot_next) {
+		struct sched_watch_bot *b = container_of(p, struct sched_watch_bot, link);
+		w.bot_next = p->next;
+		last = p == stop;
 		if (!b->busy && strcmp(b->instance, instance) == 0 &&
 		    sched_platform_match(platform, b->props)) {
-			bot_unlink(b);
-			bot_link_tail(b);
+			list_move_tail(&w.bots, &b->link);
 			count--;
 			b->on_wake(b);
 		}
-		if (last)
-			break;
-		b = next;
 	}
+	w.bot_next = NULL;
 }
 
 static void queued_reply(void *arg, int rc, char **keys, const int64_t *counts, size_t n)
@@ -331,11 +277,14 @@ static void queued_reply(void *arg, int rc, char **keys, const int64_t *counts, 
 /* Which queues hold work, for the instances that have waiting bots. */
 static void bots_safety_net(void)
 {
-	if (!w.bots_head)
+	if (list_empty(&w.bots))
 		return;
 	size_t n = 0, cap = 4;
 	const char **insts = xcalloc(cap, sizeof(*insts));
-	for (struct watch_bot *b = w.bots_head; b; b = b->next) {
+	struct list *p;
+	list_for_each(p, &w.bots)
+	{
+		struct sched_watch_bot *b = container_of(p, struct sched_watch_bot, link);
 		bool seen = false;
 		for (size_t i = 0; i < n && !seen; i++)
 			seen = strcmp(insts[i], b->instance) == 0;
@@ -361,10 +310,9 @@ static void on_job_msg(const char *channel, const char *msg, size_t len, void *a
 	memcpy(name, msg, len);
 	name[len] = '\0';
 	w.job_seq++;
-	w.st.job_msgs++;
-	struct watch_job *j = job_get(name);
+	struct sched_watch_job *j = job_get(name);
 	j->last_seq = w.job_seq;
-	if (j->waiters)
+	if (!list_empty(&j->waiters))
 		mark_dirty(j);
 	else
 		ring_put(j);
@@ -374,7 +322,6 @@ static void on_queue_msg(const char *channel, const char *msg, size_t len, void 
 {
 	(void)channel, (void)arg;
 	w.queue_seq++;
-	w.st.queue_msgs++;
 	char *s = xstrndup(msg, len);
 	char *nl = strchr(s, '\n');
 	if (nl) {
@@ -386,9 +333,7 @@ static void on_queue_msg(const char *channel, const char *msg, size_t len, void 
 
 static void safety_arm(void)
 {
-	const struct cfg *cfg = svc_config();
-	int64_t us = cfg ? cfg->sched_safety_net_us : 5000000;
-	struct timeval tv = {us / 1000000, us % 1000000};
+	struct timeval tv = {w.safety_us / 1000000, w.safety_us % 1000000};
 	evtimer_add(w.safety_ev, &tv);
 }
 
@@ -398,7 +343,6 @@ static void safety_cb(evutil_socket_t fd, short what, void *arg)
 	safety_arm();
 	if (!store_up())
 		return;
-	w.st.safety_passes++;
 	mark_all_dirty();
 	bots_safety_net();
 }
@@ -415,127 +359,118 @@ static void on_store_state(bool up, void *arg)
 
 /* ---- API -------------------------------------------------------------------- */
 
-void watch_init(struct event_base *base)
+void sched_watch_configure(const struct cfg *cfg)
 {
+	w.safety_us = cfg->sched_safety_net_us;
+	/* A shorter interval applies now, not after the old one ran out. */
+	if (w.safety_ev)
+		safety_arm();
+}
+
+void sched_watch_init(struct event_base *base)
+{
+	static bool subscribed;
+
 	w.base = base;
+	map_init(&w.jobs);
 	w.flush_ev = event_new(base, -1, 0, flush_cb, NULL);
 	w.safety_ev = evtimer_new(base, safety_cb, NULL);
 	if (!w.flush_ev || !w.safety_ev)
 		abort();
-	store_subscribe(KEYS_CH_JOB, on_job_msg, NULL);
-	store_subscribe(KEYS_CH_QUEUE, on_queue_msg, NULL);
-	store_on_state(on_store_state, NULL);
+	/* The store keeps subscriptions for its lifetime (one per process). */
+	if (!subscribed) {
+		char *job = keys_sched("job"), *queue = keys_sched("queue");
+		store_subscribe(job, on_job_msg, NULL);
+		store_subscribe(queue, on_queue_msg, NULL);
+		store_on_state(on_store_state, NULL);
+		free(job);
+		free(queue);
+		subscribed = true;
+	}
 	w.inited = true;
 	safety_arm();
 }
 
-void watch_shutdown(void)
+void sched_watch_shutdown(void)
 {
 	if (!w.inited)
 		return;
-	assert(!w.bots_head);
+	assert(list_empty(&w.bots));
 	event_free(w.flush_ev);
 	event_free(w.safety_ev);
 	w.flush_ev = w.safety_ev = NULL;
 	/* Drain the dirty list and the ring; no waiter may remain. */
-	while (w.dirty_head) {
-		struct watch_job *j = w.dirty_head;
-		w.dirty_head = j->dnext;
-		j->dirty = false;
-		assert(!j->waiters);
+	while (!list_empty(&w.dirty)) {
+		struct sched_watch_job *j =
+			container_of(list_first(&w.dirty), struct sched_watch_job, dirty);
+		list_del(&j->dirty);
+		assert(list_empty(&j->waiters));
 		job_maybe_free(j);
 	}
-	w.dirty_tail = NULL;
 	for (size_t i = 0; i < RING; i++) {
-		struct watch_job *j = w.ring[i];
+		struct sched_watch_job *j = w.ring[i];
 		w.ring[i] = NULL;
 		if (j) {
 			j->in_ring = false;
 			job_maybe_free(j);
 		}
 	}
+	w.ring_pos = 0;
 	/* Reads still in flight hold refs; store_stop answers them (NULL)
-	 * later, so only an empty table can go. */
-	if (w.count == 0) {
-		free(w.tab);
-		w.tab = NULL;
-		w.mask = 0;
-	}
+	 * later, so only an empty map can go now. */
+	if (map_count(&w.jobs) == 0)
+		map_destroy(&w.jobs);
 	w.inited = false;
 }
 
-uint64_t watch_job_seq(void)
+uint64_t sched_watch_job_seq(void)
 {
 	return w.job_seq;
 }
 
-uint64_t watch_queue_seq(void)
+uint64_t sched_watch_queue_seq(void)
 {
 	return w.queue_seq;
 }
 
-void watch_op_add(struct watch_op *op, const char *job, uint64_t since)
+void sched_watch_op_add(struct sched_watch_op *op, const char *job, uint64_t since)
 {
-	struct watch_job *j = job_get(job);
+	assert(!op->job);
+	struct sched_watch_job *j = job_get(job);
 	op->job = j;
-	op->prev = NULL;
-	op->next = j->waiters;
-	if (j->waiters)
-		j->waiters->prev = op;
-	j->waiters = op;
-	j->nwaiters++;
-	w.st.op_waiters++;
-	if (j->nwaiters == 1)
-		w.st.jobs_watched++;
+	list_add_head(&j->waiters, &op->link);
 	if (j->last_seq > since)
 		mark_dirty(j);
 }
 
-void watch_op_remove(struct watch_op *op)
+void sched_watch_op_remove(struct sched_watch_op *op)
 {
-	struct watch_job *j = op->job;
+	struct sched_watch_job *j = op->job;
 	if (!j)
 		return;
-	if (op->prev)
-		op->prev->next = op->next;
-	else
-		j->waiters = op->next;
-	if (op->next)
-		op->next->prev = op->prev;
-	op->prev = op->next = NULL;
+	if (w.op_next == &op->link)
+		w.op_next = op->link.next;
+	list_del(&op->link);
 	op->job = NULL;
-	j->nwaiters--;
-	w.st.op_waiters--;
-	if (!j->nwaiters)
-		w.st.jobs_watched--;
 	job_maybe_free(j);
 }
 
-void watch_job_poke(const char *job)
+bool sched_watch_bot_listed(const struct sched_watch_bot *b)
 {
-	struct watch_job *j = job_find(job);
-	if (j && j->waiters)
-		mark_dirty(j);
+	return b->link.next && list_linked(&b->link);
 }
 
-void watch_bot_add(struct watch_bot *b)
+void sched_watch_bot_add(struct sched_watch_bot *b)
 {
-	assert(!b->on_list);
-	b->on_list = true;
-	bot_link_tail(b);
-	w.st.bot_waiters++;
+	assert(!sched_watch_bot_listed(b));
+	list_add_tail(&w.bots, &b->link);
 }
 
-void watch_bot_remove(struct watch_bot *b)
+void sched_watch_bot_remove(struct sched_watch_bot *b)
 {
-	if (!b->on_list)
+	if (!sched_watch_bot_listed(b))
 		return;
-	b->on_list = false;
-	bot_unlink(b);
-	w.st.bot_waiters--;
-}
-
-void watch_get_stats(struct watch_stats *s)
-{
-	*s = w.st;
+	if (w.bot_next == &b->link)
+		w.bot_next = b->link.next;
+	list_del(&b->link);
 }

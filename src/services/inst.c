@@ -1,8 +1,8 @@
 /*
  * inst.c - run-time REAPI instances: one blob store per configured
  * instance name.  Stores are opened at start-up (not reloadable); the
- * reloadable per-instance switches (allow-updates) are read from the live
- * config on every call.
+ * reloadable per-instance switches (allow-updates) are read on every call
+ * from the config the daemon passes in with inst_configure.
  */
 #include "services/inst.h"
 
@@ -15,7 +15,6 @@
 #include "domain/blob.h"
 #include "core/cfg.h"
 #include "core/log.h"
-#include "services/svc.h"
 
 #define MEMORY_DEFAULT_MAX (1LL << 30)
 /* Room for the request envelope around the blobs of a batch. */
@@ -23,6 +22,12 @@
 
 static struct inst *insts;
 static int ninsts;
+static const struct cfg *live; /* inst_configure */
+
+void inst_configure(const struct cfg *cfg)
+{
+	live = cfg;
+}
 
 /* Instance names may hold '/': keep the directory name flat and readable. */
 static char *dir_name(const char *name)
@@ -113,7 +118,7 @@ struct inst *inst_lookup(struct call *c, const char *name)
 
 const struct cfg_instance *inst_cfg(const struct inst *in)
 {
-	const struct cfg_instance *ci = cfg_instance_find(svc_config(), in->name);
+	const struct cfg_instance *ci = live ? cfg_instance_find(live, in->name) : NULL;
 	/* A reload may drop an instance; its stores stay open until restart,
 	 * and it keeps the defaults. */
 	static const struct cfg_instance fallback = {.allow_updates = true,
@@ -124,6 +129,6 @@ const struct cfg_instance *inst_cfg(const struct inst *in)
 int64_t inst_max_batch(const struct inst *in)
 {
 	int64_t lim = inst_cfg(in)->max_batch_size;
-	int64_t carry = svc_config()->grpc_max_recv_message_size - BATCH_OVERHEAD;
+	int64_t carry = (live ? live->grpc_max_recv_message_size : 4 << 20) - BATCH_OVERHEAD;
 	return lim < carry ? lim : carry;
 }

@@ -22,6 +22,10 @@ struct inst {
 	struct blob_store *cas;
 };
 
+/* The config in force (per-instance switches, message size limit); called
+ * at start and on every reload, cfg valid until the next call. */
+void inst_configure(const struct cfg *cfg);
+
 /* Open every instance's blob store (disk stores live under
  * STATE-DIR/cas/<name>).  Returns 0, or -1 with *err (malloc'd). */
 int inst_open_all(struct event_base *base, const struct cfg *cfg, char **err) WARN_UNUSED;

@@ -86,8 +86,6 @@ void svc_exec_wait(struct call *c, const ProtobufCMessage *msg);
 void svc_exec_cancel(struct call *c);
 /* google.longrunning.Operations.WaitOperation (lives with WaitExecution). */
 void svc_ops_wait(struct call *c, const ProtobufCMessage *msg);
-/* Execute / WaitExecution streams open now. */
-size_t svc_exec_streams(void);
 /* Shutdown: end every stream with UNAVAILABLE (clients resume with
  * WaitExecution, the operations live on in Redis). */
 void svc_exec_drain(void);

@@ -28,6 +28,7 @@
 
 #include "domain/ac.h"
 #include "core/cfg.h"
+#include "core/err.h"
 #include "google/devtools/remoteworkers/v1test2/bots.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
 #include "google/rpc/status.pb-c.h"
@@ -64,7 +65,7 @@ struct bot {
 	bool assign;		/* the bot may take work */
 	int64_t poll_us;	/* how long an idle call may wait */
 	uint64_t qseq;
-	struct watch_bot wb;
+	struct sched_watch_bot wb;
 	struct event *timer;
 	bool waiting;
 	struct bot *prev, *next; /* live calls */
@@ -110,7 +111,7 @@ static void bot_end(struct bot *b)
 		bg.live = b->next;
 	if (b->next)
 		b->next->prev = b->prev;
-	watch_bot_remove(&b->wb);
+	sched_watch_bot_remove(&b->wb);
 	if (b->timer)
 		event_del(b->timer);
 	call_set_data(b->c, NULL);
@@ -177,7 +178,7 @@ static void finish_rc(struct bot *b, const struct sched_bot_result *r)
 			    "closed",
 			    b->session, r->stored_bot_id ? r->stored_bot_id : "?", b->bot_id);
 	else
-		call_finish(b->c, GRPC_UNAVAILABLE, "Redis is down or failed");
+		svc_fail(b->c, r->rc, "cannot use bot session %s", b->session);
 	bot_end(b);
 }
 
@@ -207,21 +208,22 @@ static void assign_reply(void *arg, const struct sched_bot_result *r)
 		/* Nobody will hear of this lease: give it back. */
 		if (r->rc == 0 && r->lease.id && sched_unassign(b->session, r->lease.id) != 0)
 			LOGW(MOD,
-			     "lease %s of session %s not returned: Redis is down; it is "
+			     "lease %s of session %s not returned: Redis is unavailable; it is "
 			     "requeued when the session expires",
 			     r->lease.id, b->session);
 		bot_unref(b);
 		return;
 	}
-	if (r->rc != 0 && r->rc != -EIO) {
+	if (r->rc != 0 && !err_is_store(r->rc) && r->rc != ERR_STORE_REPLY) {
+		/* The session is gone; Redis trouble keeps the poll waiting. */
 		finish_rc(b, r);
 	} else if (r->rc == 0 && r->lease.id) {
 		LOGI(MOD, "session %s (bot %s): lease %s", b->session, b->bot_id, r->lease.id);
 		reply(b, &r->lease);
 	} else if (!b->waiting) {
 		reply(b, NULL); /* the poll ended while we asked */
-	} else if (!b->wb.on_list) {
-		watch_bot_add(&b->wb);
+	} else if (!sched_watch_bot_listed(&b->wb)) {
+		sched_watch_bot_add(&b->wb);
 	}
 	bot_unref(b);
 }
@@ -236,9 +238,9 @@ static void try_assign(struct bot *b)
 	}
 }
 
-static void on_wake(struct watch_bot *wb)
+static void on_wake(struct sched_watch_bot *wb)
 {
-	struct bot *b = (struct bot *)((char *)wb - offsetof(struct bot, wb));
+	struct bot *b = container_of(wb, struct bot, wb);
 	if (b->live && !b->wb.busy)
 		try_assign(b);
 }
@@ -256,9 +258,9 @@ static void long_poll(struct bot *b)
 	b->timer = evtimer_new(bg.base, poll_timeout, b);
 	struct timeval tv = {b->poll_us / 1000000, b->poll_us % 1000000};
 	evtimer_add(b->timer, &tv);
-	watch_bot_add(&b->wb);
+	sched_watch_bot_add(&b->wb);
 	/* Work announced between our script and now would be missed. */
-	if (watch_queue_seq() != b->qseq)
+	if (sched_watch_queue_seq() != b->qseq)
 		try_assign(b);
 }
 
@@ -270,8 +272,8 @@ static void session_reply(void *arg, const struct sched_bot_result *r)
 	if (!b->live || call_done(b->c)) {
 		if (r->rc == 0 && r->lease.id && r->lease.state == RW(LEASE_STATE__PENDING) &&
 		    sched_unassign(b->session, r->lease.id) != 0)
-			LOGW(MOD, "lease %s of session %s not returned: Redis is down", r->lease.id,
-			     b->session);
+			LOGW(MOD, "lease %s of session %s not returned: Redis is unavailable",
+			     r->lease.id, b->session);
 		bot_unref(b);
 		return;
 	}
@@ -384,9 +386,10 @@ void svc_bots_create(struct call *c, const ProtobufCMessage *msg)
 	     b->session, b->props);
 	b->poll_us = 0; /* creation never waits */
 	bot_ref(b);
-	if (sched_bot_create(&r, session_reply, b) != 0) {
+	int rc = sched_bot_create(&r, session_reply, b);
+	if (rc != 0) {
 		bot_unref(b);
-		call_finish(c, GRPC_UNAVAILABLE, "Redis is down: cannot open a bot session");
+		svc_fail(c, rc, "cannot open a bot session");
 		bot_end(b);
 	}
 }
@@ -463,11 +466,11 @@ void svc_bots_update(struct call *c, const ProtobufCMessage *msg)
 				result = build__bazel__remote__execution__v2__action_result__unpack(
 					&call_pb_allocator, l->result->value.len,
 					l->result->value.data);
-				const char *bad = result ? call_bad_string_field(
-								   result->base.descriptor,
-								   l->result->value.data,
-								   l->result->value.len)
-							 : NULL;
+				const char *bad =
+					result ? call_bad_string_field(result->base.descriptor,
+								       l->result->value.data,
+								       l->result->value.len)
+					       : NULL;
 				if (bad) {
 					/* Never store what clients could not parse. */
 					build__bazel__remote__execution__v2__action_result__free_unpacked(
@@ -505,16 +508,17 @@ void svc_bots_update(struct call *c, const ProtobufCMessage *msg)
 	b->result = result;
 	keep_worker(b, s);
 	b->poll_us = poll_budget(c);
-	b->qseq = watch_queue_seq();
+	b->qseq = sched_watch_queue_seq();
 	r.status = b->status;
 	r.assign = b->assign;
 	/* Cover the long poll, then the keep-alive after our answer. */
 	r.expire_us =
 		now_us() + (b->poll_us > 0 ? b->poll_us : 0) + svc_config()->sched_bot_keepalive_us;
 	bot_ref(b);
-	if (sched_bot_update(&r, session_reply, b) != 0) {
+	int rc = sched_bot_update(&r, session_reply, b);
+	if (rc != 0) {
 		bot_unref(b);
-		call_finish(c, GRPC_UNAVAILABLE, "Redis is down: cannot update the bot session");
+		svc_fail(c, rc, "cannot update the bot session");
 		bot_end(b);
 	}
 	free(msgbuf);

@@ -26,6 +26,7 @@
 #include "domain/ac.h"
 #include "domain/blob.h"
 #include "core/cfg.h"
+#include "core/err.h"
 #include "google/rpc/error_details.pb-c.h"
 #include "services/inst.h"
 #include "core/log.h"
@@ -54,7 +55,7 @@ struct exec {
 	int64_t timeout_us;
 	bool do_not_cache;
 	uint64_t seq;
-	struct watch_op w;
+	struct sched_watch_op w;
 	int last_stage;
 	int64_t last_version;
 	int64_t last_send;
@@ -102,7 +103,7 @@ static void ex_end(struct exec *ex)
 		ex_g.live = ex->next;
 	if (ex->next)
 		ex->next->prev = ex->prev;
-	watch_op_remove(&ex->w);
+	sched_watch_op_remove(&ex->w);
 	if (ex->ka)
 		event_del(ex->ka);
 	call_set_data(ex->c, NULL);
@@ -143,9 +144,11 @@ static void wait_timeout_view(void *arg, int rc, struct sched_view *v, size_t n)
 {
 	struct exec *ex = arg;
 	if (ex->live && !call_done(ex->c)) {
-		if (rc != 0 || n != 1 || !v[0].exists) {
-			call_finish(ex->c, rc != 0 ? GRPC_UNAVAILABLE : GRPC_NOT_FOUND,
-				    "operation %s could not be read", ex->op);
+		if (rc != 0) {
+			svc_fail(ex->c, rc, "cannot read operation %s", ex->op);
+		} else if (n != 1 || !v[0].exists) {
+			call_finish(ex->c, GRPC_NOT_FOUND, "operation %s could not be read",
+				    ex->op);
 		} else if (svc_ops_send(ex->c, ex->op, &v[0]) == 0) {
 			call_finish(ex->c, GRPC_OK, NULL);
 		}
@@ -164,10 +167,10 @@ static void ka_cb(evutil_socket_t fd, short what, void *arg)
 		/* The wait is over: answer with the operation as it is now. */
 		const char *names[] = {ex->op};
 		ex_ref(ex);
-		if (sched_view(names, 1, wait_timeout_view, ex) != 0) {
+		int rc = sched_view(names, 1, wait_timeout_view, ex);
+		if (rc != 0) {
 			ex_unref(ex);
-			call_finish(ex->c, GRPC_UNAVAILABLE,
-				    "Redis is down: cannot read the operation");
+			svc_fail(ex->c, rc, "cannot read the operation");
 			ex_end(ex);
 		}
 		return;
@@ -187,7 +190,7 @@ static void ka_cb(evutil_socket_t fd, short what, void *arg)
 	ka_arm(ex);
 }
 
-static void on_view(struct watch_op *w, const struct sched_view *v)
+static void on_view(struct sched_watch_op *w, const struct sched_view *v)
 {
 	struct exec *ex = (struct exec *)((char *)w - offsetof(struct exec, w));
 	if (!v || !ex->live)
@@ -232,7 +235,7 @@ static void ex_watch(struct exec *ex, const struct sched_view *v)
 	ex_send(ex, v);
 	if (!ex->live)
 		return;
-	watch_op_add(&ex->w, ex->job, ex->seq);
+	sched_watch_op_add(&ex->w, ex->job, ex->seq);
 	ka_arm(ex);
 }
 
@@ -265,9 +268,7 @@ static void enq_reply(void *arg, int rc, const char *job, int stage, int64_t ver
 		return;
 	}
 	if (rc != 0) {
-		call_finish(ex->c, GRPC_UNAVAILABLE,
-			    "Redis is down or failed while queueing "
-			    "the action");
+		svc_fail(ex->c, rc, "cannot queue the action");
 		ex_end(ex);
 		ex_unref(ex);
 		return;
@@ -302,11 +303,12 @@ static void enqueue(struct exec *ex)
 		.max_attempts = ci->max_attempts,
 		.retention_us = ci->operation_retention_us,
 	};
-	ex->seq = watch_job_seq();
+	ex->seq = sched_watch_job_seq();
 	ex_ref(ex);
-	if (sched_enqueue(&r, enq_reply, ex) != 0) {
+	int rc = sched_enqueue(&r, enq_reply, ex);
+	if (rc != 0) {
 		ex_unref(ex);
-		call_finish(ex->c, GRPC_UNAVAILABLE, "Redis is down: cannot queue the action");
+		svc_fail(ex->c, rc, "cannot queue the action");
 		ex_end(ex);
 	}
 }
@@ -615,9 +617,7 @@ static void wait_view(void *arg, int rc, struct sched_view *v, size_t n)
 		return;
 	}
 	if (rc != 0 || n != 1) {
-		call_finish(ex->c, GRPC_UNAVAILABLE,
-			    "Redis is down or failed while reading "
-			    "the operation");
+		svc_fail(ex->c, rc != 0 ? rc : ERR_STORE_REPLY, "cannot read the operation");
 		ex_end(ex);
 	} else if (!v[0].exists) {
 		call_finish(ex->c, GRPC_NOT_FOUND,
@@ -649,12 +649,13 @@ void svc_exec_wait(struct call *c, const ProtobufCMessage *msg)
 	}
 	struct exec *ex = ex_new(c, req->name);
 	ex->last_stage = SCHED_UNKNOWN;
-	ex->seq = watch_job_seq();
+	ex->seq = sched_watch_job_seq();
 	const char *names[] = {ex->op};
 	ex_ref(ex);
-	if (sched_view(names, 1, wait_view, ex) != 0) {
+	int rc = sched_view(names, 1, wait_view, ex);
+	if (rc != 0) {
 		ex_unref(ex);
-		call_finish(c, GRPC_UNAVAILABLE, "Redis is down: cannot read the operation");
+		svc_fail(c, rc, "cannot read the operation");
 		ex_end(ex);
 	}
 }
@@ -689,12 +690,13 @@ void svc_ops_wait(struct call *c, const ProtobufCMessage *msg)
 	struct exec *ex = ex_new(c, req->name);
 	ex->wait_us = wait > 0 ? wait : 1;
 	ex->last_stage = SCHED_UNKNOWN;
-	ex->seq = watch_job_seq();
+	ex->seq = sched_watch_job_seq();
 	const char *names[] = {ex->op};
 	ex_ref(ex);
-	if (sched_view(names, 1, wait_view, ex) != 0) {
+	int rc = sched_view(names, 1, wait_view, ex);
+	if (rc != 0) {
 		ex_unref(ex);
-		call_finish(c, GRPC_UNAVAILABLE, "Redis is down: cannot read the operation");
+		svc_fail(c, rc, "cannot read the operation");
 		ex_end(ex);
 	}
 }
@@ -742,9 +744,4 @@ void svc_exec_drain(void)
 			    "on; resume with WaitExecution");
 		ex_end(ex);
 	}
-}
-
-size_t svc_exec_streams(void)
-{
-	return ex_g.streams;
 }

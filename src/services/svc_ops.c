@@ -15,6 +15,7 @@
 
 #include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 #include "core/cfg.h"
+#include "core/err.h"
 #include "google/longrunning/operations.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
 #include "google/rpc/status.pb-c.h"
@@ -122,9 +123,16 @@ static bool name_ok(struct call *c, const char *name)
 	return true;
 }
 
-static void finish_io(struct call *c, const char *doing)
+/* Finish c for a scheduler error (core/err.h) while `doing`; NOT_FOUND
+ * names the operation. */
+static void finish_err(struct call *c, int rc, const char *name, const char *doing)
 {
-	call_finish(c, GRPC_UNAVAILABLE, "Redis is down or failed while %s", doing);
+	if (rc == -ENOENT)
+		call_finish(c, GRPC_NOT_FOUND,
+			    "operation %s not found (unknown, deleted, or past its retention)",
+			    name);
+	else
+		svc_fail(c, rc, "cannot %s", doing);
 }
 
 /* ---- GetOperation ------------------------------------------------------- */
@@ -154,13 +162,10 @@ static void get_reply(void *arg, int rc, struct sched_view *v, size_t n)
 {
 	struct one *o = arg;
 	if (call_done(o->c)) {
-	} else if (rc != 0 || n != 1) {
-		finish_io(o->c, "reading the operation");
-	} else if (!v[0].exists) {
-		call_finish(o->c, GRPC_NOT_FOUND,
-			    "operation %s not found (unknown, deleted, or "
-			    "past its retention)",
-			    o->name);
+	} else if (rc != 0) {
+		finish_err(o->c, rc, o->name, "read the operation");
+	} else if (n != 1 || !v[0].exists) {
+		finish_err(o->c, -ENOENT, o->name, NULL);
 	} else {
 		struct op_msg m;
 		op_msg_build(&m, o->name, &v[0]);
@@ -177,8 +182,9 @@ void svc_ops_get(struct call *c, const ProtobufCMessage *msg)
 		return;
 	struct one *o = one_new(c, req->name);
 	const char *names[] = {o->name};
-	if (sched_view(names, 1, get_reply, o) != 0) {
-		call_finish(c, GRPC_UNAVAILABLE, "Redis is down");
+	int rc = sched_view(names, 1, get_reply, o);
+	if (rc != 0) {
+		finish_err(c, rc, o->name, "read the operation");
 		one_free(o);
 	}
 }
@@ -189,13 +195,8 @@ static void change_reply(void *arg, int rc)
 {
 	struct one *o = arg;
 	if (call_done(o->c)) {
-	} else if (rc == -ENOENT) {
-		call_finish(o->c, GRPC_NOT_FOUND,
-			    "operation %s not found (unknown, deleted, or "
-			    "past its retention)",
-			    o->name);
 	} else if (rc != 0) {
-		finish_io(o->c, "changing the operation");
+		finish_err(o->c, rc, o->name, "change the operation");
 	} else {
 		Google__Protobuf__Empty e = GOOGLE__PROTOBUF__EMPTY__INIT;
 		call_reply(o->c, &e.base);
@@ -210,8 +211,9 @@ void svc_ops_cancel(struct call *c, const ProtobufCMessage *msg)
 		return;
 	struct one *o = one_new(c, req->name);
 	LOGI("ops", "%s: CancelOperation %s", call_peer(c), o->name);
-	if (sched_cancel_op(o->name, change_reply, o) != 0) {
-		call_finish(c, GRPC_UNAVAILABLE, "Redis is down");
+	int rc = sched_cancel_op(o->name, change_reply, o);
+	if (rc != 0) {
+		finish_err(c, rc, o->name, "cancel the operation");
 		one_free(o);
 	}
 }
@@ -222,8 +224,9 @@ void svc_ops_delete(struct call *c, const ProtobufCMessage *msg)
 	if (!name_ok(c, req->name))
 		return;
 	struct one *o = one_new(c, req->name);
-	if (sched_delete_op(o->name, change_reply, o) != 0) {
-		call_finish(c, GRPC_UNAVAILABLE, "Redis is down");
+	int rc = sched_delete_op(o->name, change_reply, o);
+	if (rc != 0) {
+		finish_err(c, rc, o->name, "delete the operation");
 		one_free(o);
 	}
 }
@@ -254,7 +257,7 @@ static void list_views(void *arg, int rc, struct sched_view *v, size_t n)
 		return;
 	}
 	if (rc != 0 || n != l->n) {
-		finish_io(l->c, "reading operations");
+		svc_fail(l->c, rc != 0 ? rc : ERR_STORE_REPLY, "cannot read the operations");
 		list_free(l);
 		return;
 	}
@@ -290,7 +293,7 @@ static void list_names(void *arg, int rc, char **names, size_t n, int64_t next)
 	struct list *l = arg;
 	if (call_done(l->c) || rc != 0) {
 		if (!call_done(l->c))
-			finish_io(l->c, "listing operations");
+			svc_fail(l->c, rc, "cannot list the operations");
 		list_free(l);
 		return;
 	}
@@ -303,8 +306,9 @@ static void list_names(void *arg, int rc, char **names, size_t n, int64_t next)
 		list_views(l, 0, NULL, 0);
 		return;
 	}
-	if (sched_view((const char *const *)l->names, n, list_views, l) != 0) {
-		call_finish(l->c, GRPC_UNAVAILABLE, "Redis is down");
+	rc = sched_view((const char *const *)l->names, n, list_views, l);
+	if (rc != 0) {
+		svc_fail(l->c, rc, "cannot read the operations");
 		list_free(l);
 	}
 }
@@ -371,8 +375,9 @@ void svc_ops_list(struct call *c, const ProtobufCMessage *msg)
 	struct list *l = xcalloc(1, sizeof(*l));
 	l->c = c;
 	call_ref(c);
-	if (sched_list_ops(in->name, offset, size, stage, list_names, l) != 0) {
-		call_finish(c, GRPC_UNAVAILABLE, "Redis is down");
+	int rc = sched_list_ops(in->name, offset, size, stage, list_names, l);
+	if (rc != 0) {
+		svc_fail(c, rc, "cannot list the operations");
 		list_free(l);
 	}
 }

@@ -1,8 +1,29 @@
 /*
- * keys.c - the Redis key schema.  Every key reactord writes is built here,
- * so this comment and man/reactor-redis.7 are the whole list.
+ * keys.c - the Redis key schema of the scheduler and the action cache.
+ * Every key these write is built here, so this comment and
+ * man/reactor-redis.7 are the whole list; the buckets list theirs in
+ * buckets_keys.h.
  *
- *   ac:{instance}:{hash}-{size}   hash   action cache entry
+ * One namespace.  Every key and pub/sub channel reactord writes starts with
+ * one prefix, {ns} below (redis.prefix, default "reactor:"), so reactord
+ * can share a Redis with other applications (Redis Cluster has no SELECT)
+ * and `redis-cli --scan --pattern 'reactor:*'` shows all of its state.
+ *
+ * (Braces here mark placeholders, not hash tags.)
+ *
+ * Scripts and Redis Cluster.  Every key a script touches is passed in
+ * KEYS when the caller can name it before the call.  The rest are found
+ * at run time and cannot be: a job read from a queue, an operation's job,
+ * the queues of an instance's platform set, a session's instance, the
+ * retired keys the sweep deletes.  Naming them up front would need a read
+ * before every script, and the read-then-act race is what the scripts
+ * exist to close.  Instead they share the namespace with the KEYS keys:
+ * a prefix holding a hash tag (redis.prefix: "{reactor}:") puts every key
+ * on one Cluster slot, so each script stays single-slot.  Spreading the
+ * scheduler over slots (a tag per instance) would also need operation and
+ * job names that carry their instance; that is a later step.
+ *
+ *   {ns}ac:{instance}:{hash}-{size}   hash   action cache entry
  *       result     serialized build.bazel.remote.execution.v2.ActionResult
  *       exit_code  the action's exit code (decimal)
  *       outputs    number of output files + directories + symlinks
@@ -16,11 +37,11 @@
  *     `result` is still the bytes it checked) when a referenced blob is
  *     gone or the entry does not parse.
  *
- * Remote execution (sched.c, sched_lua.c).  Times are microseconds since
- * the epoch; digests are "hash/size"; {platform} is the canonical platform
+ * Remote execution (domain/sched.c, state/lua/sched_*.lua).  Times are
+ * microseconds since the epoch; digests are "hash/size"; {platform} is the canonical platform
  * "key=value;key=value" (sorted; '%', ';', '=' and ':' %-escaped).
  *
- *   job:{job}                     hash   one execution of an action
+ *   {ns}job:{job}                   hash   one execution of an action
  *       instance action platform queue priority seq timeout (us)
  *       stage      QUEUED | EXECUTING | COMPLETED
  *       ops        operations still waiting on it (not cancelled)
@@ -32,39 +53,41 @@
  *       status message  the outcome (gRPC code, text) once COMPLETED
  *       result     serialized ActionResult reported by the bot
  *       version    bumped on every change watchers care about
- *   job:{job}:ops                 set    operation names of the job
- *   actionjob:{instance}:{hash}-{size}  string  job in flight (dedup)
- *   op:{operation}                hash   one Execute call
+ *   {ns}job:{job}:ops               set    operation names of the job
+ *   {ns}actionjob:{instance}:{hash}-{size}
+ *                                 string  job in flight (dedup)
+ *   {ns}op:{operation}            hash   one Execute call
  *       instance job action created; stage/status/message/result/cached
  *       only when the operation ended on its own (cache hit, cancelled)
- *   ops:{instance}                zset   operations by creation time
- *   queue:{instance}:{platform}   zset   queued jobs, score
+ *   {ns}ops:{instance}            zset   operations by creation time
+ *   {ns}queue:{instance}:{platform}   zset   queued jobs, score
  *                                        priority * 2^32 + seq
- *   platforms:{instance}          set    platforms that have had a queue
- *   bot:{session}                 hash   bot session: instance bot_id props
+ *   {ns}platforms:{instance}      set    platforms that have had a queue
+ *   {ns}bot:{session}             hash   bot session: instance bot_id props
  *                                        status lease (job) expire created seen
- *   bots:{instance}               zset   sessions by expiry time
- *   botid:{instance}:{bot_id}     string the bot's current session
- *   botprops:{instance}           hash   props string -> live sessions
- *   sched:seq                     string arrival counter (INCR)
- *   sched:deadlines               zset   assigned jobs by action deadline
- *   sched:retire                  zset   finished op:/job: keys by removal
+ *   {ns}bots:{instance}           zset   sessions by expiry time
+ *   {ns}botid:{instance}:{bot_id} string the bot's current session
+ *   {ns}botprops:{instance}       hash   props string -> live sessions
+ *   {ns}sched:seq                 string arrival counter (INCR)
+ *   {ns}sched:deadlines           zset   assigned jobs by action deadline
+ *   {ns}sched:retire              zset   finished op:/job: keys by removal
  *                                        time (each also has a TTL)
- *   channels sched:job (payload: job name) and sched:queue (payload:
- *   "{instance}\n{platform}") announce changes.
+ *   channels {ns}sched:job (payload: job name) and {ns}sched:queue
+ *   (payload: "{instance}\n{platform}") announce changes.
  *
- * Build buckets (svc_buckets.c, buckets*.c): every key starts with "bb:"
- * and is listed, with its fields, in buckets_keys.h.
+ * Build buckets (domain/buckets*.c): listed, with their fields, in
+ * buckets_keys.h.
  *
  * Instance names may contain '/' and ':'; keys keep them verbatim, so
- * `redis-cli --scan --pattern 'ac:*'` lists every entry.
+ * `redis-cli --scan --pattern 'reactor:ac:*'` lists every entry.
  */
 #include "state/keys.h"
 
+#include <stdarg.h>
+#include <stdlib.h>
+
 #include "core/digest.h"
 #include "core/util.h"
-
-#include <stdlib.h>
 
 static char *ns_prefix;
 
@@ -79,28 +102,81 @@ const char *keys_ns(void)
 	return ns_prefix ? ns_prefix : "";
 }
 
+/* The namespace followed by the formatted rest. */
+static char *key(const char *fmt, ...) PRINTF_LIKE(1, 2);
+static char *key(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	char *rest = xvasprintf(fmt, ap);
+	va_end(ap);
+	char *k = xasprintf("%s%s", keys_ns(), rest);
+	free(rest);
+	return k;
+}
+
 char *keys_ac(const char *instance, const struct digest *action)
 {
-	return xasprintf("ac:%s:%s-%lld", instance, action->hex, (long long)action->size);
+	return key("ac:%s:%s-%lld", instance, action->hex, (long long)action->size);
 }
 
 char *keys_job(const char *job)
 {
-	return xasprintf(KEYS_JOB "%s", job);
+	return key("job:%s", job);
+}
+
+char *keys_job_ops(const char *job)
+{
+	return key("job:%s:ops", job);
 }
 
 char *keys_op(const char *op)
 {
-	return xasprintf(KEYS_OP "%s", op);
+	return key("op:%s", op);
 }
 
-char *keys_bot(const char *session)
+char *keys_ops(const char *instance)
 {
-	return xasprintf(KEYS_BOT "%s", session);
+	return key("ops:%s", instance);
 }
 
 char *keys_action_job(const char *instance, const struct digest *action)
 {
-	return xasprintf(KEYS_ACTIONJOB "%s:%s-%lld", instance, action->hex,
-			 (long long)action->size);
+	return key("actionjob:%s:%s-%lld", instance, action->hex, (long long)action->size);
+}
+
+char *keys_queue(const char *instance, const char *platform)
+{
+	return key("queue:%s:%s", instance, platform);
+}
+
+char *keys_platforms(const char *instance)
+{
+	return key("platforms:%s", instance);
+}
+
+char *keys_bot(const char *session)
+{
+	return key("bot:%s", session);
+}
+
+char *keys_bots(const char *instance)
+{
+	return key("bots:%s", instance);
+}
+
+char *keys_botid(const char *instance, const char *bot_id)
+{
+	return key("botid:%s:%s", instance, bot_id);
+}
+
+char *keys_botprops(const char *instance)
+{
+	return key("botprops:%s", instance);
+}
+
+char *keys_sched(const char *name)
+{
+	return key("sched:%s", name);
 }

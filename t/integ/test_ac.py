@@ -118,7 +118,8 @@ class ACTestCase(h.ReactordTestCase):
         return redis_cmd(os.path.join(srv.state_dir, "redis", "redis.sock"), *args)
 
     def ac_key(self, action, instance=""):
-        return "ac:%s:%s-%d" % (instance, action.hash, action.size_bytes)
+        # "reactor:" is the default redis.prefix.
+        return "reactor:ac:%s:%s-%d" % (instance, action.hash, action.size_bytes)
 
     # -- RPCs
     def upload(self, blobs, instance=""):

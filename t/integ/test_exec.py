@@ -29,6 +29,8 @@ from harness import grpc, pb  # noqa: E402
 
 OK, CANCELLED, DEADLINE_EXCEEDED, FAILED_PRECONDITION, UNAVAILABLE = 0, 1, 4, 9, 14
 LINUX = (("OSFamily", "linux"),)
+# redis.prefix: every key and channel reactord writes starts with it.
+NS = "reactor:"
 
 
 def exec_config(**inst):
@@ -147,15 +149,15 @@ class TestExecute(ExecCase):
         self.assertEqual(len(names), 10)
         r = tb.embedded_redis(srv)
         self.addCleanup(r.close)
-        jobs = set(r("HGET", "op:" + n, "job") for n in names)
+        jobs = set(r("HGET", NS + "op:" + n, "job") for n in names)
         self.assertEqual(len(jobs), 1, jobs)
         job = jobs.pop().decode()
-        self.assertEqual(int(r("HGET", "job:" + job, "ops")), 10)
+        self.assertEqual(int(r("HGET", NS + "job:" + job, "ops")), 10)
         bot = self.bot(srv, "b1")
         for s in streams:
             self.assert_done(list(s))
         self.assertEqual(bot.got, [job])
-        self.assertEqual(r("SCARD", "job:%s:ops" % job), 10)
+        self.assertEqual(r("SCARD", NS + "job:%s:ops" % job), 10)
 
     def test_missing_inputs(self):
         srv, ch = self.start()
@@ -255,7 +257,7 @@ class TestScheduling(ExecCase):
             streams.append((name, s))
         r = tb.embedded_redis(srv)
         self.addCleanup(r.close)
-        order_jobs = r("ZRANGE", "queue::", 0, -1)
+        order_jobs = r("ZRANGE", NS + "queue::", 0, -1)
         self.assertEqual(len(order_jobs), 5)
         bot = self.bot(srv, "b1")
         for _, s in streams:
@@ -266,7 +268,7 @@ class TestScheduling(ExecCase):
         for name, _ in specs:
             dd, _ = tb.make_action(("echo", name))
             by_action["%s/%d" % (dd.hash, dd.size_bytes)] = name
-        ran = [by_action[r("HGET", "job:" + j, "action").decode()] for j in bot.got]
+        ran = [by_action[r("HGET", NS + "job:" + j, "action").decode()] for j in bot.got]
         self.assertEqual(ran, ["m5a", "m5b", "z0", "p5", "p5b"])
 
     def test_dedup_raises_priority(self):
@@ -283,7 +285,7 @@ class TestScheduling(ExecCase):
             list(s)
         r = tb.embedded_redis(srv)
         self.addCleanup(r.close)
-        first = r("HGET", "job:" + bot.got[0], "action").decode()
+        first = r("HGET", NS + "job:" + bot.got[0], "action").decode()
         self.assertEqual(first, "%s/%d" % (d1.hash, d1.size_bytes))
 
     def test_platform_matching_and_no_worker(self):
@@ -316,7 +318,7 @@ class TestScheduling(ExecCase):
         self.first(s)
         r = tb.embedded_redis(srv)
         self.addCleanup(r.close)
-        self.assertEqual(r("SMEMBERS", "platforms:"), [b"pool=small"])
+        self.assertEqual(r("SMEMBERS", NS + "platforms:"), [b"pool=small"])
         other = self.bot(srv, "other", props=(("pool", "big"),))
         right = self.bot(srv, "right", props=(("pool", "small"),))
         self.assert_done(list(s))
@@ -337,13 +339,13 @@ class TestCancel(ExecCase):
         self.assert_done(tb.run_to_end(s1), code=CANCELLED)
         r = tb.embedded_redis(srv)
         self.addCleanup(r.close)
-        job = r("HGET", "op:" + o2.name, "job").decode()
-        self.assertEqual(r("HGET", "job:" + job, "stage"), b"QUEUED")
-        self.assertEqual(r("ZCARD", "queue::"), 1)
+        job = r("HGET", NS + "op:" + o2.name, "job").decode()
+        self.assertEqual(r("HGET", NS + "job:" + job, "stage"), b"QUEUED")
+        self.assertEqual(r("ZCARD", NS + "queue::"), 1)
         tb.cancel_operation(ch, o2.name)
         self.assert_done(tb.run_to_end(s2), code=CANCELLED)
-        self.assertEqual(r("HGET", "job:" + job, "stage"), b"COMPLETED")
-        self.assertEqual(r("ZCARD", "queue::"), 0)
+        self.assertEqual(r("HGET", NS + "job:" + job, "stage"), b"COMPLETED")
+        self.assertEqual(r("ZCARD", NS + "queue::"), 0)
         g = tb.get_operation(ch, o1.name)
         self.assertEqual(tb.op_response(g).status.code, CANCELLED)
         # Cancelling a finished operation is fine; an unknown one is not.
@@ -371,9 +373,9 @@ class TestCancel(ExecCase):
         s.cancel()
         r = tb.embedded_redis(srv)
         self.addCleanup(r.close)
-        h.wait_for(lambda: r("HGET", "op:" + o.name, "stage") == b"COMPLETED", 5,
+        h.wait_for(lambda: r("HGET", NS + "op:" + o.name, "stage") == b"COMPLETED", 5,
                    "the orphaned operation to be cancelled")
-        self.assertEqual(r("ZCARD", "queue::"), 0)
+        self.assertEqual(r("ZCARD", NS + "queue::"), 0)
 
     def test_client_gone_job_runs_on(self):
         srv, ch = self.start()
@@ -400,8 +402,8 @@ class TestCancel(ExecCase):
         rr = tb.embedded_redis(srv)
         self.addCleanup(rr.close)
         job = good.got[0]
-        self.assertEqual(rr("HGET", "job:" + job, "attempts"), b"2")
-        self.assertEqual(rr("HGET", "job:" + job, "bots"), b"dies,good")
+        self.assertEqual(rr("HGET", NS + "job:" + job, "attempts"), b"2")
+        self.assertEqual(rr("HGET", NS + "job:" + job, "bots"), b"dies,good")
         self.assertIn("expired", srv.log())
 
     def test_max_attempts(self):
@@ -456,8 +458,8 @@ class TestOperations(ExecCase):
         self.assertEqual(e.code(), grpc.StatusCode.NOT_FOUND)
         r = tb.embedded_redis(srv)
         self.addCleanup(r.close)
-        h.wait_for(lambda: not r("KEYS", "job:*"), 5, "job keys to be removed")
-        self.assertEqual(r("ZCARD", "ops:"), 0)
+        h.wait_for(lambda: not r("KEYS", NS + "job:*"), 5, "job keys to be removed")
+        self.assertEqual(r("ZCARD", NS + "ops:"), 0)
 
     def test_wait_operation(self):
         srv, ch = self.start()
@@ -665,15 +667,17 @@ class TestRestart(ExecCase):
         self.assertEqual(len(set(done)), N, "a job was run twice")
         r = tb.Resp(ext.sock)
         self.addCleanup(r.close)
-        keys = [k for k in r("KEYS", "job:*") if not k.endswith(b":ops")]
+        keys = [k for k in r("KEYS", NS + "job:*") if not k.endswith(b":ops")]
         self.assertEqual(len(keys), N)
         for k in keys:
             f = r.hgetall(k)
             self.assertEqual(f["stage"], b"COMPLETED")
             self.assertEqual(f["attempts"], b"1", k)
             self.assertEqual(f["status"], b"0")
-        self.assertEqual(r("ZCARD", "queue::"), 0)
+        self.assertEqual(r("ZCARD", NS + "queue::"), 0)
         self.assertGreater(sum(len(b.completed) > 0 for b in bots), 1)
+        # One namespace: nothing the two reactords wrote lies outside it.
+        self.assertEqual([k for k in r("KEYS", "*") if not k.startswith(NS.encode())], [])
 
 
 class TestQuietCost(ExecCase):
@@ -688,7 +692,7 @@ class TestQuietCost(ExecCase):
         bots = [self.bot(srv, "idle%d" % i, poll=30.0) for i in range(10)]
         r = tb.embedded_redis(srv)
         self.addCleanup(r.close)
-        h.wait_for(lambda: r("ZCARD", "bots:") == 10, 10, "10 bot sessions")
+        h.wait_for(lambda: r("ZCARD", NS + "bots:") == 10, 10, "10 bot sessions")
         time.sleep(1.5)  # let every bot reach its long poll (a measurement, not readiness)
         before = r.commandstats()
         t0 = time.monotonic()

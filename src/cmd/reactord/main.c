@@ -31,6 +31,7 @@
 #include "core/log.h"
 #include "domain/sched.h"
 #include "transport/server.h"
+#include "state/keys.h"
 #include "state/store.h"
 #include "services/svc.h"
 #include "domain/sched_watch.h"
@@ -97,6 +98,9 @@ static void apply_live(struct cfg *cfg)
 	server_reconfigure(cfg);
 	svc_set_config(cfg);
 	svc_buckets_configure(cfg);
+	inst_configure(cfg);
+	sched_configure(cfg);
+	sched_watch_configure(cfg);
 }
 
 /* ---- shutdown ------------------------------------------------------------ */
@@ -304,6 +308,7 @@ int main(int argc, char **argv)
 		LOGW("main", "cannot write %s: %s", d.pid_file, strerror(errno));
 
 	store_on_state(store_state, NULL);
+	keys_set_ns(d.boot->redis_prefix);
 	if (svc_buckets_init(d.base) != 0) {
 		LOGE("main", "buckets: cannot register the Redis scripts");
 		goto out_store;
@@ -312,7 +317,7 @@ int main(int argc, char **argv)
 		LOGE("main", "scheduler: cannot register the Redis scripts");
 		goto out_store;
 	}
-	watch_init(d.base);
+	sched_watch_init(d.base);
 	if (store_start(d.base, d.boot, &err) != 0) {
 		LOGE("main", "redis: %s", err);
 		free(err);
@@ -378,7 +383,7 @@ out_server:
 out_store:
 	svc_buckets_shutdown();
 	sched_stop();
-	watch_shutdown();
+	sched_watch_shutdown();
 	store_stop();
 	if (d.boot->ready_file)
 		unlink(d.boot->ready_file);

@@ -79,6 +79,7 @@ static void setup_server(void)
 	call_set_base(base);
 	call_configure(cfg);
 	svc_set_config(cfg);
+	inst_configure(cfg);
 	ck_assert_int_eq(inst_open_all(base, cfg, &err), 0);
 	svc_health_set_serving(false);
 	ck_assert_int_eq(bufferevent_pair_new(base, 0, pair), 0);

@@ -1,0 +1,58 @@
+-- sched_bot_update.lua - UpdateBotSession: refresh the session, apply
+-- the state the bot reports for its lease (started, completed, given up,
+-- forgotten), and optionally hand an idle bot work.  Runs after
+-- sched_prelude.lua.
+-- KEYS: 3 bot:{session} (its instance's keys are found at run time).
+-- ARGV: 1 session name, 2 bot_id, 3 now, 4 expire, 5 status, 6 reported
+--   lease id ('' none), 7 its state (PENDING, ACTIVE, COMPLETED,
+--   CANCELLED), 8 result code, 9 result message, 10 serialized
+--   ActionResult ('' none), 11 assign work when idle (1/0).
+-- Returns {'NOSESSION'} | {'BOTID', stored bot_id} |
+--   {'OK', lease id, lease state, action, completed job, its action,
+--    its do_not_cache, instance}.
+local sk, name, now = KEYS[3], ARGV[1], ARGV[3]
+local s = hm(sk, 'instance', 'bot_id', 'lease', 'props')
+if not s.instance then return {'NOSESSION'} end
+if s.bot_id ~= ARGV[2] then
+  close_session(name, now, 'its session was used by another bot id')
+  return {'BOTID', s.bot_id}
+end
+redis.call('HSET', sk, 'expire', ARGV[4], 'seen', now, 'status', ARGV[5])
+redis.call('ZADD', P_BOTS .. s.instance, ARGV[4], name)
+local L = s.lease or ''
+local sid, sstate, saction = '', '', ''
+local dj, da, dd = '', '', ''
+if L ~= '' then
+  local jk = P_JOB .. L
+  local f = hm(jk, 'stage', 'bot', 'lease', 'action', 'do_not_cache')
+  if not f.stage or f.bot ~= name or f.lease == 'CANCELLED' then
+    redis.call('HSET', sk, 'lease', '')
+    sid, sstate = L, 'CANCELLED'
+  elseif ARGV[6] ~= L then
+    redis.call('HSET', sk, 'lease', '')
+    requeue(L, now, 'bot ' .. s.bot_id .. ' no longer reported its lease')
+  elseif ARGV[7] == 'ACTIVE' then
+    if f.lease == 'PENDING' then
+      redis.call('HSET', jk, 'lease', 'ACTIVE', 'stage', 'EXECUTING', 'started', now)
+      bump(L)
+    end
+    sid, sstate, saction = L, 'ACTIVE', f.action
+  elseif ARGV[7] == 'COMPLETED' then
+    redis.call('HSET', sk, 'lease', '')
+    redis.call('HSET', jk, 'lease', 'COMPLETED')
+    local res = ARGV[10]
+    if res == '' then res = nil end
+    finish(L, now, tonumber(ARGV[8]), ARGV[9], res)
+    dj, da, dd = L, f.action, f.do_not_cache
+  elseif ARGV[7] == 'CANCELLED' then
+    redis.call('HSET', sk, 'lease', '')
+    requeue(L, now, 'bot ' .. s.bot_id .. ' gave the lease up')
+  else
+    sid, sstate, saction = L, f.lease, f.action
+  end
+end
+if sid == '' and ARGV[11] == '1' then
+  local a = assign(name, s.instance, s.props, now)
+  if a then sid, sstate, saction = a[1], 'PENDING', a[2] end
+end
+return {'OK', sid, sstate, saction, dj, da, dd, s.instance}

@@ -1,0 +1,20 @@
+-- sched_delete.lua - forget an operation without cancelling its job.
+-- Runs after sched_prelude.lua.
+-- KEYS: 3 op:{operation}.
+-- ARGV: 1 op name.
+-- Returns NOTFOUND or DELETED.
+local o = hm(KEYS[3], 'job', 'stage', 'instance')
+if not o.instance then return 'NOTFOUND' end
+redis.call('DEL', KEYS[3])
+redis.call('ZREM', P_OPS .. o.instance, ARGV[1])
+redis.call('ZREM', K_RETIRE, KEYS[3])
+if o.job and o.job ~= '' then
+  local jk = P_JOB .. o.job
+  redis.call('SREM', jk .. ':ops', ARGV[1])
+  local st = redis.call('HGET', jk, 'stage')
+  if st and st ~= 'COMPLETED' and o.stage ~= 'COMPLETED' then
+    redis.call('HINCRBY', jk, 'ops', -1)
+  end
+  if st then bump(o.job) end
+end
+return 'DELETED'
