@@ -53,8 +53,8 @@
  *   channels sched:job (payload: job name) and sched:queue (payload:
  *   "{instance}\n{platform}") announce changes.
  *
- * Build buckets (svc_buckets.c, buckets*.c): every key starts with "bb:"
- * and is listed, with its fields, in buckets_keys.h.
+ * Build buckets (domain/buckets*.c): every key starts with the namespace
+ * and "{bb}:" and is listed, with its fields, in buckets_keys.h.
  *
  * Instance names may contain '/' and ':'; keys keep them verbatim, so
  * `redis-cli --scan --pattern 'ac:*'` lists every entry.
