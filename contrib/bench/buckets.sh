@@ -75,7 +75,9 @@ for d in $DEPTHS; do
 	p50=$(sed -n 's/.*p50_ms=\([0-9.]*\).*/\1/p' <<<"$out")
 	p99=$(sed -n 's/.*p99_ms=\([0-9.]*\).*/\1/p' <<<"$out")
 	calls=$(evalsha_calls)
-	done_builds=$(R ZCARD bb:bucket:bench:COMPLETED)
+	# Whatever namespace reactord runs with: the {bb} tag marks the buckets keys.
+	done_key=$(R --scan --pattern '*{bb}:bucket:bench:COMPLETED' | head -n 1)
+	done_builds=$(R ZCARD "${done_key:-none}")
 	m1=$(info memory used_memory)
 	rt=$(awk -v c="$calls" -v n="$n" 'BEGIN {printf "%.2f", n ? c / n : 0}')
 	per=$(awk -v a="$m0" -v b="$m1" -v n="$done_builds" 'BEGIN {printf "%.0f", n ? (b - a) / n : 0}')

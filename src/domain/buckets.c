@@ -1,531 +1,119 @@
 /*
- * buckets.c - the build-bucket domain (see buckets.h): request validation
- * (bucket names, tags, parameters_json and its changes), one EVALSHA per
- * operation, and the conversion of script replies and build hashes into
- * reactor.buckets.v1.Build messages.  It owns no state besides the tunables:
- * everything lives in Redis, under the keys of buckets_keys.h.
+ * buckets.c - the build-bucket operations (see buckets.h): each validates
+ * its request (buckets_input.c), names the keys it can name before the
+ * call (state/buckets_keys.h), runs one script with EVALSHA and turns the
+ * reply into a result (buckets_build.c).  It owns no state besides the
+ * tunables and the loop used to defer answers: everything lives in Redis.
  *
  * Checks that depend on the build (unknown id, completed, lease key) run
  * inside the scripts, in the order the API promises; input errors found
  * here that must come after them are handed to the script as a "late
- * error" it reports once the build checks pass.
+ * error" it reports once the build checks pass.  Input errors found before
+ * any Redis call are answered from a zero-delay event, so no callback runs
+ * before the operation returns (core/err.h).
  */
 #include "domain/buckets.h"
 
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
+#include <event2/event.h>
 #include <hiredis/hiredis.h>
 
-#include "state/buckets_keys.h"
-#include "rpc/grpc.h"
+#include "core/err.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "domain/buckets_int.h"
+#include "state/buckets_keys.h"
+#include "state/store.h"
 
 #define MOD  "buckets"
 #define R(x) REACTOR__BUCKETS__V1__ERROR_REASON__##x
 
 static struct bk_config conf = {60LL * 1000000, 2LL * 86400 * 1000000};
+static struct event_base *loop;
 
 void bk_configure(const struct bk_config *c)
 {
 	conf = *c;
 }
 
-/* ---- enum names ---------------------------------------------------------- */
-
-static const char *enum_name(const ProtobufCEnumDescriptor *d, int v)
+int bk_init(struct event_base *base)
 {
-	const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value(d, v);
-	return ev ? ev->name : NULL;
-}
-
-static int enum_value(const ProtobufCEnumDescriptor *d, const char *name)
-{
-	const ProtobufCEnumValue *ev = protobuf_c_enum_descriptor_get_value_by_name(d, name);
-	return ev ? ev->value : 0;
-}
-
-const char *bk_status_name(int v)
-{
-	return enum_name(&reactor__buckets__v1__status__descriptor, v);
-}
-const char *bk_result_name(int v)
-{
-	return enum_name(&reactor__buckets__v1__result__descriptor, v);
-}
-const char *bk_failure_name(int v)
-{
-	return enum_name(&reactor__buckets__v1__failure_reason__descriptor, v);
-}
-const char *bk_cancel_name(int v)
-{
-	return enum_name(&reactor__buckets__v1__cancelation_reason__descriptor, v);
-}
-const char *bk_reason_name(int v)
-{
-	return enum_name(&reactor__buckets__v1__error_reason__descriptor, v);
-}
-
-/* ---- validation ------------------------------------------------------------ */
-
-bool bk_bucket_name_ok(const char *s)
-{
-	size_t n = strlen(s);
-	if (n == 0 || n > BK_BUCKET_MAX)
-		return false;
-	for (size_t i = 0; i < n; i++) {
-		char c = s[i];
-		bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-		if (!alnum && (i == 0 || (c != '.' && c != '_' && c != '-')))
-			return false;
-	}
-	return true;
-}
-
-/* Strings stored in Redis and sent back must be UTF-8 (proto3 strings). */
-static char *check_utf8v(const char *field, char *const *v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		if (!json_utf8_ok(v[i], strlen(v[i])))
-			return xasprintf("%s[%zu]: not valid UTF-8", field, i);
-	return NULL;
-}
-
-static char *check_utf8(const char *field, const char *s)
-{
-	return json_utf8_ok(s, strlen(s)) ? NULL : xasprintf("%s: not valid UTF-8", field);
-}
-
-static char *bad_bucket(const char *field, const char *name)
-{
-	return xasprintf(
-		"%s: \"%.120s\" is not a valid bucket name (want [a-z0-9][a-z0-9._-]{0,99})", field,
-		name);
-}
-
-void bk_params_free(struct bk_params *p)
-{
-	free(p->builder_name);
-	for (size_t i = 0; i < p->n_changes; i++) {
-		free(p->change_ids[i]);
-		free(p->change_revs[i]);
-	}
-	free(p->change_ids);
-	free(p->change_revs);
-	memset(p, 0, sizeof *p);
-}
-
-/* Field f of change object c must be a string when present; *err names it. */
-static bool opt_string(const struct json *c, const char *f, const char *where, char **err)
-{
-	const struct json *v = json_get(c, f);
-	if (!v || v->type == JSON_STRING)
-		return true;
-	*err = xasprintf("%s.%s: must be a string, not %s", where, f, json_type_name(v->type));
-	return false;
-}
-
-static int check_change(const struct json *c, size_t i, char **err)
-{
-	char where[200];
-	const struct json *id = json_get(c, "id");
-	if (id && id->type == JSON_STRING)
-		snprintf(where, sizeof where, "parameters_json.changes[%zu] (id \"%.100s\")", i,
-			 id->str);
-	else
-		snprintf(where, sizeof where, "parameters_json.changes[%zu]", i);
-	if (c->type != JSON_OBJECT) {
-		*err = xasprintf("%s: must be an object, not %s", where, json_type_name(c->type));
-		return -1;
-	}
-	static const char *const strs[] = {"id", "revision", "message", "branch", "url", "project"};
-	for (size_t k = 0; k < ARRAY_LEN(strs); k++)
-		if (!opt_string(c, strs[k], where, err))
-			return -1;
-	const struct json *author = json_get(c, "author");
-	if (!author) {
-		*err = xasprintf("%s.author: required (an object with a string email)", where);
-		return -1;
-	}
-	if (author->type != JSON_OBJECT) {
-		*err = xasprintf("%s.author: must be an object, not %s", where,
-				 json_type_name(author->type));
-		return -1;
-	}
-	const struct json *email = json_get(author, "email");
-	if (!email) {
-		*err = xasprintf("%s.author.email: required", where);
-		return -1;
-	}
-	if (email->type != JSON_STRING) {
-		*err = xasprintf("%s.author.email: must be a string, not %s", where,
-				 json_type_name(email->type));
-		return -1;
-	}
-	const struct json *ts = json_get(c, "create_ts");
-	if (ts && (ts->type != JSON_NUMBER || !ts->is_int || ts->i < 0)) {
-		*err = xasprintf("%s.create_ts: must be a non-negative integer (microseconds since "
-				 "the epoch)",
-				 where);
-		return -1;
-	}
-	const struct json *files = json_get(c, "files");
-	if (files) {
-		if (files->type != JSON_ARRAY) {
-			*err = xasprintf("%s.files: must be a list, not %s", where,
-					 json_type_name(files->type));
-			return -1;
-		}
-		for (size_t k = 0; k < files->n; k++) {
-			const struct json *f = files->items[k];
-			const struct json *path = json_get(f, "path");
-			if (f->type != JSON_OBJECT) {
-				*err = xasprintf(
-					"%s.files[%zu]: must be an object with a string path, "
-					"not %s",
-					where, k, json_type_name(f->type));
-				return -1;
-			}
-			if (!path || path->type != JSON_STRING) {
-				*err = xasprintf("%s.files[%zu].path: %s", where, k,
-						 path ? "must be a string" : "required");
-				return -1;
-			}
-		}
-	}
-	return 0;
-}
-
-int bk_params_parse(const char *text, struct bk_params *out, char **err)
-{
-	char jerr[160];
-	memset(out, 0, sizeof *out);
-	if (!text || !*text) {
-		*err = xasprintf("parameters_json: required (a JSON object with a string "
-				 "builder_name)");
-		return -1;
-	}
-	struct json *j = json_parse(text, strlen(text), jerr, sizeof jerr);
-	if (!j) {
-		*err = xasprintf("parameters_json: invalid JSON: %s", jerr);
-		return -1;
-	}
-	int rc = -1;
-	if (j->type != JSON_OBJECT) {
-		*err = xasprintf("parameters_json: must be a JSON object, not %s",
-				 json_type_name(j->type));
-		goto out;
-	}
-	const struct json *bn = json_get(j, "builder_name");
-	if (!bn || bn->type != JSON_STRING || bn->len == 0 || strlen(bn->str) != bn->len) {
-		*err = xasprintf("parameters_json.builder_name: %s",
-				 !bn			   ? "required"
-				 : bn->type != JSON_STRING ? "must be a string"
-				 : bn->len == 0		   ? "must not be empty"
-							   : "must not contain NUL");
-		goto out;
-	}
-	const struct json *props = json_get(j, "properties");
-	if (props && props->type != JSON_OBJECT) {
-		*err = xasprintf("parameters_json.properties: must be an object, not %s",
-				 json_type_name(props->type));
-		goto out;
-	}
-	if (json_get(props, "buildbucket")) {
-		*err = xasprintf("parameters_json.properties.buildbucket: reserved; the server "
-				 "sets it");
-		goto out;
-	}
-	const struct json *ch = json_get(j, "changes");
-	if (ch && ch->type != JSON_ARRAY) {
-		*err = xasprintf("parameters_json.changes: must be a list, not %s",
-				 json_type_name(ch->type));
-		goto out;
-	}
-	for (size_t i = 0; ch && i < ch->n; i++)
-		if (check_change(ch->items[i], i, err) < 0)
-			goto out;
-	out->builder_name = xstrdup(bn->str);
-	for (size_t i = 0; ch && i < ch->n; i++) {
-		const struct json *id = json_get(ch->items[i], "id");
-		const struct json *rev = json_get(ch->items[i], "revision");
-		if (!id || id->len == 0)
-			continue;
-		out->change_ids = xrealloc(out->change_ids, (out->n_changes + 1) * sizeof(char *));
-		out->change_revs =
-			xrealloc(out->change_revs, (out->n_changes + 1) * sizeof(char *));
-		out->change_ids[out->n_changes] = xstrdup(id->str);
-		out->change_revs[out->n_changes] = xstrdup(rev ? rev->str : "");
-		out->n_changes++;
-	}
-	rc = 0;
-out:
-	json_free(j);
-	return rc;
-}
-
-void bk_strv_free(char **v, size_t n)
-{
-	for (size_t i = 0; v && i < n; i++)
-		free(v[i]);
-	free(v);
-}
-
-static int cmp_str(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-static bool is_builder_tag(const char *t)
-{
-	return strncmp(t, "builder:", 8) == 0;
-}
-
-int bk_tags_normalize(char *const *tags, size_t n, const char *builder, char ***out, size_t *nout,
-		      char **err)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (!strchr(tags[i], ':')) {
-			*err = xasprintf("tags[%zu]: \"%.200s\" is not key:value (no ':')", i,
-					 tags[i]);
-			return -1;
-		}
-		if (is_builder_tag(tags[i]) && strcmp(tags[i] + 8, builder) != 0) {
-			*err = xasprintf("tags[%zu]: \"%.200s\" disagrees with parameters_json."
-					 "builder_name \"%.200s\"",
-					 i, tags[i], builder);
-			return -1;
-		}
-	}
-	char **v = xcalloc(n + 1, sizeof *v);
-	for (size_t i = 0; i < n; i++)
-		v[i] = xstrdup(tags[i]);
-	v[n] = xasprintf("builder:%s", builder);
-	qsort(v, n + 1, sizeof *v, cmp_str);
-	size_t k = 0;
-	for (size_t i = 0; i <= n; i++) {
-		if (k && strcmp(v[k - 1], v[i]) == 0)
-			free(v[i]);
-		else
-			v[k++] = v[i];
-	}
-	*out = v;
-	*nout = k;
-	return 0;
-}
-
-int bk_new_tags_check(char *const *tags, size_t n, char **err)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (!strchr(tags[i], ':')) {
-			*err = xasprintf("new_tags[%zu]: \"%.200s\" is not key:value (no ':')", i,
-					 tags[i]);
-			return -1;
-		}
-		if (is_builder_tag(tags[i])) {
-			*err = xasprintf("new_tags[%zu]: \"%.200s\": builder tags cannot be added",
-					 i, tags[i]);
-			return -1;
-		}
-	}
-	return 0;
-}
-
-int64_t bk_lease_key_new(void)
-{
-	uint64_t v = 0;
-	while (v == 0) {
-		if (getrandom(&v, sizeof v, 0) != sizeof v) {
-			LOGE(MOD, "getrandom: %s", strerror(errno));
-			abort();
-		}
-		v &= (1ULL << 53) - 1;
-	}
-	return (int64_t)v;
-}
-
-/* ---- builds from Redis replies ------------------------------------------- */
-
-static char *pstr(const char *s, size_t len)
-{
-	return len ? xstrndup(s, len) : (char *)protobuf_c_empty_string;
-}
-
-static void sfree(char *s)
-{
-	if (s && s != protobuf_c_empty_string)
-		free(s);
-}
-
-void bk_build_free(BkBuild *b)
-{
-	if (!b)
-		return;
-	sfree(b->bucket);
-	bk_strv_free(b->tags, b->n_tags);
-	sfree(b->parameters_json);
-	sfree(b->result_details_json);
-	sfree(b->url);
-	sfree(b->created_by);
-	sfree(b->leasee);
-	free(b);
-}
-
-static int64_t num(const redisReply *v)
-{
-	char buf[32];
-	size_t n = v->len < sizeof buf - 1 ? v->len : sizeof buf - 1;
-	memcpy(buf, v->str, n);
-	buf[n] = '\0';
-	return strtoll(buf, NULL, 10);
-}
-
-static void set_tags(BkBuild *b, const redisReply *v)
-{
-	struct json *j = json_parse(v->str, v->len, NULL, 0);
-	if (j && j->type == JSON_ARRAY) {
-		b->tags = xcalloc(j->n ? j->n : 1, sizeof(char *));
-		for (size_t i = 0; i < j->n; i++)
-			if (j->items[i]->type == JSON_STRING)
-				b->tags[b->n_tags++] = xstrdup(j->items[i]->str);
-	} else {
-		LOGW(MOD, "build %" PRId64 ": tags field is not a JSON array", b->id);
-	}
-	json_free(j);
-}
-
-BkBuild *bk_build_from_hash(int64_t id, const redisReply *arr)
-{
-	if (!arr || arr->type != REDIS_REPLY_ARRAY || arr->elements == 0 || arr->elements % 2)
-		return NULL;
-	BkBuild *b = xmalloc(sizeof *b);
-	reactor__buckets__v1__build__init(b);
-	b->id = id;
-	for (size_t i = 0; i + 1 < arr->elements; i += 2) {
-		const redisReply *k = arr->element[i], *v = arr->element[i + 1];
-		if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING)
-			continue;
-		const char *f = k->str;
-#define IS(name) (strcmp(f, name) == 0)
-		if (IS("bucket"))
-			sfree(b->bucket), b->bucket = pstr(v->str, v->len);
-		else if (IS("tags"))
-			set_tags(b, v);
-		else if (IS("parameters_json"))
-			sfree(b->parameters_json), b->parameters_json = pstr(v->str, v->len);
-		else if (IS("status"))
-			b->status = enum_value(&reactor__buckets__v1__status__descriptor, v->str);
-		else if (IS("result"))
-			b->result = enum_value(&reactor__buckets__v1__result__descriptor, v->str);
-		else if (IS("result_details_json"))
-			sfree(b->result_details_json),
-				b->result_details_json = pstr(v->str, v->len);
-		else if (IS("failure_reason"))
-			b->failure_reason = enum_value(
-				&reactor__buckets__v1__failure_reason__descriptor, v->str);
-		else if (IS("cancelation_reason"))
-			b->cancelation_reason = enum_value(
-				&reactor__buckets__v1__cancelation_reason__descriptor, v->str);
-		else if (IS("lease_expiration_ts"))
-			b->lease_expiration_ts = num(v);
-		else if (IS("url"))
-			sfree(b->url), b->url = pstr(v->str, v->len);
-		else if (IS("created_ts"))
-			b->created_ts = num(v);
-		else if (IS("updated_ts"))
-			b->updated_ts = num(v);
-		else if (IS("completed_ts"))
-			b->completed_ts = num(v);
-		else if (IS("created_by"))
-			sfree(b->created_by), b->created_by = pstr(v->str, v->len);
-		else if (IS("status_changed_ts"))
-			b->status_changed_ts = num(v);
-		else if (IS("retry_of"))
-			b->retry_of = num(v);
-		else if (IS("started_ts"))
-			b->started_ts = num(v);
-		else if (IS("leasee"))
-			sfree(b->leasee), b->leasee = pstr(v->str, v->len);
-#undef IS
-	}
-	return b;
-}
-
-BkBuild *bk_build_from_reply(const redisReply *pair)
-{
-	if (!pair || pair->type != REDIS_REPLY_ARRAY || pair->elements != 2 ||
-	    pair->element[0]->type != REDIS_REPLY_STRING)
-		return NULL;
-	return bk_build_from_hash(num(pair->element[0]), pair->element[1]);
+	loop = base;
+	return bk_scripts_register();
 }
 
 /* ---- script plumbing -------------------------------------------------------- */
 
-enum op_kind { OP_BUILD, OP_LIST, OP_COUNT, OP_GET };
+enum op_kind { OP_BUILD, OP_LIST, OP_COUNT };
 
 struct op {
 	enum op_kind kind;
 	bk_cb cb;
 	bk_list_cb lcb;
-	void (*ncb)(long n, void *arg);
+	bk_count_cb ncb;
 	void *arg;
 	const char *what; /* for logs */
-	int64_t get_id;	  /* OP_GET */
+	int64_t get_id;	  /* Get */
 	int late_reason;  /* Put in "check" mode: the input error to report */
 	char *late_msg;	  /* when client_operation_id was not seen */
+	int dreason;	  /* a deferred answer (defer()) */
+	char *dmsg;
 };
 
-/* Script arguments: pointers into the request or into `owned`. */
+/* Script keys and arguments, all owned: the keys first (nkeys of them),
+ * then the key base (the scripts' ARGV[1]), then the script's own. */
 struct args {
-	const char *v[64];
-	size_t len[64];
-	char *owned[16];
-	int n, nowned;
-	const char **xv; /* grown past 64 for long tag lists */
-	size_t *xlen;
-	int cap;
+	char **v;
+	size_t *len;
+	int n, nkeys, cap;
 };
+
+static void push_own(struct args *a, char *s)
+{
+	if (a->n == a->cap) {
+		a->cap = a->cap ? 2 * a->cap : 16;
+		a->v = xrealloc(a->v, (size_t)a->cap * sizeof *a->v);
+		a->len = xrealloc(a->len, (size_t)a->cap * sizeof *a->len);
+	}
+	a->v[a->n] = s;
+	a->len[a->n] = strlen(s);
+	a->n++;
+}
+
+/* A key (before any argument); takes s over. */
+static void push_key(struct args *a, char *s)
+{
+	if (a->n != a->nkeys)
+		abort();
+	push_own(a, s);
+	a->nkeys++;
+}
 
 static void push(struct args *a, const char *s)
 {
-	if (a->n >= 64 && a->n >= a->cap) {
-		int cap = a->cap ? a->cap * 2 : 128;
-		const char **v = xcalloc((size_t)cap, sizeof *v);
-		size_t *len = xcalloc((size_t)cap, sizeof *len);
-		memcpy(v, a->xv ? a->xv : a->v, (size_t)a->n * sizeof *v);
-		memcpy(len, a->xlen ? a->xlen : a->len, (size_t)a->n * sizeof *len);
-		free(a->xv);
-		free(a->xlen);
-		a->xv = v, a->xlen = len, a->cap = cap;
-	}
-	const char **v = a->xv ? a->xv : a->v;
-	size_t *len = a->xlen ? a->xlen : a->len;
-	v[a->n] = s ? s : "";
-	len[a->n] = strlen(v[a->n]);
-	a->n++;
+	if (a->n == a->nkeys)
+		push_own(a, bkeys_base()); /* the scripts' ARGV[1] */
+	push_own(a, xstrdup(s ? s : ""));
 }
 
 static void push_i64(struct args *a, int64_t x)
 {
-	if (a->nowned == (int)ARRAY_LEN(a->owned))
-		abort();
-	char *s = xasprintf("%" PRId64, x);
-	a->owned[a->nowned++] = s;
-	push(a, s);
+	char buf[24];
+	snprintf(buf, sizeof buf, "%" PRId64, x);
+	push(a, buf);
 }
 
 static void args_free(struct args *a)
 {
-	for (int i = 0; i < a->nowned; i++)
-		free(a->owned[i]);
-	free(a->xv);
-	free(a->xlen);
+	for (int i = 0; i < a->n; i++)
+		free(a->v[i]);
+	free(a->v);
+	free(a->len);
 }
 
 static struct op *op_new(enum op_kind kind, const char *what, void *arg)
@@ -537,42 +125,70 @@ static struct op *op_new(enum op_kind kind, const char *what, void *arg)
 	return o;
 }
 
-static void finish_build(struct op *o, int code, int reason, char *msg, BkBuild *b)
+static void op_free(struct op *o)
 {
-	struct bk_res r = {code, reason, msg, b};
+	free(o->late_msg);
+	free(o->dmsg);
+	free(o);
+}
+
+static void finish_build(struct op *o, int err, int reason, char *msg, BkBuild *b)
+{
+	struct bk_res r = {err, reason, msg, b};
 	o->cb(&r, o->arg);
 	free(r.message);
 	bk_build_free(r.build);
-	free(o->late_msg);
-	free(o);
+	op_free(o);
 }
 
-static void finish_list(struct op *o, int code, int reason, char *msg)
+static void finish_list(struct op *o, int err, int reason, char *msg)
 {
-	struct bk_list r = {code, reason, msg, NULL, 0, NULL};
+	struct bk_list r = {err, reason, msg, NULL, 0, NULL};
 	o->lcb(&r, o->arg);
 	free(r.message);
-	free(o);
+	op_free(o);
 }
 
 /* Report a failure of any kind of op (the message is taken over). */
-static void fail_op(struct op *o, int code, int reason, char *msg)
+static void fail_op(struct op *o, int err, int reason, char *msg)
 {
 	switch (o->kind) {
-	case OP_BUILD:
-	case OP_GET: finish_build(o, code, reason, msg, NULL); break;
-	case OP_LIST: finish_list(o, code, reason, msg); break;
+	case OP_BUILD: finish_build(o, err, reason, msg, NULL); break;
+	case OP_LIST: finish_list(o, err, reason, msg); break;
 	case OP_COUNT:
 		free(msg);
-		o->ncb(-1, o->arg);
-		free(o);
+		o->ncb(err, -1, o->arg);
+		op_free(o);
 		break;
 	}
 }
 
-static void input_error(struct op *o, char *msg)
+static void deferred(evutil_socket_t fd, short what, void *arg)
 {
-	fail_op(o, GRPC_OK, R(INVALID_INPUT), msg);
+	(void)fd, (void)what;
+	struct op *o = arg;
+	char *m = o->dmsg;
+	o->dmsg = NULL;
+	fail_op(o, 0, o->dreason, m);
+}
+
+/* Answer `reason` (msg taken over) from a zero-delay event: the caller
+ * returns before the callback runs.  Returns 0. */
+static int defer(struct op *o, int reason, char *msg)
+{
+	static const struct timeval zero = {0, 0};
+	o->dreason = reason;
+	o->dmsg = msg;
+	if (!loop || event_base_once(loop, -1, EV_TIMEOUT, deferred, o, &zero) < 0) {
+		LOGE(MOD, "%s: cannot schedule an answer", o->what);
+		abort(); /* bk_init not called, or out of memory inside libevent */
+	}
+	return 0;
+}
+
+static int input_error(struct op *o, char *msg)
+{
+	return defer(o, R(INVALID_INPUT), msg);
 }
 
 static bool is_str(const redisReply *r, const char *s)
@@ -585,12 +201,12 @@ static bool is_str(const redisReply *r, const char *s)
 static bool reply_ok(struct op *o, const redisReply *r)
 {
 	if (!r) {
-		fail_op(o, GRPC_UNAVAILABLE, 0, xstrdup("Redis connection lost"));
+		fail_op(o, ERR_STORE_FAILED, 0, NULL);
 		return false;
 	}
 	if (r->type == REDIS_REPLY_ERROR) {
 		LOGE(MOD, "%s: Redis error: %s", o->what, r->str);
-		fail_op(o, GRPC_INTERNAL, 0, xasprintf("Redis error in %s: %s", o->what, r->str));
+		fail_op(o, ERR_STORE_REPLY, 0, xasprintf("Redis error in %s: %s", o->what, r->str));
 		return false;
 	}
 	return true;
@@ -599,7 +215,7 @@ static bool reply_ok(struct op *o, const redisReply *r)
 static void bad_reply(struct op *o)
 {
 	LOGE(MOD, "%s: unexpected reply from Redis", o->what);
-	fail_op(o, GRPC_INTERNAL, 0, xasprintf("unexpected reply from Redis to %s", o->what));
+	fail_op(o, ERR_STORE_REPLY, 0, xasprintf("to %s", o->what));
 }
 
 /* {"ERR", reason, message}: in-band error. */
@@ -608,9 +224,8 @@ static bool script_err(struct op *o, const redisReply *r)
 	if (r->elements != 3 || !is_str(r->element[0], "ERR") ||
 	    r->element[1]->type != REDIS_REPLY_STRING || r->element[2]->type != REDIS_REPLY_STRING)
 		return false;
-	int reason =
-		enum_value(&reactor__buckets__v1__error_reason__descriptor, r->element[1]->str);
-	fail_op(o, GRPC_OK, reason ? reason : R(INVALID_INPUT),
+	int reason = bk_reason_value(r->element[1]->str);
+	fail_op(o, 0, reason ? reason : R(INVALID_INPUT),
 		xstrndup(r->element[2]->str, r->element[2]->len));
 	return true;
 }
@@ -629,7 +244,7 @@ static void build_reply(redisReply *r, void *arg)
 	if (r->elements == 1 && is_str(r->element[0], "MISS")) {
 		char *m = o->late_msg;
 		o->late_msg = NULL;
-		fail_op(o, GRPC_OK, o->late_reason, m);
+		fail_op(o, 0, o->late_reason, m);
 		return;
 	}
 	BkBuild *b;
@@ -640,12 +255,12 @@ static void build_reply(redisReply *r, void *arg)
 		bad_reply(o);
 		return;
 	}
-	b->utcnow_ts = num(r->element[1]);
-	b->lease_key = num(r->element[2]);
+	b->utcnow_ts = bk_reply_num(r->element[1]);
+	b->lease_key = bk_reply_num(r->element[2]);
 	LOGD(MOD, "%s: build %" PRId64 " now %s%s%s%s", o->what, b->id, bk_status_name(b->status),
 	     b->lease_expiration_ts ? ", leased" : "", b->result ? " " : "",
 	     b->result ? bk_result_name(b->result) : "");
-	finish_build(o, GRPC_OK, 0, NULL, b);
+	finish_build(o, 0, 0, NULL, b);
 }
 
 static void list_reply(redisReply *r, void *arg)
@@ -658,7 +273,7 @@ static void list_reply(redisReply *r, void *arg)
 		bad_reply(o);
 		return;
 	}
-	struct bk_list l = {GRPC_OK, 0, NULL, NULL, 0, NULL};
+	struct bk_list l = {0, 0, NULL, NULL, 0, NULL};
 	l.builds = xcalloc(r->elements, sizeof *l.builds);
 	for (size_t i = 1; i < r->elements; i++) {
 		BkBuild *b = bk_build_from_reply(r->element[i]);
@@ -675,33 +290,41 @@ static void list_reply(redisReply *r, void *arg)
 	free(l.builds);
 	free(l.next_cursor);
 	free(l.message);
-	free(o);
+	op_free(o);
 }
 
 static void count_reply(redisReply *r, void *arg)
 {
 	struct op *o = arg;
-	long n = -1;
-	if (r && r->type == REDIS_REPLY_INTEGER)
-		n = (long)r->integer;
-	else if (r && r->type == REDIS_REPLY_ERROR)
-		LOGE(MOD, "%s: Redis error: %s", o->what, r->str);
-	o->ncb(n, o->arg);
-	free(o);
+	if (!reply_ok(o, r))
+		return;
+	if (r->type != REDIS_REPLY_INTEGER) {
+		bad_reply(o);
+		return;
+	}
+	o->ncb(0, (long)r->integer, o->arg);
+	op_free(o);
 }
 
-static void run(struct op *o, int script, struct args *a)
+/* Run the script; on 0 the reply finishes o, else o is freed and the
+ * caller's callback is never called. */
+static int run(struct op *o, int script, struct args *a)
 {
 	static const store_cb cbs[] = {
 		[OP_BUILD] = build_reply,
 		[OP_LIST] = list_reply,
 		[OP_COUNT] = count_reply,
 	};
-	int rc = store_evalsha(bk_scripts[script], cbs[o->kind], o, 0, a->n, a->xv ? a->xv : a->v,
-			       a->xlen ? a->xlen : a->len);
+	if (a->n == a->nkeys)
+		push_own(a, bkeys_base());
+	int rc = store_evalsha(bk_scripts[script], cbs[o->kind], o, a->nkeys, a->n - a->nkeys,
+			       (const char **)a->v, a->len);
 	args_free(a);
-	if (rc < 0)
-		fail_op(o, GRPC_UNAVAILABLE, 0, xstrdup("Redis is down"));
+	if (rc < 0) {
+		op_free(o);
+		return ERR_STORE_DOWN;
+	}
+	return 0;
 }
 
 static struct op *build_op(const char *what, bk_cb cb, void *arg)
@@ -711,57 +334,31 @@ static struct op *build_op(const char *what, bk_cb cb, void *arg)
 	return o;
 }
 
-static bool id_known(struct op *o, int64_t id)
+/* Ids are positive: answer BUILD_NOT_FOUND for the rest without Redis. */
+static bool id_known(int64_t id)
 {
-	if (id > 0)
-		return true;
-	fail_op(o, GRPC_OK, R(BUILD_NOT_FOUND), xasprintf("build %" PRId64 " not found", id));
-	return false;
+	return id > 0;
+}
+
+static int not_found(struct op *o, int64_t id)
+{
+	return defer(o, R(BUILD_NOT_FOUND), xasprintf("build %" PRId64 " not found", id));
+}
+
+/* KEYS of the scripts that act on one known build. */
+static void build_keys(struct args *a, int64_t id)
+{
+	push_key(a, bkeys_build(id));
+	push_key(a, bkeys_leased());
 }
 
 /* ---- operations --------------------------------------------------------------- */
 
-void bk_put(const Reactor__Buckets__V1__PutRequest *req, const char *created_by, bk_cb cb,
-	    void *arg)
+/* The tags as a sorted JSON array (what the build hash stores). */
+static char *tags_json(char **tags, size_t ntags)
 {
-	struct op *o = build_op("Put", cb, arg);
-	struct bk_params p = {0};
-	char *err = NULL, **tags = NULL, *tjson = NULL;
-	size_t ntags = 0, tlen = 0;
-	struct args a = {0};
-
-	if (!bk_bucket_name_ok(req->bucket)) {
-		input_error(o, bad_bucket("bucket", req->bucket));
-		return;
-	}
-	if ((err = check_utf8("client_operation_id", req->client_operation_id))) {
-		input_error(o, err);
-		return;
-	}
-	if ((err = check_utf8v("tags", req->tags, req->n_tags)) ||
-	    (err = check_utf8("leasee", req->leasee)) ||
-	    bk_params_parse(req->parameters_json, &p, &err) < 0 ||
-	    bk_tags_normalize(req->tags, req->n_tags, p.builder_name, &tags, &ntags, &err) < 0) {
-		bk_params_free(&p);
-		if (!*req->client_operation_id) {
-			input_error(o, err);
-			return;
-		}
-		/* A repeat returns the first build whatever else it says. */
-		o->late_reason = R(INVALID_INPUT);
-		o->late_msg = err;
-		push(&a, req->bucket);
-		for (int i = 0; i < 3; i++)
-			push(&a, "");
-		push(&a, req->client_operation_id);
-		for (int i = 0; i < 4; i++)
-			push(&a, "0");
-		push(&a, "check");
-		run(o, BK_S_PUT, &a);
-		return;
-	}
-	tjson = xstrdup("[");
-	tlen = 1;
+	char *tjson = xstrdup("[");
+	size_t tlen = 1;
 	for (size_t i = 0; i < ntags; i++) {
 		if (i)
 			tjson = xrealloc(tjson, tlen + 2), tjson[tlen++] = ',', tjson[tlen] = '\0';
@@ -770,9 +367,64 @@ void bk_put(const Reactor__Buckets__V1__PutRequest *req, const char *created_by,
 	tjson = xrealloc(tjson, tlen + 2);
 	tjson[tlen++] = ']';
 	tjson[tlen] = '\0';
+	return tjson;
+}
+
+/* A Put whose input is bad but carries a client_operation_id: a repeat
+ * returns the first build whatever else it says, so ask Redis first and
+ * report the input error (err, taken over) only on a miss. */
+static int put_check(struct op *o, const Reactor__Buckets__V1__PutRequest *req, char *err)
+{
+	struct args a = {0};
+	o->late_reason = R(INVALID_INPUT);
+	o->late_msg = err;
+	push_key(&a, bkeys_op(req->bucket, req->client_operation_id));
+	push(&a, req->bucket);
+	for (int i = 0; i < 3; i++)
+		push(&a, "");
+	push(&a, req->client_operation_id);
+	for (int i = 0; i < 4; i++)
+		push(&a, "0");
+	push(&a, "check");
+	return run(o, BK_S_PUT, &a);
+}
+
+int bk_put(const Reactor__Buckets__V1__PutRequest *req, const char *created_by, bk_cb cb, void *arg)
+{
+	struct op *o = build_op("Put", cb, arg);
+	struct bk_params p = {0};
+	char *err = NULL, **tags = NULL;
+	size_t ntags = 0;
+	struct args a = {0};
+
+	if (!bk_bucket_name_ok(req->bucket))
+		return input_error(o, bk_bad_bucket("bucket", req->bucket));
+	if ((err = bk_check_utf8("client_operation_id", req->client_operation_id)))
+		return input_error(o, err);
+	if ((err = bk_check_utf8v("tags", req->tags, req->n_tags)) ||
+	    (err = bk_check_utf8("leasee", req->leasee)) ||
+	    bk_params_parse(req->parameters_json, &p, &err) < 0 ||
+	    bk_tags_normalize(req->tags, req->n_tags, p.builder_name, &tags, &ntags, &err) < 0) {
+		bk_params_free(&p);
+		if (!*req->client_operation_id)
+			return input_error(o, err);
+		return put_check(o, req, err);
+	}
+	push_key(&a, bkeys_idgen());
+	push_key(&a, bkeys_buckets());
+	push_key(&a, bkeys_leased());
+	push_key(&a, bkeys_bucket(req->bucket, "SCHEDULED"));
+	push_key(&a, bkeys_bucket(req->bucket, "peek"));
+	if (*req->client_operation_id)
+		push_key(&a, bkeys_op(req->bucket, req->client_operation_id));
+	for (size_t i = 0; i < ntags; i++)
+		push_key(&a, bkeys_tag(tags[i]));
+	for (size_t i = 0; i < p.n_changes; i++)
+		push_key(&a, bkeys_change(p.change_ids[i], p.change_revs[i]));
 
 	push(&a, req->bucket);
-	push(&a, tjson);
+	push_own(&a, tags_json(tags, ntags));
+	a.len[a.n - 1] = strlen(a.v[a.n - 1]);
 	push(&a, req->parameters_json);
 	push(&a, created_by);
 	push(&a, req->client_operation_id);
@@ -789,25 +441,25 @@ void bk_put(const Reactor__Buckets__V1__PutRequest *req, const char *created_by,
 		push(&a, p.change_ids[i]);
 		push(&a, p.change_revs[i]);
 	}
-	run(o, BK_S_PUT, &a);
 	bk_strv_free(tags, ntags);
 	bk_params_free(&p);
-	free(tjson);
+	return run(o, BK_S_PUT, &a);
 }
 
-void bk_retry(const Reactor__Buckets__V1__RetryRequest *req, const char *created_by, bk_cb cb,
-	      void *arg)
+int bk_retry(const Reactor__Buckets__V1__RetryRequest *req, const char *created_by, bk_cb cb,
+	     void *arg)
 {
 	struct op *o = build_op("Retry", cb, arg);
 	struct args a = {0};
 	char *err;
-	if (!id_known(o, req->id))
-		return;
-	if ((err = check_utf8("client_operation_id", req->client_operation_id)) ||
-	    (err = check_utf8("leasee", req->leasee))) {
-		input_error(o, err);
-		return;
-	}
+	if (!id_known(req->id))
+		return not_found(o, req->id);
+	if ((err = bk_check_utf8("client_operation_id", req->client_operation_id)) ||
+	    (err = bk_check_utf8("leasee", req->leasee)))
+		return input_error(o, err);
+	build_keys(&a, req->id);
+	push_key(&a, bkeys_idgen());
+	push_key(&a, bkeys_buckets());
 	push_i64(&a, req->id);
 	push(&a, req->client_operation_id);
 	push_i64(&a, req->lease_expiration_ts);
@@ -815,7 +467,7 @@ void bk_retry(const Reactor__Buckets__V1__RetryRequest *req, const char *created
 	push_i64(&a, bk_lease_key_new());
 	push(&a, created_by);
 	push_i64(&a, (conf.op_ttl_us + 999) / 1000);
-	run(o, BK_S_RETRY, &a);
+	return run(o, BK_S_RETRY, &a);
 }
 
 static void get_reply(redisReply *r, void *arg)
@@ -829,276 +481,273 @@ static void get_reply(redisReply *r, void *arg)
 	}
 	BkBuild *b = bk_build_from_hash(o->get_id, r);
 	if (!b) {
-		fail_op(o, GRPC_OK, R(BUILD_NOT_FOUND),
+		fail_op(o, 0, R(BUILD_NOT_FOUND),
 			xasprintf("build %" PRId64 " not found", o->get_id));
 		return;
 	}
 	b->utcnow_ts = now_us();
-	finish_build(o, GRPC_OK, 0, NULL, b);
+	finish_build(o, 0, 0, NULL, b);
 }
 
-void bk_get(int64_t id, bk_cb cb, void *arg)
+int bk_get(int64_t id, bk_cb cb, void *arg)
 {
 	struct op *o = build_op("Get", cb, arg);
-	o->kind = OP_GET;
 	o->get_id = id;
-	if (!id_known(o, id))
-		return;
-	if (store_command(get_reply, o, "HGETALL " BK_BUILD "%" PRId64, id) < 0)
-		fail_op(o, GRPC_UNAVAILABLE, 0, xstrdup("Redis is down"));
+	if (!id_known(id))
+		return not_found(o, id);
+	char *key = bkeys_build(id);
+	int rc = store_command(get_reply, o, "HGETALL %s", key);
+	free(key);
+	if (rc < 0) {
+		op_free(o);
+		return ERR_STORE_DOWN;
+	}
+	return 0;
 }
 
-void bk_lease(const Reactor__Buckets__V1__LeaseRequest *req, bk_cb cb, void *arg)
+int bk_lease(const Reactor__Buckets__V1__LeaseRequest *req, bk_cb cb, void *arg)
 {
 	struct op *o = build_op("Lease", cb, arg);
 	struct args a = {0};
 	char *err;
-	if (!id_known(o, req->id))
-		return;
-	if ((err = check_utf8("leasee", req->leasee))) {
-		input_error(o, err);
-		return;
-	}
+	if (!id_known(req->id))
+		return not_found(o, req->id);
+	if ((err = bk_check_utf8("leasee", req->leasee)))
+		return input_error(o, err);
+	build_keys(&a, req->id);
 	push_i64(&a, req->id);
 	push_i64(&a, req->lease_expiration_ts);
 	push(&a, req->leasee);
 	push_i64(&a, bk_lease_key_new());
-	run(o, BK_S_LEASE, &a);
+	return run(o, BK_S_LEASE, &a);
 }
 
-static void by_id(const char *what, int script, int64_t id, bk_cb cb, void *arg)
+static int by_id(const char *what, int script, int64_t id, bk_cb cb, void *arg)
 {
 	struct op *o = build_op(what, cb, arg);
 	struct args a = {0};
-	if (!id_known(o, id))
-		return;
+	if (!id_known(id))
+		return not_found(o, id);
+	build_keys(&a, id);
 	push_i64(&a, id);
-	run(o, script, &a);
+	return run(o, script, &a);
 }
 
-void bk_reset(int64_t id, bk_cb cb, void *arg)
+int bk_reset(int64_t id, bk_cb cb, void *arg)
 {
-	by_id("Reset", BK_S_RESET, id, cb, arg);
+	return by_id("Reset", BK_S_RESET, id, cb, arg);
 }
 
-void bk_cancel(int64_t id, bk_cb cb, void *arg)
+int bk_cancel(int64_t id, bk_cb cb, void *arg)
 {
-	by_id("Cancel", BK_S_CANCEL, id, cb, arg);
+	return by_id("Cancel", BK_S_CANCEL, id, cb, arg);
 }
 
-void bk_start(const Reactor__Buckets__V1__StartRequest *req, bk_cb cb, void *arg)
+int bk_start(const Reactor__Buckets__V1__StartRequest *req, bk_cb cb, void *arg)
 {
 	struct op *o = build_op("Start", cb, arg);
 	struct args a = {0};
 	char *err;
-	if (!id_known(o, req->id))
-		return;
-	if ((err = check_utf8("url", req->url))) {
-		input_error(o, err);
-		return;
-	}
+	if (!id_known(req->id))
+		return not_found(o, req->id);
+	if ((err = bk_check_utf8("url", req->url)))
+		return input_error(o, err);
+	build_keys(&a, req->id);
 	push_i64(&a, req->id);
 	push_i64(&a, req->lease_key);
 	push(&a, req->url);
-	run(o, BK_S_START, &a);
+	return run(o, BK_S_START, &a);
 }
 
-void bk_heartbeat(const Reactor__Buckets__V1__HeartbeatRequest *req, bk_cb cb, void *arg)
+int bk_heartbeat(const Reactor__Buckets__V1__HeartbeatRequest *req, bk_cb cb, void *arg)
 {
 	struct op *o = build_op("Heartbeat", cb, arg);
 	struct args a = {0};
-	if (!id_known(o, req->id))
-		return;
+	if (!id_known(req->id))
+		return not_found(o, req->id);
+	build_keys(&a, req->id);
 	push_i64(&a, req->id);
 	push_i64(&a, req->lease_key);
 	push_i64(&a, req->lease_expiration_ts);
-	run(o, BK_S_HEARTBEAT, &a);
+	return run(o, BK_S_HEARTBEAT, &a);
 }
 
-/* result_details_json, when given, must be a JSON object. */
-static char *check_details(const char *s)
-{
-	char jerr[160];
-	if (!*s)
-		return NULL;
-	struct json *j = json_parse(s, strlen(s), jerr, sizeof jerr);
-	char *err = !j ? xasprintf("result_details_json: invalid JSON: %s", jerr)
-		    : j->type != JSON_OBJECT
-			    ? xasprintf("result_details_json: must be a JSON object, not %s",
-					json_type_name(j->type))
-			    : NULL;
-	json_free(j);
-	return err;
-}
+struct completion {
+	const char *what, *result;
+	int64_t id, key;
+	int failure_reason;
+	const char *details, *url;
+	char *const *new_tags;
+	size_t n_new;
+};
 
-static void complete(const char *what, int64_t id, int64_t key, const char *result, int fr,
-		     const char *details, const char *url, char *const *new_tags, size_t n_new,
-		     bk_cb cb, void *arg)
+static int complete(const struct completion *c, bk_cb cb, void *arg)
 {
-	struct op *o = build_op(what, cb, arg);
+	struct op *o = build_op(c->what, cb, arg);
 	struct args a = {0};
 	char *err = NULL;
-	if (!id_known(o, id))
-		return;
-	const char *frname = fr ? bk_failure_name(fr) : "";
+	if (!id_known(c->id))
+		return not_found(o, c->id);
+	const char *frname = c->failure_reason ? bk_failure_name(c->failure_reason) : "";
 	if (!frname) {
 		frname = "";
-		err = xasprintf("failure_reason: unknown value %d", fr);
-	} else if (!(err = check_utf8("url", url)) &&
-		   !(err = check_utf8v("new_tags", new_tags, n_new)) &&
-		   bk_new_tags_check(new_tags, n_new, &err) == 0) {
-		err = check_details(details);
+		err = xasprintf("failure_reason: unknown value %d", c->failure_reason);
+	} else if (!(err = bk_check_utf8("url", c->url)) &&
+		   !(err = bk_check_utf8v("new_tags", c->new_tags, c->n_new)) &&
+		   bk_new_tags_check(c->new_tags, c->n_new, &err) == 0) {
+		err = bk_check_details(c->details);
 	}
-	push_i64(&a, id);
-	push_i64(&a, key);
-	push(&a, result);
+	build_keys(&a, c->id);
+	for (size_t i = 0; i < c->n_new; i++)
+		push_key(&a, bkeys_tag(c->new_tags[i]));
+	push_i64(&a, c->id);
+	push_i64(&a, c->key);
+	push(&a, c->result);
 	push(&a, frname);
-	push(&a, details);
-	push(&a, url);
+	push(&a, c->details);
+	push(&a, c->url);
 	/* Reported after the build checks (an idempotent repeat ignores it). */
 	push(&a, err ? err : "");
-	push_i64(&a, (int64_t)n_new);
-	for (size_t i = 0; i < n_new; i++)
-		push(&a, new_tags[i]);
-	run(o, BK_S_COMPLETE, &a);
+	push_i64(&a, (int64_t)c->n_new);
+	for (size_t i = 0; i < c->n_new; i++)
+		push(&a, c->new_tags[i]);
 	free(err);
+	return run(o, BK_S_COMPLETE, &a);
 }
 
-void bk_succeed(const Reactor__Buckets__V1__SucceedRequest *req, bk_cb cb, void *arg)
+int bk_succeed(const Reactor__Buckets__V1__SucceedRequest *req, bk_cb cb, void *arg)
 {
-	complete("Succeed", req->id, req->lease_key, "SUCCESS", 0, req->result_details_json,
-		 req->url, req->new_tags, req->n_new_tags, cb, arg);
+	struct completion c = {"Succeed",
+			       "SUCCESS",
+			       req->id,
+			       req->lease_key,
+			       0,
+			       req->result_details_json,
+			       req->url,
+			       req->new_tags,
+			       req->n_new_tags};
+	return complete(&c, cb, arg);
 }
 
-void bk_fail(const Reactor__Buckets__V1__FailRequest *req, bk_cb cb, void *arg)
+int bk_fail(const Reactor__Buckets__V1__FailRequest *req, bk_cb cb, void *arg)
 {
 	int fr = req->failure_reason ? (int)req->failure_reason
 				     : REACTOR__BUCKETS__V1__FAILURE_REASON__BUILD_FAILURE;
-	complete("Fail", req->id, req->lease_key, "FAILURE", fr, req->result_details_json, req->url,
-		 req->new_tags, req->n_new_tags, cb, arg);
+	struct completion c = {"Fail",
+			       "FAILURE",
+			       req->id,
+			       req->lease_key,
+			       fr,
+			       req->result_details_json,
+			       req->url,
+			       req->new_tags,
+			       req->n_new_tags};
+	return complete(&c, cb, arg);
 }
 
-/* "" or 19 digits (an id). */
-static bool cursor_ok(const char *c)
+static struct op *list_op(const char *what, bk_list_cb cb, void *arg)
 {
-	size_t n = strlen(c);
-	return n == 0 || (n == 19 && strspn(c, "0123456789") == n);
-}
-
-/* Validate and de-duplicate bucket names into *out (pointers into req). */
-static char *check_buckets(char *const *b, size_t n, const char ***out, size_t *nout)
-{
-	const char **v = xcalloc(n + 1, sizeof *v);
-	size_t k = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (!bk_bucket_name_ok(b[i])) {
-			char field[32];
-			snprintf(field, sizeof field, "buckets[%zu]", i);
-			free(v);
-			return bad_bucket(field, b[i]);
-		}
-		bool dup = false;
-		for (size_t j = 0; j < k && !dup; j++)
-			dup = strcmp(v[j], b[i]) == 0;
-		if (!dup)
-			v[k++] = b[i];
-	}
-	*out = v;
-	*nout = k;
-	return NULL;
-}
-
-void bk_peek(const Reactor__Buckets__V1__PeekRequest *req, bk_list_cb cb, void *arg)
-{
-	struct op *o = op_new(OP_LIST, "Peek", arg);
+	struct op *o = op_new(OP_LIST, what, arg);
 	o->lcb = cb;
+	return o;
+}
+
+int bk_peek(const Reactor__Buckets__V1__PeekRequest *req, bk_list_cb cb, void *arg)
+{
+	struct op *o = list_op("Peek", cb, arg);
 	const char **b;
 	size_t nb;
 	char *err;
-	if (req->n_buckets == 0) {
-		input_error(o, xstrdup("buckets: at least one bucket is required"));
-		return;
-	}
-	if ((err = check_buckets(req->buckets, req->n_buckets, &b, &nb))) {
-		input_error(o, err);
-		return;
-	}
-	if (!cursor_ok(req->start_cursor)) {
+	if (req->n_buckets == 0)
+		return input_error(o, xstrdup("buckets: at least one bucket is required"));
+	if ((err = bk_check_buckets(req->buckets, req->n_buckets, &b, &nb)))
+		return input_error(o, err);
+	if (!bk_cursor_ok(req->start_cursor)) {
 		free(b);
-		input_error(o, xstrdup("start_cursor: not a cursor this server returned"));
-		return;
+		return input_error(o, xstrdup("start_cursor: not a cursor this server returned"));
 	}
 	int max = req->max_builds <= 0		  ? BK_PEEK_DEFAULT
 		  : req->max_builds > BK_PEEK_MAX ? BK_PEEK_MAX
 						  : req->max_builds;
 	struct args a = {0};
+	for (size_t i = 0; i < nb; i++)
+		push_key(&a, bkeys_bucket(b[i], "peek"));
 	push_i64(&a, max);
 	push(&a, req->start_cursor);
 	for (size_t i = 0; i < nb; i++)
 		push(&a, b[i]);
 	free(b);
-	run(o, BK_S_PEEK, &a);
+	return run(o, BK_S_PEEK, &a);
 }
 
-static char *enum_filter(const char *field, const char *(*name)(int), int v, const char **out)
+/* Search's input checks; NULL when fine, else the message. */
+static char *search_check(const Reactor__Buckets__V1__SearchRequest *req, const char *names[4])
 {
-	*out = "";
-	if (v == 0)
-		return NULL;
-	if (!(*out = name(v)))
-		return xasprintf("%s: unknown value %d", field, v);
+	char *err;
+	if ((err = bk_enum_filter("status", bk_status_name, req->status, &names[0])) ||
+	    (err = bk_enum_filter("result", bk_result_name, req->result, &names[1])) ||
+	    (err = bk_enum_filter("failure_reason", bk_failure_name, req->failure_reason,
+				  &names[2])) ||
+	    (err = bk_enum_filter("cancelation_reason", bk_cancel_name, req->cancelation_reason,
+				  &names[3])))
+		return err;
+	if ((err = bk_check_utf8v("tags", req->tags, req->n_tags)) ||
+	    (err = bk_check_utf8("created_by", req->created_by)))
+		return err;
+	for (size_t i = 0; i < req->n_tags; i++)
+		if (!strchr(req->tags[i], ':'))
+			return xasprintf("tags[%zu]: \"%.200s\" is not key:value (no ':')", i,
+					 req->tags[i]);
+	if (req->retry_of < 0)
+		return xstrdup("retry_of: must not be negative");
+	if (!bk_cursor_ok(req->start_cursor))
+		return xstrdup("start_cursor: not a cursor this server returned");
 	return NULL;
 }
 
-void bk_search(const Reactor__Buckets__V1__SearchRequest *req, bk_list_cb cb, void *arg)
+/* Search's KEYS: the tag sets when tags are given (the script walks the
+ * first and tests the others), else the bucket list and the status sets of
+ * the buckets named (the sets of unnamed buckets are found at run time). */
+static void search_keys(struct args *a, const Reactor__Buckets__V1__SearchRequest *req,
+			const char **b, size_t nb, const char *status)
 {
-	struct op *o = op_new(OP_LIST, "Search", arg);
-	o->lcb = cb;
-	const char **b = NULL, *st, *res, *fr, *cr;
+	static const char *const all[] = {"SCHEDULED", "STARTED", "COMPLETED"};
+	if (req->n_tags) {
+		for (size_t i = 0; i < req->n_tags; i++)
+			push_key(a, bkeys_tag(req->tags[i]));
+		return;
+	}
+	push_key(a, bkeys_buckets());
+	for (size_t i = 0; i < nb; i++) {
+		if (*status)
+			push_key(a, bkeys_bucket(b[i], status));
+		else
+			for (size_t k = 0; k < ARRAY_LEN(all); k++)
+				push_key(a, bkeys_bucket(b[i], all[k]));
+	}
+}
+
+int bk_search(const Reactor__Buckets__V1__SearchRequest *req, bk_list_cb cb, void *arg)
+{
+	struct op *o = list_op("Search", cb, arg);
+	const char **b = NULL, *names[4];
 	size_t nb = 0;
 	char *err;
-	if ((err = check_buckets(req->buckets, req->n_buckets, &b, &nb)) ||
-	    (err = enum_filter("status", bk_status_name, req->status, &st)) ||
-	    (err = enum_filter("result", bk_result_name, req->result, &res)) ||
-	    (err = enum_filter("failure_reason", bk_failure_name, req->failure_reason, &fr)) ||
-	    (err = enum_filter("cancelation_reason", bk_cancel_name, req->cancelation_reason,
-			       &cr))) {
+	if ((err = bk_check_buckets(req->buckets, req->n_buckets, &b, &nb)))
+		return input_error(o, err);
+	if ((err = search_check(req, names))) {
 		free(b);
-		input_error(o, err);
-		return;
-	}
-	if ((err = check_utf8v("tags", req->tags, req->n_tags)) ||
-	    (err = check_utf8("created_by", req->created_by))) {
-		free(b);
-		input_error(o, err);
-		return;
-	}
-	for (size_t i = 0; i < req->n_tags; i++) {
-		if (!strchr(req->tags[i], ':')) {
-			free(b);
-			input_error(o, xasprintf("tags[%zu]: \"%.200s\" is not key:value (no ':')",
-						 i, req->tags[i]));
-			return;
-		}
-	}
-	if (req->retry_of < 0 || !cursor_ok(req->start_cursor)) {
-		free(b);
-		input_error(o,
-			    xstrdup(req->retry_of < 0
-					    ? "retry_of: must not be negative"
-					    : "start_cursor: not a cursor this server returned"));
-		return;
+		return input_error(o, err);
 	}
 	int max = req->max_builds <= 0		    ? BK_SEARCH_DEFAULT
 		  : req->max_builds > BK_SEARCH_MAX ? BK_SEARCH_MAX
 						    : req->max_builds;
 	struct args a = {0};
+	search_keys(&a, req, b, nb, names[0]);
 	push_i64(&a, max);
 	push(&a, req->start_cursor);
-	push(&a, st);
-	push(&a, res);
-	push(&a, fr);
-	push(&a, cr);
+	for (int i = 0; i < 4; i++)
+		push(&a, names[i]);
 	push(&a, req->created_by);
 	push_i64(&a, req->retry_of);
 	push_i64(&a, (int64_t)nb);
@@ -1108,27 +757,26 @@ void bk_search(const Reactor__Buckets__V1__SearchRequest *req, bk_list_cb cb, vo
 	for (size_t i = 0; i < req->n_tags; i++)
 		push(&a, req->tags[i]);
 	free(b);
-	run(o, BK_S_SEARCH, &a);
+	return run(o, BK_S_SEARCH, &a);
 }
 
-static void pass(const char *what, int script, int64_t timeout, int limit,
-		 void (*cb)(long n, void *arg), void *arg)
+int bk_expire_pass(int limit, bk_count_cb cb, void *arg)
 {
-	struct op *o = op_new(OP_COUNT, what, arg);
-	o->ncb = cb;
+	struct op *o = op_new(OP_COUNT, "lease expiry", arg);
 	struct args a = {0};
-	if (timeout >= 0)
-		push_i64(&a, timeout);
+	o->ncb = cb;
+	push_key(&a, bkeys_leased());
 	push_i64(&a, limit);
-	run(o, script, &a);
+	return run(o, BK_S_EXPIRE, &a);
 }
 
-void bk_expire_pass(int limit, void (*cb)(long n, void *arg), void *arg)
+int bk_timeout_pass(int limit, bk_count_cb cb, void *arg)
 {
-	pass("lease expiry", BK_S_EXPIRE, -1, limit, cb, arg);
-}
-
-void bk_timeout_pass(int limit, void (*cb)(long n, void *arg), void *arg)
-{
-	pass("build timeout", BK_S_TIMEOUT, conf.build_timeout_us, limit, cb, arg);
+	struct op *o = op_new(OP_COUNT, "build timeout", arg);
+	struct args a = {0};
+	o->ncb = cb;
+	push_key(&a, bkeys_buckets());
+	push_i64(&a, conf.build_timeout_us);
+	push_i64(&a, limit);
+	return run(o, BK_S_TIMEOUT, &a);
 }

@@ -1,15 +1,23 @@
 /*
  * buckets.h - the build-bucket domain: a Buildbucket-style queue of builds
- * kept in Redis (schema in buckets_keys.h, scripts in buckets_lua.c).
- * This layer validates input, runs one Lua script per transition and turns
- * the replies into reactor.buckets.v1 messages; it knows nothing of gRPC
- * calls, so the unit tests drive it directly.  The service (svc_buckets.c)
- * maps results to responses and runs WatchBuilds.
+ * kept in Redis (key schema in state/buckets_keys.h, one Lua script per
+ * transition in src/state/lua/bk_*.lua, registered by buckets_scripts.c).
+ * This layer validates input, runs the scripts and turns their replies
+ * into reactor.buckets.v1 messages; it knows nothing of gRPC, so the unit
+ * tests drive it directly.  The service (svc_buckets.c) maps results to
+ * responses; WatchBuilds and the sweeps live in buckets_watch.h.
  *
- * Every operation reports through its callback exactly once, possibly
- * before it returns (input errors, Redis down).  The result and everything
- * in it belong to the library and are freed after the callback returns;
- * a callback that keeps r->build sets it to NULL first.
+ * Files: buckets.c (operations), buckets_input.c (validation),
+ * buckets_build.c (Build messages from Redis replies, enum names),
+ * buckets_scripts.c (script registration), buckets_watch.c (events,
+ * watchers, sweeps).
+ *
+ * Async contract (core/err.h): an operation returns 0 and then calls its
+ * callback exactly once, always after it has returned (input errors are
+ * delivered from a zero-delay event), or returns a negative code
+ * (ERR_STORE_DOWN: Redis is not connected) and never calls it.  The result
+ * and everything in it belong to the library and are freed after the
+ * callback returns; a callback that keeps r->build sets it to NULL first.
  */
 #ifndef REACTOR_BUCKETS_H
 #define REACTOR_BUCKETS_H
@@ -19,31 +27,15 @@
 #include <stdint.h>
 
 #include "reactor/buckets/v1/buckets.pb-c.h"
-#include "state/store.h"
 #include "core/util.h"
 
 typedef Reactor__Buckets__V1__Build BkBuild;
+struct event_base;
 
-/* Scripts (buckets_lua.c); ids from store_script_register. */
-enum {
-	BK_S_PUT,
-	BK_S_RETRY,
-	BK_S_LEASE,
-	BK_S_START,
-	BK_S_HEARTBEAT,
-	BK_S_COMPLETE,
-	BK_S_CANCEL,
-	BK_S_RESET,
-	BK_S_EXPIRE,
-	BK_S_TIMEOUT,
-	BK_S_PEEK,
-	BK_S_SEARCH,
-	BK_S_COUNT
-};
-extern int bk_scripts[BK_S_COUNT];
-/* Register every script with the store; call once before store_start.
- * Returns 0, or -1 when the store refuses (already started). */
-int bk_register_scripts(void) WARN_UNUSED;
+/* Register the scripts with the store and remember the loop (for deferred
+ * answers); call once before store_start.  Returns 0, or -1 when the store
+ * refuses (already started). */
+int bk_init(struct event_base *base) WARN_UNUSED;
 
 /* Fixed limits of the model. */
 #define BK_MAX_LEASE_US	    (2LL * 3600 * 1000000) /* lease at most 2 h ahead */
@@ -62,20 +54,22 @@ struct bk_config {
 };
 void bk_configure(const struct bk_config *c);
 
-/* Outcome of one operation.  code is a gRPC status: GRPC_OK for answers
- * (with either build set or reason != 0, the in-band ErrorReason, and
- * message), GRPC_UNAVAILABLE when Redis is down or the connection dropped,
- * GRPC_INTERNAL for an unexpected reply. */
+/* Outcome of one operation.  err is 0 for answers: build set on success,
+ * or reason != 0 (the in-band ErrorReason, domain data the client sees
+ * with gRPC OK) and message.  Otherwise err is a core/err.h code:
+ * ERR_STORE_FAILED (the connection dropped before the reply) or
+ * ERR_STORE_REPLY (Redis answered an error or something malformed), with
+ * message an optional detail. */
 struct bk_res {
-	int code;
+	int err;
 	int reason;    /* Reactor__Buckets__V1__ErrorReason; 0 = success */
-	char *message; /* reason != 0 or code != OK */
+	char *message; /* reason != 0, or detail of err (may be NULL) */
 	BkBuild *build;
 };
 typedef void (*bk_cb)(struct bk_res *r, void *arg);
 
 struct bk_list {
-	int code;
+	int err;
 	int reason;
 	char *message;
 	BkBuild **builds;
@@ -84,29 +78,33 @@ struct bk_list {
 };
 typedef void (*bk_list_cb)(struct bk_list *r, void *arg);
 
-/* Operations.  created_by is the caller's identity. */
-void bk_put(const Reactor__Buckets__V1__PutRequest *req, const char *created_by, bk_cb cb,
-	    void *arg);
-void bk_get(int64_t id, bk_cb cb, void *arg);
-void bk_lease(const Reactor__Buckets__V1__LeaseRequest *req, bk_cb cb, void *arg);
-void bk_reset(int64_t id, bk_cb cb, void *arg);
-void bk_start(const Reactor__Buckets__V1__StartRequest *req, bk_cb cb, void *arg);
-void bk_heartbeat(const Reactor__Buckets__V1__HeartbeatRequest *req, bk_cb cb, void *arg);
-void bk_succeed(const Reactor__Buckets__V1__SucceedRequest *req, bk_cb cb, void *arg);
-void bk_fail(const Reactor__Buckets__V1__FailRequest *req, bk_cb cb, void *arg);
-void bk_cancel(int64_t id, bk_cb cb, void *arg);
-void bk_retry(const Reactor__Buckets__V1__RetryRequest *req, const char *created_by, bk_cb cb,
-	      void *arg);
-void bk_peek(const Reactor__Buckets__V1__PeekRequest *req, bk_list_cb cb, void *arg);
-void bk_search(const Reactor__Buckets__V1__SearchRequest *req, bk_list_cb cb, void *arg);
+/* Operations (each returns 0 or ERR_STORE_DOWN; see the contract above).
+ * created_by is the caller's identity. */
+int bk_put(const Reactor__Buckets__V1__PutRequest *req, const char *created_by, bk_cb cb,
+	   void *arg) WARN_UNUSED;
+int bk_get(int64_t id, bk_cb cb, void *arg) WARN_UNUSED;
+int bk_lease(const Reactor__Buckets__V1__LeaseRequest *req, bk_cb cb, void *arg) WARN_UNUSED;
+int bk_reset(int64_t id, bk_cb cb, void *arg) WARN_UNUSED;
+int bk_start(const Reactor__Buckets__V1__StartRequest *req, bk_cb cb, void *arg) WARN_UNUSED;
+int bk_heartbeat(const Reactor__Buckets__V1__HeartbeatRequest *req, bk_cb cb,
+		 void *arg) WARN_UNUSED;
+int bk_succeed(const Reactor__Buckets__V1__SucceedRequest *req, bk_cb cb, void *arg) WARN_UNUSED;
+int bk_fail(const Reactor__Buckets__V1__FailRequest *req, bk_cb cb, void *arg) WARN_UNUSED;
+int bk_cancel(int64_t id, bk_cb cb, void *arg) WARN_UNUSED;
+int bk_retry(const Reactor__Buckets__V1__RetryRequest *req, const char *created_by, bk_cb cb,
+	     void *arg) WARN_UNUSED;
+int bk_peek(const Reactor__Buckets__V1__PeekRequest *req, bk_list_cb cb, void *arg) WARN_UNUSED;
+int bk_search(const Reactor__Buckets__V1__SearchRequest *req, bk_list_cb cb, void *arg) WARN_UNUSED;
 
 /* One pass of the lease-expiry / build-timeout sweep over at most `limit`
- * builds.  cb gets the number looked at (== limit: call again), or -1 when
- * Redis is unavailable. */
-void bk_expire_pass(int limit, void (*cb)(long n, void *arg), void *arg);
-void bk_timeout_pass(int limit, void (*cb)(long n, void *arg), void *arg);
+ * builds.  cb gets err 0 and the number looked at (== limit: call again),
+ * or a negative err (ERR_STORE_FAILED, ERR_STORE_REPLY) and n = -1.
+ * Returns 0 or ERR_STORE_DOWN (cb not called). */
+typedef void (*bk_count_cb)(int err, long n, void *arg);
+int bk_expire_pass(int limit, bk_count_cb cb, void *arg) WARN_UNUSED;
+int bk_timeout_pass(int limit, bk_count_cb cb, void *arg) WARN_UNUSED;
 
-/* ---- pure helpers (exposed for the unit tests) ---- */
+/* ---- pure helpers (exposed for the unit tests; buckets_input.c) ---- */
 
 /* [a-z0-9][a-z0-9._-]{0,99} */
 bool bk_bucket_name_ok(const char *name);
@@ -119,20 +117,23 @@ struct bk_params {
 	size_t n_changes;
 };
 /* Validate parameters_json.  Returns 0 and fills *out (free with
- * bk_params_free), or -1 with *err (malloc'd) naming the field. */
+ * bk_params_free), or -EINVAL with *err (malloc'd) naming the field. */
 int bk_params_parse(const char *json, struct bk_params *out, char **err) WARN_UNUSED;
 void bk_params_free(struct bk_params *p);
 
 /* Validate Put tags and add builder:<builder_name>; *out is sorted and
- * de-duplicated (free with bk_strv_free).  Returns 0, or -1 with *err. */
+ * de-duplicated (free with bk_strv_free).  Returns 0, or -EINVAL with *err. */
 int bk_tags_normalize(char *const *tags, size_t n, const char *builder, char ***out, size_t *nout,
 		      char **err) WARN_UNUSED;
-/* Validate Succeed/Fail new_tags (each "key:value", no builder: key). */
+/* Validate Succeed/Fail new_tags (each "key:value", no builder: key).
+ * Returns 0, or -EINVAL with *err. */
 int bk_new_tags_check(char *const *tags, size_t n, char **err) WARN_UNUSED;
 void bk_strv_free(char **v, size_t n);
 
 /* A random lease key in 1..2^53-1. */
 int64_t bk_lease_key_new(void);
+
+/* ---- builds from Redis replies (buckets_build.c) ---- */
 
 /* Build message from the script reply element {id, {field, value...}};
  * NULL when malformed.  lease_key and utcnow_ts are left 0. */

@@ -1,36 +1,28 @@
 /*
  * svc_buckets.c - reactor.buckets.v1.Buckets: the gRPC face of build
- * buckets (domain in buckets.c).  Unary methods turn a request into one
- * domain operation (batches into one per item, pipelined) and the result
- * into a response: domain errors in-band with gRPC OK, Redis trouble as
- * UNAVAILABLE/INTERNAL.  This file also owns the two sweep timers (lease
- * expiry, build timeout) and WatchBuilds: watchers sit on one list, woken
- * by the bb:events:* pattern subscription; a matching event fetches the
- * build once (concurrent events for one build merge) and sends its current
- * state to every watcher that wants it.
+ * buckets (domain in domain/buckets*.c).  Unary methods turn a request into
+ * one domain operation (batches into one per item, pipelined) and the
+ * result into a response: domain answers in-band with gRPC OK (the Error
+ * reason and message of the proto), failures through svc_fail(), the one
+ * mapping of core/err.h codes to statuses (fail() below is the only
+ * caller).  WatchBuilds streams are domain watchers (buckets_watch.h) whose
+ * callbacks send the build states; this file issues no Redis commands.
  */
-#include <assert.h>
-#include <inttypes.h>
+#include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
-#include <event2/event.h>
-#include <hiredis/hiredis.h>
-
-#include "domain/buckets.h"
-#include "state/buckets_keys.h"
 #include "core/cfg.h"
-#include "core/json.h"
+#include "core/err.h"
 #include "core/log.h"
-#include "state/store.h"
+#include "domain/buckets.h"
+#include "domain/buckets_watch.h"
+#include "rpc/grpc.h"
 #include "services/svc.h"
 
-#define MOD	      "buckets"
-#define MSG(T)	      Reactor__Buckets__V1__##T
-#define SWEEP_LIMIT   1000
-#define FETCH_BUCKETS 1024
-#define FETCH_IDLE_US (60LL * 1000000)
+#define MOD    "buckets"
+#define MSG(T) Reactor__Buckets__V1__##T
 
 /* Callers are not authenticated yet; Buildbucket's word for that. */
 static const char *identity(struct call *c)
@@ -39,12 +31,21 @@ static const char *identity(struct call *c)
 	return "anonymous";
 }
 
+/* Finish c for a failed domain result (err < 0, core/err.h). */
+static void fail(struct call *c, int err, const char *detail)
+{
+	if (detail)
+		svc_fail(c, err, "%s", detail);
+	else
+		svc_fail(c, err, NULL);
+}
+
 /* ---- unary methods ---------------------------------------------------------- */
 
 static void reply_build(struct call *c, const struct bk_res *r)
 {
-	if (r->code != GRPC_OK) {
-		call_finish(c, r->code, "%s", r->message ? r->message : "");
+	if (r->err < 0) {
+		fail(c, r->err, r->message);
 		return;
 	}
 	MSG(BuildResponse) resp = REACTOR__BUCKETS__V1__BUILD_RESPONSE__INIT;
@@ -67,12 +68,21 @@ static void on_build(struct bk_res *r, void *arg)
 	call_unref(c);
 }
 
-#define UNARY(fn, T, stmt)                                                                         \
+/* rc < 0: the operation was not issued and will not call back. */
+static void issued(struct call *c, int rc)
+{
+	if (rc < 0) {
+		fail(c, rc, NULL);
+		call_unref(c);
+	}
+}
+
+#define UNARY(fn, T, expr)                                                                         \
 	void fn(struct call *c, const ProtobufCMessage *msg)                                       \
 	{                                                                                          \
 		const MSG(T) *req = (const void *)msg;                                             \
 		call_ref(c);                                                                       \
-		stmt;                                                                              \
+		issued(c, expr);                                                                   \
 	}
 
 UNARY(svc_buckets_put, PutRequest, bk_put(req, identity(c), on_build, c))
@@ -90,8 +100,8 @@ static void on_list(struct bk_list *r, void *arg)
 {
 	struct call *c = arg;
 	if (!call_done(c)) {
-		if (r->code != GRPC_OK) {
-			call_finish(c, r->code, "%s", r->message ? r->message : "");
+		if (r->err < 0) {
+			fail(c, r->err, r->message);
 		} else {
 			MSG(SearchResponse) resp = REACTOR__BUCKETS__V1__SEARCH_RESPONSE__INIT;
 			MSG(Error) e = REACTOR__BUCKETS__V1__ERROR__INIT;
@@ -130,8 +140,8 @@ struct batch {
 	enum batch_kind kind;
 	struct call *c;
 	size_t n, pending;
-	int code; /* first transport failure of any item */
-	char *cmsg;
+	int err; /* first failure (core/err.h) of any item */
+	char *emsg;
 	struct bitem *it;
 };
 
@@ -217,8 +227,8 @@ static void batch_unpend(struct batch *b)
 	if (--b->pending > 0)
 		return;
 	if (!call_done(b->c)) {
-		if (b->code != GRPC_OK)
-			call_finish(b->c, b->code, "%s", b->cmsg ? b->cmsg : "");
+		if (b->err < 0)
+			fail(b->c, b->err, b->emsg);
 		else
 			batch_reply(b);
 	}
@@ -228,7 +238,7 @@ static void batch_unpend(struct batch *b)
 		free(b->it[i].op_id);
 	}
 	free(b->it);
-	free(b->cmsg);
+	free(b->emsg);
 	call_unref(b->c);
 	free(b);
 }
@@ -237,10 +247,10 @@ static void on_item(struct bk_res *r, void *arg)
 {
 	struct bitem *it = arg;
 	struct batch *b = it->b;
-	if (r->code != GRPC_OK) {
-		if (b->code == GRPC_OK) {
-			b->code = r->code;
-			b->cmsg = r->message;
+	if (r->err < 0) {
+		if (b->err == 0) {
+			b->err = r->err;
+			b->emsg = r->message;
 			r->message = NULL;
 		}
 	} else {
@@ -251,6 +261,16 @@ static void on_item(struct bk_res *r, void *arg)
 		r->build = NULL;
 	}
 	batch_unpend(b);
+}
+
+/* An item that could not be issued (rc < 0): its answer. */
+static void item_issued(struct bitem *it, int rc)
+{
+	if (rc < 0) {
+		if (it->b->err == 0)
+			it->b->err = rc;
+		batch_unpend(it->b);
+	}
 }
 
 /* NULL (after answering) when the batch is too large. */
@@ -267,7 +287,7 @@ static struct batch *batch_new(struct call *c, enum batch_kind kind, size_t n, c
 	b->kind = kind;
 	b->c = c;
 	b->n = n;
-	b->pending = n + 1; /* items may answer at once: hold one until all are issued */
+	b->pending = n + 1; /* hold one until every item is issued */
 	b->it = xcalloc(n + 1, sizeof *b->it);
 	for (size_t i = 0; i < n; i++)
 		b->it[i].b = b;
@@ -284,7 +304,7 @@ void svc_buckets_put_batch(struct call *c, const ProtobufCMessage *msg)
 	for (size_t i = 0; i < req->n_builds; i++)
 		b->it[i].op_id = xstrdup(req->builds[i]->client_operation_id);
 	for (size_t i = 0; i < req->n_builds; i++)
-		bk_put(req->builds[i], identity(c), on_item, &b->it[i]);
+		item_issued(&b->it[i], bk_put(req->builds[i], identity(c), on_item, &b->it[i]));
 	batch_unpend(b);
 }
 
@@ -297,7 +317,7 @@ void svc_buckets_heartbeat_batch(struct call *c, const ProtobufCMessage *msg)
 	for (size_t i = 0; i < req->n_heartbeats; i++)
 		b->it[i].id = req->heartbeats[i]->id;
 	for (size_t i = 0; i < req->n_heartbeats; i++)
-		bk_heartbeat(req->heartbeats[i], on_item, &b->it[i]);
+		item_issued(&b->it[i], bk_heartbeat(req->heartbeats[i], on_item, &b->it[i]));
 	batch_unpend(b);
 }
 
@@ -310,263 +330,82 @@ void svc_buckets_cancel_batch(struct call *c, const ProtobufCMessage *msg)
 	for (size_t i = 0; i < req->n_build_ids; i++)
 		b->it[i].id = req->build_ids[i];
 	for (size_t i = 0; i < req->n_build_ids; i++)
-		bk_cancel(req->build_ids[i], on_item, &b->it[i]);
+		item_issued(&b->it[i], bk_cancel(req->build_ids[i], on_item, &b->it[i]));
 	batch_unpend(b);
 }
 
 /* ---- WatchBuilds ----------------------------------------------------------------- */
 
-struct watcher {
+/* One WatchBuilds stream: a domain watcher and its call. */
+struct swatch {
+	struct bk_watcher w;
 	struct call *c;
-	char **buckets;
-	size_t nb;
-	int64_t *ids;
-	size_t nids;
-	bool live; /* response headers sent: events reach it from now on */
-	struct watcher *prev, *next;
 };
 
-/* One build being fetched for watchers, or fetched lately: events whose
- * updated_ts is not newer than what was sent are dropped, so a state is
- * sent once however many events announced it. */
-struct fent {
-	int64_t id;
-	int64_t sent_ts; /* updated_ts of the last state sent */
-	int64_t want_ts; /* newest updated_ts announced */
-	bool inflight;
-	int64_t used_mono;
-	struct fent *next;
-};
-
-static struct {
-	struct event_base *base;
-	struct event *expire_ev, *timeout_ev;
-	int64_t expire_us, timeout_check_us;
-	bool expiring, timing_out;
-	bool sub_live; /* the subscriber answered our probe */
-	bool was_down; /* the command connection has been lost since start */
-	bool shut;
-	struct watcher *watchers;
-	size_t nwatchers;
-	struct fent *fetch[FETCH_BUCKETS];
-	size_t nfetch;
-} bw;
-
-static bool watcher_wants(const struct watcher *w, int64_t id, const char *bucket)
-{
-	for (size_t i = 0; i < w->nids; i++)
-		if (w->ids[i] == id)
-			return true;
-	for (size_t i = 0; bucket && i < w->nb; i++)
-		if (strcmp(w->buckets[i], bucket) == 0)
-			return true;
-	return false;
-}
-
-static struct fent **fslot(int64_t id)
-{
-	struct fent **pp = &bw.fetch[(uint64_t)id % FETCH_BUCKETS];
-	while (*pp && (*pp)->id != id)
-		pp = &(*pp)->next;
-	return pp;
-}
-
-static void fetch_reply(redisReply *r, void *arg);
-static void drop_watcher(struct call *c);
-
-static void fetch(struct fent *e)
-{
-	int64_t *arg = xmalloc(sizeof *arg);
-	*arg = e->id;
-	if (store_command(fetch_reply, arg, "HGETALL " BK_BUILD "%" PRId64, e->id) < 0) {
-		free(arg);
-		return; /* Redis down: the refetch on reconnect covers it */
-	}
-	e->inflight = true;
-}
-
-static void want(int64_t id, int64_t ts, bool force)
-{
-	struct fent **pp = fslot(id), *e = *pp;
-	if (!e) {
-		e = *pp = xcalloc(1, sizeof *e);
-		e->id = id;
-		bw.nfetch++;
-	}
-	e->used_mono = mono_us();
-	if (!force && ts <= e->sent_ts)
-		return;
-	if (ts > e->want_ts)
-		e->want_ts = ts;
-	if (force)
-		e->want_ts = INT64_MAX;
-	if (!e->inflight)
-		fetch(e);
-}
-
-static void fetch_reply(redisReply *r, void *arg)
-{
-	int64_t id = *(int64_t *)arg;
-	free(arg);
-	struct fent *e = *fslot(id);
-	if (!e || bw.shut)
-		return;
-	e->inflight = false;
-	BkBuild *b = r && r->type == REDIS_REPLY_ARRAY ? bk_build_from_hash(id, r) : NULL;
-	if (!b) {
-		e->want_ts = 0;
-		return;
-	}
-	if (b->updated_ts > e->sent_ts) {
-		e->sent_ts = b->updated_ts;
-		b->utcnow_ts = now_us();
-		for (struct watcher *w = bw.watchers, *next; w; w = next) {
-			next = w->next;
-			if (!w->live || !watcher_wants(w, id, b->bucket))
-				continue;
-			/* A send that fails finished the call (message too large)
-			 * without its on_cancel: let the watcher go now. */
-			if (call_send(w->c, &b->base) < 0 && call_done(w->c))
-				drop_watcher(w->c);
-		}
-	}
-	/* An event newer than what we read arrived meanwhile. */
-	if (e->want_ts > e->sent_ts && e->want_ts != INT64_MAX)
-		fetch(e);
-	else
-		e->want_ts = e->sent_ts;
-	bk_build_free(b);
-}
-
-/* Drop entries nobody asked about lately. */
-static void fetch_gc(bool all)
-{
-	int64_t old = mono_us() - FETCH_IDLE_US;
-	for (size_t i = 0; i < FETCH_BUCKETS; i++) {
-		for (struct fent **pp = &bw.fetch[i]; *pp;) {
-			struct fent *e = *pp;
-			if (all || (!e->inflight && e->used_mono < old)) {
-				*pp = e->next;
-				free(e);
-				bw.nfetch--;
-			} else {
-				pp = &e->next;
-			}
-		}
-	}
-}
-
-static void on_event(const char *channel, const char *msg, size_t len, void *arg)
-{
-	(void)channel, (void)arg;
-	if (!bw.watchers)
-		return;
-	struct json *j = json_parse(msg, len, NULL, 0);
-	const struct json *id = json_get(j, "build_id"), *bucket = json_get(j, "bucket"),
-			  *upd = json_get(j, "updated_ts");
-	if (id && id->type == JSON_STRING && bucket && bucket->type == JSON_STRING && upd &&
-	    upd->is_int) {
-		int64_t bid = strtoll(id->str, NULL, 10);
-		for (struct watcher *w = bw.watchers; w; w = w->next) {
-			if (w->live && watcher_wants(w, bid, bucket->str)) {
-				want(bid, upd->i, false);
-				break;
-			}
-		}
-	} else {
-		LOGW(MOD, "ignoring malformed event on %s: %.*s", channel,
-		     (int)(len > 200 ? 200 : len), msg);
-	}
-	json_free(j);
-}
-
-static void go_live(void)
-{
-	for (struct watcher *w = bw.watchers; w; w = w->next) {
-		if (!w->live) {
-			w->live = true;
-			call_send_headers(w->c);
-		}
-	}
-}
-
-static void on_probe(const char *channel, const char *msg, size_t len, void *arg)
-{
-	(void)channel, (void)msg, (void)len, (void)arg;
-	if (!bw.sub_live)
-		LOGD(MOD, "event subscription is live");
-	bw.sub_live = true;
-	go_live();
-}
-
-static void probe(void)
-{
-	if (store_command(NULL, NULL, "PUBLISH %s %d", BK_PROBE, (int)getpid()) < 0)
-		LOGD(MOD, "cannot probe the event subscription now: Redis is down");
-}
+static bool shut;
 
 static void drop_watcher(struct call *c)
 {
-	struct watcher *w = call_data(c);
-	if (!w)
+	struct swatch *s = call_data(c);
+	if (!s)
 		return;
-	if (w->prev)
-		w->prev->next = w->next;
-	else
-		bw.watchers = w->next;
-	if (w->next)
-		w->next->prev = w->prev;
-	bw.nwatchers--;
+	bk_watch_remove(&s->w);
 	call_set_data(c, NULL);
-	bk_strv_free(w->buckets, w->nb);
-	free(w->ids);
-	free(w);
+	bk_strv_free(s->w.buckets, s->w.nb);
+	free(s->w.ids);
+	free(s);
 	call_unref(c);
+}
+
+static void watch_live(struct bk_watcher *w)
+{
+	call_send_headers(container_of(w, struct swatch, w)->c);
+}
+
+static void watch_build(struct bk_watcher *w, const BkBuild *b)
+{
+	struct call *c = container_of(w, struct swatch, w)->c;
+	/* A send that fails finished the call (message too large) without
+	 * its on_cancel: let the watcher go now. */
+	if (call_send(c, &b->base) < 0 && call_done(c))
+		drop_watcher(c);
 }
 
 void svc_buckets_watch(struct call *c, const ProtobufCMessage *msg)
 {
 	const MSG(WatchBuildsRequest) *req = (const void *)msg;
 	if (req->n_buckets == 0 && req->n_build_ids == 0) {
-		call_finish(c, GRPC_INVALID_ARGUMENT,
-			    "WatchBuilds needs at least one bucket or build id");
+		svc_fail(c, -EINVAL, "WatchBuilds needs at least one bucket or build id");
 		return;
 	}
 	for (size_t i = 0; i < req->n_buckets; i++) {
 		if (!bk_bucket_name_ok(req->buckets[i])) {
-			call_finish(c, GRPC_INVALID_ARGUMENT,
-				    "buckets[%zu]: \"%.120s\" is not a valid bucket name", i,
-				    req->buckets[i]);
+			svc_fail(c, -EINVAL, "buckets[%zu]: \"%.120s\" is not a valid bucket name",
+				 i, req->buckets[i]);
 			return;
 		}
 	}
-	if (bw.shut) {
+	if (shut) {
 		call_finish(c, GRPC_UNAVAILABLE, "server shutting down");
 		return;
 	}
-	struct watcher *w = xcalloc(1, sizeof *w);
-	w->c = c;
-	w->nb = req->n_buckets;
-	w->buckets = xcalloc(w->nb + 1, sizeof(char *));
-	for (size_t i = 0; i < w->nb; i++)
-		w->buckets[i] = xstrdup(req->buckets[i]);
-	w->nids = req->n_build_ids;
-	w->ids = xcalloc(w->nids + 1, sizeof(int64_t));
-	if (w->nids)
-		memcpy(w->ids, req->build_ids, w->nids * sizeof(int64_t));
-	w->next = bw.watchers;
-	if (bw.watchers)
-		bw.watchers->prev = w;
-	bw.watchers = w;
-	bw.nwatchers++;
+	struct swatch *s = xcalloc(1, sizeof *s);
+	s->c = c;
+	s->w.nb = req->n_buckets;
+	s->w.buckets = xcalloc(s->w.nb + 1, sizeof(char *));
+	for (size_t i = 0; i < s->w.nb; i++)
+		s->w.buckets[i] = xstrdup(req->buckets[i]);
+	s->w.nids = req->n_build_ids;
+	s->w.ids = xcalloc(s->w.nids + 1, sizeof(int64_t));
+	if (s->w.nids)
+		memcpy(s->w.ids, req->build_ids, s->w.nids * sizeof(int64_t));
+	s->w.on_live = watch_live;
+	s->w.on_build = watch_build;
+	list_init(&s->w.link);
 	call_ref(c);
-	call_set_data(c, w);
-	if (bw.sub_live) {
-		w->live = true;
+	call_set_data(c, s);
+	if (bk_watch_add(&s->w))
 		call_send_headers(c);
-	} else {
-		probe();
-	}
 }
 
 void svc_buckets_watch_cancel(struct call *c)
@@ -574,139 +413,34 @@ void svc_buckets_watch_cancel(struct call *c)
 	drop_watcher(c);
 }
 
-/* ---- timers and store state ---------------------------------------------------- */
-
-static void expire_done(long n, void *arg);
-static void timeout_done(long n, void *arg);
-
-static void expire_run(void)
-{
-	bw.expiring = true;
-	bk_expire_pass(SWEEP_LIMIT, expire_done, NULL);
-}
-
-static void expire_done(long n, void *arg)
-{
-	(void)arg;
-	bw.expiring = false;
-	if (n > 0)
-		LOGD(MOD, "lease expiry pass looked at %ld lease(s)", n);
-	if (n == SWEEP_LIMIT && !bw.shut)
-		expire_run();
-}
-
-static void timeout_run(void)
-{
-	bw.timing_out = true;
-	bk_timeout_pass(SWEEP_LIMIT, timeout_done, NULL);
-}
-
-static void timeout_done(long n, void *arg)
-{
-	(void)arg;
-	bw.timing_out = false;
-	if (n > 0)
-		LOGI(MOD, "build timeout pass looked at %ld build(s)", n);
-	if (n == SWEEP_LIMIT && !bw.shut)
-		timeout_run();
-}
-
-static void on_expire_timer(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd, (void)what, (void)arg;
-	if (!bw.expiring && store_up())
-		expire_run();
-	fetch_gc(false);
-	/* Lossy pub/sub: keep probing until the subscriber answers. */
-	if (!bw.sub_live && store_up())
-		probe();
-}
-
-static void on_timeout_timer(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd, (void)what, (void)arg;
-	if (!bw.timing_out && store_up())
-		timeout_run();
-}
-
-static void on_store_state(bool up, void *arg)
-{
-	(void)arg;
-	if (!up) {
-		bw.was_down = true;
-		bw.sub_live = false;
-		return;
-	}
-	probe();
-	if (!bw.was_down)
-		return;
-	/* Events may have been lost while we were away: re-read the builds
-	 * watched by id (bucket watchers only see changes from now on). */
-	for (struct watcher *w = bw.watchers; w; w = w->next)
-		for (size_t i = 0; i < w->nids; i++)
-			want(w->ids[i], 0, true);
-	if (!bw.expiring)
-		expire_run();
-}
-
-static void arm(struct event *ev, int64_t us)
-{
-	struct timeval tv = {us / 1000000, us % 1000000};
-	evtimer_add(ev, &tv);
-}
+/* ---- life cycle ---------------------------------------------------------------- */
 
 void svc_buckets_configure(const struct cfg *cfg)
 {
 	struct bk_config bc = {cfg->buckets_op_ttl_us, cfg->buckets_build_timeout_us};
 	bk_configure(&bc);
-	bw.expire_us = cfg->buckets_expiry_interval_us;
-	bw.timeout_check_us = cfg->buckets_timeout_check_interval_us;
-	if (bw.expire_ev)
-		arm(bw.expire_ev, bw.expire_us);
-	if (bw.timeout_ev)
-		arm(bw.timeout_ev, bw.timeout_check_us);
+	bk_watch_configure(cfg->buckets_expiry_interval_us, cfg->buckets_timeout_check_interval_us);
 }
 
 int svc_buckets_init(struct event_base *base)
 {
-	if (bk_register_scripts() < 0)
+	if (bk_init(base) < 0)
 		return -1;
-	bw.base = base;
-	bw.shut = false;
-	bw.sub_live = bw.was_down = false;
-	/* Pattern first: the probe's answer then proves both are live. */
-	store_subscribe(BK_EVENTS "*", on_event, NULL);
-	store_subscribe(BK_PROBE, on_probe, NULL);
-	store_on_state(on_store_state, NULL);
-	bw.expire_ev = event_new(base, -1, EV_PERSIST, on_expire_timer, NULL);
-	bw.timeout_ev = event_new(base, -1, EV_PERSIST, on_timeout_timer, NULL);
-	if (!bw.expire_ev || !bw.timeout_ev)
-		abort();
-	if (bw.expire_us > 0)
-		arm(bw.expire_ev, bw.expire_us);
-	if (bw.timeout_check_us > 0)
-		arm(bw.timeout_ev, bw.timeout_check_us);
+	shut = false;
+	bk_watch_init(base);
 	return 0;
 }
 
 void svc_buckets_shutdown(void)
 {
-	bw.shut = true;
-	while (bw.watchers) {
-		struct call *c = bw.watchers->c;
+	struct bk_watcher *w;
+	shut = true;
+	while ((w = bk_watch_any())) {
+		struct call *c = container_of(w, struct swatch, w)->c;
 		call_ref(c);
 		drop_watcher(c);
 		call_finish(c, GRPC_UNAVAILABLE, "server shutting down");
 		call_unref(c);
 	}
-	if (bw.expire_ev) {
-		event_free(bw.expire_ev);
-		bw.expire_ev = NULL;
-	}
-	if (bw.timeout_ev) {
-		event_free(bw.timeout_ev);
-		bw.timeout_ev = NULL;
-	}
-	fetch_gc(true);
-	assert(bw.nwatchers == 0 && bw.nfetch == 0 && !bw.watchers);
+	bk_watch_shutdown();
 }

@@ -75,8 +75,8 @@
  *   channels {ns}sched:job (payload: job name) and {ns}sched:queue
  *   (payload: "{instance}\n{platform}") announce changes.
  *
- * Build buckets (domain/buckets*.c): listed, with their fields, in
- * buckets_keys.h.
+ * Build buckets (domain/buckets*.c): every key starts with the namespace
+ * and "{bb}:" and is listed, with its fields, in buckets_keys.h.
  *
  * Instance names may contain '/' and ':'; keys keep them verbatim, so
  * `redis-cli --scan --pattern 'reactor:ac:*'` lists every entry.

@@ -122,11 +122,23 @@ class Redis:
         raise RuntimeError("bad RESP line %r" % line)
 
     def snapshot(self):
-        """Every bb:* key and its serialized value (TTLs aside)."""
+        """Every buckets key and its serialized value (TTLs aside)."""
         snap = {}
-        for k in self.cmd("KEYS", "bb:*"):
+        for k in self.cmd("KEYS", "*{bb}:*"):
             snap[k] = self.cmd("DUMP", k)
         return snap
+
+    def bb(self):
+        """The base of every buckets key: the namespace reactord runs with
+        (its `redis: prefix`) and the {bb} hash tag, read off the bucket
+        list, which exists once any build was put.  Every buckets key must
+        carry that same base."""
+        names = self.cmd("KEYS", "*{bb}:buckets")
+        assert len(names) == 1, "want one bucket list, got %r" % names
+        base = names[0].decode()[:-len("buckets")]
+        for k in self.cmd("KEYS", "*{bb}:*"):
+            assert k.decode().startswith(base), "%r is not under %r" % (k, base)
+        return base
 
     def hgetall(self, key):
         a = self.cmd("HGETALL", key)
@@ -282,14 +294,15 @@ class TestLifecycle(BucketsCase):
         self.assertEqual(cbr.results[0].build.cancelation_reason, pb.CANCELED_EXPLICITLY)
         # Redis holds what the replies said, readably.
         rd = self.embedded_redis(srv)
-        hsh = rd.hgetall("bb:build:%d" % bid)
+        bb = rd.bb()
+        hsh = rd.hgetall(bb + "build:%d" % bid)
         self.assertEqual(hsh["status"], "COMPLETED")
         self.assertEqual(hsh["result"], "SUCCESS")
         self.assertEqual(json.loads(hsh["tags"]), list(fb.tags))
         self.assertNotIn("lease_key", hsh)
-        self.assertEqual(rd.cmd("ZSCORE", "bb:change:4711:deadbeef", str(bid)), b"0")
-        self.assertEqual(rd.cmd("ZSCORE", "bb:change:4711:deadbeef", str(rb.id)), b"0")
-        self.assertEqual(set(rd.cmd("SMEMBERS", "bb:buckets")), {b"ci", b"ci2"})
+        self.assertEqual(rd.cmd("ZSCORE", bb + "change:4711:deadbeef", str(bid)), b"0")
+        self.assertEqual(rd.cmd("ZSCORE", bb + "change:4711:deadbeef", str(rb.id)), b"0")
+        self.assertEqual(set(rd.cmd("SMEMBERS", bb + "buckets")), {b"ci", b"ci2"})
 
 
 # ---- 2. every error, its reason, and nothing changed in Redis -----------------
@@ -712,7 +725,8 @@ class TestWatch(BucketsCase):
         srv = self.start()
         api = self.api(srv)
         sock = os.path.join(srv.state_dir, "redis", "redis.sock")
-        lines = self.subscribe(sock, "bb:events:wb")
+        self.put(api, "first")  # makes the keys the namespace is read from
+        lines = self.subscribe(sock, self.redis(sock).bb() + "events:wb")
         wb = api.WatchBuilds(pb.WatchBuildsRequest(buckets=["wb"]), timeout=60)
         wb.initial_metadata()  # headers sent: the subscription is live
         other = self.put(api, "elsewhere")  # not watched

@@ -1,0 +1,24 @@
+-- bk_timeout.lua - one build-timeout pass (after bk_lib.lua).
+-- KEYS: buckets (the status sets of each bucket are found at run time).
+-- ARGV: timeout_us, limit
+local now = now_us()
+-- Ids start with created_ts, so the builds created before the cutoff are
+-- the head of each status set.
+local cutoff = I(now - tonumber(ARGV[1])) .. '000'
+local limit, n = tonumber(ARGV[2]), 0
+for _, bucket in ipairs(redis.call('SMEMBERS', KBS)) do
+  for _, st in ipairs({'SCHEDULED', 'STARTED'}) do
+    if n >= limit then return n end
+    local ids = redis.call('ZRANGEBYLEX', bset(bucket, st), '-', '(' .. cutoff, 'LIMIT', 0, limit - n)
+    for _, id in ipairs(ids) do
+      local b = load(id)
+      if b and b.status == st then
+        cancel(id, b, now, 'TIMEOUT', 'TIMEOUT')
+      else
+        redis.call('ZREM', bset(bucket, st), id)
+      end
+      n = n + 1
+    end
+  end
+end
+return n
