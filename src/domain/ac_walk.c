@@ -26,7 +26,6 @@
 #include "domain/blob.h"
 
 typedef Build__Bazel__Remote__Execution__V2__ActionResult PbActionResult;
-typedef Build__Bazel__Remote__Execution__V2__Directory PbDirectory;
 typedef Build__Bazel__Remote__Execution__V2__Digest PbDigest;
 
 /* Time per loop pass, and steps between clock reads. */
@@ -58,7 +57,8 @@ struct ac_walk {
 	struct blob_reader *rd;
 	struct hasher *h;
 	uint8_t *buf;
-	size_t have, pos;
+	size_t have, pos;	 /* bytes read; parse position in the Tree */
+	size_t dir_pos, dir_end; /* the Directory being walked, in buf */
 	struct ac_walk_res res;
 	size_t cap;
 };
@@ -156,7 +156,7 @@ static void tree_end(struct ac_walk *w)
 	w->h = NULL;
 	free(w->buf);
 	w->buf = NULL;
-	w->have = w->pos = 0;
+	w->have = w->pos = w->dir_pos = w->dir_end = 0;
 	w->phase = P_DIRS;
 	w->i++;
 }
@@ -259,10 +259,10 @@ static void step_tree_read(struct ac_walk *w)
 	w->phase = P_TREE_PARSE;
 }
 
-static bool get_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *out)
+static bool get_varint(const uint8_t *p, size_t end, size_t *pos, uint64_t *out)
 {
 	uint64_t v = 0;
-	for (unsigned shift = 0; shift < 64 && *pos < len; shift += 7) {
+	for (unsigned shift = 0; shift < 64 && *pos < end; shift += 7) {
 		uint8_t b = p[(*pos)++];
 		v |= (uint64_t)(b & 0x7f) << shift;
 		if (!(b & 0x80)) {
@@ -273,65 +273,105 @@ static bool get_varint(const uint8_t *p, size_t len, size_t *pos, uint64_t *out)
 	return false;
 }
 
-/* One top-level field of the Tree: a Directory (root = 1, children = 2)
- * is unpacked and its files checked; other fields are skipped as protobuf
- * parsers skip unknown fields.  Returns false when the bytes are not a
- * Tree. */
+/* One field of protobuf wire data in p[*pos, end): its number and wire
+ * type, and for length-delimited fields its bytes.  Advances *pos past it.
+ * False when the bytes are malformed (or a group, which REAPI never uses). */
+static bool next_field(const uint8_t *p, size_t end, size_t *pos, unsigned *field, unsigned *wt,
+		       const uint8_t **data, size_t *len)
+{
+	uint64_t tag, v;
+	if (!get_varint(p, end, pos, &tag) || (tag >> 3) == 0 || (tag >> 3) > 0x1fffffff)
+		return false;
+	*field = (unsigned)(tag >> 3);
+	*wt = (unsigned)(tag & 7);
+	switch (*wt) {
+	case 0: return get_varint(p, end, pos, &v);
+	case 1:
+	case 5: {
+		size_t n = *wt == 1 ? 8 : 4;
+		if (end - *pos < n)
+			return false;
+		*pos += n;
+		return true;
+	}
+	case 2:
+		if (!get_varint(p, end, pos, &v) || v > end - *pos)
+			return false;
+		*data = p + *pos;
+		*len = (size_t)v;
+		*pos += (size_t)v;
+		return true;
+	default: return false;
+	}
+}
+
+/* One field of the Tree's top level: a Directory (root = 1, children = 2)
+ * is entered (its fields are the next steps); other fields are skipped,
+ * as protobuf parsers skip unknown fields.  False when not a Tree. */
 static bool tree_field(struct ac_walk *w)
 {
-	const uint8_t *p = w->buf;
-	size_t len = w->have, pos = w->pos;
-	uint64_t tag, v;
-	if (!get_varint(p, len, &pos, &tag) || (tag >> 3) == 0)
+	unsigned field, wt;
+	const uint8_t *data = NULL;
+	size_t len = 0, start;
+	if (!next_field(w->buf, w->have, &w->pos, &field, &wt, &data, &len))
 		return false;
-	unsigned field = (unsigned)(tag >> 3), wt = (unsigned)(tag & 7);
-	switch (wt) {
-	case 0:
-		if (!get_varint(p, len, &pos, &v))
-			return false;
-		break;
-	case 1:
-	case 5:
-		if (len - pos < (wt == 1 ? 8u : 4u))
-			return false;
-		pos += wt == 1 ? 8 : 4;
-		break;
-	case 2:
-		if (!get_varint(p, len, &pos, &v) || v > len - pos)
-			return false;
-		if (field == 1 || field == 2) {
-			PbDirectory *dir = build__bazel__remote__execution__v2__directory__unpack(
-				&pb_allocator, (size_t)v, p + pos);
-			if (!dir)
-				return false;
-			const Build__Bazel__Remote__Execution__V2__OutputDirectory *od = cur_dir(w);
-			for (size_t k = 0; k < dir->n_files && !w->res.invalid; k++) {
-				struct digest d;
-				check_ref(w, dir->files[k]->digest, &d,
-					  "output_directories[%zu] (\"%.200s\"): file \"%.200s\" "
-					  "in its Tree",
-					  w->i, od->path, dir->files[k]->name);
-			}
-			build__bazel__remote__execution__v2__directory__free_unpacked(
-				dir, &pb_allocator);
-		}
-		pos += (size_t)v;
-		break;
-	default: return false; /* groups and reserved wire types */
-	}
-	if ((field == 1 || field == 2) && wt != 2)
+	if (field != 1 && field != 2)
+		return true;
+	if (wt != 2)
 		return false; /* a known field with the wrong wire type */
-	w->pos = pos;
+	start = (size_t)(data - w->buf);
+	w->dir_pos = start;
+	w->dir_end = start + len;
+	return true;
+}
+
+/* One field of the Directory being walked: each node is unpacked on its
+ * own (so a Directory of 100,000 files is many small steps), a FileNode's
+ * digest is checked.  False when not a Directory. */
+static bool dir_field(struct ac_walk *w)
+{
+	unsigned field, wt;
+	const uint8_t *data = NULL;
+	size_t len = 0;
+	if (!next_field(w->buf, w->dir_end, &w->dir_pos, &field, &wt, &data, &len))
+		return false;
+	const ProtobufCMessageDescriptor *desc;
+	switch (field) {
+	case 1: desc = &build__bazel__remote__execution__v2__file_node__descriptor; break;
+	case 2: desc = &build__bazel__remote__execution__v2__directory_node__descriptor; break;
+	case 3: desc = &build__bazel__remote__execution__v2__symlink_node__descriptor; break;
+	case 5: desc = &build__bazel__remote__execution__v2__node_properties__descriptor; break;
+	default: return true; /* unknown: skipped */
+	}
+	if (wt != 2)
+		return false;
+	ProtobufCMessage *m = protobuf_c_message_unpack(desc, &pb_allocator, len, data);
+	if (!m)
+		return false;
+	if (field == 1) {
+		const Build__Bazel__Remote__Execution__V2__FileNode *fn = (const void *)m;
+		const Build__Bazel__Remote__Execution__V2__OutputDirectory *od = cur_dir(w);
+		struct digest d;
+		check_ref(w, fn->digest, &d,
+			  "output_directories[%zu] (\"%.200s\"): file \"%.200s\" in its Tree", w->i,
+			  od->path, fn->name);
+	}
+	protobuf_c_message_free_unpacked(m, &pb_allocator);
 	return true;
 }
 
 static void step_tree_parse(struct ac_walk *w)
 {
-	if (w->pos >= w->have) {
+	bool ok;
+	if (w->dir_pos < w->dir_end) {
+		ok = dir_field(w);
+	} else if (w->pos < w->have) {
+		ok = tree_field(w);
+	} else {
 		tree_end(w);
 		return;
 	}
-	if (!tree_field(w)) {
+	if (!ok) {
 		char ds[DIGEST_STR_LEN];
 		const Build__Bazel__Remote__Execution__V2__OutputDirectory *od = cur_dir(w);
 		set_invalid(w,
