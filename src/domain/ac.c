@@ -166,7 +166,6 @@ int ac_init(struct event_base *base)
 
 struct op {
 	struct list link; /* on ac.pending while checking or answering */
-	bool put;
 	char *key;
 	struct digest action;
 	struct blob_store *cas;
@@ -522,7 +521,6 @@ int ac_put(const char *instance, struct blob_store *cas, const struct digest *ac
 	if (!store_up())
 		return ERR_STORE_DOWN;
 	struct op *o = op_new(instance, cas, action, cb, arg);
-	o->put = true;
 	o->len = protobuf_c_message_get_packed_size(&r->base);
 	o->bytes = xmalloc(o->len ? o->len : 1);
 	protobuf_c_message_pack(&r->base, o->bytes);

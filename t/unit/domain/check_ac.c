@@ -543,7 +543,8 @@ START_TEST(test_get_drops_incomplete_and_corrupt)
 	got_free(&g);
 	ck_assert_int_eq(entry_exists(&a), 0);
 
-	set_entry(&a, "\xff\xff\xff not a protobuf", 20);
+	static const char junk[] = "\xff\xff\xff not a protobuf";
+	set_entry(&a, junk, sizeof(junk) - 1);
 	do_get(&a, &g);
 	ck_assert_int_eq(g.rc, -ENOENT);
 	ck_assert_msg(g.msg && strstr(g.msg, "not a valid ActionResult"), "%s", g.msg);
