@@ -1,9 +1,21 @@
 /*
- * ac.h - the action cache as seen from inside the server (the scheduler's
- * Execute lookup and the storing of results bots report).  Implemented in
- * svc_ac.c next to the ActionCache service, with the same rule: a result
- * is served or stored only while every blob it references is in the
- * instance's CAS.
+ * ac.h - the action cache: entries in Redis (one hash per action, schema in
+ * state/keys.c and reactor-redis(7)), and the rule that a result is stored
+ * or served only while every blob it references (output files, output
+ * directories' Tree blobs and the files listed in them, stdout/stderr) is
+ * in the instance's CAS.  Used by the ActionCache service (svc_ac.c), by
+ * Execute (a cache hit ends the operation at once) and by Bots (results
+ * that bots report are cached).
+ *
+ * Checking a result can mean reading and parsing large Tree blobs; that
+ * work proceeds in slices across loop passes (bounded in time per pass),
+ * reads each distinct Tree once per request, and refuses Trees over
+ * AC_TREE_MAX.  A successful check is remembered in memory (keyed by entry,
+ * valid while the result bytes are unchanged, the store has evicted
+ * nothing since, and for at most a minute), so hot entries skip the walk.
+ *
+ * Errors follow core/err.h; the async contract there holds for every
+ * function taking a callback.  Nothing here knows gRPC.
  */
 #ifndef REACTOR_AC_H
 #define REACTOR_AC_H
@@ -12,26 +24,87 @@
 #include <stdint.h>
 
 #include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "core/util.h"
 
-struct inst;
+struct blob_store;
 struct digest;
+struct event_base;
 
-/* rc 0: a complete entry; result/len is the serialized ActionResult
- * (valid during the callback only).  -ENOENT: no entry, or it was
- * malformed or incomplete (then it is dropped, as GetActionResult does).
- * -EIO: Redis failed or went away before answering. */
+/* The largest Tree blob the check reads and parses.  Trees travel by
+ * ByteStream, so they are not bound by the message size limits; this is
+ * 4x the default max-recv-message-size (16 MiB), and what the server
+ * accepted before the check was sliced. */
+#define AC_TREE_MAX (64LL << 20)
+
+/* The outcome of ac_get / ac_put, valid during the callback only.
+ *   rc 0               result/len: the serialized ActionResult
+ *   -ENOENT            no entry (msg NULL), or the entry was malformed or
+ *                      incomplete and has been dropped (msg says why)
+ *   -EINVAL            (ac_put) the result is malformed; msg names the
+ *                      field, e.g. "output_files[1] (\"a\"): digest: ..."
+ *   ERR_TOO_LARGE      (ac_put) a Tree is over AC_TREE_MAX; msg as -EINVAL
+ *   ERR_PRECONDITION   (ac_put) blobs are missing from CAS: missing/nmissing
+ *                      (sorted, no duplicates); msg names the first one
+ *   -EIO               reading CAS failed; msg says what
+ *   ERR_STORE_FAILED   Redis went away before answering
+ *   ERR_STORE_REPLY    Redis answered an error (msg: its text)
+ *   -ECANCELED         ac_shutdown ran first */
+struct ac_res {
+	int rc;
+	const char *msg;
+	const uint8_t *result;
+	size_t len;
+	const struct digest *missing;
+	size_t nmissing;
+};
+typedef void (*ac_cb)(void *arg, const struct ac_res *r);
+
+/* Register the scripts (before store_start) and remember the loop the
+ * sliced checks run on.  Returns 0, or ERR_STORE_FAILED when the store
+ * is already started. */
+int ac_init(struct event_base *base) WARN_UNUSED;
+
+/* Cancel checks in progress (their callbacks run with -ECANCELED) and free
+ * the check cache.  Call before the blob stores close; idempotent. */
+void ac_shutdown(void);
+
+/* Read the entry of `action` in `instance`, whose CAS is `cas` (which must
+ * stay open until the callback), check it is complete, count the hit, and
+ * call cb once.  A malformed or incomplete entry is dropped (only if it
+ * still holds the bytes that were checked) before cb runs with -ENOENT.
+ * Returns 0, or ERR_STORE_DOWN (cb not called). */
+int ac_get(const char *instance, struct blob_store *cas, const struct digest *action, ac_cb cb,
+	   void *arg) WARN_UNUSED;
+
+/* Check r (copied; the caller may free it on return) against `cas`, then
+ * store it as the entry of `action` in `instance` (one HSET of the result
+ * and its readable fields), and call cb once (cb may be NULL: failures are
+ * then logged).  Returns 0, or ERR_STORE_DOWN when Redis is down now (cb
+ * not called). */
+int ac_put(const char *instance, struct blob_store *cas, const struct digest *action,
+	   const Build__Bazel__Remote__Execution__V2__ActionResult *r, ac_cb cb,
+	   void *arg) WARN_UNUSED;
+
+/* Delete the entry of `action` only if its `result` field still equals
+ * result/len (a fresh update racing with the drop survives).  cb (may be
+ * NULL) gets rc 0 and *dropped = 1 or 0.  Returns 0 or ERR_STORE_DOWN. */
+typedef void (*ac_drop_cb)(void *arg, int rc, int dropped);
+int ac_drop_if(const char *instance, const struct digest *action, const uint8_t *result, size_t len,
+	       ac_drop_cb cb, void *arg) WARN_UNUSED;
+
+/* ---- transitional: the callers holding a services `struct inst` --------
+ * Execute (svc_exec.c) and Bots (svc_bots.c) use these shorthands, defined
+ * in services/svc_ac.c; they go once those callers use ac_get / ac_put. */
+struct inst;
+
+/* rc 0: a complete entry (result/len valid during the callback only);
+ * -ENOENT: no usable entry (incomplete ones are dropped); -EIO: Redis
+ * failed or went away. */
 typedef void (*ac_lookup_cb)(void *arg, int rc, const uint8_t *result, size_t len);
-
-/* Look up the entry of `action` in instance `in`.  Returns 0 when the
- * lookup is under way (cb runs exactly once, later), -1 when Redis is
- * down (cb is not called). */
+/* 0 when under way (cb runs once, later), -1 when Redis is down. */
 int ac_lookup(struct inst *in, const struct digest *action, ac_lookup_cb cb, void *arg);
-
-/* Store r as the result of `action` (no reply awaited; writes on the one
- * command connection are ordered, so a later lookup sees it).  Returns 0
- * when queued; -ENOENT when r references blobs missing from CAS, -EINVAL
- * when r is malformed (both with *err set, malloc'd, if err != NULL);
- * -EIO when Redis is down. */
+/* Check and store r in the background (failures are logged).  Returns 0
+ * when under way, -EIO (with *err) when Redis is down. */
 int ac_store(struct inst *in, const struct digest *action,
 	     const Build__Bazel__Remote__Execution__V2__ActionResult *r, char **err);
 

@@ -17,6 +17,8 @@ import os
 import signal
 import socket
 import sys
+import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -531,7 +533,117 @@ class TestErrors(ACTestCase):
         for fn in (lambda: self.get(action), lambda: self.update(action, res)):
             e = self.error_of(fn)
             self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE)
-            self.assertIn("Redis is down", e.details())
+            self.assertIn("Redis is unavailable", e.details())
+
+
+# ---- bounded work: large Trees do not stall other clients -------------------------
+
+
+class TestLargeTrees(ACTestCase):
+    """An UpdateActionResult whose 300 output directories all name one
+    1.6 MB Tree (and a GetActionResult of such an entry) must not hold the
+    loop: the Tree is read and parsed once per request, in slices, while
+    Health.Check on another connection keeps answering."""
+
+    NFILES = 19000   # FileNodes in the Tree: about 1.6 MB serialized
+    NDIRS = 300
+    PROBE_MAX = 0.1  # seconds a concurrent Health.Check may wait
+
+    def big_tree(self, extra=None):
+        r = rpb()
+        blobs = [b"shared file %d" % i for i in range(64)]
+        files = [r.FileNode(name="f%05d" % i, digest=digest(blobs[i % len(blobs)]))
+                 for i in range(self.NFILES)]
+        if extra is not None:
+            files.append(r.FileNode(name="zz-extra", digest=digest(extra)))
+        tree = r.Tree(root=r.Directory(files=files)).SerializeToString()
+        self.assertGreater(len(tree), 1500000)
+        return tree, blobs
+
+    def result_of(self, tree):
+        r = rpb()
+        return r.ActionResult(exit_code=0, output_directories=[
+            r.OutputDirectory(path="out/d%03d" % i, tree_digest=digest(tree))
+            for i in range(self.NDIRS)])
+
+    def probe_during(self, fn):
+        """Run fn() in a thread; meanwhile call Health.Check on a second
+        connection back to back.  Returns (fn's result or exception,
+        worst probe seconds, number of probes, fn's seconds)."""
+        probe_ch = self.channel(self.srv.tcp_addr)
+        h.health_check(probe_ch, timeout=10)  # connected and warm
+        out = {}
+
+        def run():
+            t0 = time.monotonic()
+            try:
+                out["res"] = fn()
+            except grpc.RpcError as e:
+                out["res"] = e
+            out["secs"] = time.monotonic() - t0
+        th = threading.Thread(target=run)
+        th.start()
+        worst, n = 0.0, 0
+        while th.is_alive() or n == 0:
+            t0 = time.monotonic()
+            h.health_check(probe_ch, timeout=30)
+            worst = max(worst, time.monotonic() - t0)
+            n += 1
+        th.join()
+        probe_ch.close()
+        return out["res"], worst, n, out["secs"]
+
+    def test_update_and_get_many_dirs_one_big_tree(self):
+        self.start()
+        tree, blobs = self.big_tree()
+        self.upload(blobs)
+        self.upload([tree])
+        action = digest(b"300 dirs, one big tree")
+        res = self.result_of(tree)
+        self.assertGreater(len(res.SerializeToString()), 20000)
+        got, worst, n, secs = self.probe_during(lambda: self.update(action, res))
+        print("update: %.3f s; %d Health.Check probes, worst %.1f ms"
+              % (secs, n, worst * 1000), file=sys.stderr)
+        self.assertEqual(got, res)
+        self.assertLess(worst, self.PROBE_MAX * h.SLOW,
+                        "Health.Check waited %.0f ms during the update" % (worst * 1000))
+        # A read with no remembered check walks the Tree again: write the
+        # entry under another key by hand, as another reactord would.
+        other = digest(b"same result, written by someone else")
+        self.redis("HSET", self.ac_key(other), "result", res.SerializeToString())
+        got, worst, n, secs = self.probe_during(lambda: self.get(other))
+        print("get: %.3f s; %d Health.Check probes, worst %.1f ms"
+              % (secs, n, worst * 1000), file=sys.stderr)
+        self.assertEqual(got, res)
+        self.assertLess(worst, self.PROBE_MAX * h.SLOW,
+                        "Health.Check waited %.0f ms during the read" % (worst * 1000))
+
+    def test_big_tree_missing_file_reported_once(self):
+        self.start()
+        gone = b"a file that was never uploaded"
+        tree, blobs = self.big_tree(extra=gone)
+        self.upload(blobs)
+        self.upload([tree])
+        action = digest(b"300 dirs, one big tree, one hole")
+        e = self.error_of(self.update, action, self.result_of(tree))
+        self.assertEqual(e.code(), grpc.StatusCode.FAILED_PRECONDITION, e.details())
+        self.assertEqual(self.precondition_subjects(e), {subject(digest(gone))})
+        self.assertIn("1 blob missing", e.details())
+        self.assertEqual(self.redis("EXISTS", self.ac_key(action)), 0)
+        self.assert_serving(self.srv)
+
+    def test_tree_over_the_limit_is_refused(self):
+        # The limit (64 MiB) is checked on the digest's size before any
+        # read: a Tree digest over it is refused naming the limit.
+        self.start()
+        r = rpb()
+        huge = r.Digest(hash=hashlib.sha256(b"huge").hexdigest(), size_bytes=(64 << 20) + 1)
+        res = r.ActionResult(output_directories=[
+            r.OutputDirectory(path="big", tree_digest=huge)])
+        e = self.error_of(self.update, digest(b"huge tree"), res)
+        self.assertEqual(e.code(), grpc.StatusCode.INVALID_ARGUMENT, e.details())
+        self.assertIn("output_directories[0]", e.details())
+        self.assertIn("67108864 bytes", e.details())
 
 
 # ---- persistence and instances ----------------------------------------------------

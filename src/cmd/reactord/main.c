@@ -29,6 +29,7 @@
 #include "services/dispatch.h"
 #include "services/inst.h"
 #include "core/log.h"
+#include "domain/ac.h"
 #include "domain/sched.h"
 #include "transport/server.h"
 #include "state/keys.h"
@@ -315,6 +316,10 @@ int main(int argc, char **argv)
 	}
 	if (sched_init() != 0) {
 		LOGE("main", "scheduler: cannot register the Redis scripts");
+		goto out_store;
+	}
+	if (ac_init(d.base) != 0) {
+		LOGE("main", "action cache: cannot register the Redis scripts");
 		goto out_store;
 	}
 	sched_watch_init(d.base);

@@ -1,0 +1,9 @@
+-- ac_hit.lua - count a cache hit without resurrecting an entry that was
+-- dropped meanwhile (HINCRBY alone would create a hash holding only
+-- `hits`).
+-- KEYS[1]  the entry (ac:{instance}:{hash}-{size})
+-- Returns the new hit count, or 0 when the entry is gone.
+if redis.call('EXISTS', KEYS[1]) == 1 then
+	return redis.call('HINCRBY', KEYS[1], 'hits', 1)
+end
+return 0
