@@ -92,20 +92,4 @@ typedef void (*ac_drop_cb)(void *arg, int rc, int dropped);
 int ac_drop_if(const char *instance, const struct digest *action, const uint8_t *result, size_t len,
 	       ac_drop_cb cb, void *arg) WARN_UNUSED;
 
-/* ---- transitional: the callers holding a services `struct inst` --------
- * Execute (svc_exec.c) and Bots (svc_bots.c) use these shorthands, defined
- * in services/svc_ac.c; they go once those callers use ac_get / ac_put. */
-struct inst;
-
-/* rc 0: a complete entry (result/len valid during the callback only);
- * -ENOENT: no usable entry (incomplete ones are dropped); -EIO: Redis
- * failed or went away. */
-typedef void (*ac_lookup_cb)(void *arg, int rc, const uint8_t *result, size_t len);
-/* 0 when under way (cb runs once, later), -1 when Redis is down. */
-int ac_lookup(struct inst *in, const struct digest *action, ac_lookup_cb cb, void *arg);
-/* Check and store r in the background (failures are logged).  Returns 0
- * when under way, -EIO (with *err) when Redis is down. */
-int ac_store(struct inst *in, const struct digest *action,
-	     const Build__Bazel__Remote__Execution__V2__ActionResult *r, char **err);
-
 #endif

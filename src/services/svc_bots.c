@@ -289,13 +289,10 @@ static void session_reply(void *arg, const struct sched_bot_result *r)
 		/* Cache the result: exit code 0, OK status, cacheable action. */
 		struct inst *in = inst_find(b->instance);
 		if (b->result && in && !r->done_do_not_cache && b->result->exit_code == 0) {
-			char *err = NULL;
-			int rc = ac_store(in, &r->done_action, b->result, &err);
-			if (rc != 0) {
+			int rc = ac_put(in->name, in->cas, &r->done_action, b->result, NULL, NULL);
+			if (rc != 0)
 				LOGW(MOD, "result of job %s not cached: %s", r->done_job,
-				     err ? err : "error");
-				free(err);
-			}
+				     err_name(rc));
 		}
 		LOGI(MOD, "session %s (bot %s) completed job %s", b->session, b->bot_id,
 		     r->done_job);

@@ -313,9 +313,12 @@ static void enqueue(struct exec *ex)
 	}
 }
 
-static void ac_reply(void *arg, int rc, const uint8_t *result, size_t len)
+static void ac_reply(void *arg, const struct ac_res *res)
 {
 	struct exec *ex = arg;
+	int rc = res->rc;
+	const uint8_t *result = res->result;
+	size_t len = res->len;
 	if (!ex->live || call_done(ex->c)) {
 		ex_unref(ex);
 		return;
@@ -339,47 +342,16 @@ static void ac_reply(void *arg, int rc, const uint8_t *result, size_t len)
 				       .cached = true,
 				       .action = ex->action};
 		ex_send(ex, &v);
-	} else if (rc == -ENOENT) {
-		enqueue(ex);
-	} else {
-		call_finish(ex->c, GRPC_UNAVAILABLE,
-			    "Redis is down or failed while reading "
-			    "the action cache");
+	} else if (err_is_store(rc) || rc == ERR_STORE_REPLY || rc == -ECANCELED) {
+		svc_fail(ex->c, rc, "cannot read the action cache");
 		ex_end(ex);
+	} else {
+		/* No entry, or one the check refused (dropped): a miss. */
+		enqueue(ex);
 	}
 	ex_unref(ex);
 }
 
-/* FAILED_PRECONDITION with one MISSING violation per blob. */
-static void finish_missing(struct call *c, const struct digest *missing, const char **what,
-			   size_t n)
-{
-	Google__Rpc__PreconditionFailure__Violation vs[3], *vp[3];
-	char subj[3][DIGEST_STR_LEN + 8], desc[3][64];
-	char list[400] = "";
-	for (size_t i = 0; i < n; i++) {
-		google__rpc__precondition_failure__violation__init(&vs[i]);
-		snprintf(subj[i], sizeof subj[i], "blobs/%s/%lld", missing[i].hex,
-			 (long long)missing[i].size);
-		snprintf(desc[i], sizeof desc[i], "the %s is not in CAS", what[i]);
-		vs[i].type = (char *)"MISSING";
-		vs[i].subject = subj[i];
-		vs[i].description = desc[i];
-		vp[i] = &vs[i];
-		snprintf(list + strlen(list), sizeof(list) - strlen(list), "%s%s %s", i ? ", " : "",
-			 what[i], subj[i]);
-	}
-	Google__Rpc__PreconditionFailure pf = GOOGLE__RPC__PRECONDITION_FAILURE__INIT;
-	pf.n_violations = n;
-	pf.violations = vp;
-	size_t len = protobuf_c_message_get_packed_size(&pf.base);
-	uint8_t *buf = xmalloc(len ? len : 1);
-	protobuf_c_message_pack(&pf.base, buf);
-	struct grpc_any any = {PRECONDITION_URL, buf, len};
-	call_finish_details(c, GRPC_FAILED_PRECONDITION, &any, 1,
-			    "missing from CAS (upload first): %s", list);
-	free(buf);
-}
 
 static int64_t duration_us(const Google__Protobuf__Duration *d)
 {
@@ -491,7 +463,7 @@ static int check_inputs(struct call *c, struct inst *in, const PbAction *a, PbPl
 		what[nmiss++] = "input root Directory";
 	}
 	if (nmiss) {
-		finish_missing(c, missing, what, nmiss);
+		reapi_finish_missing(c, missing, what, nmiss, "missing from CAS (upload first)");
 		return -1;
 	}
 	return 0;
@@ -555,10 +527,10 @@ static void start_exec(struct call *c, struct inst *in,
 	ex->last_stage = SCHED_UNKNOWN;
 	if (!req->skip_cache_lookup && !a->do_not_cache) {
 		ex_ref(ex);
-		if (ac_lookup(in, action, ac_reply, ex) != 0) {
+		int rc = ac_get(in->name, in->cas, action, ac_reply, ex);
+		if (rc != 0) {
 			ex_unref(ex);
-			call_finish(c, GRPC_UNAVAILABLE,
-				    "Redis is down: cannot read the action cache");
+			svc_fail(c, rc, "cannot read the action cache");
 			ex_end(ex);
 		}
 	} else {
@@ -581,7 +553,7 @@ void svc_exec_execute(struct call *c, const ProtobufCMessage *msg)
 	int rc = read_parsed(c, in, &action, "Action", ACTION_MAX, &abuf);
 	if (rc == -ENOENT) {
 		const char *what = "Action";
-		finish_missing(c, &action, &what, 1);
+		reapi_finish_missing(c, &action, &what, 1, "missing from CAS (upload first)");
 		return;
 	}
 	if (rc != 0)
