@@ -217,16 +217,6 @@ static char *write_resource(const char *instance, const char *hash, int64_t size
 			 b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15], hash, size);
 }
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-	size_t n = 0;
-	do {
-		p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-		v >>= 7;
-	} while (v);
-	return n;
-}
-
 /* A Write or Read in flight.  Callbacks only record; the command loops
  * look at the record after each pass of the event loop. */
 struct xfer {
@@ -420,13 +410,13 @@ static int cmd_upload(struct rc_client *cl, struct event_base *base, const char 
 				break;
 			}
 			head[hl++] = 1 << 3 | 2;
-			hl += put_varint(head + hl, nl);
+			hl += pb_varint_put(head + hl, nl);
 			memcpy(head + hl, name, nl);
 			hl += nl;
 		}
 		if (off) {
 			head[hl++] = 2 << 3;
-			hl += put_varint(head + hl, (uint64_t)off);
+			hl += pb_varint_put(head + hl, (uint64_t)off);
 		}
 		if (last) {
 			head[hl++] = 3 << 3;
@@ -434,7 +424,7 @@ static int cmd_upload(struct rc_client *cl, struct event_base *base, const char 
 		}
 		if (got) {
 			head[hl++] = 10 << 3 | 2;
-			hl += put_varint(head + hl, got);
+			hl += pb_varint_put(head + hl, got);
 		}
 		uint8_t *msg = data - hl - 5;
 		memcpy(data - hl, head, hl);
@@ -475,18 +465,6 @@ out:
 	return rv;
 }
 
-static int get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-	*v = 0;
-	for (int shift = 0; shift < 64 && *p < end; shift += 7) {
-		uint8_t b = *(*p)++;
-		*v |= (uint64_t)(b & 0x7f) << shift;
-		if (!(b & 0x80))
-			return 0;
-	}
-	return -1;
-}
-
 /* The data field of a ReadResponse, found in place: a 1 MiB message is
  * not worth a protobuf-c unpack (an allocation and a copy each).  Unknown
  * fields are skipped as the wire format says.  Returns 0 or -1. */
@@ -497,11 +475,11 @@ static int read_response_data(const uint8_t *p, size_t len, const uint8_t **data
 	*n = 0;
 	while (p < end) {
 		uint64_t key, v;
-		if (get_varint(&p, end, &key) != 0)
+		if (pb_varint_get(&p, end, &key) != 0)
 			return -1;
 		switch (key & 7) {
 		case 0:
-			if (get_varint(&p, end, &v) != 0)
+			if (pb_varint_get(&p, end, &v) != 0)
 				return -1;
 			break;
 		case 1:
@@ -513,7 +491,7 @@ static int read_response_data(const uint8_t *p, size_t len, const uint8_t **data
 			break;
 		}
 		case 2:
-			if (get_varint(&p, end, &v) != 0 || v > (uint64_t)(end - p))
+			if (pb_varint_get(&p, end, &v) != 0 || v > (uint64_t)(end - p))
 				return -1;
 			if (key >> 3 == 10) { /* bytes data = 10; the last one wins */
 				*data = p;

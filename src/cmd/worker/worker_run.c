@@ -135,24 +135,6 @@ void wrun_rmtree(const char *path)
 	rmdir(path);
 }
 
-static int mkdir_p(const char *path)
-{
-	char *p = xstrdup(path);
-	for (char *s = p + 1; *s; s++) {
-		if (*s != '/')
-			continue;
-		*s = '\0';
-		if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-			free(p);
-			return -1;
-		}
-		*s = '/';
-	}
-	int rv = mkdir(p, 0755) != 0 && errno != EEXIST ? -1 : 0;
-	free(p);
-	return rv;
-}
-
 /* A single path component from a Directory: no "/", not "." or "..". */
 static bool good_name(const char *n)
 {
@@ -542,16 +524,6 @@ static int pack_dir(struct collect *c, const char *path, uint8_t **data, size_t 
 	return rc;
 }
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-	size_t n = 0;
-	do {
-		p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-		v >>= 7;
-	} while (v);
-	return n;
-}
-
 /* Tree{root = 1, children = 2}, encoded by hand from packed Directories. */
 static int tree_of(struct collect *c, const char *path, struct digest *td)
 {
@@ -566,13 +538,13 @@ static int tree_of(struct collect *c, const char *path, struct digest *td)
 		total += 11 + ((struct tree_kid *)c->kids.v[i])->len;
 	uint8_t *t = a_zalloc(&c->a, total), *p = t;
 	*p++ = 0x0a;
-	p += put_varint(p, rlen);
+	p += pb_varint_put(p, rlen);
 	memcpy(p, root, rlen);
 	p += rlen;
 	for (size_t i = 0; i < c->kids.n; i++) {
 		struct tree_kid *k = c->kids.v[i];
 		*p++ = 0x12;
-		p += put_varint(p, k->len);
+		p += pb_varint_put(p, k->len);
 		memcpy(p, k->data, k->len);
 		p += k->len;
 	}
@@ -664,7 +636,7 @@ void wrun_action(const struct wrun_req *r, struct wrun_out *out)
 	struct collect c = {0};
 
 	wrun_rmtree(r->dir);
-	if (mkdir_p(r->dir) != 0 || mkdir(root, 0755) != 0) {
+	if (mkdir_p(r->dir, 0755) != 0 || mkdir(root, 0755) != 0) {
 		set_out(out, GRPC_INTERNAL,
 			xasprintf("cannot create the action directory %s: %s", r->dir,
 				  strerror(errno)));
@@ -714,18 +686,19 @@ void wrun_action(const struct wrun_req *r, struct wrun_out *out)
 		char *p = xasprintf("%s/%s", cwd, o);
 		char *slash = strrchr(p, '/');
 		*slash = '\0';
-		int mr = mkdir_p(p);
+		int mr = mkdir_p(p, 0755);
 		free(p);
 		if (mr != 0) {
 			set_out(out, GRPC_INTERNAL,
 				xasprintf("cannot create the parent of output %s: %s", o,
-					  strerror(errno)));
+					  strerror(-mr)));
 			goto done;
 		}
 	}
-	if (mkdir_p(cwd) != 0) {
+	int mr = mkdir_p(cwd, 0755);
+	if (mr != 0) {
 		set_out(out, GRPC_INTERNAL,
-			xasprintf("cannot create the working directory: %s", strerror(errno)));
+			xasprintf("cannot create the working directory: %s", strerror(-mr)));
 		goto done;
 	}
 
