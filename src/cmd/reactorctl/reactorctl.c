@@ -19,7 +19,7 @@
 
 #include <event2/event.h>
 
-#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "proto/pb.h"
 #include "rpc/client.h"
 #include "core/digest.h"
 #include "google/bytestream/bytestream.pb-c.h"
@@ -631,8 +631,8 @@ static int cmd_missing(struct rc_client *cl, const char *instance, char **args, 
 		list[n++] = xstrdup(arg);
 	}
 	free(line);
-	Build__Bazel__Remote__Execution__V2__Digest *ds = xcalloc(n ? n : 1, sizeof(*ds));
-	Build__Bazel__Remote__Execution__V2__Digest **dp = xcalloc(n ? n : 1, sizeof(*dp));
+	PbDigest *ds = xcalloc(n ? n : 1, sizeof(*ds));
+	PbDigest **dp = xcalloc(n ? n : 1, sizeof(*dp));
 	int rv = 2;
 	for (size_t i = 0; i < n; i++) {
 		build__bazel__remote__execution__v2__digest__init(&ds[i]);

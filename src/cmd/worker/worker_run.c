@@ -38,9 +38,6 @@
 #define RE(x)	   BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
 #define URL_RESULT "type.googleapis.com/build.bazel.remote.execution.v2.ActionResult"
 
-typedef Build__Bazel__Remote__Execution__V2__Digest PbDigest;
-typedef Build__Bazel__Remote__Execution__V2__Directory PbDirectory;
-
 extern char **environ;
 
 static volatile pid_t running_pgid;
@@ -192,8 +189,7 @@ static int stage_inputs(struct wcas *cas, const struct digest *root, const char 
 				break;
 			}
 			for (size_t j = 0; j < pd->n_files && rc == 0; j++) {
-				const Build__Bazel__Remote__Execution__V2__FileNode *f =
-					pd->files[j];
+				const PbFileNode *f = pd->files[j];
 				struct digest fd;
 				if (!good_name(f->name) || !f->digest ||
 				    digest_parse(f->digest->hash, f->digest->size_bytes, &fd,
@@ -212,8 +208,7 @@ static int stage_inputs(struct wcas *cas, const struct digest *root, const char 
 				files[nfiles++].exec = f->is_executable;
 			}
 			for (size_t j = 0; j < pd->n_symlinks && rc == 0; j++) {
-				const Build__Bazel__Remote__Execution__V2__SymlinkNode *s =
-					pd->symlinks[j];
+				const PbSymlinkNode *s = pd->symlinks[j];
 				if (!good_name(s->name) || !s->target || !*s->target) {
 					*err = xasprintf(
 						"input directory %s has a bad symlink entry",
@@ -230,8 +225,7 @@ static int stage_inputs(struct wcas *cas, const struct digest *root, const char 
 				free(p);
 			}
 			for (size_t j = 0; j < pd->n_directories && rc == 0; j++) {
-				const Build__Bazel__Remote__Execution__V2__DirectoryNode *dn =
-					pd->directories[j];
+				const PbDirectoryNode *dn = pd->directories[j];
 				struct digest dd;
 				if (!good_name(dn->name) || !dn->digest ||
 				    digest_parse(dn->digest->hash, dn->digest->size_bytes, &dd,
@@ -319,7 +313,7 @@ enum run_end { RUN_EXITED, RUN_TIMEOUT, RUN_CANCELLED, RUN_FAILED };
 static enum run_end run(const struct wrun_req *r, const char *cwd, const char *outp,
 			const char *errp, int *exit_code, char **err)
 {
-	const Build__Bazel__Remote__Execution__V2__Command *cmd = r->command;
+	const PbCommand *cmd = r->command;
 	int out = open(outp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	int er = open(errp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (out < 0 || er < 0) {
@@ -458,8 +452,7 @@ static int pack_dir(struct collect *c, const char *path, uint8_t **data, size_t 
 				rc = -1;
 				break;
 			}
-			Build__Bazel__Remote__Execution__V2__FileNode *f =
-				a_zalloc(&c->a, sizeof(*f));
+			PbFileNode *f = a_zalloc(&c->a, sizeof(*f));
 			build__bazel__remote__execution__v2__file_node__init(f);
 			f->name = name;
 			f->digest = a_digest(&c->a, &fd);
@@ -484,8 +477,7 @@ static int pack_dir(struct collect *c, const char *path, uint8_t **data, size_t 
 				k->len = kl;
 				vec_push(&c->kids, k);
 			}
-			Build__Bazel__Remote__Execution__V2__DirectoryNode *dn =
-				a_zalloc(&c->a, sizeof(*dn));
+			PbDirectoryNode *dn = a_zalloc(&c->a, sizeof(*dn));
 			build__bazel__remote__execution__v2__directory_node__init(dn);
 			dn->name = name;
 			dn->digest = a_digest(&c->a, &dd);
@@ -495,8 +487,7 @@ static int pack_dir(struct collect *c, const char *path, uint8_t **data, size_t 
 			ssize_t tl = readlink(p, t, (size_t)st.st_size + 1);
 			if (tl < 0 || tl > st.st_size)
 				continue;
-			Build__Bazel__Remote__Execution__V2__SymlinkNode *s =
-				a_zalloc(&c->a, sizeof(*s));
+			PbSymlinkNode *s = a_zalloc(&c->a, sizeof(*s));
 			build__bazel__remote__execution__v2__symlink_node__init(s);
 			s->name = name;
 			s->target = t;
@@ -580,7 +571,7 @@ static int collect_one(struct collect *c, const char *cwd, const char *rel, int 
 		ssize_t tl = readlink(p, t, (size_t)st.st_size + 1);
 		if (tl < 0 || tl > st.st_size)
 			return 0;
-		Build__Bazel__Remote__Execution__V2__OutputSymlink *s = a_zalloc(&c->a, sizeof(*s));
+		PbOutputSymlink *s = a_zalloc(&c->a, sizeof(*s));
 		build__bazel__remote__execution__v2__output_symlink__init(s);
 		s->path = a_strdup(&c->a, rel);
 		s->target = t;
@@ -591,7 +582,7 @@ static int collect_one(struct collect *c, const char *cwd, const char *rel, int 
 			c->err = xasprintf("cannot read output %s: %s", rel, strerror(errno));
 			return -1;
 		}
-		Build__Bazel__Remote__Execution__V2__OutputFile *f = a_zalloc(&c->a, sizeof(*f));
+		PbOutputFile *f = a_zalloc(&c->a, sizeof(*f));
 		build__bazel__remote__execution__v2__output_file__init(f);
 		f->path = a_strdup(&c->a, rel);
 		f->digest = a_digest(&c->a, &d);
@@ -602,8 +593,7 @@ static int collect_one(struct collect *c, const char *cwd, const char *rel, int 
 		struct digest td;
 		if (tree_of(c, p, &td) != 0)
 			return -1;
-		Build__Bazel__Remote__Execution__V2__OutputDirectory *o =
-			a_zalloc(&c->a, sizeof(*o));
+		PbOutputDirectory *o = a_zalloc(&c->a, sizeof(*o));
 		build__bazel__remote__execution__v2__output_directory__init(o);
 		o->path = a_strdup(&c->a, rel);
 		o->tree_digest = a_digest(&c->a, &td);
@@ -623,7 +613,7 @@ static void set_out(struct wrun_out *o, int code, char *msg)
 
 void wrun_action(const struct wrun_req *r, struct wrun_out *out)
 {
-	const Build__Bazel__Remote__Execution__V2__Command *cmd = r->command;
+	const PbCommand *cmd = r->command;
 	memset(out, 0, sizeof(*out));
 	out->code = GRPC_OK;
 	int64_t t_start = now_us();
@@ -757,9 +747,8 @@ void wrun_action(const struct wrun_req *r, struct wrun_out *out)
 		set_out(out, GRPC_UNAVAILABLE,
 			xasprintf("cannot upload the outputs: %s", c.err ? c.err : "error"));
 	} else {
-		Build__Bazel__Remote__Execution__V2__ActionResult ar = RE(ACTION_RESULT__INIT);
-		Build__Bazel__Remote__Execution__V2__ExecutedActionMetadata md =
-			RE(EXECUTED_ACTION_METADATA__INIT);
+		PbActionResult ar = RE(ACTION_RESULT__INIT);
+		PbExecutedActionMetadata md = RE(EXECUTED_ACTION_METADATA__INIT);
 		ar.exit_code = exit_code;
 		ar.n_output_files = ofiles.n;
 		ar.output_files = (void *)ofiles.v;
