@@ -1,6 +1,7 @@
 /*
  * cfg.c - loads reactor.conf.  libyaml's event stream is turned into a small
- * tree of nodes that remember their line and column, and one static table of
+ * tree of nodes that remember their line and column (cfg_yaml.c; scalar
+ * parsing is in cfg_value.c), and one static table of
  * keys (cfg_keys) then drives everything else: type checks, bounds, defaults,
  * freeing, and the list of non-reloadable keys SIGHUP must refuse to change.
  * Adding a key means adding a field to struct cfg and one row to the table.
@@ -9,16 +10,15 @@
  * no global state, so reloads can build a new config next to the live one.
  */
 #include "core/cfg.h"
+#include "core/cfg_int.h"
 
 #include <assert.h>
 #include <errno.h>
-#include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <yaml.h>
 
 #include "core/log.h"
 #include "core/util.h"
@@ -31,336 +31,6 @@
 #define KIB   (1LL << 10)
 #define MIB   (1LL << 20)
 #define GIB   (1LL << 30)
-
-/* A config file is a handful of sections; anything deeper is a mistake or
- * an attack on the recursive tree builder. */
-#define MAX_DEPTH 32
-
-/* ---- YAML node tree ------------------------------------------------------ */
-
-enum node_kind { N_SCALAR, N_MAP, N_SEQ };
-
-struct node {
-	enum node_kind kind;
-	int line, col;	    /* 1-based position of the node's first character */
-	char *str;	    /* N_SCALAR: the text */
-	bool plain;	    /* N_SCALAR: unquoted, so "", "~" and "null" are null */
-	struct node **kids; /* N_MAP: key, value, key, value...; N_SEQ: items */
-	size_t n_kids;
-};
-
-struct ctx {
-	const char *file;
-	const char *text; /* the whole input: reader errors give only an offset */
-	size_t len;
-	char *err; /* first error; parsing stops there */
-};
-
-static void node_free(struct node *n)
-{
-	if (!n)
-		return;
-	for (size_t i = 0; i < n->n_kids; i++)
-		node_free(n->kids[i]);
-	free(n->kids);
-	free(n->str);
-	free(n);
-}
-
-static bool is_null(const struct node *n)
-{
-	return n->kind == N_SCALAR && n->plain &&
-	       (!n->str[0] || !strcmp(n->str, "~") || !strcmp(n->str, "null") ||
-		!strcmp(n->str, "Null") || !strcmp(n->str, "NULL"));
-}
-
-/* The value stored under scalar key `key` in mapping n, or NULL. */
-static const struct node *map_get(const struct node *n, const char *key)
-{
-	for (size_t i = 0; n->kind == N_MAP && i + 1 < n->n_kids; i += 2)
-		if (n->kids[i]->kind == N_SCALAR && !strcmp(n->kids[i]->str, key))
-			return n->kids[i + 1];
-	return NULL;
-}
-
-/* ---- errors -------------------------------------------------------------- */
-
-/* Record the first error, at line:col and about key `path` (NULL when it is
- * not about one key).  Always returns -1 so callers can `return fail(...)`. */
-static int fail_at(struct ctx *x, int line, int col, const char *path, const char *fmt, ...)
-	PRINTF_LIKE(5, 6);
-static int fail_at(struct ctx *x, int line, int col, const char *path, const char *fmt, ...)
-{
-	va_list ap;
-	if (x->err)
-		return -1;
-	va_start(ap, fmt);
-	int n = vsnprintf(NULL, 0, fmt, ap);
-	va_end(ap);
-	assert(n >= 0);
-	char *msg = xmalloc((size_t)n + 1);
-	va_start(ap, fmt);
-	vsnprintf(msg, (size_t)n + 1, fmt, ap);
-	va_end(ap);
-	x->err = xasprintf("%s:%d:%d: %s%s%s", x->file, line, col, path ? path : "",
-			   path ? ": " : "", msg);
-	free(msg);
-	return -1;
-}
-
-#define fail(x, n, path, ...) fail_at(x, (n)->line, (n)->col, path, __VA_ARGS__)
-
-/* ---- libyaml events to nodes --------------------------------------------- */
-
-/* Next event, or -1 with libyaml's own description of the syntax error. */
-static int next_event(struct ctx *x, yaml_parser_t *p, yaml_event_t *ev)
-{
-	if (yaml_parser_parse(p, ev))
-		return 0;
-	if (p->error == YAML_MEMORY_ERROR) {
-		fprintf(stderr, "reactord: out of memory parsing %s\n", x->file);
-		abort();
-	}
-	int line = (int)p->problem_mark.line + 1;
-	int col = (int)p->problem_mark.column + 1;
-	if (p->error == YAML_READER_ERROR) {
-		/* Encoding errors come with a byte offset, not a mark. */
-		line = col = 1;
-		for (size_t i = 0; i < p->problem_offset && i < x->len; i++, col++)
-			if (x->text[i] == '\n')
-				line++, col = 0;
-	}
-	const char *problem = p->problem ? p->problem : "YAML syntax error";
-	if (p->error == YAML_READER_ERROR && p->problem_value >= 0)
-		return fail_at(x, line, col, NULL, "%s (byte 0x%02x)", problem, p->problem_value);
-	if (p->context)
-		return fail_at(x, line, col, NULL, "%s (%s at %d:%d)", problem, p->context,
-			       (int)p->context_mark.line + 1, (int)p->context_mark.column + 1);
-	return fail_at(x, line, col, NULL, "%s", problem);
-}
-
-/* Build the node that begins with *ev (already read), consuming events up to
- * its end.  *ev is always deleted.  On error *out may hold a partial node,
- * which the caller frees. */
-static int build(struct ctx *x, yaml_parser_t *p, yaml_event_t *ev, int depth, struct node **out)
-{
-	int line = (int)ev->start_mark.line + 1, col = (int)ev->start_mark.column + 1;
-	yaml_event_type_t type = ev->type;
-
-	*out = NULL;
-	if (type == YAML_ALIAS_EVENT) {
-		yaml_event_delete(ev);
-		return fail_at(x, line, col, NULL, "YAML aliases are not supported");
-	}
-	assert(type == YAML_SCALAR_EVENT || type == YAML_MAPPING_START_EVENT ||
-	       type == YAML_SEQUENCE_START_EVENT);
-	struct node *n = xcalloc(1, sizeof *n);
-	n->line = line;
-	n->col = col;
-	*out = n;
-	if (type == YAML_SCALAR_EVENT) {
-		n->kind = N_SCALAR;
-		n->str = xstrndup((const char *)ev->data.scalar.value, ev->data.scalar.length);
-		n->plain = ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-		yaml_event_delete(ev);
-		return 0;
-	}
-	n->kind = type == YAML_MAPPING_START_EVENT ? N_MAP : N_SEQ;
-	yaml_event_delete(ev);
-	if (depth >= MAX_DEPTH)
-		return fail_at(x, line, col, NULL, "nested deeper than %d levels", MAX_DEPTH);
-	for (;;) {
-		yaml_event_t e;
-		struct node *kid;
-		if (next_event(x, p, &e))
-			return -1;
-		if (e.type == YAML_MAPPING_END_EVENT || e.type == YAML_SEQUENCE_END_EVENT) {
-			yaml_event_delete(&e);
-			return 0;
-		}
-		int r = build(x, p, &e, depth + 1, &kid);
-		if (kid) {
-			n->kids = xrealloc(n->kids, (n->n_kids + 1) * sizeof *n->kids);
-			n->kids[n->n_kids++] = kid;
-		}
-		if (r)
-			return -1;
-	}
-}
-
-/* Parse the whole input into *root (NULL for an empty stream). */
-static int read_tree(struct ctx *x, struct node **root)
-{
-	yaml_parser_t p;
-	yaml_event_t ev;
-	int r = -1;
-
-	*root = NULL;
-	if (!yaml_parser_initialize(&p))
-		abort();
-	yaml_parser_set_input_string(&p, (const unsigned char *)x->text, x->len);
-	if (next_event(x, &p, &ev)) /* STREAM-START */
-		goto out;
-	yaml_event_delete(&ev);
-	if (next_event(x, &p, &ev))
-		goto out;
-	if (ev.type == YAML_DOCUMENT_START_EVENT) {
-		yaml_event_delete(&ev);
-		if (next_event(x, &p, &ev) || build(x, &p, &ev, 0, root) ||
-		    next_event(x, &p, &ev)) /* DOCUMENT-END */
-			goto out;
-		yaml_event_delete(&ev);
-		if (next_event(x, &p, &ev))
-			goto out;
-		if (ev.type == YAML_DOCUMENT_START_EVENT) {
-			fail_at(x, (int)ev.start_mark.line + 1, (int)ev.start_mark.column + 1, NULL,
-				"only one YAML document is allowed");
-			yaml_event_delete(&ev);
-			goto out;
-		}
-	}
-	yaml_event_delete(&ev); /* STREAM-END */
-	r = 0;
-out:
-	yaml_parser_delete(&p);
-	return r;
-}
-
-/* ---- scalar helpers ------------------------------------------------------ */
-
-static bool streq_null(const char *a, const char *b)
-{
-	return a == b || (a && b && !strcmp(a, b));
-}
-
-static int parse_bool(const char *s, bool *out)
-{
-	static const char *const yes[] = {"true", "yes", "on"};
-	static const char *const no[] = {"false", "no", "off"};
-	for (size_t i = 0; i < ARRAY_LEN(yes); i++) {
-		if (!strcasecmp(s, yes[i]) || !strcasecmp(s, no[i])) {
-			*out = !strcasecmp(s, yes[i]);
-			return 0;
-		}
-	}
-	return -1;
-}
-
-static int parse_int(const char *s, int64_t *out)
-{
-	char *end;
-	errno = 0;
-	long long v = strtoll(s, &end, 10);
-	if (end == s || *end || errno == EINVAL)
-		return -1;
-	*out = v; /* ERANGE saturates, which the bounds check then reports */
-	return 0;
-}
-
-/* Sizes and durations must look like "12", "1.5" or "16MiB": util.c's
- * parsers use strtod, which would also take "nan", "1e30" or "0x10", and a
- * bare number of seconds is multiplied without an overflow check.  Returns
- * 0 for a bad shape, -1 for an integer part too long to convert safely
- * (the caller reports it as out of range), 1 when it may be parsed. */
-static int number_shape(const char *s)
-{
-	size_t digits = strspn(s, "0123456789");
-	if (digits == 0)
-		return 0;
-	int ok = digits > 9 ? -1 : 1;
-	s += digits;
-	if (*s == '.') {
-		size_t frac = strspn(s + 1, "0123456789");
-		if (frac == 0)
-			return 0;
-		s += 1 + frac;
-	}
-	if (strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") != strlen(s))
-		return 0;
-	return ok;
-}
-
-/* Optimal string alignment distance (Levenshtein plus swapped neighbours,
- * the commonest typo).  Long strings are never "close". */
-static int edit_distance(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	int d[64][64];
-	if (la >= 64 || lb >= 64)
-		return 64;
-	for (size_t i = 0; i <= la; i++)
-		d[i][0] = (int)i;
-	for (size_t j = 0; j <= lb; j++)
-		d[0][j] = (int)j;
-	for (size_t i = 1; i <= la; i++) {
-		for (size_t j = 1; j <= lb; j++) {
-			int cost = a[i - 1] != b[j - 1];
-			int v = d[i - 1][j - 1] + cost;
-			if (d[i - 1][j] + 1 < v)
-				v = d[i - 1][j] + 1;
-			if (d[i][j - 1] + 1 < v)
-				v = d[i][j - 1] + 1;
-			if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] &&
-			    d[i - 2][j - 2] + 1 < v)
-				v = d[i - 2][j - 2] + 1;
-			d[i][j] = v;
-		}
-	}
-	return d[la][lb];
-}
-
-/* ---- addresses and instance names ---------------------------------------- */
-
-/* Split "host:port" or "[v6addr]:port" with port in min_port..65535.  On
- * success sets *host (caller frees) and *port and returns NULL; otherwise
- * returns a malloc'd complaint. */
-static char *split_hostport(const char *s, int min_port, char **host, int *port)
-{
-	const char *h = s, *colon;
-	size_t hl;
-
-	if (*s == '[') {
-		const char *close = strchr(s, ']');
-		if (!close || close[1] != ':')
-			return xasprintf("expected [address]:port, got \"%s\"", s);
-		h = s + 1;
-		hl = (size_t)(close - h);
-		colon = close + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (!colon)
-			return xasprintf("expected host:port, got \"%s\"", s);
-		hl = (size_t)(colon - s);
-		if (memchr(s, ':', hl))
-			return xasprintf("IPv6 addresses need brackets, like [::1]:50051");
-	}
-	if (hl == 0)
-		return xasprintf("missing host before \":%s\"", colon + 1);
-	const char *ps = colon + 1;
-	if (!*ps || strspn(ps, "0123456789") != strlen(ps))
-		return xasprintf("bad port \"%s\"", ps);
-	long v = strtol(ps, NULL, 10); /* saturates at LONG_MAX: out of range */
-	if (v < min_port || v > 65535)
-		return xasprintf("port %s out of range %d..65535", ps, min_port);
-	*host = xstrndup(h, hl);
-	*port = (int)v;
-	return NULL;
-}
-
-static char *parse_listen(const char *s, struct cfg_listen *l)
-{
-	if (!strncmp(s, "unix:", 5)) {
-		if (!s[5])
-			return xasprintf("unix: needs a socket path, like unix:/run/reactord.sock");
-		l->kind = CFG_LISTEN_UNIX;
-		l->path = xstrdup(s + 5);
-		return NULL;
-	}
-	if (s[0] == '/')
-		return xasprintf("write unix sockets as unix:%s", s);
-	l->kind = CFG_LISTEN_TCP;
-	return split_hostport(s, 0, &l->host, &l->port);
-}
 
 /* String validators: return NULL or a malloc'd complaint.  They may rewrite
  * the value in place, but only to make it shorter. */
@@ -397,7 +67,7 @@ static char *check_redis_address(char *s)
 	}
 	if (s[0] == '/')
 		return s[1] ? NULL : xasprintf("needs a socket path after \"/\"");
-	char *msg = split_hostport(s, 1, &host, &port);
+	char *msg = cfg_split_hostport(s, 1, &host, &port);
 	if (!msg)
 		free(host);
 	return msg;
@@ -473,10 +143,10 @@ static void free_fields(const struct keytab *t, void *base);
 
 static int listen_parse(struct ctx *x, const struct node *n, const char *path, void *elem)
 {
-	if (n->kind != N_SCALAR || is_null(n))
+	if (n->kind != N_SCALAR || cfg_node_is_null(n))
 		return fail(x, n, path,
 			    "expected an address like 127.0.0.1:50051, [::1]:50051 or unix:/path");
-	char *msg = parse_listen(n->str, elem);
+	char *msg = cfg_parse_listen(n->str, elem);
 	if (!msg)
 		return 0;
 	fail(x, n, path, "%s", msg);
@@ -486,7 +156,7 @@ static int listen_parse(struct ctx *x, const struct node *n, const char *path, v
 
 static void listen_default(void *elem, const char *def)
 {
-	char *msg = parse_listen(def, elem);
+	char *msg = cfg_parse_listen(def, elem);
 	assert(!msg);
 	(void)msg;
 }
@@ -494,8 +164,8 @@ static void listen_default(void *elem, const char *def)
 static bool listen_equal(const void *a, const void *b)
 {
 	const struct cfg_listen *la = a, *lb = b;
-	return la->kind == lb->kind && la->port == lb->port && streq_null(la->host, lb->host) &&
-	       streq_null(la->path, lb->path);
+	return la->kind == lb->kind && la->port == lb->port && cfg_streq_null(la->host, lb->host) &&
+	       cfg_streq_null(la->path, lb->path);
 }
 
 static void listen_free(void *elem)
@@ -511,7 +181,7 @@ static const char *const storage_names[] = {"disk", "memory", NULL};
 /* A list of non-empty strings (platform property names). */
 static int strlist_parse(struct ctx *x, const struct node *n, const char *path, void *elem)
 {
-	if (n->kind != N_SCALAR || is_null(n) || !n->str[0])
+	if (n->kind != N_SCALAR || cfg_node_is_null(n) || !n->str[0])
 		return fail(x, n, path, "expected a non-empty string");
 	*(char **)elem = xstrdup(n->str);
 	return 0;
@@ -539,7 +209,7 @@ static const struct list_ops strlist_ops = {
 /* A list of "KEY=VALUE" strings (the platform properties of local workers). */
 static int proplist_parse(struct ctx *x, const struct node *n, const char *path, void *elem)
 {
-	if (n->kind != N_SCALAR || is_null(n) || !strchr(n->str, '=') || n->str[0] == '=')
+	if (n->kind != N_SCALAR || cfg_node_is_null(n) || !strchr(n->str, '=') || n->str[0] == '=')
 		return fail(x, n, path, "expected KEY=VALUE, like OSFamily=linux");
 	*(char **)elem = xstrdup(n->str);
 	return 0;
@@ -610,7 +280,7 @@ static int instances_check(struct ctx *x, const struct node *seq, const char *pa
 		for (int j = 0; j < i; j++) {
 			if (strcmp(in[i].name, in[j].name))
 				continue;
-			const struct node *at = map_get(seq->kids[i], "name");
+			const struct node *at = cfg_node_get(seq->kids[i], "name");
 			char *p = xasprintf("%s[%d].name", path, i);
 			fail(x, at ? at : seq->kids[i], p,
 			     "duplicate instance name \"%s\" (also %s[%d])", in[i].name, path, j);
@@ -844,21 +514,21 @@ static int parse_value(struct ctx *x, const struct key *k, void *base, const str
 
 	switch (k->type) {
 	case K_BOOL:
-		if (!s || parse_bool(s, &b))
+		if (!s || cfg_parse_bool(s, &b))
 			return fail(x, v, path, "expected a boolean (true/false)");
 		store_int(field, k->size, b);
 		return 0;
 	case K_INT:
-		if (!s || parse_int(s, &n))
+		if (!s || cfg_parse_int(s, &n))
 			return fail(x, v, path, "expected an integer");
 		break;
 	case K_SIZE:
-		if (!s || !(shape = number_shape(s)) || (shape > 0 && parse_size(s, &n)))
+		if (!s || !(shape = cfg_number_shape(s)) || (shape > 0 && parse_size(s, &n)))
 			return fail(x, v, path, "expected a size like 4MiB");
 		n = shape > 0 ? n : INT64_MAX;
 		break;
 	case K_DURATION:
-		if (!s || !(shape = number_shape(s)) || (shape > 0 && parse_duration_us(s, &n)))
+		if (!s || !(shape = cfg_number_shape(s)) || (shape > 0 && parse_duration_us(s, &n)))
 			return fail(x, v, path, "expected a duration like 10s or 1m");
 		n = shape > 0 ? n : INT64_MAX;
 		break;
@@ -878,7 +548,7 @@ static int parse_value(struct ctx *x, const struct key *k, void *base, const str
 	case K_STRING: {
 		if (!s)
 			return fail(x, v, path, "expected a string");
-		if (is_null(v))
+		if (cfg_node_is_null(v))
 			return k->def_str ? fail(x, v, path, "needs a value") : 0;
 		char *val = xstrdup(s), *msg = k->check ? k->check(val) : NULL;
 		if (msg) {
@@ -916,7 +586,7 @@ static const char *suggest(const struct keytab *t, const char *section, const ch
 		const char *leaf = sl ? name + sl + 1 : name;
 		if (strchr(leaf, '.'))
 			continue;
-		int d = edit_distance(key, leaf);
+		int d = cfg_edit_distance(key, leaf);
 		if (d < best_d)
 			best = leaf, best_d = d;
 	}
@@ -959,7 +629,7 @@ static int parse_map(struct ctx *x, const struct keytab *t, void *base, const st
 		} else if (k->type == K_SECTION) {
 			where[k - t->keys] = v;
 			/* "redis:" with every key commented out is an empty section. */
-			if (v->kind != N_MAP && !is_null(v))
+			if (v->kind != N_MAP && !cfg_node_is_null(v))
 				r = fail(x, v, path, "expected a mapping of keys");
 			else
 				r = v->kind == N_MAP ? parse_map(x, t, base, v, name, outer, where)
@@ -1049,7 +719,7 @@ static bool field_equal(const struct key *k, const void *a, const void *b)
 	case K_STRING:
 		memcpy(&sa, fa, sizeof sa);
 		memcpy(&sb, fb, sizeof sb);
-		return streq_null(sa, sb);
+		return cfg_streq_null(sa, sb);
 	case K_LIST:
 		sa = list_get(k, a, &na);
 		sb = list_get(k, b, &nb);
@@ -1087,8 +757,8 @@ static int load(const char *name, const char *text, size_t len, struct cfg **out
 	struct node *root;
 
 	c->file = xstrdup(name);
-	int r = read_tree(&x, &root);
-	if (r == 0 && root && !is_null(root)) {
+	int r = cfg_read_tree(&x, &root);
+	if (r == 0 && root && !cfg_node_is_null(root)) {
 		if (root->kind != N_MAP)
 			r = fail(&x, root, NULL, "expected a mapping of keys at the top level");
 		else
@@ -1098,7 +768,7 @@ static int load(const char *name, const char *text, size_t len, struct cfg **out
 		apply_defaults(&cfg_tab, c, where);
 		r = check_cross(&x, c, where);
 	}
-	node_free(root);
+	cfg_node_free(root);
 	if (r) {
 		cfg_free(c);
 		*out = NULL;

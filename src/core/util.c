@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 static void oom(size_t n)
@@ -252,12 +253,62 @@ bool str_endswith(const char *s, const char *suffix)
 	return a >= b && memcmp(s + a - b, suffix, b) == 0;
 }
 
+int mkdir_p(const char *path, mode_t mode)
+{
+	if (!*path) {
+		errno = ENOENT;
+		return -ENOENT;
+	}
+	char *p = xstrdup(path);
+	int rc = 0;
+	/* Each prefix that ends at a '/' (or the end), skipping a leading one. */
+	for (char *s = p + 1;; s++) {
+		if (*s != '/' && *s != '\0')
+			continue;
+		char c = *s;
+		*s = '\0';
+		if (mkdir(p, mode) != 0 && errno != EEXIST) {
+			rc = -errno;
+			break;
+		}
+		*s = c;
+		if (c == '\0')
+			break;
+	}
+	struct stat st;
+	if (rc == 0 && stat(p, &st) != 0)
+		rc = -errno;
+	else if (rc == 0 && !S_ISDIR(st.st_mode))
+		rc = -ENOTDIR;
+	free(p);
+	if (rc)
+		errno = -rc;
+	return rc;
+}
+
 size_t pb_varint_put(uint8_t *p, uint64_t v)
 {
 	size_t n = 0;
-	do {
-		p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
+	while (v > 0x7f) {
+		p[n++] = (uint8_t)(v | 0x80);
 		v >>= 7;
-	} while (v);
+	}
+	p[n++] = (uint8_t)v;
 	return n;
+}
+
+int pb_varint_get(const uint8_t **p, const uint8_t *end, uint64_t *v)
+{
+	const uint8_t *q = *p;
+	uint64_t r = 0;
+	for (int shift = 0; shift < 70 && q < end; shift += 7) {
+		uint8_t b = *q++;
+		r |= (uint64_t)(b & 0x7f) << shift;
+		if (!(b & 0x80)) {
+			*v = r;
+			*p = q;
+			return 0;
+		}
+	}
+	return -1;
 }

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 /* The struct that holds member `member` at address p. */
 #define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
@@ -54,8 +55,19 @@ const char *fmt_duration(int64_t us, char *buf, size_t len);
 /* True when s ends with suffix. */
 bool str_endswith(const char *s, const char *suffix);
 
-/* Write v as a protobuf varint at p (room for 10 bytes); returns its
- * length in bytes. */
+/* mkdir -p: create path and each missing parent with mode (less the
+ * umask).  A directory that already exists is fine.  Returns 0, or -errno
+ * of the mkdir that failed (-ENOENT for "", -ENOTDIR when path exists and
+ * is not a directory); errno is set to the same code on failure. */
+int mkdir_p(const char *path, mode_t mode) WARN_UNUSED;
+
+/* Protobuf base-128 varints (the wire format's integers and lengths).
+ * pb_varint_put writes v at p (room for PB_VARINT_MAX bytes) and returns
+ * the bytes written.  pb_varint_get reads one varint from *p (not past
+ * end) into *v and advances *p; returns 0, or -1 when the input ends
+ * inside the varint or it runs past 10 bytes. */
+enum { PB_VARINT_MAX = 10 };
 size_t pb_varint_put(uint8_t *p, uint64_t v);
+int pb_varint_get(const uint8_t **p, const uint8_t *end, uint64_t *v) WARN_UNUSED;
 
 #endif

@@ -588,27 +588,6 @@ static void disk_writer_release(struct blob_writer *w)
 
 /* ---- open and close --------------------------------------------------- */
 
-static int mkdir_p(const char *dir)
-{
-	if (!*dir)
-		return -ENOENT;
-	char *p = xstrdup(dir);
-	int rc = 0;
-	for (char *c = p + 1; rc == 0; c++) {
-		if (*c != '/' && *c != '\0')
-			continue;
-		char save = *c;
-		*c = '\0';
-		if (mkdir(p, 0755) < 0 && errno != EEXIST)
-			rc = -errno;
-		*c = save;
-		if (!save)
-			break;
-	}
-	free(p);
-	return rc;
-}
-
 static int open_subdir(int dirfd, const char *name)
 {
 	if (mkdirat(dirfd, name, 0755) < 0 && errno != EEXIST)
@@ -680,7 +659,7 @@ struct blob_store *blob_open_disk(struct event_base *base, const char *dir, int6
 	digest_map_init(&k->index);
 	const char *what = "mkdir";
 	char *msg = NULL;
-	int rc = mkdir_p(dir);
+	int rc = mkdir_p(dir, 0755);
 	if (rc < 0)
 		goto fail;
 	what = "open";

@@ -70,30 +70,6 @@ static void sleep_us(long us)
 		;
 }
 
-/* mkdir -p with mode for every directory it creates. */
-static int mkdir_p(const char *path, mode_t mode)
-{
-	char *p = xstrdup(path);
-	int rc = 0;
-	for (char *s = p + 1;; s++) {
-		if (*s != '/' && *s != '\0')
-			continue;
-		char c = *s;
-		*s = '\0';
-		if (mkdir(p, mode) < 0 && errno != EEXIST) {
-			rc = -1;
-			break;
-		}
-		*s = c;
-		if (c == '\0')
-			break;
-	}
-	int saved = errno;
-	free(p);
-	errno = saved;
-	return rc;
-}
-
 /* Redis config values go through sdssplitargs: double-quote them and
  * escape what it would interpret, so paths with spaces or a password with
  * quotes survive. */
@@ -607,8 +583,9 @@ static int setup_paths(const struct cfg *cfg, char **err)
 {
 	const char *sd = cfg->state_dir ? cfg->state_dir : ".";
 	char *want = xasprintf("%s/redis", sd);
-	if (mkdir_p(want, 0700) < 0) {
-		*err = xasprintf("cannot create %s: %s", want, strerror(errno));
+	int rc = mkdir_p(want, 0700);
+	if (rc < 0) {
+		*err = xasprintf("cannot create %s: %s", want, strerror(-rc));
 		free(want);
 		return -1;
 	}

@@ -198,8 +198,6 @@ class TestHealth(h.ReactordTestCase):
 
     def test_list(self):
         hp = pb().health
-        if not hasattr(hp, "HealthListRequest"):
-            self.skipTest("health.proto has no List")
         srv = self.start_reactord()
         ch = self.channel(srv.tcp_addr)
         resp = h.unary(ch, Health + "List", hp.HealthListRequest, hp.HealthListResponse)(
@@ -699,8 +697,10 @@ class TestMalformed(h.ReactordTestCase):
         c.send_data(1, EMPTY_CHECK)
         f = c.wait_frame(lambda f: f[0] == h.GOAWAY or f[0] == h.RST_STREAM and f[2] == 1)
         self.assertIsNotNone(f, "DATA on a closed stream went unanswered")
-        self.assertEqual(struct.unpack(">I", f[3][4:8] if f[0] == h.GOAWAY else f[3][:4])[0],
-                         5, f)  # STREAM_CLOSED
+        # Frames after the peer's END_STREAM are a connection error of type
+        # STREAM_CLOSED (RFC 9113 5.1): GOAWAY, not RST_STREAM.
+        self.assertEqual(f[0], h.GOAWAY, f)
+        self.assertEqual(struct.unpack(">I", f[3][4:8])[0], 5, f)  # STREAM_CLOSED
 
     def test_data_on_idle_stream(self):
         c = self.raw_session()
@@ -714,7 +714,9 @@ class TestMalformed(h.ReactordTestCase):
         c.send_headers(1, [(k, v) for k, v in h.grpc_request_headers(CHECK) if k != ":path"])
         c.send_data(1, EMPTY_CHECK)
         st = c.wait_stream(1)
-        self.assertTrue(st.rst is not None or st.grpc_status not in (None, OK), st)
+        # A request without :path is malformed: a stream error of type
+        # PROTOCOL_ERROR (RFC 9113 8.1.1), before any gRPC status.
+        self.assertEqual((st.rst, st.blocks), (1, []), st)
 
 
 class TestProtocolEdges(h.ReactordTestCase):
@@ -840,8 +842,8 @@ class TestRedis(h.ReactordTestCase):
         except AssertionError:
             srv.expected_rc = None
             if not srv.running():
-                self.skipTest("reactord requires Redis at start-up (exit %s)"
-                              % srv.proc.returncode)
+                self.fail("reactord exited without Redis at start-up (exit %s); it must "
+                          "start and wait for Redis" % srv.proc.returncode)
             raise
         self.wait_health(srv, "NOT_SERVING")
         self.start_redis()

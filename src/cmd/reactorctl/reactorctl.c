@@ -19,7 +19,7 @@
 
 #include <event2/event.h>
 
-#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "proto/pb.h"
 #include "rpc/client.h"
 #include "core/digest.h"
 #include "google/bytestream/bytestream.pb-c.h"
@@ -217,16 +217,6 @@ static char *write_resource(const char *instance, const char *hash, int64_t size
 			 b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15], hash, size);
 }
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-	size_t n = 0;
-	do {
-		p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-		v >>= 7;
-	} while (v);
-	return n;
-}
-
 /* A Write or Read in flight.  Callbacks only record; the command loops
  * look at the record after each pass of the event loop. */
 struct xfer {
@@ -314,177 +304,233 @@ static int hash_file(int fd, const char *path, struct digest *d)
 	return lseek(fd, 0, SEEK_SET) == 0 ? 0 : -1;
 }
 
-static int cmd_upload(struct rc_client *cl, struct event_base *base, const char *instance,
-		      const char *path, const char *digest_arg, int64_t to)
+/* An upload in flight: the file, the Write call and how far both got. */
+struct upload {
+	struct rc_client *cl;
+	struct event_base *base;
+	struct rc_call *k;
+	struct xfer x;
+	const char *path, *name;
+	int fd;
+	int64_t to, size; /* size of the file */
+	int64_t off;	  /* bytes sent */
+	int64_t acked;	  /* bytes the server reported committed */
+	bool window;	  /* QueryWriteStatus works: pace by it */
+	bool local_err;	  /* reading the file failed */
+	bool exists;	  /* someone else stored the blob meanwhile */
+};
+
+/* The file to upload, open; 0 or the exit status. */
+static int upload_open(const char *path, int *fd, struct stat *st)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	struct stat st;
-	if (fd < 0 || fstat(fd, &st) != 0) {
+	*fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (*fd < 0 || fstat(*fd, st) != 0) {
 		fprintf(stderr, "reactorctl: %s: %s\n", path, strerror(errno));
-		if (fd >= 0)
-			close(fd);
+		if (*fd >= 0)
+			close(*fd);
 		return 2;
 	}
-	if (!S_ISREG(st.st_mode)) {
+	if (!S_ISREG(st->st_mode)) {
 		fprintf(stderr, "reactorctl: %s: not a regular file\n", path);
-		close(fd);
+		close(*fd);
 		return 2;
 	}
-	char *hash;
-	int64_t size;
+	return 0;
+}
+
+/* The digest to upload under: the one given, or the file's.  0 or the
+ * exit status. */
+static int upload_digest(int fd, const char *path, const char *digest_arg, char **hash,
+			 int64_t *size)
+{
 	if (digest_arg) {
-		if (parse_digest_arg(digest_arg, &hash, &size) != 0) {
+		if (parse_digest_arg(digest_arg, hash, size) != 0) {
 			fprintf(stderr, "reactorctl: bad digest \"%s\": want HASH/SIZE\n",
 				digest_arg);
-			close(fd);
 			return 2;
 		}
-	} else {
-		struct digest d;
-		if (hash_file(fd, path, &d) != 0) {
-			close(fd);
-			return 1;
+		return 0;
+	}
+	struct digest d;
+	if (hash_file(fd, path, &d) != 0)
+		return 1;
+	*hash = xstrdup(d.hex);
+	*size = d.size;
+	return 0;
+}
+
+/* Over the limit: let the server drain to half of it before queueing
+ * more, polling every UPLOAD_POLL_US, not every RTT.  False when the
+ * upload must stop sending (the blob exists, or the Write ended). */
+static bool upload_pace(struct upload *u)
+{
+	if (!u->window || u->off - u->acked < UPLOAD_AHEAD)
+		return true;
+	for (;;) {
+		bool complete = false;
+		int code = query_write(u->cl, u->name, u->to, &u->acked, &complete);
+		if (complete) {
+			u->exists = true;
+			rc_call_cancel(u->k);
+			return false;
 		}
-		hash = xstrdup(d.hex);
-		size = d.size;
+		if (code == GRPC_NOT_FOUND)
+			return false; /* the Write ended: its status tells */
+		if (code != GRPC_OK) {
+			u->window = false; /* no QueryWriteStatus: unpaced */
+			return true;
+		}
+		if (u->off - u->acked <= UPLOAD_AHEAD / 2 || u->x.done || u->x.committed >= 0)
+			return true;
+		loop_for(u->base, UPLOAD_POLL_US);
 	}
-	char *name = write_resource(instance, hash, size);
-	struct xfer x = {.committed = -1};
-	struct rc_call *k = rc_call_start(cl, BS_WRITE, to, NULL, 0, write_msg, xfer_done, &x);
-	int rv = 1;
-	if (!k) {
-		fail(GRPC_UNAVAILABLE, "connection is closed");
-		goto out;
+}
+
+/* The next chunk of the file into data; its length, or -1. */
+static ssize_t upload_read(struct upload *u, uint8_t *data)
+{
+	int64_t left = u->size - u->off;
+	size_t want = left < WRITE_CHUNK ? (size_t)left : WRITE_CHUNK;
+	size_t got = 0;
+	while (got < want) {
+		ssize_t n = read(u->fd, data + got, want - got);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			fprintf(stderr, "reactorctl: %s: %s\n", u->path,
+				n < 0 ? strerror(errno) : "file shrank while uploading");
+			return -1;
+		}
+		got += (size_t)n;
 	}
+	return (ssize_t)got;
+}
+
+/* The WriteRequest fields in front of `got` data bytes at offset u->off
+ * (resource_name = 1 on the first, write_offset = 2, finish_write = 3,
+ * data = 10), into head; their length. */
+static size_t upload_head(const struct upload *u, uint8_t *head, size_t got, bool last)
+{
+	size_t hl = 0;
+	if (u->off == 0) {
+		size_t nl = strlen(u->name);
+		head[hl++] = 1 << 3 | 2;
+		hl += pb_varint_put(head + hl, nl);
+		memcpy(head + hl, u->name, nl);
+		hl += nl;
+	}
+	if (u->off) {
+		head[hl++] = 2 << 3;
+		hl += pb_varint_put(head + hl, (uint64_t)u->off);
+	}
+	if (last) {
+		head[hl++] = 3 << 3;
+		head[hl++] = 1;
+	}
+	if (got) {
+		head[hl++] = 10 << 3 | 2;
+		hl += pb_varint_put(head + hl, got);
+	}
+	return hl;
+}
+
+/* Send the file while the server has not answered: an early
+ * WriteResponse (the blob exists) or a failure ends the upload.  Then
+ * wait for the Write's status. */
+static void upload_send(struct upload *u)
+{
 	uint8_t *buf = xmalloc(WRITE_HEAD_MAX + WRITE_CHUNK);
 	uint8_t *data = buf + WRITE_HEAD_MAX;
-	int64_t off = 0, acked = 0;
-	bool window = true, first = true, local_err = false, exists = false;
-	/* Send while the server has not answered: an early WriteResponse
-	 * (the blob exists) or a failure ends the upload. */
-	while (!x.done && x.committed < 0) {
-		/* Over the limit: let the server drain to half of it before
-		 * queueing more, polling every UPLOAD_POLL_US, not every RTT. */
-		if (window && off - acked >= UPLOAD_AHEAD) {
-			for (;;) {
-				bool complete = false;
-				int code = query_write(cl, name, to, &acked, &complete);
-				if (complete) {
-					/* Someone else stored the blob meanwhile. */
-					exists = true;
-					rc_call_cancel(k);
-					goto close_send;
-				}
-				if (code == GRPC_NOT_FOUND)
-					goto close_send; /* the Write ended: its status tells */
-				if (code != GRPC_OK) {
-					window = false; /* no QueryWriteStatus: unpaced */
-					break;
-				}
-				if (off - acked <= UPLOAD_AHEAD / 2 || x.done || x.committed >= 0)
-					break;
-				loop_for(base, UPLOAD_POLL_US);
-			}
-		}
-		if (x.done || x.committed >= 0)
+	while (!u->x.done && u->x.committed < 0) {
+		if (!upload_pace(u))
 			break;
-		int64_t left = st.st_size - off;
-		size_t want = left < WRITE_CHUNK ? (size_t)left : WRITE_CHUNK;
-		size_t got = 0;
-		while (got < want) {
-			ssize_t n = read(fd, data + got, want - got);
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0) {
-				fprintf(stderr, "reactorctl: %s: %s\n", path,
-					n < 0 ? strerror(errno) : "file shrank while uploading");
-				local_err = true;
-				break;
-			}
-			got += (size_t)n;
-		}
-		if (local_err) {
-			rc_call_cancel(k);
+		if (u->x.done || u->x.committed >= 0)
+			break;
+		ssize_t got = upload_read(u, data);
+		if (got < 0) {
+			u->local_err = true;
+			rc_call_cancel(u->k);
 			break;
 		}
-		bool last = off + (int64_t)got >= st.st_size;
+		bool last = u->off + got >= u->size;
 		/* Fields in front of the data, right-aligned against it. */
 		uint8_t head[WRITE_HEAD_MAX];
-		size_t hl = 0;
-		if (first) {
-			size_t nl = strlen(name);
-			if (nl > WRITE_HEAD_MAX - 64) {
-				fprintf(stderr, "reactorctl: instance name too long\n");
-				local_err = true;
-				rc_call_cancel(k);
-				break;
-			}
-			head[hl++] = 1 << 3 | 2;
-			hl += put_varint(head + hl, nl);
-			memcpy(head + hl, name, nl);
-			hl += nl;
-		}
-		if (off) {
-			head[hl++] = 2 << 3;
-			hl += put_varint(head + hl, (uint64_t)off);
-		}
-		if (last) {
-			head[hl++] = 3 << 3;
-			head[hl++] = 1;
-		}
-		if (got) {
-			head[hl++] = 10 << 3 | 2;
-			hl += put_varint(head + hl, got);
-		}
+		size_t hl = upload_head(u, head, (size_t)got, last);
 		uint8_t *msg = data - hl - 5;
 		memcpy(data - hl, head, hl);
-		grpc_prefix(msg, false, (uint32_t)(hl + got));
-		if (rc_call_send_raw(k, msg, 5 + hl + got) != 0)
+		grpc_prefix(msg, false, (uint32_t)(hl + (size_t)got));
+		if (rc_call_send_raw(u->k, msg, 5 + hl + (size_t)got) != 0)
 			break;
-		first = false;
-		off += (int64_t)got;
-		event_base_loop(base, EVLOOP_NONBLOCK);
+		u->off += got;
+		event_base_loop(u->base, EVLOOP_NONBLOCK);
 		if (last)
 			break;
 	}
-close_send:
-	if (!x.done)
-		rc_call_close_send(k);
-	while (!x.done)
-		event_base_loop(base, EVLOOP_ONCE);
+	if (!u->x.done)
+		rc_call_close_send(u->k);
+	while (!u->x.done)
+		event_base_loop(u->base, EVLOOP_ONCE);
 	free(buf);
-	if (local_err) {
+}
+
+static int cmd_upload(struct rc_client *cl, struct event_base *base, const char *instance,
+		      const char *path, const char *digest_arg, int64_t to)
+{
+	int fd;
+	struct stat st;
+	int rv = upload_open(path, &fd, &st);
+	if (rv != 0)
+		return rv;
+	char *hash;
+	int64_t size;
+	rv = upload_digest(fd, path, digest_arg, &hash, &size);
+	if (rv != 0) {
+		close(fd);
+		return rv;
+	}
+	char *name = write_resource(instance, hash, size);
+	struct upload u = {
+		.cl = cl,
+		.base = base,
+		.x = {.committed = -1},
+		.path = path,
+		.name = name,
+		.fd = fd,
+		.to = to,
+		.size = st.st_size,
+		.window = true,
+	};
+	rv = 1;
+	if (strlen(name) > WRITE_HEAD_MAX - 64) {
+		fprintf(stderr, "reactorctl: instance name too long\n");
+		goto out;
+	}
+	u.k = rc_call_start(cl, BS_WRITE, to, NULL, 0, write_msg, xfer_done, &u.x);
+	if (!u.k) {
+		fail(GRPC_UNAVAILABLE, "connection is closed");
+		goto out;
+	}
+	upload_send(&u);
+	if (u.local_err) {
 		rv = 1;
-	} else if (exists) {
+	} else if (u.exists) {
 		printf("%s/%" PRId64 "\n", hash, size);
 		rv = 0;
-	} else if (x.code != GRPC_OK) {
-		rv = fail(x.code, x.msg);
-	} else if (x.bad_msg || x.committed != size) {
+	} else if (u.x.code != GRPC_OK) {
+		rv = fail(u.x.code, u.x.msg);
+	} else if (u.x.bad_msg || u.x.committed != size) {
 		fprintf(stderr, "reactorctl: server committed %" PRId64 " of %" PRId64 " bytes\n",
-			x.committed, size);
+			u.x.committed, size);
 	} else {
 		printf("%s/%" PRId64 "\n", hash, size);
 		rv = 0;
 	}
 out:
-	free(x.msg);
+	free(u.x.msg);
 	free(name);
 	free(hash);
 	close(fd);
 	return rv;
-}
-
-static int get_varint(const uint8_t **p, const uint8_t *end, uint64_t *v)
-{
-	*v = 0;
-	for (int shift = 0; shift < 64 && *p < end; shift += 7) {
-		uint8_t b = *(*p)++;
-		*v |= (uint64_t)(b & 0x7f) << shift;
-		if (!(b & 0x80))
-			return 0;
-	}
-	return -1;
 }
 
 /* The data field of a ReadResponse, found in place: a 1 MiB message is
@@ -497,11 +543,11 @@ static int read_response_data(const uint8_t *p, size_t len, const uint8_t **data
 	*n = 0;
 	while (p < end) {
 		uint64_t key, v;
-		if (get_varint(&p, end, &key) != 0)
+		if (pb_varint_get(&p, end, &key) != 0)
 			return -1;
 		switch (key & 7) {
 		case 0:
-			if (get_varint(&p, end, &v) != 0)
+			if (pb_varint_get(&p, end, &v) != 0)
 				return -1;
 			break;
 		case 1:
@@ -513,7 +559,7 @@ static int read_response_data(const uint8_t *p, size_t len, const uint8_t **data
 			break;
 		}
 		case 2:
-			if (get_varint(&p, end, &v) != 0 || v > (uint64_t)(end - p))
+			if (pb_varint_get(&p, end, &v) != 0 || v > (uint64_t)(end - p))
 				return -1;
 			if (key >> 3 == 10) { /* bytes data = 10; the last one wins */
 				*data = p;
@@ -653,8 +699,8 @@ static int cmd_missing(struct rc_client *cl, const char *instance, char **args, 
 		list[n++] = xstrdup(arg);
 	}
 	free(line);
-	Build__Bazel__Remote__Execution__V2__Digest *ds = xcalloc(n ? n : 1, sizeof(*ds));
-	Build__Bazel__Remote__Execution__V2__Digest **dp = xcalloc(n ? n : 1, sizeof(*dp));
+	PbDigest *ds = xcalloc(n ? n : 1, sizeof(*ds));
+	PbDigest **dp = xcalloc(n ? n : 1, sizeof(*dp));
 	int rv = 2;
 	for (size_t i = 0; i < n; i++) {
 		build__bazel__remote__execution__v2__digest__init(&ds[i]);

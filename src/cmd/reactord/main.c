@@ -224,24 +224,6 @@ static void store_state(bool up, void *arg)
 
 /* ---- start-up -------------------------------------------------------------- */
 
-static int mkdir_p(const char *path)
-{
-	char *p = xstrdup(path);
-	for (char *s = p + 1; *s; s++) {
-		if (*s == '/') {
-			*s = '\0';
-			if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-				free(p);
-				return -1;
-			}
-			*s = '/';
-		}
-	}
-	int rv = mkdir(p, 0755) != 0 && errno != EEXIST ? -1 : 0;
-	free(p);
-	return rv;
-}
-
 static int write_pid_file(void)
 {
 	d.pid_file = xasprintf("%s/reactord.pid", d.boot->state_dir);
@@ -301,7 +283,7 @@ int main(int argc, char **argv)
 	LOGI("main", "reactord %s starting (config %s)", PACKAGE_VERSION, d.conf_path);
 
 	int rc = 1;
-	if (mkdir_p(d.boot->state_dir) != 0) {
+	if (mkdir_p(d.boot->state_dir, 0755) != 0) {
 		LOGE("main", "state-dir %s: %s", d.boot->state_dir, strerror(errno));
 		goto out_base;
 	}

@@ -304,12 +304,3 @@ void worker_sup_shutdown(void)
 	sv.argv = NULL;
 	sv.argc = 0;
 }
-
-int worker_sup_pids(int *pids, int n)
-{
-	int k = 0;
-	for (int i = 0; i < sv.n; i++)
-		if (sv.slots[i].pid > 0 && k < n)
-			pids[k++] = sv.slots[i].pid;
-	return k;
-}

@@ -31,8 +31,4 @@ void worker_sup_stop(void);
  * worker_sup_start never ran. */
 void worker_sup_shutdown(void);
 
-/* Pids of the running workers, for tests and logs: fills up to n, returns
- * how many run. */
-int worker_sup_pids(int *pids, int n);
-
 #endif

@@ -24,10 +24,9 @@
 
 #include <event2/event.h>
 
-#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "proto/pb.h"
 #include "rpc/client.h"
 #include "config.h"
-#include "google/devtools/remoteworkers/v1test2/bots.pb-c.h"
 #include "google/rpc/status.pb-c.h"
 #include "rpc/grpc.h"
 #include "core/log.h"
@@ -44,9 +43,6 @@
 #define CALL_US	       (30 * 1000000LL) /* deadline of a non-polling call */
 #define BACKOFF_MIN_US 100000LL
 #define BACKOFF_MAX_US (5 * 1000000LL)
-
-typedef Google__Devtools__Remoteworkers__V1test2__BotSession PbBotSession;
-typedef Google__Devtools__Remoteworkers__V1test2__Lease PbLease;
 
 static struct {
 	struct event_base *base;
@@ -291,8 +287,7 @@ static int64_t beat_interval(void)
 }
 
 /* Fetch and unpack the Action and its Command.  Returns a gRPC code. */
-static int load_action(const struct digest *ad, Build__Bazel__Remote__Execution__V2__Action **a,
-		       Build__Bazel__Remote__Execution__V2__Command **c, char **msg)
+static int load_action(const struct digest *ad, PbAction **a, PbCommand **c, char **msg)
 {
 	uint8_t *buf;
 	size_t len;
@@ -341,9 +336,9 @@ static PbBotSession *run_lease(const PbLease *lease)
 		return NULL;
 
 	struct wrun_out out = {.code = GRPC_OK};
-	Build__Bazel__Remote__Execution__V2__Action *a = NULL;
-	Build__Bazel__Remote__Execution__V2__Command *c = NULL;
-	Build__Bazel__Remote__Execution__V2__Digest *pd = NULL;
+	PbAction *a = NULL;
+	PbCommand *c = NULL;
+	PbDigest *pd = NULL;
 	struct digest ad;
 	if (!lease->payload || !lease->payload->type_url ||
 	    !str_endswith(lease->payload->type_url, "/build.bazel.remote.execution.v2.Digest") ||

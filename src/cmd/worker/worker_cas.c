@@ -18,7 +18,7 @@
 
 #include <event2/event.h>
 
-#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "proto/pb.h"
 #include "rpc/client.h"
 #include "google/bytestream/bytestream.pb-c.h"
 #include "rpc/grpc.h"
@@ -30,8 +30,6 @@
 #define CHUNK	       (1 << 20)
 /* Per-entry framing a batch adds to the blob bytes (digest, status, tags). */
 #define ENTRY_OVERHEAD 200
-
-typedef Build__Bazel__Remote__Execution__V2__Digest PbDigest;
 
 static void pb_digest(PbDigest *pd, const struct digest *d)
 {
@@ -557,8 +555,7 @@ static uint8_t *slurp(const char *path, size_t want, char **err)
 static int batch_update(struct wcas *w, const struct wcas_blob *b, const size_t *idx, size_t n,
 			char **err)
 {
-	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest req =
-		RE(BATCH_UPDATE_BLOBS_REQUEST__INIT);
+	PbBatchUpdate req = RE(BATCH_UPDATE_BLOBS_REQUEST__INIT);
 	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request *rs =
 		xcalloc(n, sizeof(*rs));
 	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request **rp =

@@ -38,9 +38,6 @@
 #define RE(x)	   BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
 #define URL_RESULT "type.googleapis.com/build.bazel.remote.execution.v2.ActionResult"
 
-typedef Build__Bazel__Remote__Execution__V2__Digest PbDigest;
-typedef Build__Bazel__Remote__Execution__V2__Directory PbDirectory;
-
 extern char **environ;
 
 static volatile pid_t running_pgid;
@@ -135,24 +132,6 @@ void wrun_rmtree(const char *path)
 	rmdir(path);
 }
 
-static int mkdir_p(const char *path)
-{
-	char *p = xstrdup(path);
-	for (char *s = p + 1; *s; s++) {
-		if (*s != '/')
-			continue;
-		*s = '\0';
-		if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-			free(p);
-			return -1;
-		}
-		*s = '/';
-	}
-	int rv = mkdir(p, 0755) != 0 && errno != EEXIST ? -1 : 0;
-	free(p);
-	return rv;
-}
-
 /* A single path component from a Directory: no "/", not "." or "..". */
 static bool good_name(const char *n)
 {
@@ -175,133 +154,158 @@ static bool good_relpath(const char *p)
 
 /* ---- staging ------------------------------------------------------------------ */
 
+/* stage_* results besides 0 and the WCAS_* codes: the input tree itself
+ * is malformed (INVALID_ARGUMENT). */
+#define STAGE_INVALID (WCAS_MISSING - 1)
+
 struct pend {
 	struct digest d;
 	char *path;
 };
 
+/* The input tree, staged one level of directories at a time: the files
+ * found so far (fetched at the end, in batches) and the next level. */
+struct stage {
+	struct wcas_file *files;
+	size_t nfiles, capf;
+	struct pend *next;
+	size_t nnext, capn;
+	char **err;
+};
+
+static int stage_file(struct stage *s, const PbFileNode *f, const struct digest *dird,
+		      const char *path)
+{
+	struct digest fd;
+	if (!good_name(f->name) || !f->digest ||
+	    digest_parse(f->digest->hash, f->digest->size_bytes, &fd, NULL)) {
+		*s->err = xasprintf("input directory %s has a bad file entry \"%s\"", dird->hex,
+				    f->name ? f->name : "");
+		return STAGE_INVALID;
+	}
+	if (s->nfiles == s->capf)
+		s->files = xrealloc(s->files, (s->capf = s->capf * 2 + 64) * sizeof(*s->files));
+	s->files[s->nfiles].d = fd;
+	s->files[s->nfiles].path = xasprintf("%s/%s", path, f->name);
+	s->files[s->nfiles++].exec = f->is_executable;
+	return 0;
+}
+
+static int stage_symlink(struct stage *s, const PbSymlinkNode *l, const struct digest *dird,
+			 const char *path)
+{
+	if (!good_name(l->name) || !l->target || !*l->target) {
+		*s->err = xasprintf("input directory %s has a bad symlink entry", dird->hex);
+		return STAGE_INVALID;
+	}
+	char *p = xasprintf("%s/%s", path, l->name);
+	int rc = 0;
+	if (symlink(l->target, p) != 0) {
+		*s->err = xasprintf("cannot create symlink %s: %s", p, strerror(errno));
+		rc = WCAS_EIO;
+	}
+	free(p);
+	return rc;
+}
+
+static int stage_subdir(struct stage *s, const PbDirectoryNode *dn, const struct digest *dird,
+			const char *path)
+{
+	struct digest dd;
+	if (!good_name(dn->name) || !dn->digest ||
+	    digest_parse(dn->digest->hash, dn->digest->size_bytes, &dd, NULL)) {
+		*s->err = xasprintf("input directory %s has a bad directory entry", dird->hex);
+		return STAGE_INVALID;
+	}
+	char *p = xasprintf("%s/%s", path, dn->name);
+	if (mkdir(p, 0755) != 0) {
+		*s->err = xasprintf("cannot create %s: %s", p, strerror(errno));
+		free(p);
+		return WCAS_EIO;
+	}
+	if (s->nnext == s->capn)
+		s->next = xrealloc(s->next, (s->capn = s->capn * 2 + 16) * sizeof(*s->next));
+	s->next[s->nnext].d = dd;
+	s->next[s->nnext++].path = p;
+	return 0;
+}
+
+/* One Directory blob d, staged at path: symlinks and subdirectories are
+ * created now, files and subdirectories queued. */
+static int stage_dir(struct stage *s, const uint8_t *buf, size_t len, const struct digest *d,
+		     const char *path)
+{
+	PbDirectory *pd = build__bazel__remote__execution__v2__directory__unpack(NULL, len, buf);
+	if (!pd) {
+		*s->err =
+			xasprintf("input directory blobs/%s/%lld is not a valid Directory message",
+				  d->hex, (long long)d->size);
+		return STAGE_INVALID;
+	}
+	int rc = 0;
+	for (size_t j = 0; j < pd->n_files && rc == 0; j++)
+		rc = stage_file(s, pd->files[j], d, path);
+	for (size_t j = 0; j < pd->n_symlinks && rc == 0; j++)
+		rc = stage_symlink(s, pd->symlinks[j], d, path);
+	for (size_t j = 0; j < pd->n_directories && rc == 0; j++)
+		rc = stage_subdir(s, pd->directories[j], d, path);
+	build__bazel__remote__execution__v2__directory__free_unpacked(pd, NULL);
+	return rc;
+}
+
+/* Read one level's Directory blobs in one batch and stage each; the next
+ * level lands in s->next.  Frees the level. */
+static int stage_level(struct wcas *cas, struct stage *s, struct pend *level, size_t nlevel)
+{
+	struct digest *ds = xcalloc(nlevel, sizeof(*ds));
+	uint8_t **bufs = xcalloc(nlevel, sizeof(*bufs));
+	size_t *lens = xcalloc(nlevel, sizeof(*lens));
+	for (size_t i = 0; i < nlevel; i++)
+		ds[i] = level[i].d;
+	int rc = wcas_read_many(cas, ds, nlevel, bufs, lens, s->err);
+	for (size_t i = 0; i < nlevel && rc == 0; i++)
+		rc = stage_dir(s, bufs[i], lens[i], &ds[i], level[i].path);
+	for (size_t i = 0; i < nlevel; i++) {
+		free(bufs[i]);
+		free(level[i].path);
+	}
+	free(bufs);
+	free(lens);
+	free(ds);
+	free(level);
+	return rc;
+}
+
+/* Materialize the input root `root` under dir.  Returns 0 or a WCAS_* /
+ * STAGE_INVALID code with *err, and the lease status for it in *code. */
 static int stage_inputs(struct wcas *cas, const struct digest *root, const char *dir, int *code,
 			char **err)
 {
+	struct stage s = {.err = err};
 	struct pend *level = xcalloc(1, sizeof(*level));
 	size_t nlevel = 1;
 	level[0].d = *root;
 	level[0].path = xstrdup(dir);
-	struct wcas_file *files = NULL;
-	size_t nfiles = 0, capf = 0;
 	int rc = 0;
 	while (nlevel && rc == 0) {
-		struct digest *ds = xcalloc(nlevel, sizeof(*ds));
-		uint8_t **bufs = xcalloc(nlevel, sizeof(*bufs));
-		size_t *lens = xcalloc(nlevel, sizeof(*lens));
-		for (size_t i = 0; i < nlevel; i++)
-			ds[i] = level[i].d;
-		rc = wcas_read_many(cas, ds, nlevel, bufs, lens, err);
-		struct pend *next = NULL;
-		size_t nnext = 0, capn = 0;
-		for (size_t i = 0; i < nlevel && rc == 0; i++) {
-			PbDirectory *pd = build__bazel__remote__execution__v2__directory__unpack(
-				NULL, lens[i], bufs[i]);
-			if (!pd) {
-				*err = xasprintf("input directory blobs/%s/%lld is not a valid "
-						 "Directory message",
-						 ds[i].hex, (long long)ds[i].size);
-				rc = WCAS_MISSING - 1; /* invalid input */
-				break;
-			}
-			for (size_t j = 0; j < pd->n_files && rc == 0; j++) {
-				const Build__Bazel__Remote__Execution__V2__FileNode *f =
-					pd->files[j];
-				struct digest fd;
-				if (!good_name(f->name) || !f->digest ||
-				    digest_parse(f->digest->hash, f->digest->size_bytes, &fd,
-						 NULL)) {
-					*err = xasprintf(
-						"input directory %s has a bad file entry \"%s\"",
-						ds[i].hex, f->name ? f->name : "");
-					rc = WCAS_MISSING - 1;
-					break;
-				}
-				if (nfiles == capf)
-					files = xrealloc(files,
-							 (capf = capf * 2 + 64) * sizeof(*files));
-				files[nfiles].d = fd;
-				files[nfiles].path = xasprintf("%s/%s", level[i].path, f->name);
-				files[nfiles++].exec = f->is_executable;
-			}
-			for (size_t j = 0; j < pd->n_symlinks && rc == 0; j++) {
-				const Build__Bazel__Remote__Execution__V2__SymlinkNode *s =
-					pd->symlinks[j];
-				if (!good_name(s->name) || !s->target || !*s->target) {
-					*err = xasprintf(
-						"input directory %s has a bad symlink entry",
-						ds[i].hex);
-					rc = WCAS_MISSING - 1;
-					break;
-				}
-				char *p = xasprintf("%s/%s", level[i].path, s->name);
-				if (symlink(s->target, p) != 0) {
-					*err = xasprintf("cannot create symlink %s: %s", p,
-							 strerror(errno));
-					rc = WCAS_EIO;
-				}
-				free(p);
-			}
-			for (size_t j = 0; j < pd->n_directories && rc == 0; j++) {
-				const Build__Bazel__Remote__Execution__V2__DirectoryNode *dn =
-					pd->directories[j];
-				struct digest dd;
-				if (!good_name(dn->name) || !dn->digest ||
-				    digest_parse(dn->digest->hash, dn->digest->size_bytes, &dd,
-						 NULL)) {
-					*err = xasprintf(
-						"input directory %s has a bad directory entry",
-						ds[i].hex);
-					rc = WCAS_MISSING - 1;
-					break;
-				}
-				char *p = xasprintf("%s/%s", level[i].path, dn->name);
-				if (mkdir(p, 0755) != 0) {
-					*err = xasprintf("cannot create %s: %s", p,
-							 strerror(errno));
-					free(p);
-					rc = WCAS_EIO;
-					break;
-				}
-				if (nnext == capn)
-					next = xrealloc(next,
-							(capn = capn * 2 + 16) * sizeof(*next));
-				next[nnext].d = dd;
-				next[nnext++].path = p;
-			}
-			build__bazel__remote__execution__v2__directory__free_unpacked(pd, NULL);
-		}
-		for (size_t i = 0; i < nlevel; i++) {
-			free(bufs[i]);
-			free(level[i].path);
-		}
-		free(bufs);
-		free(lens);
-		free(ds);
-		free(level);
-		level = next;
-		nlevel = nnext;
-		if (rc != 0) {
-			for (size_t i = 0; i < nlevel; i++)
-				free(level[i].path);
-			nlevel = 0;
-		}
+		s.next = NULL;
+		s.nnext = s.capn = 0;
+		rc = stage_level(cas, &s, level, nlevel);
+		level = s.next;
+		nlevel = s.nnext;
 	}
+	for (size_t i = 0; i < nlevel; i++)
+		free(level[i].path);
 	free(level);
 	if (rc == 0)
-		rc = wcas_fetch_files(cas, files, nfiles, err);
-	for (size_t i = 0; i < nfiles; i++)
-		free(files[i].path);
-	free(files);
-	*code = rc == 0			 ? GRPC_OK
-		: rc == WCAS_MISSING	 ? GRPC_FAILED_PRECONDITION
-		: rc == WCAS_MISSING - 1 ? GRPC_INVALID_ARGUMENT
-					 : GRPC_INTERNAL;
+		rc = wcas_fetch_files(cas, s.files, s.nfiles, err);
+	for (size_t i = 0; i < s.nfiles; i++)
+		free(s.files[i].path);
+	free(s.files);
+	*code = rc == 0		      ? GRPC_OK
+		: rc == WCAS_MISSING  ? GRPC_FAILED_PRECONDITION
+		: rc == STAGE_INVALID ? GRPC_INVALID_ARGUMENT
+				      : GRPC_INTERNAL;
 	return rc;
 }
 
@@ -337,7 +341,7 @@ enum run_end { RUN_EXITED, RUN_TIMEOUT, RUN_CANCELLED, RUN_FAILED };
 static enum run_end run(const struct wrun_req *r, const char *cwd, const char *outp,
 			const char *errp, int *exit_code, char **err)
 {
-	const Build__Bazel__Remote__Execution__V2__Command *cmd = r->command;
+	const PbCommand *cmd = r->command;
 	int out = open(outp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	int er = open(errp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
 	if (out < 0 || er < 0) {
@@ -476,8 +480,7 @@ static int pack_dir(struct collect *c, const char *path, uint8_t **data, size_t 
 				rc = -1;
 				break;
 			}
-			Build__Bazel__Remote__Execution__V2__FileNode *f =
-				a_zalloc(&c->a, sizeof(*f));
+			PbFileNode *f = a_zalloc(&c->a, sizeof(*f));
 			build__bazel__remote__execution__v2__file_node__init(f);
 			f->name = name;
 			f->digest = a_digest(&c->a, &fd);
@@ -502,8 +505,7 @@ static int pack_dir(struct collect *c, const char *path, uint8_t **data, size_t 
 				k->len = kl;
 				vec_push(&c->kids, k);
 			}
-			Build__Bazel__Remote__Execution__V2__DirectoryNode *dn =
-				a_zalloc(&c->a, sizeof(*dn));
+			PbDirectoryNode *dn = a_zalloc(&c->a, sizeof(*dn));
 			build__bazel__remote__execution__v2__directory_node__init(dn);
 			dn->name = name;
 			dn->digest = a_digest(&c->a, &dd);
@@ -513,8 +515,7 @@ static int pack_dir(struct collect *c, const char *path, uint8_t **data, size_t 
 			ssize_t tl = readlink(p, t, (size_t)st.st_size + 1);
 			if (tl < 0 || tl > st.st_size)
 				continue;
-			Build__Bazel__Remote__Execution__V2__SymlinkNode *s =
-				a_zalloc(&c->a, sizeof(*s));
+			PbSymlinkNode *s = a_zalloc(&c->a, sizeof(*s));
 			build__bazel__remote__execution__v2__symlink_node__init(s);
 			s->name = name;
 			s->target = t;
@@ -542,16 +543,6 @@ static int pack_dir(struct collect *c, const char *path, uint8_t **data, size_t 
 	return rc;
 }
 
-static size_t put_varint(uint8_t *p, uint64_t v)
-{
-	size_t n = 0;
-	do {
-		p[n++] = (uint8_t)((v & 0x7f) | (v > 0x7f ? 0x80 : 0));
-		v >>= 7;
-	} while (v);
-	return n;
-}
-
 /* Tree{root = 1, children = 2}, encoded by hand from packed Directories. */
 static int tree_of(struct collect *c, const char *path, struct digest *td)
 {
@@ -566,13 +557,13 @@ static int tree_of(struct collect *c, const char *path, struct digest *td)
 		total += 11 + ((struct tree_kid *)c->kids.v[i])->len;
 	uint8_t *t = a_zalloc(&c->a, total), *p = t;
 	*p++ = 0x0a;
-	p += put_varint(p, rlen);
+	p += pb_varint_put(p, rlen);
 	memcpy(p, root, rlen);
 	p += rlen;
 	for (size_t i = 0; i < c->kids.n; i++) {
 		struct tree_kid *k = c->kids.v[i];
 		*p++ = 0x12;
-		p += put_varint(p, k->len);
+		p += pb_varint_put(p, k->len);
 		memcpy(p, k->data, k->len);
 		p += k->len;
 	}
@@ -608,7 +599,7 @@ static int collect_one(struct collect *c, const char *cwd, const char *rel, int 
 		ssize_t tl = readlink(p, t, (size_t)st.st_size + 1);
 		if (tl < 0 || tl > st.st_size)
 			return 0;
-		Build__Bazel__Remote__Execution__V2__OutputSymlink *s = a_zalloc(&c->a, sizeof(*s));
+		PbOutputSymlink *s = a_zalloc(&c->a, sizeof(*s));
 		build__bazel__remote__execution__v2__output_symlink__init(s);
 		s->path = a_strdup(&c->a, rel);
 		s->target = t;
@@ -619,7 +610,7 @@ static int collect_one(struct collect *c, const char *cwd, const char *rel, int 
 			c->err = xasprintf("cannot read output %s: %s", rel, strerror(errno));
 			return -1;
 		}
-		Build__Bazel__Remote__Execution__V2__OutputFile *f = a_zalloc(&c->a, sizeof(*f));
+		PbOutputFile *f = a_zalloc(&c->a, sizeof(*f));
 		build__bazel__remote__execution__v2__output_file__init(f);
 		f->path = a_strdup(&c->a, rel);
 		f->digest = a_digest(&c->a, &d);
@@ -630,8 +621,7 @@ static int collect_one(struct collect *c, const char *cwd, const char *rel, int 
 		struct digest td;
 		if (tree_of(c, p, &td) != 0)
 			return -1;
-		Build__Bazel__Remote__Execution__V2__OutputDirectory *o =
-			a_zalloc(&c->a, sizeof(*o));
+		PbOutputDirectory *o = a_zalloc(&c->a, sizeof(*o));
 		build__bazel__remote__execution__v2__output_directory__init(o);
 		o->path = a_strdup(&c->a, rel);
 		o->tree_digest = a_digest(&c->a, &td);
@@ -649,188 +639,251 @@ static void set_out(struct wrun_out *o, int code, char *msg)
 	o->message = msg;
 }
 
-void wrun_action(const struct wrun_req *r, struct wrun_out *out)
-{
-	const Build__Bazel__Remote__Execution__V2__Command *cmd = r->command;
-	memset(out, 0, sizeof(*out));
-	out->code = GRPC_OK;
-	int64_t t_start = now_us();
-	char *root = xasprintf("%s/root", r->dir);
-	char *outp = xasprintf("%s/stdout", r->dir);
-	char *errp = xasprintf("%s/stderr", r->dir);
-	const char *wd = cmd->working_directory ? cmd->working_directory : "";
-	char *cwd = *wd ? xasprintf("%s/%s", root, wd) : xstrdup(root);
-	char *err = NULL;
-	struct collect c = {0};
+/* Where an action stands: its paths and the metadata timestamps. */
+struct action {
+	const struct wrun_req *r;
+	const PbCommand *cmd;
+	char *root, *outp, *errp, *cwd;
+	bool legacy;  /* outputs in output_files/output_directories */
+	size_t nouts; /* output paths of either kind */
+	int exit_code;
+	int64_t t_start, t_fetch, t_fetched, t_exec, t_execd, t_up;
+};
 
+/* Output i of the Command (relative to the working directory); *want is
+ * 0 for an output_paths entry, 1 for a file, 2 for a directory. */
+static const char *output_at(const struct action *x, size_t i, int *want)
+{
+	const PbCommand *cmd = x->cmd;
+	if (!x->legacy) {
+		*want = 0;
+		return cmd->output_paths[i];
+	}
+	if (i < cmd->n_output_files) {
+		*want = 1;
+		return cmd->output_files[i];
+	}
+	*want = 2;
+	return cmd->output_directories[i - cmd->n_output_files];
+}
+
+/* A fresh scratch directory and a Command that can run in it. */
+static int prepare(struct action *x, struct wrun_out *out)
+{
+	const struct wrun_req *r = x->r;
+	const char *wd = x->cmd->working_directory ? x->cmd->working_directory : "";
 	wrun_rmtree(r->dir);
-	if (mkdir_p(r->dir) != 0 || mkdir(root, 0755) != 0) {
+	if (mkdir_p(r->dir, 0755) != 0 || mkdir(x->root, 0755) != 0) {
 		set_out(out, GRPC_INTERNAL,
 			xasprintf("cannot create the action directory %s: %s", r->dir,
 				  strerror(errno)));
-		goto done;
+		return -1;
 	}
-	if (cmd->n_arguments == 0 || !good_relpath(wd)) {
+	if (x->cmd->n_arguments == 0 || !good_relpath(wd)) {
 		set_out(out, GRPC_INVALID_ARGUMENT,
-			xstrdup(cmd->n_arguments == 0 ? "the Command has no arguments"
-						      : "bad working_directory in the Command"));
-		goto done;
+			xstrdup(x->cmd->n_arguments == 0 ? "the Command has no arguments"
+							 : "bad working_directory in the Command"));
+		return -1;
 	}
+	return 0;
+}
 
-	/* Stage. */
+/* The input root, staged under x->root. */
+static int stage(struct action *x, struct wrun_out *out)
+{
+	const PbAction *action = x->r->action;
 	struct digest rootd;
-	if (!r->action->input_root_digest ||
-	    digest_parse(r->action->input_root_digest->hash,
-			 r->action->input_root_digest->size_bytes, &rootd, NULL)) {
+	if (!action->input_root_digest ||
+	    digest_parse(action->input_root_digest->hash, action->input_root_digest->size_bytes,
+			 &rootd, NULL)) {
 		set_out(out, GRPC_INVALID_ARGUMENT,
 			xstrdup("the Action has no valid input_root_digest"));
-		goto done;
+		return -1;
 	}
-	int64_t t_fetch = now_us();
+	x->t_fetch = now_us();
 	int code;
-	if (stage_inputs(r->cas, &rootd, root, &code, &err) != 0) {
+	char *err = NULL;
+	int rc = stage_inputs(x->r->cas, &rootd, x->root, &code, &err);
+	if (rc != 0)
 		set_out(out, code,
 			code == GRPC_FAILED_PRECONDITION
 				? xasprintf("missing input: %s", err)
 				: xasprintf("cannot stage the input root: %s", err));
-		goto done;
-	}
-	int64_t t_fetched = now_us();
+	free(err);
+	x->t_fetched = now_us();
+	return rc ? -1 : 0;
+}
 
-	/* Parents of outputs (relative to the working directory). */
-	bool legacy = cmd->n_output_paths == 0;
-	size_t nouts =
-		legacy ? cmd->n_output_files + cmd->n_output_directories : cmd->n_output_paths;
-	for (size_t i = 0; i < nouts; i++) {
-		const char *o = !legacy ? cmd->output_paths[i]
-				: i < cmd->n_output_files
-					? cmd->output_files[i]
-					: cmd->output_directories[i - cmd->n_output_files];
+/* The working directory and the parents of the outputs, which the
+ * command may expect to exist. */
+static int make_output_dirs(struct action *x, struct wrun_out *out)
+{
+	for (size_t i = 0; i < x->nouts; i++) {
+		int want;
+		const char *o = output_at(x, i, &want);
 		if (!good_relpath(o)) {
 			set_out(out, GRPC_INVALID_ARGUMENT,
 				xasprintf("bad output path \"%s\" in the Command", o));
-			goto done;
+			return -1;
 		}
-		char *p = xasprintf("%s/%s", cwd, o);
-		char *slash = strrchr(p, '/');
-		*slash = '\0';
-		int mr = mkdir_p(p);
+		char *p = xasprintf("%s/%s", x->cwd, o);
+		*strrchr(p, '/') = '\0';
+		int mr = mkdir_p(p, 0755);
 		free(p);
 		if (mr != 0) {
 			set_out(out, GRPC_INTERNAL,
 				xasprintf("cannot create the parent of output %s: %s", o,
-					  strerror(errno)));
-			goto done;
+					  strerror(-mr)));
+			return -1;
 		}
 	}
-	if (mkdir_p(cwd) != 0) {
+	int mr = mkdir_p(x->cwd, 0755);
+	if (mr != 0) {
 		set_out(out, GRPC_INTERNAL,
-			xasprintf("cannot create the working directory: %s", strerror(errno)));
-		goto done;
+			xasprintf("cannot create the working directory: %s", strerror(-mr)));
+		return -1;
 	}
+	return 0;
+}
 
-	/* Run. */
-	int64_t t_exec = now_us();
-	int exit_code = 0;
-	enum run_end end = run(r, cwd, outp, errp, &exit_code, &err);
-	int64_t t_execd = now_us();
-	if (end == RUN_FAILED) {
+/* Run the command.  0 when it exited (or timed out: the status says so,
+ * and no outputs are collected), -1 when there is nothing to report. */
+static int execute(struct action *x, enum run_end *end, struct wrun_out *out)
+{
+	char *err = NULL;
+	x->t_exec = now_us();
+	*end = run(x->r, x->cwd, x->outp, x->errp, &x->exit_code, &err);
+	x->t_execd = now_us();
+	int rc = 0;
+	if (*end == RUN_FAILED) {
 		set_out(out, GRPC_INTERNAL, xasprintf("cannot run the command: %s", err));
-		goto done;
-	}
-	if (end == RUN_CANCELLED) {
+		rc = -1;
+	} else if (*end == RUN_CANCELLED) {
 		set_out(out, GRPC_CANCELLED, xstrdup("the lease was cancelled"));
-		goto done;
-	}
-	if (end == RUN_TIMEOUT)
+		rc = -1;
+	} else if (*end == RUN_TIMEOUT) {
 		set_out(out, GRPC_DEADLINE_EXCEEDED,
 			xasprintf("the action ran longer than its timeout of %.3fs and was killed",
-				  (double)r->timeout_us / 1e6));
-
-	/* Collect. */
-	int64_t t_up = now_us();
-	struct vec ofiles = {0}, odirs = {0}, olinks = {0};
-	int crc = 0;
-	for (size_t i = 0; i < nouts && crc == 0 && end == RUN_EXITED; i++) {
-		const char *o;
-		int want = 0;
-		if (!legacy) {
-			o = cmd->output_paths[i];
-		} else if (i < cmd->n_output_files) {
-			o = cmd->output_files[i];
-			want = 1;
-		} else {
-			o = cmd->output_directories[i - cmd->n_output_files];
-			want = 2;
-		}
-		crc = collect_one(&c, cwd, o, want, &ofiles, &odirs, &olinks);
+				  (double)x->r->timeout_us / 1e6));
 	}
-	struct digest sod, sed;
-	if (crc == 0 && (wcas_digest_file(outp, &sod) != 0 || wcas_digest_file(errp, &sed) != 0)) {
-		c.err = xasprintf("cannot read stdout/stderr: %s", strerror(errno));
+	free(err);
+	return rc;
+}
+
+/* What the command left: the output entries of the ActionResult. */
+struct outputs {
+	struct vec files, dirs, links;
+	struct digest out, err; /* stdout, stderr */
+};
+
+/* Collect the outputs (none after a timeout) and stdout/stderr, and
+ * upload every blob they need.  Returns 0 or -1 with c->err. */
+static int collect_and_upload(struct action *x, struct collect *c, bool outputs_too,
+			      struct outputs *o)
+{
+	int crc = 0;
+	for (size_t i = 0; i < x->nouts && crc == 0 && outputs_too; i++) {
+		int want;
+		const char *p = output_at(x, i, &want);
+		crc = collect_one(c, x->cwd, p, want, &o->files, &o->dirs, &o->links);
+	}
+	if (crc == 0 &&
+	    (wcas_digest_file(x->outp, &o->out) != 0 || wcas_digest_file(x->errp, &o->err) != 0)) {
+		c->err = xasprintf("cannot read stdout/stderr: %s", strerror(errno));
 		crc = -1;
 	}
 	if (crc == 0) {
-		add_blob(&c, &sod, outp, NULL);
-		add_blob(&c, &sed, errp, NULL);
-		/* c.blobs holds pointers; wcas_upload wants an array of structs. */
-		struct wcas_blob *arr = xcalloc(c.blobs.n ? c.blobs.n : 1, sizeof(*arr));
-		for (size_t i = 0; i < c.blobs.n; i++)
-			arr[i] = *(struct wcas_blob *)c.blobs.v[i];
-		crc = wcas_upload(r->cas, arr, c.blobs.n, &c.err);
+		add_blob(c, &o->out, x->outp, NULL);
+		add_blob(c, &o->err, x->errp, NULL);
+		/* c->blobs holds pointers; wcas_upload wants an array of structs. */
+		struct wcas_blob *arr = xcalloc(c->blobs.n ? c->blobs.n : 1, sizeof(*arr));
+		for (size_t i = 0; i < c->blobs.n; i++)
+			arr[i] = *(struct wcas_blob *)c->blobs.v[i];
+		crc = wcas_upload(x->r->cas, arr, c->blobs.n, &c->err);
 		free(arr);
 	}
-	if (crc != 0) {
-		set_out(out, GRPC_UNAVAILABLE,
-			xasprintf("cannot upload the outputs: %s", c.err ? c.err : "error"));
+	return crc;
+}
+
+/* The packed ActionResult, with the metadata timestamps, into out. */
+static void pack_result(struct action *x, struct collect *c, struct outputs *o,
+			struct wrun_out *out)
+{
+	PbActionResult ar = RE(ACTION_RESULT__INIT);
+	PbExecutedActionMetadata md = RE(EXECUTED_ACTION_METADATA__INIT);
+	ar.exit_code = x->exit_code;
+	ar.n_output_files = o->files.n;
+	ar.output_files = (void *)o->files.v;
+	ar.n_output_directories = o->dirs.n;
+	ar.output_directories = (void *)o->dirs.v;
+	if (x->legacy) {
+		ar.n_output_file_symlinks = o->links.n;
+		ar.output_file_symlinks = (void *)o->links.v;
 	} else {
-		Build__Bazel__Remote__Execution__V2__ActionResult ar = RE(ACTION_RESULT__INIT);
-		Build__Bazel__Remote__Execution__V2__ExecutedActionMetadata md =
-			RE(EXECUTED_ACTION_METADATA__INIT);
-		ar.exit_code = exit_code;
-		ar.n_output_files = ofiles.n;
-		ar.output_files = (void *)ofiles.v;
-		ar.n_output_directories = odirs.n;
-		ar.output_directories = (void *)odirs.v;
-		if (legacy) {
-			ar.n_output_file_symlinks = olinks.n;
-			ar.output_file_symlinks = (void *)olinks.v;
-		} else {
-			ar.n_output_symlinks = olinks.n;
-			ar.output_symlinks = (void *)olinks.v;
-		}
-		ar.stdout_digest = a_digest(&c.a, &sod);
-		ar.stderr_digest = a_digest(&c.a, &sed);
-		md.worker = (char *)r->worker;
-		int64_t t_done = now_us();
-		md.queued_timestamp = a_ts(&c.a, r->queued_us ? r->queued_us : t_start);
-		md.worker_start_timestamp = a_ts(&c.a, t_start);
-		md.input_fetch_start_timestamp = a_ts(&c.a, t_fetch);
-		md.input_fetch_completed_timestamp = a_ts(&c.a, t_fetched);
-		md.execution_start_timestamp = a_ts(&c.a, t_exec);
-		md.execution_completed_timestamp = a_ts(&c.a, t_execd);
-		md.output_upload_start_timestamp = a_ts(&c.a, t_up);
-		md.output_upload_completed_timestamp = a_ts(&c.a, t_done);
-		md.worker_completed_timestamp = a_ts(&c.a, t_done);
-		ar.execution_metadata = &md;
-		out->result_len = protobuf_c_message_get_packed_size(&ar.base);
-		out->result = xmalloc(out->result_len ? out->result_len : 1);
-		protobuf_c_message_pack(&ar.base, out->result);
+		ar.n_output_symlinks = o->links.n;
+		ar.output_symlinks = (void *)o->links.v;
 	}
-	free(ofiles.v);
-	free(odirs.v);
-	free(olinks.v);
-done:
+	ar.stdout_digest = a_digest(&c->a, &o->out);
+	ar.stderr_digest = a_digest(&c->a, &o->err);
+	md.worker = (char *)x->r->worker;
+	int64_t t_done = now_us();
+	md.queued_timestamp = a_ts(&c->a, x->r->queued_us ? x->r->queued_us : x->t_start);
+	md.worker_start_timestamp = a_ts(&c->a, x->t_start);
+	md.input_fetch_start_timestamp = a_ts(&c->a, x->t_fetch);
+	md.input_fetch_completed_timestamp = a_ts(&c->a, x->t_fetched);
+	md.execution_start_timestamp = a_ts(&c->a, x->t_exec);
+	md.execution_completed_timestamp = a_ts(&c->a, x->t_execd);
+	md.output_upload_start_timestamp = a_ts(&c->a, x->t_up);
+	md.output_upload_completed_timestamp = a_ts(&c->a, t_done);
+	md.worker_completed_timestamp = a_ts(&c->a, t_done);
+	ar.execution_metadata = &md;
+	out->result_len = protobuf_c_message_get_packed_size(&ar.base);
+	out->result = xmalloc(out->result_len ? out->result_len : 1);
+	protobuf_c_message_pack(&ar.base, out->result);
+}
+
+void wrun_action(const struct wrun_req *r, struct wrun_out *out)
+{
+	memset(out, 0, sizeof(*out));
+	out->code = GRPC_OK;
+	const PbCommand *cmd = r->command;
+	const char *wd = cmd->working_directory ? cmd->working_directory : "";
+	struct action x = {
+		.r = r,
+		.cmd = cmd,
+		.root = xasprintf("%s/root", r->dir),
+		.outp = xasprintf("%s/stdout", r->dir),
+		.errp = xasprintf("%s/stderr", r->dir),
+		.legacy = cmd->n_output_paths == 0,
+		.t_start = now_us(),
+	};
+	x.cwd = *wd ? xasprintf("%s/%s", x.root, wd) : xstrdup(x.root);
+	x.nouts = x.legacy ? cmd->n_output_files + cmd->n_output_directories : cmd->n_output_paths;
+	struct collect c = {0};
+	struct outputs o = {0};
+	enum run_end end;
+	if (prepare(&x, out) == 0 && stage(&x, out) == 0 && make_output_dirs(&x, out) == 0 &&
+	    execute(&x, &end, out) == 0) {
+		x.t_up = now_us();
+		if (collect_and_upload(&x, &c, end == RUN_EXITED, &o) != 0)
+			set_out(out, GRPC_UNAVAILABLE,
+				xasprintf("cannot upload the outputs: %s",
+					  c.err ? c.err : "error"));
+		else
+			pack_result(&x, &c, &o, out);
+	}
+	free(o.files.v);
+	free(o.dirs.v);
+	free(o.links.v);
 	free(c.blobs.v);
 	free(c.kids.v);
 	free(c.err);
 	a_free(&c.a);
-	free(err);
 	wrun_rmtree(r->dir);
-	free(root);
-	free(outp);
-	free(errp);
-	free(cwd);
+	free(x.root);
+	free(x.outp);
+	free(x.errp);
+	free(x.cwd);
 }
 
 void wrun_out_free(struct wrun_out *o)

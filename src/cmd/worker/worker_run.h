@@ -12,7 +12,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "proto/pb.h"
 #include "cmd/worker/worker_cas.h"
 
 /* Called every `heartbeat_us` while the command runs; returning false
@@ -23,8 +23,8 @@ struct wrun_req {
 	struct wcas *cas;
 	const char *dir;    /* the action's scratch directory, created and removed here */
 	const char *worker; /* ExecutedActionMetadata.worker */
-	const Build__Bazel__Remote__Execution__V2__Action *action;
-	const Build__Bazel__Remote__Execution__V2__Command *command;
+	const PbAction *action;
+	const PbCommand *command;
 	int64_t timeout_us; /* 0 = none */
 	int64_t heartbeat_us;
 	wrun_beat_fn beat;

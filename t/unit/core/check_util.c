@@ -4,7 +4,11 @@
  */
 #include <check.h>
 #include <stdlib.h>
+#include <errno.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "core/util.h"
 #include "check_run.h"
@@ -80,6 +84,79 @@ START_TEST(test_sizes)
 }
 END_TEST
 
+START_TEST(test_mkdir_p)
+{
+	char tmpl[] = "/tmp/check_util.XXXXXX";
+	ck_assert_ptr_nonnull(mkdtemp(tmpl));
+	char *deep = xasprintf("%s/a/b/c", tmpl);
+	ck_assert_int_eq(mkdir_p(deep, 0700), 0);
+	struct stat st;
+	ck_assert_int_eq(stat(deep, &st), 0);
+	ck_assert(S_ISDIR(st.st_mode));
+	mode_t um = umask(0);
+	umask(um);
+	ck_assert_int_eq(st.st_mode & 0777, 0700 & ~um);
+	ck_assert_int_eq(mkdir_p(deep, 0700), 0); /* exists: fine */
+	char *file = xasprintf("%s/f", tmpl);
+	FILE *f = fopen(file, "w");
+	ck_assert_ptr_nonnull(f);
+	fclose(f);
+	ck_assert_int_eq(mkdir_p(file, 0755), -ENOTDIR);
+	char *under = xasprintf("%s/f/x", tmpl);
+	ck_assert_int_eq(mkdir_p(under, 0755), -ENOTDIR);
+	ck_assert_int_eq(errno, ENOTDIR);
+	ck_assert_int_eq(mkdir_p("", 0755), -ENOENT);
+	unlink(file);
+	rmdir(deep);
+	*strrchr(deep, '/') = '\0';
+	rmdir(deep);
+	*strrchr(deep, '/') = '\0';
+	rmdir(deep);
+	ck_assert_int_eq(rmdir(tmpl), 0);
+	free(deep);
+	free(file);
+	free(under);
+}
+END_TEST
+
+START_TEST(test_varint)
+{
+	static const struct {
+		uint64_t v;
+		size_t len;
+		uint8_t enc[10];
+	} cases[] = {
+		{0, 1, {0x00}},
+		{1, 1, {0x01}},
+		{127, 1, {0x7f}},
+		{128, 2, {0x80, 0x01}},
+		{300, 2, {0xac, 0x02}},
+		{UINT64_MAX, 10, {0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}},
+	};
+	for (size_t i = 0; i < ARRAY_LEN(cases); i++) {
+		uint8_t buf[PB_VARINT_MAX];
+		size_t n = pb_varint_put(buf, cases[i].v);
+		ck_assert_uint_eq(n, cases[i].len);
+		ck_assert_mem_eq(buf, cases[i].enc, n);
+		const uint8_t *p = buf;
+		uint64_t v = 1234;
+		ck_assert_int_eq(pb_varint_get(&p, buf + n, &v), 0);
+		ck_assert(v == cases[i].v);
+		ck_assert_ptr_eq(p, buf + n);
+		/* Cut short: an error, and *p stays put. */
+		p = buf;
+		ck_assert_int_eq(pb_varint_get(&p, buf + n - 1, &v), -1);
+		ck_assert_ptr_eq(p, buf);
+	}
+	/* Eleven continuation bytes: too long. */
+	uint8_t longv[11];
+	memset(longv, 0x80, sizeof longv);
+	const uint8_t *p = longv;
+	uint64_t v;
+	ck_assert_int_eq(pb_varint_get(&p, longv + sizeof longv, &v), -1);
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("util");
@@ -88,6 +165,8 @@ int main(void)
 	tcase_add_test(tc, test_b64_invalid);
 	tcase_add_test(tc, test_durations);
 	tcase_add_test(tc, test_sizes);
+	tcase_add_test(tc, test_mkdir_p);
+	tcase_add_test(tc, test_varint);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

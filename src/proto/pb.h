@@ -1,0 +1,37 @@
+/*
+ * pb.h - short names for the protobuf-c message types the services, the
+ * domain and the programs use (the generated names carry the whole
+ * package: Build__Bazel__Remote__Execution__V2__Digest).  Only typedefs
+ * of generated types live here, so t/layers.sh lets src/proto/ include
+ * nothing but generated headers and lets whoever may use those include
+ * this.  Repeating an identical typedef elsewhere is legal C11, so files
+ * can switch to these one at a time.
+ */
+#ifndef REACTOR_PROTO_PB_H
+#define REACTOR_PROTO_PB_H
+
+#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
+#include "google/devtools/remoteworkers/v1test2/bots.pb-c.h"
+
+/* build.bazel.remote.execution.v2 */
+typedef Build__Bazel__Remote__Execution__V2__Digest PbDigest;
+typedef Build__Bazel__Remote__Execution__V2__Action PbAction;
+typedef Build__Bazel__Remote__Execution__V2__Command PbCommand;
+typedef Build__Bazel__Remote__Execution__V2__Directory PbDirectory;
+typedef Build__Bazel__Remote__Execution__V2__FileNode PbFileNode;
+typedef Build__Bazel__Remote__Execution__V2__DirectoryNode PbDirectoryNode;
+typedef Build__Bazel__Remote__Execution__V2__SymlinkNode PbSymlinkNode;
+typedef Build__Bazel__Remote__Execution__V2__Tree PbTree;
+typedef Build__Bazel__Remote__Execution__V2__ActionResult PbActionResult;
+typedef Build__Bazel__Remote__Execution__V2__OutputFile PbOutputFile;
+typedef Build__Bazel__Remote__Execution__V2__OutputDirectory PbOutputDirectory;
+typedef Build__Bazel__Remote__Execution__V2__OutputSymlink PbOutputSymlink;
+typedef Build__Bazel__Remote__Execution__V2__ExecutedActionMetadata PbExecutedActionMetadata;
+typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest PbBatchUpdate;
+typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response PbUpdateResp;
+
+/* google.devtools.remoteworkers.v1test2 */
+typedef Google__Devtools__Remoteworkers__V1test2__BotSession PbBotSession;
+typedef Google__Devtools__Remoteworkers__V1test2__Lease PbLease;
+
+#endif
