@@ -7,18 +7,7 @@
 
 static int varint(struct pbw *r, uint64_t *out)
 {
-	uint64_t v = 0;
-	for (int shift = 0; shift < 64; shift += 7) {
-		if (r->p >= r->end)
-			return -1;
-		uint8_t b = *r->p++;
-		v |= (uint64_t)(b & 0x7f) << shift;
-		if (!(b & 0x80)) {
-			*out = v;
-			return 0;
-		}
-	}
-	return -1;
+	return pb_varint_get(&r->p, r->end, out);
 }
 
 int pbw_next(struct pbw *r, struct pbw_field *f)

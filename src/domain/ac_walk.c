@@ -20,6 +20,7 @@
 #include <event2/event.h>
 
 #include "core/digest.h"
+#include "core/pbwire.h"
 #include "core/list.h"
 #include "core/util.h"
 #include "domain/ac.h"
@@ -259,50 +260,25 @@ static void step_tree_read(struct ac_walk *w)
 	w->phase = P_TREE_PARSE;
 }
 
-static bool get_varint(const uint8_t *p, size_t end, size_t *pos, uint64_t *out)
-{
-	uint64_t v = 0;
-	for (unsigned shift = 0; shift < 64 && *pos < end; shift += 7) {
-		uint8_t b = p[(*pos)++];
-		v |= (uint64_t)(b & 0x7f) << shift;
-		if (!(b & 0x80)) {
-			*out = v;
-			return true;
-		}
-	}
-	return false;
-}
-
-/* One field of protobuf wire data in p[*pos, end): its number and wire
- * type, and for length-delimited fields its bytes.  Advances *pos past it.
- * False when the bytes are malformed (or a group, which REAPI never uses). */
+/* One field of protobuf wire data in p[*pos, end) (core/pbwire.h): its
+ * number and wire type, and for length-delimited fields its bytes.
+ * Advances *pos past it.  False when the bytes are malformed or end. */
 static bool next_field(const uint8_t *p, size_t end, size_t *pos, unsigned *field, unsigned *wt,
 		       const uint8_t **data, size_t *len)
 {
-	uint64_t tag, v;
-	if (!get_varint(p, end, pos, &tag) || (tag >> 3) == 0 || (tag >> 3) > 0x1fffffff)
+	struct pbw r;
+	struct pbw_field f;
+	pbw_init(&r, p + *pos, end - *pos);
+	if (pbw_next(&r, &f) != 1)
 		return false;
-	*field = (unsigned)(tag >> 3);
-	*wt = (unsigned)(tag & 7);
-	switch (*wt) {
-	case 0: return get_varint(p, end, pos, &v);
-	case 1:
-	case 5: {
-		size_t n = *wt == 1 ? 8 : 4;
-		if (end - *pos < n)
-			return false;
-		*pos += n;
-		return true;
+	*pos = (size_t)(r.p - p);
+	*field = f.num;
+	*wt = (unsigned)f.wt;
+	if (f.wt == PBW_LEN) {
+		*data = f.data;
+		*len = f.len;
 	}
-	case 2:
-		if (!get_varint(p, end, pos, &v) || v > end - *pos)
-			return false;
-		*data = p + *pos;
-		*len = (size_t)v;
-		*pos += (size_t)v;
-		return true;
-	default: return false;
-	}
+	return true;
 }
 
 /* One field of the Tree's top level: a Directory (root = 1, children = 2)
