@@ -2,7 +2,9 @@
  * call.c - server-side gRPC calls (see call.h).  Owns request header
  * validation, message reassembly and decoding, deadlines, response framing,
  * trailers (Trailers-Only for early errors) and the access log.  Handlers
- * are found through the dispatch table; this file knows no service.
+ * are found through the lookup the services inject (call_set_lookup), and
+ * metadata only they understand is decoded by their hook; this file knows
+ * no service.
  */
 #include "rpc/call.h"
 
@@ -13,15 +15,10 @@
 #include <string.h>
 
 #include <event2/event.h>
-#include <nghttp2/nghttp2.h>
 
-#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 #include "core/cfg.h"
-#include "services/dispatch.h"
-#include "transport/h2.h"
 #include "core/log.h"
-
-#define REQMETA_HEADER "build.bazel.remote.execution.v2.requestmetadata-bin"
+#include "transport/h2.h"
 
 struct md {
 	char *key;
@@ -48,7 +45,7 @@ struct call {
 	void *data;
 	struct md *md;
 	size_t nmd;
-	char *invocation_id;
+	struct call_log_fields logf;
 	uint64_t bytes_in, bytes_out;
 	struct call *prev, *next; /* active list */
 	bool on_active;
@@ -60,6 +57,9 @@ static struct {
 	bool access_log;
 	struct event_base *base;
 } lim = {16 << 20, 16 << 20, 3600LL * 1000000, false, NULL};
+
+static call_lookup_fn lookup;
+static call_metadata_fn decode_metadata;
 
 static struct call *active;
 static size_t nactive;
@@ -95,6 +95,16 @@ void call_configure(const struct cfg *cfg)
 void call_set_base(struct event_base *base)
 {
 	lim.base = base;
+}
+
+void call_set_lookup(call_lookup_fn fn)
+{
+	lookup = fn;
+}
+
+void call_set_metadata_decoder(call_metadata_fn fn)
+{
+	decode_metadata = fn;
 }
 
 /* ---- state -------------------------------------------------------------- */
@@ -199,7 +209,7 @@ void call_unref(struct call *c)
 		free(c->md[i].val);
 	}
 	free(c->md);
-	free(c->invocation_id);
+	free(c->logf.invocation_id);
 	free(c->path);
 	free(c->peer);
 	free(c);
@@ -230,7 +240,7 @@ static void access_log(struct call *c, int code)
 		.duration_ms = (double)(mono_us() - c->start_mono) / 1000.0,
 		.bytes_in = c->bytes_in,
 		.bytes_out = c->bytes_out,
-		.invocation_id = c->invocation_id,
+		.invocation_id = c->logf.invocation_id,
 	};
 	log_access(&a);
 }
@@ -475,19 +485,8 @@ static const char *collect_metadata(struct call *c)
 		m->key = xstrdup(h[i].name);
 		c->nmd++;
 	}
-	size_t len;
-	const char *rm = call_metadata(c, REQMETA_HEADER, &len);
-	if (rm) {
-		Build__Bazel__Remote__Execution__V2__RequestMetadata *meta =
-			build__bazel__remote__execution__v2__request_metadata__unpack(
-				&call_pb_allocator, len, (const uint8_t *)rm);
-		if (meta) {
-			if (meta->tool_invocation_id && *meta->tool_invocation_id)
-				c->invocation_id = xstrdup(meta->tool_invocation_id);
-			build__bazel__remote__execution__v2__request_metadata__free_unpacked(
-				meta, &call_pb_allocator);
-		}
-	}
+	if (decode_metadata)
+		decode_metadata(c, &c->logf);
 	return NULL;
 }
 
@@ -512,7 +511,7 @@ static void start_call(struct call *c)
 			    "content-type must be application/grpc; this port speaks gRPC only");
 		return;
 	}
-	c->m = dispatch_find(c->path);
+	c->m = lookup ? lookup(c->path) : NULL;
 	if (!c->m) {
 		call_finish(c, GRPC_UNIMPLEMENTED,
 			    "unknown method %s: this server does not "
@@ -809,7 +808,7 @@ static void s_on_close(struct h2_stream *s, uint32_t error)
 {
 	struct call *c = h2_stream_user(s);
 	if (!call_done(c))
-		cancel(c, error ? nghttp2_http2_strerror(error) : "stream closed");
+		cancel(c, error ? h2_error_string(error) : "stream closed");
 	c->stream = NULL;
 	call_unref(c);
 }

@@ -59,7 +59,27 @@ struct rpc_method {
 /* Limits and switches taken from the config; call at start and on reload. */
 void call_configure(const struct cfg *cfg);
 
-/* Entry from the HTTP/2 layer: a client opened a stream. */
+/* Hooks the services inject at start (the call layer knows no service).
+ *
+ * The method lookup: the table row for a request path, or NULL for an
+ * unknown method (answered UNIMPLEMENTED).  Without one every method is
+ * unknown. */
+typedef const struct rpc_method *(*call_lookup_fn)(const char *path);
+void call_set_lookup(call_lookup_fn fn);
+
+/* What the access log carries from request metadata the call layer does not
+ * understand itself (the REAPI RequestMetadata header). */
+struct call_log_fields {
+	char *invocation_id; /* malloc'd; the call frees it; NULL when unknown */
+};
+/* The metadata decoder: called once per call after its headers were
+ * accepted, with the metadata readable through call_metadata(); it fills
+ * `out` (zeroed before the call).  Optional. */
+typedef void (*call_metadata_fn)(const struct call *c, struct call_log_fields *out);
+void call_set_metadata_decoder(call_metadata_fn fn);
+
+/* Entry from the HTTP/2 layer (an h2_accept_stream_fn main hands to the
+ * server): a client opened a stream. */
 void call_accept(struct h2_stream *s, void *arg);
 
 /* Handler API ------------------------------------------------------------- */

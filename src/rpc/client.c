@@ -18,7 +18,6 @@
 
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <nghttp2/nghttp2.h>
 
 #include "rpc/grpc.h"
 #include "core/util.h"
@@ -106,7 +105,7 @@ static void c_on_data(struct h2_stream *s, const uint8_t *data, size_t len)
 	if (grpc_reader_feed(&k->rd, data, len, c_msg, k) != GRPC_READER_OK && k->code < 0) {
 		k->code = GRPC_INTERNAL;
 		k->message = xstrdup("bad response framing");
-		h2_stream_reset(s, NGHTTP2_CANCEL);
+		h2_stream_reset(s, H2_CANCEL);
 	}
 }
 
@@ -142,11 +141,11 @@ static void c_on_close(struct h2_stream *s, uint32_t error)
 			snprintf(buf, sizeof(buf), "HTTP status %d without grpc-status",
 				 k->http_status);
 		} else if (error) {
-			code = error == NGHTTP2_REFUSED_STREAM ? GRPC_UNAVAILABLE
-			       : error == NGHTTP2_CANCEL       ? GRPC_CANCELLED
+			code = error == H2_REFUSED_STREAM ? GRPC_UNAVAILABLE
+			       : error == H2_CANCEL       ? GRPC_CANCELLED
 							       : GRPC_INTERNAL;
 			snprintf(buf, sizeof(buf), "stream closed: %s",
-				 nghttp2_http2_strerror(error));
+				 h2_error_string(error));
 		} else {
 			code = GRPC_UNAVAILABLE;
 			snprintf(buf, sizeof(buf), "stream closed without grpc-status");
@@ -345,7 +344,7 @@ int rc_call_close_send(struct rc_call *k)
 void rc_call_cancel(struct rc_call *k)
 {
 	if (k->s)
-		h2_stream_reset(k->s, NGHTTP2_CANCEL);
+		h2_stream_reset(k->s, H2_CANCEL);
 }
 
 const char *rc_call_trailer(const struct rc_call *k, const char *key)

@@ -173,6 +173,25 @@ const struct rpc_method *dispatch_find(const char *path)
 	return bsearch(path, table, ARRAY_LEN(table), sizeof(table[0]), cmp);
 }
 
+#define REQMETA_HEADER "build.bazel.remote.execution.v2.requestmetadata-bin"
+
+void dispatch_decode_metadata(const struct call *c, struct call_log_fields *out)
+{
+	size_t len;
+	const char *rm = call_metadata(c, REQMETA_HEADER, &len);
+	if (!rm)
+		return;
+	Build__Bazel__Remote__Execution__V2__RequestMetadata *meta =
+		build__bazel__remote__execution__v2__request_metadata__unpack(
+			&call_pb_allocator, len, (const uint8_t *)rm);
+	if (!meta)
+		return;
+	if (meta->tool_invocation_id && *meta->tool_invocation_id)
+		out->invocation_id = xstrdup(meta->tool_invocation_id);
+	build__bazel__remote__execution__v2__request_metadata__free_unpacked(meta,
+									     &call_pb_allocator);
+}
+
 int dispatch_check(void)
 {
 	for (size_t i = 1; i < ARRAY_LEN(table); i++)

@@ -90,6 +90,17 @@ static uint64_t next_conn_id = 1;
 static void conn_flush(struct h2_conn *c);
 static void conn_schedule_flush(struct h2_conn *c);
 
+_Static_assert((int)H2_NO_ERROR == (int)NGHTTP2_NO_ERROR &&
+		       (int)H2_INTERNAL_ERROR == (int)NGHTTP2_INTERNAL_ERROR &&
+		       (int)H2_REFUSED_STREAM == (int)NGHTTP2_REFUSED_STREAM &&
+		       (int)H2_CANCEL == (int)NGHTTP2_CANCEL,
+	       "h2.h error codes match nghttp2's");
+
+const char *h2_error_string(uint32_t error)
+{
+	return nghttp2_http2_strerror(error);
+}
+
 /* ---- headers ---------------------------------------------------------- */
 
 static void hdrs_clear(struct h2_stream *s)

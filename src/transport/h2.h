@@ -22,6 +22,17 @@ struct event_base;
 struct h2_conn;
 struct h2_stream;
 
+/* HTTP/2 error codes (RFC 9113 section 7) the layers above use, so they
+ * never include nghttp2 themselves. */
+enum h2_error {
+	H2_NO_ERROR = 0x0,
+	H2_INTERNAL_ERROR = 0x2,
+	H2_REFUSED_STREAM = 0x7,
+	H2_CANCEL = 0x8,
+};
+/* Printable description of an HTTP/2 error code (static string). */
+const char *h2_error_string(uint32_t error);
+
 struct h2_hdr {
 	char *name;
 	char *value;
@@ -112,7 +123,7 @@ size_t h2_stream_pending(const struct h2_stream *s);
 /* End our side: trailers (server) after the queued data, or END_STREAM
  * with no trailers when n == 0 (client request body end). */
 int h2_stream_end(struct h2_stream *s, const struct h2_hdr *trailers, size_t n);
-/* Reset with an HTTP/2 error code (e.g. NGHTTP2_CANCEL). */
+/* Reset with an HTTP/2 error code (e.g. H2_CANCEL). */
 void h2_stream_reset(struct h2_stream *s, uint32_t error);
 
 /* Low-water mark below which on_writable fires. */

@@ -292,6 +292,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	call_set_base(d.base);
+	/* The layers below know nothing above them: main wires them up. */
+	call_set_lookup(dispatch_find);
+	call_set_metadata_decoder(dispatch_decode_metadata);
 	apply_live(d.live);
 	LOGI("main", "reactord %s starting (config %s)", PACKAGE_VERSION, d.conf_path);
 
@@ -328,7 +331,7 @@ int main(int argc, char **argv)
 	svc_exec_init(d.base);
 	svc_bots_init(d.base);
 	sched_start(d.base);
-	if (server_start(d.base, d.boot, &err) != 0) {
+	if (server_start(d.base, d.boot, call_accept, NULL, &err) != 0) {
 		LOGE("main", "listen: %s", err);
 		free(err);
 		goto out_server;

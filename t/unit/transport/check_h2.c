@@ -19,6 +19,7 @@
 #include "rpc/client.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "transport/h2.h"
+#include "services/dispatch.h"
 #include "services/inst.h"
 #include "services/svc.h"
 #include "check_run.h"
@@ -77,6 +78,8 @@ static void setup_server(void)
 					 &cfg, &err),
 			 0);
 	call_set_base(base);
+	call_set_lookup(dispatch_find);
+	call_set_metadata_decoder(dispatch_decode_metadata);
 	call_configure(cfg);
 	svc_set_config(cfg);
 	ck_assert_int_eq(inst_open_all(base, cfg, &err), 0);
