@@ -17,9 +17,9 @@ extern enum log_level log_threshold;
 
 void log_set_level(enum log_level lvl);
 void log_set_json(bool json);
-/* Parse "error"/"warn"/"info"/"debug"; returns -1 for anything else. */
-int log_level_parse(const char *s);
-const char *log_level_name(enum log_level lvl);
+/* "error", "warn", "info", "debug", indexed by enum log_level, then NULL:
+ * the one list of level names (the config's log.level parses with it). */
+extern const char *const log_level_names[];
 
 void log_msg(enum log_level lvl, const char *mod, const char *fmt, ...) PRINTF_LIKE(3, 4);
 

@@ -144,10 +144,6 @@ bool call_done(const struct call *c)
 {
 	return c->state >= CALL_FINISHED;
 }
-enum call_state call_state(const struct call *c)
-{
-	return c->state;
-}
 void call_set_data(struct call *c, void *data)
 {
 	c->data = data;
@@ -163,10 +159,6 @@ const char *call_peer(const struct call *c)
 const struct rpc_method *call_method(const struct call *c)
 {
 	return c->m;
-}
-uint64_t call_id(const struct call *c)
-{
-	return c->id;
 }
 size_t call_active_count(void)
 {

@@ -108,7 +108,6 @@ void call_finish_details(struct call *c, int code, const struct grpc_any *detail
 void call_reply(struct call *c, const ProtobufCMessage *msg);
 
 bool call_done(const struct call *c);
-enum call_state call_state(const struct call *c);
 void call_ref(struct call *c);
 void call_unref(struct call *c);
 void call_set_data(struct call *c, void *data);
@@ -120,7 +119,6 @@ size_t call_pending(const struct call *c);
 const char *call_metadata(const struct call *c, const char *key, size_t *len);
 const char *call_peer(const struct call *c);
 const struct rpc_method *call_method(const struct call *c);
-uint64_t call_id(const struct call *c);
 /* Remaining time before the deadline in microseconds (INT64_MAX if none). */
 int64_t call_remaining_us(const struct call *c);
 

@@ -40,8 +40,6 @@ struct rc_call {
 	int code; /* -1 until grpc-status seen */
 	char *message;
 	int http_status;
-	struct h2_hdr *tr; /* copies of trailers / headers for rc_call_trailer */
-	size_t ntr;
 	bool done;
 	struct rc_call *next;
 };
@@ -63,16 +61,6 @@ static int http_to_grpc(int http)
 
 static void keep_headers(struct rc_call *k, struct h2_stream *s)
 {
-	size_t n;
-	const struct h2_hdr *h = h2_stream_headers(s, &n);
-	for (size_t i = 0; i < n; i++) {
-		k->tr = xrealloc(k->tr, (k->ntr + 1) * sizeof(*k->tr));
-		struct h2_hdr *t = &k->tr[k->ntr++];
-		t->name = xstrdup(h[i].name);
-		t->value = xstrdup(h[i].value);
-		t->namelen = h[i].namelen;
-		t->valuelen = h[i].valuelen;
-	}
 	const char *st = h2_stream_header(s, ":status");
 	if (st)
 		k->http_status = atoi(st);
@@ -119,11 +107,6 @@ static void call_free(struct rc_call *k)
 		}
 	}
 	grpc_reader_free(&k->rd);
-	for (size_t i = 0; i < k->ntr; i++) {
-		free(k->tr[i].name);
-		free(k->tr[i].value);
-	}
-	free(k->tr);
 	free(k->message);
 	free(k);
 }
@@ -345,14 +328,6 @@ void rc_call_cancel(struct rc_call *k)
 {
 	if (k->s)
 		h2_stream_reset(k->s, H2_CANCEL);
-}
-
-const char *rc_call_trailer(const struct rc_call *k, const char *key)
-{
-	for (size_t i = k->ntr; i-- > 0;)
-		if (strcmp(k->tr[i].name, key) == 0)
-			return k->tr[i].value;
-	return NULL;
 }
 
 struct unary_state {

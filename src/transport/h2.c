@@ -556,11 +556,6 @@ static void conn_schedule_flush(struct h2_conn *c)
 		event_active(c->flush_ev, 0, 0);
 }
 
-void h2_conn_flush(struct h2_conn *c)
-{
-	conn_schedule_flush(c);
-}
-
 static bool check_preface(struct h2_conn *c, struct evbuffer *in)
 {
 	size_t len = evbuffer_get_length(in);
@@ -751,10 +746,6 @@ void h2_conn_goaway(struct h2_conn *c)
 	conn_schedule_flush(c);
 }
 
-size_t h2_conn_nstreams(const struct h2_conn *c)
-{
-	return c->nstreams;
-}
 uint64_t h2_conn_id(const struct h2_conn *c)
 {
 	return c->id;
@@ -766,10 +757,6 @@ const char *h2_conn_peer(const struct h2_conn *c)
 bool h2_conn_alive(const struct h2_conn *c)
 {
 	return !c->closing && !c->goaway;
-}
-void *h2_conn_arg(const struct h2_conn *c)
-{
-	return c->arg;
 }
 
 /* ---- stream API ------------------------------------------------------------ */
@@ -869,16 +856,6 @@ int h2_stream_write(struct h2_stream *s, const void *data, size_t len)
 	if (s->end_pending || s->conn->closing)
 		return -1;
 	evbuffer_add(s->out, data, len);
-	note_fill(s);
-	stream_kick(s);
-	return 0;
-}
-
-int h2_stream_write_buffer(struct h2_stream *s, struct evbuffer *buf)
-{
-	if (s->end_pending || s->conn->closing)
-		return -1;
-	evbuffer_add_buffer(s->out, buf);
 	note_fill(s);
 	stream_kick(s);
 	return 0;

@@ -17,7 +17,6 @@
 #include <stdint.h>
 
 struct bufferevent;
-struct evbuffer;
 struct event_base;
 struct h2_conn;
 struct h2_stream;
@@ -91,13 +90,9 @@ struct h2_stream *h2_stream_open(struct h2_conn *c, const struct h2_hdr *hdrs, s
 void h2_conn_goaway(struct h2_conn *c);
 /* Close now (streams see on_close with an error).  Idempotent. */
 void h2_conn_close(struct h2_conn *c, const char *reason);
-size_t h2_conn_nstreams(const struct h2_conn *c);
 uint64_t h2_conn_id(const struct h2_conn *c);
 const char *h2_conn_peer(const struct h2_conn *c);
 bool h2_conn_alive(const struct h2_conn *c);
-void *h2_conn_arg(const struct h2_conn *c);
-/* Drive pending output (call after submitting from outside callbacks). */
-void h2_conn_flush(struct h2_conn *c);
 
 void h2_stream_set_ops(struct h2_stream *s, const struct h2_stream_ops *ops, void *user);
 void *h2_stream_user(const struct h2_stream *s);
@@ -113,9 +108,8 @@ bool h2_stream_headers_overflow(const struct h2_stream *s);
 /* Server: send response headers (once).  With end_stream this is a
  * headers-only response (gRPC Trailers-Only). */
 int h2_stream_respond(struct h2_stream *s, const struct h2_hdr *hdrs, size_t n, bool end_stream);
-/* Queue body bytes (copied) / move an evbuffer's contents (drained). */
+/* Queue body bytes (copied). */
 int h2_stream_write(struct h2_stream *s, const void *data, size_t len);
-int h2_stream_write_buffer(struct h2_stream *s, struct evbuffer *buf);
 /* Queue a malloc'd buffer without copying; h2 frees it once sent. */
 int h2_stream_write_owned(struct h2_stream *s, void *data, size_t len);
 /* Bytes queued but not yet handed to nghttp2. */
