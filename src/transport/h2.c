@@ -60,6 +60,19 @@ struct h2_stream {
 	bool on_wlist;
 };
 
+/* A connection's life.  Server connections start in PREFACE, client ones
+ * in OPEN; every path ends in CLOSED, after which the connection is freed
+ * at the end of the loop pass. */
+enum h2_conn_state {
+	H2_CONN_PREFACE,  /* server: checking the client's connection preface;
+			   * nothing is sent before it checks out */
+	H2_CONN_OPEN,	  /* the session runs */
+	H2_CONN_GOAWAY,	  /* GOAWAY submitted: open streams finish, no new ones */
+	H2_CONN_DRAINING, /* writing a last reply (HTTP/1 400, the GOAWAY of a
+			   * protocol error), then CLOSED; input is dropped */
+	H2_CONN_CLOSED,	  /* no more I/O; freed after this loop pass */
+};
+
 struct h2_conn {
 	uint64_t id;
 	bool server;
@@ -77,15 +90,42 @@ struct h2_conn {
 	h2_conn_closed_fn on_closed;
 	void *arg;
 
-	bool preface_ok;
-	bool closing;	       /* no more I/O; freed after this loop pass */
-	bool drain_then_close; /* close once output is written */
-	bool goaway;
-	bool read_paused;
-	bool in_send;
+	enum h2_conn_state state; /* change only with conn_set_state() */
+	/* Not states: both can be true in OPEN and GOAWAY alike. */
+	bool read_paused; /* output over max_output_buffer: not reading */
+	bool in_send;	  /* inside nghttp2_session_send (no re-entry) */
 };
 
 static uint64_t next_conn_id = 1;
+
+static const char *const conn_state_names[] = {"PREFACE", "OPEN", "GOAWAY", "DRAINING", "CLOSED"};
+
+static const char *h2_conn_state_name(enum h2_conn_state st)
+{
+	return st <= H2_CONN_CLOSED ? conn_state_names[st] : "?";
+}
+
+/* The one place a connection changes state: asserts the transition is
+ * legal and logs it. */
+static void conn_set_state(struct h2_conn *c, enum h2_conn_state to)
+{
+	static const bool legal[5][5] = {
+		/* to:          PREFACE OPEN   GOAWAY DRAINING CLOSED */
+		/* PREFACE */ {false, true, false, true, true},
+		/* OPEN */ {false, false, true, true, true},
+		/* GOAWAY */ {false, false, false, true, true},
+		/* DRAINING */ {false, false, false, false, true},
+		/* CLOSED */ {false, false, false, false, false},
+	};
+	if (!legal[c->state][to]) {
+		LOGE("h2", "conn=%llu illegal transition from %s to %s", (unsigned long long)c->id,
+		     h2_conn_state_name(c->state), h2_conn_state_name(to));
+		abort();
+	}
+	LOGD("h2", "conn=%llu from %s to %s", (unsigned long long)c->id,
+	     h2_conn_state_name(c->state), h2_conn_state_name(to));
+	c->state = to;
+}
 
 static void conn_flush(struct h2_conn *c);
 static void conn_schedule_flush(struct h2_conn *c);
@@ -188,7 +228,8 @@ static void wlist_remove(struct h2_conn *c, struct h2_stream *s)
 
 static void arm_idle(struct h2_conn *c)
 {
-	if (c->idle_ev && c->st.idle_timeout_us > 0 && c->nstreams == 0 && !c->closing) {
+	if (c->idle_ev && c->st.idle_timeout_us > 0 && c->nstreams == 0 &&
+	    c->state != H2_CONN_CLOSED) {
 		struct timeval tv = {c->st.idle_timeout_us / 1000000,
 				     c->st.idle_timeout_us % 1000000};
 		event_add(c->idle_ev, &tv);
@@ -483,9 +524,9 @@ static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
 
 void h2_conn_close(struct h2_conn *c, const char *reason)
 {
-	if (c->closing)
+	if (c->state == H2_CONN_CLOSED)
 		return;
-	c->closing = true;
+	conn_set_state(c, H2_CONN_CLOSED);
 	LOGI("h2", "conn=%llu peer=%s closed: %s", (unsigned long long)c->id, c->peer, reason);
 	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 	event_del(c->flush_ev);
@@ -496,17 +537,18 @@ void h2_conn_close(struct h2_conn *c, const char *reason)
 
 static void conn_check_done(struct h2_conn *c)
 {
-	if (c->closing)
+	if (c->state == H2_CONN_CLOSED)
 		return;
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng) &&
 	    evbuffer_get_length(out) == 0)
-		h2_conn_close(c, c->goaway ? "goaway complete" : "session finished");
+		h2_conn_close(c,
+			      c->state == H2_CONN_GOAWAY ? "goaway complete" : "session finished");
 }
 
 static void notify_writable(struct h2_conn *c)
 {
-	while (c->wlist && !c->closing) {
+	while (c->wlist && c->state != H2_CONN_CLOSED) {
 		struct h2_stream *s = c->wlist;
 		c->wlist = s->wnext;
 		s->on_wlist = false;
@@ -517,11 +559,9 @@ static void notify_writable(struct h2_conn *c)
 
 static void conn_flush(struct h2_conn *c)
 {
-	if (c->closing || c->drain_then_close || c->in_send)
-		return;
-	/* Nothing goes out before the client's preface checked out, so an
-	 * HTTP/1 client gets a clean text reply. */
-	if (c->server && !c->preface_ok)
+	/* Nothing goes out before the client's preface checked out (PREFACE),
+	 * so an HTTP/1 client gets a clean text reply. */
+	if ((c->state != H2_CONN_OPEN && c->state != H2_CONN_GOAWAY) || c->in_send)
 		return;
 	c->in_send = true;
 	int rv = nghttp2_session_send(c->ng);
@@ -531,7 +571,7 @@ static void conn_flush(struct h2_conn *c)
 		return;
 	}
 	notify_writable(c);
-	if (c->closing)
+	if (c->state == H2_CONN_CLOSED)
 		return;
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	if (evbuffer_get_length(out) >= c->st.max_output_buffer) {
@@ -552,7 +592,7 @@ static void flush_ev_cb(evutil_socket_t fd, short what, void *arg)
 
 static void conn_schedule_flush(struct h2_conn *c)
 {
-	if (!c->closing && !c->in_send)
+	if (c->state != H2_CONN_CLOSED && !c->in_send)
 		event_active(c->flush_ev, 0, 0);
 }
 
@@ -570,27 +610,28 @@ static bool check_preface(struct h2_conn *c, struct evbuffer *in)
 		evbuffer_drain(in, len);
 		bufferevent_write(c->bev, NOT_H2_REPLY, sizeof(NOT_H2_REPLY) - 1);
 		bufferevent_disable(c->bev, EV_READ);
-		c->drain_then_close = true;
+		conn_set_state(c, H2_CONN_DRAINING);
 		return false;
 	}
-	if (n == PREFACE_LEN)
-		c->preface_ok = true;
-	return c->preface_ok;
+	if (n < PREFACE_LEN)
+		return false;
+	conn_set_state(c, H2_CONN_OPEN);
+	return true;
 }
 
 static void read_cb(struct bufferevent *bev, void *arg)
 {
 	struct h2_conn *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
-	if (c->closing || c->drain_then_close) {
+	if (c->state == H2_CONN_CLOSED || c->state == H2_CONN_DRAINING) {
 		evbuffer_drain(in, evbuffer_get_length(in));
 		return;
 	}
 	if (c->idle_ev && c->nstreams == 0)
 		arm_idle(c);
-	if (c->server && !c->preface_ok && !check_preface(c, in))
+	if (c->state == H2_CONN_PREFACE && !check_preface(c, in))
 		return;
-	while (evbuffer_get_length(in) > 0 && !c->closing) {
+	while (evbuffer_get_length(in) > 0 && c->state != H2_CONN_CLOSED) {
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 			break;
@@ -600,7 +641,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 			     (unsigned long long)c->id, c->peer, nghttp2_strerror((int)rv));
 			/* nghttp2 has queued a GOAWAY; send it, then close. */
 			nghttp2_session_send(c->ng);
-			c->drain_then_close = true;
+			conn_set_state(c, H2_CONN_DRAINING);
 			bufferevent_disable(bev, EV_READ);
 			evbuffer_drain(in, evbuffer_get_length(in));
 			if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
@@ -615,9 +656,9 @@ static void read_cb(struct bufferevent *bev, void *arg)
 static void write_cb(struct bufferevent *bev, void *arg)
 {
 	struct h2_conn *c = arg;
-	if (c->closing)
+	if (c->state == H2_CONN_CLOSED)
 		return;
-	if (c->drain_then_close) {
+	if (c->state == H2_CONN_DRAINING) {
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 			h2_conn_close(c, "closed after error reply");
 		return;
@@ -652,10 +693,10 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
 	struct h2_conn *c = arg;
 	if (c->nstreams == 0) {
 		LOGD("h2", "conn=%llu idle timeout", (unsigned long long)c->id);
-		h2_conn_goaway(c);
-		conn_flush(c);
-		if (!c->closing)
-			h2_conn_close(c, "idle timeout");
+		if (c->state == H2_CONN_OPEN)
+			h2_conn_goaway(c);
+		conn_flush(c); /* sends the GOAWAY (a no-op in other states) */
+		h2_conn_close(c, "idle timeout");
 	}
 }
 
@@ -731,16 +772,21 @@ struct h2_conn *h2_conn_client(struct bufferevent *bev, const struct h2_settings
 	struct h2_conn *c = conn_new(bev, st, peer, false);
 	c->on_closed = on_closed;
 	c->arg = arg;
-	c->preface_ok = true;
+	conn_set_state(c, H2_CONN_OPEN);
 	conn_schedule_flush(c);
 	return c;
 }
 
 void h2_conn_goaway(struct h2_conn *c)
 {
-	if (c->goaway || c->closing)
+	if (c->state == H2_CONN_PREFACE) {
+		/* Not an HTTP/2 peer yet: nothing to tell it. */
+		h2_conn_close(c, "going away before the client's connection preface");
 		return;
-	c->goaway = true;
+	}
+	if (c->state != H2_CONN_OPEN)
+		return;
+	conn_set_state(c, H2_CONN_GOAWAY);
 	int32_t last = c->server ? nghttp2_session_get_last_proc_stream_id(c->ng) : 0;
 	nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0);
 	conn_schedule_flush(c);
@@ -756,7 +802,7 @@ const char *h2_conn_peer(const struct h2_conn *c)
 }
 bool h2_conn_alive(const struct h2_conn *c)
 {
-	return !c->closing && !c->goaway;
+	return c->state == H2_CONN_PREFACE || c->state == H2_CONN_OPEN;
 }
 
 /* ---- stream API ------------------------------------------------------------ */
@@ -764,7 +810,7 @@ bool h2_conn_alive(const struct h2_conn *c)
 struct h2_stream *h2_stream_open(struct h2_conn *c, const struct h2_hdr *hdrs, size_t n,
 				 const struct h2_stream_ops *ops, void *user)
 {
-	if (c->closing || c->goaway || c->drain_then_close)
+	if (c->state != H2_CONN_OPEN)
 		return NULL;
 	struct h2_stream *s = stream_new(c, 0);
 	s->ops = ops;
@@ -832,7 +878,7 @@ static void stream_kick(struct h2_stream *s)
 
 int h2_stream_respond(struct h2_stream *s, const struct h2_hdr *hdrs, size_t n, bool end_stream)
 {
-	if (s->responded || s->conn->closing)
+	if (s->responded || s->conn->state == H2_CONN_CLOSED)
 		return -1;
 	s->responded = true;
 	nghttp2_nv *nv = nv_from(hdrs, n);
@@ -853,7 +899,7 @@ static void note_fill(struct h2_stream *s)
 
 int h2_stream_write(struct h2_stream *s, const void *data, size_t len)
 {
-	if (s->end_pending || s->conn->closing)
+	if (s->end_pending || s->conn->state == H2_CONN_CLOSED)
 		return -1;
 	evbuffer_add(s->out, data, len);
 	note_fill(s);
@@ -870,7 +916,7 @@ static void free_owned(const void *data, size_t len, void *arg)
 
 int h2_stream_write_owned(struct h2_stream *s, void *data, size_t len)
 {
-	if (s->end_pending || s->conn->closing) {
+	if (s->end_pending || s->conn->state == H2_CONN_CLOSED) {
 		free(data);
 		return -1;
 	}
@@ -887,7 +933,7 @@ size_t h2_stream_pending(const struct h2_stream *s)
 
 int h2_stream_end(struct h2_stream *s, const struct h2_hdr *trailers, size_t n)
 {
-	if (s->end_pending || s->conn->closing)
+	if (s->end_pending || s->conn->state == H2_CONN_CLOSED)
 		return -1;
 	s->end_pending = true;
 	if (n > 0) {
@@ -906,7 +952,7 @@ int h2_stream_end(struct h2_stream *s, const struct h2_hdr *trailers, size_t n)
 
 void h2_stream_reset(struct h2_stream *s, uint32_t error)
 {
-	if (s->conn->closing || s->id <= 0)
+	if (s->conn->state == H2_CONN_CLOSED || s->id <= 0)
 		return;
 	nghttp2_submit_rst_stream(s->conn->ng, NGHTTP2_FLAG_NONE, s->id, error);
 	conn_schedule_flush(s->conn);
