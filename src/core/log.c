@@ -82,8 +82,8 @@ void log_msg(enum log_level lvl, const char *mod, const char *fmt, ...)
 			"{\"ts\":\"%s\",\"level\":\"%s\",\"mod\":\"%s\",\"msg\":\"%s\"}", ts,
 			log_level_names[lvl], mod, esc);
 	} else {
-		n = (size_t)snprintf(line, sizeof(line) - 1, "%s %-5s %s: %s", ts, log_level_names[lvl],
-				     mod, msg);
+		n = (size_t)snprintf(line, sizeof(line) - 1, "%s %-5s %s: %s", ts,
+				     log_level_names[lvl], mod, msg);
 	}
 	if (n > sizeof(line) - 2)
 		n = sizeof(line) - 2;
@@ -102,17 +102,19 @@ void log_access(const struct log_access *a)
 		json_escape(inv, sizeof(inv), a->invocation_id ? a->invocation_id : "");
 		n = (size_t)snprintf(
 			line, sizeof(line) - 1,
-			"{\"ts\":\"%s\",\"type\":\"access\",\"peer\":\"%s\",\"method\":\"%s\","
-			"\"grpc_status\":%d,\"duration_ms\":%.3f,\"bytes_in\":%llu,"
+			"{\"ts\":\"%s\",\"type\":\"access\",\"peer\":\"%s\",\"conn\":%" PRIu64
+			",\"stream\":%" PRId32 ",\"method\":\"%s\",\"grpc_status\":%d,\"duration_"
+					       "ms\":%.3f,\"bytes_in\":%llu,"
 			"\"bytes_out\":%llu,\"invocation_id\":\"%s\"}",
-			ts, peer, method, a->status, a->duration_ms, a->bytes_in, a->bytes_out,
-			inv);
+			ts, peer, a->conn, a->stream, method, a->status, a->duration_ms,
+			a->bytes_in, a->bytes_out, inv);
 	} else {
 		n = (size_t)snprintf(line, sizeof(line) - 1,
-				     "%s access peer=%s method=%s grpc-status=%d duration=%.3fms "
-				     "in=%llu out=%llu invocation=%s",
-				     ts, a->peer ? a->peer : "-", a->method ? a->method : "-",
-				     a->status, a->duration_ms, a->bytes_in, a->bytes_out,
+				     "%s access peer=%s " LOG_STREAM " method=%s grpc-status=%d "
+				     "duration=%.3fms in=%llu out=%llu invocation=%s",
+				     ts, a->peer ? a->peer : "-", a->conn, a->stream,
+				     a->method ? a->method : "-", a->status, a->duration_ms,
+				     a->bytes_in, a->bytes_out,
 				     a->invocation_id && *a->invocation_id ? a->invocation_id
 									   : "-");
 	}

@@ -6,9 +6,18 @@
 #ifndef REACTOR_LOG_H
 #define REACTOR_LOG_H
 
+#include <inttypes.h>
 #include <stdbool.h>
 
 #include "core/util.h"
+
+/* The one way every layer names a connection and a stream in a log line:
+ * "conn=12" and "conn=12 stream=3" (a uint64_t connection id, an int32_t
+ * HTTP/2 stream id).  The peer's address is logged once per connection, on
+ * the line that accepts it; the access log repeats it.  Use as
+ *   LOGI("h2", LOG_STREAM ": reset", conn_id, stream_id); */
+#define LOG_CONN   "conn=%" PRIu64
+#define LOG_STREAM LOG_CONN " stream=%" PRId32
 
 enum log_level { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG };
 
@@ -26,6 +35,8 @@ void log_msg(enum log_level lvl, const char *mod, const char *fmt, ...) PRINTF_L
 /* Structured access-log record (one line per finished RPC). */
 struct log_access {
 	const char *peer;
+	uint64_t conn; /* LOG_STREAM's ids */
+	int32_t stream;
 	const char *method;
 	int status;
 	double duration_ms;

@@ -27,13 +27,14 @@ struct md {
 };
 
 struct call {
-	uint64_t id;
+	uint64_t conn_id; /* LOG_STREAM's ids, kept after the stream is gone */
+	int32_t stream_id;
 	enum call_state state;
 	int refs;
 	struct h2_stream *stream; /* NULL once the stream is gone */
 	const struct rpc_method *m;
 	char *path;
-	char *peer;
+	char *peer; /* the connection's address (the access log's peer=) */
 	struct grpc_reader rd;
 	ProtobufCMessage *req; /* buffered request of a unary-request call */
 	uint64_t nreq;
@@ -63,7 +64,6 @@ static call_metadata_fn decode_metadata;
 
 static struct call *active;
 static size_t nactive;
-static uint64_t next_call_id = 1;
 
 static void *pb_alloc(void *ud, size_t n)
 {
@@ -119,12 +119,12 @@ static void set_state(struct call *c, enum call_state to)
 		/* CANCELLED */ {false, false, false, false},
 	};
 	if (!legal[c->state][to]) {
-		LOGE("call", "call=%" PRIu64 " illegal transition from %s to %s", c->id,
-		     call_state_name(c->state), call_state_name(to));
+		LOGE("call", LOG_STREAM " illegal transition from %s to %s", c->conn_id,
+		     c->stream_id, call_state_name(c->state), call_state_name(to));
 		abort();
 	}
-	LOGD("call", "call=%" PRIu64 " %s from %s to %s", c->id, c->path ? c->path : "-",
-	     call_state_name(c->state), call_state_name(to));
+	LOGD("call", LOG_STREAM " %s from %s to %s", c->conn_id, c->stream_id,
+	     c->path ? c->path : "-", call_state_name(c->state), call_state_name(to));
 	c->state = to;
 	if ((to == CALL_FINISHED || to == CALL_CANCELLED) && c->on_active) {
 		if (c->prev)
@@ -188,7 +188,8 @@ void call_unref(struct call *c)
 	if (--c->refs > 0)
 		return;
 	if (c->on_active) {
-		LOGE("call", "call=%" PRIu64 " freed while %s", c->id, call_state_name(c->state));
+		LOGE("call", LOG_STREAM " freed while %s", c->conn_id, c->stream_id,
+		     call_state_name(c->state));
 		abort();
 	}
 	grpc_reader_free(&c->rd);
@@ -227,6 +228,8 @@ static void access_log(struct call *c, int code)
 		return;
 	struct log_access a = {
 		.peer = c->peer,
+		.conn = c->conn_id,
+		.stream = c->stream_id,
 		.method = c->path,
 		.status = code,
 		.duration_ms = (double)(mono_us() - c->start_mono) / 1000.0,
@@ -307,7 +310,7 @@ static void vfinish(struct call *c, int code, const struct grpc_any *details, si
 		vsnprintf(msg, sizeof(msg), fmt, ap);
 	set_state(c, CALL_FINISHED);
 	if (code != GRPC_OK)
-		LOGI("call", "call=%" PRIu64 " peer=%s %s failed: %s: %s", c->id, c->peer,
+		LOGI("call", LOG_STREAM " %s failed: %s: %s", c->conn_id, c->stream_id,
 		     c->path ? c->path : "-", grpc_code_name(code), msg);
 	access_log(c, code);
 	if (!c->stream)
@@ -378,8 +381,8 @@ void call_reply(struct call *c, const ProtobufCMessage *msg)
 static void http_refuse(struct call *c, const char *http_status, int code, const char *msg)
 {
 	set_state(c, CALL_FINISHED);
-	LOGI("call", "call=%" PRIu64 " peer=%s refused with HTTP %s: %s", c->id, c->peer,
-	     http_status, msg);
+	LOGI("call", LOG_STREAM " refused with HTTP %s: %s", c->conn_id, c->stream_id, http_status,
+	     msg);
 	char status[16];
 	snprintf(status, sizeof(status), "%d", code);
 	char *pmsg = grpc_percent_encode(msg);
@@ -400,7 +403,7 @@ static void cancel(struct call *c, const char *why)
 {
 	if (call_done(c))
 		return;
-	LOGI("call", "call=%" PRIu64 " peer=%s %s cancelled: %s", c->id, c->peer,
+	LOGI("call", LOG_STREAM " %s cancelled: %s", c->conn_id, c->stream_id,
 	     c->path ? c->path : "-", why);
 	bool was_active = c->state == CALL_ACTIVE;
 	set_state(c, CALL_CANCELLED);
@@ -817,15 +820,13 @@ void call_accept(struct h2_stream *s, void *arg)
 {
 	(void)arg;
 	struct call *c = xcalloc(1, sizeof(*c));
-	c->id = next_call_id++;
+	c->conn_id = h2_conn_id(h2_stream_conn(s));
+	c->stream_id = h2_stream_id(s);
 	c->refs = 1;
 	c->stream = s;
 	c->state = CALL_HEADERS;
 	c->start_mono = mono_us();
-	char buf[128];
-	snprintf(buf, sizeof(buf), "%s#%llu/%d", h2_conn_peer(h2_stream_conn(s)),
-		 (unsigned long long)h2_conn_id(h2_stream_conn(s)), h2_stream_id(s));
-	c->peer = xstrdup(buf);
+	c->peer = xstrdup(h2_conn_peer(h2_stream_conn(s)));
 	grpc_reader_init(&c->rd, lim.max_recv);
 	c->next = active;
 	if (active)

@@ -117,6 +117,7 @@ size_t call_pending(const struct call *c);
 /* Request metadata value (lowercase key); -bin values are decoded, with
  * *len set.  NULL when absent. */
 const char *call_metadata(const struct call *c, const char *key, size_t *len);
+/* The caller's address ("127.0.0.1:5000", "[::1]:5000", "unix"). */
 const char *call_peer(const struct call *c);
 const struct rpc_method *call_method(const struct call *c);
 /* Remaining time before the deadline in microseconds (INT64_MAX if none). */

@@ -125,10 +125,9 @@ static void c_on_close(struct h2_stream *s, uint32_t error)
 				 k->http_status);
 		} else if (error) {
 			code = error == H2_REFUSED_STREAM ? GRPC_UNAVAILABLE
-			       : error == H2_CANCEL       ? GRPC_CANCELLED
-							       : GRPC_INTERNAL;
-			snprintf(buf, sizeof(buf), "stream closed: %s",
-				 h2_error_string(error));
+			       : error == H2_CANCEL	  ? GRPC_CANCELLED
+							  : GRPC_INTERNAL;
+			snprintf(buf, sizeof(buf), "stream closed: %s", h2_error_string(error));
 		} else {
 			code = GRPC_UNAVAILABLE;
 			snprintf(buf, sizeof(buf), "stream closed without grpc-status");

@@ -118,12 +118,12 @@ static void conn_set_state(struct h2_conn *c, enum h2_conn_state to)
 		/* CLOSED */ {false, false, false, false, false},
 	};
 	if (!legal[c->state][to]) {
-		LOGE("h2", "conn=%llu illegal transition from %s to %s", (unsigned long long)c->id,
+		LOGE("h2", LOG_CONN " illegal transition from %s to %s", c->id,
 		     h2_conn_state_name(c->state), h2_conn_state_name(to));
 		abort();
 	}
-	LOGD("h2", "conn=%llu from %s to %s", (unsigned long long)c->id,
-	     h2_conn_state_name(c->state), h2_conn_state_name(to));
+	LOGD("h2", LOG_CONN " from %s to %s", c->id, h2_conn_state_name(c->state),
+	     h2_conn_state_name(to));
 	c->state = to;
 }
 
@@ -289,8 +289,8 @@ static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_
 			int rv = nghttp2_submit_trailer(c->ng, s->id, nv, s->ntrailers);
 			free(nv);
 			if (rv != 0)
-				LOGW("h2", "conn=%llu stream=%d: trailers: %s",
-				     (unsigned long long)c->id, s->id, nghttp2_strerror(rv));
+				LOGW("h2", LOG_STREAM ": trailers: %s", c->id, s->id,
+				     nghttp2_strerror(rv));
 		}
 		s->end_sent = true;
 	}
@@ -418,8 +418,8 @@ static int stream_close_cb(nghttp2_session *ng, int32_t id, uint32_t error, void
 	struct h2_stream *s = nghttp2_session_get_stream_user_data(ng, id);
 	if (s) {
 		if (error)
-			LOGD("h2", "conn=%llu stream=%d closed: %s",
-			     (unsigned long long)s->conn->id, id, nghttp2_http2_strerror(error));
+			LOGD("h2", LOG_STREAM " closed: %s", s->conn->id, id,
+			     nghttp2_http2_strerror(error));
 		stream_close(s, error);
 	}
 	return 0;
@@ -445,9 +445,8 @@ static int invalid_frame_cb(nghttp2_session *ng, const nghttp2_frame *frame, int
 {
 	(void)ng;
 	struct h2_conn *c = ud;
-	LOGI("h2", "conn=%llu peer=%s: invalid frame type %d on stream %d: %s",
-	     (unsigned long long)c->id, c->peer, frame->hd.type, frame->hd.stream_id,
-	     nghttp2_strerror(err));
+	LOGI("h2", LOG_STREAM ": invalid frame type %d: %s", c->id, frame->hd.stream_id,
+	     frame->hd.type, nghttp2_strerror(err));
 	return 0;
 }
 
@@ -456,7 +455,7 @@ static int error_cb(nghttp2_session *ng, int code, const char *msg, size_t len, 
 	(void)ng;
 	(void)code;
 	struct h2_conn *c = ud;
-	LOGD("h2", "conn=%llu peer=%s: %.*s", (unsigned long long)c->id, c->peer, (int)len, msg);
+	LOGD("h2", LOG_CONN ": %.*s", c->id, (int)len, msg);
 	return 0;
 }
 
@@ -527,7 +526,7 @@ void h2_conn_close(struct h2_conn *c, const char *reason)
 	if (c->state == H2_CONN_CLOSED)
 		return;
 	conn_set_state(c, H2_CONN_CLOSED);
-	LOGI("h2", "conn=%llu peer=%s closed: %s", (unsigned long long)c->id, c->peer, reason);
+	LOGI("h2", LOG_CONN " closed: %s", c->id, reason);
 	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 	event_del(c->flush_ev);
 	if (c->idle_ev)
@@ -604,9 +603,9 @@ static bool check_preface(struct h2_conn *c, struct evbuffer *in)
 	evbuffer_copyout(in, buf, n);
 	if (memcmp(buf, PREFACE, n) != 0) {
 		LOGI("h2",
-		     "conn=%llu peer=%s: not an HTTP/2 client (no connection preface); "
-		     "answering HTTP/1.1 400",
-		     (unsigned long long)c->id, c->peer);
+		     LOG_CONN ": not an HTTP/2 client (no connection preface); "
+			      "answering HTTP/1.1 400",
+		     c->id);
 		evbuffer_drain(in, len);
 		bufferevent_write(c->bev, NOT_H2_REPLY, sizeof(NOT_H2_REPLY) - 1);
 		bufferevent_disable(c->bev, EV_READ);
@@ -637,8 +636,8 @@ static void read_cb(struct bufferevent *bev, void *arg)
 			break;
 		ssize_t rv = nghttp2_session_mem_recv(c->ng, v.iov_base, v.iov_len);
 		if (rv < 0) {
-			LOGI("h2", "conn=%llu peer=%s: protocol error: %s",
-			     (unsigned long long)c->id, c->peer, nghttp2_strerror((int)rv));
+			LOGI("h2", LOG_CONN ": protocol error: %s", c->id,
+			     nghttp2_strerror((int)rv));
 			/* nghttp2 has queued a GOAWAY; send it, then close. */
 			nghttp2_session_send(c->ng);
 			conn_set_state(c, H2_CONN_DRAINING);
@@ -692,7 +691,7 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	struct h2_conn *c = arg;
 	if (c->nstreams == 0) {
-		LOGD("h2", "conn=%llu idle timeout", (unsigned long long)c->id);
+		LOGD("h2", LOG_CONN " idle timeout", c->id);
 		if (c->state == H2_CONN_OPEN)
 			h2_conn_goaway(c);
 		conn_flush(c); /* sends the GOAWAY (a no-op in other states) */
@@ -760,7 +759,8 @@ struct h2_conn *h2_conn_server(struct bufferevent *bev, const struct h2_settings
 	c->on_stream = on_stream;
 	c->on_closed = on_closed;
 	c->arg = arg;
-	LOGD("h2", "conn=%llu peer=%s accepted", (unsigned long long)c->id, c->peer);
+	/* The one line that ties the connection id to the peer's address. */
+	LOGI("h2", LOG_CONN " accepted from %s", c->id, c->peer);
 	/* Our SETTINGS go out only once the client's preface checked out, so
 	 * an HTTP/1 client gets a clean text reply. */
 	return c;
@@ -772,6 +772,7 @@ struct h2_conn *h2_conn_client(struct bufferevent *bev, const struct h2_settings
 	struct h2_conn *c = conn_new(bev, st, peer, false);
 	c->on_closed = on_closed;
 	c->arg = arg;
+	LOGD("h2", LOG_CONN " client of %s", c->id, c->peer);
 	conn_set_state(c, H2_CONN_OPEN);
 	conn_schedule_flush(c);
 	return c;
