@@ -1,17 +1,15 @@
 /*
- * h2.c - HTTP/2 connections over libevent bufferevents, driven by nghttp2.
+ * h2.c - HTTP/2 connections over libevent bufferevents, driven by nghttp2:
+ * the connection state machine, session set-up, input (the preface check,
+ * nghttp2_session_mem_recv and its callbacks), stream lifecycle, idle
+ * timeouts and teardown.  Output and backpressure live in h2_out.c.
  *
- * One struct h2_conn per TCP/unix connection, server or client side.  Input
- * is fed to nghttp2_session_mem_recv; output goes through
- * nghttp2_session_send into the bufferevent's output buffer, with DATA
- * payloads moved (not copied) out of each stream's evbuffer through
- * NGHTTP2_DATA_FLAG_NO_COPY.  Backpressure: we stop handing frames to the
- * socket buffer above max_output_buffer, and stop reading the socket while
- * it is over that limit, so a slow reader can't make us buffer without
- * bound.  Streams and connections are explicit objects owned here; the
- * layer above (grpc server calls, client calls) attaches ops per stream.
+ * One struct h2_conn per TCP/unix connection, server or client side.
+ * Streams and connections are explicit objects owned here; the layer above
+ * (grpc server calls, client calls) attaches ops per stream.
  */
 #include "transport/h2.h"
+#include "transport/h2_int.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -34,67 +32,6 @@ static const char NOT_H2_REPLY[] = "HTTP/1.1 400 Bad Request\r\n"
 				   "\r\n"
 				   "This port speaks gRPC over HTTP/2 (h2c with prior knowledge).\n"
 				   "Use a gRPC client, e.g. grpc://HOST:PORT in Bazel.\n";
-
-struct h2_stream {
-	struct h2_conn *conn;
-	int32_t id;
-	const struct h2_stream_ops *ops;
-	void *user;
-
-	struct h2_hdr *hdrs;
-	size_t nhdrs, caphdrs, hdrbytes;
-	bool hdr_overflow;
-	int blocks; /* header blocks seen */
-
-	struct evbuffer *out;
-	bool responded;	  /* server: response HEADERS submitted */
-	bool deferred;	  /* data source returned DEFERRED */
-	bool end_pending; /* h2_stream_end called */
-	bool end_sent;
-	bool was_full; /* pending crossed H2_STREAM_LOWAT */
-	struct h2_hdr *trailers;
-	size_t ntrailers;
-
-	struct h2_stream *prev, *next; /* conn->streams */
-	struct h2_stream *wnext;       /* conn->writable list */
-	bool on_wlist;
-};
-
-/* A connection's life.  Server connections start in PREFACE, client ones
- * in OPEN; every path ends in CLOSED, after which the connection is freed
- * at the end of the loop pass. */
-enum h2_conn_state {
-	H2_CONN_PREFACE,  /* server: checking the client's connection preface;
-			   * nothing is sent before it checks out */
-	H2_CONN_OPEN,	  /* the session runs */
-	H2_CONN_GOAWAY,	  /* GOAWAY submitted: open streams finish, no new ones */
-	H2_CONN_DRAINING, /* writing a last reply (HTTP/1 400, the GOAWAY of a
-			   * protocol error), then CLOSED; input is dropped */
-	H2_CONN_CLOSED,	  /* no more I/O; freed after this loop pass */
-};
-
-struct h2_conn {
-	uint64_t id;
-	bool server;
-	char *peer;
-	struct bufferevent *bev;
-	nghttp2_session *ng;
-	struct h2_settings st;
-
-	struct h2_stream *streams;
-	size_t nstreams;
-	struct h2_stream *wlist;
-
-	struct event *flush_ev, *idle_ev, *free_ev;
-	h2_accept_stream_fn on_stream;
-	h2_conn_closed_fn on_closed;
-	void *arg;
-
-	enum h2_conn_state state; /* change only with conn_set_state() */
-	/* Not states: both can be true in OPEN and GOAWAY alike. */
-	bool read_paused; /* output over max_output_buffer: not reading */
-	bool in_send;	  /* inside nghttp2_session_send (no re-entry) */
-};
 
 static uint64_t next_conn_id = 1;
 
@@ -126,9 +63,6 @@ static void conn_set_state(struct h2_conn *c, enum h2_conn_state to)
 	     h2_conn_state_name(to));
 	c->state = to;
 }
-
-static void conn_flush(struct h2_conn *c);
-static void conn_schedule_flush(struct h2_conn *c);
 
 _Static_assert((int)H2_NO_ERROR == (int)NGHTTP2_NO_ERROR &&
 		       (int)H2_INTERNAL_ERROR == (int)NGHTTP2_INTERNAL_ERROR &&
@@ -178,19 +112,6 @@ static void hdrs_add(struct h2_stream *s, const uint8_t *name, size_t nl, const 
 	h->value = blk + nl + 1;
 	h->namelen = nl;
 	h->valuelen = vl;
-}
-
-static nghttp2_nv *nv_from(const struct h2_hdr *h, size_t n)
-{
-	nghttp2_nv *nv = xcalloc(n ? n : 1, sizeof(*nv));
-	for (size_t i = 0; i < n; i++) {
-		nv[i].name = (uint8_t *)h[i].name;
-		nv[i].namelen = h[i].namelen;
-		nv[i].value = (uint8_t *)h[i].value;
-		nv[i].valuelen = h[i].valuelen;
-		nv[i].flags = NGHTTP2_NV_FLAG_NONE;
-	}
-	return nv;
 }
 
 /* ---- streams ---------------------------------------------------------- */
@@ -264,90 +185,7 @@ static void stream_close(struct h2_stream *s, uint32_t error)
 	arm_idle(c);
 }
 
-static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
-			    uint32_t *flags, nghttp2_data_source *src, void *ud)
-{
-	(void)ng;
-	(void)id;
-	(void)buf;
-	struct h2_conn *c = ud;
-	struct h2_stream *s = src->ptr;
-	size_t avail = evbuffer_get_length(s->out);
-	size_t n = avail < length ? avail : length;
-
-	if (n == 0 && !s->end_pending) {
-		s->deferred = true;
-		return NGHTTP2_ERR_DEFERRED;
-	}
-	if (n > 0)
-		*flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-	if (n == avail && s->end_pending) {
-		*flags |= NGHTTP2_DATA_FLAG_EOF;
-		if (s->ntrailers > 0) {
-			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-			nghttp2_nv *nv = nv_from(s->trailers, s->ntrailers);
-			int rv = nghttp2_submit_trailer(c->ng, s->id, nv, s->ntrailers);
-			free(nv);
-			if (rv != 0)
-				LOGW("h2", LOG_STREAM ": trailers: %s", c->id, s->id,
-				     nghttp2_strerror(rv));
-		}
-		s->end_sent = true;
-	}
-	if (s->was_full && avail - n < H2_STREAM_LOWAT) {
-		s->was_full = false;
-		if (!s->on_wlist && s->ops && s->ops->on_writable) {
-			s->on_wlist = true;
-			s->wnext = c->wlist;
-			c->wlist = s;
-		}
-	}
-	return (ssize_t)n;
-}
-
-static int send_data_cb(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t *framehd,
-			size_t length, nghttp2_data_source *src, void *ud)
-{
-	(void)ng;
-	struct h2_conn *c = ud;
-	struct h2_stream *s = src->ptr;
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	if (evbuffer_get_length(out) >= c->st.max_output_buffer)
-		return NGHTTP2_ERR_WOULDBLOCK;
-	evbuffer_add(out, framehd, 9);
-	if (frame->data.padlen > 0) {
-		uint8_t pad = (uint8_t)(frame->data.padlen - 1);
-		evbuffer_add(out, &pad, 1);
-	}
-	evbuffer_remove_buffer(s->out, out, length);
-	if (frame->data.padlen > 1) {
-		static const uint8_t zeros[256];
-		evbuffer_add(out, zeros, frame->data.padlen - 1);
-	}
-	return 0;
-}
-
-static nghttp2_data_provider provider_for(struct h2_stream *s)
-{
-	nghttp2_data_provider p;
-	p.source.ptr = s;
-	p.read_callback = data_read_cb;
-	return p;
-}
-
 /* ---- nghttp2 callbacks -------------------------------------------------- */
-
-static ssize_t send_cb(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *ud)
-{
-	(void)ng;
-	(void)flags;
-	struct h2_conn *c = ud;
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	if (evbuffer_get_length(out) >= c->st.max_output_buffer)
-		return NGHTTP2_ERR_WOULDBLOCK;
-	evbuffer_add(out, data, len);
-	return (ssize_t)len;
-}
 
 static int begin_headers_cb(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
 {
@@ -464,8 +302,8 @@ static nghttp2_session_callbacks *make_callbacks(void)
 	nghttp2_session_callbacks *cb;
 	if (nghttp2_session_callbacks_new(&cb) != 0)
 		abort();
-	nghttp2_session_callbacks_set_send_callback(cb, send_cb);
-	nghttp2_session_callbacks_set_send_data_callback(cb, send_data_cb);
+	nghttp2_session_callbacks_set_send_callback(cb, h2_out_send_cb);
+	nghttp2_session_callbacks_set_send_data_callback(cb, h2_out_send_data_cb);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, begin_headers_cb);
 	nghttp2_session_callbacks_set_on_header_callback(cb, header_cb);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, frame_recv_cb);
@@ -534,67 +372,6 @@ void h2_conn_close(struct h2_conn *c, const char *reason)
 	event_active(c->free_ev, 0, 0);
 }
 
-static void conn_check_done(struct h2_conn *c)
-{
-	if (c->state == H2_CONN_CLOSED)
-		return;
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng) &&
-	    evbuffer_get_length(out) == 0)
-		h2_conn_close(c,
-			      c->state == H2_CONN_GOAWAY ? "goaway complete" : "session finished");
-}
-
-static void notify_writable(struct h2_conn *c)
-{
-	while (c->wlist && c->state != H2_CONN_CLOSED) {
-		struct h2_stream *s = c->wlist;
-		c->wlist = s->wnext;
-		s->on_wlist = false;
-		if (s->ops && s->ops->on_writable)
-			s->ops->on_writable(s);
-	}
-}
-
-static void conn_flush(struct h2_conn *c)
-{
-	/* Nothing goes out before the client's preface checked out (PREFACE),
-	 * so an HTTP/1 client gets a clean text reply. */
-	if ((c->state != H2_CONN_OPEN && c->state != H2_CONN_GOAWAY) || c->in_send)
-		return;
-	c->in_send = true;
-	int rv = nghttp2_session_send(c->ng);
-	c->in_send = false;
-	if (rv != 0) {
-		h2_conn_close(c, nghttp2_strerror(rv));
-		return;
-	}
-	notify_writable(c);
-	if (c->state == H2_CONN_CLOSED)
-		return;
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	if (evbuffer_get_length(out) >= c->st.max_output_buffer) {
-		if (!c->read_paused) {
-			c->read_paused = true;
-			bufferevent_disable(c->bev, EV_READ);
-		}
-	}
-	conn_check_done(c);
-}
-
-static void flush_ev_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	conn_flush(arg);
-}
-
-static void conn_schedule_flush(struct h2_conn *c)
-{
-	if (c->state != H2_CONN_CLOSED && !c->in_send)
-		event_active(c->flush_ev, 0, 0);
-}
-
 static bool check_preface(struct h2_conn *c, struct evbuffer *in)
 {
 	size_t len = evbuffer_get_length(in);
@@ -649,24 +426,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 		}
 		evbuffer_drain(in, (size_t)rv);
 	}
-	conn_flush(c);
-}
-
-static void write_cb(struct bufferevent *bev, void *arg)
-{
-	struct h2_conn *c = arg;
-	if (c->state == H2_CONN_CLOSED)
-		return;
-	if (c->state == H2_CONN_DRAINING) {
-		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-			h2_conn_close(c, "closed after error reply");
-		return;
-	}
-	if (c->read_paused) {
-		c->read_paused = false;
-		bufferevent_enable(bev, EV_READ);
-	}
-	conn_flush(c);
+	h2_out_flush(c);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -674,7 +434,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 	(void)bev;
 	struct h2_conn *c = arg;
 	if (what & BEV_EVENT_CONNECTED) {
-		conn_flush(c);
+		h2_out_flush(c);
 		return;
 	}
 	if (what & BEV_EVENT_EOF)
@@ -694,7 +454,7 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
 		LOGD("h2", LOG_CONN " idle timeout", c->id);
 		if (c->state == H2_CONN_OPEN)
 			h2_conn_goaway(c);
-		conn_flush(c); /* sends the GOAWAY (a no-op in other states) */
+		h2_out_flush(c); /* sends the GOAWAY (a no-op in other states) */
 		h2_conn_close(c, "idle timeout");
 	}
 }
@@ -711,7 +471,7 @@ static struct h2_conn *conn_new(struct bufferevent *bev, const struct h2_setting
 	c->st = *st;
 	if (c->st.max_output_buffer == 0)
 		c->st.max_output_buffer = 4 << 20;
-	c->flush_ev = event_new(base, -1, 0, flush_ev_cb, c);
+	c->flush_ev = event_new(base, -1, 0, h2_out_flush_ev_cb, c);
 	c->free_ev = event_new(base, -1, 0, conn_free_cb, c);
 	if (st->idle_timeout_us > 0)
 		c->idle_ev = event_new(base, -1, 0, idle_cb, c);
@@ -743,7 +503,7 @@ static struct h2_conn *conn_new(struct bufferevent *bev, const struct h2_setting
 	 * bulk ByteStream traffic wants far fewer, larger syscalls. */
 	bufferevent_set_max_single_read(bev, 1 << 20);
 	bufferevent_set_max_single_write(bev, 1 << 20);
-	bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
+	bufferevent_setcb(bev, read_cb, h2_out_write_cb, event_cb, c);
 	/* Wake the writer when half the output limit has drained. */
 	bufferevent_setwatermark(bev, EV_WRITE, c->st.max_output_buffer / 2, 0);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
@@ -774,7 +534,7 @@ struct h2_conn *h2_conn_client(struct bufferevent *bev, const struct h2_settings
 	c->arg = arg;
 	LOGD("h2", LOG_CONN " client of %s", c->id, c->peer);
 	conn_set_state(c, H2_CONN_OPEN);
-	conn_schedule_flush(c);
+	h2_out_schedule(c);
 	return c;
 }
 
@@ -790,7 +550,7 @@ void h2_conn_goaway(struct h2_conn *c)
 	conn_set_state(c, H2_CONN_GOAWAY);
 	int32_t last = c->server ? nghttp2_session_get_last_proc_stream_id(c->ng) : 0;
 	nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0);
-	conn_schedule_flush(c);
+	h2_out_schedule(c);
 }
 
 uint64_t h2_conn_id(const struct h2_conn *c)
@@ -817,8 +577,8 @@ struct h2_stream *h2_stream_open(struct h2_conn *c, const struct h2_hdr *hdrs, s
 	s->ops = ops;
 	s->user = user;
 	s->responded = true;
-	nghttp2_nv *nv = nv_from(hdrs, n);
-	nghttp2_data_provider p = provider_for(s);
+	nghttp2_nv *nv = h2_out_nv(hdrs, n);
+	nghttp2_data_provider p = h2_out_provider(s);
 	int32_t id = nghttp2_submit_request(c->ng, NULL, nv, n, &p, s);
 	free(nv);
 	if (id < 0) {
@@ -827,7 +587,7 @@ struct h2_stream *h2_stream_open(struct h2_conn *c, const struct h2_hdr *hdrs, s
 		return NULL;
 	}
 	s->id = id;
-	conn_schedule_flush(c);
+	h2_out_schedule(c);
 	return s;
 }
 
@@ -866,95 +626,4 @@ const struct h2_hdr *h2_stream_headers(const struct h2_stream *s, size_t *n)
 {
 	*n = s->nhdrs;
 	return s->hdrs;
-}
-
-static void stream_kick(struct h2_stream *s)
-{
-	if (s->deferred && s->id > 0) {
-		s->deferred = false;
-		nghttp2_session_resume_data(s->conn->ng, s->id);
-	}
-	conn_schedule_flush(s->conn);
-}
-
-int h2_stream_respond(struct h2_stream *s, const struct h2_hdr *hdrs, size_t n, bool end_stream)
-{
-	if (s->responded || s->conn->state == H2_CONN_CLOSED)
-		return -1;
-	s->responded = true;
-	nghttp2_nv *nv = nv_from(hdrs, n);
-	nghttp2_data_provider p = provider_for(s);
-	int rv = nghttp2_submit_response(s->conn->ng, s->id, nv, n, end_stream ? NULL : &p);
-	free(nv);
-	if (end_stream)
-		s->end_sent = s->end_pending = true;
-	conn_schedule_flush(s->conn);
-	return rv == 0 ? 0 : -1;
-}
-
-static void note_fill(struct h2_stream *s)
-{
-	if (evbuffer_get_length(s->out) >= H2_STREAM_LOWAT)
-		s->was_full = true;
-}
-
-int h2_stream_write(struct h2_stream *s, const void *data, size_t len)
-{
-	if (s->end_pending || s->conn->state == H2_CONN_CLOSED)
-		return -1;
-	evbuffer_add(s->out, data, len);
-	note_fill(s);
-	stream_kick(s);
-	return 0;
-}
-
-static void free_owned(const void *data, size_t len, void *arg)
-{
-	(void)len;
-	(void)arg;
-	free((void *)data);
-}
-
-int h2_stream_write_owned(struct h2_stream *s, void *data, size_t len)
-{
-	if (s->end_pending || s->conn->state == H2_CONN_CLOSED) {
-		free(data);
-		return -1;
-	}
-	evbuffer_add_reference(s->out, data, len, free_owned, NULL);
-	note_fill(s);
-	stream_kick(s);
-	return 0;
-}
-
-size_t h2_stream_pending(const struct h2_stream *s)
-{
-	return evbuffer_get_length(s->out);
-}
-
-int h2_stream_end(struct h2_stream *s, const struct h2_hdr *trailers, size_t n)
-{
-	if (s->end_pending || s->conn->state == H2_CONN_CLOSED)
-		return -1;
-	s->end_pending = true;
-	if (n > 0) {
-		s->trailers = xcalloc(n, sizeof(*s->trailers));
-		for (size_t i = 0; i < n; i++) {
-			s->trailers[i].name = xstrndup(trailers[i].name, trailers[i].namelen);
-			s->trailers[i].value = xstrndup(trailers[i].value, trailers[i].valuelen);
-			s->trailers[i].namelen = trailers[i].namelen;
-			s->trailers[i].valuelen = trailers[i].valuelen;
-		}
-		s->ntrailers = n;
-	}
-	stream_kick(s);
-	return 0;
-}
-
-void h2_stream_reset(struct h2_stream *s, uint32_t error)
-{
-	if (s->conn->state == H2_CONN_CLOSED || s->id <= 0)
-		return;
-	nghttp2_submit_rst_stream(s->conn->ng, NGHTTP2_FLAG_NONE, s->id, error);
-	conn_schedule_flush(s->conn);
 }
