@@ -314,8 +314,6 @@ static const struct list_ops instance_ops = {
 	instance_free,
 };
 
-/* Index i is enum log_level i. */
-static const char *const level_names[] = {"error", "warn", "info", "debug", NULL};
 /* Index is the value of cfg.log_json. */
 static const char *const format_names[] = {"text", "json", NULL};
 
@@ -337,7 +335,7 @@ static const struct key cfg_keys[] = {
 	{"state-dir", K_STRING, F(state_dir), .def_str = "state", .check = check_nonempty},
 
 	SECTION("log"),
-	{"log.level", K_ENUM, F(log_level), .def = LOG_INFO, .names = level_names, .reload = true},
+	{"log.level", K_ENUM, F(log_level), .def = LOG_INFO, .names = log_level_names, .reload = true},
 	{"log.format", K_ENUM, F(log_json), .def = 0, .names = format_names, .reload = true},
 	{"log.access-log", K_BOOL, F(access_log), .def = false, .reload = true},
 

@@ -14,7 +14,7 @@
 enum log_level log_threshold = LOG_INFO;
 static bool log_json;
 
-static const char *const level_names[] = {"error", "warn", "info", "debug"};
+const char *const log_level_names[] = {"error", "warn", "info", "debug", NULL};
 
 void log_set_level(enum log_level lvl)
 {
@@ -24,19 +24,6 @@ void log_set_level(enum log_level lvl)
 void log_set_json(bool json)
 {
 	log_json = json;
-}
-
-int log_level_parse(const char *s)
-{
-	for (size_t i = 0; i < ARRAY_LEN(level_names); i++)
-		if (strcmp(s, level_names[i]) == 0)
-			return (int)i;
-	return -1;
-}
-
-const char *log_level_name(enum log_level lvl)
-{
-	return lvl <= LOG_DEBUG ? level_names[lvl] : "?";
 }
 
 static size_t timestamp(char *buf, size_t len)
@@ -93,10 +80,10 @@ void log_msg(enum log_level lvl, const char *mod, const char *fmt, ...)
 		n = (size_t)snprintf(
 			line, sizeof(line) - 1,
 			"{\"ts\":\"%s\",\"level\":\"%s\",\"mod\":\"%s\",\"msg\":\"%s\"}", ts,
-			level_names[lvl], mod, esc);
+			log_level_names[lvl], mod, esc);
 	} else {
-		n = (size_t)snprintf(line, sizeof(line) - 1, "%s %-5s %s: %s", ts, level_names[lvl],
-				     mod, msg);
+		n = (size_t)snprintf(line, sizeof(line) - 1, "%s %-5s %s: %s", ts,
+				     log_level_names[lvl], mod, msg);
 	}
 	if (n > sizeof(line) - 2)
 		n = sizeof(line) - 2;
@@ -115,17 +102,19 @@ void log_access(const struct log_access *a)
 		json_escape(inv, sizeof(inv), a->invocation_id ? a->invocation_id : "");
 		n = (size_t)snprintf(
 			line, sizeof(line) - 1,
-			"{\"ts\":\"%s\",\"type\":\"access\",\"peer\":\"%s\",\"method\":\"%s\","
-			"\"grpc_status\":%d,\"duration_ms\":%.3f,\"bytes_in\":%llu,"
+			"{\"ts\":\"%s\",\"type\":\"access\",\"peer\":\"%s\",\"conn\":%" PRIu64
+			",\"stream\":%" PRId32 ",\"method\":\"%s\",\"grpc_status\":%d,\"duration_"
+					       "ms\":%.3f,\"bytes_in\":%llu,"
 			"\"bytes_out\":%llu,\"invocation_id\":\"%s\"}",
-			ts, peer, method, a->status, a->duration_ms, a->bytes_in, a->bytes_out,
-			inv);
+			ts, peer, a->conn, a->stream, method, a->status, a->duration_ms,
+			a->bytes_in, a->bytes_out, inv);
 	} else {
 		n = (size_t)snprintf(line, sizeof(line) - 1,
-				     "%s access peer=%s method=%s grpc-status=%d duration=%.3fms "
-				     "in=%llu out=%llu invocation=%s",
-				     ts, a->peer ? a->peer : "-", a->method ? a->method : "-",
-				     a->status, a->duration_ms, a->bytes_in, a->bytes_out,
+				     "%s access peer=%s " LOG_STREAM " method=%s grpc-status=%d "
+				     "duration=%.3fms in=%llu out=%llu invocation=%s",
+				     ts, a->peer ? a->peer : "-", a->conn, a->stream,
+				     a->method ? a->method : "-", a->status, a->duration_ms,
+				     a->bytes_in, a->bytes_out,
 				     a->invocation_id && *a->invocation_id ? a->invocation_id
 									   : "-");
 	}

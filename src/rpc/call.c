@@ -2,7 +2,9 @@
  * call.c - server-side gRPC calls (see call.h).  Owns request header
  * validation, message reassembly and decoding, deadlines, response framing,
  * trailers (Trailers-Only for early errors) and the access log.  Handlers
- * are found through the dispatch table; this file knows no service.
+ * are found through the lookup the services inject (call_set_lookup), and
+ * metadata only they understand is decoded by their hook; this file knows
+ * no service.
  */
 #include "rpc/call.h"
 
@@ -13,15 +15,10 @@
 #include <string.h>
 
 #include <event2/event.h>
-#include <nghttp2/nghttp2.h>
 
-#include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 #include "core/cfg.h"
-#include "services/dispatch.h"
-#include "transport/h2.h"
 #include "core/log.h"
-
-#define REQMETA_HEADER "build.bazel.remote.execution.v2.requestmetadata-bin"
+#include "transport/h2.h"
 
 struct md {
 	char *key;
@@ -30,13 +27,14 @@ struct md {
 };
 
 struct call {
-	uint64_t id;
+	uint64_t conn_id; /* LOG_STREAM's ids, kept after the stream is gone */
+	int32_t stream_id;
 	enum call_state state;
 	int refs;
 	struct h2_stream *stream; /* NULL once the stream is gone */
 	const struct rpc_method *m;
 	char *path;
-	char *peer;
+	char *peer; /* the connection's address (the access log's peer=) */
 	struct grpc_reader rd;
 	ProtobufCMessage *req; /* buffered request of a unary-request call */
 	uint64_t nreq;
@@ -48,7 +46,7 @@ struct call {
 	void *data;
 	struct md *md;
 	size_t nmd;
-	char *invocation_id;
+	struct call_log_fields logf;
 	uint64_t bytes_in, bytes_out;
 	struct call *prev, *next; /* active list */
 	bool on_active;
@@ -61,9 +59,11 @@ static struct {
 	struct event_base *base;
 } lim = {16 << 20, 16 << 20, 3600LL * 1000000, false, NULL};
 
+static call_lookup_fn lookup;
+static call_metadata_fn decode_metadata;
+
 static struct call *active;
 static size_t nactive;
-static uint64_t next_call_id = 1;
 
 static void *pb_alloc(void *ud, size_t n)
 {
@@ -97,6 +97,16 @@ void call_set_base(struct event_base *base)
 	lim.base = base;
 }
 
+void call_set_lookup(call_lookup_fn fn)
+{
+	lookup = fn;
+}
+
+void call_set_metadata_decoder(call_metadata_fn fn)
+{
+	decode_metadata = fn;
+}
+
 /* ---- state -------------------------------------------------------------- */
 
 static void set_state(struct call *c, enum call_state to)
@@ -109,12 +119,12 @@ static void set_state(struct call *c, enum call_state to)
 		/* CANCELLED */ {false, false, false, false},
 	};
 	if (!legal[c->state][to]) {
-		LOGE("call", "call=%" PRIu64 " illegal transition from %s to %s", c->id,
-		     call_state_name(c->state), call_state_name(to));
+		LOGE("call", LOG_STREAM " illegal transition from %s to %s", c->conn_id,
+		     c->stream_id, call_state_name(c->state), call_state_name(to));
 		abort();
 	}
-	LOGD("call", "call=%" PRIu64 " %s from %s to %s", c->id, c->path ? c->path : "-",
-	     call_state_name(c->state), call_state_name(to));
+	LOGD("call", LOG_STREAM " %s from %s to %s", c->conn_id, c->stream_id,
+	     c->path ? c->path : "-", call_state_name(c->state), call_state_name(to));
 	c->state = to;
 	if ((to == CALL_FINISHED || to == CALL_CANCELLED) && c->on_active) {
 		if (c->prev)
@@ -134,10 +144,6 @@ bool call_done(const struct call *c)
 {
 	return c->state >= CALL_FINISHED;
 }
-enum call_state call_state(const struct call *c)
-{
-	return c->state;
-}
 void call_set_data(struct call *c, void *data)
 {
 	c->data = data;
@@ -153,10 +159,6 @@ const char *call_peer(const struct call *c)
 const struct rpc_method *call_method(const struct call *c)
 {
 	return c->m;
-}
-uint64_t call_id(const struct call *c)
-{
-	return c->id;
 }
 size_t call_active_count(void)
 {
@@ -186,7 +188,8 @@ void call_unref(struct call *c)
 	if (--c->refs > 0)
 		return;
 	if (c->on_active) {
-		LOGE("call", "call=%" PRIu64 " freed while %s", c->id, call_state_name(c->state));
+		LOGE("call", LOG_STREAM " freed while %s", c->conn_id, c->stream_id,
+		     call_state_name(c->state));
 		abort();
 	}
 	grpc_reader_free(&c->rd);
@@ -199,7 +202,7 @@ void call_unref(struct call *c)
 		free(c->md[i].val);
 	}
 	free(c->md);
-	free(c->invocation_id);
+	free(c->logf.invocation_id);
 	free(c->path);
 	free(c->peer);
 	free(c);
@@ -225,12 +228,14 @@ static void access_log(struct call *c, int code)
 		return;
 	struct log_access a = {
 		.peer = c->peer,
+		.conn = c->conn_id,
+		.stream = c->stream_id,
 		.method = c->path,
 		.status = code,
 		.duration_ms = (double)(mono_us() - c->start_mono) / 1000.0,
 		.bytes_in = c->bytes_in,
 		.bytes_out = c->bytes_out,
-		.invocation_id = c->invocation_id,
+		.invocation_id = c->logf.invocation_id,
 	};
 	log_access(&a);
 }
@@ -305,7 +310,7 @@ static void vfinish(struct call *c, int code, const struct grpc_any *details, si
 		vsnprintf(msg, sizeof(msg), fmt, ap);
 	set_state(c, CALL_FINISHED);
 	if (code != GRPC_OK)
-		LOGI("call", "call=%" PRIu64 " peer=%s %s failed: %s: %s", c->id, c->peer,
+		LOGI("call", LOG_STREAM " %s failed: %s: %s", c->conn_id, c->stream_id,
 		     c->path ? c->path : "-", grpc_code_name(code), msg);
 	access_log(c, code);
 	if (!c->stream)
@@ -376,8 +381,8 @@ void call_reply(struct call *c, const ProtobufCMessage *msg)
 static void http_refuse(struct call *c, const char *http_status, int code, const char *msg)
 {
 	set_state(c, CALL_FINISHED);
-	LOGI("call", "call=%" PRIu64 " peer=%s refused with HTTP %s: %s", c->id, c->peer,
-	     http_status, msg);
+	LOGI("call", LOG_STREAM " refused with HTTP %s: %s", c->conn_id, c->stream_id, http_status,
+	     msg);
 	char status[16];
 	snprintf(status, sizeof(status), "%d", code);
 	char *pmsg = grpc_percent_encode(msg);
@@ -398,7 +403,7 @@ static void cancel(struct call *c, const char *why)
 {
 	if (call_done(c))
 		return;
-	LOGI("call", "call=%" PRIu64 " peer=%s %s cancelled: %s", c->id, c->peer,
+	LOGI("call", LOG_STREAM " %s cancelled: %s", c->conn_id, c->stream_id,
 	     c->path ? c->path : "-", why);
 	bool was_active = c->state == CALL_ACTIVE;
 	set_state(c, CALL_CANCELLED);
@@ -475,19 +480,8 @@ static const char *collect_metadata(struct call *c)
 		m->key = xstrdup(h[i].name);
 		c->nmd++;
 	}
-	size_t len;
-	const char *rm = call_metadata(c, REQMETA_HEADER, &len);
-	if (rm) {
-		Build__Bazel__Remote__Execution__V2__RequestMetadata *meta =
-			build__bazel__remote__execution__v2__request_metadata__unpack(
-				&call_pb_allocator, len, (const uint8_t *)rm);
-		if (meta) {
-			if (meta->tool_invocation_id && *meta->tool_invocation_id)
-				c->invocation_id = xstrdup(meta->tool_invocation_id);
-			build__bazel__remote__execution__v2__request_metadata__free_unpacked(
-				meta, &call_pb_allocator);
-		}
-	}
+	if (decode_metadata)
+		decode_metadata(c, &c->logf);
 	return NULL;
 }
 
@@ -512,7 +506,7 @@ static void start_call(struct call *c)
 			    "content-type must be application/grpc; this port speaks gRPC only");
 		return;
 	}
-	c->m = dispatch_find(c->path);
+	c->m = lookup ? lookup(c->path) : NULL;
 	if (!c->m) {
 		call_finish(c, GRPC_UNIMPLEMENTED,
 			    "unknown method %s: this server does not "
@@ -809,7 +803,7 @@ static void s_on_close(struct h2_stream *s, uint32_t error)
 {
 	struct call *c = h2_stream_user(s);
 	if (!call_done(c))
-		cancel(c, error ? nghttp2_http2_strerror(error) : "stream closed");
+		cancel(c, error ? h2_error_string(error) : "stream closed");
 	c->stream = NULL;
 	call_unref(c);
 }
@@ -826,15 +820,13 @@ void call_accept(struct h2_stream *s, void *arg)
 {
 	(void)arg;
 	struct call *c = xcalloc(1, sizeof(*c));
-	c->id = next_call_id++;
+	c->conn_id = h2_conn_id(h2_stream_conn(s));
+	c->stream_id = h2_stream_id(s);
 	c->refs = 1;
 	c->stream = s;
 	c->state = CALL_HEADERS;
 	c->start_mono = mono_us();
-	char buf[128];
-	snprintf(buf, sizeof(buf), "%s#%llu/%d", h2_conn_peer(h2_stream_conn(s)),
-		 (unsigned long long)h2_conn_id(h2_stream_conn(s)), h2_stream_id(s));
-	c->peer = xstrdup(buf);
+	c->peer = xstrdup(h2_conn_peer(h2_stream_conn(s)));
 	grpc_reader_init(&c->rd, lim.max_recv);
 	c->next = active;
 	if (active)

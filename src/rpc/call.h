@@ -59,7 +59,27 @@ struct rpc_method {
 /* Limits and switches taken from the config; call at start and on reload. */
 void call_configure(const struct cfg *cfg);
 
-/* Entry from the HTTP/2 layer: a client opened a stream. */
+/* Hooks the services inject at start (the call layer knows no service).
+ *
+ * The method lookup: the table row for a request path, or NULL for an
+ * unknown method (answered UNIMPLEMENTED).  Without one every method is
+ * unknown. */
+typedef const struct rpc_method *(*call_lookup_fn)(const char *path);
+void call_set_lookup(call_lookup_fn fn);
+
+/* What the access log carries from request metadata the call layer does not
+ * understand itself (the REAPI RequestMetadata header). */
+struct call_log_fields {
+	char *invocation_id; /* malloc'd; the call frees it; NULL when unknown */
+};
+/* The metadata decoder: called once per call after its headers were
+ * accepted, with the metadata readable through call_metadata(); it fills
+ * `out` (zeroed before the call).  Optional. */
+typedef void (*call_metadata_fn)(const struct call *c, struct call_log_fields *out);
+void call_set_metadata_decoder(call_metadata_fn fn);
+
+/* Entry from the HTTP/2 layer (an h2_accept_stream_fn main hands to the
+ * server): a client opened a stream. */
 void call_accept(struct h2_stream *s, void *arg);
 
 /* Handler API ------------------------------------------------------------- */
@@ -88,7 +108,6 @@ void call_finish_details(struct call *c, int code, const struct grpc_any *detail
 void call_reply(struct call *c, const ProtobufCMessage *msg);
 
 bool call_done(const struct call *c);
-enum call_state call_state(const struct call *c);
 void call_ref(struct call *c);
 void call_unref(struct call *c);
 void call_set_data(struct call *c, void *data);
@@ -98,9 +117,9 @@ size_t call_pending(const struct call *c);
 /* Request metadata value (lowercase key); -bin values are decoded, with
  * *len set.  NULL when absent. */
 const char *call_metadata(const struct call *c, const char *key, size_t *len);
+/* The caller's address ("127.0.0.1:5000", "[::1]:5000", "unix"). */
 const char *call_peer(const struct call *c);
 const struct rpc_method *call_method(const struct call *c);
-uint64_t call_id(const struct call *c);
 /* Remaining time before the deadline in microseconds (INT64_MAX if none). */
 int64_t call_remaining_us(const struct call *c);
 

@@ -18,7 +18,6 @@
 
 #include <event2/bufferevent.h>
 #include <event2/event.h>
-#include <nghttp2/nghttp2.h>
 
 #include "rpc/grpc.h"
 #include "core/util.h"
@@ -41,8 +40,6 @@ struct rc_call {
 	int code; /* -1 until grpc-status seen */
 	char *message;
 	int http_status;
-	struct h2_hdr *tr; /* copies of trailers / headers for rc_call_trailer */
-	size_t ntr;
 	bool done;
 	struct rc_call *next;
 };
@@ -64,16 +61,6 @@ static int http_to_grpc(int http)
 
 static void keep_headers(struct rc_call *k, struct h2_stream *s)
 {
-	size_t n;
-	const struct h2_hdr *h = h2_stream_headers(s, &n);
-	for (size_t i = 0; i < n; i++) {
-		k->tr = xrealloc(k->tr, (k->ntr + 1) * sizeof(*k->tr));
-		struct h2_hdr *t = &k->tr[k->ntr++];
-		t->name = xstrdup(h[i].name);
-		t->value = xstrdup(h[i].value);
-		t->namelen = h[i].namelen;
-		t->valuelen = h[i].valuelen;
-	}
 	const char *st = h2_stream_header(s, ":status");
 	if (st)
 		k->http_status = atoi(st);
@@ -106,7 +93,7 @@ static void c_on_data(struct h2_stream *s, const uint8_t *data, size_t len)
 	if (grpc_reader_feed(&k->rd, data, len, c_msg, k) != GRPC_READER_OK && k->code < 0) {
 		k->code = GRPC_INTERNAL;
 		k->message = xstrdup("bad response framing");
-		h2_stream_reset(s, NGHTTP2_CANCEL);
+		h2_stream_reset(s, H2_CANCEL);
 	}
 }
 
@@ -120,11 +107,6 @@ static void call_free(struct rc_call *k)
 		}
 	}
 	grpc_reader_free(&k->rd);
-	for (size_t i = 0; i < k->ntr; i++) {
-		free(k->tr[i].name);
-		free(k->tr[i].value);
-	}
-	free(k->tr);
 	free(k->message);
 	free(k);
 }
@@ -142,11 +124,10 @@ static void c_on_close(struct h2_stream *s, uint32_t error)
 			snprintf(buf, sizeof(buf), "HTTP status %d without grpc-status",
 				 k->http_status);
 		} else if (error) {
-			code = error == NGHTTP2_REFUSED_STREAM ? GRPC_UNAVAILABLE
-			       : error == NGHTTP2_CANCEL       ? GRPC_CANCELLED
-							       : GRPC_INTERNAL;
-			snprintf(buf, sizeof(buf), "stream closed: %s",
-				 nghttp2_http2_strerror(error));
+			code = error == H2_REFUSED_STREAM ? GRPC_UNAVAILABLE
+			       : error == H2_CANCEL	  ? GRPC_CANCELLED
+							  : GRPC_INTERNAL;
+			snprintf(buf, sizeof(buf), "stream closed: %s", h2_error_string(error));
 		} else {
 			code = GRPC_UNAVAILABLE;
 			snprintf(buf, sizeof(buf), "stream closed without grpc-status");
@@ -345,15 +326,7 @@ int rc_call_close_send(struct rc_call *k)
 void rc_call_cancel(struct rc_call *k)
 {
 	if (k->s)
-		h2_stream_reset(k->s, NGHTTP2_CANCEL);
-}
-
-const char *rc_call_trailer(const struct rc_call *k, const char *key)
-{
-	for (size_t i = k->ntr; i-- > 0;)
-		if (strcmp(k->tr[i].name, key) == 0)
-			return k->tr[i].value;
-	return NULL;
+		h2_stream_reset(k->s, H2_CANCEL);
 }
 
 struct unary_state {

@@ -48,8 +48,6 @@ int rc_call_send_raw(struct rc_call *call, const void *data, size_t len);
 int rc_call_close_send(struct rc_call *call);
 /* Reset the stream (the server sees a cancellation). */
 void rc_call_cancel(struct rc_call *call);
-/* A response header or trailer value (valid inside on_done). */
-const char *rc_call_trailer(const struct rc_call *call, const char *key);
 
 /* Synchronous unary call: returns the gRPC status code.  On OK *resp is
  * the unpacked response (free with protobuf_c_message_free_unpacked and

@@ -12,6 +12,10 @@
 /* NULL for an unknown path. */
 const struct rpc_method *dispatch_find(const char *path);
 
+/* The call layer's metadata decoder (call_set_metadata_decoder): the
+ * Bazel tool invocation id from the REAPI RequestMetadata header. */
+void dispatch_decode_metadata(const struct call *c, struct call_log_fields *out);
+
 /* Sorted, de-duplicated service names (for health checks). */
 const char *const *dispatch_services(size_t *n);
 

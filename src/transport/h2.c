@@ -1,17 +1,15 @@
 /*
- * h2.c - HTTP/2 connections over libevent bufferevents, driven by nghttp2.
+ * h2.c - HTTP/2 connections over libevent bufferevents, driven by nghttp2:
+ * the connection state machine, session set-up, input (the preface check,
+ * nghttp2_session_mem_recv and its callbacks), stream lifecycle, idle
+ * timeouts and teardown.  Output and backpressure live in h2_out.c.
  *
- * One struct h2_conn per TCP/unix connection, server or client side.  Input
- * is fed to nghttp2_session_mem_recv; output goes through
- * nghttp2_session_send into the bufferevent's output buffer, with DATA
- * payloads moved (not copied) out of each stream's evbuffer through
- * NGHTTP2_DATA_FLAG_NO_COPY.  Backpressure: we stop handing frames to the
- * socket buffer above max_output_buffer, and stop reading the socket while
- * it is over that limit, so a slow reader can't make us buffer without
- * bound.  Streams and connections are explicit objects owned here; the
- * layer above (grpc server calls, client calls) attaches ops per stream.
+ * One struct h2_conn per TCP/unix connection, server or client side.
+ * Streams and connections are explicit objects owned here; the layer above
+ * (grpc server calls, client calls) attaches ops per stream.
  */
 #include "transport/h2.h"
+#include "transport/h2_int.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -35,60 +33,47 @@ static const char NOT_H2_REPLY[] = "HTTP/1.1 400 Bad Request\r\n"
 				   "This port speaks gRPC over HTTP/2 (h2c with prior knowledge).\n"
 				   "Use a gRPC client, e.g. grpc://HOST:PORT in Bazel.\n";
 
-struct h2_stream {
-	struct h2_conn *conn;
-	int32_t id;
-	const struct h2_stream_ops *ops;
-	void *user;
-
-	struct h2_hdr *hdrs;
-	size_t nhdrs, caphdrs, hdrbytes;
-	bool hdr_overflow;
-	int blocks; /* header blocks seen */
-
-	struct evbuffer *out;
-	bool responded;	  /* server: response HEADERS submitted */
-	bool deferred;	  /* data source returned DEFERRED */
-	bool end_pending; /* h2_stream_end called */
-	bool end_sent;
-	bool was_full; /* pending crossed H2_STREAM_LOWAT */
-	struct h2_hdr *trailers;
-	size_t ntrailers;
-
-	struct h2_stream *prev, *next; /* conn->streams */
-	struct h2_stream *wnext;       /* conn->writable list */
-	bool on_wlist;
-};
-
-struct h2_conn {
-	uint64_t id;
-	bool server;
-	char *peer;
-	struct bufferevent *bev;
-	nghttp2_session *ng;
-	struct h2_settings st;
-
-	struct h2_stream *streams;
-	size_t nstreams;
-	struct h2_stream *wlist;
-
-	struct event *flush_ev, *idle_ev, *free_ev;
-	h2_accept_stream_fn on_stream;
-	h2_conn_closed_fn on_closed;
-	void *arg;
-
-	bool preface_ok;
-	bool closing;	       /* no more I/O; freed after this loop pass */
-	bool drain_then_close; /* close once output is written */
-	bool goaway;
-	bool read_paused;
-	bool in_send;
-};
-
 static uint64_t next_conn_id = 1;
 
-static void conn_flush(struct h2_conn *c);
-static void conn_schedule_flush(struct h2_conn *c);
+static const char *const conn_state_names[] = {"PREFACE", "OPEN", "GOAWAY", "DRAINING", "CLOSED"};
+
+static const char *h2_conn_state_name(enum h2_conn_state st)
+{
+	return st <= H2_CONN_CLOSED ? conn_state_names[st] : "?";
+}
+
+/* The one place a connection changes state: asserts the transition is
+ * legal and logs it. */
+static void conn_set_state(struct h2_conn *c, enum h2_conn_state to)
+{
+	static const bool legal[5][5] = {
+		/* to:          PREFACE OPEN   GOAWAY DRAINING CLOSED */
+		/* PREFACE */ {false, true, false, true, true},
+		/* OPEN */ {false, false, true, true, true},
+		/* GOAWAY */ {false, false, false, true, true},
+		/* DRAINING */ {false, false, false, false, true},
+		/* CLOSED */ {false, false, false, false, false},
+	};
+	if (!legal[c->state][to]) {
+		LOGE("h2", LOG_CONN " illegal transition from %s to %s", c->id,
+		     h2_conn_state_name(c->state), h2_conn_state_name(to));
+		abort();
+	}
+	LOGD("h2", LOG_CONN " from %s to %s", c->id, h2_conn_state_name(c->state),
+	     h2_conn_state_name(to));
+	c->state = to;
+}
+
+_Static_assert((int)H2_NO_ERROR == (int)NGHTTP2_NO_ERROR &&
+		       (int)H2_INTERNAL_ERROR == (int)NGHTTP2_INTERNAL_ERROR &&
+		       (int)H2_REFUSED_STREAM == (int)NGHTTP2_REFUSED_STREAM &&
+		       (int)H2_CANCEL == (int)NGHTTP2_CANCEL,
+	       "h2.h error codes match nghttp2's");
+
+const char *h2_error_string(uint32_t error)
+{
+	return nghttp2_http2_strerror(error);
+}
 
 /* ---- headers ---------------------------------------------------------- */
 
@@ -129,19 +114,6 @@ static void hdrs_add(struct h2_stream *s, const uint8_t *name, size_t nl, const 
 	h->valuelen = vl;
 }
 
-static nghttp2_nv *nv_from(const struct h2_hdr *h, size_t n)
-{
-	nghttp2_nv *nv = xcalloc(n ? n : 1, sizeof(*nv));
-	for (size_t i = 0; i < n; i++) {
-		nv[i].name = (uint8_t *)h[i].name;
-		nv[i].namelen = h[i].namelen;
-		nv[i].value = (uint8_t *)h[i].value;
-		nv[i].valuelen = h[i].valuelen;
-		nv[i].flags = NGHTTP2_NV_FLAG_NONE;
-	}
-	return nv;
-}
-
 /* ---- streams ---------------------------------------------------------- */
 
 static struct h2_stream *stream_new(struct h2_conn *c, int32_t id)
@@ -177,7 +149,8 @@ static void wlist_remove(struct h2_conn *c, struct h2_stream *s)
 
 static void arm_idle(struct h2_conn *c)
 {
-	if (c->idle_ev && c->st.idle_timeout_us > 0 && c->nstreams == 0 && !c->closing) {
+	if (c->idle_ev && c->st.idle_timeout_us > 0 && c->nstreams == 0 &&
+	    c->state != H2_CONN_CLOSED) {
 		struct timeval tv = {c->st.idle_timeout_us / 1000000,
 				     c->st.idle_timeout_us % 1000000};
 		event_add(c->idle_ev, &tv);
@@ -212,90 +185,7 @@ static void stream_close(struct h2_stream *s, uint32_t error)
 	arm_idle(c);
 }
 
-static ssize_t data_read_cb(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
-			    uint32_t *flags, nghttp2_data_source *src, void *ud)
-{
-	(void)ng;
-	(void)id;
-	(void)buf;
-	struct h2_conn *c = ud;
-	struct h2_stream *s = src->ptr;
-	size_t avail = evbuffer_get_length(s->out);
-	size_t n = avail < length ? avail : length;
-
-	if (n == 0 && !s->end_pending) {
-		s->deferred = true;
-		return NGHTTP2_ERR_DEFERRED;
-	}
-	if (n > 0)
-		*flags |= NGHTTP2_DATA_FLAG_NO_COPY;
-	if (n == avail && s->end_pending) {
-		*flags |= NGHTTP2_DATA_FLAG_EOF;
-		if (s->ntrailers > 0) {
-			*flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
-			nghttp2_nv *nv = nv_from(s->trailers, s->ntrailers);
-			int rv = nghttp2_submit_trailer(c->ng, s->id, nv, s->ntrailers);
-			free(nv);
-			if (rv != 0)
-				LOGW("h2", "conn=%llu stream=%d: trailers: %s",
-				     (unsigned long long)c->id, s->id, nghttp2_strerror(rv));
-		}
-		s->end_sent = true;
-	}
-	if (s->was_full && avail - n < H2_STREAM_LOWAT) {
-		s->was_full = false;
-		if (!s->on_wlist && s->ops && s->ops->on_writable) {
-			s->on_wlist = true;
-			s->wnext = c->wlist;
-			c->wlist = s;
-		}
-	}
-	return (ssize_t)n;
-}
-
-static int send_data_cb(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t *framehd,
-			size_t length, nghttp2_data_source *src, void *ud)
-{
-	(void)ng;
-	struct h2_conn *c = ud;
-	struct h2_stream *s = src->ptr;
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	if (evbuffer_get_length(out) >= c->st.max_output_buffer)
-		return NGHTTP2_ERR_WOULDBLOCK;
-	evbuffer_add(out, framehd, 9);
-	if (frame->data.padlen > 0) {
-		uint8_t pad = (uint8_t)(frame->data.padlen - 1);
-		evbuffer_add(out, &pad, 1);
-	}
-	evbuffer_remove_buffer(s->out, out, length);
-	if (frame->data.padlen > 1) {
-		static const uint8_t zeros[256];
-		evbuffer_add(out, zeros, frame->data.padlen - 1);
-	}
-	return 0;
-}
-
-static nghttp2_data_provider provider_for(struct h2_stream *s)
-{
-	nghttp2_data_provider p;
-	p.source.ptr = s;
-	p.read_callback = data_read_cb;
-	return p;
-}
-
 /* ---- nghttp2 callbacks -------------------------------------------------- */
-
-static ssize_t send_cb(nghttp2_session *ng, const uint8_t *data, size_t len, int flags, void *ud)
-{
-	(void)ng;
-	(void)flags;
-	struct h2_conn *c = ud;
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	if (evbuffer_get_length(out) >= c->st.max_output_buffer)
-		return NGHTTP2_ERR_WOULDBLOCK;
-	evbuffer_add(out, data, len);
-	return (ssize_t)len;
-}
 
 static int begin_headers_cb(nghttp2_session *ng, const nghttp2_frame *frame, void *ud)
 {
@@ -366,8 +256,8 @@ static int stream_close_cb(nghttp2_session *ng, int32_t id, uint32_t error, void
 	struct h2_stream *s = nghttp2_session_get_stream_user_data(ng, id);
 	if (s) {
 		if (error)
-			LOGD("h2", "conn=%llu stream=%d closed: %s",
-			     (unsigned long long)s->conn->id, id, nghttp2_http2_strerror(error));
+			LOGD("h2", LOG_STREAM " closed: %s", s->conn->id, id,
+			     nghttp2_http2_strerror(error));
 		stream_close(s, error);
 	}
 	return 0;
@@ -393,9 +283,8 @@ static int invalid_frame_cb(nghttp2_session *ng, const nghttp2_frame *frame, int
 {
 	(void)ng;
 	struct h2_conn *c = ud;
-	LOGI("h2", "conn=%llu peer=%s: invalid frame type %d on stream %d: %s",
-	     (unsigned long long)c->id, c->peer, frame->hd.type, frame->hd.stream_id,
-	     nghttp2_strerror(err));
+	LOGI("h2", LOG_STREAM ": invalid frame type %d: %s", c->id, frame->hd.stream_id,
+	     frame->hd.type, nghttp2_strerror(err));
 	return 0;
 }
 
@@ -404,7 +293,7 @@ static int error_cb(nghttp2_session *ng, int code, const char *msg, size_t len, 
 	(void)ng;
 	(void)code;
 	struct h2_conn *c = ud;
-	LOGD("h2", "conn=%llu peer=%s: %.*s", (unsigned long long)c->id, c->peer, (int)len, msg);
+	LOGD("h2", LOG_CONN ": %.*s", c->id, (int)len, msg);
 	return 0;
 }
 
@@ -413,8 +302,8 @@ static nghttp2_session_callbacks *make_callbacks(void)
 	nghttp2_session_callbacks *cb;
 	if (nghttp2_session_callbacks_new(&cb) != 0)
 		abort();
-	nghttp2_session_callbacks_set_send_callback(cb, send_cb);
-	nghttp2_session_callbacks_set_send_data_callback(cb, send_data_cb);
+	nghttp2_session_callbacks_set_send_callback(cb, h2_out_send_cb);
+	nghttp2_session_callbacks_set_send_data_callback(cb, h2_out_send_data_cb);
 	nghttp2_session_callbacks_set_on_begin_headers_callback(cb, begin_headers_cb);
 	nghttp2_session_callbacks_set_on_header_callback(cb, header_cb);
 	nghttp2_session_callbacks_set_on_frame_recv_callback(cb, frame_recv_cb);
@@ -472,82 +361,15 @@ static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
 
 void h2_conn_close(struct h2_conn *c, const char *reason)
 {
-	if (c->closing)
+	if (c->state == H2_CONN_CLOSED)
 		return;
-	c->closing = true;
-	LOGI("h2", "conn=%llu peer=%s closed: %s", (unsigned long long)c->id, c->peer, reason);
+	conn_set_state(c, H2_CONN_CLOSED);
+	LOGI("h2", LOG_CONN " closed: %s", c->id, reason);
 	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 	event_del(c->flush_ev);
 	if (c->idle_ev)
 		event_del(c->idle_ev);
 	event_active(c->free_ev, 0, 0);
-}
-
-static void conn_check_done(struct h2_conn *c)
-{
-	if (c->closing)
-		return;
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	if (!nghttp2_session_want_read(c->ng) && !nghttp2_session_want_write(c->ng) &&
-	    evbuffer_get_length(out) == 0)
-		h2_conn_close(c, c->goaway ? "goaway complete" : "session finished");
-}
-
-static void notify_writable(struct h2_conn *c)
-{
-	while (c->wlist && !c->closing) {
-		struct h2_stream *s = c->wlist;
-		c->wlist = s->wnext;
-		s->on_wlist = false;
-		if (s->ops && s->ops->on_writable)
-			s->ops->on_writable(s);
-	}
-}
-
-static void conn_flush(struct h2_conn *c)
-{
-	if (c->closing || c->drain_then_close || c->in_send)
-		return;
-	/* Nothing goes out before the client's preface checked out, so an
-	 * HTTP/1 client gets a clean text reply. */
-	if (c->server && !c->preface_ok)
-		return;
-	c->in_send = true;
-	int rv = nghttp2_session_send(c->ng);
-	c->in_send = false;
-	if (rv != 0) {
-		h2_conn_close(c, nghttp2_strerror(rv));
-		return;
-	}
-	notify_writable(c);
-	if (c->closing)
-		return;
-	struct evbuffer *out = bufferevent_get_output(c->bev);
-	if (evbuffer_get_length(out) >= c->st.max_output_buffer) {
-		if (!c->read_paused) {
-			c->read_paused = true;
-			bufferevent_disable(c->bev, EV_READ);
-		}
-	}
-	conn_check_done(c);
-}
-
-static void flush_ev_cb(evutil_socket_t fd, short what, void *arg)
-{
-	(void)fd;
-	(void)what;
-	conn_flush(arg);
-}
-
-static void conn_schedule_flush(struct h2_conn *c)
-{
-	if (!c->closing && !c->in_send)
-		event_active(c->flush_ev, 0, 0);
-}
-
-void h2_conn_flush(struct h2_conn *c)
-{
-	conn_schedule_flush(c);
 }
 
 static bool check_preface(struct h2_conn *c, struct evbuffer *in)
@@ -558,43 +380,44 @@ static bool check_preface(struct h2_conn *c, struct evbuffer *in)
 	evbuffer_copyout(in, buf, n);
 	if (memcmp(buf, PREFACE, n) != 0) {
 		LOGI("h2",
-		     "conn=%llu peer=%s: not an HTTP/2 client (no connection preface); "
-		     "answering HTTP/1.1 400",
-		     (unsigned long long)c->id, c->peer);
+		     LOG_CONN ": not an HTTP/2 client (no connection preface); "
+			      "answering HTTP/1.1 400",
+		     c->id);
 		evbuffer_drain(in, len);
 		bufferevent_write(c->bev, NOT_H2_REPLY, sizeof(NOT_H2_REPLY) - 1);
 		bufferevent_disable(c->bev, EV_READ);
-		c->drain_then_close = true;
+		conn_set_state(c, H2_CONN_DRAINING);
 		return false;
 	}
-	if (n == PREFACE_LEN)
-		c->preface_ok = true;
-	return c->preface_ok;
+	if (n < PREFACE_LEN)
+		return false;
+	conn_set_state(c, H2_CONN_OPEN);
+	return true;
 }
 
 static void read_cb(struct bufferevent *bev, void *arg)
 {
 	struct h2_conn *c = arg;
 	struct evbuffer *in = bufferevent_get_input(bev);
-	if (c->closing || c->drain_then_close) {
+	if (c->state == H2_CONN_CLOSED || c->state == H2_CONN_DRAINING) {
 		evbuffer_drain(in, evbuffer_get_length(in));
 		return;
 	}
 	if (c->idle_ev && c->nstreams == 0)
 		arm_idle(c);
-	if (c->server && !c->preface_ok && !check_preface(c, in))
+	if (c->state == H2_CONN_PREFACE && !check_preface(c, in))
 		return;
-	while (evbuffer_get_length(in) > 0 && !c->closing) {
+	while (evbuffer_get_length(in) > 0 && c->state != H2_CONN_CLOSED) {
 		struct evbuffer_iovec v;
 		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
 			break;
 		ssize_t rv = nghttp2_session_mem_recv(c->ng, v.iov_base, v.iov_len);
 		if (rv < 0) {
-			LOGI("h2", "conn=%llu peer=%s: protocol error: %s",
-			     (unsigned long long)c->id, c->peer, nghttp2_strerror((int)rv));
+			LOGI("h2", LOG_CONN ": protocol error: %s", c->id,
+			     nghttp2_strerror((int)rv));
 			/* nghttp2 has queued a GOAWAY; send it, then close. */
 			nghttp2_session_send(c->ng);
-			c->drain_then_close = true;
+			conn_set_state(c, H2_CONN_DRAINING);
 			bufferevent_disable(bev, EV_READ);
 			evbuffer_drain(in, evbuffer_get_length(in));
 			if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
@@ -603,24 +426,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 		}
 		evbuffer_drain(in, (size_t)rv);
 	}
-	conn_flush(c);
-}
-
-static void write_cb(struct bufferevent *bev, void *arg)
-{
-	struct h2_conn *c = arg;
-	if (c->closing)
-		return;
-	if (c->drain_then_close) {
-		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-			h2_conn_close(c, "closed after error reply");
-		return;
-	}
-	if (c->read_paused) {
-		c->read_paused = false;
-		bufferevent_enable(bev, EV_READ);
-	}
-	conn_flush(c);
+	h2_out_flush(c);
 }
 
 static void event_cb(struct bufferevent *bev, short what, void *arg)
@@ -628,7 +434,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 	(void)bev;
 	struct h2_conn *c = arg;
 	if (what & BEV_EVENT_CONNECTED) {
-		conn_flush(c);
+		h2_out_flush(c);
 		return;
 	}
 	if (what & BEV_EVENT_EOF)
@@ -645,11 +451,11 @@ static void idle_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	struct h2_conn *c = arg;
 	if (c->nstreams == 0) {
-		LOGD("h2", "conn=%llu idle timeout", (unsigned long long)c->id);
-		h2_conn_goaway(c);
-		conn_flush(c);
-		if (!c->closing)
-			h2_conn_close(c, "idle timeout");
+		LOGD("h2", LOG_CONN " idle timeout", c->id);
+		if (c->state == H2_CONN_OPEN)
+			h2_conn_goaway(c);
+		h2_out_flush(c); /* sends the GOAWAY (a no-op in other states) */
+		h2_conn_close(c, "idle timeout");
 	}
 }
 
@@ -665,7 +471,7 @@ static struct h2_conn *conn_new(struct bufferevent *bev, const struct h2_setting
 	c->st = *st;
 	if (c->st.max_output_buffer == 0)
 		c->st.max_output_buffer = 4 << 20;
-	c->flush_ev = event_new(base, -1, 0, flush_ev_cb, c);
+	c->flush_ev = event_new(base, -1, 0, h2_out_flush_ev_cb, c);
 	c->free_ev = event_new(base, -1, 0, conn_free_cb, c);
 	if (st->idle_timeout_us > 0)
 		c->idle_ev = event_new(base, -1, 0, idle_cb, c);
@@ -697,7 +503,7 @@ static struct h2_conn *conn_new(struct bufferevent *bev, const struct h2_setting
 	 * bulk ByteStream traffic wants far fewer, larger syscalls. */
 	bufferevent_set_max_single_read(bev, 1 << 20);
 	bufferevent_set_max_single_write(bev, 1 << 20);
-	bufferevent_setcb(bev, read_cb, write_cb, event_cb, c);
+	bufferevent_setcb(bev, read_cb, h2_out_write_cb, event_cb, c);
 	/* Wake the writer when half the output limit has drained. */
 	bufferevent_setwatermark(bev, EV_WRITE, c->st.max_output_buffer / 2, 0);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
@@ -713,7 +519,8 @@ struct h2_conn *h2_conn_server(struct bufferevent *bev, const struct h2_settings
 	c->on_stream = on_stream;
 	c->on_closed = on_closed;
 	c->arg = arg;
-	LOGD("h2", "conn=%llu peer=%s accepted", (unsigned long long)c->id, c->peer);
+	/* The one line that ties the connection id to the peer's address. */
+	LOGI("h2", LOG_CONN " accepted from %s", c->id, c->peer);
 	/* Our SETTINGS go out only once the client's preface checked out, so
 	 * an HTTP/1 client gets a clean text reply. */
 	return c;
@@ -725,25 +532,27 @@ struct h2_conn *h2_conn_client(struct bufferevent *bev, const struct h2_settings
 	struct h2_conn *c = conn_new(bev, st, peer, false);
 	c->on_closed = on_closed;
 	c->arg = arg;
-	c->preface_ok = true;
-	conn_schedule_flush(c);
+	LOGD("h2", LOG_CONN " client of %s", c->id, c->peer);
+	conn_set_state(c, H2_CONN_OPEN);
+	h2_out_schedule(c);
 	return c;
 }
 
 void h2_conn_goaway(struct h2_conn *c)
 {
-	if (c->goaway || c->closing)
+	if (c->state == H2_CONN_PREFACE) {
+		/* Not an HTTP/2 peer yet: nothing to tell it. */
+		h2_conn_close(c, "going away before the client's connection preface");
 		return;
-	c->goaway = true;
+	}
+	if (c->state != H2_CONN_OPEN)
+		return;
+	conn_set_state(c, H2_CONN_GOAWAY);
 	int32_t last = c->server ? nghttp2_session_get_last_proc_stream_id(c->ng) : 0;
 	nghttp2_submit_goaway(c->ng, NGHTTP2_FLAG_NONE, last, NGHTTP2_NO_ERROR, NULL, 0);
-	conn_schedule_flush(c);
+	h2_out_schedule(c);
 }
 
-size_t h2_conn_nstreams(const struct h2_conn *c)
-{
-	return c->nstreams;
-}
 uint64_t h2_conn_id(const struct h2_conn *c)
 {
 	return c->id;
@@ -754,11 +563,7 @@ const char *h2_conn_peer(const struct h2_conn *c)
 }
 bool h2_conn_alive(const struct h2_conn *c)
 {
-	return !c->closing && !c->goaway;
-}
-void *h2_conn_arg(const struct h2_conn *c)
-{
-	return c->arg;
+	return c->state == H2_CONN_PREFACE || c->state == H2_CONN_OPEN;
 }
 
 /* ---- stream API ------------------------------------------------------------ */
@@ -766,14 +571,14 @@ void *h2_conn_arg(const struct h2_conn *c)
 struct h2_stream *h2_stream_open(struct h2_conn *c, const struct h2_hdr *hdrs, size_t n,
 				 const struct h2_stream_ops *ops, void *user)
 {
-	if (c->closing || c->goaway || c->drain_then_close)
+	if (c->state != H2_CONN_OPEN)
 		return NULL;
 	struct h2_stream *s = stream_new(c, 0);
 	s->ops = ops;
 	s->user = user;
 	s->responded = true;
-	nghttp2_nv *nv = nv_from(hdrs, n);
-	nghttp2_data_provider p = provider_for(s);
+	nghttp2_nv *nv = h2_out_nv(hdrs, n);
+	nghttp2_data_provider p = h2_out_provider(s);
 	int32_t id = nghttp2_submit_request(c->ng, NULL, nv, n, &p, s);
 	free(nv);
 	if (id < 0) {
@@ -782,7 +587,7 @@ struct h2_stream *h2_stream_open(struct h2_conn *c, const struct h2_hdr *hdrs, s
 		return NULL;
 	}
 	s->id = id;
-	conn_schedule_flush(c);
+	h2_out_schedule(c);
 	return s;
 }
 
@@ -821,105 +626,4 @@ const struct h2_hdr *h2_stream_headers(const struct h2_stream *s, size_t *n)
 {
 	*n = s->nhdrs;
 	return s->hdrs;
-}
-
-static void stream_kick(struct h2_stream *s)
-{
-	if (s->deferred && s->id > 0) {
-		s->deferred = false;
-		nghttp2_session_resume_data(s->conn->ng, s->id);
-	}
-	conn_schedule_flush(s->conn);
-}
-
-int h2_stream_respond(struct h2_stream *s, const struct h2_hdr *hdrs, size_t n, bool end_stream)
-{
-	if (s->responded || s->conn->closing)
-		return -1;
-	s->responded = true;
-	nghttp2_nv *nv = nv_from(hdrs, n);
-	nghttp2_data_provider p = provider_for(s);
-	int rv = nghttp2_submit_response(s->conn->ng, s->id, nv, n, end_stream ? NULL : &p);
-	free(nv);
-	if (end_stream)
-		s->end_sent = s->end_pending = true;
-	conn_schedule_flush(s->conn);
-	return rv == 0 ? 0 : -1;
-}
-
-static void note_fill(struct h2_stream *s)
-{
-	if (evbuffer_get_length(s->out) >= H2_STREAM_LOWAT)
-		s->was_full = true;
-}
-
-int h2_stream_write(struct h2_stream *s, const void *data, size_t len)
-{
-	if (s->end_pending || s->conn->closing)
-		return -1;
-	evbuffer_add(s->out, data, len);
-	note_fill(s);
-	stream_kick(s);
-	return 0;
-}
-
-int h2_stream_write_buffer(struct h2_stream *s, struct evbuffer *buf)
-{
-	if (s->end_pending || s->conn->closing)
-		return -1;
-	evbuffer_add_buffer(s->out, buf);
-	note_fill(s);
-	stream_kick(s);
-	return 0;
-}
-
-static void free_owned(const void *data, size_t len, void *arg)
-{
-	(void)len;
-	(void)arg;
-	free((void *)data);
-}
-
-int h2_stream_write_owned(struct h2_stream *s, void *data, size_t len)
-{
-	if (s->end_pending || s->conn->closing) {
-		free(data);
-		return -1;
-	}
-	evbuffer_add_reference(s->out, data, len, free_owned, NULL);
-	note_fill(s);
-	stream_kick(s);
-	return 0;
-}
-
-size_t h2_stream_pending(const struct h2_stream *s)
-{
-	return evbuffer_get_length(s->out);
-}
-
-int h2_stream_end(struct h2_stream *s, const struct h2_hdr *trailers, size_t n)
-{
-	if (s->end_pending || s->conn->closing)
-		return -1;
-	s->end_pending = true;
-	if (n > 0) {
-		s->trailers = xcalloc(n, sizeof(*s->trailers));
-		for (size_t i = 0; i < n; i++) {
-			s->trailers[i].name = xstrndup(trailers[i].name, trailers[i].namelen);
-			s->trailers[i].value = xstrndup(trailers[i].value, trailers[i].valuelen);
-			s->trailers[i].namelen = trailers[i].namelen;
-			s->trailers[i].valuelen = trailers[i].valuelen;
-		}
-		s->ntrailers = n;
-	}
-	stream_kick(s);
-	return 0;
-}
-
-void h2_stream_reset(struct h2_stream *s, uint32_t error)
-{
-	if (s->conn->closing || s->id <= 0)
-		return;
-	nghttp2_submit_rst_stream(s->conn->ng, NGHTTP2_FLAG_NONE, s->id, error);
-	conn_schedule_flush(s->conn);
 }

@@ -17,10 +17,20 @@
 #include <stdint.h>
 
 struct bufferevent;
-struct evbuffer;
 struct event_base;
 struct h2_conn;
 struct h2_stream;
+
+/* HTTP/2 error codes (RFC 9113 section 7) the layers above use, so they
+ * never include nghttp2 themselves. */
+enum h2_error {
+	H2_NO_ERROR = 0x0,
+	H2_INTERNAL_ERROR = 0x2,
+	H2_REFUSED_STREAM = 0x7,
+	H2_CANCEL = 0x8,
+};
+/* Printable description of an HTTP/2 error code (static string). */
+const char *h2_error_string(uint32_t error);
 
 struct h2_hdr {
 	char *name;
@@ -80,13 +90,9 @@ struct h2_stream *h2_stream_open(struct h2_conn *c, const struct h2_hdr *hdrs, s
 void h2_conn_goaway(struct h2_conn *c);
 /* Close now (streams see on_close with an error).  Idempotent. */
 void h2_conn_close(struct h2_conn *c, const char *reason);
-size_t h2_conn_nstreams(const struct h2_conn *c);
 uint64_t h2_conn_id(const struct h2_conn *c);
 const char *h2_conn_peer(const struct h2_conn *c);
 bool h2_conn_alive(const struct h2_conn *c);
-void *h2_conn_arg(const struct h2_conn *c);
-/* Drive pending output (call after submitting from outside callbacks). */
-void h2_conn_flush(struct h2_conn *c);
 
 void h2_stream_set_ops(struct h2_stream *s, const struct h2_stream_ops *ops, void *user);
 void *h2_stream_user(const struct h2_stream *s);
@@ -102,9 +108,8 @@ bool h2_stream_headers_overflow(const struct h2_stream *s);
 /* Server: send response headers (once).  With end_stream this is a
  * headers-only response (gRPC Trailers-Only). */
 int h2_stream_respond(struct h2_stream *s, const struct h2_hdr *hdrs, size_t n, bool end_stream);
-/* Queue body bytes (copied) / move an evbuffer's contents (drained). */
+/* Queue body bytes (copied). */
 int h2_stream_write(struct h2_stream *s, const void *data, size_t len);
-int h2_stream_write_buffer(struct h2_stream *s, struct evbuffer *buf);
 /* Queue a malloc'd buffer without copying; h2 frees it once sent. */
 int h2_stream_write_owned(struct h2_stream *s, void *data, size_t len);
 /* Bytes queued but not yet handed to nghttp2. */
@@ -112,7 +117,7 @@ size_t h2_stream_pending(const struct h2_stream *s);
 /* End our side: trailers (server) after the queued data, or END_STREAM
  * with no trailers when n == 0 (client request body end). */
 int h2_stream_end(struct h2_stream *s, const struct h2_hdr *trailers, size_t n);
-/* Reset with an HTTP/2 error code (e.g. NGHTTP2_CANCEL). */
+/* Reset with an HTTP/2 error code (e.g. H2_CANCEL). */
 void h2_stream_reset(struct h2_stream *s, uint32_t error);
 
 /* Low-water mark below which on_writable fires. */

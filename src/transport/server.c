@@ -1,7 +1,8 @@
 /*
  * server.c - listeners (evconnlistener) and accepted connections.  Each
- * accepted socket becomes an h2_conn whose streams are handed to the call
- * layer.  The server keeps the list of live connections for draining.
+ * accepted socket becomes an h2_conn whose streams are handed to the
+ * accept callback main injected (the call layer).  The server keeps the
+ * list of live connections for draining.
  */
 #include "transport/server.h"
 
@@ -22,7 +23,6 @@
 #include <event2/event.h>
 #include <event2/listener.h>
 
-#include "rpc/call.h"
 #include "core/cfg.h"
 #include "transport/h2.h"
 #include "core/log.h"
@@ -44,6 +44,8 @@ static struct {
 	struct listener *ls;
 	size_t nls;
 	struct h2_settings st;
+	h2_accept_stream_fn on_stream;
+	void *stream_arg;
 	struct sconn *conns;
 	size_t nconns;
 	bool draining;
@@ -83,6 +85,13 @@ static void conn_closed(struct h2_conn *h, void *arg)
 		srv.on_idle = NULL;
 		fn(srv.idle_arg);
 	}
+}
+
+/* The h2 connection's arg is its sconn; the layer above gets its own. */
+static void stream_opened(struct h2_stream *s, void *arg)
+{
+	(void)arg;
+	srv.on_stream(s, srv.stream_arg);
 }
 
 static void peer_name(const struct sockaddr *sa, char *buf, size_t len)
@@ -128,7 +137,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		srv.conns->prev = sc;
 	srv.conns = sc;
 	srv.nconns++;
-	sc->h2 = h2_conn_server(bev, &srv.st, peer, call_accept, conn_closed, sc);
+	sc->h2 = h2_conn_server(bev, &srv.st, peer, stream_opened, conn_closed, sc);
 }
 
 static void accept_error_cb(struct evconnlistener *l, void *arg)
@@ -199,9 +208,12 @@ static int bind_tcp(const char *host, int port, struct listener *li, char **err)
 	return 0;
 }
 
-int server_start(struct event_base *base, const struct cfg *cfg, char **err)
+int server_start(struct event_base *base, const struct cfg *cfg, h2_accept_stream_fn on_stream,
+		 void *arg, char **err)
 {
 	srv.base = base;
+	srv.on_stream = on_stream;
+	srv.stream_arg = arg;
 	settings_from(cfg, &srv.st);
 	srv.ls = xcalloc((size_t)cfg->n_listen, sizeof(*srv.ls));
 	for (int i = 0; i < cfg->n_listen; i++) {

@@ -10,12 +10,17 @@
 #include <stddef.h>
 
 #include "core/util.h"
+#include "transport/h2.h"
 
 struct event_base;
 struct cfg;
 
-/* Bind all listeners of cfg.  Returns 0, or -1 with *err (malloc'd). */
-int server_start(struct event_base *base, const struct cfg *cfg, char **err) WARN_UNUSED;
+/* Bind all listeners of cfg.  Every stream a client opens on an accepted
+ * connection is handed to on_stream(stream, arg) (the layer above, injected
+ * by main: the transport knows nothing of calls).  Returns 0, or -1 with
+ * *err (malloc'd). */
+int server_start(struct event_base *base, const struct cfg *cfg, h2_accept_stream_fn on_stream,
+		 void *arg, char **err) WARN_UNUSED;
 
 /* Apply reloadable HTTP/2 settings to connections accepted from now on. */
 void server_reconfigure(const struct cfg *cfg);

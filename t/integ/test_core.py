@@ -420,7 +420,7 @@ class TestConcurrency(h.ReactordTestCase):
         finally:
             for c in calls:
                 c.cancel()
-        ms = srv.wait_log(r"#(\d+)/\d+ method=/grpc\.health\.v1\.Health/Watch grpc-status=1\b",
+        ms = srv.wait_log(r"conn=(\d+) stream=\d+ method=/grpc\.health\.v1\.Health/Watch grpc-status=1\b",
                           timeout=10, count=n)
         self.assertEqual(len({m.group(1) for m in ms}), 1, "watches spread over connections")
         # And 1000 unary calls in flight together on the same channel.
@@ -442,7 +442,7 @@ class TestConcurrency(h.ReactordTestCase):
             hp.HealthCheckRequest(), timeout=30) for c in chans]
         res = [h.status_name(f.result().status) for f in futs]
         self.assertEqual(res.count("SERVING"), n)
-        ms = srv.wait_log(r"#(\d+)/\d+ method=/grpc\.health\.v1\.Health/Check grpc-status=0\b",
+        ms = srv.wait_log(r"conn=(\d+) stream=\d+ method=/grpc\.health\.v1\.Health/Check grpc-status=0\b",
                           count=n)
         self.assertGreaterEqual(len({m.group(1) for m in ms}), n)
         for c in chans:
@@ -508,8 +508,8 @@ class TestCancellation(h.ReactordTestCase):
         c.grpc_call(9, CHECK, EMPTY_CHECK)
         st = c.wait_stream(9)
         self.assertEqual(st.grpc_status, OK, st)
-        srv.wait_log(r"#\d+/3 /grpc\.health\.v1\.Health/Watch cancelled")
-        srv.wait_log(r"#\d+/5 /grpc\.health\.v1\.Health/Check cancelled")
+        srv.wait_log(r" stream=3 /grpc\.health\.v1\.Health/Watch cancelled")
+        srv.wait_log(r" stream=5 /grpc\.health\.v1\.Health/Check cancelled")
         self.assert_serving(srv)
 
 

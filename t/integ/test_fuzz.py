@@ -899,7 +899,7 @@ class TestFuzz(FuzzCase):
         with open(os.path.join(h.SRCDIR, "src", "services", "dispatch.c")) as f:
             src = f.read()
         kinds = {"RPC_UNARY": UNARY, "RPC_SERVER_STREAM": SSTREAM, "RPC_CLIENT_STREAM": CSTREAM}
-        table = {p: kinds[k] for p, k in re.findall(r'\{"(/[^"]+)", (RPC_\w+)', src)}
+        table = {p: kinds[k] for p, k in re.findall(r'\.path = "(/[^"]+)",\s*\.kind = (RPC_\w+)', src)}
         self.assertGreater(len(table), 30)
         self.assertEqual({t[0]: t[1] for t in self.table}, table)
 

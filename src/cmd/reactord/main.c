@@ -234,15 +234,15 @@ static int write_pid_file(void)
 	return fclose(f);
 }
 
-int main(int argc, char **argv)
+/* Options into d; -1 to go on, else the exit status (-h, -V, usage). */
+static int parse_args(int argc, char **argv, bool *test_only)
 {
-	bool test_only = false;
 	int opt;
 	d.conf_path = SYSCONFDIR "/reactor.conf";
 	while ((opt = getopt(argc, argv, "c:tvqVh")) != -1) {
 		switch (opt) {
 		case 'c': d.conf_path = optarg; break;
-		case 't': test_only = true; break;
+		case 't': *test_only = true; break;
 		case 'v': d.verbosity++; break;
 		case 'q': d.verbosity--; break;
 		case 'V': print_version(); return 0;
@@ -254,7 +254,13 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	return -1;
+}
 
+/* Load the config (and with -t stop there); -1 to go on, else the exit
+ * status. */
+static int load_config(bool test_only)
+{
 	char *err = NULL;
 	if (cfg_load(d.conf_path, &d.boot, &err) != 0) {
 		fprintf(stderr, "reactord: %s\n", err);
@@ -267,76 +273,103 @@ int main(int argc, char **argv)
 		return 0;
 	}
 	d.live = d.boot;
+	return -1;
+}
+
+/* The event loop, and the layers wired to each other: the layers below
+ * know nothing above them, so main injects what they call upward. */
+static int init_loop(void)
+{
 	signal(SIGPIPE, SIG_IGN);
 	if (dispatch_check() != 0) {
 		fprintf(stderr, "reactord: internal error: dispatch table not sorted\n");
-		return 1;
+		return -1;
 	}
-
 	d.base = event_base_new();
 	if (!d.base) {
 		fprintf(stderr, "reactord: cannot create the event loop\n");
-		return 1;
+		return -1;
 	}
 	call_set_base(d.base);
+	call_set_lookup(dispatch_find);
+	call_set_metadata_decoder(dispatch_decode_metadata);
 	apply_live(d.live);
 	LOGI("main", "reactord %s starting (config %s)", PACKAGE_VERSION, d.conf_path);
+	return 0;
+}
 
-	int rc = 1;
+static int start_state_dir(void)
+{
 	if (mkdir_p(d.boot->state_dir, 0755) != 0) {
 		LOGE("main", "state-dir %s: %s", d.boot->state_dir, strerror(errno));
-		goto out_base;
+		return -1;
 	}
 	if (write_pid_file() != 0)
 		LOGW("main", "cannot write %s: %s", d.pid_file, strerror(errno));
+	return 0;
+}
 
+/* Redis and what registers scripts or subscriptions with it. */
+static int start_store(void)
+{
+	char *err = NULL;
 	store_on_state(store_state, NULL);
 	keys_set_ns(d.boot->redis_prefix);
 	if (svc_buckets_init(d.base) != 0) {
 		LOGE("main", "buckets: cannot register the Redis scripts");
-		goto out_store;
+		return -1;
 	}
 	if (sched_init() != 0) {
 		LOGE("main", "scheduler: cannot register the Redis scripts");
-		goto out_store;
+		return -1;
 	}
 	if (ac_init(d.base) != 0) {
 		LOGE("main", "action cache: cannot register the Redis scripts");
-		goto out_store;
+		return -1;
 	}
 	sched_watch_init(d.base);
 	if (store_start(d.base, d.boot, &err) != 0) {
 		LOGE("main", "redis: %s", err);
 		free(err);
-		goto out_store;
+		return -1;
 	}
+	return 0;
+}
+
+/* Storage, the services, the listeners and the local workers; then the
+ * ready timer (ready at the latest after the Redis connect timeout). */
+static int start_serving(void)
+{
+	char *err = NULL;
 	if (inst_open_all(d.base, d.boot, &err) != 0) {
 		LOGE("main", "storage: %s", err);
 		free(err);
-		goto out_server;
+		return -1;
 	}
 	svc_bytestream_init(d.base);
 	svc_cas_init(d.base);
 	svc_exec_init(d.base);
 	svc_bots_init(d.base);
 	sched_start(d.base);
-	if (server_start(d.base, d.boot, &err) != 0) {
+	if (server_start(d.base, d.boot, call_accept, NULL, &err) != 0) {
 		LOGE("main", "listen: %s", err);
 		free(err);
-		goto out_server;
+		return -1;
 	}
 	if (worker_sup_start(d.base, d.boot, &err) != 0) {
 		LOGE("main", "%s", err);
 		free(err);
-		goto out_server;
+		return -1;
 	}
 	d.ready_ev = evtimer_new(d.base, ready_timeout_cb, NULL);
-	{
-		int64_t t = d.boot->redis_connect_timeout_us;
-		struct timeval tv = {t / 1000000, t % 1000000};
-		event_add(d.ready_ev, &tv);
-	}
+	int64_t t = d.boot->redis_connect_timeout_us;
+	struct timeval tv = {t / 1000000, t % 1000000};
+	event_add(d.ready_ev, &tv);
+	return 0;
+}
 
+static void start_signals(void)
+{
 	d.sigterm = evsignal_new(d.base, SIGTERM, signal_cb, NULL);
 	d.sigint = evsignal_new(d.base, SIGINT, signal_cb, NULL);
 	d.sighup = evsignal_new(d.base, SIGHUP, signal_cb, NULL);
@@ -345,18 +378,20 @@ int main(int argc, char **argv)
 	event_add(d.sigterm, NULL);
 	event_add(d.sigint, NULL);
 	event_add(d.sighup, NULL);
-	if (store_up())
-		announce_ready();
+}
 
-	event_base_dispatch(d.base);
-	rc = 0;
-
+static void stop_signals(void)
+{
 	event_free(d.sigterm);
 	event_free(d.sigint);
 	event_free(d.sighup);
 	event_free(d.grace_ev);
 	event_free(d.force_ev);
-out_server:
+}
+
+/* Undo start_serving (also after it failed part way). */
+static void stop_serving(void)
+{
 	if (d.ready_ev)
 		event_free(d.ready_ev);
 	d.ready_ev = NULL;
@@ -367,7 +402,11 @@ out_server:
 	svc_bytestream_shutdown();
 	svc_ac_shutdown();
 	inst_close_all();
-out_store:
+}
+
+/* Undo start_store (also after it failed part way), and the files. */
+static void stop_store(void)
+{
 	svc_buckets_shutdown();
 	sched_stop();
 	sched_watch_shutdown();
@@ -376,12 +415,48 @@ out_store:
 		unlink(d.boot->ready_file);
 	if (d.pid_file)
 		unlink(d.pid_file);
-out_base:
+}
+
+static void free_all(void)
+{
 	free(d.pid_file);
 	event_base_free(d.base);
 	if (d.live != d.boot)
 		cfg_free(d.live);
 	cfg_free(d.boot);
+}
+
+int main(int argc, char **argv)
+{
+	bool test_only = false;
+	int rc = parse_args(argc, argv, &test_only);
+	if (rc >= 0)
+		return rc;
+	rc = load_config(test_only);
+	if (rc >= 0)
+		return rc;
+	if (init_loop() != 0)
+		return 1;
+
+	rc = 1;
+	if (start_state_dir() != 0)
+		goto out_base;
+	if (start_store() != 0)
+		goto out_store;
+	if (start_serving() != 0)
+		goto out_server;
+	start_signals();
+	if (store_up())
+		announce_ready();
+	event_base_dispatch(d.base);
+	rc = 0;
+	stop_signals();
+out_server:
+	stop_serving();
+out_store:
+	stop_store();
+out_base:
+	free_all();
 	LOGI("main", "exit %d", rc);
 	return rc;
 }

@@ -19,6 +19,7 @@
 #include "rpc/client.h"
 #include "grpc/health/v1/health.pb-c.h"
 #include "transport/h2.h"
+#include "services/dispatch.h"
 #include "services/inst.h"
 #include "services/svc.h"
 #include "check_run.h"
@@ -77,6 +78,8 @@ static void setup_server(void)
 					 &cfg, &err),
 			 0);
 	call_set_base(base);
+	call_set_lookup(dispatch_find);
+	call_set_metadata_decoder(dispatch_decode_metadata);
 	call_configure(cfg);
 	svc_set_config(cfg);
 	inst_configure(cfg);
@@ -409,8 +412,45 @@ START_TEST(test_garbage_after_preface)
 	for (int i = 0; i < 5; i++)
 		event_base_loop(base, EVLOOP_NONBLOCK);
 	evbuffer_add_buffer(acc, bufferevent_get_input(pair[1]));
-	/* The server answered with at least SETTINGS and a GOAWAY. */
-	ck_assert_uint_ge(evbuffer_get_length(acc), 9);
+	/* The server's answer, frame by frame: its SETTINGS first, and a
+	 * GOAWAY last that processed no stream and names the error (the
+	 * client preface must go on with a SETTINGS frame: PROTOCOL_ERROR). */
+	size_t n = evbuffer_get_length(acc);
+	uint8_t *b = malloc(n ? n : 1);
+	evbuffer_remove(acc, b, n);
+	int nframes = 0, first_type = -1, goaways = 0, last_type = -1;
+	uint32_t last_stream = 0xffffffff, error = 0xffffffff;
+	size_t off = 0;
+	while (off + 9 <= n) {
+		uint32_t len = (uint32_t)b[off] << 16 | (uint32_t)b[off + 1] << 8 | b[off + 2];
+		int type = b[off + 3];
+		uint32_t sid = ((uint32_t)b[off + 5] << 24 | (uint32_t)b[off + 6] << 16 |
+				(uint32_t)b[off + 7] << 8 | b[off + 8]) &
+			       0x7fffffff;
+		ck_assert_uint_le(off + 9 + len, n);
+		const uint8_t *pl = b + off + 9;
+		if (nframes++ == 0)
+			first_type = type;
+		last_type = type;
+		if (type == 0x7) { /* GOAWAY */
+			goaways++;
+			ck_assert_uint_eq(sid, 0);
+			ck_assert_uint_ge(len, 8);
+			last_stream = ((uint32_t)pl[0] << 24 | (uint32_t)pl[1] << 16 |
+				       (uint32_t)pl[2] << 8 | pl[3]) &
+				      0x7fffffff;
+			error = (uint32_t)pl[4] << 24 | (uint32_t)pl[5] << 16 |
+				(uint32_t)pl[6] << 8 | pl[7];
+		}
+		off += 9 + len;
+	}
+	ck_assert_uint_eq(off, n);	   /* whole frames only */
+	ck_assert_int_eq(first_type, 0x4); /* SETTINGS */
+	ck_assert_int_eq(goaways, 1);
+	ck_assert_int_eq(last_type, 0x7); /* nothing after the GOAWAY */
+	ck_assert_uint_eq(last_stream, 0);
+	ck_assert_uint_eq(error, 0x1); /* PROTOCOL_ERROR */
+	free(b);
 	evbuffer_free(acc);
 	bufferevent_free(pair[1]);
 }
