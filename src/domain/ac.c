@@ -30,10 +30,10 @@
 #include "state/keys.h"
 #include "state/lua.h"
 #include "state/store.h"
+#include "proto/pb.h"
 
 #define MOD "ac"
 
-typedef Build__Bazel__Remote__Execution__V2__ActionResult PbActionResult;
 
 /* Completeness-check cache. */
 #define CHECK_TTL_US (60 * 1000000LL)

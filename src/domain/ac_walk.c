@@ -25,9 +25,8 @@
 #include "core/util.h"
 #include "domain/ac.h"
 #include "domain/blob.h"
+#include "proto/pb.h"
 
-typedef Build__Bazel__Remote__Execution__V2__ActionResult PbActionResult;
-typedef Build__Bazel__Remote__Execution__V2__Digest PbDigest;
 
 /* Time per loop pass, and steps between clock reads. */
 #define WALK_SLICE_US	 2000

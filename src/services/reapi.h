@@ -10,8 +10,8 @@
 #include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 #include "rpc/call.h"
 #include "core/digest.h"
+#include "proto/pb.h"
 
-typedef Build__Bazel__Remote__Execution__V2__Digest PbDigest;
 
 /* Validate a protobuf Digest; on failure finish the call with
  * INVALID_ARGUMENT naming `what` and return -1. */

@@ -21,10 +21,10 @@
 #include "services/inst.h"
 #include "services/reapi.h"
 #include "services/svc.h"
+#include "proto/pb.h"
 
 #define MOD "ac"
 
-typedef Build__Bazel__Remote__Execution__V2__ActionResult PbActionResult;
 
 /* Inlining: each blob at most INLINE_BLOB_MAX, and the whole response
  * kept under INLINE_MSG_MAX (the default receive limit of gRPC clients,

@@ -38,6 +38,7 @@
 #include "domain/sched.h"
 #include "services/svc.h"
 #include "domain/sched_watch.h"
+#include "proto/pb.h"
 
 #define MOD	   "bots"
 #define RW(x)	   GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__##x
@@ -49,9 +50,6 @@
 #define POLL_MARGIN_US 5000000LL
 #define POLL_MIN_US    50000LL
 
-typedef Google__Devtools__Remoteworkers__V1test2__BotSession PbBotSession;
-typedef Google__Devtools__Remoteworkers__V1test2__Lease PbLease;
-typedef Build__Bazel__Remote__Execution__V2__ActionResult PbActionResult;
 
 struct bot {
 	struct call *c;
