@@ -156,6 +156,14 @@ const char *call_peer(const struct call *c)
 {
 	return c->peer;
 }
+uint64_t call_conn_id(const struct call *c)
+{
+	return c->conn_id;
+}
+int32_t call_stream_id(const struct call *c)
+{
+	return c->stream_id;
+}
 const struct rpc_method *call_method(const struct call *c)
 {
 	return c->m;

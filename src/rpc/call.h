@@ -21,6 +21,7 @@
 #include <protobuf-c/protobuf-c.h>
 
 #include "rpc/grpc.h"
+#include "core/log.h"
 #include "core/util.h"
 
 struct call;
@@ -119,6 +120,14 @@ size_t call_pending(const struct call *c);
 const char *call_metadata(const struct call *c, const char *key, size_t *len);
 /* The caller's address ("127.0.0.1:5000", "[::1]:5000", "unix"). */
 const char *call_peer(const struct call *c);
+/* The ids that name the call in logs (core/log.h's LOG_STREAM). */
+uint64_t call_conn_id(const struct call *c);
+int32_t call_stream_id(const struct call *c);
+/* How every layer above names a call in a log line: its stream the way
+ * transport and rpc do, then the peer, e.g.
+ *   LOGI(MOD, CALL_FMT ": bot %s opens session", CALL_ARGS(c), id); */
+#define CALL_FMT     LOG_STREAM " peer=%s"
+#define CALL_ARGS(c) call_conn_id(c), call_stream_id(c), call_peer(c)
 const struct rpc_method *call_method(const struct call *c);
 /* Remaining time before the deadline in microseconds (INT64_MAX if none). */
 int64_t call_remaining_us(const struct call *c);

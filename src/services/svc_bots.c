@@ -50,7 +50,6 @@
 #define POLL_MARGIN_US 5000000LL
 #define POLL_MIN_US    50000LL
 
-
 struct bot {
 	struct call *c;
 	int refs;
@@ -377,7 +376,7 @@ void svc_bots_create(struct call *c, const ProtobufCMessage *msg)
 		.expire_us = now_us() + svc_config()->sched_bot_keepalive_us,
 		.assign = b->assign,
 	};
-	LOGI(MOD, "%s: bot %s opens session %s (properties \"%s\")", call_peer(c), b->bot_id,
+	LOGI(MOD, CALL_FMT ": bot %s opens session %s (properties \"%s\")", CALL_ARGS(c), b->bot_id,
 	     b->session, b->props);
 	b->poll_us = 0; /* creation never waits */
 	bot_ref(b);
@@ -531,8 +530,8 @@ void svc_bots_post_event(struct call *c, const ProtobufCMessage *msg)
 	const Google__Devtools__Remoteworkers__V1test2__PostBotEventTempRequest *req =
 		(const void *)msg;
 	int lvl = req->type == RW(POST_BOT_EVENT_TEMP_REQUEST__TYPE__ERROR) ? LOG_WARN : LOG_INFO;
-	log_msg(lvl, MOD, "%s: event from bot session %.200s: %.1000s", call_peer(c), req->name,
-		req->msg);
+	log_msg(lvl, MOD, CALL_FMT ": event from bot session %.200s: %.1000s", CALL_ARGS(c),
+		req->name, req->msg);
 	Google__Protobuf__Empty e = GOOGLE__PROTOBUF__EMPTY__INIT;
 	call_reply(c, &e.base);
 }

@@ -210,7 +210,7 @@ void svc_ops_cancel(struct call *c, const ProtobufCMessage *msg)
 	if (!name_ok(c, req->name))
 		return;
 	struct one *o = one_new(c, req->name);
-	LOGI("ops", "%s: CancelOperation %s", call_peer(c), o->name);
+	LOGI("ops", CALL_FMT ": CancelOperation %s", CALL_ARGS(c), o->name);
 	int rc = sched_cancel_op(o->name, change_reply, o);
 	if (rc != 0) {
 		finish_err(c, rc, o->name, "cancel the operation");
