@@ -60,8 +60,8 @@ struct ac_res {
 typedef void (*ac_cb)(void *arg, const struct ac_res *r);
 
 /* Register the scripts (before store_start) and remember the loop the
- * sliced checks run on.  Returns 0, or ERR_STORE_FAILED when the store
- * is already started. */
+ * sliced checks run on.  Returns 0, or store_script_register's error
+ * (ERR_PRECONDITION when the store is already started). */
 int ac_init(struct event_base *base) WARN_UNUSED;
 
 /* Cancel checks in progress (their callbacks run with -ECANCELED) and free

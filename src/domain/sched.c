@@ -236,7 +236,8 @@ static void req_free(struct req *q)
 
 /* Run script s with its own keys and arguments (lens: NULL for
  * NUL-terminated arguments), adding what the prelude expects.  Returns 0,
- * or ERR_STORE_DOWN with q freed and cb never called. */
+ * or store_evalsha's error (ERR_STORE_DOWN) with q freed and cb never
+ * called. */
 static int run(int s, store_cb cb, struct req *q, const char *const *keys, int nkeys,
 	       const char *const *args, const size_t *lens, int nargs)
 {
@@ -261,12 +262,9 @@ static int run(int s, store_cb cb, struct req *q, const char *const *keys, int n
 	free(l);
 	free(deadlines);
 	free(retire);
-	if (rc != 0) {
-		if (q)
-			req_free(q);
-		return ERR_STORE_DOWN;
-	}
-	return 0;
+	if (rc != 0 && q)
+		req_free(q);
+	return rc;
 }
 
 static void free_strv(char **v, size_t n)
@@ -361,7 +359,7 @@ int sched_platform(const Build__Bazel__Remote__Execution__V2__Platform *p,
 			for (size_t j = 0; j < i; j++)
 				free(v[j]);
 			free(v);
-			return -1;
+			return -EINVAL;
 		}
 		v[i] = pair(k, val);
 	}
@@ -882,7 +880,7 @@ int sched_init(void)
 		script_id[i] = store_script_register(script_name[i], text);
 		free(text);
 		if (script_id[i] < 0)
-			return -1;
+			return script_id[i];
 	}
 	return 0;
 }

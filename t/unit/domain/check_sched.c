@@ -17,6 +17,7 @@
  */
 #define _GNU_SOURCE
 #include <check.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
 #include <signal.h>
@@ -69,8 +70,11 @@ static char *canon(const struct cfg_instance *ci, const char *const *kv, size_t 
 	p.properties = pp;
 	char *out = NULL;
 	*err = NULL;
-	if (sched_platform(&p, ci, &out, err) != 0)
+	int rc = sched_platform(&p, ci, &out, err);
+	if (rc != 0) {
+		ck_assert_int_eq(rc, -EINVAL);
 		return NULL;
+	}
 	return out;
 }
 
