@@ -24,7 +24,6 @@
 
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
-#include <openssl/rand.h>
 
 #include "core/cfg.h"
 #include "core/err.h"
@@ -83,18 +82,6 @@ int sched_stage_parse(const char *name)
 		if (strcmp(name, stage_names[i]) == 0)
 			return i;
 	return -1;
-}
-
-char *sched_uuid(void)
-{
-	uint8_t b[16];
-	if (RAND_bytes(b, sizeof b) != 1)
-		abort();
-	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
-	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-	return xasprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-			 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
-			 b[12], b[13], b[14], b[15]);
 }
 
 /* Element i of an array reply as a string ("" for nil); *len set. */
@@ -437,7 +424,7 @@ static void enqueue_reply(redisReply *r, void *arg)
 int sched_enqueue(const struct sched_enqueue_req *e, sched_enqueue_cb cb, void *arg)
 {
 	char action[DIGEST_STR_LEN], prio[16], timeout[24], attempts[16], now[24], ret[24];
-	char *job = sched_uuid();
+	char *job = uuid4();
 	char *keys[] = {keys_action_job(e->instance, e->action),
 			keys_op(e->op),
 			keys_ops(e->instance),

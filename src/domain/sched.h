@@ -64,8 +64,12 @@ int sched_init(void) WARN_UNUSED;
 void sched_start(struct event_base *base);
 void sched_stop(void);
 
-/* A random RFC 4122 version-4 UUID string (malloc'd). */
-char *sched_uuid(void);
+/* A random RFC 4122 version-4 UUID string (malloc'd): an operation or
+ * job name.  The one generator is uuid4() in core/util.h. */
+static inline char *sched_uuid(void)
+{
+	return uuid4();
+}
 
 /* ---- platforms ----------------------------------------------------------- */
 

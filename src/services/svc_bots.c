@@ -361,7 +361,7 @@ void svc_bots_create(struct call *c, const ProtobufCMessage *msg)
 		return;
 	}
 	struct bot *b = bot_new(c);
-	char *uuid = sched_uuid();
+	char *uuid = uuid4();
 	b->session = *in->name ? xasprintf("%s/%s", in->name, uuid) : xstrdup(uuid);
 	free(uuid);
 	b->bot_id = xstrdup(s->bot_id);

@@ -83,12 +83,11 @@ static char *resource(const struct wcas *w, const struct digest *d, bool upload)
 	const char *sep = *w->instance ? "/" : "";
 	if (!upload)
 		return xasprintf("%s%sblobs/%s/%lld", w->instance, sep, d->hex, (long long)d->size);
-	static unsigned seq;
-	unsigned r = (unsigned)now_us() ^ ((unsigned)getpid() << 16);
-	return xasprintf("%s%suploads/%08x-%04x-4%03x-8%03x-%012llx/blobs/%s/%lld", w->instance,
-			 sep, r, (unsigned)getpid() & 0xffff, ++seq & 0xfff,
-			 (unsigned)(now_us() & 0xfff), (unsigned long long)mono_us(), d->hex,
-			 (long long)d->size);
+	char *uuid = uuid4();
+	char *r = xasprintf("%s%suploads/%s/blobs/%s/%lld", w->instance, sep, uuid, d->hex,
+			    (long long)d->size);
+	free(uuid);
+	return r;
 }
 
 /* ---- ByteStream Read --------------------------------------------------------- */
