@@ -7,9 +7,12 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/child.h"
 #include "core/util.h"
 #include "check_run.h"
 
@@ -212,6 +215,31 @@ START_TEST(test_utf8)
 }
 END_TEST
 
+/* A real child's waitpid() status, so the W* macros decode it. */
+static int child_status(int how)
+{
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		if (how)
+			raise(how);
+		_exit(3);
+	}
+	int st;
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	return st;
+}
+
+START_TEST(test_child_status)
+{
+	char buf[64];
+	ck_assert_str_eq(child_status_str(child_status(0), buf, sizeof buf),
+			 "exited with status 3");
+	ck_assert_str_eq(child_status_str(child_status(SIGKILL), buf, sizeof buf),
+			 "was killed by signal 9 (Killed)");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("util");
@@ -224,6 +252,7 @@ int main(void)
 	tcase_add_test(tc, test_varint);
 	tcase_add_test(tc, test_uuid4);
 	tcase_add_test(tc, test_utf8);
+	tcase_add_test(tc, test_child_status);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
