@@ -92,21 +92,36 @@ static char *resource(const struct wcas *w, const struct digest *d, bool upload)
 
 /* ---- ByteStream Read --------------------------------------------------------- */
 
+/* How a ByteStream call ended: bs_done records it, the command loop
+ * polls `done` after each loop pass. */
+struct bs_end {
+	bool done;
+	int code;
+	char *msg;
+};
+
+static void bs_done(struct rc_call *k, int code, const char *message, void *arg)
+{
+	(void)k;
+	struct bs_end *e = arg;
+	e->code = code;
+	e->msg = xstrdup(message);
+	e->done = true;
+}
+
 struct bs_read {
 	int fd;	      /* write here, or */
 	uint8_t *buf; /* collect here */
 	size_t len, cap;
 	struct hasher *h;
 	bool io_error;
-	bool done;
-	int code;
-	char *msg;
+	struct bs_end end; /* the rc_call's arg */
 };
 
 static void bs_read_msg(struct rc_call *k, const uint8_t *msg, size_t len, void *arg)
 {
 	(void)k;
-	struct bs_read *r = arg;
+	struct bs_read *r = container_of(arg, struct bs_read, end);
 	Google__Bytestream__ReadResponse *m =
 		google__bytestream__read_response__unpack(NULL, len, msg);
 	if (!m) {
@@ -137,15 +152,6 @@ static void bs_read_msg(struct rc_call *k, const uint8_t *msg, size_t len, void 
 	google__bytestream__read_response__free_unpacked(m, NULL);
 }
 
-static void bs_done(struct rc_call *k, int code, const char *message, void *arg)
-{
-	(void)k;
-	struct bs_read *r = arg;
-	r->code = code;
-	r->msg = xstrdup(message);
-	r->done = true;
-}
-
 /* Stream one blob into fd (fd >= 0) or memory (*out). */
 static int bs_read(struct wcas *w, const struct digest *d, int fd, uint8_t **out, size_t *outlen,
 		   char **err)
@@ -153,8 +159,9 @@ static int bs_read(struct wcas *w, const struct digest *d, int fd, uint8_t **out
 	struct bs_read r = {.fd = fd, .h = hasher_new()};
 	Google__Bytestream__ReadRequest req = GOOGLE__BYTESTREAM__READ_REQUEST__INIT;
 	req.resource_name = resource(w, d, false);
-	struct rc_call *k = rc_call_start(w->cl, "/google.bytestream.ByteStream/Read",
-					  RPC_TIMEOUT_US * 5, NULL, 0, bs_read_msg, bs_done, &r);
+	struct rc_call *k =
+		rc_call_start(w->cl, "/google.bytestream.ByteStream/Read", RPC_TIMEOUT_US * 5, NULL,
+			      0, bs_read_msg, bs_done, &r.end);
 	int rc = WCAS_EIO;
 	if (!k) {
 		*err = xstrdup("ByteStream Read: connection is closed");
@@ -166,16 +173,16 @@ static int bs_read(struct wcas *w, const struct digest *d, int fd, uint8_t **out
 	rc_call_send(k, buf, n);
 	free(buf);
 	rc_call_close_send(k);
-	while (!r.done)
+	while (!r.end.done)
 		event_base_loop(w->base, EVLOOP_ONCE);
 	struct digest got;
 	hasher_final(r.h, &got);
-	if (r.code == GRPC_NOT_FOUND) {
+	if (r.end.code == GRPC_NOT_FOUND) {
 		*err = missing_msg(d);
 		rc = WCAS_MISSING;
-	} else if (r.code != GRPC_OK) {
-		*err = xasprintf("ByteStream Read %s: status %d: %s", req.resource_name, r.code,
-				 r.msg);
+	} else if (r.end.code != GRPC_OK) {
+		*err = xasprintf("ByteStream Read %s: status %d: %s", req.resource_name, r.end.code,
+				 r.end.msg);
 	} else if (r.io_error) {
 		*err = xasprintf("ByteStream Read %s: cannot write the blob: %s", req.resource_name,
 				 strerror(errno));
@@ -192,7 +199,7 @@ static int bs_read(struct wcas *w, const struct digest *d, int fd, uint8_t **out
 	}
 out:
 	free(r.buf);
-	free(r.msg);
+	free(r.end.msg);
 	hasher_free(r.h);
 	free(req.resource_name);
 	return rc;
@@ -618,29 +625,14 @@ static int batch_update(struct wcas *w, const struct wcas_blob *b, const size_t 
 	return rc;
 }
 
-struct bs_write {
-	bool done;
-	int code;
-	char *msg;
-};
-
-static void bsw_done(struct rc_call *k, int code, const char *message, void *arg)
-{
-	(void)k;
-	struct bs_write *r = arg;
-	r->code = code;
-	r->msg = xstrdup(message);
-	r->done = true;
-}
-
 static int bs_write(struct wcas *w, const struct wcas_blob *b, char **err)
 {
-	struct bs_write r = {0};
+	struct bs_end r = {0};
 	char *name = resource(w, &b->d, true);
 	int rc = WCAS_EIO;
 	int fd = -1;
 	struct rc_call *k = rc_call_start(w->cl, "/google.bytestream.ByteStream/Write",
-					  RPC_TIMEOUT_US * 5, NULL, 0, NULL, bsw_done, &r);
+					  RPC_TIMEOUT_US * 5, NULL, 0, NULL, bs_done, &r);
 	if (!k) {
 		*err = xstrdup("ByteStream Write: connection is closed");
 		goto out;
