@@ -148,6 +148,5 @@ const char *bk_status_name(int v);
 const char *bk_result_name(int v);
 const char *bk_failure_name(int v);
 const char *bk_cancel_name(int v);
-const char *bk_reason_name(int v);
 
 #endif
