@@ -13,12 +13,12 @@
 
 #include "core/digest.h"
 #include "core/util.h"
+#include "proto/pb.h"
 #include "state/store.h"
 
 struct redisReply;
 
 #define SCHED_MOD "sched"
-#define LEASE(x)  GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__LEASE_STATE__##x
 
 /* The scripts, by index into sched.c's table of src/state/lua/ names. */
 enum {

@@ -41,7 +41,6 @@
 #include "proto/pb.h"
 
 #define MOD	   "bots"
-#define RW(x)	   GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__##x
 #define URL_DIGEST "type.googleapis.com/build.bazel.remote.execution.v2.Digest"
 #define URL_RESULT "type.googleapis.com/build.bazel.remote.execution.v2.ActionResult"
 /* Answer a long poll this long before the client's deadline (the

@@ -24,7 +24,6 @@
 #include "rpc/grpc.h"
 #include "core/util.h"
 
-#define RE(x)	       BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
 #define CAS	       "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
 #define RPC_TIMEOUT_US (120 * 1000000LL)
 #define CHUNK	       (1 << 20)
@@ -51,7 +50,7 @@ int wcas_init(struct wcas *w, struct event_base *base, struct rc_client *cl, con
 	w->instance = instance;
 	w->max_batch = 4 << 20;
 	Build__Bazel__Remote__Execution__V2__GetCapabilitiesRequest req =
-		RE(GET_CAPABILITIES_REQUEST__INIT);
+		REV2(GET_CAPABILITIES_REQUEST__INIT);
 	req.instance_name = (char *)instance;
 	ProtobufCMessage *resp = NULL;
 	char *msg = NULL;
@@ -212,7 +211,7 @@ static int batch_read(struct wcas *w, const struct digest *d, size_t n, uint8_t 
 		      char **err)
 {
 	Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest req =
-		RE(BATCH_READ_BLOBS_REQUEST__INIT);
+		REV2(BATCH_READ_BLOBS_REQUEST__INIT);
 	PbDigest *pds = xcalloc(n, sizeof(*pds));
 	PbDigest **pp = xcalloc(n, sizeof(*pp));
 	for (size_t i = 0; i < n; i++) {
@@ -561,7 +560,7 @@ static uint8_t *slurp(const char *path, size_t want, char **err)
 static int batch_update(struct wcas *w, const struct wcas_blob *b, const size_t *idx, size_t n,
 			char **err)
 {
-	PbBatchUpdate req = RE(BATCH_UPDATE_BLOBS_REQUEST__INIT);
+	PbBatchUpdate req = REV2(BATCH_UPDATE_BLOBS_REQUEST__INIT);
 	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request *rs =
 		xcalloc(n, sizeof(*rs));
 	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request **rp =
@@ -704,7 +703,7 @@ int wcas_upload(struct wcas *w, const struct wcas_blob *b, size_t n, char **err)
 	for (size_t s = 0; s < n && rc == 0; s += 5000) {
 		size_t m = n - s < 5000 ? n - s : 5000;
 		Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest req =
-			RE(FIND_MISSING_BLOBS_REQUEST__INIT);
+			REV2(FIND_MISSING_BLOBS_REQUEST__INIT);
 		PbDigest *pds = xcalloc(m, sizeof(*pds));
 		PbDigest **pp = xcalloc(m, sizeof(*pp));
 		size_t k = 0;

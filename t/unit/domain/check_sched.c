@@ -36,16 +36,13 @@
 #include "core/log.h"
 #include "domain/sched.h"
 #include "domain/sched_watch.h"
+#include "proto/pb.h"
 #include "state/keys.h"
 #include "state/store.h"
 #include "google/devtools/remoteworkers/v1test2/bots.pb-c.h"
 #include "check_run.h"
 
-#define LEASE(x) GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__LEASE_STATE__##x
-#define NS	 "t/ns:"
-
-typedef Build__Bazel__Remote__Execution__V2__Platform Platform;
-typedef Build__Bazel__Remote__Execution__V2__Platform__Property Prop;
+#define NS "t/ns:"
 
 static struct cfg_instance inst_with(char **keys, int n)
 {
@@ -58,8 +55,8 @@ static struct cfg_instance inst_with(char **keys, int n)
 
 static char *canon(const struct cfg_instance *ci, const char *const *kv, size_t n, char **err)
 {
-	Platform p = BUILD__BAZEL__REMOTE__EXECUTION__V2__PLATFORM__INIT;
-	Prop props[8], *pp[8];
+	PbPlatform p = BUILD__BAZEL__REMOTE__EXECUTION__V2__PLATFORM__INIT;
+	PbPlatformProperty props[8], *pp[8];
 	for (size_t i = 0; i < n; i++) {
 		build__bazel__remote__execution__v2__platform__property__init(&props[i]);
 		props[i].name = (char *)kv[2 * i];
