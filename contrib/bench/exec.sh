@@ -148,11 +148,13 @@ tp_rt=$(awk -v c="$(evalsha_calls)" -v n="$tp_n" 'BEGIN {printf "%.2f", n ? c / 
 	"(a forked child on CPU 1 competed with it)"
 
 # ---- ceiling: one action's Redis work as one script ------------------------
-# Mirrors sched_lua.c per action: enqueue (new job, op, queue, publish),
-# the bot's UpdateBotSession assigning it (session refresh, queue head,
-# job and session hashes, deadline), the next one completing it (finish:
-# hashes, queue and deadline removal, 3 retire entries with EXPIRE,
-# version bump, publish) and the waiting stream's view (op and job hashes).
+# Mirrors what src/state/lua/sched_*.lua do per action: the enqueue
+# (sched_enqueue.lua: new job, op, queue, publish), the bot's
+# UpdateBotSession assigning it (sched_bot_update.lua: session refresh,
+# queue head, job and session hashes, deadline), the next one completing
+# it (finish in sched_prelude.lua: hashes, queue and deadline removal, 3
+# retire entries with EXPIRE, version bump, publish) and the waiting
+# stream's view (sched_view.lua: op and job hashes).
 sha=$(R SCRIPT LOAD "
 local id, now, res = ARGV[1], ARGV[2], ARGV[3]
 local action = '3f2a9c1d5e7b8a6c4d2e0f1a3b5c7d9e1f2a4b6c3f2a9c1d5e7b8a6c4d2e0f1a/142'

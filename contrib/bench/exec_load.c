@@ -55,11 +55,10 @@
 #include "google/rpc/status.pb-c.h"
 #include "rpc/grpc.h"
 #include "core/log.h"
+#include "proto/pb.h"
 #include "services/reapi.h"
 #include "core/util.h"
 
-#define RE(x)		  BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
-#define RW(x)		  GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__##x
 #define EXEC_PATH	  "/build.bazel.remote.execution.v2.Execution/Execute"
 #define CAS_UPDATE	  "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs"
 #define BOTS_PFX	  "/google.devtools.remoteworkers.v1test2.Bots/"
@@ -73,10 +72,6 @@
 #define UPLOAD_BATCH	1000
 /* Bots are long-polling before the first Execute goes out. */
 #define SETTLE_US 200000
-
-typedef Google__Devtools__Remoteworkers__V1test2__BotSession PbBotSession;
-typedef Google__Devtools__Remoteworkers__V1test2__Lease PbLease;
-typedef Build__Bazel__Remote__Execution__V2__ActionResult PbActionResult;
 
 struct bot {
 	struct rc_client *cl;
@@ -213,7 +208,7 @@ static void upload(struct rc_client *cl, const char *tag)
 		char num[24];
 		snprintf(num, sizeof num, "%zu", i);
 		char *args[] = {"true", "exec_load", (char *)tag, num};
-		Build__Bazel__Remote__Execution__V2__Command cmd = RE(COMMAND__INIT);
+		Build__Bazel__Remote__Execution__V2__Command cmd = REV2(COMMAND__INIT);
 		cmd.n_arguments = 4;
 		cmd.arguments = args;
 		uint8_t *cbuf, *abuf;
@@ -224,7 +219,7 @@ static void upload(struct rc_client *cl, const char *tag)
 		PbDigest cpd, rpd;
 		reapi_pb_digest(&cpd, &cd);
 		reapi_pb_digest(&rpd, &digest_empty);
-		Build__Bazel__Remote__Execution__V2__Action act = RE(ACTION__INIT);
+		Build__Bazel__Remote__Execution__V2__Action act = REV2(ACTION__INIT);
 		act.command_digest = &cpd;
 		act.input_root_digest = &rpd;
 		act.do_not_cache = g.mode == MODE_NOCACHE;
@@ -246,7 +241,7 @@ static void upload(struct rc_client *cl, const char *tag)
 		if (n < cap && i + 1 < g.nactions)
 			continue;
 		Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest req =
-			RE(BATCH_UPDATE_BLOBS_REQUEST__INIT);
+			REV2(BATCH_UPDATE_BLOBS_REQUEST__INIT);
 		req.n_requests = n;
 		req.requests = rqp;
 		ProtobufCMessage *resp = NULL;
@@ -355,7 +350,7 @@ static void exec_next(struct client *c)
 	c->action = g.next++;
 	PbDigest d;
 	reapi_pb_digest(&d, &g.actions[c->action]);
-	Build__Bazel__Remote__Execution__V2__ExecuteRequest req = RE(EXECUTE_REQUEST__INIT);
+	Build__Bazel__Remote__Execution__V2__ExecuteRequest req = REV2(EXECUTE_REQUEST__INIT);
 	req.action_digest = &d;
 	req.skip_cache_lookup = g.mode == MODE_SKIP;
 	c->t0 = mono_us();
@@ -434,7 +429,8 @@ static void run_idle(void)
 		c->last = (uint8_t *)c; /* non-NULL while the call is open */
 		PbDigest d;
 		reapi_pb_digest(&d, &g.actions[i]);
-		Build__Bazel__Remote__Execution__V2__ExecuteRequest req = RE(EXECUTE_REQUEST__INIT);
+		Build__Bazel__Remote__Execution__V2__ExecuteRequest req =
+			REV2(EXECUTE_REQUEST__INIT);
 		req.action_digest = &d;
 		req.skip_cache_lookup = true;
 		calls[i] =
@@ -485,9 +481,9 @@ static void bot_update(struct bot *b)
 	s.worker = &w;
 
 	Build__Bazel__Remote__Execution__V2__ExecutedActionMetadata md =
-		RE(EXECUTED_ACTION_METADATA__INIT);
+		REV2(EXECUTED_ACTION_METADATA__INIT);
 	md.worker = b->id;
-	PbActionResult res = RE(ACTION_RESULT__INIT);
+	PbActionResult res = REV2(ACTION_RESULT__INIT);
 	res.execution_metadata = &md;
 	uint8_t rbuf[256];
 	size_t rlen = protobuf_c_message_get_packed_size(&res.base);

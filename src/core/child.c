@@ -1,11 +1,15 @@
 /*
- * child.c - the common preparation of a forked child (see child.h).
+ * child.c - the common preparation of a forked child, and the text of its
+ * exit status (see child.h).
  */
 #include "core/child.h"
 
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/prctl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 int child_prepare(int deathsig, pid_t parent)
@@ -31,4 +35,19 @@ int child_prepare(int deathsig, pid_t parent)
 		close(null);
 	}
 	return 0;
+}
+
+const char *child_status_str(int status, char *buf, size_t len)
+{
+	if (WIFEXITED(status))
+		snprintf(buf, len, "exited with status %d", WEXITSTATUS(status));
+	else if (WIFSIGNALED(status))
+		snprintf(buf, len, "was killed by signal %d (%s)", WTERMSIG(status),
+			 strsignal(WTERMSIG(status)));
+	else if (WIFSTOPPED(status))
+		snprintf(buf, len, "was stopped by signal %d (%s)", WSTOPSIG(status),
+			 strsignal(WSTOPSIG(status)));
+	else
+		snprintf(buf, len, "changed state (status 0x%x)", (unsigned)status);
+	return buf;
 }

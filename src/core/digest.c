@@ -182,11 +182,6 @@ void hasher_update(struct hasher *h, const void *data, size_t len)
 	h->fed += (int64_t)len;
 }
 
-int64_t hasher_fed(const struct hasher *h)
-{
-	return h->fed;
-}
-
 void hasher_final(struct hasher *h, struct digest *out)
 {
 	uint8_t md[EVP_MAX_MD_SIZE];

@@ -60,12 +60,10 @@ const char *digest_str(const struct digest *d, char *buf, size_t len);
  * hasher_new never returns NULL (aborts on out-of-memory or if OpenSSL
  * cannot provide SHA-256, which is a broken installation).
  * hasher_final writes the digest of everything fed since creation or the
- * last final, with size = bytes fed, and resets the hasher for reuse.
- * hasher_fed returns the bytes fed since the last reset. */
+ * last final, with size = bytes fed, and resets the hasher for reuse. */
 struct hasher;
 struct hasher *hasher_new(void);
 void hasher_update(struct hasher *h, const void *data, size_t len);
-int64_t hasher_fed(const struct hasher *h);
 void hasher_final(struct hasher *h, struct digest *out);
 void hasher_free(struct hasher *h);
 

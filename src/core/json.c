@@ -85,36 +85,6 @@ static bool literal(struct parser *ps, const char *word)
 	return true;
 }
 
-/* Length of the valid UTF-8 sequence at p (1..4), or 0 (overlong forms,
- * surrogates and code points above U+10FFFF are invalid). */
-static size_t utf8_len(const unsigned char *p, const unsigned char *end)
-{
-	unsigned c = p[0];
-	size_t n;
-	unsigned cp;
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2, cp = c & 0x1f;
-	else if (c >= 0xe0 && c <= 0xef)
-		n = 3, cp = c & 0x0f;
-	else if (c >= 0xf0 && c <= 0xf4)
-		n = 4, cp = c & 0x07;
-	else
-		return 0;
-	if ((size_t)(end - p) < n)
-		return 0;
-	for (size_t i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (p[i] & 0x3f);
-	}
-	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
-
 struct sbuf {
 	char *s;
 	size_t n, cap;
@@ -202,7 +172,7 @@ static int parse_string(struct parser *ps, char **out, size_t *outlen)
 			const unsigned char *run = ps->p;
 			while (ps->p < ps->end && *ps->p != '"' && *ps->p != '\\' &&
 			       *ps->p >= 0x20) {
-				size_t n = utf8_len(ps->p, ps->end);
+				size_t n = utf8_seq_len(ps->p, ps->end);
 				if (!n) {
 					perr(ps, "invalid UTF-8");
 					goto fail;
@@ -480,18 +450,6 @@ struct json *json_parse(const char *text, size_t len, char *err, size_t errlen)
 		return NULL;
 	}
 	return j;
-}
-
-bool json_utf8_ok(const char *s, size_t len)
-{
-	const unsigned char *p = (const unsigned char *)s, *end = p + len;
-	while (p < end) {
-		size_t n = utf8_len(p, end);
-		if (!n)
-			return false;
-		p += n;
-	}
-	return true;
 }
 
 void json_quote(char **buf, size_t *n, const char *s, size_t len)

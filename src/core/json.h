@@ -46,10 +46,6 @@ const struct json *json_get(const struct json *j, const char *key);
 /* "null", "boolean", "number", "string", "array", "object". */
 const char *json_type_name(enum json_type t);
 
-/* True when s[0..len) is valid UTF-8 (no overlong forms, surrogates or
- * code points above U+10FFFF). */
-bool json_utf8_ok(const char *s, size_t len);
-
 /* Append s[0..len) to *buf as a JSON string literal with quotes, escaping
  * what RFC 8259 requires (and DEL); *buf is a malloc'd string grown with
  * xrealloc, *n its length. */

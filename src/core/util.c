@@ -1,6 +1,7 @@
 /*
- * util.c - allocation helpers, clocks, base64 and unit parsing.  These are
- * leaf functions with no state; every other module may use them.
+ * util.c - allocation helpers, clocks, base64, unit parsing, UUIDs and
+ * UTF-8 checks.  These are leaf functions with no state; every other
+ * module may use them.
  */
 #include "core/util.h"
 
@@ -12,6 +13,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+
+#include <openssl/rand.h>
 
 static void oom(size_t n)
 {
@@ -311,4 +314,59 @@ int pb_varint_get(const uint8_t **p, const uint8_t *end, uint64_t *v)
 		}
 	}
 	return -1;
+}
+
+char *uuid4(void)
+{
+	uint8_t b[16];
+	/* No entropy: there is nothing sane to hand out. */
+	if (RAND_bytes(b, sizeof b) != 1)
+		abort();
+	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
+	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
+	return xasprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
+			 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
+			 b[12], b[13], b[14], b[15]);
+}
+
+size_t utf8_seq_len(const unsigned char *p, const unsigned char *end)
+{
+	unsigned c = p[0];
+	size_t n;
+	unsigned cp;
+	if (c < 0x80)
+		return 1;
+	/* Lead bytes: 0xc0/0xc1 could only start an overlong pair, 0xf5 and
+	 * up only code points past U+10FFFF. */
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2, cp = c & 0x1f;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3, cp = c & 0x0f;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4, cp = c & 0x07;
+	else
+		return 0;
+	if ((size_t)(end - p) < n)
+		return 0;
+	for (size_t i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (p[i] & 0x3f);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+bool utf8_valid(const char *s, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + len;
+	while (p < end) {
+		size_t n = *p ? utf8_seq_len(p, end) : 0;
+		if (!n)
+			return false;
+		p += n;
+	}
+	return true;
 }

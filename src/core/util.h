@@ -14,9 +14,9 @@
 
 /* The struct that holds member `member` at address p. */
 #define container_of(p, type, member) ((type *)(void *)((char *)(p)-offsetof(type, member)))
-#define ARRAY_LEN(a)	  (sizeof(a) / sizeof((a)[0]))
-#define WARN_UNUSED	  __attribute__((warn_unused_result))
-#define PRINTF_LIKE(f, a) __attribute__((format(printf, f, a)))
+#define ARRAY_LEN(a)		      (sizeof(a) / sizeof((a)[0]))
+#define WARN_UNUSED		      __attribute__((warn_unused_result))
+#define PRINTF_LIKE(f, a)	      __attribute__((format(printf, f, a)))
 
 /* Allocation: never return NULL; abort with a message on out-of-memory.
  * Free with free(). */
@@ -69,5 +69,18 @@ int mkdir_p(const char *path, mode_t mode) WARN_UNUSED;
 enum { PB_VARINT_MAX = 10 };
 size_t pb_varint_put(uint8_t *p, uint64_t v);
 int pb_varint_get(const uint8_t **p, const uint8_t *end, uint64_t *v) WARN_UNUSED;
+
+/* A random RFC 4122 version-4 UUID, "xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx"
+ * in lower-case hex (malloc'd), from OpenSSL's RAND_bytes (aborts if the
+ * generator cannot be seeded). */
+char *uuid4(void);
+
+/* UTF-8.  utf8_seq_len: the length (1-4) of the well-formed sequence at p
+ * (p < end), or 0 when it is malformed (overlong, a surrogate, past
+ * U+10FFFF, truncated, or a stray continuation byte).  utf8_valid: true
+ * when s[0..len) is such sequences only and holds no NUL byte, i.e. text a
+ * C string or a protobuf string field may carry. */
+size_t utf8_seq_len(const unsigned char *p, const unsigned char *end);
+bool utf8_valid(const char *s, size_t len);
 
 #endif

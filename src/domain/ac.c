@@ -158,8 +158,10 @@ int ac_init(struct event_base *base)
 		list_init(&ac.pending);
 	ck_ensure();
 	ac.drop_script = store_script_register("ac_drop", lua_source("ac_drop"));
+	if (ac.drop_script < 0)
+		return ac.drop_script;
 	ac.hit_script = store_script_register("ac_hit", lua_source("ac_hit"));
-	return ac.drop_script < 0 || ac.hit_script < 0 ? ERR_STORE_FAILED : 0;
+	return ac.hit_script < 0 ? ac.hit_script : 0;
 }
 
 /* ---- ops ---------------------------------------------------------------- */
@@ -313,11 +315,10 @@ static int drop_key(const char *key, const uint8_t *result, size_t len, ac_drop_
 	struct drop *d = xcalloc(1, sizeof(*d));
 	d->cb = cb;
 	d->arg = arg;
-	if (store_evalsha(ac.drop_script, drop_reply, d, 1, 1, args, lens) != 0) {
+	int rc = store_evalsha(ac.drop_script, drop_reply, d, 1, 1, args, lens);
+	if (rc != 0)
 		free(d);
-		return ERR_STORE_DOWN;
-	}
-	return 0;
+	return rc;
 }
 
 int ac_drop_if(const char *instance, const struct digest *action, const uint8_t *result, size_t len,
@@ -426,11 +427,10 @@ int ac_get(const char *instance, struct blob_store *cas, const struct digest *ac
 	   void *arg)
 {
 	struct op *o = op_new(instance, cas, action, cb, arg);
-	if (store_command(get_reply, o, "HGET %s result", o->key) != 0) {
+	int rc = store_command(get_reply, o, "HGET %s result", o->key);
+	if (rc != 0)
 		op_free(o);
-		return ERR_STORE_DOWN;
-	}
-	return 0;
+	return rc;
 }
 
 /* ---- ac_put ------------------------------------------------------------- */
@@ -509,8 +509,10 @@ static void put_walked(void *arg)
 				xasprintf("blobs/%s is missing from CAS%s",
 					  digest_str(&wr->missing[0], ms, sizeof(ms)),
 					  wr->nmissing > 1 ? " (and others)" : ""));
-	} else if (put_store(o) != 0) {
-		op_answer_later(o, ERR_STORE_DOWN, xstrdup("cannot store the action result"));
+	} else {
+		int rc = put_store(o);
+		if (rc != 0)
+			op_answer_later(o, rc, xstrdup("cannot store the action result"));
 	}
 	/* else put_reply answers */
 }

@@ -60,8 +60,8 @@ struct ac_res {
 typedef void (*ac_cb)(void *arg, const struct ac_res *r);
 
 /* Register the scripts (before store_start) and remember the loop the
- * sliced checks run on.  Returns 0, or ERR_STORE_FAILED when the store
- * is already started. */
+ * sliced checks run on.  Returns 0, or store_script_register's error
+ * (ERR_PRECONDITION when the store is already started). */
 int ac_init(struct event_base *base) WARN_UNUSED;
 
 /* Cancel checks in progress (their callbacks run with -ECANCELED) and free
@@ -87,7 +87,9 @@ int ac_put(const char *instance, struct blob_store *cas, const struct digest *ac
 
 /* Delete the entry of `action` only if its `result` field still equals
  * result/len (a fresh update racing with the drop survives).  cb (may be
- * NULL) gets rc 0 and *dropped = 1 or 0.  Returns 0 or ERR_STORE_DOWN. */
+ * NULL) gets rc 0 and *dropped = 1 or 0.  Returns 0 or ERR_STORE_DOWN.
+ * ac_get drops an unusable entry this way; it is public so check_ac can
+ * drive the compare-and-delete race (a newer result survives) directly. */
 typedef void (*ac_drop_cb)(void *arg, int rc, int dropped);
 int ac_drop_if(const char *instance, const struct digest *action, const uint8_t *result, size_t len,
 	       ac_drop_cb cb, void *arg) WARN_UNUSED;

@@ -320,11 +320,9 @@ static int run(struct op *o, int script, struct args *a)
 	int rc = store_evalsha(bk_scripts[script], cbs[o->kind], o, a->nkeys, a->n - a->nkeys,
 			       (const char **)a->v, a->len);
 	args_free(a);
-	if (rc < 0) {
+	if (rc < 0)
 		op_free(o);
-		return ERR_STORE_DOWN;
-	}
-	return 0;
+	return rc;
 }
 
 static struct op *build_op(const char *what, bk_cb cb, void *arg)
@@ -498,11 +496,9 @@ int bk_get(int64_t id, bk_cb cb, void *arg)
 	char *key = bkeys_build(id);
 	int rc = store_command(get_reply, o, "HGETALL %s", key);
 	free(key);
-	if (rc < 0) {
+	if (rc < 0)
 		op_free(o);
-		return ERR_STORE_DOWN;
-	}
-	return 0;
+	return rc;
 }
 
 int bk_lease(const Reactor__Buckets__V1__LeaseRequest *req, bk_cb cb, void *arg)

@@ -33,8 +33,8 @@ typedef Reactor__Buckets__V1__Build BkBuild;
 struct event_base;
 
 /* Register the scripts with the store and remember the loop (for deferred
- * answers); call once before store_start.  Returns 0, or -1 when the store
- * refuses (already started). */
+ * answers); call once before store_start.  Returns 0, or
+ * store_script_register's error (ERR_PRECONDITION: already started). */
 int bk_init(struct event_base *base) WARN_UNUSED;
 
 /* Fixed limits of the model. */
@@ -148,6 +148,5 @@ const char *bk_status_name(int v);
 const char *bk_result_name(int v);
 const char *bk_failure_name(int v);
 const char *bk_cancel_name(int v);
-const char *bk_reason_name(int v);
 
 #endif

@@ -43,10 +43,6 @@ const char *bk_cancel_name(int v)
 {
 	return enum_name(&reactor__buckets__v1__cancelation_reason__descriptor, v);
 }
-const char *bk_reason_name(int v)
-{
-	return enum_name(&reactor__buckets__v1__error_reason__descriptor, v);
-}
 
 int bk_reason_value(const char *name)
 {

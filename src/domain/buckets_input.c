@@ -34,14 +34,14 @@ bool bk_bucket_name_ok(const char *s)
 char *bk_check_utf8v(const char *field, char *const *v, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
-		if (!json_utf8_ok(v[i], strlen(v[i])))
+		if (!utf8_valid(v[i], strlen(v[i])))
 			return xasprintf("%s[%zu]: not valid UTF-8", field, i);
 	return NULL;
 }
 
 char *bk_check_utf8(const char *field, const char *s)
 {
-	return json_utf8_ok(s, strlen(s)) ? NULL : xasprintf("%s: not valid UTF-8", field);
+	return utf8_valid(s, strlen(s)) ? NULL : xasprintf("%s: not valid UTF-8", field);
 }
 
 char *bk_bad_bucket(const char *field, const char *name)

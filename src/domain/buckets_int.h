@@ -30,7 +30,8 @@ enum {
 	BK_S_COUNT
 };
 extern int bk_scripts[BK_S_COUNT];
-/* Register every script; 0 or -1 (store already started). */
+/* Register every script; 0, or store_script_register's error
+ * (ERR_PRECONDITION: store already started). */
 int bk_scripts_register(void) WARN_UNUSED;
 
 /* Input checks (buckets_input.c): NULL when fine, else a malloc'd message

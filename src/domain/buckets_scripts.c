@@ -40,7 +40,7 @@ int bk_scripts_register(void)
 		bk_scripts[i] = store_script_register(all[i].name, src);
 		free(src);
 		if (bk_scripts[i] < 0)
-			return -1;
+			return bk_scripts[i];
 	}
 	return 0;
 }

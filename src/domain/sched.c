@@ -1,19 +1,21 @@
 /*
  * sched.c - the scheduler's C side (see sched.h): script registration,
- * typed wrappers around each Lua transition, platform canonicalization
- * and the sweep timer.  Replies are parsed here so services never see a
- * redisReply.  Every request carries a small heap context holding the
- * caller's callback; it is freed after the callback ran, whatever the
- * reply was (NULL on a dropped connection).
+ * typed wrappers around each operation's Lua transition, platform
+ * canonicalization and the sweep timer; the Bots side (sessions, leases,
+ * queue sizes) is sched_bots.c, sharing sched_int.h.  Replies are parsed
+ * here so services never see a redisReply.  Every request carries a small
+ * heap context holding the caller's callback; it is freed after the
+ * callback ran, whatever the reply was (NULL on a dropped connection).
  *
  * Scripts are src/state/lua/sched_NAME.lua, each registered as
  * sched_prelude.lua followed by its own text: the helpers every
  * transition shares (finish, requeue, close_session, assign) are spelled
  * once, and each loaded script is still self-contained for EVALSHA.
- * run() adds the arguments the prelude expects (the two shared zsets in
- * KEYS, the namespace as the first ARGV).
+ * sched_run() adds the arguments the prelude expects (the two shared zsets
+ * in KEYS, the namespace as the first ARGV).
  */
 #include "domain/sched.h"
+#include "domain/sched_int.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -22,7 +24,6 @@
 
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
-#include <openssl/rand.h>
 
 #include "core/cfg.h"
 #include "core/err.h"
@@ -32,29 +33,12 @@
 #include "state/lua.h"
 #include "state/store.h"
 
-#define MOD	 "sched"
-#define LEASE(x) GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__LEASE_STATE__##x
+#define MOD SCHED_MOD
 /* Per sweep, at most this many of each kind of work (the rest waits for
  * the next tick, keeping every script run short). */
 #define SWEEP_LIMIT 200
 /* ListOperations scans at most this many index entries per page. */
 #define LIST_SCAN 2000
-
-enum {
-	S_ENQUEUE,
-	S_CACHED,
-	S_VIEW,
-	S_CANCEL,
-	S_DELETE,
-	S_LIST,
-	S_BOT_CREATE,
-	S_BOT_UPDATE,
-	S_ASSIGN,
-	S_UNASSIGN,
-	S_QUEUED,
-	S_SWEEP,
-	S_COUNT
-};
 
 /* File names (without .lua) of src/state/lua/, by script. */
 static const char *const script_name[S_COUNT] = {
@@ -100,44 +84,8 @@ int sched_stage_parse(const char *name)
 	return -1;
 }
 
-static int lease_state_parse(const char *s)
-{
-	if (!strcmp(s, "PENDING"))
-		return LEASE(PENDING);
-	if (!strcmp(s, "ACTIVE"))
-		return LEASE(ACTIVE);
-	if (!strcmp(s, "COMPLETED"))
-		return LEASE(COMPLETED);
-	if (!strcmp(s, "CANCELLED"))
-		return LEASE(CANCELLED);
-	return LEASE(LEASE_STATE_UNSPECIFIED);
-}
-
-static const char *lease_state_str(int st)
-{
-	switch (st) {
-	case LEASE(PENDING): return "PENDING";
-	case LEASE(ACTIVE): return "ACTIVE";
-	case LEASE(COMPLETED): return "COMPLETED";
-	case LEASE(CANCELLED): return "CANCELLED";
-	default: return "";
-	}
-}
-
-char *sched_uuid(void)
-{
-	uint8_t b[16];
-	if (RAND_bytes(b, sizeof b) != 1)
-		abort();
-	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40);
-	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80);
-	return xasprintf("%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x",
-			 b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11],
-			 b[12], b[13], b[14], b[15]);
-}
-
 /* Element i of an array reply as a string ("" for nil); *len set. */
-static const char *el_str(const redisReply *r, size_t i, size_t *len)
+const char *sched_el_str(const redisReply *r, size_t i, size_t *len)
 {
 	static char num[32];
 	if (!r || r->type != REDIS_REPLY_ARRAY || i >= r->elements) {
@@ -162,16 +110,16 @@ static const char *el_str(const redisReply *r, size_t i, size_t *len)
 	return "";
 }
 
-static int64_t el_int(const redisReply *r, size_t i)
+int64_t sched_el_int(const redisReply *r, size_t i)
 {
 	if (r && r->type == REDIS_REPLY_ARRAY && i < r->elements &&
 	    r->element[i]->type == REDIS_REPLY_INTEGER)
 		return r->element[i]->integer;
-	return strtoll(el_str(r, i, NULL), NULL, 10);
+	return strtoll(sched_el_str(r, i, NULL), NULL, 10);
 }
 
 /* "hash/size" to a digest; false when malformed. */
-static bool parse_action(const char *s, struct digest *d)
+bool sched_parse_action(const char *s, struct digest *d)
 {
 	const char *slash = strchr(s, '/');
 	if (!slash || slash - s != DIGEST_HEX_LEN)
@@ -190,7 +138,7 @@ static void action_arg(char *buf, size_t len, const struct digest *d)
 /* 0 for a usable reply; ERR_STORE_FAILED when the connection dropped
  * before it came, ERR_STORE_REPLY for an error reply (a script bug or a
  * broken server: logged). */
-static int reply_err(const redisReply *r, const char *what)
+int sched_reply_err(const redisReply *r, const char *what)
 {
 	if (!r)
 		return ERR_STORE_FAILED;
@@ -201,11 +149,11 @@ static int reply_err(const redisReply *r, const char *what)
 	return 0;
 }
 
-/* reply_err, and also ERR_STORE_REPLY when r is not an array of at least
- * `min` elements. */
-static int reply_array_err(const redisReply *r, size_t min, const char *what)
+/* sched_reply_err, and also ERR_STORE_REPLY when r is not an array of at
+ * least `min` elements. */
+int sched_reply_array_err(const redisReply *r, size_t min, const char *what)
 {
-	int rc = reply_err(r, what);
+	int rc = sched_reply_err(r, what);
 	if (rc == 0 && (r->type != REDIS_REPLY_ARRAY || r->elements < min)) {
 		LOGE(MOD, "%s: unexpected reply from Redis (type %d)", what, r->type);
 		rc = ERR_STORE_REPLY;
@@ -213,22 +161,15 @@ static int reply_array_err(const redisReply *r, size_t min, const char *what)
 	return rc;
 }
 
-/* One request in flight: the caller's callback and its argument. */
-struct req {
-	void (*fn)(void);
-	void *arg;
-	char *extra; /* owned copy some replies need */
-};
-
-static struct req *req_new(void (*fn)(void), void *arg)
+struct sched_req *sched_req_new(void (*fn)(void), void *arg)
 {
-	struct req *q = xcalloc(1, sizeof(*q));
+	struct sched_req *q = xcalloc(1, sizeof(*q));
 	q->fn = fn;
 	q->arg = arg;
 	return q;
 }
 
-static void req_free(struct req *q)
+void sched_req_free(struct sched_req *q)
 {
 	free(q->extra);
 	free(q);
@@ -236,9 +177,10 @@ static void req_free(struct req *q)
 
 /* Run script s with its own keys and arguments (lens: NULL for
  * NUL-terminated arguments), adding what the prelude expects.  Returns 0,
- * or ERR_STORE_DOWN with q freed and cb never called. */
-static int run(int s, store_cb cb, struct req *q, const char *const *keys, int nkeys,
-	       const char *const *args, const size_t *lens, int nargs)
+ * or store_evalsha's error (ERR_STORE_DOWN) with q freed and cb never
+ * called. */
+int sched_run(int s, store_cb cb, struct sched_req *q, const char *const *keys, int nkeys,
+	      const char *const *args, const size_t *lens, int nargs)
 {
 	int n = 2 + nkeys + 1 + nargs, k = 0;
 	const char **v = xcalloc((size_t)n, sizeof(*v));
@@ -261,15 +203,12 @@ static int run(int s, store_cb cb, struct req *q, const char *const *keys, int n
 	free(l);
 	free(deadlines);
 	free(retire);
-	if (rc != 0) {
-		if (q)
-			req_free(q);
-		return ERR_STORE_DOWN;
-	}
-	return 0;
+	if (rc != 0 && q)
+		sched_req_free(q);
+	return rc;
 }
 
-static void free_strv(char **v, size_t n)
+void sched_free_strv(char **v, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		free(v[i]);
@@ -361,7 +300,7 @@ int sched_platform(const Build__Bazel__Remote__Execution__V2__Platform *p,
 			for (size_t j = 0; j < i; j++)
 				free(v[j]);
 			free(v);
-			return -1;
+			return -EINVAL;
 		}
 		v[i] = pair(k, val);
 	}
@@ -420,40 +359,40 @@ bool sched_platform_match(const char *platform, const char *props)
 
 static void view_reply(redisReply *r, void *arg)
 {
-	struct req *q = arg;
+	struct sched_req *q = arg;
 	sched_view_cb cb = (sched_view_cb)q->fn;
-	int rc = reply_array_err(r, 0, "reading operations");
+	int rc = sched_reply_array_err(r, 0, "reading operations");
 	if (rc == 0 && r->elements % 9 != 0)
 		rc = ERR_STORE_REPLY;
 	if (rc != 0) {
 		cb(q->arg, rc, NULL, 0);
-		req_free(q);
+		sched_req_free(q);
 		return;
 	}
 	size_t n = r->elements / 9;
 	struct sched_view *v = xcalloc(n ? n : 1, sizeof(*v));
 	for (size_t i = 0; i < n; i++) {
 		size_t b = i * 9, len;
-		v[i].exists = el_int(r, b) == 1;
+		v[i].exists = sched_el_int(r, b) == 1;
 		if (!v[i].exists)
 			continue;
-		v[i].stage = sched_stage_parse(el_str(r, b + 1, NULL));
+		v[i].stage = sched_stage_parse(sched_el_str(r, b + 1, NULL));
 		if (v[i].stage < 0)
 			v[i].stage = SCHED_UNKNOWN;
-		v[i].status = (int)el_int(r, b + 2);
-		v[i].message = (char *)el_str(r, b + 3, NULL);
-		const char *res = el_str(r, b + 4, &len);
+		v[i].status = (int)sched_el_int(r, b + 2);
+		v[i].message = (char *)sched_el_str(r, b + 3, NULL);
+		const char *res = sched_el_str(r, b + 4, &len);
 		v[i].result = len ? (uint8_t *)res : NULL;
 		v[i].result_len = len;
-		v[i].cached = el_int(r, b + 5) == 1;
-		if (!parse_action(el_str(r, b + 6, NULL), &v[i].action))
+		v[i].cached = sched_el_int(r, b + 5) == 1;
+		if (!sched_parse_action(sched_el_str(r, b + 6, NULL), &v[i].action))
 			v[i].exists = false;
-		v[i].version = el_int(r, b + 7);
-		v[i].job = (char *)el_str(r, b + 8, NULL);
+		v[i].version = sched_el_int(r, b + 7);
+		v[i].job = (char *)sched_el_str(r, b + 8, NULL);
 	}
 	cb(q->arg, 0, v, n);
 	free(v);
-	req_free(q);
+	sched_req_free(q);
 }
 
 int sched_view(const char *const *ops, size_t n, sched_view_cb cb, void *arg)
@@ -461,31 +400,31 @@ int sched_view(const char *const *ops, size_t n, sched_view_cb cb, void *arg)
 	char **keys = xcalloc(n ? n : 1, sizeof(*keys));
 	for (size_t i = 0; i < n; i++)
 		keys[i] = keys_op(ops[i]);
-	int rc = run(S_VIEW, view_reply, req_new((void (*)(void))cb, arg),
-		     (const char *const *)keys, (int)n, NULL, NULL, 0);
-	free_strv(keys, n);
+	int rc = sched_run(S_VIEW, view_reply, sched_req_new((void (*)(void))cb, arg),
+			   (const char *const *)keys, (int)n, NULL, NULL, 0);
+	sched_free_strv(keys, n);
 	return rc;
 }
 
 static void enqueue_reply(redisReply *r, void *arg)
 {
-	struct req *q = arg;
+	struct sched_req *q = arg;
 	sched_enqueue_cb cb = (sched_enqueue_cb)q->fn;
-	int rc = reply_array_err(r, 4, "queueing a job");
+	int rc = sched_reply_array_err(r, 4, "queueing a job");
 	if (rc != 0) {
 		cb(q->arg, rc, NULL, 0, 0, false);
 	} else {
-		int st = sched_stage_parse(el_str(r, 1, NULL));
-		cb(q->arg, 0, el_str(r, 0, NULL), st < 0 ? SCHED_QUEUED : st, el_int(r, 2),
-		   el_int(r, 3) == 1);
+		int st = sched_stage_parse(sched_el_str(r, 1, NULL));
+		cb(q->arg, 0, sched_el_str(r, 0, NULL), st < 0 ? SCHED_QUEUED : st,
+		   sched_el_int(r, 2), sched_el_int(r, 3) == 1);
 	}
-	req_free(q);
+	sched_req_free(q);
 }
 
 int sched_enqueue(const struct sched_enqueue_req *e, sched_enqueue_cb cb, void *arg)
 {
 	char action[DIGEST_STR_LEN], prio[16], timeout[24], attempts[16], now[24], ret[24];
-	char *job = sched_uuid();
+	char *job = uuid4();
 	char *keys[] = {keys_action_job(e->instance, e->action),
 			keys_op(e->op),
 			keys_ops(e->instance),
@@ -503,9 +442,9 @@ int sched_enqueue(const struct sched_enqueue_req *e, sched_enqueue_cb cb, void *
 	const char *args[] = {e->instance, action,	e->op,	 job,
 			      prio,	   e->platform, timeout, e->do_not_cache ? "1" : "0",
 			      attempts,	   now,		ret};
-	int rc = run(S_ENQUEUE, enqueue_reply, req_new((void (*)(void))cb, arg),
-		     (const char *const *)keys, (int)ARRAY_LEN(keys), args, NULL,
-		     (int)ARRAY_LEN(args));
+	int rc = sched_run(S_ENQUEUE, enqueue_reply, sched_req_new((void (*)(void))cb, arg),
+			   (const char *const *)keys, (int)ARRAY_LEN(keys), args, NULL,
+			   (int)ARRAY_LEN(args));
 	free(job);
 	for (size_t i = 0; i < ARRAY_LEN(keys); i++)
 		free(keys[i]);
@@ -514,14 +453,14 @@ int sched_enqueue(const struct sched_enqueue_req *e, sched_enqueue_cb cb, void *
 
 static void done_reply(redisReply *r, void *arg)
 {
-	struct req *q = arg;
+	struct sched_req *q = arg;
 	sched_done_cb cb = (sched_done_cb)q->fn;
-	int rc = reply_err(r, q->extra ? q->extra : "operation change");
+	int rc = sched_reply_err(r, q->extra ? q->extra : "operation change");
 	if (rc == 0 && (r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) &&
 	    !strcmp(r->str, "NOTFOUND"))
 		rc = -ENOENT;
 	cb(q->arg, rc);
-	req_free(q);
+	sched_req_free(q);
 }
 
 /* A done_reply request on one operation key. */
@@ -531,9 +470,9 @@ static int run_op(int s, const char *what, const char *op, const char *const *ar
 	const char *keys[2] = {NULL, extra_key};
 	char *ok = keys_op(op);
 	keys[0] = ok;
-	struct req *q = req_new((void (*)(void))cb, arg);
+	struct sched_req *q = sched_req_new((void (*)(void))cb, arg);
 	q->extra = xstrdup(what);
-	int rc = run(s, done_reply, q, keys, extra_key ? 2 : 1, args, lens, nargs);
+	int rc = sched_run(s, done_reply, q, keys, extra_key ? 2 : 1, args, lens, nargs);
 	free(ok);
 	return rc;
 }
@@ -573,20 +512,20 @@ int sched_delete_op(const char *op, sched_done_cb cb, void *arg)
 
 static void list_reply(redisReply *r, void *arg)
 {
-	struct req *q = arg;
+	struct sched_req *q = arg;
 	sched_list_cb cb = (sched_list_cb)q->fn;
-	int rc = reply_array_err(r, 1, "listing operations");
+	int rc = sched_reply_array_err(r, 1, "listing operations");
 	if (rc != 0) {
 		cb(q->arg, rc, NULL, 0, -1);
 	} else {
 		size_t n = r->elements - 1;
 		char **names = xcalloc(n ? n : 1, sizeof(*names));
 		for (size_t i = 0; i < n; i++)
-			names[i] = (char *)el_str(r, i + 1, NULL);
-		cb(q->arg, 0, names, n, el_int(r, 0));
+			names[i] = (char *)sched_el_str(r, i + 1, NULL);
+		cb(q->arg, 0, names, n, sched_el_int(r, 0));
 		free(names);
 	}
-	req_free(q);
+	sched_req_free(q);
 }
 
 int sched_list_ops(const char *instance, int64_t offset, int size, int stage, sched_list_cb cb,
@@ -599,192 +538,9 @@ int sched_list_ops(const char *instance, int64_t offset, int size, int stage, sc
 	snprintf(scan, sizeof scan, "%d", LIST_SCAN > size ? LIST_SCAN : size);
 	const char *keys[] = {ik};
 	const char *args[] = {off, sz, stage > 0 ? sched_stage_name(stage) : "", scan};
-	int rc = run(S_LIST, list_reply, req_new((void (*)(void))cb, arg), keys, 1, args, NULL, 4);
+	int rc = sched_run(S_LIST, list_reply, sched_req_new((void (*)(void))cb, arg), keys, 1,
+			   args, NULL, 4);
 	free(ik);
-	return rc;
-}
-
-/* ---- bots ----------------------------------------------------------------- */
-
-static void bot_reply_common(redisReply *r, struct req *q, int kind)
-{
-	sched_bot_cb cb = (sched_bot_cb)q->fn;
-	struct sched_bot_result res = {0};
-	const char *what = kind == S_BOT_CREATE	  ? "creating a bot session"
-			   : kind == S_BOT_UPDATE ? "updating a bot session"
-						  : "assigning work";
-	res.rc = reply_array_err(r, 1, what);
-	if (res.rc != 0) {
-		cb(q->arg, &res);
-		req_free(q);
-		return;
-	}
-	const char *tag = el_str(r, 0, NULL);
-	if (kind == S_BOT_CREATE) {
-		res.closed = (char *)tag;
-		if (r->elements >= 3 && parse_action(el_str(r, 2, NULL), &res.lease.action)) {
-			res.lease.id = (char *)el_str(r, 1, NULL);
-			res.lease.state = LEASE(PENDING);
-		}
-	} else if (!strcmp(tag, "NOSESSION")) {
-		res.rc = -ENOENT;
-	} else if (!strcmp(tag, "BOTID")) {
-		res.rc = -EPERM;
-		res.stored_bot_id = (char *)el_str(r, 1, NULL);
-	} else if (kind == S_ASSIGN) {
-		if (r->elements >= 3 && parse_action(el_str(r, 2, NULL), &res.lease.action)) {
-			res.lease.id = (char *)el_str(r, 1, NULL);
-			res.lease.state = LEASE(PENDING);
-		}
-	} else if (r->elements >= 8) {
-		const char *id = el_str(r, 1, NULL);
-		if (*id) {
-			res.lease.id = (char *)id;
-			res.lease.state = lease_state_parse(el_str(r, 2, NULL));
-			/* A cancelled lease may name a job already gone. */
-			if (!parse_action(el_str(r, 3, NULL), &res.lease.action))
-				res.lease.action = digest_empty;
-		}
-		const char *dj = el_str(r, 4, NULL);
-		if (*dj && parse_action(el_str(r, 5, NULL), &res.done_action)) {
-			res.done_job = (char *)dj;
-			res.done_do_not_cache = !strcmp(el_str(r, 6, NULL), "1");
-		}
-		res.instance = (char *)el_str(r, 7, NULL);
-	} else {
-		LOGE(MOD, "%s: unexpected reply from Redis (%zu elements)", what, r->elements);
-		res.rc = ERR_STORE_REPLY;
-	}
-	cb(q->arg, &res);
-	req_free(q);
-}
-
-static void bot_create_reply(redisReply *r, void *arg)
-{
-	bot_reply_common(r, arg, S_BOT_CREATE);
-}
-
-static void bot_update_reply(redisReply *r, void *arg)
-{
-	bot_reply_common(r, arg, S_BOT_UPDATE);
-}
-
-static void assign_reply(redisReply *r, void *arg)
-{
-	bot_reply_common(r, arg, S_ASSIGN);
-}
-
-int sched_bot_create(const struct sched_bot_create_req *b, sched_bot_cb cb, void *arg)
-{
-	char now[24], exp[24], st[16];
-	char *keys[] = {keys_bot(b->session), keys_botid(b->instance, b->bot_id),
-			keys_bots(b->instance), keys_botprops(b->instance)};
-	snprintf(now, sizeof now, "%lld", (long long)now_us());
-	snprintf(exp, sizeof exp, "%lld", (long long)b->expire_us);
-	snprintf(st, sizeof st, "%d", b->status);
-	const char *args[] = {b->session, b->instance, b->bot_id, b->props,
-			      now,	  exp,	       st,	  b->assign ? "1" : "0"};
-	int rc = run(S_BOT_CREATE, bot_create_reply, req_new((void (*)(void))cb, arg),
-		     (const char *const *)keys, (int)ARRAY_LEN(keys), args, NULL,
-		     (int)ARRAY_LEN(args));
-	for (size_t i = 0; i < ARRAY_LEN(keys); i++)
-		free(keys[i]);
-	return rc;
-}
-
-int sched_bot_update(const struct sched_bot_update_req *b, sched_bot_cb cb, void *arg)
-{
-	char now[24], exp[24], st[16], code[16];
-	char *sk = keys_bot(b->session);
-	snprintf(now, sizeof now, "%lld", (long long)now_us());
-	snprintf(exp, sizeof exp, "%lld", (long long)b->expire_us);
-	snprintf(st, sizeof st, "%d", b->status);
-	snprintf(code, sizeof code, "%d", b->code);
-	const char *keys[] = {sk};
-	const char *args[] = {b->session,
-			      b->bot_id,
-			      now,
-			      exp,
-			      st,
-			      b->lease_id ? b->lease_id : "",
-			      b->lease_id ? lease_state_str(b->lease_state) : "",
-			      code,
-			      b->message ? b->message : "",
-			      b->result ? (const char *)b->result : "",
-			      b->assign ? "1" : "0"};
-	size_t lens[ARRAY_LEN(args)];
-	for (size_t i = 0; i < ARRAY_LEN(args); i++)
-		lens[i] = i == 9 ? (b->result ? b->result_len : 0) : strlen(args[i]);
-	int rc = run(S_BOT_UPDATE, bot_update_reply, req_new((void (*)(void))cb, arg), keys, 1,
-		     args, lens, (int)ARRAY_LEN(args));
-	free(sk);
-	return rc;
-}
-
-int sched_assign(const char *session, sched_bot_cb cb, void *arg)
-{
-	char now[24];
-	char *sk = keys_bot(session);
-	snprintf(now, sizeof now, "%lld", (long long)now_us());
-	const char *keys[] = {sk};
-	const char *args[] = {session, now};
-	int rc = run(S_ASSIGN, assign_reply, req_new((void (*)(void))cb, arg), keys, 1, args, NULL,
-		     2);
-	free(sk);
-	return rc;
-}
-
-static void unassign_reply(redisReply *r, void *arg)
-{
-	(void)arg;
-	(void)reply_err(r, "returning an undelivered lease");
-}
-
-int sched_unassign(const char *session, const char *job)
-{
-	char now[24];
-	char *sk = keys_bot(session), *jk = keys_job(job);
-	snprintf(now, sizeof now, "%lld", (long long)now_us());
-	const char *keys[] = {sk, jk};
-	const char *args[] = {session, job, now};
-	int rc = run(S_UNASSIGN, unassign_reply, NULL, keys, 2, args, NULL, 3);
-	free(sk);
-	free(jk);
-	return rc;
-}
-
-static void queued_reply(redisReply *r, void *arg)
-{
-	struct req *q = arg;
-	sched_queued_cb cb = (sched_queued_cb)q->fn;
-	int rc = reply_array_err(r, 0, "reading the queues");
-	if (rc == 0 && r->elements % 2)
-		rc = ERR_STORE_REPLY;
-	if (rc != 0) {
-		cb(q->arg, rc, NULL, NULL, 0);
-	} else {
-		size_t n = r->elements / 2;
-		char **keys = xcalloc(n ? n : 1, sizeof(*keys));
-		int64_t *counts = xcalloc(n ? n : 1, sizeof(*counts));
-		for (size_t i = 0; i < n; i++) {
-			keys[i] = (char *)el_str(r, 2 * i, NULL);
-			counts[i] = el_int(r, 2 * i + 1);
-		}
-		cb(q->arg, 0, keys, counts, n);
-		free(keys);
-		free(counts);
-	}
-	req_free(q);
-}
-
-int sched_queued(const char *const *instances, size_t n, sched_queued_cb cb, void *arg)
-{
-	char **keys = xcalloc(n ? n : 1, sizeof(*keys));
-	for (size_t i = 0; i < n; i++)
-		keys[i] = keys_platforms(instances[i]);
-	int rc = run(S_QUEUED, queued_reply, req_new((void (*)(void))cb, arg),
-		     (const char *const *)keys, (int)n, instances, NULL, (int)n);
-	free_strv(keys, n);
 	return rc;
 }
 
@@ -801,12 +557,13 @@ static void sweep_reply(redisReply *r, void *arg)
 {
 	(void)arg;
 	sc.sweeping = false;
-	if (reply_array_err(r, 4, "the scheduler sweep") != 0)
+	if (sched_reply_array_err(r, 4, "the scheduler sweep") != 0)
 		return;
-	int64_t closed = el_int(r, 0), timedout = el_int(r, 1), nowork = el_int(r, 2);
+	int64_t closed = sched_el_int(r, 0), timedout = sched_el_int(r, 1),
+		nowork = sched_el_int(r, 2);
 	for (size_t i = 4; i < r->elements; i++)
 		LOGI(MOD, "bot session %s expired: closed, its lease (if any) requeued",
-		     el_str(r, i, NULL));
+		     sched_el_str(r, i, NULL));
 	if (timedout)
 		LOGI(MOD, "%lld job(s) ran past their action timeout: DEADLINE_EXCEEDED",
 		     (long long)timedout);
@@ -814,7 +571,8 @@ static void sweep_reply(redisReply *r, void *arg)
 		LOGI(MOD, "%lld job(s) failed: no connected bot can run their platform",
 		     (long long)nowork);
 	/* More than a batch was due: go again soon rather than a tick later. */
-	if ((closed >= SWEEP_LIMIT || timedout >= SWEEP_LIMIT || el_int(r, 3) >= SWEEP_LIMIT) &&
+	if ((closed >= SWEEP_LIMIT || timedout >= SWEEP_LIMIT ||
+	     sched_el_int(r, 3) >= SWEEP_LIMIT) &&
 	    sc.sweep_ev) {
 		struct timeval tv = {0, 10000};
 		evtimer_add(sc.sweep_ev, &tv);
@@ -852,10 +610,10 @@ static void sweep(void)
 		keys[k++] = keys_botprops(ci->name);
 		keys[k++] = keys_platforms(ci->name);
 	}
-	if (run(S_SWEEP, sweep_reply, NULL, (const char *const *)keys, (int)k, args, NULL,
-		(int)a) == 0)
+	if (sched_run(S_SWEEP, sweep_reply, NULL, (const char *const *)keys, (int)k, args, NULL,
+		      (int)a) == 0)
 		sc.sweeping = true;
-	free_strv(keys, k);
+	sched_free_strv(keys, k);
 	free(args);
 	free(nums);
 }
@@ -882,7 +640,7 @@ int sched_init(void)
 		script_id[i] = store_script_register(script_name[i], text);
 		free(text);
 		if (script_id[i] < 0)
-			return -1;
+			return script_id[i];
 	}
 	return 0;
 }

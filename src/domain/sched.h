@@ -42,7 +42,8 @@ enum sched_stage {
 	SCHED_COMPLETED = 4,
 };
 const char *sched_stage_name(int stage);
-/* "QUEUED" etc. to the value; -1 when unknown. */
+/* "QUEUED" etc. to its enum sched_stage value; -1 when the name is none of
+ * them (a value outside the enum, not an err.h code). */
 int sched_stage_parse(const char *name);
 
 /* Priorities are clamped to this range (advertised in Capabilities). */
@@ -54,7 +55,8 @@ int sched_stage_parse(const char *name);
  * stay valid until the next call. */
 void sched_configure(const struct cfg *cfg);
 /* Register the scripts (before store_start; after keys_set_ns).
- * sched_watch.c owns the subscriptions.  Returns 0 or -1. */
+ * sched_watch.c owns the subscriptions.  Returns 0, or
+ * store_script_register's error (ERR_PRECONDITION after store_start). */
 int sched_init(void) WARN_UNUSED;
 /* Start / stop the sweep timer on base.  Each tick runs one sweep (bot
  * expiry, action timeouts, no-worker failures, retention), at most one in
@@ -62,18 +64,22 @@ int sched_init(void) WARN_UNUSED;
 void sched_start(struct event_base *base);
 void sched_stop(void);
 
-/* A random RFC 4122 version-4 UUID string (malloc'd). */
-char *sched_uuid(void);
+/* A random RFC 4122 version-4 UUID string (malloc'd): an operation or
+ * job name.  The one generator is uuid4() in core/util.h. */
+static inline char *sched_uuid(void)
+{
+	return uuid4();
+}
 
 /* ---- platforms ----------------------------------------------------------- */
 
 /* Canonical platform of an action: "key=value;..." sorted, duplicates
  * dropped, '%', ';', '=', ':' and control bytes %-escaped.  Every key must
  * be declared by the instance (platform-properties, plus OSFamily and
- * ISA).  Returns 0 with *out (malloc'd), or -1 with *err (malloc'd)
+ * ISA).  Returns 0 with *out (malloc'd), or -EINVAL with *err (malloc'd)
  * naming the undeclared property.  p may be NULL (empty platform). */
 int sched_platform(const Build__Bazel__Remote__Execution__V2__Platform *p,
-		   const struct cfg_instance *ci, char **out, char **err);
+		   const struct cfg_instance *ci, char **out, char **err) WARN_UNUSED;
 /* A bot's properties in the same form: the first device's properties
  * and the worker's own, restricted to the declared keys. */
 char *sched_bot_props(const Google__Devtools__Remoteworkers__V1test2__Worker *w,

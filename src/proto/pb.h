@@ -1,11 +1,10 @@
 /*
- * pb.h - short names for the protobuf-c message types the services, the
- * domain and the programs use (the generated names carry the whole
+ * pb.h - short names for the protobuf-c types and macros the services,
+ * the domain and the programs use (the generated names carry the whole
  * package: Build__Bazel__Remote__Execution__V2__Digest).  Only typedefs
- * of generated types live here, so t/layers.sh lets src/proto/ include
- * nothing but generated headers and lets whoever may use those include
- * this.  Repeating an identical typedef elsewhere is legal C11, so files
- * can switch to these one at a time.
+ * of generated types and prefixes of generated names live here, so
+ * t/layers.sh lets src/proto/ include nothing but generated headers and
+ * lets whoever may use those include this.  Define these names here only.
  */
 #ifndef REACTOR_PROTO_PB_H
 #define REACTOR_PROTO_PB_H
@@ -13,11 +12,18 @@
 #include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 #include "google/devtools/remoteworkers/v1test2/bots.pb-c.h"
 
+/* Prefixes of the generated upper-case names, one per package:
+ * REV2(DIGEST__INIT), RW(LEASE__INIT), LEASE(PENDING). */
+#define REV2(x)	 BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
+#define RW(x)	 GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__##x
+#define LEASE(x) GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__LEASE_STATE__##x
+
 /* build.bazel.remote.execution.v2 */
 typedef Build__Bazel__Remote__Execution__V2__Digest PbDigest;
 typedef Build__Bazel__Remote__Execution__V2__Action PbAction;
 typedef Build__Bazel__Remote__Execution__V2__Command PbCommand;
 typedef Build__Bazel__Remote__Execution__V2__Platform PbPlatform;
+typedef Build__Bazel__Remote__Execution__V2__Platform__Property PbPlatformProperty;
 typedef Build__Bazel__Remote__Execution__V2__Directory PbDirectory;
 typedef Build__Bazel__Remote__Execution__V2__FileNode PbFileNode;
 typedef Build__Bazel__Remote__Execution__V2__DirectoryNode PbDirectoryNode;

@@ -29,6 +29,7 @@
 #include "domain/ac.h"
 #include "core/cfg.h"
 #include "core/err.h"
+#include "core/list.h"
 #include "google/devtools/remoteworkers/v1test2/bots.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
 #include "google/rpc/status.pb-c.h"
@@ -41,7 +42,6 @@
 #include "proto/pb.h"
 
 #define MOD	   "bots"
-#define RW(x)	   GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__##x
 #define URL_DIGEST "type.googleapis.com/build.bazel.remote.execution.v2.Digest"
 #define URL_RESULT "type.googleapis.com/build.bazel.remote.execution.v2.ActionResult"
 /* Answer a long poll this long before the client's deadline (the
@@ -53,7 +53,6 @@
 struct bot {
 	struct call *c;
 	int refs;
-	bool live;
 	char *session, *bot_id, *instance, *props, *version;
 	int status;
 	uint8_t *worker; /* the request's Worker, packed, echoed back */
@@ -65,13 +64,19 @@ struct bot {
 	struct sched_watch_bot wb;
 	struct event *timer;
 	bool waiting;
-	struct bot *prev, *next; /* live calls */
+	struct list link; /* on bg.live while the call is live */
 };
 
 static struct {
 	struct event_base *base;
-	struct bot *live;
-} bg;
+	struct list live; /* struct bot.link */
+} bg = {.live = LIST_INIT(bg.live)};
+
+/* Live: the call is still ours to answer (bot_end has not run). */
+static bool bot_live(const struct bot *b)
+{
+	return list_linked(&b->link);
+}
 
 static void bot_ref(struct bot *b)
 {
@@ -99,15 +104,9 @@ static void bot_unref(struct bot *b)
 
 static void bot_end(struct bot *b)
 {
-	if (!b->live)
+	if (!bot_live(b))
 		return;
-	b->live = false;
-	if (b->prev)
-		b->prev->next = b->next;
-	else
-		bg.live = b->next;
-	if (b->next)
-		b->next->prev = b->prev;
+	list_del(&b->link);
 	sched_watch_bot_remove(&b->wb);
 	if (b->timer)
 		event_del(b->timer);
@@ -187,7 +186,7 @@ static void poll_timeout(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd, (void)what;
 	struct bot *b = arg;
-	if (!b->live)
+	if (!bot_live(b))
 		return;
 	if (b->wb.busy) {
 		/* An assign is in flight; its reply answers. */
@@ -201,7 +200,7 @@ static void assign_reply(void *arg, const struct sched_bot_result *r)
 {
 	struct bot *b = arg;
 	b->wb.busy = false;
-	if (!b->live || call_done(b->c)) {
+	if (!bot_live(b) || call_done(b->c)) {
 		/* Nobody will hear of this lease: give it back. */
 		if (r->rc == 0 && r->lease.id && sched_unassign(b->session, r->lease.id) != 0)
 			LOGW(MOD,
@@ -238,7 +237,7 @@ static void try_assign(struct bot *b)
 static void on_wake(struct sched_watch_bot *wb)
 {
 	struct bot *b = container_of(wb, struct bot, wb);
-	if (b->live && !b->wb.busy)
+	if (bot_live(b) && !b->wb.busy)
 		try_assign(b);
 }
 
@@ -266,7 +265,7 @@ static void long_poll(struct bot *b)
 static void session_reply(void *arg, const struct sched_bot_result *r)
 {
 	struct bot *b = arg;
-	if (!b->live || call_done(b->c)) {
+	if (!bot_live(b) || call_done(b->c)) {
 		if (r->rc == 0 && r->lease.id && r->lease.state == RW(LEASE_STATE__PENDING) &&
 		    sched_unassign(b->session, r->lease.id) != 0)
 			LOGW(MOD, "lease %s of session %s not returned: Redis is unavailable",
@@ -311,12 +310,8 @@ static struct bot *bot_new(struct call *c)
 	b->c = c;
 	call_ref(c);
 	b->refs = 1;
-	b->live = true;
 	call_set_data(c, b);
-	b->next = bg.live;
-	if (bg.live)
-		bg.live->prev = b;
-	bg.live = b;
+	list_add_head(&bg.live, &b->link);
 	return b;
 }
 
@@ -360,7 +355,7 @@ void svc_bots_create(struct call *c, const ProtobufCMessage *msg)
 		return;
 	}
 	struct bot *b = bot_new(c);
-	char *uuid = sched_uuid();
+	char *uuid = uuid4();
 	b->session = *in->name ? xasprintf("%s/%s", in->name, uuid) : xstrdup(uuid);
 	free(uuid);
 	b->bot_id = xstrdup(s->bot_id);
@@ -538,14 +533,14 @@ void svc_bots_post_event(struct call *c, const ProtobufCMessage *msg)
 
 void svc_bots_drain(void)
 {
-	struct bot *b = bg.live;
-	while (b) {
-		struct bot *next = b->next;
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &bg.live)
+	{
+		struct bot *b = container_of(pos, struct bot, link);
 		if (b->waiting && !b->wb.busy)
 			reply(b, NULL);
 		else
 			b->waiting = false;
-		b = next;
 	}
 }
 

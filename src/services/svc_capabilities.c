@@ -14,9 +14,8 @@
 #include "core/cfg.h"
 #include "services/inst.h"
 #include "domain/sched.h"
+#include "proto/pb.h"
 #include "services/svc.h"
-
-#define REV2(x) BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
 
 void svc_capabilities_get(struct call *c, const ProtobufCMessage *msg)
 {

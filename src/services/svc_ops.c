@@ -23,9 +23,9 @@
 #include "core/log.h"
 #include "services/reapi.h"
 #include "domain/sched.h"
+#include "proto/pb.h"
 #include "services/svc.h"
 
-#define REV2(x)	     BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
 #define URL_META     "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteOperationMetadata"
 #define URL_RESP     "type.googleapis.com/build.bazel.remote.execution.v2.ExecuteResponse"
 #define PAGE_DEFAULT 100

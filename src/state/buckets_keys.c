@@ -22,11 +22,6 @@ char *bkeys_build(int64_t id)
 	return xasprintf("%s" BKEYS_TAG "build:%" PRId64, keys_ns(), id);
 }
 
-char *bkeys_build_str(const char *id)
-{
-	return xasprintf("%s" BKEYS_TAG "build:%s", keys_ns(), id);
-}
-
 char *bkeys_bucket(const char *bucket, const char *set)
 {
 	return xasprintf("%s" BKEYS_TAG "bucket:%s:%s", keys_ns(), bucket, set);
@@ -78,11 +73,6 @@ char *bkeys_idgen(void)
 char *bkeys_op(const char *bucket, const char *client_operation_id)
 {
 	return xasprintf("%s" BKEYS_TAG "op:%s:%s", keys_ns(), bucket, client_operation_id);
-}
-
-char *bkeys_events(const char *bucket)
-{
-	return xasprintf("%s" BKEYS_TAG "events:%s", keys_ns(), bucket);
 }
 
 char *bkeys_events_pattern(void)

@@ -69,7 +69,6 @@
 char *bkeys_base(void);
 
 char *bkeys_build(int64_t id);
-char *bkeys_build_str(const char *id);
 /* set is a status name or "peek". */
 char *bkeys_bucket(const char *bucket, const char *set);
 char *bkeys_buckets(void);
@@ -80,9 +79,9 @@ char *bkeys_leased(void);
 char *bkeys_idgen(void);
 char *bkeys_op(const char *bucket, const char *client_operation_id);
 
-/* Channels: one bucket's events; the pattern of every bucket's events
- * (glob characters of the namespace escaped); the subscriber probe. */
-char *bkeys_events(const char *bucket);
+/* Channels: the pattern of every bucket's events channel (bk_lib.lua
+ * publishes on "<base>events:<bucket>"; glob characters of the namespace
+ * escaped); the subscriber probe. */
 char *bkeys_events_pattern(void);
 char *bkeys_probe(void);
 

@@ -146,18 +146,6 @@ static char *log_tail(void)
 	return xstrdup(nl ? nl + 1 : buf);
 }
 
-static const char *status_str(int st, char *buf, size_t len)
-{
-	if (WIFEXITED(st))
-		snprintf(buf, len, "exited with status %d", WEXITSTATUS(st));
-	else if (WIFSIGNALED(st))
-		snprintf(buf, len, "was killed by signal %d (%s)", WTERMSIG(st),
-			 strsignal(WTERMSIG(st)));
-	else
-		snprintf(buf, len, "changed state 0x%x", st);
-	return buf;
-}
-
 /* A process is gone when it no longer exists or is a zombie: a zombie is
  * not ours to reap and holds no files. */
 static bool proc_gone(pid_t pid)
@@ -441,7 +429,7 @@ static int wait_ready(pid_t pid, char **err)
 		if (r == pid) {
 			char *tail = log_tail();
 			*err = xasprintf("%s %s during startup; %s says: %s", rp.server,
-					 status_str(st, sbuf, sizeof sbuf), rp.logfile, tail);
+					 child_status_str(st, sbuf, sizeof sbuf), rp.logfile, tail);
 			free(tail);
 			return -1;
 		}
@@ -497,7 +485,8 @@ static void stop_child(pid_t pid)
 			;
 	}
 	if (r == pid)
-		LOGI(MOD, "redis-server pid %d %s", (int)pid, status_str(st, sbuf, sizeof sbuf));
+		LOGI(MOD, "redis-server pid %d %s", (int)pid,
+		     child_status_str(st, sbuf, sizeof sbuf));
 	else
 		LOGW(MOD, "waitpid %d: %s", (int)pid, strerror(errno));
 }
@@ -524,7 +513,7 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
 	if (r < 0)
 		snprintf(sbuf, sizeof sbuf, "was reaped by someone else");
 	else
-		status_str(st, sbuf, sizeof sbuf);
+		child_status_str(st, sbuf, sizeof sbuf);
 	int64_t lived = mono_us() - rp.spawned_us;
 	if (lived > RESPAWN_STABLE_US)
 		rp.backoff_us = RESPAWN_MIN_US;

@@ -19,6 +19,7 @@
 #include "state/store.h"
 
 #include <assert.h>
+#include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -31,6 +32,7 @@
 #include <hiredis/hiredis.h>
 
 #include "core/cfg.h"
+#include "core/err.h"
 #include "core/log.h"
 #include "state/redisproc.h"
 
@@ -474,12 +476,13 @@ static struct req *req_new(store_cb cb, void *arg)
 }
 
 /* Fails while the context is disconnecting (we are inside its NULL reply
- * callbacks) or on a bad format: the caller's cb is then never called. */
+ * callbacks) or on a bad format: the caller's cb is then never called.
+ * Both count as Redis being down for the caller. */
 static int queued(struct req *q, int rc)
 {
 	if (rc != REDIS_OK) {
 		req_free(q);
-		return -1;
+		return ERR_STORE_DOWN;
 	}
 	st.stats.commands++;
 	return 0;
@@ -493,7 +496,7 @@ bool store_up(void)
 int store_command(store_cb cb, void *arg, const char *fmt, ...)
 {
 	if (!store_up())
-		return -1;
+		return ERR_STORE_DOWN;
 	struct req *q = req_new(cb, arg);
 	va_list ap;
 	va_start(ap, fmt);
@@ -504,8 +507,10 @@ int store_command(store_cb cb, void *arg, const char *fmt, ...)
 
 int store_commandargv(store_cb cb, void *arg, int argc, const char **argv, const size_t *argvlen)
 {
-	if (!store_up() || argc <= 0)
-		return -1;
+	if (argc <= 0)
+		return -EINVAL;
+	if (!store_up())
+		return ERR_STORE_DOWN;
 	struct req *q = req_new(cb, arg);
 	return queued(q, redisAsyncCommandArgv(st.cmd.ac, cmd_reply, q, argc, argv, argvlen));
 }
@@ -520,7 +525,7 @@ int store_script_register(const char *name, const char *lua)
 	if (st.started || n_scripts == MAX_SCRIPTS) {
 		LOGE(MOD, "cannot register script %s: %s", name,
 		     st.started ? "store already started" : "too many scripts");
-		return -1;
+		return st.started ? ERR_PRECONDITION : -ENOSPC;
 	}
 	scripts[n_scripts].name = xstrdup(name);
 	scripts[n_scripts].lua = xstrdup(lua);
@@ -533,8 +538,10 @@ int store_script_register(const char *name, const char *lua)
 int store_evalsha(int script, store_cb cb, void *arg, int nkeys, int nargs, const char **args,
 		  const size_t *lens)
 {
-	if (script < 0 || script >= n_scripts || nkeys < 0 || nargs < 0 || !store_up())
-		return -1;
+	if (script < 0 || script >= n_scripts || nkeys < 0 || nargs < 0)
+		return -EINVAL;
+	if (!store_up())
+		return ERR_STORE_DOWN;
 	int argc = 3 + nkeys + nargs;
 	const char **argv = xcalloc((size_t)argc, sizeof *argv);
 	size_t *argvlen = xcalloc((size_t)argc, sizeof *argvlen);

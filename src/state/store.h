@@ -6,8 +6,9 @@
  * embedded redis-server that reactord spawns and supervises by default.
  *
  * Callers never block: a command issued while Redis is down fails at once
- * (store_command returns -1 and the callback is NOT called) so RPCs can
- * answer UNAVAILABLE instead of hanging.
+ * (store_command returns ERR_STORE_DOWN and the callback is NOT called) so
+ * RPCs can answer UNAVAILABLE instead of hanging.  Errors follow
+ * src/core/err.h.
  */
 #ifndef REACTOR_STORE_H
 #define REACTOR_STORE_H
@@ -52,18 +53,22 @@ bool store_up(void);
 void store_on_state(store_state_cb cb, void *arg);
 
 /* Issue a command.  Returns 0 when queued (cb will be called exactly once,
- * possibly with NULL), -1 when Redis is down (cb is not called). cb may be
- * NULL to ignore the reply. */
+ * possibly with NULL), ERR_STORE_DOWN when Redis is down or the connection
+ * is closing, -EINVAL for an empty argv (cb is not called on failure).  cb
+ * may be NULL to ignore the reply. */
 int store_command(store_cb cb, void *arg, const char *fmt, ...) WARN_UNUSED;
 int store_commandargv(store_cb cb, void *arg, int argc, const char **argv,
 		      const size_t *argvlen) WARN_UNUSED;
 
-/* Scripts: register before store_start (returns a small id, -1 after
- * start); run with store_evalsha.  `args` holds the nkeys key names
+/* Scripts: register before store_start; returns a small id (>= 0; the
+ * same name and text give the same id), ERR_PRECONDITION after start,
+ * -ENOSPC when the table is full.  Run with store_evalsha: 0 as for
+ * store_command, -EINVAL for an unknown id or negative counts,
+ * ERR_STORE_DOWN when Redis is down.  `args` holds the nkeys key names
  * followed by nargs arguments (nkeys + nargs entries); lens may be NULL for
  * NUL-terminated strings.  NOSCRIPT is handled by reloading and retrying
  * once, so the caller sees exactly one reply. */
-int store_script_register(const char *name, const char *lua);
+int store_script_register(const char *name, const char *lua) WARN_UNUSED;
 int store_evalsha(int script, store_cb cb, void *arg, int nkeys, int nargs, const char **args,
 		  const size_t *lens) WARN_UNUSED;
 

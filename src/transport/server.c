@@ -24,6 +24,7 @@
 #include <event2/listener.h>
 
 #include "core/cfg.h"
+#include "core/list.h"
 #include "transport/h2.h"
 #include "core/log.h"
 
@@ -36,7 +37,7 @@ struct listener {
 
 struct sconn {
 	struct h2_conn *h2;
-	struct sconn *prev, *next;
+	struct list link; /* on srv.conns */
 };
 
 static struct {
@@ -46,12 +47,12 @@ static struct {
 	struct h2_settings st;
 	h2_accept_stream_fn on_stream;
 	void *stream_arg;
-	struct sconn *conns;
+	struct list conns; /* struct sconn.link */
 	size_t nconns;
 	bool draining;
 	void (*on_idle)(void *);
 	void *idle_arg;
-} srv;
+} srv = {.conns = LIST_INIT(srv.conns)};
 
 static void settings_from(const struct cfg *cfg, struct h2_settings *st)
 {
@@ -72,12 +73,7 @@ static void conn_closed(struct h2_conn *h, void *arg)
 {
 	(void)h;
 	struct sconn *sc = arg;
-	if (sc->prev)
-		sc->prev->next = sc->next;
-	else
-		srv.conns = sc->next;
-	if (sc->next)
-		sc->next->prev = sc->prev;
+	list_del(&sc->link);
 	srv.nconns--;
 	free(sc);
 	if (srv.draining && srv.nconns == 0 && srv.on_idle) {
@@ -132,10 +128,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	char peer[96];
 	peer_name(sa, peer, sizeof(peer));
 	struct sconn *sc = xcalloc(1, sizeof(*sc));
-	sc->next = srv.conns;
-	if (srv.conns)
-		srv.conns->prev = sc;
-	srv.conns = sc;
+	list_add_head(&srv.conns, &sc->link);
 	srv.nconns++;
 	sc->h2 = h2_conn_server(bev, &srv.st, peer, stream_opened, conn_closed, sc);
 }
@@ -278,8 +271,9 @@ void server_drain(void (*on_idle)(void *arg), void *arg)
 	stop_listeners();
 	srv.on_idle = on_idle;
 	srv.idle_arg = arg;
-	for (struct sconn *sc = srv.conns; sc; sc = sc->next)
-		h2_conn_goaway(sc->h2);
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &srv.conns)
+		h2_conn_goaway(container_of(pos, struct sconn, link)->h2);
 	if (srv.nconns == 0 && srv.on_idle) {
 		srv.on_idle = NULL;
 		on_idle(arg);
@@ -288,8 +282,13 @@ void server_drain(void (*on_idle)(void *arg), void *arg)
 
 void server_close_all(void)
 {
-	for (struct sconn *sc = srv.conns; sc; sc = sc->next)
+	/* Safe: closing may free the connection's sconn at once. */
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &srv.conns)
+	{
+		struct sconn *sc = container_of(pos, struct sconn, link);
 		h2_conn_close(sc->h2, "shutdown grace period over");
+	}
 }
 
 void server_stop(void)

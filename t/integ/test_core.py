@@ -665,28 +665,58 @@ class TestMalformed(h.ReactordTestCase):
         self.assertIn("max-header-list-size", st.grpc_message)
 
     def test_huge_headers_with_continuation(self):
-        # 100 KB in HEADERS + CONTINUATION frames: a stream error or a
-        # connection error are both fine, as long as the server survives.
+        # 100 KB of headers in ten 10 KB fields, spread over HEADERS and
+        # CONTINUATION frames: the block is decoded whole (the connection
+        # stays in sync) and the stream alone fails, like test_headers_over_limit.
+        c = self.raw_session()
+        c.send_headers(1, h.grpc_request_headers(CHECK, [("x-h%d" % i, "b" * 10000)
+                                                         for i in range(10)]),
+                       max_frame=16384)
+        c.send_data(1, EMPTY_CHECK)
+        st = c.wait_stream(1)
+        self.assertTrue(st.end_on_headers, st)
+        self.assertEqual(st.header(":status"), "200", st)
+        self.assertEqual(st.grpc_status, RESOURCE_EXHAUSTED, st)
+        self.assertIn("max-header-list-size", st.grpc_message)
+        self.assertIsNone(c.goaway)
+        c.grpc_call(3, CHECK, EMPTY_CHECK)
+        self.assertEqual(c.wait_stream(3).grpc_status, OK)
+
+    def test_header_field_over_hpack_limit(self):
+        # One 100 KB field is past nghttp2's HPACK decoder, which takes no
+        # field over 64 KiB: it cannot keep the decoding state, so the
+        # connection ends with GOAWAY(COMPRESSION_ERROR) (RFC 9113 4.3 and
+        # 10.5.1: a field block is processed "unless the connection is
+        # closed").  The server itself goes on.
         c = self.raw_session()
         c.send_headers(1, h.grpc_request_headers(CHECK, [("x-huge", "b" * 100000)]),
-                       max_frame=16384)
-        try:
-            c.send_data(1, EMPTY_CHECK)
-        except OSError:
-            pass
-        f = c.wait_frame(lambda f: f[2] == 1 and (f[0] == h.RST_STREAM or f[1] & h.END_STREAM)
-                         or f[0] == h.GOAWAY, timeout=5)
-        self.assertTrue(f is not None or c.eof, "no answer to 100 KB of headers")
-        if f is not None and f[0] == h.HEADERS:
-            self.assertNotEqual(c.streams[1].grpc_status, OK)
+                       max_frame=16384, end_stream=True)
+        f = c.wait_frame(lambda f: f[0] == h.GOAWAY or f[2] == 1, timeout=5)
+        self.assertIsNotNone(f, "no answer to a 100 KB header field (eof=%s)" % c.eof)
+        self.assertEqual(f[0], h.GOAWAY, f)
+        self.assertEqual(c.goaway[1], 9, c.goaway)  # COMPRESSION_ERROR
+        self.assertTrue(c.wait_eof(5), "the connection stayed open after GOAWAY")
+        self.assertNotIn(1, [x[2] for x in c.frames], "stream 1 was answered")
+        c2 = self.raw_session()
+        c2.grpc_call(1, CHECK, EMPTY_CHECK)
+        self.assertEqual(c2.wait_stream(1).grpc_status, OK)
 
     def test_huge_metadata_via_grpcio(self):
         ch = self.channel(self.srv.tcp_addr)
         hp = pb().health
         check = h.unary(ch, CHECK, hp.HealthCheckRequest, hp.HealthCheckResponse)
+        # Over max-header-list-size in fields HPACK takes: the call fails.
+        e = h.rpc_error(check, hp.HealthCheckRequest(), timeout=5,
+                        metadata=[("x-h%d" % i, "c" * 10000) for i in range(10)])
+        self.assertEqual(e.code(), grpc.StatusCode.RESOURCE_EXHAUSTED, e)
+        self.assertIn("max-header-list-size", e.details())
+        # One field over 64 KiB: the connection closes (see
+        # test_header_field_over_hpack_limit), which grpcio reports as
+        # UNAVAILABLE.
         e = h.rpc_error(check, hp.HealthCheckRequest(), timeout=5,
                         metadata=[("x-huge", "c" * 100000)])
-        self.assertNotEqual(e.code(), grpc.StatusCode.OK)
+        self.assertEqual(e.code(), grpc.StatusCode.UNAVAILABLE, e)
+        # The channel reconnects and works.
         self.assertEqual(h.status_name(check(hp.HealthCheckRequest(), timeout=5).status),
                          "SERVING")
 

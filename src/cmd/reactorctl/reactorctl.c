@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -202,19 +201,11 @@ static char *read_resource(const char *instance, const char *hash, int64_t size)
 
 static char *write_resource(const char *instance, const char *hash, int64_t size)
 {
-	uint8_t b[16];
-	if (getrandom(b, sizeof(b), 0) != (ssize_t)sizeof(b)) {
-		uint64_t t = (uint64_t)mono_us() ^ ((uint64_t)getpid() << 32);
-		memcpy(b, &t, 8);
-		t = (uint64_t)now_us();
-		memcpy(b + 8, &t, 8);
-	}
-	b[6] = (uint8_t)((b[6] & 0x0f) | 0x40); /* version 4 */
-	b[8] = (uint8_t)((b[8] & 0x3f) | 0x80); /* RFC 4122 variant */
-	return xasprintf("%s%suploads/%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-"
-			 "%02x%02x%02x%02x%02x%02x/blobs/%s/%" PRId64,
-			 instance, *instance ? "/" : "", b[0], b[1], b[2], b[3], b[4], b[5], b[6],
-			 b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15], hash, size);
+	char *uuid = uuid4();
+	char *r = xasprintf("%s%suploads/%s/blobs/%s/%" PRId64, instance, *instance ? "/" : "",
+			    uuid, hash, size);
+	free(uuid);
+	return r;
 }
 
 /* A Write or Read in flight.  Callbacks only record; the command loops

@@ -52,17 +52,6 @@ static struct {
 	bool stopping;
 } sv;
 
-static void status_str(int st, char *buf, size_t len)
-{
-	if (WIFEXITED(st))
-		snprintf(buf, len, "exited with status %d", WEXITSTATUS(st));
-	else if (WIFSIGNALED(st))
-		snprintf(buf, len, "was killed by signal %d (%s)", WTERMSIG(st),
-			 strsignal(WTERMSIG(st)));
-	else
-		snprintf(buf, len, "ended (status 0x%x)", st);
-}
-
 /* In the child: async-signal-safe calls only until exec. */
 static void child_exec(char **argv, pid_t parent)
 {
@@ -121,7 +110,7 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
 		if (r < 0)
 			snprintf(buf, sizeof buf, "was reaped by someone else");
 		else
-			status_str(st, buf, sizeof buf);
+			child_status_str(st, buf, sizeof buf);
 		s->pid = 0;
 		if (sv.stopping) {
 			LOGI(MOD, "worker %s %s", s->name, buf);

@@ -35,7 +35,6 @@
 #include "cmd/worker/worker_run.h"
 
 #define MOD	       "worker"
-#define RW(x)	       GOOGLE__DEVTOOLS__REMOTEWORKERS__V1TEST2__##x
 #define BOTS	       "/google.devtools.remoteworkers.v1test2.Bots/"
 #define URL_DIGEST     "type.googleapis.com/build.bazel.remote.execution.v2.Digest"
 #define URL_RESULT     "type.googleapis.com/build.bazel.remote.execution.v2.ActionResult"

@@ -24,7 +24,6 @@
 #include "rpc/grpc.h"
 #include "core/util.h"
 
-#define RE(x)	       BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
 #define CAS	       "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
 #define RPC_TIMEOUT_US (120 * 1000000LL)
 #define CHUNK	       (1 << 20)
@@ -51,7 +50,7 @@ int wcas_init(struct wcas *w, struct event_base *base, struct rc_client *cl, con
 	w->instance = instance;
 	w->max_batch = 4 << 20;
 	Build__Bazel__Remote__Execution__V2__GetCapabilitiesRequest req =
-		RE(GET_CAPABILITIES_REQUEST__INIT);
+		REV2(GET_CAPABILITIES_REQUEST__INIT);
 	req.instance_name = (char *)instance;
 	ProtobufCMessage *resp = NULL;
 	char *msg = NULL;
@@ -83,15 +82,31 @@ static char *resource(const struct wcas *w, const struct digest *d, bool upload)
 	const char *sep = *w->instance ? "/" : "";
 	if (!upload)
 		return xasprintf("%s%sblobs/%s/%lld", w->instance, sep, d->hex, (long long)d->size);
-	static unsigned seq;
-	unsigned r = (unsigned)now_us() ^ ((unsigned)getpid() << 16);
-	return xasprintf("%s%suploads/%08x-%04x-4%03x-8%03x-%012llx/blobs/%s/%lld", w->instance,
-			 sep, r, (unsigned)getpid() & 0xffff, ++seq & 0xfff,
-			 (unsigned)(now_us() & 0xfff), (unsigned long long)mono_us(), d->hex,
-			 (long long)d->size);
+	char *uuid = uuid4();
+	char *r = xasprintf("%s%suploads/%s/blobs/%s/%lld", w->instance, sep, uuid, d->hex,
+			    (long long)d->size);
+	free(uuid);
+	return r;
 }
 
 /* ---- ByteStream Read --------------------------------------------------------- */
+
+/* How a ByteStream call ended: bs_done records it, the command loop
+ * polls `done` after each loop pass. */
+struct bs_end {
+	bool done;
+	int code;
+	char *msg;
+};
+
+static void bs_done(struct rc_call *k, int code, const char *message, void *arg)
+{
+	(void)k;
+	struct bs_end *e = arg;
+	e->code = code;
+	e->msg = xstrdup(message);
+	e->done = true;
+}
 
 struct bs_read {
 	int fd;	      /* write here, or */
@@ -99,15 +114,13 @@ struct bs_read {
 	size_t len, cap;
 	struct hasher *h;
 	bool io_error;
-	bool done;
-	int code;
-	char *msg;
+	struct bs_end end; /* the rc_call's arg */
 };
 
 static void bs_read_msg(struct rc_call *k, const uint8_t *msg, size_t len, void *arg)
 {
 	(void)k;
-	struct bs_read *r = arg;
+	struct bs_read *r = container_of(arg, struct bs_read, end);
 	Google__Bytestream__ReadResponse *m =
 		google__bytestream__read_response__unpack(NULL, len, msg);
 	if (!m) {
@@ -138,15 +151,6 @@ static void bs_read_msg(struct rc_call *k, const uint8_t *msg, size_t len, void 
 	google__bytestream__read_response__free_unpacked(m, NULL);
 }
 
-static void bs_done(struct rc_call *k, int code, const char *message, void *arg)
-{
-	(void)k;
-	struct bs_read *r = arg;
-	r->code = code;
-	r->msg = xstrdup(message);
-	r->done = true;
-}
-
 /* Stream one blob into fd (fd >= 0) or memory (*out). */
 static int bs_read(struct wcas *w, const struct digest *d, int fd, uint8_t **out, size_t *outlen,
 		   char **err)
@@ -154,8 +158,9 @@ static int bs_read(struct wcas *w, const struct digest *d, int fd, uint8_t **out
 	struct bs_read r = {.fd = fd, .h = hasher_new()};
 	Google__Bytestream__ReadRequest req = GOOGLE__BYTESTREAM__READ_REQUEST__INIT;
 	req.resource_name = resource(w, d, false);
-	struct rc_call *k = rc_call_start(w->cl, "/google.bytestream.ByteStream/Read",
-					  RPC_TIMEOUT_US * 5, NULL, 0, bs_read_msg, bs_done, &r);
+	struct rc_call *k =
+		rc_call_start(w->cl, "/google.bytestream.ByteStream/Read", RPC_TIMEOUT_US * 5, NULL,
+			      0, bs_read_msg, bs_done, &r.end);
 	int rc = WCAS_EIO;
 	if (!k) {
 		*err = xstrdup("ByteStream Read: connection is closed");
@@ -167,16 +172,16 @@ static int bs_read(struct wcas *w, const struct digest *d, int fd, uint8_t **out
 	rc_call_send(k, buf, n);
 	free(buf);
 	rc_call_close_send(k);
-	while (!r.done)
+	while (!r.end.done)
 		event_base_loop(w->base, EVLOOP_ONCE);
 	struct digest got;
 	hasher_final(r.h, &got);
-	if (r.code == GRPC_NOT_FOUND) {
+	if (r.end.code == GRPC_NOT_FOUND) {
 		*err = missing_msg(d);
 		rc = WCAS_MISSING;
-	} else if (r.code != GRPC_OK) {
-		*err = xasprintf("ByteStream Read %s: status %d: %s", req.resource_name, r.code,
-				 r.msg);
+	} else if (r.end.code != GRPC_OK) {
+		*err = xasprintf("ByteStream Read %s: status %d: %s", req.resource_name, r.end.code,
+				 r.end.msg);
 	} else if (r.io_error) {
 		*err = xasprintf("ByteStream Read %s: cannot write the blob: %s", req.resource_name,
 				 strerror(errno));
@@ -193,7 +198,7 @@ static int bs_read(struct wcas *w, const struct digest *d, int fd, uint8_t **out
 	}
 out:
 	free(r.buf);
-	free(r.msg);
+	free(r.end.msg);
 	hasher_free(r.h);
 	free(req.resource_name);
 	return rc;
@@ -206,7 +211,7 @@ static int batch_read(struct wcas *w, const struct digest *d, size_t n, uint8_t 
 		      char **err)
 {
 	Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest req =
-		RE(BATCH_READ_BLOBS_REQUEST__INIT);
+		REV2(BATCH_READ_BLOBS_REQUEST__INIT);
 	PbDigest *pds = xcalloc(n, sizeof(*pds));
 	PbDigest **pp = xcalloc(n, sizeof(*pp));
 	for (size_t i = 0; i < n; i++) {
@@ -555,7 +560,7 @@ static uint8_t *slurp(const char *path, size_t want, char **err)
 static int batch_update(struct wcas *w, const struct wcas_blob *b, const size_t *idx, size_t n,
 			char **err)
 {
-	PbBatchUpdate req = RE(BATCH_UPDATE_BLOBS_REQUEST__INIT);
+	PbBatchUpdate req = REV2(BATCH_UPDATE_BLOBS_REQUEST__INIT);
 	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request *rs =
 		xcalloc(n, sizeof(*rs));
 	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request **rp =
@@ -619,29 +624,14 @@ static int batch_update(struct wcas *w, const struct wcas_blob *b, const size_t 
 	return rc;
 }
 
-struct bs_write {
-	bool done;
-	int code;
-	char *msg;
-};
-
-static void bsw_done(struct rc_call *k, int code, const char *message, void *arg)
-{
-	(void)k;
-	struct bs_write *r = arg;
-	r->code = code;
-	r->msg = xstrdup(message);
-	r->done = true;
-}
-
 static int bs_write(struct wcas *w, const struct wcas_blob *b, char **err)
 {
-	struct bs_write r = {0};
+	struct bs_end r = {0};
 	char *name = resource(w, &b->d, true);
 	int rc = WCAS_EIO;
 	int fd = -1;
 	struct rc_call *k = rc_call_start(w->cl, "/google.bytestream.ByteStream/Write",
-					  RPC_TIMEOUT_US * 5, NULL, 0, NULL, bsw_done, &r);
+					  RPC_TIMEOUT_US * 5, NULL, 0, NULL, bs_done, &r);
 	if (!k) {
 		*err = xstrdup("ByteStream Write: connection is closed");
 		goto out;
@@ -713,7 +703,7 @@ int wcas_upload(struct wcas *w, const struct wcas_blob *b, size_t n, char **err)
 	for (size_t s = 0; s < n && rc == 0; s += 5000) {
 		size_t m = n - s < 5000 ? n - s : 5000;
 		Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest req =
-			RE(FIND_MISSING_BLOBS_REQUEST__INIT);
+			REV2(FIND_MISSING_BLOBS_REQUEST__INIT);
 		PbDigest *pds = xcalloc(m, sizeof(*pds));
 		PbDigest **pp = xcalloc(m, sizeof(*pp));
 		size_t k = 0;

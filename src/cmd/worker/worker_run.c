@@ -35,7 +35,6 @@
  * expect symlinks in output_file_symlinks: those fields are deprecated,
  * not gone. */
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-#define RE(x)	   BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
 #define URL_RESULT "type.googleapis.com/build.bazel.remote.execution.v2.ActionResult"
 
 extern char **environ;
@@ -464,7 +463,7 @@ static int pack_dir(struct collect *c, const char *path, uint8_t **data, size_t 
 		c->err = xasprintf("cannot read output directory %s: %s", path, strerror(errno));
 		return -1;
 	}
-	PbDirectory dir = RE(DIRECTORY__INIT);
+	PbDirectory dir = REV2(DIRECTORY__INIT);
 	struct vec files = {0}, dirs = {0}, links = {0};
 	int rc = 0;
 	for (int i = 0; i < n && rc == 0; i++) {
@@ -809,8 +808,8 @@ static int collect_and_upload(struct action *x, struct collect *c, bool outputs_
 static void pack_result(struct action *x, struct collect *c, struct outputs *o,
 			struct wrun_out *out)
 {
-	PbActionResult ar = RE(ACTION_RESULT__INIT);
-	PbExecutedActionMetadata md = RE(EXECUTED_ACTION_METADATA__INIT);
+	PbActionResult ar = REV2(ACTION_RESULT__INIT);
+	PbExecutedActionMetadata md = REV2(EXECUTED_ACTION_METADATA__INIT);
 	ar.exit_code = x->exit_code;
 	ar.n_output_files = o->files.n;
 	ar.output_files = (void *)o->files.v;

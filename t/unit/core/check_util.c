@@ -7,9 +7,12 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include "core/child.h"
 #include "core/util.h"
 #include "check_run.h"
 
@@ -157,6 +160,86 @@ START_TEST(test_varint)
 }
 END_TEST
 
+/* RFC 4122 version 4: 8-4-4-4-12 lower-case hex, version nibble 4,
+ * variant bits 10. */
+START_TEST(test_uuid4)
+{
+	char *a = uuid4(), *b = uuid4();
+	ck_assert_uint_eq(strlen(a), 36);
+	for (int i = 0; i < 36; i++) {
+		if (i == 8 || i == 13 || i == 18 || i == 23)
+			ck_assert_int_eq(a[i], '-');
+		else
+			ck_assert_ptr_nonnull(strchr("0123456789abcdef", a[i]));
+	}
+	ck_assert_int_eq(a[14], '4');
+	ck_assert_ptr_nonnull(strchr("89ab", a[19]));
+	ck_assert_str_ne(a, b);
+	free(a);
+	free(b);
+}
+END_TEST
+
+START_TEST(test_utf8)
+{
+	static const struct {
+		const char *s;
+		size_t len;
+		bool ok;
+	} v[] = {
+		{"", 0, true},
+		{"plain ascii", 11, true},
+		{"\xc3\xa9", 2, true},		/* U+00E9 */
+		{"\xe2\x82\xac", 3, true},	/* U+20AC */
+		{"\xf0\x9f\x98\x80", 4, true},	/* U+1F600 */
+		{"\xf4\x8f\xbf\xbf", 4, true},	/* U+10FFFF, the last */
+		{"a\0b", 3, false},		/* NUL */
+		{"\xc0\xaf", 2, false},		/* overlong '/' */
+		{"\xe0\x80\xaf", 3, false},	/* overlong, 3 bytes */
+		{"\xf0\x80\x80\xaf", 4, false}, /* overlong, 4 bytes */
+		{"\xed\xa0\x80", 3, false},	/* surrogate U+D800 */
+		{"\xf4\x90\x80\x80", 4, false}, /* U+110000 */
+		{"\xf5\x80\x80\x80", 4, false}, /* lead byte past F4 */
+		{"\x80", 1, false},		/* stray continuation */
+		{"\xc3", 1, false},		/* truncated */
+		{"\xe2\x82", 2, false},		/* truncated */
+		{"\xe2\x28\xa1", 3, false},	/* bad continuation */
+		{"ok\xff", 3, false},		/* never valid */
+	};
+	for (size_t i = 0; i < ARRAY_LEN(v); i++)
+		ck_assert_msg(utf8_valid(v[i].s, v[i].len) == v[i].ok, "case %zu", i);
+	const unsigned char *e = (const unsigned char *)"\xe2\x82\xac!";
+	ck_assert_uint_eq(utf8_seq_len(e, e + 4), 3);
+	ck_assert_uint_eq(utf8_seq_len(e + 3, e + 4), 1);
+	ck_assert_uint_eq(utf8_seq_len(e, e + 2), 0);
+}
+END_TEST
+
+/* A real child's waitpid() status, so the W* macros decode it. */
+static int child_status(int how)
+{
+	pid_t pid = fork();
+	ck_assert_int_ge(pid, 0);
+	if (pid == 0) {
+		if (how)
+			raise(how);
+		_exit(3);
+	}
+	int st;
+	ck_assert_int_eq(waitpid(pid, &st, 0), pid);
+	return st;
+}
+
+START_TEST(test_child_status)
+{
+	char buf[64];
+	ck_assert_str_eq(child_status_str(child_status(0), buf, sizeof buf),
+			 "exited with status 3");
+	ck_assert_str_eq(child_status_str(child_status(SIGKILL), buf, sizeof buf),
+			 "was killed by signal 9 (Killed)");
+}
+END_TEST
+
 int main(void)
 {
 	Suite *s = suite_create("util");
@@ -167,6 +250,9 @@ int main(void)
 	tcase_add_test(tc, test_sizes);
 	tcase_add_test(tc, test_mkdir_p);
 	tcase_add_test(tc, test_varint);
+	tcase_add_test(tc, test_uuid4);
+	tcase_add_test(tc, test_utf8);
+	tcase_add_test(tc, test_child_status);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }

@@ -35,18 +35,10 @@
 #include "core/log.h"
 #include "domain/ac.h"
 #include "domain/blob.h"
+#include "proto/pb.h"
 #include "state/keys.h"
 #include "state/store.h"
 #include "check_run.h"
-
-#define RE(x) build__bazel__remote__execution__v2__##x
-typedef Build__Bazel__Remote__Execution__V2__ActionResult PbActionResult;
-typedef Build__Bazel__Remote__Execution__V2__OutputFile PbOutputFile;
-typedef Build__Bazel__Remote__Execution__V2__OutputDirectory PbOutputDirectory;
-typedef Build__Bazel__Remote__Execution__V2__Digest PbDigest;
-typedef Build__Bazel__Remote__Execution__V2__FileNode PbFileNode;
-typedef Build__Bazel__Remote__Execution__V2__Directory PbDirectory;
-typedef Build__Bazel__Remote__Execution__V2__Tree PbTree;
 
 static char g_dir[64];
 static char g_sock[128];
@@ -197,7 +189,7 @@ static struct digest digest_of_str(const char *s)
 /* A protobuf Digest pointing into d. */
 static PbDigest *pbd(PbDigest *pd, const struct digest *d)
 {
-	RE(digest__init)(pd);
+	*pd = (PbDigest)REV2(DIGEST__INIT);
 	pd->hash = (char *)d->hex;
 	pd->size_bytes = d->size;
 	return pd;
@@ -306,18 +298,18 @@ static uint8_t *tree_bytes(const struct digest *files, size_t nfiles, size_t n, 
 	PbDigest *pd = calloc(n, sizeof(*pd));
 	char(*names)[16] = calloc(n, sizeof(*names));
 	for (size_t i = 0; i < n; i++) {
-		RE(file_node__init)(&fn[i]);
+		fn[i] = (PbFileNode)REV2(FILE_NODE__INIT);
 		snprintf(names[i], sizeof(names[i]), "f%zu", i);
 		fn[i].name = names[i];
 		fn[i].digest = pbd(&pd[i], &files[i % nfiles]);
 		fp[i] = &fn[i];
 	}
 	PbDirectory root;
-	RE(directory__init)(&root);
+	root = (PbDirectory)REV2(DIRECTORY__INIT);
 	root.n_files = n;
 	root.files = fp;
 	PbTree t;
-	RE(tree__init)(&t);
+	t = (PbTree)REV2(TREE__INIT);
 	t.root = &root;
 	*len = protobuf_c_message_get_packed_size(&t.base);
 	uint8_t *buf = malloc(*len);
@@ -342,10 +334,10 @@ static void res_init(struct res *x, const struct digest *f, size_t nf, const str
 		     size_t nd)
 {
 	memset(x, 0, sizeof(*x));
-	RE(action_result__init)(&x->r);
+	x->r = (PbActionResult)REV2(ACTION_RESULT__INIT);
 	x->r.exit_code = 3;
 	for (size_t i = 0; i < nf; i++) {
-		RE(output_file__init)(&x->of[i]);
+		x->of[i] = (PbOutputFile)REV2(OUTPUT_FILE__INIT);
 		x->of[i].path = (char *)"out/file";
 		x->of[i].digest = pbd(&x->d[i], &f[i]);
 		x->ofp[i] = &x->of[i];
@@ -357,7 +349,7 @@ static void res_init(struct res *x, const struct digest *f, size_t nf, const str
 		x->odp = calloc(nd, sizeof(*x->odp));
 		pbd(&x->td, tree);
 		for (size_t i = 0; i < nd; i++) {
-			RE(output_directory__init)(&x->od[i]);
+			x->od[i] = (PbOutputDirectory)REV2(OUTPUT_DIRECTORY__INIT);
 			x->od[i].path = (char *)"out/dir";
 			x->od[i].tree_digest = &x->td;
 			x->odp[i] = &x->od[i];
@@ -573,7 +565,7 @@ START_TEST(test_put_missing_listed_once)
 	for (size_t i = 0; i < 50; i++)
 		x.odp[i] = &x.od[i];
 	PbDigest atd;
-	RE(output_directory__init)(&x.od[50]);
+	x.od[50] = (PbOutputDirectory)REV2(OUTPUT_DIRECTORY__INIT);
 	x.od[50].path = (char *)"other";
 	x.od[50].tree_digest = pbd(&atd, &absent_tree);
 	x.odp[50] = &x.od[50];
@@ -601,7 +593,7 @@ START_TEST(test_put_invalid_and_too_large)
 	struct res x;
 	res_init(&x, NULL, 0, NULL, 0);
 	PbOutputFile of;
-	RE(output_file__init)(&of);
+	of = (PbOutputFile)REV2(OUTPUT_FILE__INIT);
 	of.path = (char *)"no digest";
 	PbOutputFile *ofp = &of;
 	x.r.n_output_files = 1;

@@ -31,6 +31,7 @@
 #include <hiredis/hiredis.h>
 
 #include "core/cfg.h"
+#include "core/err.h"
 #include "core/log.h"
 #include "state/redisproc.h"
 #include "state/store.h"
@@ -356,7 +357,7 @@ END_TEST
 START_TEST(test_down_fails_fast)
 {
 	struct result res = {0};
-	ck_assert_int_eq(store_command(on_result, &res, "PING"), -1);
+	ck_assert_int_eq(store_command(on_result, &res, "PING"), ERR_STORE_DOWN);
 	char addr[PATH_MAX + 8], sock[PATH_MAX];
 	snprintf(sock, sizeof sock, "%s/ext.sock", g_dir);
 	snprintf(addr, sizeof addr, "unix:%s", sock);
@@ -369,7 +370,7 @@ START_TEST(test_down_fails_fast)
 	ck_assert(!store_up());
 	ck_assert_int_eq(g_up, 0);
 	int64_t t0 = mono_us();
-	ck_assert_int_eq(store_command(on_result, &res, "PING"), -1);
+	ck_assert_int_eq(store_command(on_result, &res, "PING"), ERR_STORE_DOWN);
 	ck_assert_int_lt(mono_us() - t0, 10000);
 	run_for(50000);
 	ck_assert_int_eq(res.done, 0);
@@ -391,7 +392,7 @@ START_TEST(test_down_fails_fast)
 	ck_assert(run_until(&res.done, 1, 5000000));
 	ck_assert(res.null);
 	ck_assert(run_until(&g_down, 1, 5000000));
-	ck_assert_int_eq(store_command(on_result, &res, "PING"), -1);
+	ck_assert_int_eq(store_command(on_result, &res, "PING"), ERR_STORE_DOWN);
 	run_for(50000);
 	ck_assert_int_eq(res.done, 1);
 }
@@ -415,7 +416,7 @@ START_TEST(test_external_unreachable)
 	ck_assert_int_eq(store_start(g_base, g_cfg, &err), 0);
 	run_for(200000);
 	struct result res = {0};
-	ck_assert_int_eq(store_command(on_result, &res, "PING"), -1);
+	ck_assert_int_eq(store_command(on_result, &res, "PING"), ERR_STORE_DOWN);
 	store_stop();
 
 	char sock[100];
@@ -449,7 +450,7 @@ START_TEST(test_scripts)
 	ck_assert_int_ne(echo, incr);
 	ck_assert_int_eq(store_script_register("echo", "return KEYS[1] .. ':' .. ARGV[1]"), echo);
 	start_embedded();
-	ck_assert_int_eq(store_script_register("late", "return 1"), -1);
+	ck_assert_int_eq(store_script_register("late", "return 1"), ERR_PRECONDITION);
 
 	struct result r = {0};
 	const char *args[] = {"k", "v"};
@@ -470,7 +471,7 @@ START_TEST(test_scripts)
 	ck_assert_int_eq(n.type, REDIS_REPLY_INTEGER);
 	ck_assert_int_eq(n.integer, 5);
 	expect_str(e, "k:v");
-	ck_assert_int_eq(store_evalsha(99, on_result, &r, 0, 0, NULL, NULL), -1);
+	ck_assert_int_eq(store_evalsha(99, on_result, &r, 0, 0, NULL, NULL), -EINVAL);
 }
 END_TEST
 
@@ -506,7 +507,7 @@ START_TEST(test_kill9_restart)
 	ck_assert_msg(run_until(&g_down, 1, 5000000), "observer never saw down");
 	ck_assert(!store_up());
 	struct result res = {0};
-	ck_assert_int_eq(store_command(on_result, &res, "PING"), -1);
+	ck_assert_int_eq(store_command(on_result, &res, "PING"), ERR_STORE_DOWN);
 	ck_assert_msg(run_until(&g_up, 2, 10000000), "store never came back up");
 	pid_t now = redisproc_pid();
 	ck_assert_int_gt(now, 0);
@@ -593,7 +594,7 @@ START_TEST(test_stop_leaves_nothing)
 	ck_assert_int_eq(errno, ESRCH);
 	ck_assert_int_ne(access(sock, F_OK), 0);
 	ck_assert(!store_up());
-	ck_assert_int_eq(store_command(on_result, &res, "PING"), -1);
+	ck_assert_int_eq(store_command(on_result, &res, "PING"), ERR_STORE_DOWN);
 	ck_assert_int_eq(
 		event_base_get_num_events(g_base, EVENT_BASE_COUNT_ADDED | EVENT_BASE_COUNT_ACTIVE),
 		0);
