@@ -18,6 +18,7 @@
 
 #include "core/cfg.h"
 #include "core/log.h"
+#include "core/pbwire.h"
 #include "transport/h2.h"
 
 struct md {
@@ -604,83 +605,29 @@ static void reader_error(struct call *c)
  * would name the default instance "").  Walk the wire form once and refuse
  * both.  Only called on bytes that already unpacked cleanly, so the
  * framing is known to be sound. */
-static uint64_t wire_varint(const uint8_t **p, const uint8_t *end)
-{
-	uint64_t v = 0;
-	for (int shift = 0; *p < end && shift < 64; shift += 7) {
-		uint8_t b = *(*p)++;
-		v |= (uint64_t)(b & 0x7f) << shift;
-		if (!(b & 0x80))
-			break;
-	}
-	return v;
-}
-
-/* Strict UTF-8 (no overlong forms, surrogates or code points past
- * U+10FFFF) without NUL. */
-static bool text_ok(const uint8_t *p, size_t n)
-{
-	const uint8_t *end = p + n;
-	while (p < end) {
-		uint8_t c = *p++;
-		if (c == 0)
-			return false;
-		if (c < 0x80)
-			continue;
-		int more;
-		uint32_t cp, min;
-		if ((c & 0xe0) == 0xc0)
-			more = 1, cp = c & 0x1f, min = 0x80;
-		else if ((c & 0xf0) == 0xe0)
-			more = 2, cp = c & 0x0f, min = 0x800;
-		else if ((c & 0xf8) == 0xf0)
-			more = 3, cp = c & 0x07, min = 0x10000;
-		else
-			return false;
-		if (end - p < more)
-			return false;
-		while (more--) {
-			if ((*p & 0xc0) != 0x80)
-				return false;
-			cp = cp << 6 | (*p++ & 0x3f);
-		}
-		if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-			return false;
-	}
-	return true;
-}
-
 /* Name of the first string field that is not NUL-free UTF-8, or NULL. */
 static const char *bad_string_field(const ProtobufCMessageDescriptor *desc, const uint8_t *p,
 				    size_t len, int depth)
 {
-	const uint8_t *end = p + len;
+	struct pbw r;
+	struct pbw_field fld;
 	if (depth > 32)
 		return NULL;
-	while (p < end) {
-		uint64_t key = wire_varint(&p, end);
-		unsigned wt = key & 7;
+	pbw_init(&r, p, len);
+	while (pbw_next(&r, &fld) == 1) {
+		if (fld.wt != PBW_LEN)
+			continue;
 		const ProtobufCFieldDescriptor *f =
-			protobuf_c_message_descriptor_get_field(desc, (unsigned)(key >> 3));
-		switch (wt) {
-		case 0: wire_varint(&p, end); break;
-		case 1: p += 8; break;
-		case 5: p += 4; break;
-		case 2: {
-			uint64_t n = wire_varint(&p, end);
-			if (n > (uint64_t)(end - p))
-				return NULL;
-			if (f && f->type == PROTOBUF_C_TYPE_STRING && !text_ok(p, n))
-				return f->name;
-			if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
-				const char *bad = bad_string_field(f->descriptor, p, n, depth + 1);
-				if (bad)
-					return bad;
-			}
-			p += n;
-			break;
-		}
-		default: return NULL;
+			protobuf_c_message_descriptor_get_field(desc, fld.num);
+		if (!f)
+			continue;
+		if (f->type == PROTOBUF_C_TYPE_STRING &&
+		    !utf8_valid((const char *)fld.data, fld.len))
+			return f->name;
+		if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
+			const char *bad = bad_string_field(f->descriptor, fld.data, fld.len, depth + 1);
+			if (bad)
+				return bad;
 		}
 	}
 	return NULL;
