@@ -15,6 +15,7 @@
 
 #include <event2/event.h>
 
+#include "core/list.h"
 #include "domain/blob.h"
 #include "google/bytestream/bytestream.pb-c.h"
 #include "services/inst.h"
@@ -23,8 +24,8 @@
 #include "services/resname.h"
 #include "services/svc.h"
 
-#define READ_CHUNK  (1 << 20)	      /* bytes per ReadResponse */
-#define READ_AHEAD  (2 << 20)	      /* stop reading while this much is queued */
+#define READ_CHUNK (1 << 20) /* bytes per ReadResponse */
+#define READ_AHEAD (2 << 20) /* stop reading while this much is queued */
 /* Bytes one stream reads and frames per loop pass: with 8 streams each
  * refilling 2 MiB in one pass the loop stalled for 100+ ms.  A stream that
  * used its share yields with a zero timer, so sockets and the other
@@ -39,10 +40,10 @@ struct upload {
 	struct blob_writer *w;
 	struct call *owner; /* the Write call appending now, or NULL */
 	int64_t last_active;
-	struct upload *next;
+	struct list link; /* on uploads */
 };
 
-static struct upload *uploads;
+static struct list uploads = LIST_INIT(uploads);
 static struct event *sweep_ev;
 
 /* ---- resource names ------------------------------------------------------ */
@@ -222,20 +223,19 @@ void svc_bs_read_cancel(struct call *c)
 
 static struct upload *upload_find(const char *name)
 {
-	for (struct upload *u = uploads; u; u = u->next)
+	struct list *pos;
+	list_for_each(pos, &uploads)
+	{
+		struct upload *u = container_of(pos, struct upload, link);
 		if (strcmp(u->name, name) == 0)
 			return u;
+	}
 	return NULL;
 }
 
 static void upload_drop(struct upload *u)
 {
-	for (struct upload **pp = &uploads; *pp; pp = &(*pp)->next) {
-		if (*pp == u) {
-			*pp = u->next;
-			break;
-		}
-	}
+	list_del(&u->link);
 	if (u->w)
 		blob_writer_abort(u->w);
 	free(u->name);
@@ -248,8 +248,10 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	(void)arg;
 	int64_t now = mono_us();
-	for (struct upload *u = uploads, *next; u; u = next) {
-		next = u->next;
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &uploads)
+	{
+		struct upload *u = container_of(pos, struct upload, link);
 		if (!u->owner && now - u->last_active > UPLOAD_IDLE) {
 			LOGI("bytestream", "dropping abandoned upload %s at %lld of %lld bytes",
 			     u->name, (long long)blob_writer_offset(u->w), (long long)u->d.size);
@@ -268,8 +270,8 @@ void svc_bytestream_init(struct event_base *base)
 
 void svc_bytestream_shutdown(void)
 {
-	while (uploads)
-		upload_drop(uploads);
+	while (!list_empty(&uploads))
+		upload_drop(container_of(list_first(&uploads), struct upload, link));
 	if (sweep_ev)
 		event_free(sweep_ev);
 	sweep_ev = NULL;
@@ -337,8 +339,7 @@ static int write_begin(struct call *c, const Google__Bytestream__WriteRequest *r
 		u->name = xstrdup(req->resource_name);
 		u->d = d;
 		u->w = blob_writer_open(in->cas, &d);
-		u->next = uploads;
-		uploads = u;
+		list_add_head(&uploads, &u->link);
 	}
 	u->owner = c;
 	u->last_active = mono_us();
