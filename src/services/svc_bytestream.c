@@ -29,7 +29,11 @@
 /* Bytes one stream reads and frames per loop pass: with 8 streams each
  * refilling 2 MiB in one pass the loop stalled for 100+ ms.  A stream that
  * used its share yields with a zero timer, so sockets and the other
- * streams are served in between. */
+ * streams are served in between.  The share is refilled only by that timer
+ * (which runs once per pass, after the loop polled): on_writable, which
+ * the h2 layer calls as often as its output drains within one pass, only
+ * spends what is left of it.  Refilling there let each stream read up to
+ * max-output-buffer + READ_AHEAD (6 MiB) per pass, 60+ ms for 8 streams. */
 #define READ_SLICE  (256 << 10)
 #define UPLOAD_IDLE (600 * 1000000LL) /* drop abandoned uploads after 10 min */
 #define SWEEP_EVERY 30
@@ -85,6 +89,7 @@ struct rstate {
 	struct blob_reader *r;
 	int64_t remaining;
 	struct event *ev; /* continues the pump next loop pass */
+	size_t budget;	  /* bytes left to read in this pass (READ_SLICE) */
 	struct call *c;
 };
 
@@ -109,17 +114,19 @@ static void read_close(struct call *c)
 static void read_pump(struct call *c)
 {
 	struct rstate *st = call_data(c);
-	size_t budget = READ_SLICE;
 	while (st && !call_done(c) && st->remaining > 0 && call_pending(c) < READ_AHEAD) {
-		if (budget == 0 && st->ev) {
+		if (st->budget == 0 && st->ev) {
 			static const struct timeval now = {0, 0};
-			evtimer_add(st->ev, &now);
+			if (!evtimer_pending(st->ev, NULL))
+				evtimer_add(st->ev, &now);
 			return;
 		}
 		size_t want = st->remaining < READ_CHUNK ? (size_t)st->remaining : READ_CHUNK;
-		if (st->ev && want > budget)
-			want = budget;
-		budget -= want < budget ? want : budget;
+		if (st->ev) {
+			if (want > st->budget)
+				want = st->budget;
+			st->budget -= want;
+		}
 		uint8_t *buf = xmalloc(5 + 1 + 10 + want);
 		uint8_t hdr[11];
 		hdr[0] = 10 << 3 | 2; /* ReadResponse.data: field 10, bytes */
@@ -154,6 +161,7 @@ static void read_resume(evutil_socket_t fd, short what, void *arg)
 	(void)fd, (void)what;
 	struct rstate *st = arg;
 	struct call *c = st->c;
+	st->budget = READ_SLICE; /* a new pass */
 	call_ref(c);
 	read_pump(c);
 	call_unref(c);
@@ -202,6 +210,7 @@ void svc_bs_read(struct call *c, const ProtobufCMessage *msg)
 	struct rstate *st = xcalloc(1, sizeof(*st));
 	st->r = r;
 	st->remaining = remaining;
+	st->budget = READ_SLICE;
 	st->c = c;
 	if (bs_base)
 		st->ev = evtimer_new(bs_base, read_resume, st);
