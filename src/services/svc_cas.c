@@ -106,6 +106,13 @@ static void slice_start(struct slice_job *j, struct call *c, const ProtobufCMess
 	call_set_data(c, j);
 	if (cas_base) /* else no loop to yield to: all in one go */
 		j->ev = evtimer_new(cas_base, slice_step, j);
+	if (j->ev && n > j->ops->per) {
+		/* A large request already cost this pass its unpack (10,000
+		 * digests: ~3.5 ms, and ~1 ms of UTF-8 checks): start next pass. */
+		static const struct timeval now = {0, 0};
+		evtimer_add(j->ev, &now);
+		return;
+	}
 	slice_step(-1, 0, j);
 }
 
