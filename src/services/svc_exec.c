@@ -485,6 +485,8 @@ static int check_limits(struct call *c, const struct cfg_instance *ci, const PbA
 	int64_t t = duration_us(a->timeout);
 	if (t < 0) {
 		call_finish(c, GRPC_INVALID_ARGUMENT, "Action.timeout is out of range");
+		free(*platform);
+		*platform = NULL;
 		return -1;
 	}
 	if (t > ci->max_execution_timeout_us) {
@@ -493,6 +495,8 @@ static int check_limits(struct call *c, const struct cfg_instance *ci, const PbA
 			    "Action.timeout %s exceeds this instance's max-execution-timeout %s",
 			    fmt_duration(t, b1, sizeof b1),
 			    fmt_duration(ci->max_execution_timeout_us, b2, sizeof b2));
+		free(*platform);
+		*platform = NULL;
 		return -1;
 	}
 	*timeout = t ? t : ci->max_execution_timeout_us;
