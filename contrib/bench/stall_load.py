@@ -5,7 +5,7 @@ usage: stall_load.py ADDR GEN_PY TMPDIR [KIND...]
 
 For each kind: set up its data (not measured), start the prober (a separate
 process calling grpc.health.v1.Health/Check every 2 ms on its own
-connection; see stall_probe.py), run the load, stop the prober and print
+connection: $STALL_PROBE, see stall_probe.c, else stall_probe.py), run the load, stop the prober and print
 one line "kind worst_ms p99_ms probes load_s".  The prober's figures are
 the event-loop stalls a client of reactord sees while the load runs.
 """
@@ -25,6 +25,9 @@ from build.bazel.remote.execution.v2 import remote_execution_pb2 as re2  # noqa:
 from google.bytestream import bytestream_pb2 as bs  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# The C prober (contrib/bench/stall_probe, built by stall.sh); the Python one
+# is the fallback, but its own run time on the loaded CPU shows up as stalls.
+PROBE = os.environ.get("STALL_PROBE")
 CAS = "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
 MIB = 1 << 20
 OPTS = [("grpc.max_send_message_length", 64 * MIB),
@@ -99,7 +102,10 @@ class Probe:
         cmd = ["taskset", "-c", "1"]
         if os.getuid() == 0:
             cmd += ["nice", "-n", "-10"]
-        cmd += [sys.executable, os.path.join(HERE, "stall_probe.py"), ADDR, ready]
+        if PROBE:
+            cmd += [PROBE, ADDR, ready]
+        else:
+            cmd += [sys.executable, os.path.join(HERE, "stall_probe.py"), ADDR, ready]
         self.p = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 20
         while not os.path.exists(ready):

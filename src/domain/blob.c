@@ -184,11 +184,6 @@ int64_t blob_writer_offset(const struct blob_writer *w)
 	return w->off;
 }
 
-const struct digest *blob_writer_digest(const struct blob_writer *w)
-{
-	return &w->expected;
-}
-
 static int fail(char **err, int rc, char *msg)
 {
 	if (err)

@@ -66,12 +66,11 @@ struct blob_store *blob_open_disk(struct event_base *base, const char *dir, int6
  * loss.  Off by default: fsync on the loop costs milliseconds per blob. */
 void blob_disk_set_fsync(struct blob_store *s, bool on);
 
-/* Disk store only: verify the hash of whole-blob reads (blob_get) and
- * delete a blob that fails.  On by default; costs SHA-256 time on reads. */
-void blob_disk_set_verify_reads(struct blob_store *s, bool on);
-/* The same for streamed readers opened at offset 0 (ByteStream.Read).
- * Off by default: it caps reads at SHA-256 speed, and clients verify
- * digests themselves; the instance key verify-reads turns it on. */
+/* The disk store always verifies the hash of whole-blob reads (blob_get)
+ * and deletes a blob that fails.  This turns the same on for streamed
+ * readers opened at offset 0 (ByteStream.Read).  Off by default: it caps
+ * reads at SHA-256 speed, and clients verify digests themselves; the
+ * instance key verify-reads turns it on. */
 void blob_disk_set_verify_streams(struct blob_store *s, bool on);
 
 /* Memory store, LRU under max_size bytes (<= 0: unbounded).  Never NULL. */
@@ -151,7 +150,6 @@ int blob_writer_write(struct blob_writer *w, const void *data, size_t n);
 
 /* Bytes accepted so far (where a resumed upload continues). */
 int64_t blob_writer_offset(const struct blob_writer *w);
-const struct digest *blob_writer_digest(const struct blob_writer *w);
 
 /* Verify size and hash, then publish atomically; frees w.  Returns 0 (also
  * when the blob was already stored: this copy is dropped), -EINVAL when
@@ -166,7 +164,6 @@ void blob_writer_abort(struct blob_writer *w);
 
 /* ---- backend interface: blob.c, blob_disk.c and blob_mem.c only ------ */
 #ifdef BLOB_BACKEND
-
 
 /* Recency order for eviction, shared by the backends (blob.c).  Entries
  * used since open are on an LRU list in use order; entries known only

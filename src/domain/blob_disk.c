@@ -50,7 +50,7 @@ struct disk {
 	struct blob_store base;
 	char *dir;
 	int dirfd, casfd, tmpfd, lockfd;
-	bool fsync, verify, verify_streams;
+	bool fsync, verify_streams;
 	struct digest_map index;
 	struct blob_recency rec;
 	int64_t bytes, evictions;
@@ -350,7 +350,7 @@ static int disk_get(struct blob_store *s, const struct digest *d, uint8_t **data
 	uint8_t *buf = xmalloc((size_t)d->size);
 	rc = pread_all(k, fd, d, buf, (size_t)d->size, 0);
 	close(fd);
-	if (rc == 0 && k->verify) {
+	if (rc == 0) { /* always: a parsed blob must be what its digest says */
 		struct digest got;
 		digest_of(buf, (size_t)d->size, &got);
 		if (!digest_eq(&got, d)) {
@@ -654,7 +654,6 @@ struct blob_store *blob_open_disk(struct event_base *base, const char *dir, int6
 	k->base.max_size = max_size;
 	k->dir = xstrdup(dir);
 	k->dirfd = k->casfd = k->tmpfd = k->lockfd = -1;
-	k->verify = true;
 	blob_rec_init(&k->rec);
 	digest_map_init(&k->index);
 	const char *what = "mkdir";
@@ -719,12 +718,6 @@ void blob_disk_set_fsync(struct blob_store *s, bool on)
 {
 	if (s->be == &disk_backend)
 		disk_of(s)->fsync = on;
-}
-
-void blob_disk_set_verify_reads(struct blob_store *s, bool on)
-{
-	if (s->be == &disk_backend)
-		disk_of(s)->verify = on;
 }
 
 void blob_disk_set_verify_streams(struct blob_store *s, bool on)

@@ -50,6 +50,7 @@ static const struct rpc_method table[] = {
 		.req = &build__bazel__remote__execution__v2__batch_read_blobs_request__descriptor,
 		.resp = &build__bazel__remote__execution__v2__batch_read_blobs_response__descriptor,
 		.on_message = svc_cas_batch_read,
+		.on_cancel = svc_cas_batch_read_cancel,
 	},
 	{
 		.path = "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchUpdateBlobs",
@@ -65,6 +66,7 @@ static const struct rpc_method table[] = {
 		.req = &build__bazel__remote__execution__v2__find_missing_blobs_request__descriptor,
 		.resp = &build__bazel__remote__execution__v2__find_missing_blobs_response__descriptor,
 		.on_message = svc_cas_find_missing,
+		.on_cancel = svc_cas_find_missing_cancel,
 	},
 	{
 		.path = "/build.bazel.remote.execution.v2.ContentAddressableStorage/GetTree",

@@ -32,11 +32,13 @@ void svc_ac_shutdown(void);
 
 /* build.bazel.remote.execution.v2.ContentAddressableStorage */
 void svc_cas_find_missing(struct call *c, const ProtobufCMessage *msg);
+void svc_cas_find_missing_cancel(struct call *c);
 struct event_base;
 void svc_cas_init(struct event_base *base);
 void svc_cas_batch_update(struct call *c, const ProtobufCMessage *msg);
 void svc_cas_batch_update_cancel(struct call *c);
 void svc_cas_batch_read(struct call *c, const ProtobufCMessage *msg);
+void svc_cas_batch_read_cancel(struct call *c);
 void svc_cas_get_tree(struct call *c, const ProtobufCMessage *msg);
 void svc_cas_get_tree_cancel(struct call *c);
 

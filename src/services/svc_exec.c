@@ -66,7 +66,6 @@ struct exec {
 
 static struct {
 	struct event_base *base;
-	size_t streams;
 	struct exec *live;
 } ex_g;
 
@@ -96,7 +95,6 @@ static void ex_end(struct exec *ex)
 	if (!ex->live)
 		return;
 	ex->live = false;
-	ex_g.streams--;
 	if (ex->prev)
 		ex->prev->next = ex->next;
 	else
@@ -221,7 +219,6 @@ static struct exec *ex_new(struct call *c, const char *op)
 	ex->ka = evtimer_new(ex_g.base, ka_cb, ex);
 	ex->last_send = mono_us();
 	call_set_data(c, ex);
-	ex_g.streams++;
 	ex->next = ex_g.live;
 	if (ex_g.live)
 		ex_g.live->prev = ex;
@@ -352,7 +349,6 @@ static void ac_reply(void *arg, const struct ac_res *res)
 	ex_unref(ex);
 }
 
-
 static int64_t duration_us(const Google__Protobuf__Duration *d)
 {
 	if (!d)
@@ -381,10 +377,11 @@ static int read_parsed(struct call *c, struct inst *in, const struct digest *d, 
 		       int64_t cap, uint8_t **out)
 {
 	if (d->size > cap) {
-		call_finish(c, GRPC_INVALID_ARGUMENT,
-			    "%s blobs/%s/%lld is %lld bytes, over the %lld MiB limit for a parsed %s",
-			    kind, d->hex, (long long)d->size, (long long)d->size,
-			    (long long)(cap >> 20), kind);
+		call_finish(
+			c, GRPC_INVALID_ARGUMENT,
+			"%s blobs/%s/%lld is %lld bytes, over the %lld MiB limit for a parsed %s",
+			kind, d->hex, (long long)d->size, (long long)d->size,
+			(long long)(cap >> 20), kind);
 		return -1;
 	}
 	int rc = blob_get(in->cas, d, out);
@@ -488,6 +485,8 @@ static int check_limits(struct call *c, const struct cfg_instance *ci, const PbA
 	int64_t t = duration_us(a->timeout);
 	if (t < 0) {
 		call_finish(c, GRPC_INVALID_ARGUMENT, "Action.timeout is out of range");
+		free(*platform);
+		*platform = NULL;
 		return -1;
 	}
 	if (t > ci->max_execution_timeout_us) {
@@ -496,6 +495,8 @@ static int check_limits(struct call *c, const struct cfg_instance *ci, const PbA
 			    "Action.timeout %s exceeds this instance's max-execution-timeout %s",
 			    fmt_duration(t, b1, sizeof b1),
 			    fmt_duration(ci->max_execution_timeout_us, b2, sizeof b2));
+		free(*platform);
+		*platform = NULL;
 		return -1;
 	}
 	*timeout = t ? t : ci->max_execution_timeout_us;

@@ -259,6 +259,27 @@ class TestFindMissing(CASTestCase):
                 self.assertNotIn("blob_digests[0]", e.details())
         self.assertEqual(self.find_missing([good]), [dstr(good)])
 
+    def test_many_digests_across_slices(self):
+        # 10,000 digests are checked over several loop passes: the answer
+        # keeps request order and an invalid digest late in the list still
+        # fails the whole call, naming its index.
+        self.start()
+        present = self.put(*[b"present %d" % i for i in range(300)])
+        want, digests = [], []
+        for i in range(10000):
+            if i % 33 == 0 and i // 33 < len(present):
+                digests.append(present[i // 33])
+            else:
+                d = rpb().Digest(hash=hashlib.sha256(b"absent %d" % i).hexdigest(),
+                                 size_bytes=i)
+                digests.append(d)
+                want.append(dstr(d))
+        self.assertEqual(self.find_missing(digests), want)
+        bad = digests[:9999] + [rpb().Digest(hash="x" * 64, size_bytes=1)]
+        self.assert_rpc_error(SC.INVALID_ARGUMENT, self.find_missing, bad,
+                              contains="blob_digests[9999]")
+        self.assertEqual(self.find_missing(present[:3]), [])
+
     def test_unknown_instance(self):
         self.start({"instances": [{"name": ""}, {"name": "team/a"}]})
         a, = self.put(b"in team/a", instance="team/a")
@@ -368,6 +389,35 @@ class TestBatch(CASTestCase):
                          [b"read me", b"", b"", b"and me"])
         self.assertIn(gone.hash, sts[1][1])
         self.assertIn("-5", sts[5][1])
+
+    def test_many_blobs_across_slices(self):
+        # 1,000 blobs per call are stored and read over several loop passes;
+        # statuses and data stay in request order, and calls cancelled
+        # mid-way leave the server serving.
+        self.start()
+        blobs = [b"slice %d " % i + os.urandom(i % 50) for i in range(1000)]
+        pairs = [(digest(b), b) for b in blobs]
+        pairs[500] = (digest(b"other"), b"wrong data")
+        sts = self.batch_update(pairs)
+        self.assertEqual([c for c, _ in sts],
+                         [SC.OK] * 500 + [SC.INVALID_ARGUMENT] + [SC.OK] * 499)
+        ds = [d for d, _ in pairs]
+        got = self.batch_read(ds)
+        self.assertEqual([c for c, _, _ in got], [SC.OK] * 500 + [SC.NOT_FOUND] + [SC.OK] * 499)
+        self.assertEqual([x for _, _, x in got[:500]], blobs[:500])
+        self.assertEqual([x for _, _, x in got[501:]], blobs[501:])
+        r = rpb()
+        read = h.unary(self.ch, CAS + "BatchReadBlobs", r.BatchReadBlobsRequest,
+                       r.BatchReadBlobsResponse)
+        find = h.unary(self.ch, CAS + "FindMissingBlobs", r.FindMissingBlobsRequest,
+                       r.FindMissingBlobsResponse)
+        futs = [read.future(r.BatchReadBlobsRequest(digests=ds)) for _ in range(4)]
+        futs += [find.future(r.FindMissingBlobsRequest(blob_digests=ds * 10))
+                 for _ in range(4)]
+        for f in futs:
+            f.cancel()
+        self.assertEqual(self.find_missing(ds[:2]), [])
+        self.assertEqual(self.batch_read(ds[:1])[0][2], blobs[0])
 
     def test_memory_store(self):
         self.start(self.memory_instance())
