@@ -19,8 +19,7 @@
 #include "core/pbwire.h"
 #include "services/reapi.h"
 #include "services/svc.h"
-
-#define REV2(x) BUILD__BAZEL__REMOTE__EXECUTION__V2__##x
+#include "proto/pb.h"
 
 /* ---- batch calls in slices ---------------------------------------------- */
 
@@ -140,8 +139,6 @@ void svc_cas_batch_read_cancel(struct call *c)
 
 /* ---- FindMissingBlobs ----------------------------------------------------- */
 
-typedef Build__Bazel__Remote__Execution__V2__FindMissingBlobsRequest PbFindMissing;
-
 struct find_job {
 	struct slice_job j;
 	PbDigest **missing;
@@ -229,9 +226,6 @@ static int put_error_code(int rv)
 	default: return GRPC_INTERNAL;
 	}
 }
-
-typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest PbBatchUpdate;
-typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response PbUpdateResp;
 
 struct batch_update {
 	struct slice_job j;
@@ -327,9 +321,6 @@ void svc_cas_batch_update(struct call *c, const ProtobufCMessage *msg)
 	}
 	slice_start(&b->j, c, msg, in, n);
 }
-
-typedef Build__Bazel__Remote__Execution__V2__BatchReadBlobsRequest PbBatchRead;
-typedef Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse__Response PbReadResp;
 
 struct batch_read {
 	struct slice_job j;

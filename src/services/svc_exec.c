@@ -35,12 +35,10 @@
 #include "domain/sched.h"
 #include "services/svc.h"
 #include "domain/sched_watch.h"
+#include "proto/pb.h"
 
 #define MOD		 "exec"
 #define PRECONDITION_URL "type.googleapis.com/google.rpc.PreconditionFailure"
-
-typedef Build__Bazel__Remote__Execution__V2__Action PbAction;
-typedef Build__Bazel__Remote__Execution__V2__Platform PbPlatform;
 
 struct exec {
 	struct call *c;
@@ -272,7 +270,7 @@ static void enq_reply(void *arg, int rc, const char *job, int stage, int64_t ver
 	}
 	ex->job = xstrdup(job);
 	char ds[DIGEST_STR_LEN];
-	LOGI(MOD, "%s: action %s -> operation %s, %s job %s", call_peer(ex->c),
+	LOGI(MOD, CALL_FMT ": action %s -> operation %s, %s job %s", CALL_ARGS(ex->c),
 	     digest_str(&ex->action, ds, sizeof ds), ex->op, joined ? "joined" : "new", job);
 	struct sched_view v = {
 		.exists = true, .stage = stage, .action = ex->action, .version = version};
@@ -328,8 +326,8 @@ static void ac_reply(void *arg, const struct ac_res *res)
 				    cached_recorded, op) != 0)
 			free(op);
 		char ds[DIGEST_STR_LEN];
-		LOGI(MOD, "%s: action %s -> operation %s, action cache hit", call_peer(ex->c),
-		     digest_str(&ex->action, ds, sizeof ds), ex->op);
+		LOGI(MOD, CALL_FMT ": action %s -> operation %s, action cache hit",
+		     CALL_ARGS(ex->c), digest_str(&ex->action, ds, sizeof ds), ex->op);
 		struct sched_view v = {.exists = true,
 				       .stage = SCHED_COMPLETED,
 				       .status = 0,
