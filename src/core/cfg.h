@@ -43,6 +43,54 @@ struct cfg_instance {
 	int n_platform_properties;
 };
 
+/* master: builders (reactor.conf's master.builders.NAME). */
+enum cfg_prop_type { CFG_PROP_STRING, CFG_PROP_INT, CFG_PROP_BOOL, CFG_PROP_NUMBER };
+
+struct cfg_builder_prop {
+	char *name;
+	int type;	 /* enum cfg_prop_type */
+	bool required;	 /* no default: a build must give it */
+	char *def_json;	 /* the default as a JSON value ("\"hi\"", "3", "true"); NULL when none */
+};
+
+struct cfg_step {
+	char *name;
+	char **argv; /* at least one; "${prop}" is not expanded: steps read build.json or env */
+	int argc;
+	char **env; /* "KEY=VALUE" */
+	int n_env;
+	int64_t timeout_us;  /* 0 = the executor's default */
+	char **platform;     /* "KEY=VALUE" platform properties */
+	int n_platform;
+	char **outputs;      /* paths the step produces (relative to the workspace) */
+	int n_outputs;
+	bool cache;	     /* may be served from the action cache; default true */
+};
+
+struct cfg_builder {
+	char *name;
+	struct cfg_builder_prop *props;
+	int n_props;
+	struct cfg_step *steps; /* at least one */
+	int n_steps;
+};
+
+struct cfg_master {
+	char *name;	/* the leasee; default host name + first listener */
+	char **buckets; /* at least one */
+	int n_buckets;
+	char *server;	/* Buckets endpoint; NULL = this reactord */
+	char *executor; /* REAPI endpoint; NULL = this reactord */
+	char *executor_instance; /* REAPI instance name, default "" */
+	int max_lease_count;	     /* default 10; reloadable */
+	int64_t poll_interval_us;    /* default 10s; reloadable */
+	int64_t heartbeat_interval_us; /* default 60s; reloadable */
+	int64_t lease_duration_us;   /* default 5m (> heartbeat with margin); reloadable */
+	bool on_shutdown_reset;	     /* on-shutdown: reset (true) | abandon (false, default) */
+	struct cfg_builder *builders; /* reloadable */
+	int n_builders;
+};
+
 struct cfg {
 	char *file; /* path the config was read from (for messages) */
 
@@ -106,6 +154,8 @@ struct cfg {
 
 	struct cfg_instance *instances; /* at least one; default one named "" */
 	int n_instances;
+
+	struct cfg_master *master; /* NULL when reactor.conf has no master: */
 };
 
 /* Parse and validate FILE.  On success returns 0 and *out (free with
@@ -120,6 +170,9 @@ void cfg_free(struct cfg *c);
 
 /* Find an instance by name; NULL when it is not configured. */
 const struct cfg_instance *cfg_instance_find(const struct cfg *c, const char *name);
+
+/* Find a builder of the master by name; NULL when none (or no master). */
+const struct cfg_builder *cfg_builder_find(const struct cfg_master *m, const char *name);
 
 /* Describe which non-reloadable keys differ between a and b, as a malloc'd
  * comma-separated list of key paths, or NULL when only reloadable keys (or
