@@ -250,6 +250,12 @@ bool rc_client_alive(const struct rc_client *c)
 	return !c->closed && c->h2 && h2_conn_alive(c->h2);
 }
 
+void rc_client_close(struct rc_client *c)
+{
+	if (c->h2 && !c->closed)
+		h2_conn_close(c->h2, "client closed");
+}
+
 void rc_client_free(struct rc_client *c)
 {
 	if (c->h2) {

@@ -30,6 +30,9 @@ struct rc_client *rc_client_from_bev(struct event_base *base, struct bufferevent
 				     const char *name);
 /* Close the connection; calls still open end with CANCELLED. */
 void rc_client_free(struct rc_client *c);
+/* Start closing without running the loop (safe inside a callback on it):
+ * calls still open end with CANCELLED; rc_client_free() later. */
+void rc_client_close(struct rc_client *c);
 /* False once the connection has closed or failed. */
 bool rc_client_alive(const struct rc_client *c);
 

@@ -30,6 +30,7 @@
 #include "services/inst.h"
 #include "core/log.h"
 #include "domain/ac.h"
+#include "domain/master.h"
 #include "domain/sched.h"
 #include "transport/server.h"
 #include "state/keys.h"
@@ -102,6 +103,7 @@ static void apply_live(struct cfg *cfg)
 	inst_configure(cfg);
 	sched_configure(cfg);
 	sched_watch_configure(cfg);
+	master_configure(cfg->master);
 }
 
 /* ---- shutdown ------------------------------------------------------------ */
@@ -135,6 +137,8 @@ static void grace_cb(evutil_socket_t fd, short what, void *arg)
 	event_add(d.force_ev, &tv);
 }
 
+static void drain_rest(void *arg);
+
 static void start_drain(const char *why)
 {
 	if (d.draining) {
@@ -146,6 +150,17 @@ static void start_drain(const char *why)
 	d.draining = true;
 	LOGI("main", "%s: draining (%zu connection(s), %zu call(s) in flight)", why,
 	     server_nconns(), call_active_count());
+	/* The master hands its builds back first, while its connection (maybe
+	 * to this reactord) still takes new calls. */
+	if (master_running())
+		master_drain(drain_rest, NULL);
+	else
+		drain_rest(NULL);
+}
+
+static void drain_rest(void *arg)
+{
+	(void)arg;
 	svc_health_set_serving(false);
 	svc_health_shutdown();
 	svc_buckets_shutdown();
@@ -361,6 +376,12 @@ static int start_serving(void)
 		free(err);
 		return -1;
 	}
+	if (d.boot->master && server_nbound() > 0 &&
+	    master_start(d.base, d.live->master, server_bound(0), &err) != 0) {
+		LOGE("main", "%s", err);
+		free(err);
+		return -1;
+	}
 	d.ready_ev = evtimer_new(d.base, ready_timeout_cb, NULL);
 	int64_t t = d.boot->redis_connect_timeout_us;
 	struct timeval tv = {t / 1000000, t % 1000000};
@@ -395,6 +416,7 @@ static void stop_serving(void)
 	if (d.ready_ev)
 		event_free(d.ready_ev);
 	d.ready_ev = NULL;
+	master_free();
 	worker_sup_shutdown();
 	server_stop();
 	/* Let closed connections free themselves before Redis goes. */

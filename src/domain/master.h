@@ -1,0 +1,54 @@
+/*
+ * master.h - the build master inside reactord (reactor-buckets(7),
+ * MASTER): on the one event loop, a poll timer and the buckets' build
+ * events (a WatchBuilds stream per master) make it peek its buckets, lease
+ * builds of the builders it has up to max-lease-count, run each build's
+ * steps as REAPI actions on the executor, heartbeat its leases in one
+ * batch and report start, success or failure.  It speaks to the Buckets
+ * service and the executor only through the project's gRPC client, so
+ * both may be this reactord or another one.
+ *
+ * State lives in memory for now (held leases, the step in flight); the
+ * lease keys are also in the Buckets service, and a lost master's leases
+ * simply expire.
+ */
+#ifndef REACTOR_MASTER_H
+#define REACTOR_MASTER_H
+
+#include <stdbool.h>
+
+#include "core/cfg.h"
+#include "core/util.h"
+
+struct event_base;
+
+/* Start the master of mc (not NULL).  self: this reactord's first bound
+ * address, the default Buckets and executor endpoint.  The config must
+ * stay valid until master_configure() gives a new one or master_free().
+ * Returns 0, or -1 with *err (malloc'd) for a bad endpoint. */
+int master_start(struct event_base *base, const struct cfg_master *mc, const char *self,
+		 char **err) WARN_UNUSED;
+
+/* A reload: take builders, limits and intervals from mc (held leases and
+ * running builds stay; a build keeps the builder it started with).  mc
+ * NULL (the master: section was removed) is logged: that takes a
+ * restart.  No-op when no master runs. */
+void master_configure(const struct cfg_master *mc);
+
+/* Stop taking leases and stop every build: with on-shutdown reset, Reset
+ * them (so other masters take them at once), else abandon them to their
+ * lease expiry.  done(arg) is called once, after this returns, when the
+ * resets have been answered (or after a short deadline) and the master's
+ * connections are closing.  Only while master_running(). */
+void master_drain(void (*done)(void *arg), void *arg);
+
+/* True between master_start() and master_free(). */
+bool master_running(void);
+
+/* Free everything (after the loop has stopped running). */
+void master_free(void);
+
+/* Builds held right now (tests and logs). */
+int master_nheld(void);
+
+#endif

@@ -1,0 +1,132 @@
+/*
+ * master_int.h - what master.c (leases, peeks, heartbeats, events,
+ * shutdown) and master_build.c (one build's run: validation, workspace,
+ * steps as REAPI actions, the report) share.  Not for other modules.
+ */
+#ifndef REACTOR_MASTER_INT_H
+#define REACTOR_MASTER_INT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include <protobuf-c/protobuf-c.h>
+
+#include "core/cfg.h"
+#include "core/digest.h"
+#include "core/list.h"
+#include "core/util.h"
+#include "proto/pb.h"
+#include "reactor/buckets/v1/buckets.pb-c.h"
+#include "rpc/client.h"
+
+#define MMOD "master"
+
+/* Short names of the generated reactor.buckets.v1 types and enums. */
+#define BKM(x) Reactor__Buckets__V1__##x
+#define BKE(x) REACTOR__BUCKETS__V1__##x
+
+#define RPC_OK 0 /* gRPC status OK (rpc/grpc.h is not the domain's to include) */
+
+/* A build's life in this master (enum, names in master.c). */
+enum mb_state {
+	MB_LEASING,   /* Lease sent */
+	MB_STARTING,  /* leased; Start (or Fail INVALID_BUILD_DEFINITION) sent */
+	MB_RUNNING,   /* a step's upload or Execute is in flight */
+	MB_REPORTING, /* Succeed or Fail sent */
+	MB_DONE,      /* reported, or given up: off the held list */
+};
+
+/* One file of the workspace, carried from step to step. */
+struct mb_file {
+	char *path; /* relative, '/'-separated */
+	struct digest d;
+	bool exec;
+};
+
+/* One step's record (the result details' "steps" entry). */
+struct mb_steprec {
+	char *name;
+	const char *status; /* "SUCCESS", "FAILURE", "INFRA_FAILURE" */
+	int exit_code;
+	int64_t duration_us;
+	bool cached;
+	char *worker;
+	char action[DIGEST_STR_LEN], out[DIGEST_STR_LEN], err[DIGEST_STR_LEN];
+};
+
+/* A copy of the builder a build runs with: a reload may free the config
+ * while the build goes on. */
+struct mb_builder {
+	char *name;
+	struct cfg_step *steps;
+	int n_steps;
+};
+
+/* One build leased (or being leased) by this master.  refs: the list
+ * holds one while the build is held, every call in flight one more; the
+ * build is freed at zero.  A call's callback first checks `gone`. */
+struct mbuild {
+	struct list link; /* on the master's held list while !gone */
+	int refs;
+	bool gone; /* lease lost, reported or master stopping: ignore replies */
+	enum mb_state state;
+	int64_t id;
+	int64_t lease_key;
+	char *bucket;
+	char *params_json;
+	char *builder_name;
+	char *url;
+	char *props_json;  /* the build's properties with the builder's defaults, an object */
+	char *build_json;  /* build.json's bytes */
+	struct mb_builder *bld;
+	int step;	   /* current step index */
+	int64_t step_start_mono;
+	struct mb_file *files; /* the workspace */
+	int nfiles;
+	struct mb_steprec *recs;
+	int nrecs;
+	struct rc_call *exec_call; /* the running Execute, to cancel */
+	PbDigest *cur_action;	   /* scratch owned by the step in flight */
+	struct digest action_d;
+	ProtobufCMessage *last_op; /* the Execute stream's last Operation */
+	int pending_trees;	   /* output directories still being read */
+};
+
+/* ---- master.c, for master_build.c -------------------------------------- */
+
+/* The clients (reconnected when their connection has gone). */
+struct rc_client *master_bk(void);
+struct rc_client *master_ex(void);
+const char *master_instance(void);
+const char *master_name(void);
+const struct cfg_master *master_cfg(void);
+
+void mb_ref(struct mbuild *b);
+void mb_unref(struct mbuild *b);
+/* Drop the build from the held list (its slot is free again) and mark it
+ * gone; the master peeks again if it had no free slot. */
+void mb_release(struct mbuild *b, const char *why);
+const char *mb_state_name(enum mb_state s);
+void mb_set_state(struct mbuild *b, enum mb_state to);
+
+/* Async unary call: pack req, and call cb(code, message, resp, arg)
+ * once (resp unpacked with resp_desc, NULL unless code is OK; freed
+ * after cb returns).  Returns 0, or -1 (connection closed: cb never
+ * called). */
+typedef void (*mrpc_cb)(int code, const char *msg, ProtobufCMessage *resp, void *arg);
+int mrpc_unary(struct rc_client *c, const char *path, const ProtobufCMessage *req,
+	       const ProtobufCMessageDescriptor *resp_desc, int64_t timeout_us, mrpc_cb cb,
+	       void *arg) WARN_UNUSED;
+
+/* ---- master_build.c ----------------------------------------------------- */
+
+/* The build b was just leased: validate its parameters against the
+ * builder (Fail INVALID_BUILD_DEFINITION when they do not fit), Start it
+ * and run its steps, then report.  b holds its list reference. */
+void mb_run(struct mbuild *b, const struct cfg_builder *builder);
+/* Free what master_build.c hung on b. */
+void mb_free_run(struct mbuild *b);
+/* Cancel b's running Execute, if any (the lease is lost or we stop). */
+void mb_cancel_exec(struct mbuild *b);
+
+#endif
