@@ -528,6 +528,398 @@ START_TEST(test_workers_keys)
 }
 END_TEST
 
+/* ---- master: ------------------------------------------------------------ */
+
+static const char master_conf[] =
+	"listen:\n  - \"[::1]:7000\"\n"
+	"master:\n"
+	"  name: ci-master-1\n"
+	"  buckets: [local, ci.main, try_2]\n"
+	"  server: 10.0.0.5:50051\n"
+	"  executor: grpc://unix:/run/exec.sock\n"
+	"  executor-instance: team/ci\n"
+	"  max-lease-count: 250\n"
+	"  poll-interval: 250ms\n"
+	"  heartbeat-interval: 2s\n"
+	"  lease-duration: 4s\n"
+	"  on-shutdown: reset\n"
+	"  builders:\n"
+	"    hello:\n"
+	"      properties:\n"
+	"        greeting: {type: string}\n"
+	"        times: {type: int, default: 1}\n"
+	"        fast: {type: bool, default: yes}\n"
+	"        ratio: {type: number, default: -2.5e3}\n"
+	"        motto: {type: string, default: 'say \"hi\"\\n'}\n"
+	"      steps:\n"
+	"        - name: write\n"
+	"          argv: [sh, -c, 'printf \"%s\\n\" \"$PROP_GREETING\" > out/greeting.txt', \"\"]\n"
+	"          env: {LANG: C, EMPTY: \"\"}\n"
+	"          timeout: 60s\n"
+	"          platform: {OSFamily: linux, pool: a=b}\n"
+	"          outputs: [out/greeting.txt, out/dir]\n"
+	"          cache: false\n"
+	"        - name: show\n"
+	"          argv: [cat, out/greeting.txt]\n"
+	"    x.y_z-1:\n"
+	"      steps:\n"
+	"        - {name: only, argv: [\"true\"]}\n";
+
+START_TEST(test_master_full)
+{
+	struct cfg *c = load_ok(master_conf);
+	const struct cfg_master *m = c->master;
+	ck_assert_ptr_nonnull(m);
+	ck_assert_str_eq(m->name, "ci-master-1");
+	ck_assert_int_eq(m->n_buckets, 3);
+	ck_assert_str_eq(m->buckets[0], "local");
+	ck_assert_str_eq(m->buckets[1], "ci.main");
+	ck_assert_str_eq(m->buckets[2], "try_2");
+	ck_assert_str_eq(m->server, "10.0.0.5:50051");
+	ck_assert_str_eq(m->executor, "unix:/run/exec.sock");
+	ck_assert_str_eq(m->executor_instance, "team/ci");
+	ck_assert_int_eq(m->max_lease_count, 250);
+	ck_assert_int_eq(m->poll_interval_us, 250000);
+	ck_assert_int_eq(m->heartbeat_interval_us, 2000000);
+	ck_assert_int_eq(m->lease_duration_us, 4000000);
+	ck_assert(m->on_shutdown_reset);
+	ck_assert_int_eq(m->n_builders, 2);
+
+	const struct cfg_builder *b = &m->builders[0];
+	ck_assert_str_eq(b->name, "hello");
+	ck_assert_int_eq(b->n_props, 5);
+	ck_assert_str_eq(b->props[0].name, "greeting");
+	ck_assert_int_eq(b->props[0].type, CFG_PROP_STRING);
+	ck_assert(b->props[0].required);
+	ck_assert_ptr_null(b->props[0].def_json);
+	ck_assert_str_eq(b->props[1].name, "times");
+	ck_assert_int_eq(b->props[1].type, CFG_PROP_INT);
+	ck_assert(!b->props[1].required);
+	ck_assert_str_eq(b->props[1].def_json, "1");
+	ck_assert_str_eq(b->props[2].name, "fast");
+	ck_assert_int_eq(b->props[2].type, CFG_PROP_BOOL);
+	ck_assert_str_eq(b->props[2].def_json, "true");
+	ck_assert_str_eq(b->props[3].name, "ratio");
+	ck_assert_int_eq(b->props[3].type, CFG_PROP_NUMBER);
+	ck_assert_str_eq(b->props[3].def_json, "-2.5e3");
+	ck_assert_str_eq(b->props[4].name, "motto");
+	ck_assert_int_eq(b->props[4].type, CFG_PROP_STRING);
+	ck_assert_str_eq(b->props[4].def_json, "\"say \\\"hi\\\"\\\\n\"");
+
+	ck_assert_int_eq(b->n_steps, 2);
+	const struct cfg_step *s = &b->steps[0];
+	ck_assert_str_eq(s->name, "write");
+	ck_assert_int_eq(s->argc, 4);
+	ck_assert_str_eq(s->argv[0], "sh");
+	ck_assert_str_eq(s->argv[1], "-c");
+	ck_assert_str_eq(s->argv[2], "printf \"%s\\n\" \"$PROP_GREETING\" > out/greeting.txt");
+	ck_assert_str_eq(s->argv[3], "");
+	ck_assert_int_eq(s->n_env, 2);
+	ck_assert_str_eq(s->env[0], "LANG=C");
+	ck_assert_str_eq(s->env[1], "EMPTY=");
+	ck_assert_int_eq(s->timeout_us, 60000000);
+	ck_assert_int_eq(s->n_platform, 2);
+	ck_assert_str_eq(s->platform[0], "OSFamily=linux");
+	ck_assert_str_eq(s->platform[1], "pool=a=b");
+	ck_assert_int_eq(s->n_outputs, 2);
+	ck_assert_str_eq(s->outputs[0], "out/greeting.txt");
+	ck_assert_str_eq(s->outputs[1], "out/dir");
+	ck_assert(!s->cache);
+	s = &b->steps[1];
+	ck_assert_str_eq(s->name, "show");
+	ck_assert_int_eq(s->argc, 2);
+	ck_assert_str_eq(s->argv[0], "cat");
+	ck_assert_str_eq(s->argv[1], "out/greeting.txt");
+	ck_assert_int_eq(s->n_env, 0);
+	ck_assert_ptr_null(s->env);
+	ck_assert_int_eq(s->timeout_us, 0);
+	ck_assert_int_eq(s->n_platform, 0);
+	ck_assert_ptr_null(s->platform);
+	ck_assert_int_eq(s->n_outputs, 0);
+	ck_assert_ptr_null(s->outputs);
+	ck_assert(s->cache);
+
+	b = &m->builders[1];
+	ck_assert_str_eq(b->name, "x.y_z-1");
+	ck_assert_int_eq(b->n_props, 0);
+	ck_assert_ptr_null(b->props);
+	ck_assert_int_eq(b->n_steps, 1);
+	ck_assert_str_eq(b->steps[0].name, "only");
+	ck_assert_int_eq(b->steps[0].argc, 1);
+	ck_assert_str_eq(b->steps[0].argv[0], "true");
+
+	ck_assert_ptr_eq(cfg_builder_find(m, "hello"), &m->builders[0]);
+	ck_assert_ptr_eq(cfg_builder_find(m, "x.y_z-1"), &m->builders[1]);
+	ck_assert_ptr_null(cfg_builder_find(m, "hell"));
+	ck_assert_ptr_null(cfg_builder_find(NULL, "hello"));
+	cfg_free(c);
+}
+END_TEST
+
+/* Only buckets and builders given: every other key at its default, the
+ * name from the host and the first listener. */
+START_TEST(test_master_defaults)
+{
+	struct cfg *c = load_ok("");
+	ck_assert_ptr_null(c->master);
+	cfg_free(c);
+
+	char host[256];
+	ck_assert_int_eq(gethostname(host, sizeof host), 0);
+	static const struct {
+		const char *listen, *suffix;
+	} names[] = {
+		{"", ":127.0.0.1:50051"},
+		{"listen: [\"[::1]:0\", 127.0.0.1:1]\n", ":[::1]:0"},
+		{"listen: [unix:/run/r.sock]\n", ":unix:/run/r.sock"},
+	};
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+		char text[512], want[512];
+		snprintf(text, sizeof text,
+			 "master:\n  buckets: [local]\n  builders:\n"
+			 "    b: {steps: [{name: s, argv: [x]}]}\n%s",
+			 names[i].listen);
+		snprintf(want, sizeof want, "%s%s", host, names[i].suffix);
+		c = load_ok(text);
+		ck_assert_str_eq(c->master->name, want);
+		if (i)
+			goto next;
+		const struct cfg_master *m = c->master;
+		ck_assert_int_eq(m->n_buckets, 1);
+		ck_assert_str_eq(m->buckets[0], "local");
+		ck_assert_ptr_null(m->server);
+		ck_assert_ptr_null(m->executor);
+		ck_assert_str_eq(m->executor_instance, "");
+		ck_assert_int_eq(m->max_lease_count, 10);
+		ck_assert_int_eq(m->poll_interval_us, 10000000LL);
+		ck_assert_int_eq(m->heartbeat_interval_us, 60000000LL);
+		ck_assert_int_eq(m->lease_duration_us, 300000000LL);
+		ck_assert(!m->on_shutdown_reset);
+		ck_assert_int_eq(m->n_builders, 1);
+		ck_assert_str_eq(m->builders[0].name, "b");
+		ck_assert_int_eq(m->builders[0].n_props, 0);
+		ck_assert_int_eq(m->builders[0].n_steps, 1);
+		ck_assert_int_eq(m->builders[0].steps[0].timeout_us, 0);
+		ck_assert(m->builders[0].steps[0].cache);
+	next:
+		cfg_free(c);
+	}
+	/* Exactly twice the heartbeat is enough. */
+	c = load_ok("master:\n  buckets: [a]\n  heartbeat-interval: 1m\n  lease-duration: 2m\n"
+		    "  builders: {b: {steps: [{name: s, argv: [x]}]}}\n");
+	ck_assert_int_eq(c->master->lease_duration_us, 120000000LL);
+	cfg_free(c);
+}
+END_TEST
+
+#define M_HEAD "master:\n  buckets: [local]\n"
+#define M_B    M_HEAD "  builders:\n    hello:\n"
+static const struct {
+	const char *text, *err;
+} master_bad[] = {
+	{"master:\n  name: x\n", "reactor.conf:2:3: master: missing required key \"buckets\""},
+	{"master:\n", "reactor.conf:1:8: master: missing required key \"buckets\""},
+	{"master: [local]\n", "reactor.conf:1:9: master: expected a mapping of keys"},
+	{M_HEAD, "reactor.conf:2:3: master: missing required key \"builders\""},
+	{"master:\n  buckets: []\n", "reactor.conf:2:12: master.buckets: needs at least one entry"},
+	{"master:\n  buckets: [local, Local]\n",
+	 "reactor.conf:2:20: master.buckets[1]: \"Local\" is not a valid bucket name (want "
+	 "[a-z0-9][a-z0-9._-]{0,99})"},
+	{"master:\n  buckets: [-x]\n",
+	 "reactor.conf:2:13: master.buckets[0]: \"-x\" is not a valid "
+	 "bucket name (want [a-z0-9][a-z0-9._-]{0,99})"},
+	{"master:\n  buckets: [a, b, a]\n",
+	 "reactor.conf:2:19: master.buckets[2]: duplicate bucket \"a\" (also master.buckets[0])"},
+	{"master:\n  bukets: [local]\n",
+	 "reactor.conf:2:3: master.bukets: unknown key (did you mean \"buckets\"?)"},
+	{"mastr:\n  buckets: [local]\n",
+	 "reactor.conf:1:1: mastr: unknown key (did you mean \"master\"?)"},
+	{M_HEAD "  server: localhost\n",
+	 "reactor.conf:3:11: master.server: expected host:port, got \"localhost\""},
+	{M_HEAD "  executor: unix:exec.sock\n",
+	 "reactor.conf:3:13: master.executor: unix: needs an absolute socket path, like "
+	 "unix:/run/reactord.sock"},
+	{M_HEAD "  executor-instance: a/blobs\n",
+	 "reactor.conf:3:22: master.executor-instance: instance name \"a/blobs\" uses the "
+	 "reserved segment \"blobs\""},
+	{M_HEAD "  name: \"a b\"\n",
+	 "reactor.conf:3:9: master.name: must not contain spaces or control characters"},
+	{M_HEAD "  max-lease-count: 0\n",
+	 "reactor.conf:3:20: master.max-lease-count: 0 out of range 1..10000"},
+	{M_HEAD "  poll-interval: 50ms\n",
+	 "reactor.conf:3:18: master.poll-interval: 50ms out of range 100ms..1h"},
+	{M_HEAD "  heartbeat-interval: 2h\n",
+	 "reactor.conf:3:23: master.heartbeat-interval: 2h out of range 100ms..1h"},
+	{M_HEAD "  on-shutdown: keep\n",
+	 "reactor.conf:3:16: master.on-shutdown: expected one of abandon, reset"},
+	{M_HEAD "  lease-duration: 1m\n  builders: {b: {steps: [{name: s, argv: [x]}]}}\n",
+	 "reactor.conf:3:19: master.lease-duration: lease-duration (1m) must be at least twice "
+	 "heartbeat-interval (1m), so one lost heartbeat does not lose the lease"},
+	{M_HEAD "  heartbeat-interval: 3m\n  builders: {b: {steps: [{name: s, argv: [x]}]}}\n",
+	 "reactor.conf:3:23: master.heartbeat-interval: lease-duration (5m) must be at least "
+	 "twice heartbeat-interval (3m), so one lost heartbeat does not lose the lease"},
+	/* builders */
+	{M_HEAD "  builders: {}\n", "reactor.conf:3:13: master.builders: needs at least one entry"},
+	{M_HEAD "  builders: [hello]\n", "reactor.conf:3:13: master.builders: expected a mapping"},
+	{M_HEAD "  builders:\n    he llo: {steps: [{name: s, argv: [x]}]}\n",
+	 "reactor.conf:4:5: master.builders.he llo: \"he llo\" may only contain letters, "
+	 "digits, \"_\", \".\" and \"-\""},
+	{M_HEAD "  builders:\n    \"\": {steps: [{name: s, argv: [x]}]}\n",
+	 "reactor.conf:4:5: master.builders.: must not be empty"},
+	{M_B "      steps: [{name: s, argv: [x]}]\n    hello: {}\n",
+	 "reactor.conf:6:5: master.builders.hello: duplicate key (first at line 4)"},
+	{M_B "      properties: {}\n",
+	 "reactor.conf:5:7: master.builders.hello: missing required key \"steps\""},
+	{M_B "      step: []\n",
+	 "reactor.conf:5:7: master.builders.hello.step: unknown key (did you mean \"steps\"?)"},
+	{M_B "      steps: []\n",
+	 "reactor.conf:5:14: master.builders.hello.steps: needs at least one entry"},
+	/* properties */
+	{M_B "      properties:\n        n: {type: float}\n",
+	 "reactor.conf:6:19: master.builders.hello.properties.n.type: expected one of string, "
+	 "int, bool, number"},
+	{M_B "      properties:\n        n: {default: 1}\n",
+	 "reactor.conf:6:12: master.builders.hello.properties.n: missing required key \"type\""},
+	{M_B "      properties:\n        n: string\n",
+	 "reactor.conf:6:12: master.builders.hello.properties.n: expected a mapping like {type: "
+	 "string}"},
+	{M_B "      properties:\n        n: {type: int, default: abc}\n",
+	 "reactor.conf:6:33: master.builders.hello.properties.n.default: \"abc\" is not of type "
+	 "int (like 3 or -1)"},
+	{M_B "      properties:\n        n: {type: int, default: 1.5}\n",
+	 "reactor.conf:6:33: master.builders.hello.properties.n.default: \"1.5\" is not of type "
+	 "int (like 3 or -1)"},
+	{M_B "      properties:\n        n: {type: bool, default: 1}\n",
+	 "reactor.conf:6:34: master.builders.hello.properties.n.default: \"1\" is not of type "
+	 "bool (true or false)"},
+	{M_B "      properties:\n        n: {type: number, default: nan}\n",
+	 "reactor.conf:6:36: master.builders.hello.properties.n.default: \"nan\" is not of type "
+	 "number (like 1.5 or 3)"},
+	{M_B "      properties:\n        n: {type: string, default: ~}\n",
+	 "reactor.conf:6:36: master.builders.hello.properties.n.default: needs a value (leave "
+	 "default out to make the property required)"},
+	{M_B "      properties:\n        $x: {type: string}\n",
+	 "reactor.conf:6:9: master.builders.hello.properties.$x: \"$x\" may only contain "
+	 "letters, digits, \"_\", \".\" and \"-\""},
+	/* steps */
+	{M_B "      steps:\n        - {name: a, argv: [x]}\n        - {name: b, argv: [x]}\n"
+	     "        - {name: a, argv: [y]}\n",
+	 "reactor.conf:8:18: master.builders.hello.steps[2].name: duplicate step name \"a\" "
+	 "(also master.builders.hello.steps[0])"},
+	{M_B "      steps:\n        - {name: a, argv: []}\n",
+	 "reactor.conf:6:27: master.builders.hello.steps[0].argv: needs at least one entry"},
+	{M_B "      steps:\n        - {name: a}\n",
+	 "reactor.conf:6:11: master.builders.hello.steps[0]: missing required key \"argv\""},
+	{M_B "      steps:\n        - {argv: [x]}\n",
+	 "reactor.conf:6:11: master.builders.hello.steps[0]: missing required key \"name\""},
+	{M_B "      steps:\n        - {name: a, argv: [\"\", x]}\n",
+	 "reactor.conf:6:28: master.builders.hello.steps[0].argv[0]: the program name must not "
+	 "be empty"},
+	{M_B "      steps:\n        - {name: a, argv: [x, ~]}\n",
+	 "reactor.conf:6:31: master.builders.hello.steps[0].argv[1]: expected a string (quote "
+	 "\"\" for an empty argument)"},
+	{M_B
+	 "      steps:\n        - name: a\n          argv: [x]\n          outputs: [out/../x]\n",
+	 "reactor.conf:8:21: master.builders.hello.steps[0].outputs[0]: \"out/../x\" must not "
+	 "contain \".\" or \"..\""},
+	{M_B
+	 "      steps:\n        - name: a\n          argv: [x]\n          outputs: [a, /etc/x]\n",
+	 "reactor.conf:8:24: master.builders.hello.steps[0].outputs[1]: \"/etc/x\" must be "
+	 "relative to the workspace"},
+	{M_B "      steps:\n        - name: a\n          argv: [x]\n          outputs: [out//x]\n",
+	 "reactor.conf:8:21: master.builders.hello.steps[0].outputs[0]: \"out//x\" has an empty "
+	 "component"},
+	{M_B "      steps:\n        - name: a\n          argv: [x]\n          outputs: [out/]\n",
+	 "reactor.conf:8:21: master.builders.hello.steps[0].outputs[0]: \"out/\" has an empty "
+	 "component"},
+	{M_B "      steps:\n        - name: a\n          argv: [x]\n          outputs: [a, b, a]\n",
+	 "reactor.conf:8:27: master.builders.hello.steps[0].outputs[2]: duplicate output \"a\" "
+	 "(also master.builders.hello.steps[0].outputs[0])"},
+	{M_B "      steps:\n        - name: a\n          argv: [x]\n          env: {\"\": x}\n",
+	 "reactor.conf:8:17: master.builders.hello.steps[0].env.: names must not be empty"},
+	{M_B "      steps:\n        - name: a\n          argv: [x]\n          env: {A=B: x}\n",
+	 "reactor.conf:8:17: master.builders.hello.steps[0].env.A=B: names must not contain "
+	 "\"=\""},
+	{M_B "      steps:\n        - name: a\n          argv: [x]\n          env: [A=B]\n",
+	 "reactor.conf:8:16: master.builders.hello.steps[0].env: expected a mapping"},
+	{M_B
+	 "      steps:\n        - name: a\n          argv: [x]\n          platform: {\"\": x}\n",
+	 "reactor.conf:8:22: master.builders.hello.steps[0].platform.: names must not be empty"},
+	{M_B "      steps:\n        - name: a\n          argv: [x]\n          platform: {pool: }\n",
+	 "reactor.conf:8:28: master.builders.hello.steps[0].platform.pool: expected a string "
+	 "(quote \"\" for an empty value)"},
+	{M_B "      steps:\n        - name: a\n          argv: [x]\n          timeout: 8d\n",
+	 "reactor.conf:8:20: master.builders.hello.steps[0].timeout: 8d out of range 0s..7d"},
+	{M_B "      steps:\n        - name: a\n          argv: [x]\n          cache: sometimes\n",
+	 "reactor.conf:8:18: master.builders.hello.steps[0].cache: expected a boolean "
+	 "(true/false)"},
+	{M_B "      steps:\n        - name: a\n          argv: [x]\n          outptus: [x]\n",
+	 "reactor.conf:8:11: master.builders.hello.steps[0].outptus: unknown key (did you mean "
+	 "\"outputs\"?)"},
+	{M_B "      steps:\n        - {name: \"a/b\", argv: [x]}\n",
+	 "reactor.conf:6:18: master.builders.hello.steps[0].name: \"a/b\" may only contain "
+	 "letters, digits, \"_\", \".\" and \"-\""},
+};
+
+START_TEST(test_master_errors)
+{
+	struct cfg *c = (struct cfg *)1;
+	char *err = NULL;
+	int r = cfg_load_string("reactor.conf", master_bad[_i].text, &c, &err);
+	ck_assert_msg(r == -1, "case %d loaded: %s", _i, master_bad[_i].text);
+	ck_assert_ptr_null(c);
+	ck_assert_ptr_nonnull(err);
+	ck_assert_str_eq(err, master_bad[_i].err);
+	free(err);
+}
+END_TEST
+
+/* SIGHUP may change builders, limits and intervals; the identity and the
+ * endpoints need a restart, and so does adding or removing the master. */
+START_TEST(test_master_diff)
+{
+	static const char base[] = "master:\n  buckets: [a]\n"
+				   "  builders: {b: {steps: [{name: s, argv: [x]}]}}\n";
+	struct cfg *a = load_ok(base);
+	struct cfg *none = load_ok("");
+	struct cfg *re =
+		load_ok("master:\n  buckets: [a]\n  max-lease-count: 3\n"
+			"  poll-interval: 1s\n  heartbeat-interval: 1s\n"
+			"  lease-duration: 10s\n"
+			"  builders:\n    b: {steps: [{name: s, argv: [y]}]}\n"
+			"    c: {properties: {p: {type: int}}, steps: [{name: s, argv: [x]}]}\n");
+	struct cfg *st = load_ok("master:\n  name: other\n  buckets: [a, b]\n"
+				 "  server: 127.0.0.1:1\n  executor: unix:/x.sock\n"
+				 "  executor-instance: ci\n  on-shutdown: reset\n"
+				 "  builders: {b: {steps: [{name: s, argv: [x]}]}}\n");
+	char *diff;
+
+	ck_assert_ptr_null(cfg_diff_static(a, a));
+	ck_assert_ptr_null(cfg_diff_static(a, re));
+	ck_assert_ptr_null(cfg_diff_static(re, a));
+	diff = cfg_diff_static(a, st);
+	ck_assert_ptr_nonnull(diff);
+	ck_assert_str_eq(diff, "master.name, master.buckets, master.server, master.executor, "
+			       "master.executor-instance, master.on-shutdown");
+	free(diff);
+	diff = cfg_diff_static(a, none);
+	ck_assert_ptr_nonnull(diff);
+	ck_assert_str_eq(diff, "master");
+	free(diff);
+	diff = cfg_diff_static(none, a);
+	ck_assert_ptr_nonnull(diff);
+	ck_assert_str_eq(diff, "master");
+	free(diff);
+	/* Reloadable, but different: the engine can see what changed. */
+	ck_assert_ptr_nonnull(cfg_builder_find(re->master, "c"));
+	ck_assert_ptr_null(cfg_builder_find(a->master, "c"));
+	cfg_free(a);
+	cfg_free(none);
+	cfg_free(re);
+	cfg_free(st);
+}
+END_TEST
+
 static Suite *cfg_suite(void)
 {
 	Suite *s = suite_create("cfg");
@@ -543,6 +935,11 @@ static Suite *cfg_suite(void)
 	tcase_add_test(tc, test_buckets_keys);
 	tcase_add_test(tc, test_sched_keys);
 	tcase_add_test(tc, test_workers_keys);
+	tcase_add_test(tc, test_master_full);
+	tcase_add_test(tc, test_master_defaults);
+	tcase_add_loop_test(tc, test_master_errors, 0,
+			    (int)(sizeof master_bad / sizeof master_bad[0]));
+	tcase_add_test(tc, test_master_diff);
 	suite_add_tcase(s, tc);
 	return s;
 }
