@@ -50,8 +50,7 @@ static struct {
 	void *drain_arg;
 } m = {.held = LIST_INIT(m.held)};
 
-static const char *const mb_state_names[] = {"LEASING", "STARTING", "RUNNING", "REPORTING",
-					     "DONE"};
+static const char *const mb_state_names[] = {"LEASING", "STARTING", "RUNNING", "REPORTING", "DONE"};
 
 const char *mb_state_name(enum mb_state s)
 {
@@ -220,8 +219,7 @@ void mb_release(struct mbuild *b, const char *why)
 static struct mbuild *held_find(int64_t id)
 {
 	struct list *pos;
-	list_for_each(pos, &m.held)
-	{
+	list_for_each (pos, &m.held) {
 		struct mbuild *b = container_of(pos, struct mbuild, link);
 		if (b->id == id)
 			return b;
@@ -294,7 +292,7 @@ static char *builder_of(const char *params)
 	return out;
 }
 
-static void lease_one(const BKM(Build) *bb)
+static void lease_one(const BKM(Build) * bb)
 {
 	if (held_find(bb->id))
 		return;
@@ -459,15 +457,15 @@ static void heartbeat(void)
 		return;
 	int n = 0;
 	struct list *pos;
-	list_for_each(pos, &m.held) n++;
+	list_for_each (pos, &m.held)
+		n++;
 	if (n == 0)
 		return;
 	BKM(HeartbeatRequest) *hs = xcalloc((size_t)n, sizeof(*hs));
 	BKM(HeartbeatRequest) **hp = xcalloc((size_t)n, sizeof(*hp));
 	size_t k = 0;
 	int64_t exp = now_us() + m.cfg->lease_duration_us;
-	list_for_each(pos, &m.held)
-	{
+	list_for_each (pos, &m.held) {
 		struct mbuild *b = container_of(pos, struct mbuild, link);
 		if (b->state == MB_LEASING || !b->lease_key)
 			continue;
@@ -572,8 +570,7 @@ static void watch_start(void)
 
 /* ---- start, reload, stop ------------------------------------------------------------- */
 
-int master_start(struct event_base *base, const struct cfg_master *mc, const char *self,
-		 char **err)
+int master_start(struct event_base *base, const struct cfg_master *mc, const char *self, char **err)
 {
 	assert(!m.running && mc);
 	m.base = base;
@@ -604,10 +601,10 @@ int master_start(struct event_base *base, const struct cfg_master *mc, const cha
 	arm(m.poll_ev, mc->poll_interval_us);
 	arm(m.hb_ev, mc->heartbeat_interval_us);
 	watch_start();
-	LOGI(MMOD, "master %s of %d bucket(s) (%d builder(s), up to %d lease(s)); buckets at %s, "
-		   "executor at %s",
-	     m.name, mc->n_buckets, mc->n_builders, mc->max_lease_count, m.bk_target,
-	     m.ex_target);
+	LOGI(MMOD,
+	     "master %s of %d bucket(s) (%d builder(s), up to %d lease(s)); buckets at %s, "
+	     "executor at %s",
+	     m.name, mc->n_buckets, mc->n_builders, mc->max_lease_count, m.bk_target, m.ex_target);
 	return 0;
 }
 

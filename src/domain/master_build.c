@@ -18,9 +18,9 @@
 #include "domain/master_int.h"
 #include "google/longrunning/operations.pb-c.h"
 
-#define BK_PFX	     "/reactor.buckets.v1.Buckets/"
-#define REAPI_PFX    "/build.bazel.remote.execution.v2."
-#define CALL_TIMEOUT (30LL * 1000000)
+#define BK_PFX		       "/reactor.buckets.v1.Buckets/"
+#define REAPI_PFX	       "/build.bazel.remote.execution.v2."
+#define CALL_TIMEOUT	       (30LL * 1000000)
 #define GRPC_DEADLINE_EXCEEDED 4
 
 /* A blob the master made for a step (directory, build.json, command,
@@ -168,7 +168,8 @@ void mb_free_run(struct mbuild *b)
 	free(b->url);
 	free(b->props_json);
 	free(b->build_json);
-	b->url = b->props_json = b->build_json = NULL;
+	free(b->build_json_id);
+	b->url = b->props_json = b->build_json = b->build_json_id = NULL;
 	if (b->last_op)
 		protobuf_c_message_free_unpacked(b->last_op, NULL);
 	b->last_op = NULL;
@@ -260,20 +261,29 @@ static char *prepare(struct mbuild *b, const struct cfg_builder *bl)
 		return err;
 	}
 	b->props_json = sb.s;
-	struct sbuf bj = {0};
-	sb_add(&bj, "{\"bucket\":");
-	sb_str(&bj, b->bucket, strlen(b->bucket));
-	sb_add(&bj, ",\"builder\":");
-	sb_str(&bj, bl->name, strlen(bl->name));
-	sb_add(&bj, ",\"build_id\":%" PRId64 ",\"properties\":%s,\"changes\":", b->id,
-	       b->props_json);
-	const struct json *ch = json_get(p, "changes");
-	if (ch)
-		sb_json(&bj, ch);
-	else
-		sb_add(&bj, "[]");
-	sb_add(&bj, "}\n");
-	b->build_json = bj.s;
+	/* Two forms: with the build id for steps with cache: false, without
+	 * it for cacheable ones (an identical build must make identical
+	 * actions). */
+	for (int withid = 0; withid < 2; withid++) {
+		struct sbuf bj = {0};
+		sb_add(&bj, "{\"bucket\":");
+		sb_str(&bj, b->bucket, strlen(b->bucket));
+		sb_add(&bj, ",\"builder\":");
+		sb_str(&bj, bl->name, strlen(bl->name));
+		if (withid)
+			sb_add(&bj, ",\"build_id\":%" PRId64, b->id);
+		sb_add(&bj, ",\"properties\":%s,\"changes\":", b->props_json);
+		const struct json *ch = json_get(p, "changes");
+		if (ch)
+			sb_json(&bj, ch);
+		else
+			sb_add(&bj, "[]");
+		sb_add(&bj, "}\n");
+		if (withid)
+			b->build_json_id = bj.s;
+		else
+			b->build_json = bj.s;
+	}
 	json_free(p);
 	return NULL;
 }
@@ -416,7 +426,8 @@ static void report(struct mbuild *b, int reason, const char *error)
 	}
 	if (rc != 0) {
 		mb_unref(b);
-		LOGW(MMOD, "build %" PRId64 ": cannot report (no connection); the lease will expire",
+		LOGW(MMOD,
+		     "build %" PRId64 ": cannot report (no connection); the lease will expire",
 		     b->id);
 		mb_release(b, "no connection");
 	}
@@ -577,7 +588,8 @@ static char *env_value(const struct json *v)
 
 static void build_env(struct mbuild *b, const struct cfg_step *s, struct envv *e)
 {
-	env_set(e, xstrdup("BUILD_ID"), xasprintf("%" PRId64, b->id));
+	if (!s->cache)
+		env_set(e, xstrdup("BUILD_ID"), xasprintf("%" PRId64, b->id));
 	env_set(e, xstrdup("BUILD_BUCKET"), xstrdup(b->bucket));
 	env_set(e, xstrdup("BUILDER_NAME"), xstrdup(b->bld->name));
 	char er[8];
@@ -636,9 +648,9 @@ static void make_action(struct mbuild *b, struct mstep *st)
 	for (int i = 0; i < b->nfiles; i++)
 		if (strcmp(b->files[i].path, "build.json") != 0)
 			files[k++] = b->files[i];
-	size_t bjl = strlen(b->build_json);
+	const char *bj = s->cache ? b->build_json : b->build_json_id;
 	struct digest bjd;
-	add_blob(st, (uint8_t *)xstrdup(b->build_json), bjl, &bjd);
+	add_blob(st, (uint8_t *)xstrdup(bj), strlen(bj), &bjd);
 	files[k++] = (struct mb_file){.path = "build.json", .d = bjd};
 	qsort(files, (size_t)k, sizeof(*files), file_cmp);
 	struct digest root;
@@ -856,8 +868,8 @@ static void trees_done(int code, const char *msg, ProtobufCMessage *resp, void *
 			if (!t || !t->root) {
 				bad = xstrdup("an output tree does not parse");
 				if (t)
-					build__bazel__remote__execution__v2__tree__free_unpacked(t,
-												 NULL);
+					build__bazel__remote__execution__v2__tree__free_unpacked(
+						t, NULL);
 				break;
 			}
 			for (size_t k = 0; k < tr->n; k++)
@@ -903,10 +915,10 @@ static void take_outputs(struct mbuild *b, const PbActionResult *ar)
 	req.digests = dp;
 	req.n_digests = tr->n;
 	mb_ref(b);
-	int rc = mrpc_unary(master_ex(), REAPI_PFX "ContentAddressableStorage/BatchReadBlobs",
-			    &req.base,
-			    &build__bazel__remote__execution__v2__batch_read_blobs_response__descriptor,
-			    CALL_TIMEOUT, trees_done, tr);
+	int rc = mrpc_unary(
+		master_ex(), REAPI_PFX "ContentAddressableStorage/BatchReadBlobs", &req.base,
+		&build__bazel__remote__execution__v2__batch_read_blobs_response__descriptor,
+		CALL_TIMEOUT, trees_done, tr);
 	free(dp);
 	if (rc != 0) {
 		tree_read_free(tr);
@@ -919,8 +931,8 @@ static void exec_msg(struct rc_call *k, const uint8_t *msg, size_t len, void *ar
 {
 	(void)k;
 	struct mbuild *b = arg;
-	ProtobufCMessage *op = protobuf_c_message_unpack(&google__longrunning__operation__descriptor,
-							 NULL, len, msg);
+	ProtobufCMessage *op = protobuf_c_message_unpack(
+		&google__longrunning__operation__descriptor, NULL, len, msg);
 	if (!op)
 		return;
 	if (b->last_op)
@@ -944,8 +956,8 @@ static void exec_done(struct rc_call *k, int code, const char *message, void *ar
 		infra_fail(b, "step %s: Execute failed: %s", sname, message);
 		goto out;
 	}
-	if (!op || !op->done || op->result_case != GOOGLE__LONGRUNNING__OPERATION__RESULT_RESPONSE ||
-	    !op->response) {
+	if (!op || !op->done ||
+	    op->result_case != GOOGLE__LONGRUNNING__OPERATION__RESULT_RESPONSE || !op->response) {
 		record(b, "INFRA_FAILURE", -1, false, NULL);
 		infra_fail(b, "step %s: Execute ended without a final ExecuteResponse", sname);
 		goto out;
@@ -1053,8 +1065,10 @@ static void missing_done(int code, const char *msg, ProtobufCMessage *resp, void
 		execute(b);
 		goto out;
 	}
-	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request **reqs = xcalloc(r->n_missing_blob_digests, sizeof(*reqs));
-	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request *rv = xcalloc(r->n_missing_blob_digests, sizeof(*rv));
+	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request **reqs =
+		xcalloc(r->n_missing_blob_digests, sizeof(*reqs));
+	Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsRequest__Request *rv =
+		xcalloc(r->n_missing_blob_digests, sizeof(*rv));
 	PbDigest **dv = xcalloc(r->n_missing_blob_digests, sizeof(*dv));
 	size_t n = 0;
 	for (size_t i = 0; i < r->n_missing_blob_digests; i++) {
@@ -1078,10 +1092,10 @@ static void missing_done(int code, const char *msg, ProtobufCMessage *resp, void
 	req.requests = reqs;
 	req.n_requests = n;
 	mb_ref(b);
-	int rc = mrpc_unary(master_ex(), REAPI_PFX "ContentAddressableStorage/BatchUpdateBlobs",
-			    &req.base,
-			    &build__bazel__remote__execution__v2__batch_update_blobs_response__descriptor,
-			    CALL_TIMEOUT, update_done, st);
+	int rc = mrpc_unary(
+		master_ex(), REAPI_PFX "ContentAddressableStorage/BatchUpdateBlobs", &req.base,
+		&build__bazel__remote__execution__v2__batch_update_blobs_response__descriptor,
+		CALL_TIMEOUT, update_done, st);
 	for (size_t i = 0; i < n; i++)
 		free(dv[i]);
 	free(dv);
@@ -1115,10 +1129,10 @@ static void step_begin(struct mbuild *b)
 	req.blob_digests = dv;
 	req.n_blob_digests = st->nblobs;
 	mb_ref(b);
-	int rc = mrpc_unary(master_ex(), REAPI_PFX "ContentAddressableStorage/FindMissingBlobs",
-			    &req.base,
-			    &build__bazel__remote__execution__v2__find_missing_blobs_response__descriptor,
-			    CALL_TIMEOUT, missing_done, st);
+	int rc = mrpc_unary(
+		master_ex(), REAPI_PFX "ContentAddressableStorage/FindMissingBlobs", &req.base,
+		&build__bazel__remote__execution__v2__find_missing_blobs_response__descriptor,
+		CALL_TIMEOUT, missing_done, st);
 	for (size_t i = 0; i < st->nblobs; i++)
 		free(dv[i]);
 	free(dv);

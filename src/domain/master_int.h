@@ -76,10 +76,11 @@ struct mbuild {
 	char *params_json;
 	char *builder_name;
 	char *url;
-	char *props_json;  /* the build's properties with the builder's defaults, an object */
-	char *build_json;  /* build.json's bytes */
+	char *props_json;    /* the build's properties with the builder's defaults, an object */
+	char *build_json;    /* build.json for cacheable steps (no build_id) */
+	char *build_json_id; /* build.json with build_id, for cache: false steps */
 	struct mb_builder *bld;
-	int step;	   /* current step index */
+	int step; /* current step index */
 	int64_t step_start_mono;
 	struct mb_file *files; /* the workspace */
 	int nfiles;
