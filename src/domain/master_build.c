@@ -900,15 +900,16 @@ static void take_outputs(struct mbuild *b, const PbActionResult *ar)
 	}
 	struct tree_read *tr = xcalloc(1, sizeof(*tr));
 	tr->b = b;
-	tr->n = ar->n_output_directories;
-	tr->paths = xcalloc(tr->n, sizeof(char *));
-	tr->hashes = xcalloc(tr->n, sizeof(char *));
-	PbDigest **dp = xcalloc(tr->n, sizeof(*dp));
-	for (size_t i = 0; i < tr->n; i++) {
+	tr->paths = xcalloc(ar->n_output_directories, sizeof(char *));
+	tr->hashes = xcalloc(ar->n_output_directories, sizeof(char *));
+	PbDigest **dp = xcalloc(ar->n_output_directories, sizeof(*dp));
+	for (size_t i = 0; i < ar->n_output_directories; i++) {
 		const PbOutputDirectory *o = ar->output_directories[i];
-		tr->paths[i] = xstrdup(o->path);
-		tr->hashes[i] = xstrdup(o->tree_digest ? o->tree_digest->hash : "");
-		dp[i] = o->tree_digest;
+		if (!o->tree_digest)
+			continue;
+		tr->paths[tr->n] = xstrdup(o->path);
+		tr->hashes[tr->n] = xstrdup(o->tree_digest->hash);
+		dp[tr->n++] = o->tree_digest;
 	}
 	PbBatchRead req = REV2(BATCH_READ_BLOBS_REQUEST__INIT);
 	req.instance_name = (char *)master_instance();

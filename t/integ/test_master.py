@@ -27,8 +27,9 @@ PFX = "/reactor.buckets.v1.Buckets/"
 READ = "/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs"
 TIMEOUT = 10 * h.SLOW
 
-WRITE = 'printf "%s %s\\n" "$PROP_GREETING" "$PROP_TIMES" > out/greeting.txt && cp build.json out/'
-SHOW = 'cat out/greeting.txt && echo "change=$CHANGE_REVISION"'
+WRITE = ('printf "%s %s\\n" "$PROP_GREETING" "$PROP_TIMES" > out/greeting.txt && '
+         'cp build.json out/ && mkdir -p tree/sub && echo deep > tree/sub/f.txt')
+SHOW = 'cat out/greeting.txt tree/sub/f.txt && echo "change=$CHANGE_REVISION"'
 
 
 def builders():
@@ -37,7 +38,7 @@ def builders():
             "properties": {"greeting": {"type": "string"}, "times": {"type": "int", "default": 2}},
             "steps": [
                 {"name": "write", "argv": ["sh", "-c", WRITE], "cache": False,
-                 "outputs": ["out/greeting.txt", "out/build.json"]},
+                 "outputs": ["out/greeting.txt", "out/build.json", "tree"]},
                 {"name": "show", "argv": ["sh", "-c", SHOW], "cache": False},
             ]},
         "failing": {
@@ -131,7 +132,7 @@ class TestMaster(MasterCase):
         # The second step read the first one's output, and the change's
         # fields came as environment variables.
         out = self.blob(d["steps"][1]["stdout_digest"]).decode()
-        self.assertEqual(out, "hi there 2\nchange=abc123\n")
+        self.assertEqual(out, "hi there 2\ndeep\nchange=abc123\n")
 
     def test_property_defaults_and_overrides_reach_the_steps(self):
         srv, _ = self.start()
@@ -140,7 +141,7 @@ class TestMaster(MasterCase):
         self.assertEqual(b.result, bpb.SUCCESS, b.result_details_json)
         d = json.loads(b.result_details_json)
         self.assertEqual(self.blob(d["steps"][1]["stdout_digest"]).decode(),
-                         "yo 5\nchange=\n")
+                         "yo 5\ndeep\nchange=\n")
 
     def test_failing_step_stops_the_build(self):
         srv, _ = self.start()
@@ -203,6 +204,20 @@ class TestMaster(MasterCase):
         self.assertLess(took, 2 * h.SLOW)
         b = self.wait_done(bid)
         self.assertEqual(b.result, bpb.SUCCESS)
+
+    def test_lease_reset_from_outside_stops_the_build(self):
+        over = builders()
+        over["slow"] = {"steps": [{"name": "sleep", "argv": ["sleep", "30"], "cache": False}]}
+        srv, ch = self.start(builders=over)
+        reset = h.unary(ch, PFX + "Reset", bpb.ResetRequest, bpb.BuildResponse)
+        bid = self.put("slow")
+        h.wait_for(lambda: self.get(bid).status == bpb.STARTED, 20, "the build to start")
+        r = reset(bpb.ResetRequest(id=bid), timeout=TIMEOUT)
+        self.assertFalse(r.HasField("error"), r.error)
+        h.wait_for(lambda: "build %d: lease lost" % bid in open(srv.log_path).read(), 10,
+                   "the master to notice the lost lease")
+        # Nothing was reported for it: it is not completed.
+        self.assertNotEqual(self.get(bid).status, bpb.COMPLETED)
 
     def test_shutdown_resets_unfinished_builds(self):
         over = builders()
