@@ -813,7 +813,8 @@ static int master_check(struct ctx *x, void *obj, const struct node *n, const ch
 static const struct obj_ops master_ops = {&master_tab, sizeof(struct cfg_master), master_check};
 
 /* The default leasee: "HOST:" + the first listener as written, e.g.
- * "ci7:127.0.0.1:50051", "ci7:[::1]:50051" or "ci7:unix:/run/r.sock". */
+ * "ci7:127.0.0.1:50051", "ci7:[::1]:50051" or "ci7:unix:/run/r.sock"
+ * (not used for port 0, which only the bound socket knows). */
 static char *master_default_name(const struct cfg *c)
 {
 	char host[256];
@@ -1360,7 +1361,9 @@ static int load(const char *name, const char *text, size_t len, struct cfg **out
 		apply_defaults(&cfg_tab, c, where);
 		r = check_cross(&x, c, where);
 	}
-	if (r == 0 && c->master && !c->master->name)
+	/* Port 0 is only known once bound: the engine names the master then. */
+	if (r == 0 && c->master && !c->master->name &&
+	    !(c->listen[0].kind == CFG_LISTEN_TCP && c->listen[0].port == 0))
 		c->master->name = master_default_name(c);
 	cfg_node_free(root);
 	if (r) {

@@ -76,7 +76,9 @@ struct cfg_builder {
 };
 
 struct cfg_master {
-	char *name;	/* the leasee; default host name + first listener */
+	char *name;	/* the leasee; default host name + ":" + first listener as
+			   written ("myhost:127.0.0.1:50051"); NULL only when that
+			   listener has port 0: name it from the bound address */
 	char **buckets; /* at least one */
 	int n_buckets;
 	char *server;	/* Buckets endpoint; NULL = this reactord */
