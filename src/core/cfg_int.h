@@ -71,4 +71,101 @@ char *cfg_split_hostport(const char *s, int min_port, char **host, int *port);
  * complaint. */
 char *cfg_parse_listen(const char *s, struct cfg_listen *l);
 
+/* ---- the key table and its engine (cfg_engine.c) ------------------------ */
+
+#define US_MS 1000LL
+#define US_S  (1000 * US_MS)
+#define US_M  (60 * US_S)
+#define US_H  (60 * US_M)
+#define US_D  (24 * US_H)
+#define KIB   (1LL << 10)
+#define MIB   (1LL << 20)
+#define GIB   (1LL << 30)
+
+/* ---- the key table ------------------------------------------------------- */
+
+/* K_OBJECT: a pointer to a malloc'd struct parsed by its own table (NULL
+ * when the key is absent: master:). */
+enum ktype { K_SECTION, K_BOOL, K_INT, K_SIZE, K_DURATION, K_STRING, K_ENUM, K_LIST, K_OBJECT };
+
+/* How a K_LIST key parses, defaults, compares and frees its elements.
+ * A list is written as a YAML sequence (parse), or, when parse_kv is set,
+ * as a mapping NAME: VALUE whose entries become the elements (builders,
+ * env); then the node handed to check is the mapping, and its values are
+ * kids[2 * i + 1]. */
+struct list_ops {
+	size_t elem_size;
+	int (*parse)(struct ctx *x, const struct node *n, const char *path, void *elem);
+	void (*set_default)(void *elem, const char *def);
+	/* Checks across elements (NULL for none); seq is the list's node. */
+	int (*check)(struct ctx *x, const struct node *seq, const char *path, const void *elems,
+		     int n);
+	bool (*equal)(const void *a, const void *b);
+	void (*free)(void *elem);
+	int (*parse_kv)(struct ctx *x, const struct node *key, const struct node *val,
+			const char *path, void *elem);
+	bool may_be_empty; /* [] or {} is valid (an empty list) */
+};
+
+struct keytab;
+
+/* How a K_OBJECT key's struct is parsed: its table, its size, and the
+ * rules across its keys (NULL for none), given the value node of each key
+ * of the table (where[i], NULL when absent) and the object's own node. */
+struct obj_ops {
+	const struct keytab *tab;
+	size_t size;
+	int (*check)(struct ctx *x, void *obj, const struct node *n, const char *path,
+		     const struct node *const *where);
+};
+
+struct key {
+	const char *name; /* dotted path relative to its table */
+	enum ktype type;
+	size_t off, size;	  /* the field; for K_LIST the array pointer */
+	size_t count_off;	  /* K_LIST: the int element count */
+	int64_t def, min, max;	  /* numeric kinds; K_ENUM: index into names */
+	const char *def_str;	  /* K_STRING: NULL = unset; K_LIST: the one default element */
+	bool reload;		  /* SIGHUP may change it */
+	const char *const *names; /* K_ENUM: NULL-terminated; value = index */
+	char *(*check)(char *s);  /* K_STRING: extra validation */
+	const struct list_ops *list;
+	bool required;		   /* no default: leaving it out is an error */
+	const struct obj_ops *obj; /* K_OBJECT */
+};
+
+struct keytab {
+	const struct key *keys;
+	size_t n;
+};
+
+/* Parse mapping `map` by table t into base (section: the dotted prefix for
+ * messages; outer: the enclosing key); where[i] gets key i's value node. */
+int cfg_parse_map(struct ctx *x, const struct keytab *t, void *base, const struct node *map,
+		  const char *section, const char *outer, const struct node **where);
+void cfg_apply_defaults(const struct keytab *t, void *base, const struct node *const *where);
+void cfg_free_fields(const struct keytab *t, void *base);
+int cfg_parse_obj(struct ctx *x, const struct keytab *t, void *obj, const struct node *n,
+		  const char *path, const struct node **where);
+bool cfg_field_equal(const struct key *k, const void *a, const void *b);
+bool cfg_tab_equal(const struct keytab *t, const void *a, const void *b);
+const char *cfg_fmt_bound(enum ktype t, int64_t v, char *buf, size_t len);
+const struct key *cfg_find_key(const struct keytab *t, const char *name);
+/* String validators shared by the tables (cfg.c): NULL or a complaint. */
+char *cfg_check_nonempty(char *s);
+char *cfg_check_key_prefix(char *s);
+char *cfg_check_instance_name(char *s);
+
+/* Lists of strings: the list_ops callbacks of a K_LIST of char *. */
+int cfg_strlist_parse(struct ctx *x, const struct node *n, const char *path, void *elem);
+void cfg_strlist_default(void *elem, const char *def);
+bool cfg_strlist_equal(const void *a, const void *b);
+void cfg_strlist_free(void *elem);
+
+/* ---- master: (cfg_master.c) -------------------------------------------- */
+
+extern const struct obj_ops cfg_master_ops;
+/* "HOST:" + the first listener as written (not for port 0). */
+char *cfg_master_default_name(const struct cfg *c);
+
 #endif
