@@ -581,7 +581,7 @@ int master_start(struct event_base *base, const struct cfg_master *mc, const cha
 		char host[256] = "localhost";
 		gethostname(host, sizeof(host) - 1);
 		host[sizeof(host) - 1] = '\0';
-		m.name = xasprintf("%s/%s", host, self ? self : "");
+		m.name = xasprintf("%s:%s", host, self ? self : ""); /* as cfg.c names it */
 	}
 	m.bk_target = xstrdup(mc->server ? mc->server : self ? self : "");
 	m.ex_target = xstrdup(mc->executor ? mc->executor : self ? self : "");
