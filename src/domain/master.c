@@ -522,6 +522,17 @@ static void watch_msg(struct rc_call *k, const uint8_t *msg, size_t len, void *a
 	reactor__buckets__v1__build__free_unpacked(b, NULL);
 }
 
+/* The stream's headers: the Buckets service sends them once its events
+ * reach the stream.  A build put between our last peek and now woke
+ * nobody: peek again. */
+static void watch_live(struct rc_call *k, void *arg)
+{
+	(void)k;
+	(void)arg;
+	m.watch.live = true;
+	wake_soon();
+}
+
 static void watch_done(struct rc_call *k, int code, const char *message, void *arg)
 {
 	(void)k;
@@ -560,6 +571,7 @@ static void watch_start(void)
 	size_t n = protobuf_c_message_get_packed_size(&req.base);
 	uint8_t *buf = xmalloc(n ? n : 1);
 	protobuf_c_message_pack(&req.base, buf);
+	rc_call_on_headers(k, watch_live);
 	rc_call_send(k, buf, n);
 	free(buf);
 	rc_call_close_send(k);
