@@ -522,6 +522,17 @@ static void watch_msg(struct rc_call *k, const uint8_t *msg, size_t len, void *a
 	reactor__buckets__v1__build__free_unpacked(b, NULL);
 }
 
+/* The stream's headers: the Buckets service sends them once its events
+ * reach the stream.  A build put between our last peek and now woke
+ * nobody: peek again. */
+static void watch_live(struct rc_call *k, void *arg)
+{
+	(void)k;
+	(void)arg;
+	m.watch.live = true;
+	wake_soon();
+}
+
 static void watch_done(struct rc_call *k, int code, const char *message, void *arg)
 {
 	(void)k;
@@ -560,6 +571,7 @@ static void watch_start(void)
 	size_t n = protobuf_c_message_get_packed_size(&req.base);
 	uint8_t *buf = xmalloc(n ? n : 1);
 	protobuf_c_message_pack(&req.base, buf);
+	rc_call_on_headers(k, watch_live);
 	rc_call_send(k, buf, n);
 	free(buf);
 	rc_call_close_send(k);
@@ -581,7 +593,7 @@ int master_start(struct event_base *base, const struct cfg_master *mc, const cha
 		char host[256] = "localhost";
 		gethostname(host, sizeof(host) - 1);
 		host[sizeof(host) - 1] = '\0';
-		m.name = xasprintf("%s/%s", host, self ? self : "");
+		m.name = xasprintf("%s:%s", host, self ? self : ""); /* as cfg.c names it */
 	}
 	m.bk_target = xstrdup(mc->server ? mc->server : self ? self : "");
 	m.ex_target = xstrdup(mc->executor ? mc->executor : self ? self : "");

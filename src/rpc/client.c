@@ -36,6 +36,7 @@ struct rc_call {
 	struct grpc_reader rd;
 	rc_msg_cb on_msg;
 	rc_done_cb on_done;
+	void (*on_headers)(struct rc_call *call, void *arg);
 	void *arg;
 	int code; /* -1 until grpc-status seen */
 	char *message;
@@ -75,8 +76,18 @@ static void keep_headers(struct rc_call *k, struct h2_stream *s)
 
 static void c_on_headers(struct h2_stream *s, bool trailers)
 {
-	(void)trailers;
-	keep_headers(h2_stream_user(s), s);
+	struct rc_call *k = h2_stream_user(s);
+	keep_headers(k, s);
+	if (!trailers && k->code < 0 && k->on_headers) {
+		void (*cb)(struct rc_call *, void *) = k->on_headers;
+		k->on_headers = NULL;
+		cb(k, k->arg);
+	}
+}
+
+void rc_call_on_headers(struct rc_call *call, void (*cb)(struct rc_call *call, void *arg))
+{
+	call->on_headers = cb;
 }
 
 static int c_msg(void *arg, const uint8_t *msg, size_t len)

@@ -45,6 +45,11 @@ typedef void (*rc_done_cb)(struct rc_call *call, int code, const char *message, 
 struct rc_call *rc_call_start(struct rc_client *c, const char *path, int64_t timeout_us,
 			      const struct h2_hdr *md, size_t nmd, rc_msg_cb on_msg,
 			      rc_done_cb on_done, void *arg);
+/* Call cb(call, arg) once when the response headers arrive (not for a
+ * trailers-only answer): a server stream that sends its headers when it
+ * is set up, like WatchBuilds, tells the caller so.  Set it right after
+ * rc_call_start(). */
+void rc_call_on_headers(struct rc_call *call, void (*cb)(struct rc_call *call, void *arg));
 /* Send one framed message / raw bytes; close our side. */
 int rc_call_send(struct rc_call *call, const uint8_t *msg, size_t len);
 int rc_call_send_raw(struct rc_call *call, const void *data, size_t len);
