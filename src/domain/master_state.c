@@ -4,12 +4,11 @@
  * src/state/keys.c lists ("The build master"), written by the
  * master_save/master_drop scripts when a lease is taken, at each step's
  * start, operation and end, and dropped when the build is released; on
- * start a master reads it back and resumes every build the Buckets
- * service says it still holds (re-attaching to the running operation).
- * Also the changes: each (change id, revision) is recorded once and later
- * builds naming it get the recorded form.  Redis is this reactord's even
- * when the Buckets service or the executor are elsewhere.  Writes are
- * best effort: with Redis down a build runs on, and a restart simply
+ * start a master reads it back and resumes every build whose recorded
+ * lease key the Buckets service still accepts (a Heartbeat) (re-attaching to the running
+ * operation). Also the changes: each (change id, revision) is recorded once and later builds naming
+ * it get the recorded form.  Redis is this reactord's even when the Buckets service or the executor
+ * are elsewhere.  Writes are best effort: with Redis down a build runs on, and a restart simply
  * cannot resume it (its lease expires).
  */
 #include <inttypes.h>
@@ -640,34 +639,25 @@ static void adopt(struct mres *r, const BKM(Build) * bb)
 	mb_resume(b, bl, started);
 }
 
-static void get_done(int code, const char *msg, ProtobufCMessage *resp, void *arg)
+static void hb_done(int code, const char *msg, ProtobufCMessage *resp, void *arg)
 {
 	struct mres *r = arg;
 	const BKM(BuildResponse) *gr = (const void *)resp;
 	if (!master_running()) {
 		/* stopped meanwhile: the record stays for the next start */
-	} else if (code != RPC_OK || gr->error || !gr->build) {
-		LOGW(MMOD, "build %" PRId64 ": not resumed: Get: %s", r->id,
-		     code != RPC_OK ? msg
-		     : gr->error    ? gr->error->message
-				    : "no build");
-		if (code == RPC_OK)
-			drop_id(r->id, nsteps_of(r));
+	} else if (code != RPC_OK) {
+		/* Unknown: the record stays for the next start. */
+		LOGW(MMOD, "build %" PRId64 ": not resumed: Heartbeat: %s", r->id, msg);
+	} else if (gr->error || !gr->build) {
+		LOGI(MMOD, "build %" PRId64 ": no longer ours (%s); dropped", r->id,
+		     gr->error ? gr->error->message : "no build");
+		drop_id(r->id, nsteps_of(r));
+	} else if (gr->build->status != BKE(STATUS__STARTED) &&
+		   gr->build->status != BKE(STATUS__SCHEDULED)) {
+		LOGI(MMOD, "build %" PRId64 ": completed meanwhile; dropped", r->id);
+		drop_id(r->id, nsteps_of(r));
 	} else {
-		const BKM(Build) *bb = gr->build;
-		bool held = bb->lease_key == r->lease_key && bb->lease_key != 0 &&
-			    (bb->status == BKE(STATUS__STARTED) ||
-			     bb->status == BKE(STATUS__SCHEDULED)) &&
-			    (!bb->utcnow_ts || bb->lease_expiration_ts > bb->utcnow_ts);
-		if (held) {
-			adopt(r, bb);
-		} else {
-			LOGI(MMOD,
-			     "build %" PRId64 ": no longer ours (lease expired or build "
-			     "completed); dropped",
-			     r->id);
-			drop_id(r->id, nsteps_of(r));
-		}
+		adopt(r, gr->build);
 	}
 	mres_free(r);
 	resume_one_done();
@@ -719,10 +709,14 @@ static void hgetall_done(struct redisReply *reply, void *arg)
 		drop_id(r->id, 0);
 		goto out;
 	}
-	BKM(GetRequest) req = BKE(GET_REQUEST__INIT);
+	/* A heartbeat with the recorded lease key both asks whether the lease
+	 * is still ours and renews it. */
+	BKM(HeartbeatRequest) req = BKE(HEARTBEAT_REQUEST__INIT);
 	req.id = r->id;
-	if (mrpc_unary(master_bk(), BK_PFX "Get", &req.base,
-		       &reactor__buckets__v1__build_response__descriptor, CALL_TIMEOUT, get_done,
+	req.lease_key = r->lease_key;
+	req.lease_expiration_ts = now_us() + master_cfg()->lease_duration_us;
+	if (mrpc_unary(master_bk(), BK_PFX "Heartbeat", &req.base,
+		       &reactor__buckets__v1__build_response__descriptor, CALL_TIMEOUT, hb_done,
 		       r) == 0)
 		return;
 	LOGW(MMOD, "build %" PRId64 ": not resumed: no connection to the Buckets service", r->id);
