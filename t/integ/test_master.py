@@ -321,7 +321,7 @@ class TestMasterState(MasterCase):
             ttl = r("TTL", k)
             self.assertTrue(0 < ttl <= 86400, ttl)
 
-    def restart_mid_step(self, stop):
+    def restart_mid_step(self, stop, forget_op=False):
         ext = self.start_redis()
         r = self.resp(ext)
         over = self.two_steps()
@@ -335,6 +335,8 @@ class TestMasterState(MasterCase):
         stop(srv)
         # Still held: the lease, the record, the operation.
         self.assertEqual(r.hgetall(bkey).get("op"), op)
+        if forget_op:
+            self.assertEqual(r("DEL", NS + "op:" + op.decode()), 1)
         srv2 = self.boot("rb", ext, builders=over, **{"on-shutdown": "abandon"})
         srv2.wait_log(r"build %d \(ci, builder twostep\): resumed with lease key %d at step 1, "
                       r"operation %s" % (bid, lease_key, re.escape(op.decode())),
@@ -350,8 +352,15 @@ class TestMasterState(MasterCase):
         self.assertNotIn("build %d: completed" % bid, open(srv.log_path).read())
         self.assertEqual(srv2.log().count("build %d: completed" % bid), 1)
         self.assertNotIn("build %d: leased" % bid, srv2.log())
-        # Re-attached to the running operation, not run again.
-        self.assertNotIn("cannot be resumed", srv2.log())
+        if forget_op:
+            # The operation was unknown: the step ran again, once.
+            srv2.wait_log(r"build %d: step first: operation %s cannot be resumed"
+                          % (bid, re.escape(op.decode())))
+            self.assertEqual(srv2.log().count("build %d: step 1/2 first" % bid), 1)
+        else:
+            # Re-attached to the running operation, not run again.
+            self.assertNotIn("cannot be resumed", srv2.log())
+            self.assertNotIn("build %d: step 1/2 first" % bid, srv2.log())
         h.wait_for(lambda: r("EXISTS", bkey) == 0, 5, "the build's hash to go")
         self.assertEqual(r("SMEMBERS", NS + "master:m1"), [])
 
@@ -366,6 +375,9 @@ class TestMasterState(MasterCase):
             srv.expected_rc = None
             srv.kill()
         self.restart_mid_step(stop)
+
+    def test_restart_with_the_operation_gone_runs_the_step_again(self):
+        self.restart_mid_step(lambda srv: self.assertEqual(srv.stop(), 0), forget_op=True)
 
     def test_expired_lease_is_dropped_on_restart(self):
         ext = self.start_redis()
