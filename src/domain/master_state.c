@@ -514,7 +514,7 @@ void mstate_changes(struct mbuild *b, const struct cfg_builder *bl)
 		if (!id || !rev || !*id || !*rev)
 			continue; /* validation is the run's */
 		struct margs a = {0};
-		arg_own(&a, keys_change(id, rev));
+		arg_own(&a, keys_mchange(id, rev));
 		arg(&a, "%s", id);
 		arg(&a, "%s", rev);
 		char *s = NULL;

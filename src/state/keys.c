@@ -98,7 +98,9 @@
  *       started master
  *     Written at the step's start and end; kept for a day (TTL) once the
  *     build is released.
- *   {ns}change:{id}:{revision}    hash   a change, recorded once
+ *   {ns}mchange:{id}:{revision}   hash   a change, recorded once (':' and
+ *                                        '%' in id and revision escaped as
+ *                                        %3A and %25, as in {bb}:change:)
  *       id revision json (the change object as first seen) first_build
  *       last_build builds (how many builds named it) created
  *     No expiry.  Later builds naming the same (id, revision) get `json`.
@@ -116,6 +118,7 @@
 
 #include "core/digest.h"
 #include "core/util.h"
+#include "state/buckets_keys.h"
 
 static char *ns_prefix;
 
@@ -224,7 +227,11 @@ char *keys_mstep(int64_t id, int n)
 	return key("mstep:%lld:%d", (long long)id, n);
 }
 
-char *keys_change(const char *id, const char *revision)
+char *keys_mchange(const char *id, const char *revision)
 {
-	return key("change:%s:%s", id, revision);
+	char *i = bkeys_escape(id), *r = bkeys_escape(revision);
+	char *k = key("mchange:%s:%s", i, r);
+	free(i);
+	free(r);
+	return k;
 }

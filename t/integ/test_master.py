@@ -426,8 +426,9 @@ class TestMasterState(MasterCase):
         other = dict(change, subject="changed words", author={"email": "b@example.com"})
         two = self.wait_done(self.put("showchange", changes=[other]))
         self.assertEqual(two.result, bpb.SUCCESS, two.result_details_json)
-        self.assertEqual(r("KEYS", NS + "change:*"), [(NS + "change:I42:deadbeef").encode()])
-        f = r.hgetall(NS + "change:I42:deadbeef")
+        self.assertEqual(r("KEYS", NS + "mchange:*"),
+                         [(NS + "mchange:I42:deadbeef").encode()])
+        f = r.hgetall(NS + "mchange:I42:deadbeef")
         self.assertEqual(f["id"], b"I42")
         self.assertEqual(f["revision"], b"deadbeef")
         self.assertEqual(f["builds"], b"2")
@@ -440,13 +441,16 @@ class TestMasterState(MasterCase):
         bj, subject = out.decode().rsplit("\n", 2)[:2]
         self.assertEqual(json.loads(bj)["changes"], [change])
         self.assertEqual(subject, "first words")
-        # A different revision is another change.
+        # A different revision is another change; ':' in a name is escaped.
         three = self.wait_done(self.put("showchange",
-                                        changes=[dict(change, revision="cafe")]))
+                                        changes=[dict(change, revision="cafe"),
+                                                 dict(change, id="p:7")]))
         self.assertEqual(three.result, bpb.SUCCESS)
-        self.assertEqual(sorted(r("KEYS", NS + "change:*")),
-                         sorted([(NS + "change:I42:deadbeef").encode(),
-                                 (NS + "change:I42:cafe").encode()]))
+        self.assertEqual(sorted(r("KEYS", NS + "mchange:*")),
+                         sorted([(NS + "mchange:I42:deadbeef").encode(),
+                                 (NS + "mchange:I42:cafe").encode(),
+                                 (NS + "mchange:p%3A7:deadbeef").encode()]))
+        self.assertEqual(r.hgetall(NS + "mchange:I42:deadbeef")["builds"], b"2")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 -- master_change.lua - record a build's change once per (id, revision) and
 -- hand back the recorded form, so every build naming it sees the same
 -- change (keys.c, "The build master").
--- KEYS[1]  change:{id}:{revision}
+-- KEYS[1]  mchange:{id}:{revision}
 -- ARGV[1]  change id    ARGV[2]  revision    ARGV[3]  the change as JSON
 -- ARGV[4]  build id     ARGV[5]  now (microseconds since the epoch)
 -- Returns the recorded JSON.
