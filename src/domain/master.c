@@ -757,3 +757,8 @@ void master_wake(void)
 {
 	wake_soon();
 }
+
+bool master_draining(void)
+{
+	return m.draining;
+}

@@ -133,6 +133,8 @@ void mb_adopt(struct mbuild *b);
 void master_heartbeat_now(void);
 /* Peek on the next loop pass. */
 void master_wake(void);
+/* True once master_drain() began. */
+bool master_draining(void);
 
 /* ---- master_build.c ----------------------------------------------------- */
 

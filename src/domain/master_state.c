@@ -581,6 +581,8 @@ static void resume_finish(void)
 	if (ms.deadline)
 		event_del(ms.deadline);
 	LOGD(MMOD, "resume: done");
+	/* The resume renewed each lease; from now on they beat together. */
+	master_heartbeat_now();
 	master_wake();
 }
 
@@ -635,7 +637,6 @@ static void adopt(struct mres *r, const BKM(Build) * bb)
 	     b->id, b->bucket, b->builder_name, b->lease_key, b->step + 1,
 	     b->op_name ? ", operation " : "", b->op_name ? b->op_name : "");
 	mb_adopt(b);
-	master_heartbeat_now();
 	mb_resume(b, bl, started);
 }
 
@@ -643,8 +644,8 @@ static void hb_done(int code, const char *msg, ProtobufCMessage *resp, void *arg
 {
 	struct mres *r = arg;
 	const BKM(BuildResponse) *gr = (const void *)resp;
-	if (!master_running()) {
-		/* stopped meanwhile: the record stays for the next start */
+	if (!master_running() || master_draining()) {
+		/* stopping meanwhile: the record stays for the next start */
 	} else if (code != RPC_OK) {
 		/* Unknown: the record stays for the next start. */
 		LOGW(MMOD, "build %" PRId64 ": not resumed: Heartbeat: %s", r->id, msg);
