@@ -409,6 +409,32 @@ class TestMasterState(MasterCase):
         self.assertIn("build %d (ci, builder twostep): leased" % bid, srv2.log())
         self.assertNotIn("resumed", srv2.log())
 
+    def test_reset_and_lost_leases_drop_the_record(self):
+        ext = self.start_redis()
+        r = self.resp(ext)
+        over = self.two_steps()
+        srv = self.boot("ra", ext, builders=over)  # on-shutdown: reset
+        ch = self.channel(srv.tcp_addr)
+        reset = h.unary(ch, PFX + "Reset", bpb.ResetRequest, bpb.BuildResponse)
+        held = NS + "master:m1"
+        lost, handed = self.put("twostep"), self.put("twostep")
+        for bid in (lost, handed):
+            h.wait_for(lambda: r.hgetall(NS + "master:m1:build:%d" % bid).get("op"), 20,
+                       "build %d's first operation" % bid)
+        self.assertEqual(sorted(r("SMEMBERS", held)), sorted([b"%d" % lost, b"%d" % handed]))
+        # A lease reset from outside: the master lets the build go.
+        self.assertFalse(reset(bpb.ResetRequest(id=lost), timeout=TIMEOUT).HasField("error"))
+        srv.wait_log(r"build %d: lease lost" % lost, timeout=10)
+        h.wait_for(lambda: r("EXISTS", NS + "master:m1:build:%d" % lost) == 0, 5,
+                   "the lost build's hash to go")
+        self.assertGreater(r("TTL", NS + "mstep:%d:0" % lost), 0)
+        self.assertEqual(r("SMEMBERS", held), [b"%d" % handed])
+        # A shutdown with on-shutdown: reset hands the other one over:
+        # nothing is left to resume.
+        self.assertEqual(srv.stop(), 0)
+        self.assertEqual(r("EXISTS", NS + "master:m1:build:%d" % handed), 0)
+        self.assertEqual(r("SMEMBERS", held), [])
+
     def test_change_recorded_once_and_reused(self):
         ext = self.start_redis()
         r = self.resp(ext)
