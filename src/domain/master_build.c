@@ -22,6 +22,7 @@
 #define REAPI_PFX	       "/build.bazel.remote.execution.v2."
 #define CALL_TIMEOUT	       (30LL * 1000000)
 #define GRPC_DEADLINE_EXCEEDED 4
+#define GRPC_CANCELLED	       1
 
 /* A blob the master made for a step (directory, build.json, command,
  * action), uploaded unless the CAS has it. */
@@ -1167,11 +1168,26 @@ static void next_step(struct mbuild *b)
  * Execute; anything else (unknown or expired operation, the stream
  * failed) runs the step again -- cacheable steps are then answered by the
  * action cache, the others run once more. */
+/* True when op ended CANCELLED: with cancel-orphaned-jobs on, the
+ * executor cancels the operation a stopping master walked away from. */
+static bool op_cancelled(const Google__Longrunning__Operation *op)
+{
+	if (op->result_case != GOOGLE__LONGRUNNING__OPERATION__RESULT_RESPONSE || !op->response)
+		return false;
+	Build__Bazel__Remote__Execution__V2__ExecuteResponse *er =
+		build__bazel__remote__execution__v2__execute_response__unpack(
+			NULL, op->response->value.len, op->response->value.data);
+	bool c = er && er->status && er->status->code == GRPC_CANCELLED;
+	if (er)
+		build__bazel__remote__execution__v2__execute_response__free_unpacked(er, NULL);
+	return c;
+}
+
 static void wait_done(struct rc_call *k, int code, const char *message, void *arg)
 {
 	struct mbuild *b = arg;
 	const Google__Longrunning__Operation *op = (const void *)b->last_op;
-	if (b->gone || (code == RPC_OK && op && op->done)) {
+	if (b->gone || (code == RPC_OK && op && op->done && !op_cancelled(op))) {
 		exec_done(k, code, message, arg);
 		return;
 	}
@@ -1182,7 +1198,9 @@ static void wait_done(struct rc_call *k, int code, const char *message, void *ar
 	LOGI(MMOD, "build %" PRId64 ": step %s: operation %s cannot be resumed (%s); running it "
 		   "again",
 	     b->id, b->bld->steps[b->step].name, b->op_name ? b->op_name : "",
-	     code != RPC_OK ? message : "no final result");
+	     code != RPC_OK ? message
+	     : op && op->done ? "cancelled"
+			      : "no final result");
 	step_begin(b);
 	mb_unref(b);
 }

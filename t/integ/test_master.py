@@ -321,7 +321,17 @@ class TestMasterState(MasterCase):
             ttl = r("TTL", k)
             self.assertTrue(0 < ttl <= 86400, ttl)
 
-    def restart_mid_step(self, stop, forget_op=False):
+    def plain(self, ext):
+        """A reactord on the same Redis with no master and no workers (its
+        own state dir: its CAS is not the master's)."""
+        cfg = self.state_config("rp", ext)
+        del cfg["master"]
+        del cfg["workers"]
+        cfg["state-dir"] = os.path.join(self.tmp, "rp-state")
+        srv = self.start_reactord(cfg=cfg, name="rp")
+        return srv, self.channel(srv.tcp_addr)
+
+    def restart_mid_step(self, stop, forget_op=False, cancel_op=False):
         ext = self.start_redis()
         r = self.resp(ext)
         over = self.two_steps()
@@ -337,6 +347,12 @@ class TestMasterState(MasterCase):
         self.assertEqual(r.hgetall(bkey).get("op"), op)
         if forget_op:
             self.assertEqual(r("DEL", NS + "op:" + op.decode()), 1)
+        if cancel_op:
+            p, ch = self.plain(ext)
+            cancel = h.unary(ch, "/google.longrunning.Operations/CancelOperation",
+                             pb().operations.CancelOperationRequest, None)
+            cancel(pb().operations.CancelOperationRequest(name=op.decode()), timeout=TIMEOUT)
+            self.assertEqual(p.stop(), 0)
         srv2 = self.boot("rb", ext, builders=over, **{"on-shutdown": "abandon"})
         srv2.wait_log(r"build %d \(ci, builder twostep\): resumed with lease key %d at step 1, "
                       r"operation %s" % (bid, lease_key, re.escape(op.decode())),
@@ -352,10 +368,12 @@ class TestMasterState(MasterCase):
         self.assertNotIn("build %d: completed" % bid, open(srv.log_path).read())
         self.assertEqual(srv2.log().count("build %d: completed" % bid), 1)
         self.assertNotIn("build %d: leased" % bid, srv2.log())
-        if forget_op:
-            # The operation was unknown: the step ran again, once.
-            srv2.wait_log(r"build %d: step first: operation %s cannot be resumed"
-                          % (bid, re.escape(op.decode())))
+        if forget_op or cancel_op:
+            # The operation was unknown, or cancelled while no master
+            # watched it: the step ran again, once.
+            srv2.wait_log(r"build %d: step first: operation %s cannot be resumed \((%s)"
+                          % (bid, re.escape(op.decode()),
+                             "cancelled" if cancel_op else "operation .* not found"))
             self.assertEqual(srv2.log().count("build %d: step 1/2 first" % bid), 1)
         else:
             # Re-attached to the running operation, not run again.
@@ -379,6 +397,9 @@ class TestMasterState(MasterCase):
     def test_restart_with_the_operation_gone_runs_the_step_again(self):
         self.restart_mid_step(lambda srv: self.assertEqual(srv.stop(), 0), forget_op=True)
 
+    def test_restart_with_the_operation_cancelled_runs_the_step_again(self):
+        self.restart_mid_step(lambda srv: self.assertEqual(srv.stop(), 0), cancel_op=True)
+
     def test_expired_lease_is_dropped_on_restart(self):
         ext = self.start_redis()
         r = self.resp(ext)
@@ -391,12 +412,7 @@ class TestMasterState(MasterCase):
         self.assertEqual(srv.stop(), 0)
         # Another reactord (no master) sees the lease expire and the build
         # go back to SCHEDULED; then the master comes back.
-        plain = self.state_config("rp", ext)
-        del plain["master"]
-        plain["state-dir"] = os.path.join(self.tmp, "rp-state")
-        del plain["workers"]  # its CAS is not the master's
-        self.start_reactord(cfg=plain, name="rp")
-        ch = self.channel(self.servers[-1].tcp_addr)
+        _, ch = self.plain(ext)
         get = h.unary(ch, PFX + "Get", bpb.GetRequest, bpb.BuildResponse)
         h.wait_for(lambda: get(bpb.GetRequest(id=bid), timeout=TIMEOUT).build.status
                    == bpb.SCHEDULED, 20, "the lease to expire")
