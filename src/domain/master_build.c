@@ -1192,15 +1192,15 @@ static void wait_done(struct rc_call *k, int code, const char *message, void *ar
 		return;
 	}
 	b->exec_call = NULL;
-	if (b->last_op)
-		protobuf_c_message_free_unpacked(b->last_op, NULL);
-	b->last_op = NULL;
 	LOGI(MMOD, "build %" PRId64 ": step %s: operation %s cannot be resumed (%s); running it "
 		   "again",
 	     b->id, b->bld->steps[b->step].name, b->op_name ? b->op_name : "",
 	     code != RPC_OK ? message
 	     : op && op->done ? "cancelled"
 			      : "no final result");
+	if (b->last_op)
+		protobuf_c_message_free_unpacked(b->last_op, NULL);
+	b->last_op = NULL;
 	step_begin(b);
 	mb_unref(b);
 }
