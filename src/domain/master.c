@@ -192,6 +192,7 @@ void mb_unref(struct mbuild *b)
 		return;
 	assert(b->gone && !list_linked(&b->link));
 	mb_free_run(b);
+	free(b->op_name);
 	free(b->bucket);
 	free(b->params_json);
 	free(b->builder_name);
@@ -207,6 +208,8 @@ void mb_release(struct mbuild *b, const char *why)
 	bool was_full = m.cfg && m.nheld >= m.cfg->max_lease_count;
 	LOGD(MMOD, "build %" PRId64 ": released (%s)", b->id, why);
 	b->gone = true;
+	if (!b->keep_state)
+		mstate_drop(b);
 	mb_cancel_exec(b);
 	mb_set_state(b, MB_DONE);
 	list_del(&b->link);
@@ -273,7 +276,8 @@ static void lease_done(int code, const char *msg, ProtobufCMessage *resp, void *
 			 * leave the build for a master that has it. */
 			mb_release(b, "builder no longer configured");
 		} else {
-			mb_run(b, bl);
+			mstate_hold(b);
+			mstate_changes(b, bl);
 		}
 	}
 	mb_unref(b);
@@ -382,7 +386,7 @@ static void peek_page(const char *cursor)
 
 static void peek(void)
 {
-	if (!m.running || m.draining || free_slots() == 0)
+	if (!m.running || m.draining || free_slots() == 0 || mstate_resuming())
 		return;
 	if (m.peeking) {
 		m.repeek = true;
@@ -613,6 +617,7 @@ int master_start(struct event_base *base, const struct cfg_master *mc, const cha
 	arm(m.poll_ev, mc->poll_interval_us);
 	arm(m.hb_ev, mc->heartbeat_interval_us);
 	watch_start();
+	mstate_resume(base);
 	LOGI(MMOD,
 	     "master %s of %d bucket(s) (%d builder(s), up to %d lease(s)); buckets at %s, "
 	     "executor at %s",
@@ -699,6 +704,7 @@ void master_drain(void (*done)(void *arg), void *arg)
 		bool reset = m.cfg->on_shutdown_reset && b->lease_key && b->state < MB_REPORTING;
 		int64_t id = b->id;
 		n++;
+		b->keep_state = !reset; /* abandoned: a restart resumes it */
 		mb_release(b, "master stopping");
 		if (!reset)
 			continue;
@@ -722,8 +728,12 @@ void master_free(void)
 	if (!m.base)
 		return;
 	m.draining = true;
-	while (!list_empty(&m.held))
-		mb_release(container_of(list_first(&m.held), struct mbuild, link), "exit");
+	while (!list_empty(&m.held)) {
+		struct mbuild *b = container_of(list_first(&m.held), struct mbuild, link);
+		b->keep_state = true; /* for the next start */
+		mb_release(b, "exit");
+	}
+	mstate_free();
 	if (m.bk)
 		rc_client_free(m.bk);
 	if (m.ex)
@@ -740,4 +750,27 @@ void master_free(void)
 	assert(m.nheld == 0);
 	memset(&m, 0, sizeof(m));
 	list_init(&m.held);
+}
+
+/* ---- for master_state.c ------------------------------------------------------------ */
+
+void mb_adopt(struct mbuild *b)
+{
+	list_add_tail(&m.held, &b->link);
+	m.nheld++;
+}
+
+void master_heartbeat_now(void)
+{
+	heartbeat();
+}
+
+void master_wake(void)
+{
+	wake_soon();
+}
+
+bool master_draining(void)
+{
+	return m.draining;
 }

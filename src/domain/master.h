@@ -8,9 +8,9 @@
  * service and the executor only through the project's gRPC client, so
  * both may be this reactord or another one.
  *
- * State lives in memory for now (held leases, the step in flight); the
- * lease keys are also in the Buckets service, and a lost master's leases
- * simply expire.
+ * Its held builds (lease keys, the current step and its operation, the
+ * step records) live in Redis (master_state.c); a restarted master
+ * resumes those it still holds, and a lost master's leases expire.
  */
 #ifndef REACTOR_MASTER_H
 #define REACTOR_MASTER_H
@@ -21,6 +21,10 @@
 #include "core/util.h"
 
 struct event_base;
+
+/* Register the master's Redis scripts (before store_start; harmless
+ * when no master is configured).  Returns 0 or a negative error. */
+int master_state_init(void) WARN_UNUSED;
 
 /* Start the master of mc (not NULL).  self: this reactord's first bound
  * address, the default Buckets and executor endpoint.  The config must

@@ -22,6 +22,7 @@
 #define REAPI_PFX	       "/build.bazel.remote.execution.v2."
 #define CALL_TIMEOUT	       (30LL * 1000000)
 #define GRPC_DEADLINE_EXCEEDED 4
+#define GRPC_CANCELLED	       1
 
 /* A blob the master made for a step (directory, build.json, command,
  * action), uploaded unless the CAS has it. */
@@ -779,6 +780,7 @@ static void record(struct mbuild *b, const char *status, int exit_code, bool cac
 			 ar->stderr_digest->size_bytes);
 	if (ar && ar->execution_metadata && ar->execution_metadata->worker)
 		r->worker = xstrdup(ar->execution_metadata->worker);
+	mstate_step_end(b);
 }
 
 static void ws_put(struct mbuild *b, const char *path, const PbDigest *d, bool exec)
@@ -939,6 +941,9 @@ static void exec_msg(struct rc_call *k, const uint8_t *msg, size_t len, void *ar
 	if (b->last_op)
 		protobuf_c_message_free_unpacked(b->last_op, NULL);
 	b->last_op = op;
+	const Google__Longrunning__Operation *o = (const void *)op;
+	if (o->name && *o->name && (!b->op_name || strcmp(b->op_name, o->name) != 0))
+		mstate_step_op(b, o->name);
 }
 
 static void exec_done(struct rc_call *k, int code, const char *message, void *arg)
@@ -1122,6 +1127,7 @@ static void step_begin(struct mbuild *b)
 	struct mstep *st = xcalloc(1, sizeof(*st));
 	st->b = b;
 	make_action(b, st);
+	mstate_step_start(b);
 	PbDigest **dv = xcalloc(st->nblobs + 1, sizeof(*dv));
 	for (size_t i = 0; i < st->nblobs; i++)
 		dv[i] = pbd(&st->blobs[i].d);
@@ -1154,4 +1160,107 @@ static void next_step(struct mbuild *b)
 	}
 	b->step++;
 	step_begin(b);
+}
+
+/* ---- resuming after a restart --------------------------------------------------------- */
+
+/* WaitExecution ended: a final Operation is the step's end as from
+ * Execute; anything else (unknown or expired operation, the stream
+ * failed) runs the step again -- cacheable steps are then answered by the
+ * action cache, the others run once more. */
+/* True when op ended CANCELLED: with cancel-orphaned-jobs on, the
+ * executor cancels the operation a stopping master walked away from. */
+static bool op_cancelled(const Google__Longrunning__Operation *op)
+{
+	if (op->result_case != GOOGLE__LONGRUNNING__OPERATION__RESULT_RESPONSE || !op->response)
+		return false;
+	Build__Bazel__Remote__Execution__V2__ExecuteResponse *er =
+		build__bazel__remote__execution__v2__execute_response__unpack(
+			NULL, op->response->value.len, op->response->value.data);
+	bool c = er && er->status && er->status->code == GRPC_CANCELLED;
+	if (er)
+		build__bazel__remote__execution__v2__execute_response__free_unpacked(er, NULL);
+	return c;
+}
+
+static void wait_done(struct rc_call *k, int code, const char *message, void *arg)
+{
+	struct mbuild *b = arg;
+	const Google__Longrunning__Operation *op = (const void *)b->last_op;
+	if (b->gone || (code == RPC_OK && op && op->done && !op_cancelled(op))) {
+		exec_done(k, code, message, arg);
+		return;
+	}
+	b->exec_call = NULL;
+	LOGI(MMOD, "build %" PRId64 ": step %s: operation %s cannot be resumed (%s); running it "
+		   "again",
+	     b->id, b->bld->steps[b->step].name, b->op_name ? b->op_name : "",
+	     code != RPC_OK ? message
+	     : op && op->done ? "cancelled"
+			      : "no final result");
+	if (b->last_op)
+		protobuf_c_message_free_unpacked(b->last_op, NULL);
+	b->last_op = NULL;
+	step_begin(b);
+	mb_unref(b);
+}
+
+static void wait_exec(struct mbuild *b)
+{
+	Build__Bazel__Remote__Execution__V2__WaitExecutionRequest req =
+		REV2(WAIT_EXECUTION_REQUEST__INIT);
+	req.name = b->op_name;
+	struct rc_client *c = master_ex();
+	struct rc_call *k = c ? rc_call_start(c, REAPI_PFX "Execution/WaitExecution", 0, NULL, 0,
+					      exec_msg, wait_done, b)
+			      : NULL;
+	if (!k) {
+		infra_fail(b, "step %s: the executor is unreachable", b->bld->steps[b->step].name);
+		return;
+	}
+	size_t len;
+	uint8_t *buf = pack(&req.base, &len);
+	rc_call_send(k, buf, len);
+	free(buf);
+	rc_call_close_send(k);
+	mb_ref(b);
+	b->exec_call = k;
+}
+
+void mb_resume(struct mbuild *b, const struct cfg_builder *bl, bool started)
+{
+	if (!started) {
+		mb_run(b, bl);
+		return;
+	}
+	mb_set_state(b, MB_STARTING);
+	b->bld = builder_dup(bl);
+	b->url = xasprintf("reactor://%s/builds/%" PRId64, master_name(), b->id);
+	char *bad = prepare(b, bl);
+	if (bad) {
+		LOGI(MMOD, "build %" PRId64 ": invalid: %s", b->id, bad);
+		report(b, BKE(FAILURE_REASON__INVALID_BUILD_DEFINITION), bad);
+		free(bad);
+		return;
+	}
+	mb_set_state(b, MB_RUNNING);
+	if (b->step < 0)
+		b->step = 0;
+	if (b->step >= b->bld->n_steps) {
+		infra_fail(b, "resumed at step %d, but builder %s has %d step(s) now", b->step + 1,
+			   b->bld->name, b->bld->n_steps);
+		return;
+	}
+	if (b->op_name && *b->op_name)
+		wait_exec(b);
+	else
+		step_begin(b);
+}
+
+void mb_json_text(char **s, size_t *n, const struct json *j)
+{
+	struct sbuf sb = {*s, *n};
+	sb_json(&sb, j);
+	*s = sb.s;
+	*n = sb.n;
 }

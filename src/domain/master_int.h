@@ -13,11 +13,14 @@
 
 #include "core/cfg.h"
 #include "core/digest.h"
+#include "core/json.h"
 #include "core/list.h"
 #include "core/util.h"
 #include "proto/pb.h"
 #include "reactor/buckets/v1/buckets.pb-c.h"
 #include "rpc/client.h"
+
+struct event_base;
 
 #define MMOD "master"
 
@@ -91,6 +94,11 @@ struct mbuild {
 	struct digest action_d;
 	ProtobufCMessage *last_op; /* the Execute stream's last Operation */
 	int pending_trees;	   /* output directories still being read */
+	/* master_state.c */
+	bool saved;		 /* its record is in Redis */
+	bool keep_state;	 /* released by a shutdown: the record stays for a restart */
+	char *op_name;		 /* the running step's operation, once Execute named it */
+	int64_t step_started_us; /* wall clock, for a resumed step's duration */
 };
 
 /* ---- master.c, for master_build.c -------------------------------------- */
@@ -119,6 +127,15 @@ int mrpc_unary(struct rc_client *c, const char *path, const ProtobufCMessage *re
 	       const ProtobufCMessageDescriptor *resp_desc, int64_t timeout_us, mrpc_cb cb,
 	       void *arg) WARN_UNUSED;
 
+/* Put a build read back from Redis on the held list (it holds that
+ * list reference); a heartbeat for every held lease now. */
+void mb_adopt(struct mbuild *b);
+void master_heartbeat_now(void);
+/* Peek on the next loop pass. */
+void master_wake(void);
+/* True once master_drain() began. */
+bool master_draining(void);
+
 /* ---- master_build.c ----------------------------------------------------- */
 
 /* The build b was just leased: validate its parameters against the
@@ -129,5 +146,34 @@ void mb_run(struct mbuild *b, const struct cfg_builder *builder);
 void mb_free_run(struct mbuild *b);
 /* Cancel b's running Execute, if any (the lease is lost or we stop). */
 void mb_cancel_exec(struct mbuild *b);
+/* A build held before a restart and read back (workspace, records, step,
+ * operation restored by master_state.c): Start it unless started, then
+ * re-attach to the step's operation with WaitExecution (an unknown or
+ * failed one runs the step again) or run the step. */
+void mb_resume(struct mbuild *b, const struct cfg_builder *builder, bool started);
+/* Append JSON text of j to *s (length *n; realloc'd). */
+void mb_json_text(char **s, size_t *n, const struct json *j);
+
+/* ---- master_state.c: the master's keys in Redis (state/keys.c) ---------- */
+
+/* The lease was taken: record the held build (b->saved). */
+void mstate_hold(struct mbuild *b);
+/* Step b->step began (its action in b->action_d), Execute named its
+ * operation, it ended (its record is the last of b->recs). */
+void mstate_step_start(struct mbuild *b);
+void mstate_step_op(struct mbuild *b, const char *op);
+void mstate_step_end(struct mbuild *b);
+/* Forget b (reported, lease lost, reset); its step records expire. */
+void mstate_drop(struct mbuild *b);
+/* Record b's changes once per (id, revision), take the recorded forms
+ * into b->params_json, then mb_run(b, the builder) -- at once when there
+ * is nothing to record. */
+void mstate_changes(struct mbuild *b, const struct cfg_builder *builder);
+/* Read back what this master held and resume what the Buckets service
+ * says it still holds; drop the rest.  Peeks wait (mstate_resuming)
+ * until that is done or 10 s have passed. */
+void mstate_resume(struct event_base *base);
+bool mstate_resuming(void);
+void mstate_free(void);
 
 #endif

@@ -51,6 +51,11 @@ static char *esc(const char *s)
 	return out;
 }
 
+char *bkeys_escape(const char *s)
+{
+	return esc(s);
+}
+
 char *bkeys_change(const char *id, const char *revision)
 {
 	char *i = esc(id), *r = esc(revision);

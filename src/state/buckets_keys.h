@@ -75,6 +75,8 @@ char *bkeys_buckets(void);
 char *bkeys_tag(const char *tag);
 /* The change id and revision are escaped (':' -> %3A, '%' -> %25). */
 char *bkeys_change(const char *id, const char *revision);
+/* s with ':' and '%' escaped as in bkeys_change (keys.c uses it too). */
+char *bkeys_escape(const char *s);
 char *bkeys_leased(void);
 char *bkeys_idgen(void);
 char *bkeys_op(const char *bucket, const char *client_operation_id);

@@ -75,6 +75,36 @@
  *   channels {ns}sched:job (payload: job name) and {ns}sched:queue
  *   (payload: "{instance}\n{platform}") announce changes.
  *
+ * The build master (domain/master_state.c, state/lua/master_*.lua).  A
+ * master's name ({name}, master.name) is kept verbatim; build ids are
+ * decimal; times are microseconds since the epoch; digests "hash/size".
+ *
+ *   {ns}master:{name}             set    ids of the builds it holds
+ *   {ns}master:{name}:build:{id}  hash   one held build (what a restarted
+ *                                        master resumes)
+ *       lease_key bucket builder leased
+ *       step       index of the current step (-1 before the first)
+ *       op         the current step's operation name ("" until Execute
+ *                  names it)
+ *       step_started  when the current step began
+ *       workspace  JSON [[path, digest, exec], ...] at the step's start
+ *       records    JSON array of the finished steps (result details form)
+ *     Written when the lease is taken and at each step's start, operation
+ *     and end; deleted (and the id removed from the set) when the build is
+ *     reported, its lease is lost or it is reset.
+ *   {ns}mstep:{id}:{n}            hash   step n (0-based) of build id
+ *       name status (RUNNING | SUCCESS | FAILURE | INFRA_FAILURE)
+ *       exit_code duration_us cached (0|1) action stdout stderr worker
+ *       started master
+ *     Written at the step's start and end; kept for a day (TTL) once the
+ *     build is released.
+ *   {ns}mchange:{id}:{revision}   hash   a change, recorded once (':' and
+ *                                        '%' in id and revision escaped as
+ *                                        %3A and %25, as in {bb}:change:)
+ *       id revision json (the change object as first seen) first_build
+ *       last_build builds (how many builds named it) created
+ *     No expiry.  Later builds naming the same (id, revision) get `json`.
+ *
  * Build buckets (domain/buckets*.c): every key starts with the namespace
  * and "{bb}:" and is listed, with its fields, in buckets_keys.h.
  *
@@ -88,6 +118,7 @@
 
 #include "core/digest.h"
 #include "core/util.h"
+#include "state/buckets_keys.h"
 
 static char *ns_prefix;
 
@@ -179,4 +210,28 @@ char *keys_botprops(const char *instance)
 char *keys_sched(const char *name)
 {
 	return key("sched:%s", name);
+}
+
+char *keys_master(const char *name)
+{
+	return key("master:%s", name);
+}
+
+char *keys_master_build(const char *name, int64_t id)
+{
+	return key("master:%s:build:%lld", name, (long long)id);
+}
+
+char *keys_mstep(int64_t id, int n)
+{
+	return key("mstep:%lld:%d", (long long)id, n);
+}
+
+char *keys_mchange(const char *id, const char *revision)
+{
+	char *i = bkeys_escape(id), *r = bkeys_escape(revision);
+	char *k = key("mchange:%s:%s", i, r);
+	free(i);
+	free(r);
+	return k;
 }

@@ -40,4 +40,15 @@ char *keys_botprops(const char *instance); /* {ns}botprops:{instance} hash */
  * channels "job", "queue". */
 char *keys_sched(const char *name);
 
+/* The build master (domain/master_state.c; keys.c lists the fields).
+ * {ns}master:{name}              set of the build ids it holds
+ * {ns}master:{name}:build:{id}   hash, one held build
+ * {ns}mstep:{id}:{n}             hash, step n of build id (0-based)
+ * {ns}mchange:{id}:{revision}    hash, a change as first recorded
+ *                                (id and revision escaped as in bkeys_change) */
+char *keys_master(const char *name);
+char *keys_master_build(const char *name, int64_t id);
+char *keys_mstep(int64_t id, int n);
+char *keys_mchange(const char *id, const char *revision);
+
 #endif

@@ -342,6 +342,10 @@ static int start_store(void)
 		LOGE("main", "action cache: cannot register the Redis scripts");
 		return -1;
 	}
+	if (master_state_init() != 0) {
+		LOGE("main", "master: cannot register the Redis scripts");
+		return -1;
+	}
 	sched_watch_init(d.base);
 	if (store_start(d.base, d.boot, &err) != 0) {
 		LOGE("main", "redis: %s", err);
