@@ -24,33 +24,13 @@
 #define GRPC_DEADLINE_EXCEEDED 4
 #define GRPC_CANCELLED	       1
 
-/* A blob the master made for a step (directory, build.json, command,
- * action), uploaded unless the CAS has it. */
-struct mblob {
-	struct digest d;
-	uint8_t *data;
-	size_t len;
-};
-
-/* One step's uploads in flight. */
-struct mstep {
-	struct mbuild *b;
-	struct mblob *blobs;
-	size_t nblobs;
-};
-
 static void report(struct mbuild *b, int reason, const char *error);
 static void step_begin(struct mbuild *b);
 
 /* ---- small JSON writer ------------------------------------------------------------ */
 
-struct sbuf {
-	char *s;
-	size_t n;
-};
-
-static void sb_add(struct sbuf *sb, const char *fmt, ...) PRINTF_LIKE(2, 3);
-static void sb_add(struct sbuf *sb, const char *fmt, ...)
+void mb_sb_add(struct sbuf *sb, const char *fmt, ...) PRINTF_LIKE(2, 3);
+void mb_sb_add(struct sbuf *sb, const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
@@ -63,36 +43,36 @@ static void sb_add(struct sbuf *sb, const char *fmt, ...)
 	free(t);
 }
 
-static void sb_str(struct sbuf *sb, const char *s, size_t len)
+void mb_sb_str(struct sbuf *sb, const char *s, size_t len)
 {
 	json_quote(&sb->s, &sb->n, s, len);
 }
 
-static void sb_json(struct sbuf *sb, const struct json *j)
+void mb_sb_json(struct sbuf *sb, const struct json *j)
 {
 	switch (j->type) {
-	case JSON_NULL: sb_add(sb, "null"); break;
-	case JSON_BOOL: sb_add(sb, j->b ? "true" : "false"); break;
+	case JSON_NULL: mb_sb_add(sb, "null"); break;
+	case JSON_BOOL: mb_sb_add(sb, j->b ? "true" : "false"); break;
 	case JSON_NUMBER:
 		if (j->is_int)
-			sb_add(sb, "%" PRId64, j->i);
+			mb_sb_add(sb, "%" PRId64, j->i);
 		else
-			sb_add(sb, "%.17g", j->num);
+			mb_sb_add(sb, "%.17g", j->num);
 		break;
-	case JSON_STRING: sb_str(sb, j->str, j->len); break;
+	case JSON_STRING: mb_sb_str(sb, j->str, j->len); break;
 	case JSON_ARRAY:
 	case JSON_OBJECT:
-		sb_add(sb, j->type == JSON_ARRAY ? "[" : "{");
+		mb_sb_add(sb, j->type == JSON_ARRAY ? "[" : "{");
 		for (size_t i = 0; i < j->n; i++) {
 			if (i)
-				sb_add(sb, ",");
+				mb_sb_add(sb, ",");
 			if (j->type == JSON_OBJECT) {
-				sb_str(sb, j->keys[i], strlen(j->keys[i]));
-				sb_add(sb, ":");
+				mb_sb_str(sb, j->keys[i], strlen(j->keys[i]));
+				mb_sb_add(sb, ":");
 			}
-			sb_json(sb, j->items[i]);
+			mb_sb_json(sb, j->items[i]);
 		}
-		sb_add(sb, j->type == JSON_ARRAY ? "]" : "}");
+		mb_sb_add(sb, j->type == JSON_ARRAY ? "]" : "}");
 		break;
 	}
 }
@@ -226,7 +206,7 @@ static char *prepare(struct mbuild *b, const struct cfg_builder *bl)
 		return xstrdup("properties must be an object");
 	}
 	struct sbuf sb = {0};
-	sb_add(&sb, "{");
+	mb_sb_add(&sb, "{");
 	int n = 0;
 	char *err = NULL;
 	for (int i = 0; i < bl->n_props && !err; i++) {
@@ -234,9 +214,9 @@ static char *prepare(struct mbuild *b, const struct cfg_builder *bl)
 		const struct json *v = props ? json_get(props, cp->name) : NULL;
 		if (!v) {
 			if (cp->def_json) {
-				sb_add(&sb, "%s", n++ ? "," : "");
-				sb_str(&sb, cp->name, strlen(cp->name));
-				sb_add(&sb, ":%s", cp->def_json);
+				mb_sb_add(&sb, "%s", n++ ? "," : "");
+				mb_sb_str(&sb, cp->name, strlen(cp->name));
+				mb_sb_add(&sb, ":%s", cp->def_json);
 			} else if (cp->required) {
 				err = xasprintf("property \"%s\" (%s) is required by builder %s",
 						cp->name, prop_type_name(cp->type), bl->name);
@@ -250,12 +230,12 @@ static char *prepare(struct mbuild *b, const struct cfg_builder *bl)
 	}
 	/* The build's own properties, in its order. */
 	for (size_t i = 0; props && i < props->n && !err; i++) {
-		sb_add(&sb, "%s", n++ ? "," : "");
-		sb_str(&sb, props->keys[i], strlen(props->keys[i]));
-		sb_add(&sb, ":");
-		sb_json(&sb, props->items[i]);
+		mb_sb_add(&sb, "%s", n++ ? "," : "");
+		mb_sb_str(&sb, props->keys[i], strlen(props->keys[i]));
+		mb_sb_add(&sb, ":");
+		mb_sb_json(&sb, props->items[i]);
 	}
-	sb_add(&sb, "}");
+	mb_sb_add(&sb, "}");
 	if (err) {
 		free(sb.s);
 		json_free(p);
@@ -267,19 +247,19 @@ static char *prepare(struct mbuild *b, const struct cfg_builder *bl)
 	 * actions). */
 	for (int withid = 0; withid < 2; withid++) {
 		struct sbuf bj = {0};
-		sb_add(&bj, "{\"bucket\":");
-		sb_str(&bj, b->bucket, strlen(b->bucket));
-		sb_add(&bj, ",\"builder\":");
-		sb_str(&bj, bl->name, strlen(bl->name));
+		mb_sb_add(&bj, "{\"bucket\":");
+		mb_sb_str(&bj, b->bucket, strlen(b->bucket));
+		mb_sb_add(&bj, ",\"builder\":");
+		mb_sb_str(&bj, bl->name, strlen(bl->name));
 		if (withid)
-			sb_add(&bj, ",\"build_id\":%" PRId64, b->id);
-		sb_add(&bj, ",\"properties\":%s,\"changes\":", b->props_json);
+			mb_sb_add(&bj, ",\"build_id\":%" PRId64, b->id);
+		mb_sb_add(&bj, ",\"properties\":%s,\"changes\":", b->props_json);
 		const struct json *ch = json_get(p, "changes");
 		if (ch)
-			sb_json(&bj, ch);
+			mb_sb_json(&bj, ch);
 		else
-			sb_add(&bj, "[]");
-		sb_add(&bj, "}\n");
+			mb_sb_add(&bj, "[]");
+		mb_sb_add(&bj, "}\n");
 		if (withid)
 			b->build_json_id = bj.s;
 		else
@@ -354,26 +334,26 @@ void mb_run(struct mbuild *b, const struct cfg_builder *bl)
 
 static void result_details(struct mbuild *b, struct sbuf *sb, const char *error)
 {
-	sb_add(sb, "{\"properties\":%s,\"steps\":[", b->props_json ? b->props_json : "{}");
+	mb_sb_add(sb, "{\"properties\":%s,\"steps\":[", b->props_json ? b->props_json : "{}");
 	for (int i = 0; i < b->nrecs; i++) {
 		const struct mb_steprec *r = &b->recs[i];
-		sb_add(sb, "%s{\"name\":", i ? "," : "");
-		sb_str(sb, r->name, strlen(r->name));
-		sb_add(sb,
-		       ",\"status\":\"%s\",\"exit_code\":%d,\"duration_us\":%" PRId64
-		       ",\"cached\":%s,\"action_digest\":\"%s\",\"stdout_digest\":\"%s\","
-		       "\"stderr_digest\":\"%s\",\"worker\":",
-		       r->status, r->exit_code, r->duration_us, r->cached ? "true" : "false",
-		       r->action, r->out, r->err);
-		sb_str(sb, r->worker ? r->worker : "", r->worker ? strlen(r->worker) : 0);
-		sb_add(sb, "}");
+		mb_sb_add(sb, "%s{\"name\":", i ? "," : "");
+		mb_sb_str(sb, r->name, strlen(r->name));
+		mb_sb_add(sb,
+			  ",\"status\":\"%s\",\"exit_code\":%d,\"duration_us\":%" PRId64
+			  ",\"cached\":%s,\"action_digest\":\"%s\",\"stdout_digest\":\"%s\","
+			  "\"stderr_digest\":\"%s\",\"worker\":",
+			  r->status, r->exit_code, r->duration_us, r->cached ? "true" : "false",
+			  r->action, r->out, r->err);
+		mb_sb_str(sb, r->worker ? r->worker : "", r->worker ? strlen(r->worker) : 0);
+		mb_sb_add(sb, "}");
 	}
-	sb_add(sb, "]");
+	mb_sb_add(sb, "]");
 	if (error) {
-		sb_add(sb, ",\"error\":");
-		sb_str(sb, error, strlen(error));
+		mb_sb_add(sb, ",\"error\":");
+		mb_sb_str(sb, error, strlen(error));
 	}
-	sb_add(sb, "}");
+	mb_sb_add(sb, "}");
 }
 
 /* Succeed (reason 0) or Fail with reason; error goes into the details. */
@@ -446,314 +426,6 @@ static void infra_fail(struct mbuild *b, const char *fmt, ...)
 	LOGW(MMOD, "build %" PRId64 ": infrastructure failure: %s", b->id, why);
 	report(b, BKE(FAILURE_REASON__INFRA_FAILURE), why);
 	free(why);
-}
-
-/* ---- the step's input root and action ------------------------------------------------ */
-
-static PbDigest *pbd(const struct digest *d)
-{
-	PbDigest *p = xmalloc(sizeof(*p));
-	build__bazel__remote__execution__v2__digest__init(p);
-	p->hash = (char *)d->hex;
-	p->size_bytes = d->size;
-	return p;
-}
-
-static void add_blob(struct mstep *st, uint8_t *data, size_t len, struct digest *out)
-{
-	digest_of(data, len, out);
-	for (size_t i = 0; i < st->nblobs; i++) {
-		if (digest_eq(&st->blobs[i].d, out)) {
-			free(data);
-			return;
-		}
-	}
-	st->blobs = xrealloc(st->blobs, (st->nblobs + 1) * sizeof(*st->blobs));
-	st->blobs[st->nblobs++] = (struct mblob){.d = *out, .data = data, .len = len};
-}
-
-static uint8_t *pack(const ProtobufCMessage *msg, size_t *len)
-{
-	*len = protobuf_c_message_get_packed_size(msg);
-	uint8_t *buf = xmalloc(*len ? *len : 1);
-	protobuf_c_message_pack(msg, buf);
-	return buf;
-}
-
-static int file_cmp(const void *a, const void *b)
-{
-	return strcmp(((const struct mb_file *)a)->path, ((const struct mb_file *)b)->path);
-}
-
-/* The Directory of files[lo, hi), all under prefix (length plen), packed
- * into st; its digest in *out. */
-static void pack_dir(struct mstep *st, struct mb_file *files, int lo, int hi, size_t plen,
-		     struct digest *out)
-{
-	PbDirectory dir = REV2(DIRECTORY__INIT);
-	PbFileNode **fn = xcalloc((size_t)(hi - lo) + 1, sizeof(*fn));
-	PbDirectoryNode **dn = xcalloc((size_t)(hi - lo) + 1, sizeof(*dn));
-	struct digest *dd = xcalloc((size_t)(hi - lo) + 1, sizeof(*dd));
-	char **names = xcalloc((size_t)(hi - lo) + 1, sizeof(*names));
-	size_t nf = 0, nd = 0;
-	for (int i = lo; i < hi;) {
-		const char *rest = files[i].path + plen;
-		const char *slash = strchr(rest, '/');
-		if (!slash) {
-			PbFileNode *f = xmalloc(sizeof(*f));
-			build__bazel__remote__execution__v2__file_node__init(f);
-			f->name = (char *)rest;
-			f->digest = pbd(&files[i].d);
-			f->is_executable = files[i].exec;
-			fn[nf++] = f;
-			i++;
-			continue;
-		}
-		size_t nl = (size_t)(slash - rest);
-		int j = i;
-		while (j < hi && strncmp(files[j].path + plen, rest, nl + 1) == 0)
-			j++;
-		char *name = xstrndup(rest, nl);
-		pack_dir(st, files, i, j, plen + nl + 1, &dd[nd]);
-		PbDirectoryNode *d = xmalloc(sizeof(*d));
-		build__bazel__remote__execution__v2__directory_node__init(d);
-		d->name = name;
-		names[nd] = name;
-		d->digest = pbd(&dd[nd]);
-		dn[nd++] = d;
-		i = j;
-	}
-	dir.files = fn;
-	dir.n_files = nf;
-	dir.directories = dn;
-	dir.n_directories = nd;
-	size_t len;
-	uint8_t *buf = pack(&dir.base, &len);
-	add_blob(st, buf, len, out);
-	for (size_t i = 0; i < nf; i++) {
-		free(fn[i]->digest);
-		free(fn[i]);
-	}
-	for (size_t i = 0; i < nd; i++) {
-		free(dn[i]->digest);
-		free(dn[i]);
-		free(names[i]);
-	}
-	free(fn);
-	free(dn);
-	free(dd);
-	free(names);
-}
-
-/* "PROP_" + name upper-cased, anything but [A-Za-z0-9] -> '_'. */
-static char *env_name(const char *pfx, const char *name)
-{
-	char *s = xasprintf("%s%s", pfx, name);
-	for (char *p = s + strlen(pfx); *p; p++)
-		*p = isalnum((unsigned char)*p) ? (char)toupper((unsigned char)*p) : '_';
-	return s;
-}
-
-struct envv {
-	char **names, **values;
-	size_t n;
-};
-
-static void env_set(struct envv *e, char *name, char *value)
-{
-	for (size_t i = 0; i < e->n; i++) {
-		if (strcmp(e->names[i], name) == 0) {
-			free(e->names[i]);
-			free(e->values[i]);
-			e->names[i] = name;
-			e->values[i] = value;
-			return;
-		}
-	}
-	e->names = xrealloc(e->names, (e->n + 1) * sizeof(char *));
-	e->values = xrealloc(e->values, (e->n + 1) * sizeof(char *));
-	e->names[e->n] = name;
-	e->values[e->n++] = value;
-}
-
-/* A JSON value as an environment value: strings as they are, the rest
- * as JSON text. */
-static char *env_value(const struct json *v)
-{
-	if (v->type == JSON_STRING)
-		return xstrdup(v->str);
-	struct sbuf sb = {0};
-	sb_json(&sb, v);
-	return sb.s;
-}
-
-static void build_env(struct mbuild *b, const struct cfg_step *s, struct envv *e)
-{
-	if (!s->cache)
-		env_set(e, xstrdup("BUILD_ID"), xasprintf("%" PRId64, b->id));
-	env_set(e, xstrdup("BUILD_BUCKET"), xstrdup(b->bucket));
-	env_set(e, xstrdup("BUILDER_NAME"), xstrdup(b->bld->name));
-	char er[8];
-	struct json *p = json_parse(b->props_json, strlen(b->props_json), er, sizeof(er));
-	for (size_t i = 0; p && i < p->n; i++)
-		env_set(e, env_name("PROP_", p->keys[i]), env_value(p->items[i]));
-	json_free(p);
-	/* The first change's fields: CHANGE_ID, CHANGE_REVISION, ...,
-	 * CHANGE_AUTHOR_EMAIL. */
-	p = json_parse(b->params_json, strlen(b->params_json), er, sizeof(er));
-	const struct json *ch = p ? json_get(p, "changes") : NULL;
-	if (ch && ch->type == JSON_ARRAY && ch->n > 0 && ch->items[0]->type == JSON_OBJECT) {
-		const struct json *c = ch->items[0];
-		for (size_t i = 0; i < c->n; i++) {
-			const struct json *v = c->items[i];
-			if (v->type == JSON_OBJECT) {
-				for (size_t k = 0; k < v->n; k++) {
-					if (v->items[k]->type == JSON_OBJECT ||
-					    v->items[k]->type == JSON_ARRAY)
-						continue;
-					char *pre = env_name("CHANGE_", c->keys[i]);
-					char *pre2 = xasprintf("%s_", pre);
-					env_set(e, env_name(pre2, v->keys[k]),
-						env_value(v->items[k]));
-					free(pre);
-					free(pre2);
-				}
-			} else if (v->type != JSON_ARRAY) {
-				env_set(e, env_name("CHANGE_", c->keys[i]), env_value(v));
-			}
-		}
-	}
-	json_free(p);
-	for (int i = 0; i < s->n_env; i++) {
-		const char *eq = strchr(s->env[i], '=');
-		if (!eq)
-			continue;
-		env_set(e, xstrndup(s->env[i], (size_t)(eq - s->env[i])), xstrdup(eq + 1));
-	}
-}
-
-static int str_cmp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* Command and Action of step b->step into st; the action digest in
- * b->action_d. */
-static void make_action(struct mbuild *b, struct mstep *st)
-{
-	const struct cfg_step *s = &b->bld->steps[b->step];
-	/* Input root: the workspace plus build.json. */
-	int n = b->nfiles + 1;
-	struct mb_file *files = xcalloc((size_t)n, sizeof(*files));
-	int k = 0;
-	for (int i = 0; i < b->nfiles; i++)
-		if (strcmp(b->files[i].path, "build.json") != 0)
-			files[k++] = b->files[i];
-	const char *bj = s->cache ? b->build_json : b->build_json_id;
-	struct digest bjd;
-	add_blob(st, (uint8_t *)xstrdup(bj), strlen(bj), &bjd);
-	files[k++] = (struct mb_file){.path = "build.json", .d = bjd};
-	qsort(files, (size_t)k, sizeof(*files), file_cmp);
-	struct digest root;
-	pack_dir(st, files, 0, k, 0, &root);
-	free(files);
-
-	PbCommand cmd = REV2(COMMAND__INIT);
-	cmd.arguments = s->argv;
-	cmd.n_arguments = (size_t)s->argc;
-	struct envv e = {0};
-	build_env(b, s, &e);
-	/* Sorted by name, as REAPI wants. */
-	size_t *ord = xcalloc(e.n + 1, sizeof(*ord));
-	for (size_t i = 0; i < e.n; i++)
-		ord[i] = i;
-	for (size_t i = 1; i < e.n; i++)
-		for (size_t j = i; j > 0 && strcmp(e.names[ord[j - 1]], e.names[ord[j]]) > 0; j--) {
-			size_t t = ord[j];
-			ord[j] = ord[j - 1];
-			ord[j - 1] = t;
-		}
-	Build__Bazel__Remote__Execution__V2__Command__EnvironmentVariable *ev =
-		xcalloc(e.n + 1, sizeof(*ev));
-	Build__Bazel__Remote__Execution__V2__Command__EnvironmentVariable **evp =
-		xcalloc(e.n + 1, sizeof(*evp));
-	for (size_t i = 0; i < e.n; i++) {
-		build__bazel__remote__execution__v2__command__environment_variable__init(&ev[i]);
-		ev[i].name = e.names[ord[i]];
-		ev[i].value = e.values[ord[i]];
-		evp[i] = &ev[i];
-	}
-	cmd.environment_variables = evp;
-	cmd.n_environment_variables = e.n;
-	char **outs = xcalloc((size_t)s->n_outputs + 1, sizeof(*outs));
-	memcpy(outs, s->outputs, (size_t)s->n_outputs * sizeof(*outs));
-	qsort(outs, (size_t)s->n_outputs, sizeof(*outs), str_cmp);
-	cmd.output_paths = outs;
-	cmd.n_output_paths = (size_t)s->n_outputs;
-	size_t len;
-	uint8_t *buf = pack(&cmd.base, &len);
-	struct digest cmdd;
-	add_blob(st, buf, len, &cmdd);
-	free(outs);
-	free(ev);
-	free(evp);
-	free(ord);
-	for (size_t i = 0; i < e.n; i++) {
-		free(e.names[i]);
-		free(e.values[i]);
-	}
-	free(e.names);
-	free(e.values);
-
-	PbAction act = REV2(ACTION__INIT);
-	act.command_digest = pbd(&cmdd);
-	act.input_root_digest = pbd(&root);
-	act.do_not_cache = !s->cache;
-	Google__Protobuf__Duration to = GOOGLE__PROTOBUF__DURATION__INIT;
-	if (s->timeout_us > 0) {
-		to.seconds = s->timeout_us / 1000000;
-		to.nanos = (int32_t)(s->timeout_us % 1000000) * 1000;
-		act.timeout = &to;
-	}
-	PbPlatform plat = REV2(PLATFORM__INIT);
-	PbPlatformProperty *pp = xcalloc((size_t)s->n_platform + 1, sizeof(*pp));
-	PbPlatformProperty **ppp = xcalloc((size_t)s->n_platform + 1, sizeof(*ppp));
-	char **pl = xcalloc((size_t)s->n_platform + 1, sizeof(*pl));
-	memcpy(pl, s->platform, (size_t)s->n_platform * sizeof(*pl));
-	qsort(pl, (size_t)s->n_platform, sizeof(*pl), str_cmp);
-	size_t np = 0;
-	for (int i = 0; i < s->n_platform; i++) {
-		char *eq = strchr(pl[i], '=');
-		if (!eq)
-			continue;
-		build__bazel__remote__execution__v2__platform__property__init(&pp[np]);
-		pp[np].name = xstrndup(pl[i], (size_t)(eq - pl[i]));
-		pp[np].value = eq + 1;
-		ppp[np] = &pp[np];
-		np++;
-	}
-	if (np) {
-		plat.properties = ppp;
-		plat.n_properties = np;
-		act.platform = &plat;
-	}
-	buf = pack(&act.base, &len);
-	add_blob(st, buf, len, &b->action_d);
-	for (size_t i = 0; i < np; i++)
-		free(pp[i].name);
-	free(pp);
-	free(ppp);
-	free(pl);
-	free(act.command_digest);
-	free(act.input_root_digest);
-}
-
-static void mstep_free(struct mstep *st)
-{
-	for (size_t i = 0; i < st->nblobs; i++)
-		free(st->blobs[i].data);
-	free(st->blobs);
-	free(st);
 }
 
 /* ---- Execute ---------------------------------------------------------------------------- */
@@ -1014,7 +686,7 @@ static void execute(struct mbuild *b)
 	Build__Bazel__Remote__Execution__V2__ExecuteRequest req = REV2(EXECUTE_REQUEST__INIT);
 	req.instance_name = (char *)master_instance();
 	req.skip_cache_lookup = !s->cache;
-	PbDigest *ad = pbd(&b->action_d);
+	PbDigest *ad = mb_pbd(&b->action_d);
 	req.action_digest = ad;
 	struct rc_client *c = master_ex();
 	struct rc_call *k = c ? rc_call_start(c, REAPI_PFX "Execution/Execute", 0, NULL, 0,
@@ -1026,7 +698,7 @@ static void execute(struct mbuild *b)
 		return;
 	}
 	size_t len;
-	uint8_t *buf = pack(&req.base, &len);
+	uint8_t *buf = mb_pack(&req.base, &len);
 	rc_call_send(k, buf, len);
 	free(buf);
 	free(ad);
@@ -1052,7 +724,7 @@ static void update_done(int code, const char *msg, ProtobufCMessage *resp, void 
 		else
 			execute(b);
 	}
-	mstep_free(st);
+	mb_step_free(st);
 	mb_unref(b);
 }
 
@@ -1084,7 +756,7 @@ static void missing_done(int code, const char *msg, ProtobufCMessage *resp, void
 				continue;
 			build__bazel__remote__execution__v2__batch_update_blobs_request__request__init(
 				&rv[n]);
-			dv[n] = pbd(&st->blobs[k].d);
+			dv[n] = mb_pbd(&st->blobs[k].d);
 			rv[n].digest = dv[n];
 			rv[n].data.data = st->blobs[k].data;
 			rv[n].data.len = st->blobs[k].len;
@@ -1114,7 +786,7 @@ static void missing_done(int code, const char *msg, ProtobufCMessage *resp, void
 	mb_unref(b);
 	infra_fail(b, "step %s: the executor is unreachable", b->bld->steps[b->step].name);
 out:
-	mstep_free(st);
+	mb_step_free(st);
 	mb_unref(b);
 }
 
@@ -1126,11 +798,11 @@ static void step_begin(struct mbuild *b)
 	b->step_start_mono = mono_us();
 	struct mstep *st = xcalloc(1, sizeof(*st));
 	st->b = b;
-	make_action(b, st);
+	mb_make_action(b, st);
 	mstate_step_start(b);
 	PbDigest **dv = xcalloc(st->nblobs + 1, sizeof(*dv));
 	for (size_t i = 0; i < st->nblobs; i++)
-		dv[i] = pbd(&st->blobs[i].d);
+		dv[i] = mb_pbd(&st->blobs[i].d);
 	PbFindMissing req = REV2(FIND_MISSING_BLOBS_REQUEST__INIT);
 	req.instance_name = (char *)master_instance();
 	req.blob_digests = dv;
@@ -1145,7 +817,7 @@ static void step_begin(struct mbuild *b)
 	free(dv);
 	if (rc != 0) {
 		mb_unref(b);
-		mstep_free(st);
+		mb_step_free(st);
 		infra_fail(b, "step %s: the executor is unreachable", s->name);
 	}
 }
@@ -1192,10 +864,11 @@ static void wait_done(struct rc_call *k, int code, const char *message, void *ar
 		return;
 	}
 	b->exec_call = NULL;
-	LOGI(MMOD, "build %" PRId64 ": step %s: operation %s cannot be resumed (%s); running it "
-		   "again",
+	LOGI(MMOD,
+	     "build %" PRId64 ": step %s: operation %s cannot be resumed (%s); running it "
+	     "again",
 	     b->id, b->bld->steps[b->step].name, b->op_name ? b->op_name : "",
-	     code != RPC_OK ? message
+	     code != RPC_OK   ? message
 	     : op && op->done ? "cancelled"
 			      : "no final result");
 	if (b->last_op)
@@ -1219,7 +892,7 @@ static void wait_exec(struct mbuild *b)
 		return;
 	}
 	size_t len;
-	uint8_t *buf = pack(&req.base, &len);
+	uint8_t *buf = mb_pack(&req.base, &len);
 	rc_call_send(k, buf, len);
 	free(buf);
 	rc_call_close_send(k);
@@ -1260,7 +933,7 @@ void mb_resume(struct mbuild *b, const struct cfg_builder *bl, bool started)
 void mb_json_text(char **s, size_t *n, const struct json *j)
 {
 	struct sbuf sb = {*s, *n};
-	sb_json(&sb, j);
+	mb_sb_json(&sb, j);
 	*s = sb.s;
 	*n = sb.n;
 }

@@ -176,4 +176,37 @@ void mstate_resume(struct event_base *base);
 bool mstate_resuming(void);
 void mstate_free(void);
 
+/* ---- one step's blobs and the JSON writer (master_action.c, master_build.c) ---- */
+
+/* A blob the master made for a step (directory, build.json, command,
+ * action), uploaded unless the CAS has it. */
+struct mblob {
+	struct digest d;
+	uint8_t *data;
+	size_t len;
+};
+
+/* One step's uploads in flight. */
+struct mstep {
+	struct mbuild *b;
+	struct mblob *blobs;
+	size_t nblobs;
+};
+
+struct sbuf {
+	char *s;
+	size_t n;
+};
+
+void mb_sb_add(struct sbuf *sb, const char *fmt, ...) PRINTF_LIKE(2, 3);
+void mb_sb_str(struct sbuf *sb, const char *s, size_t len);
+void mb_sb_json(struct sbuf *sb, const struct json *j);
+/* A protobuf Digest for d: the struct is malloc'd, its hash points into d. */
+PbDigest *mb_pbd(const struct digest *d);
+/* msg packed into a malloc'd buffer of *len bytes. */
+uint8_t *mb_pack(const ProtobufCMessage *msg, size_t *len);
+/* Build the current step's input root, Command and Action as blobs in st. */
+void mb_make_action(struct mbuild *b, struct mstep *st);
+void mb_step_free(struct mstep *st);
+
 #endif
