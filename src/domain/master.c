@@ -38,8 +38,6 @@ static struct {
 	char *name;
 	char *bk_target, *ex_target;
 	struct rc_client *bk, *ex;
-	struct rc_client *dead[16]; /* closed clients, freed in master_free */
-	int ndead;
 	struct event *poll_ev, *hb_ev, *wake_ev, *drain_ev;
 	bool peeking, repeek, hb_inflight;
 	struct list held;
@@ -73,11 +71,7 @@ static struct rc_client *client(struct rc_client **slot, const char *target)
 	if (*slot && rc_client_alive(*slot))
 		return *slot;
 	if (*slot) {
-		rc_client_close(*slot);
-		if (m.ndead < (int)ARRAY_LEN(m.dead))
-			m.dead[m.ndead++] = *slot;
-		else
-			LOGW(MMOD, "too many dead connections; leaking one");
+		rc_client_release(*slot);
 		*slot = NULL;
 	}
 	if (m.draining)
@@ -738,8 +732,6 @@ void master_free(void)
 		rc_client_free(m.bk);
 	if (m.ex)
 		rc_client_free(m.ex);
-	for (int i = 0; i < m.ndead; i++)
-		rc_client_free(m.dead[i]);
 	struct event *evs[] = {m.poll_ev, m.hb_ev, m.wake_ev, m.drain_ev, m.watch.retry_ev};
 	for (size_t i = 0; i < ARRAY_LEN(evs); i++)
 		if (evs[i])

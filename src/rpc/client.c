@@ -27,6 +27,7 @@ struct rc_client {
 	struct h2_conn *h2;
 	char *authority;
 	bool closed;
+	bool release; /* free the client once its connection is gone */
 	struct rc_call *calls;
 };
 
@@ -163,6 +164,11 @@ static void conn_closed(struct h2_conn *h, void *arg)
 	struct rc_client *cl = arg;
 	cl->closed = true;
 	cl->h2 = NULL;
+	/* The connection is being freed and calls nothing on cl after this. */
+	if (cl->release) {
+		free(cl->authority);
+		free(cl);
+	}
 }
 
 static int make_addr(const char *target, struct sockaddr_storage *ss, socklen_t *sl,
@@ -265,6 +271,17 @@ void rc_client_close(struct rc_client *c)
 {
 	if (c->h2 && !c->closed)
 		h2_conn_close(c->h2, "client closed");
+}
+
+void rc_client_release(struct rc_client *c)
+{
+	if (!c->h2) {
+		free(c->authority);
+		free(c);
+		return;
+	}
+	c->release = true;
+	rc_client_close(c);
 }
 
 void rc_client_free(struct rc_client *c)

@@ -28,6 +28,10 @@ struct rc_client *rc_client_connect(struct event_base *base, const char *target,
  * the tests use a bufferevent pair to drive the server in memory. */
 struct rc_client *rc_client_from_bev(struct event_base *base, struct bufferevent *bev,
 				     const char *name);
+/* Give c up without running the loop (safe inside a callback): its
+ * connection closes (calls still open end with CANCELLED) and c is freed
+ * once the connection is gone; c may not be used after this. */
+void rc_client_release(struct rc_client *c);
 /* Close the connection; calls still open end with CANCELLED. */
 void rc_client_free(struct rc_client *c);
 /* Start closing without running the loop (safe inside a callback on it):

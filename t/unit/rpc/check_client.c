@@ -289,6 +289,42 @@ START_TEST(test_connection_gone)
 }
 END_TEST
 
+/* rc_client_release frees a live client once its connection is gone, from
+ * the loop, and a dead one at once; a call open at release time ends with
+ * CANCELLED first (ASan checks the frees). */
+static void release_done(struct rc_call *k, int code, const char *msg, void *arg)
+{
+	(void)k;
+	(void)msg;
+	*(int *)arg = code;
+}
+
+START_TEST(test_release_live_client)
+{
+	int code = -1;
+	struct rc_call *k =
+		rc_call_start(cl, "/test.T/Hang", 0, NULL, 0, NULL, release_done, &code);
+	ck_assert_ptr_nonnull(k);
+	rc_client_release(cl);
+	cl = NULL;
+	for (int i = 0; i < 10 && code < 0; i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert_int_eq(code, GRPC_CANCELLED);
+}
+END_TEST
+
+START_TEST(test_release_dead_client)
+{
+	bufferevent_flush(pair[0], EV_WRITE, BEV_FINISHED);
+	h2_conn_close(server, "test kills the server end");
+	for (int i = 0; i < 10 && rc_client_alive(cl); i++)
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	ck_assert(!rc_client_alive(cl));
+	rc_client_release(cl);
+	cl = NULL;
+}
+END_TEST
+
 /* ---- tests against the misbehaving server --------------------------------- */
 
 START_TEST(test_request_headers)
@@ -338,6 +374,8 @@ int main(void)
 	tcase_add_test(tc, test_unary_round_trip);
 	tcase_add_test(tc, test_status_from_trailers);
 	tcase_add_test(tc, test_connection_gone);
+	tcase_add_test(tc, test_release_live_client);
+	tcase_add_test(tc, test_release_dead_client);
 	suite_add_tcase(s, tc);
 	TCase *raw = tcase_create("raw");
 	tcase_add_checked_fixture(raw, setup_raw, teardown);
