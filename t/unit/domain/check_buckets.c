@@ -37,6 +37,8 @@
 #include "core/log.h"
 #include "state/store.h"
 #include "check_run.h"
+#define CHECK_REDIS_NAME "check_buckets"
+#include "check_redis.h"
 
 /* Every key the tests name, spelled out: the namespace they set, then the
  * buckets hash tag (state/buckets_keys.h). */
@@ -48,84 +50,12 @@
 #define FR(x)  REACTOR__BUCKETS__V1__FAILURE_REASON__##x
 #define CR(x)  REACTOR__BUCKETS__V1__CANCELATION_REASON__##x
 
-static char g_dir[64];
-static char g_sock[128];
-static pid_t g_redis_pid;
-static const char *g_redis = "redis-server";
 static struct event_base *g_base;
 static struct cfg *g_cfg;
 static redisContext *g_sync; /* plain connection for checks */
 static int g_up;
 
 /* ---- runner-side fixture: one redis-server for the Redis TCase ---- */
-
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb, (void)flag, (void)ftw;
-	remove(p);
-	return 0;
-}
-
-static redisContext *sync_conn(int64_t wait_us)
-{
-	int64_t deadline = mono_us() + wait_us;
-	for (;;) {
-		struct timeval tv = {1, 0};
-		redisContext *c = redisConnectUnixWithTimeout(g_sock, tv);
-		if (c && !c->err) {
-			redisReply *r = redisCommand(c, "PING");
-			bool ok = r && r->type == REDIS_REPLY_STATUS;
-			if (r)
-				freeReplyObject(r);
-			if (ok)
-				return c;
-		}
-		if (c)
-			redisFree(c);
-		if (mono_us() > deadline)
-			return NULL;
-		usleep(10000);
-	}
-}
-
-static void redis_setup(void)
-{
-	snprintf(g_dir, sizeof g_dir, "/tmp/check_buckets.XXXXXX");
-	if (!mkdtemp(g_dir))
-		abort();
-	snprintf(g_sock, sizeof g_sock, "%s/redis.sock", g_dir);
-	pid_t parent = getpid();
-	g_redis_pid = fork();
-	if (g_redis_pid < 0)
-		abort();
-	if (g_redis_pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		if (getppid() != parent)
-			_exit(1);
-		int null = open("/dev/null", O_RDWR);
-		dup2(null, 0);
-		dup2(null, 1);
-		execlp(g_redis, g_redis, "--port", "0", "--unixsocket", g_sock, "--save", "",
-		       "--appendonly", "no", "--dir", g_dir, (char *)NULL);
-		_exit(127);
-	}
-	redisContext *c = sync_conn(10000000);
-	if (!c) {
-		fprintf(stderr, "check_buckets: redis-server did not start on %s\n", g_sock);
-		return;
-	}
-	redisFree(c);
-}
-
-static void redis_teardown(void)
-{
-	if (g_redis_pid > 0) {
-		kill(g_redis_pid, SIGKILL);
-		waitpid(g_redis_pid, NULL, 0);
-		g_redis_pid = 0;
-	}
-	nftw(g_dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
 
 /* ---- test-side fixture ---- */
 
@@ -1547,8 +1477,6 @@ static void add_redis(Suite *s, TCase *tc, const char *name, const TTest *t)
 
 int main(void)
 {
-	if (getenv("REDIS_SERVER") && *getenv("REDIS_SERVER"))
-		g_redis = getenv("REDIS_SERVER");
 	Suite *s = suite_create("buckets");
 	TCase *pure = tcase_create("pure");
 	tcase_add_test(pure, test_bucket_names);
