@@ -7,6 +7,7 @@
  * back, so a large upload costs its size in memory while it is sent.
  */
 #include "cmd/worker/worker_cas.h"
+#include "cmd/worker/worker_path.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -67,6 +68,9 @@ int wcas_init(struct wcas *w, struct event_base *base, struct rc_client *cl, con
 	Build__Bazel__Remote__Execution__V2__ServerCapabilities *caps = (void *)resp;
 	if (caps->cache_capabilities && caps->cache_capabilities->max_batch_total_size_bytes > 0)
 		w->max_batch = caps->cache_capabilities->max_batch_total_size_bytes;
+	w->absolute_symlinks = caps->cache_capabilities &&
+			       caps->cache_capabilities->symlink_absolute_path_strategy ==
+				       REV2(SYMLINK_ABSOLUTE_PATH_STRATEGY__VALUE__ALLOWED);
 	protobuf_c_message_free_unpacked(resp, NULL);
 	return 0;
 }
@@ -366,13 +370,25 @@ int wcas_read_many(struct wcas *w, const struct digest *d, size_t n, uint8_t **o
 
 /* ---- files ----------------------------------------------------------------------- */
 
-static int write_file(const char *path, const uint8_t *data, size_t len, bool exec, char **err)
+/* A new file of the input tree: created beneath at, never through a
+ * symlink, never over something that exists.  fd or -1 with *err. */
+static int create_input(int at, const char *path, bool exec, char **err)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, exec ? 0755 : 0644);
+	int fd = wpath_open(at, path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, exec ? 0755 : 0644,
+			    WPATH_NO_SYMLINKS);
 	if (fd < 0) {
-		*err = xasprintf("cannot create %s: %s", path, strerror(errno));
-		return WCAS_EIO;
+		*err = xasprintf("cannot create %s: %s", path, wpath_strerror(fd));
+		return -1;
 	}
+	return fd;
+}
+
+static int write_file(int at, const char *path, const uint8_t *data, size_t len, bool exec,
+		      char **err)
+{
+	int fd = create_input(at, path, exec, err);
+	if (fd < 0)
+		return WCAS_EIO;
 	while (len > 0) {
 		ssize_t n = write(fd, data, len);
 		if (n < 0 && errno == EINTR)
@@ -392,16 +408,15 @@ static int write_file(const char *path, const uint8_t *data, size_t len, bool ex
 	return 0;
 }
 
-static int copy_file(const char *from, const char *to, bool exec, char **err)
+static int copy_file(int at, const char *from, const char *to, bool exec, char **err)
 {
-	int in = open(from, O_RDONLY | O_CLOEXEC);
+	int in = wpath_open(at, from, O_RDONLY | O_NOFOLLOW, 0, WPATH_NO_SYMLINKS);
 	if (in < 0) {
-		*err = xasprintf("cannot open %s: %s", from, strerror(errno));
+		*err = xasprintf("cannot open %s: %s", from, wpath_strerror(in));
 		return WCAS_EIO;
 	}
-	int out = open(to, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, exec ? 0755 : 0644);
+	int out = create_input(at, to, exec, err);
 	if (out < 0) {
-		*err = xasprintf("cannot create %s: %s", to, strerror(errno));
 		close(in);
 		return WCAS_EIO;
 	}
@@ -425,7 +440,7 @@ static int copy_file(const char *from, const char *to, bool exec, char **err)
 	return rc;
 }
 
-int wcas_fetch_files(struct wcas *w, const struct wcas_file *f, size_t n, char **err)
+int wcas_fetch_files(struct wcas *w, int at, const struct wcas_file *f, size_t n, char **err)
 {
 	int rc = 0;
 	/* first[i]: index of the first entry with the same digest. */
@@ -450,15 +465,12 @@ int wcas_fetch_files(struct wcas *w, const struct wcas_file *f, size_t n, char *
 		if (!last && first[i] != i)
 			continue;
 		if (!last && digest_is_empty(&f[i].d)) {
-			rc = write_file(f[i].path, NULL, 0, f[i].exec, err);
+			rc = write_file(at, f[i].path, NULL, 0, f[i].exec, err);
 			continue;
 		}
 		if (!last && too_big(w, f[i].d.size)) {
-			int fd = open(f[i].path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-				      f[i].exec ? 0755 : 0644);
+			int fd = create_input(at, f[i].path, f[i].exec, err);
 			if (fd < 0) {
-				*err = xasprintf("cannot create %s: %s", f[i].path,
-						 strerror(errno));
 				rc = WCAS_EIO;
 				continue;
 			}
@@ -473,7 +485,8 @@ int wcas_fetch_files(struct wcas *w, const struct wcas_file *f, size_t n, char *
 		if (nb && (last || total + add > w->max_batch - 1024 || nb >= 1000)) {
 			rc = batch_read(w, bd, nb, bo, bl, err);
 			for (size_t j = 0; j < nb && rc == 0; j++)
-				rc = write_file(f[bi[j]].path, bo[j], bl[j], f[bi[j]].exec, err);
+				rc = write_file(at, f[bi[j]].path, bo[j], bl[j], f[bi[j]].exec,
+						err);
 			for (size_t j = 0; j < nb; j++) {
 				free(bo[j]);
 				bo[j] = NULL;
@@ -489,7 +502,7 @@ int wcas_fetch_files(struct wcas *w, const struct wcas_file *f, size_t n, char *
 	}
 	for (size_t i = 0; i < n && rc == 0; i++)
 		if (first[i] != i)
-			rc = copy_file(f[first[i]].path, f[i].path, f[i].exec, err);
+			rc = copy_file(at, f[first[i]].path, f[i].path, f[i].exec, err);
 	free(first);
 	free(bd);
 	free(bi);
@@ -500,9 +513,18 @@ int wcas_fetch_files(struct wcas *w, const struct wcas_file *f, size_t n, char *
 
 int wcas_digest_file(const char *path, struct digest *out)
 {
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return -1;
+	int rc = wcas_digest_fd(fd, out);
+	int saved = errno;
+	close(fd);
+	errno = saved;
+	return rc;
+}
+
+int wcas_digest_fd(int fd, struct digest *out)
+{
 	struct hasher *h = hasher_new();
 	char buf[65536];
 	ssize_t n;
@@ -510,7 +532,6 @@ int wcas_digest_file(const char *path, struct digest *out)
 		if (n > 0)
 			hasher_update(h, buf, (size_t)n);
 	int saved = errno;
-	close(fd);
 	hasher_final(h, out);
 	hasher_free(h);
 	if (n < 0) {
@@ -538,12 +559,27 @@ static size_t read_full(int fd, void *buf, size_t n)
 	return got;
 }
 
-static uint8_t *slurp(const char *path, size_t want, char **err)
+/* Open a blob's file for reading: beneath b->at, never through a
+ * symlink at the end.  fd or -1 with *err. */
+static int open_blob(const struct wcas_blob *b, char **err)
 {
-	uint8_t *buf = xmalloc(want ? want : 1);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	int fd = b->at == AT_FDCWD
+			 ? open(b->path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC)
+			 : wpath_open(b->at, b->path, O_RDONLY | O_NOFOLLOW, 0, WPATH_BENEATH);
 	if (fd < 0) {
-		*err = xasprintf("cannot open %s: %s", path, strerror(errno));
+		int e = b->at == AT_FDCWD ? -errno : fd;
+		*err = xasprintf("cannot open %s: %s", b->path, wpath_strerror(e));
+		return -1;
+	}
+	return fd;
+}
+
+static uint8_t *slurp(const struct wcas_blob *b, size_t want, char **err)
+{
+	const char *path = b->path;
+	uint8_t *buf = xmalloc(want ? want : 1);
+	int fd = open_blob(b, err);
+	if (fd < 0) {
 		free(buf);
 		return NULL;
 	}
@@ -576,7 +612,7 @@ static int batch_update(struct wcas *w, const struct wcas_blob *b, const size_t 
 		rs[i].digest = &pds[i];
 		const uint8_t *data = e->data;
 		if (!data) {
-			data = owned[i] = slurp(e->path, (size_t)e->d.size, err);
+			data = owned[i] = slurp(e, (size_t)e->d.size, err);
 			if (!data)
 				rc = WCAS_EIO;
 		}
@@ -636,8 +672,7 @@ static int bs_write(struct wcas *w, const struct wcas_blob *b, char **err)
 		*err = xstrdup("ByteStream Write: connection is closed");
 		goto out;
 	}
-	if (!b->data && (fd = open(b->path, O_RDONLY | O_CLOEXEC)) < 0) {
-		*err = xasprintf("cannot open %s: %s", b->path, strerror(errno));
+	if (!b->data && (fd = open_blob(b, err)) < 0) {
 		rc_call_cancel(k);
 		goto wait;
 	}

@@ -24,6 +24,8 @@ struct wcas {
 	struct rc_client *cl; /* borrowed */
 	const char *instance; /* borrowed */
 	int64_t max_batch;    /* bytes of blob data per batch request */
+	/* The server's symlink_absolute_path_strategy is ALLOWED. */
+	bool absolute_symlinks;
 };
 
 /* Errors: 0; WCAS_MISSING when a blob is not in the CAS (the caller turns
@@ -43,26 +45,34 @@ int wcas_init(struct wcas *w, struct event_base *base, struct rc_client *cl, con
 int wcas_read_many(struct wcas *w, const struct digest *d, size_t n, uint8_t **out, size_t *lens,
 		   char **err);
 
-/* Write blobs to files: each digest goes to path[i] (created 0644 or 0755
- * when exec[i]; parents must exist).  Duplicate digests are fetched once. */
+/* Write blobs to files: each digest goes to path[i], relative to the
+ * directory fd `at` (created 0644 or 0755 when exec[i]; parents must
+ * exist).  Every file is new (O_EXCL) and resolved beneath `at` without
+ * following any symlink, so an input tree cannot write elsewhere.
+ * Duplicate digests are fetched once. */
 struct wcas_file {
 	struct digest d;
 	char *path;
 	bool exec;
 };
-int wcas_fetch_files(struct wcas *w, const struct wcas_file *f, size_t n, char **err);
+int wcas_fetch_files(struct wcas *w, int at, const struct wcas_file *f, size_t n, char **err);
 
-/* A blob to upload: either in memory (data) or in a file (path). */
+/* A blob to upload: either in memory (data) or in a file (path, opened
+ * beneath the directory fd `at` with no symlink as its last component;
+ * with at == AT_FDCWD, path is opened as it is, still O_NOFOLLOW). */
 struct wcas_blob {
 	struct digest d;
 	const uint8_t *data; /* borrowed; NULL when path is set */
 	const char *path;    /* borrowed */
+	int at;
 };
 /* Upload those blobs the CAS is missing (FindMissingBlobs first).  Empty
  * blobs are skipped: servers must treat them as always present. */
 int wcas_upload(struct wcas *w, const struct wcas_blob *b, size_t n, char **err);
 
-/* Hash a file: 0 or -1 with errno set. */
+/* Hash a file (not through a symlink at the end of path), or what is left
+ * of an open one: 0 or -1 with errno set. */
 int wcas_digest_file(const char *path, struct digest *out);
+int wcas_digest_fd(int fd, struct digest *out);
 
 #endif

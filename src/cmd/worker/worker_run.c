@@ -25,6 +25,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "cmd/worker/worker_path.h"
+#include "domain/dirtree.h"
 #include "rpc/grpc.h"
 #include "core/log.h"
 #include "core/util.h"
@@ -131,26 +133,6 @@ void wrun_rmtree(const char *path)
 	rmdir(path);
 }
 
-/* A single path component from a Directory: no "/", not "." or "..". */
-static bool good_name(const char *n)
-{
-	return n && *n && !strchr(n, '/') && strcmp(n, ".") && strcmp(n, "..");
-}
-
-/* A relative path without ".." components (outputs, working directory). */
-static bool good_relpath(const char *p)
-{
-	if (!p || p[0] == '/')
-		return false;
-	for (const char *s = p; *s;) {
-		size_t l = strcspn(s, "/");
-		if (l == 2 && s[0] == '.' && s[1] == '.')
-			return false;
-		s += l + (s[l] == '/');
-	}
-	return true;
-}
-
 /* ---- staging ------------------------------------------------------------------ */
 
 /* stage_* results besides 0 and the WCAS_* codes: the input tree itself
@@ -159,95 +141,97 @@ static bool good_relpath(const char *p)
 
 struct pend {
 	struct digest d;
-	char *path;
+	char *path; /* relative to the input root; "" for the root */
 };
 
-/* The input tree, staged one level of directories at a time: the files
- * found so far (fetched at the end, in batches) and the next level. */
+struct link {
+	char *path, *target;
+};
+
+/* The input tree, staged one level of directories at a time beneath the
+ * root's fd: every Directory is validated (dirtree_check_dir) before
+ * anything of it is created; directories are made as they come, files
+ * are fetched at the end (in batches) and symlinks are created after
+ * everything else, so no input symlink can redirect a later write. */
 struct stage {
+	int root;
+	unsigned flags; /* DIRTREE_* */
 	struct wcas_file *files;
 	size_t nfiles, capf;
+	struct link *links;
+	size_t nlinks, capl;
 	struct pend *next;
 	size_t nnext, capn;
 	char **err;
 };
 
-static int stage_file(struct stage *s, const PbFileNode *f, const struct digest *dird,
-		      const char *path)
+static char *join_rel(const char *dir, const char *name)
 {
-	struct digest fd;
-	if (!good_name(f->name) || !f->digest ||
-	    digest_parse(f->digest->hash, f->digest->size_bytes, &fd, NULL)) {
-		*s->err = xasprintf("input directory %s has a bad file entry \"%s\"", dird->hex,
-				    f->name ? f->name : "");
-		return STAGE_INVALID;
-	}
-	if (s->nfiles == s->capf)
-		s->files = xrealloc(s->files, (s->capf = s->capf * 2 + 64) * sizeof(*s->files));
-	s->files[s->nfiles].d = fd;
-	s->files[s->nfiles].path = xasprintf("%s/%s", path, f->name);
-	s->files[s->nfiles++].exec = f->is_executable;
-	return 0;
+	return *dir ? xasprintf("%s/%s", dir, name) : xstrdup(name);
 }
 
-static int stage_symlink(struct stage *s, const PbSymlinkNode *l, const struct digest *dird,
-			 const char *path)
-{
-	if (!good_name(l->name) || !l->target || !*l->target) {
-		*s->err = xasprintf("input directory %s has a bad symlink entry", dird->hex);
-		return STAGE_INVALID;
-	}
-	char *p = xasprintf("%s/%s", path, l->name);
-	int rc = 0;
-	if (symlink(l->target, p) != 0) {
-		*s->err = xasprintf("cannot create symlink %s: %s", p, strerror(errno));
-		rc = WCAS_EIO;
-	}
-	free(p);
-	return rc;
-}
-
-static int stage_subdir(struct stage *s, const PbDirectoryNode *dn, const struct digest *dird,
-			const char *path)
-{
-	struct digest dd;
-	if (!good_name(dn->name) || !dn->digest ||
-	    digest_parse(dn->digest->hash, dn->digest->size_bytes, &dd, NULL)) {
-		*s->err = xasprintf("input directory %s has a bad directory entry", dird->hex);
-		return STAGE_INVALID;
-	}
-	char *p = xasprintf("%s/%s", path, dn->name);
-	if (mkdir(p, 0755) != 0) {
-		*s->err = xasprintf("cannot create %s: %s", p, strerror(errno));
-		free(p);
-		return WCAS_EIO;
-	}
-	if (s->nnext == s->capn)
-		s->next = xrealloc(s->next, (s->capn = s->capn * 2 + 16) * sizeof(*s->next));
-	s->next[s->nnext].d = dd;
-	s->next[s->nnext++].path = p;
-	return 0;
-}
-
-/* One Directory blob d, staged at path: symlinks and subdirectories are
- * created now, files and subdirectories queued. */
+/* One Directory blob d found at path: checked, its subdirectories made
+ * and queued with its files and symlinks. */
 static int stage_dir(struct stage *s, const uint8_t *buf, size_t len, const struct digest *d,
 		     const char *path)
 {
 	PbDirectory *pd = build__bazel__remote__execution__v2__directory__unpack(NULL, len, buf);
 	if (!pd) {
-		*s->err =
-			xasprintf("input directory blobs/%s/%lld is not a valid Directory message",
-				  d->hex, (long long)d->size);
+		*s->err = xasprintf("input tree: \"%s\": blobs/%s/%lld is not a valid Directory "
+				    "message",
+				    *path ? path : ".", d->hex, (long long)d->size);
 		return STAGE_INVALID;
 	}
-	int rc = 0;
-	for (size_t j = 0; j < pd->n_files && rc == 0; j++)
-		rc = stage_file(s, pd->files[j], d, path);
-	for (size_t j = 0; j < pd->n_symlinks && rc == 0; j++)
-		rc = stage_symlink(s, pd->symlinks[j], d, path);
-	for (size_t j = 0; j < pd->n_directories && rc == 0; j++)
-		rc = stage_subdir(s, pd->directories[j], d, path);
+	int rc = 0, dfd = -1;
+	if (dirtree_check_dir(pd, buf, len, path, s->flags, s->err) != 0) {
+		rc = STAGE_INVALID;
+		goto out;
+	}
+	if (pd->n_directories &&
+	    (dfd = wpath_open(s->root, path, O_PATH | O_DIRECTORY, 0, WPATH_NO_SYMLINKS)) < 0) {
+		*s->err = xasprintf("cannot open %s: %s", *path ? path : ".", wpath_strerror(dfd));
+		rc = WCAS_EIO;
+		goto out;
+	}
+	for (size_t j = 0; j < pd->n_directories && rc == 0; j++) {
+		const PbDirectoryNode *dn = pd->directories[j];
+		char *p = join_rel(path, dn->name);
+		if (mkdirat(dfd, dn->name, 0755) != 0) {
+			*s->err = xasprintf("cannot create %s: %s", p, strerror(errno));
+			free(p);
+			rc = WCAS_EIO;
+			break;
+		}
+		if (s->nnext == s->capn)
+			s->next =
+				xrealloc(s->next, (s->capn = s->capn * 2 + 16) * sizeof(*s->next));
+		/* dirtree_check_dir checked the digest. */
+		if (digest_parse(dn->digest->hash, dn->digest->size_bytes, &s->next[s->nnext].d,
+				 NULL) != 0)
+			abort();
+		s->next[s->nnext++].path = p;
+	}
+	if (dfd >= 0)
+		close(dfd);
+	for (size_t j = 0; j < pd->n_files && rc == 0; j++) {
+		const PbFileNode *f = pd->files[j];
+		if (s->nfiles == s->capf)
+			s->files = xrealloc(s->files,
+					    (s->capf = s->capf * 2 + 64) * sizeof(*s->files));
+		if (digest_parse(f->digest->hash, f->digest->size_bytes, &s->files[s->nfiles].d,
+				 NULL) != 0)
+			abort();
+		s->files[s->nfiles].path = join_rel(path, f->name);
+		s->files[s->nfiles++].exec = f->is_executable;
+	}
+	for (size_t j = 0; j < pd->n_symlinks && rc == 0; j++) {
+		if (s->nlinks == s->capl)
+			s->links = xrealloc(s->links,
+					    (s->capl = s->capl * 2 + 16) * sizeof(*s->links));
+		s->links[s->nlinks].path = join_rel(path, pd->symlinks[j]->name);
+		s->links[s->nlinks++].target = xstrdup(pd->symlinks[j]->target);
+	}
+out:
 	build__bazel__remote__execution__v2__directory__free_unpacked(pd, NULL);
 	return rc;
 }
@@ -275,16 +259,50 @@ static int stage_level(struct wcas *cas, struct stage *s, struct pend *level, si
 	return rc;
 }
 
-/* Materialize the input root `root` under dir.  Returns 0 or a WCAS_* /
- * STAGE_INVALID code with *err, and the lease status for it in *code. */
-static int stage_inputs(struct wcas *cas, const struct digest *root, const char *dir, int *code,
+/* The symlinks, last: each made in its parent, opened beneath the root
+ * through no symlink. */
+static int stage_links(struct stage *s)
+{
+	for (size_t i = 0; i < s->nlinks; i++) {
+		const char *p = s->links[i].path;
+		const char *slash = strrchr(p, '/');
+		char *parent = slash ? xstrndup(p, (size_t)(slash - p)) : xstrdup("");
+		int dfd = wpath_open(s->root, parent, O_PATH | O_DIRECTORY, 0, WPATH_NO_SYMLINKS);
+		int rc = 0;
+		if (dfd < 0) {
+			*s->err = xasprintf("cannot open %s: %s", *parent ? parent : ".",
+					    wpath_strerror(dfd));
+			rc = WCAS_EIO;
+		} else {
+			if (symlinkat(s->links[i].target, dfd, slash ? slash + 1 : p) != 0) {
+				*s->err = xasprintf("cannot create symlink %s: %s", p,
+						    strerror(errno));
+				rc = WCAS_EIO;
+			}
+			close(dfd);
+		}
+		free(parent);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* Materialize the input root `root` in the directory fd rootfd.  Returns
+ * 0 or a WCAS_* / STAGE_INVALID code with *err, and the lease status for
+ * it in *code. */
+static int stage_inputs(struct wcas *cas, const struct digest *root, int rootfd, int *code,
 			char **err)
 {
-	struct stage s = {.err = err};
+	struct stage s = {
+		.root = rootfd,
+		.flags = cas->absolute_symlinks ? DIRTREE_ABSOLUTE_SYMLINKS : 0,
+		.err = err,
+	};
 	struct pend *level = xcalloc(1, sizeof(*level));
 	size_t nlevel = 1;
 	level[0].d = *root;
-	level[0].path = xstrdup(dir);
+	level[0].path = xstrdup("");
 	int rc = 0;
 	while (nlevel && rc == 0) {
 		s.next = NULL;
@@ -297,10 +315,17 @@ static int stage_inputs(struct wcas *cas, const struct digest *root, const char 
 		free(level[i].path);
 	free(level);
 	if (rc == 0)
-		rc = wcas_fetch_files(cas, s.files, s.nfiles, err);
+		rc = wcas_fetch_files(cas, rootfd, s.files, s.nfiles, err);
+	if (rc == 0)
+		rc = stage_links(&s);
 	for (size_t i = 0; i < s.nfiles; i++)
 		free(s.files[i].path);
 	free(s.files);
+	for (size_t i = 0; i < s.nlinks; i++) {
+		free(s.links[i].path);
+		free(s.links[i].target);
+	}
+	free(s.links);
 	*code = rc == 0		      ? GRPC_OK
 		: rc == WCAS_MISSING  ? GRPC_FAILED_PRECONDITION
 		: rc == STAGE_INVALID ? GRPC_INVALID_ARGUMENT
@@ -423,6 +448,9 @@ struct collect {
 	struct arena a;
 	struct vec blobs; /* struct wcas_blob * */
 	struct vec kids;  /* struct tree_kid * : children of the Tree being built */
+	int root;	  /* the exec root's fd: every output is resolved beneath it */
+	bool abs_links;	  /* absolute output symlink targets are allowed */
+	int code;	  /* the status for err when it is the action's fault, or 0 */
 	char *err;
 };
 
@@ -432,68 +460,142 @@ struct tree_kid {
 	size_t len;
 };
 
-static void add_blob(struct collect *c, const struct digest *d, const char *path,
+/* A blob to upload: in memory, or the file at path (beneath the directory
+ * fd at, or AT_FDCWD for one of our own absolute paths). */
+static void add_blob(struct collect *c, const struct digest *d, int at, const char *path,
 		     const uint8_t *data)
 {
 	struct wcas_blob *b = a_zalloc(&c->a, sizeof(*b));
 	b->d = *d;
+	b->at = at;
 	b->path = path;
 	b->data = data;
 	vec_push(&c->blobs, b);
 }
 
-static int name_cmp(const struct dirent **a, const struct dirent **b)
+static int str_cmp(const void *a, const void *b)
 {
-	return strcmp((*a)->d_name, (*b)->d_name);
+	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-static int skip_dots(const struct dirent *e)
+/* The names in the directory fd dfd, sorted, on the arena; -1 with errno. */
+static int list_dir(struct collect *c, int dfd, char ***names, size_t *n)
 {
-	return strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return -1;
+	}
+	struct vec v = {0};
+	struct dirent *e;
+	while ((e = readdir(d)))
+		if (strcmp(e->d_name, ".") && strcmp(e->d_name, ".."))
+			vec_push(&v, a_strdup(&c->a, e->d_name));
+	closedir(d);
+	if (v.n)
+		qsort(v.v, v.n, sizeof(*v.v), str_cmp);
+	*names = (char **)a_keep(&c->a, v.v);
+	*n = v.n;
+	return 0;
 }
 
-/* Pack the Directory at path (recursively adding its subdirectories to
- * c->kids and its files to c->blobs).  Returns 0 or -1 with c->err. */
-static int pack_dir(struct collect *c, const char *path, uint8_t **data, size_t *len,
+/* A regular file `name` in dfd, opened without following a symlink or
+ * blocking on a FIFO put there: digest and executable bit.  1 when it is
+ * a regular file, 0 when it is not (or is gone), -1 with errno. */
+static int digest_at(int dfd, const char *name, struct digest *d, bool *exec)
+{
+	int fd = openat(dfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT || errno == ELOOP ? 0 : -1;
+	struct stat st;
+	int rc = 0;
+	if (fstat(fd, &st) != 0)
+		rc = -1;
+	else if (S_ISREG(st.st_mode))
+		rc = wcas_digest_fd(fd, d) == 0 ? 1 : -1;
+	*exec = rc > 0 && (st.st_mode & S_IXUSR) != 0;
+	int e = errno;
+	close(fd);
+	errno = e;
+	return rc;
+}
+
+/* The target of symlink `name` in dfd, on the arena (NULL if it is gone),
+ * checked against the absolute-path strategy: -1 with c->err when refused. */
+static int link_at(struct collect *c, int dfd, const char *name, const char *rel, off_t size,
+		   char **target)
+{
+	char *t = a_zalloc(&c->a, (size_t)size + 2);
+	ssize_t tl = readlinkat(dfd, name, t, (size_t)size + 1);
+	*target = tl < 0 || tl > size ? NULL : t;
+	if (*target && *t == '/' && !c->abs_links) {
+		c->code = GRPC_FAILED_PRECONDITION;
+		c->err = xasprintf("output \"%s\" is a symlink to the absolute path \"%s\", and "
+				   "this server's symlink_absolute_path_strategy is DISALLOWED",
+				   rel, t);
+		return -1;
+	}
+	return 0;
+}
+
+/* Pack the Directory open as dfd, at rel beneath the exec root
+ * (recursively adding its subdirectories to c->kids and its files to
+ * c->blobs).  Nothing is followed: subdirectories are opened O_NOFOLLOW,
+ * symlinks become SymlinkNodes.  Returns 0 or -1 with c->err. */
+static int pack_dir(struct collect *c, int dfd, const char *rel, uint8_t **data, size_t *len,
 		    struct digest *d)
 {
-	struct dirent **ents = NULL;
-	int n = scandir(path, &ents, skip_dots, name_cmp);
-	if (n < 0) {
-		c->err = xasprintf("cannot read output directory %s: %s", path, strerror(errno));
+	char **names;
+	size_t n;
+	if (list_dir(c, dfd, &names, &n) != 0) {
+		c->err = xasprintf("cannot read output directory %s: %s", rel, strerror(errno));
 		return -1;
 	}
 	PbDirectory dir = REV2(DIRECTORY__INIT);
 	struct vec files = {0}, dirs = {0}, links = {0};
 	int rc = 0;
-	for (int i = 0; i < n && rc == 0; i++) {
-		char *p = a_keep(&c->a, xasprintf("%s/%s", path, ents[i]->d_name));
+	for (size_t i = 0; i < n && rc == 0; i++) {
+		char *name = names[i];
+		char *p = a_keep(&c->a, join_rel(rel, name));
 		struct stat st;
-		if (lstat(p, &st) != 0)
+		if (fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0)
 			continue;
-		char *name = a_strdup(&c->a, ents[i]->d_name);
 		if (S_ISREG(st.st_mode)) {
 			struct digest fd;
-			if (wcas_digest_file(p, &fd) != 0) {
+			bool exec;
+			int got = digest_at(dfd, name, &fd, &exec);
+			if (got < 0) {
 				c->err = xasprintf("cannot read output %s: %s", p, strerror(errno));
 				rc = -1;
 				break;
 			}
+			if (got == 0)
+				continue;
 			PbFileNode *f = a_zalloc(&c->a, sizeof(*f));
 			build__bazel__remote__execution__v2__file_node__init(f);
 			f->name = name;
 			f->digest = a_digest(&c->a, &fd);
-			f->is_executable = (st.st_mode & S_IXUSR) != 0;
+			f->is_executable = exec;
 			vec_push(&files, f);
-			add_blob(c, &fd, p, NULL);
+			add_blob(c, &fd, c->root, p, NULL);
 		} else if (S_ISDIR(st.st_mode)) {
 			uint8_t *kd;
 			size_t kl;
 			struct digest dd;
-			if (pack_dir(c, p, &kd, &kl, &dd) != 0) {
+			int sub =
+				openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub < 0) {
+				c->err = xasprintf("cannot read output directory %s: %s", p,
+						   strerror(errno));
 				rc = -1;
 				break;
 			}
+			rc = pack_dir(c, sub, p, &kd, &kl, &dd);
+			close(sub);
+			if (rc != 0)
+				break;
 			bool dup = false;
 			for (size_t j = 0; j < c->kids.n && !dup; j++)
 				dup = digest_eq(&((struct tree_kid *)c->kids.v[j])->d, &dd);
@@ -510,9 +612,12 @@ static int pack_dir(struct collect *c, const char *path, uint8_t **data, size_t 
 			dn->digest = a_digest(&c->a, &dd);
 			vec_push(&dirs, dn);
 		} else if (S_ISLNK(st.st_mode)) {
-			char *t = a_zalloc(&c->a, (size_t)st.st_size + 2);
-			ssize_t tl = readlink(p, t, (size_t)st.st_size + 1);
-			if (tl < 0 || tl > st.st_size)
+			char *t;
+			if (link_at(c, dfd, name, p, st.st_size, &t) != 0) {
+				rc = -1;
+				break;
+			}
+			if (!t)
 				continue;
 			PbSymlinkNode *s = a_zalloc(&c->a, sizeof(*s));
 			build__bazel__remote__execution__v2__symlink_node__init(s);
@@ -521,9 +626,6 @@ static int pack_dir(struct collect *c, const char *path, uint8_t **data, size_t 
 			vec_push(&links, s);
 		}
 	}
-	for (int i = 0; i < n; i++)
-		free(ents[i]);
-	free(ents);
 	if (rc == 0) {
 		dir.n_files = files.n;
 		dir.files = (void *)files.v;
@@ -543,13 +645,13 @@ static int pack_dir(struct collect *c, const char *path, uint8_t **data, size_t 
 }
 
 /* Tree{root = 1, children = 2}, encoded by hand from packed Directories. */
-static int tree_of(struct collect *c, const char *path, struct digest *td)
+static int tree_of(struct collect *c, int dfd, const char *rel, struct digest *td)
 {
 	c->kids.n = 0;
 	uint8_t *root;
 	size_t rlen;
 	struct digest rd;
-	if (pack_dir(c, path, &root, &rlen, &rd) != 0)
+	if (pack_dir(c, dfd, rel, &root, &rlen, &rd) != 0)
 		return -1;
 	size_t total = 11 + rlen;
 	for (size_t i = 0; i < c->kids.n; i++)
@@ -567,7 +669,7 @@ static int tree_of(struct collect *c, const char *path, struct digest *td)
 		p += k->len;
 	}
 	digest_of(t, (size_t)(p - t), td);
-	add_blob(c, td, NULL, t);
+	add_blob(c, td, AT_FDCWD, NULL, t);
 	return 0;
 }
 
@@ -580,53 +682,102 @@ static Google__Protobuf__Timestamp *a_ts(struct arena *a, int64_t us)
 	return t;
 }
 
-/* One output path (relative to the working directory). */
-static int collect_one(struct collect *c, const char *cwd, const char *rel, int want,
-		       struct vec *ofiles, struct vec *odirs, struct vec *olinks)
+/* Where an output lives: its parent directory opened beneath the exec
+ * root (following only symlinks that stay beneath it) and its last
+ * component.  Returns the fd, -1 when the output was not produced (no
+ * such parent), or -2 with c->err. */
+static int output_parent(struct collect *c, const char *full, const char *rel, const char **base)
 {
-	char *p = a_keep(&c->a, xasprintf("%s/%s", cwd, rel));
-	struct stat st;
-	if (lstat(p, &st) != 0)
-		return 0; /* not produced: the client decides */
-	if (S_ISLNK(st.st_mode) && want != 0) {
-		/* Legacy output_files / output_directories follow symlinks. */
-		if (stat(p, &st) != 0)
-			return 0;
+	const char *slash = strrchr(full, '/');
+	char *parent = slash ? xstrndup(full, (size_t)(slash - full)) : xstrdup("");
+	*base = slash ? slash + 1 : full;
+	int fd = wpath_open(c->root, parent, O_PATH | O_DIRECTORY, 0, WPATH_BENEATH);
+	if (fd == -ENOENT || fd == -ENOTDIR) {
+		fd = -1;
+	} else if (fd < 0) {
+		if (fd == -EXDEV || fd == -ELOOP)
+			c->code = GRPC_FAILED_PRECONDITION;
+		c->err = xasprintf("output \"%s\": \"%s\" %s", rel, *parent ? parent : ".",
+				   wpath_strerror(fd));
+		fd = -2;
 	}
-	if (S_ISLNK(st.st_mode)) {
-		char *t = a_zalloc(&c->a, (size_t)st.st_size + 2);
-		ssize_t tl = readlink(p, t, (size_t)st.st_size + 1);
-		if (tl < 0 || tl > st.st_size)
-			return 0;
-		PbOutputSymlink *s = a_zalloc(&c->a, sizeof(*s));
-		build__bazel__remote__execution__v2__output_symlink__init(s);
-		s->path = a_strdup(&c->a, rel);
-		s->target = t;
-		vec_push(olinks, s);
+	free(parent);
+	return fd;
+}
+
+/* One output path rel (relative to the working directory wd): *want is 0
+ * for an output_paths entry, 1 for a file, 2 for a directory.  A symlink
+ * is reported as one (in olinks, or odlinks for a legacy directory),
+ * never followed. */
+static int collect_one(struct collect *c, const char *wd, const char *rel, int want,
+		       struct vec *ofiles, struct vec *odirs, struct vec *olinks,
+		       struct vec *odlinks)
+{
+	char *full = a_keep(&c->a, !*rel ? xstrdup(wd) : join_rel(wd, rel));
+	int pfd;
+	const char *base;
+	struct stat st;
+	if (!*full) {
+		/* The whole exec root (an empty output directory path). */
+		pfd = openat(c->root, ".", O_PATH | O_DIRECTORY | O_CLOEXEC);
+		base = ".";
+	} else {
+		pfd = output_parent(c, full, rel, &base);
+	}
+	if (pfd == -1)
+		return 0; /* not produced: the client decides */
+	if (pfd < 0)
+		return -1;
+	int rc = 0;
+	if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+		/* not produced */
+	} else if (S_ISLNK(st.st_mode)) {
+		char *t;
+		rc = link_at(c, pfd, base, rel, st.st_size, &t);
+		if (rc == 0 && t) {
+			PbOutputSymlink *s = a_zalloc(&c->a, sizeof(*s));
+			build__bazel__remote__execution__v2__output_symlink__init(s);
+			s->path = a_strdup(&c->a, rel);
+			s->target = t;
+			vec_push(want == 2 ? odlinks : olinks, s);
+		}
 	} else if (S_ISREG(st.st_mode) && want != 2) {
 		struct digest d;
-		if (wcas_digest_file(p, &d) != 0) {
+		bool exec;
+		int got = digest_at(pfd, base, &d, &exec);
+		if (got < 0) {
 			c->err = xasprintf("cannot read output %s: %s", rel, strerror(errno));
-			return -1;
+			rc = -1;
+		} else if (got > 0) {
+			PbOutputFile *f = a_zalloc(&c->a, sizeof(*f));
+			build__bazel__remote__execution__v2__output_file__init(f);
+			f->path = a_strdup(&c->a, rel);
+			f->digest = a_digest(&c->a, &d);
+			f->is_executable = exec;
+			vec_push(ofiles, f);
+			add_blob(c, &d, c->root, full, NULL);
 		}
-		PbOutputFile *f = a_zalloc(&c->a, sizeof(*f));
-		build__bazel__remote__execution__v2__output_file__init(f);
-		f->path = a_strdup(&c->a, rel);
-		f->digest = a_digest(&c->a, &d);
-		f->is_executable = (st.st_mode & S_IXUSR) != 0;
-		vec_push(ofiles, f);
-		add_blob(c, &d, p, NULL);
 	} else if (S_ISDIR(st.st_mode) && want != 1) {
 		struct digest td;
-		if (tree_of(c, p, &td) != 0)
-			return -1;
-		PbOutputDirectory *o = a_zalloc(&c->a, sizeof(*o));
-		build__bazel__remote__execution__v2__output_directory__init(o);
-		o->path = a_strdup(&c->a, rel);
-		o->tree_digest = a_digest(&c->a, &td);
-		vec_push(odirs, o);
+		int dfd = openat(pfd, base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (dfd < 0) {
+			c->err = xasprintf("cannot read output directory %s: %s", rel,
+					   strerror(errno));
+			rc = -1;
+		} else {
+			rc = tree_of(c, dfd, full, &td);
+			close(dfd);
+		}
+		if (rc == 0) {
+			PbOutputDirectory *o = a_zalloc(&c->a, sizeof(*o));
+			build__bazel__remote__execution__v2__output_directory__init(o);
+			o->path = a_strdup(&c->a, rel);
+			o->tree_digest = a_digest(&c->a, &td);
+			vec_push(odirs, o);
+		}
 	}
-	return 0;
+	close(pfd);
+	return rc;
 }
 
 /* ---- the whole action ------------------------------------------------------- */
@@ -643,34 +794,61 @@ struct action {
 	const struct wrun_req *r;
 	const PbCommand *cmd;
 	char *root, *outp, *errp, *cwd;
-	bool legacy;  /* outputs in output_files/output_directories */
-	size_t nouts; /* output paths of either kind */
+	const char *wd; /* working_directory, relative to root */
+	int rootfd;	/* root, once it exists: paths are resolved beneath it */
+	bool legacy;	/* outputs in output_files/output_directories */
+	size_t nouts;	/* output paths of either kind */
 	int exit_code;
 	int64_t t_start, t_fetch, t_fetched, t_exec, t_execd, t_up;
 };
 
 /* Output i of the Command (relative to the working directory); *want is
- * 0 for an output_paths entry, 1 for a file, 2 for a directory. */
-static const char *output_at(const struct action *x, size_t i, int *want)
+ * 0 for an output_paths entry, 1 for a file, 2 for a directory; field
+ * gets its name in the Command, e.g. "output_paths[3]". */
+static const char *output_at(const struct action *x, size_t i, int *want, char *field,
+			     size_t fieldsz)
 {
 	const PbCommand *cmd = x->cmd;
 	if (!x->legacy) {
 		*want = 0;
+		snprintf(field, fieldsz, "output_paths[%zu]", i);
 		return cmd->output_paths[i];
 	}
 	if (i < cmd->n_output_files) {
 		*want = 1;
+		snprintf(field, fieldsz, "output_files[%zu]", i);
 		return cmd->output_files[i];
 	}
 	*want = 2;
+	snprintf(field, fieldsz, "output_directories[%zu]", i - cmd->n_output_files);
 	return cmd->output_directories[i - cmd->n_output_files];
+}
+
+/* The Command's paths, lexically: relative, no "." / ".." / empty
+ * component (an empty output directory or output path means the working
+ * directory itself, as REAPI allows). */
+static int check_paths(struct action *x, struct wrun_out *out)
+{
+	char *msg = NULL;
+	int rc = dirtree_check_relpath("working_directory", x->wd, true, &msg);
+	for (size_t i = 0; i < x->nouts && rc == 0; i++) {
+		int want;
+		char field[64];
+		const char *o = output_at(x, i, &want, field, sizeof field);
+		rc = dirtree_check_relpath(field, o, want != 1, &msg);
+	}
+	if (rc != 0) {
+		set_out(out, GRPC_INVALID_ARGUMENT, xasprintf("bad Command: %s", msg));
+		free(msg);
+		return -1;
+	}
+	return 0;
 }
 
 /* A fresh scratch directory and a Command that can run in it. */
 static int prepare(struct action *x, struct wrun_out *out)
 {
 	const struct wrun_req *r = x->r;
-	const char *wd = x->cmd->working_directory ? x->cmd->working_directory : "";
 	wrun_rmtree(r->dir);
 	if (mkdir_p(r->dir, 0755) != 0 || mkdir(x->root, 0755) != 0) {
 		set_out(out, GRPC_INTERNAL,
@@ -678,13 +856,11 @@ static int prepare(struct action *x, struct wrun_out *out)
 				  strerror(errno)));
 		return -1;
 	}
-	if (x->cmd->n_arguments == 0 || !good_relpath(wd)) {
-		set_out(out, GRPC_INVALID_ARGUMENT,
-			xstrdup(x->cmd->n_arguments == 0 ? "the Command has no arguments"
-							 : "bad working_directory in the Command"));
+	if (x->cmd->n_arguments == 0) {
+		set_out(out, GRPC_INVALID_ARGUMENT, xstrdup("the Command has no arguments"));
 		return -1;
 	}
-	return 0;
+	return check_paths(x, out);
 }
 
 /* The input root, staged under x->root. */
@@ -700,13 +876,20 @@ static int stage(struct action *x, struct wrun_out *out)
 		return -1;
 	}
 	x->t_fetch = now_us();
+	x->rootfd = open(x->root, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (x->rootfd < 0) {
+		set_out(out, GRPC_INTERNAL,
+			xasprintf("cannot open %s: %s", x->root, strerror(errno)));
+		return -1;
+	}
 	int code;
 	char *err = NULL;
-	int rc = stage_inputs(x->r->cas, &rootd, x->root, &code, &err);
+	int rc = stage_inputs(x->r->cas, &rootd, x->rootfd, &code, &err);
 	if (rc != 0)
 		set_out(out, code,
-			code == GRPC_FAILED_PRECONDITION
-				? xasprintf("missing input: %s", err)
+			code == GRPC_FAILED_PRECONDITION ? xasprintf("missing input: %s", err)
+			: code == GRPC_INVALID_ARGUMENT
+				? xstrdup(err)
 				: xasprintf("cannot stage the input root: %s", err));
 	free(err);
 	x->t_fetched = now_us();
@@ -714,33 +897,40 @@ static int stage(struct action *x, struct wrun_out *out)
 }
 
 /* The working directory and the parents of the outputs, which the
- * command may expect to exist. */
+ * command may expect to exist: made beneath the exec root, so an input
+ * symlink on the way that leads out of it stops the action here
+ * (FAILED_PRECONDITION) before anything is created there. */
 static int make_output_dirs(struct action *x, struct wrun_out *out)
 {
+	char *bad = NULL;
+	int mr = wpath_mkdirs(x->rootfd, x->wd, &bad);
+	if (mr != 0) {
+		set_out(out,
+			mr == -EXDEV || mr == -ELOOP ? GRPC_FAILED_PRECONDITION : GRPC_INTERNAL,
+			xasprintf("cannot create the working_directory \"%s\": \"%s\" %s", x->wd,
+				  *bad ? bad : ".", wpath_strerror(mr)));
+		free(bad);
+		return -1;
+	}
 	for (size_t i = 0; i < x->nouts; i++) {
 		int want;
-		const char *o = output_at(x, i, &want);
-		if (!good_relpath(o)) {
-			set_out(out, GRPC_INVALID_ARGUMENT,
-				xasprintf("bad output path \"%s\" in the Command", o));
-			return -1;
-		}
-		char *p = xasprintf("%s/%s", x->cwd, o);
-		*strrchr(p, '/') = '\0';
-		int mr = mkdir_p(p, 0755);
+		char field[64];
+		const char *o = output_at(x, i, &want, field, sizeof field);
+		char *p = *o ? join_rel(x->wd, o) : xstrdup(x->wd);
+		char *slash = strrchr(p, '/');
+		if (*o)
+			*(slash ? slash : p) = '\0';
+		mr = wpath_mkdirs(x->rootfd, p, &bad);
 		free(p);
 		if (mr != 0) {
-			set_out(out, GRPC_INTERNAL,
-				xasprintf("cannot create the parent of output %s: %s", o,
-					  strerror(-mr)));
+			set_out(out,
+				mr == -EXDEV || mr == -ELOOP ? GRPC_FAILED_PRECONDITION
+							     : GRPC_INTERNAL,
+				xasprintf("cannot create the parent of %s \"%s\": \"%s\" %s", field,
+					  o, *bad ? bad : ".", wpath_strerror(mr)));
+			free(bad);
 			return -1;
 		}
-	}
-	int mr = mkdir_p(x->cwd, 0755);
-	if (mr != 0) {
-		set_out(out, GRPC_INTERNAL,
-			xasprintf("cannot create the working directory: %s", strerror(-mr)));
-		return -1;
 	}
 	return 0;
 }
@@ -769,9 +959,10 @@ static int execute(struct action *x, enum run_end *end, struct wrun_out *out)
 	return rc;
 }
 
-/* What the command left: the output entries of the ActionResult. */
+/* What the command left: the output entries of the ActionResult
+ * (dlinks: symlinks at legacy output_directories paths). */
 struct outputs {
-	struct vec files, dirs, links;
+	struct vec files, dirs, links, dlinks;
 	struct digest out, err; /* stdout, stderr */
 };
 
@@ -781,10 +972,13 @@ static int collect_and_upload(struct action *x, struct collect *c, bool outputs_
 			      struct outputs *o)
 {
 	int crc = 0;
+	c->root = x->rootfd;
+	c->abs_links = x->r->cas->absolute_symlinks;
 	for (size_t i = 0; i < x->nouts && crc == 0 && outputs_too; i++) {
 		int want;
-		const char *p = output_at(x, i, &want);
-		crc = collect_one(c, x->cwd, p, want, &o->files, &o->dirs, &o->links);
+		char field[64];
+		const char *p = output_at(x, i, &want, field, sizeof field);
+		crc = collect_one(c, x->wd, p, want, &o->files, &o->dirs, &o->links, &o->dlinks);
 	}
 	if (crc == 0 &&
 	    (wcas_digest_file(x->outp, &o->out) != 0 || wcas_digest_file(x->errp, &o->err) != 0)) {
@@ -792,8 +986,8 @@ static int collect_and_upload(struct action *x, struct collect *c, bool outputs_
 		crc = -1;
 	}
 	if (crc == 0) {
-		add_blob(c, &o->out, x->outp, NULL);
-		add_blob(c, &o->err, x->errp, NULL);
+		add_blob(c, &o->out, AT_FDCWD, x->outp, NULL);
+		add_blob(c, &o->err, AT_FDCWD, x->errp, NULL);
 		/* c->blobs holds pointers; wcas_upload wants an array of structs. */
 		struct wcas_blob *arr = xcalloc(c->blobs.n ? c->blobs.n : 1, sizeof(*arr));
 		for (size_t i = 0; i < c->blobs.n; i++)
@@ -818,6 +1012,8 @@ static void pack_result(struct action *x, struct collect *c, struct outputs *o,
 	if (x->legacy) {
 		ar.n_output_file_symlinks = o->links.n;
 		ar.output_file_symlinks = (void *)o->links.v;
+		ar.n_output_directory_symlinks = o->dlinks.n;
+		ar.output_directory_symlinks = (void *)o->dlinks.v;
 	} else {
 		ar.n_output_symlinks = o->links.n;
 		ar.output_symlinks = (void *)o->links.v;
@@ -855,6 +1051,8 @@ void wrun_action(const struct wrun_req *r, struct wrun_out *out)
 		.errp = xasprintf("%s/stderr", r->dir),
 		.legacy = cmd->n_output_paths == 0,
 		.t_start = now_us(),
+		.wd = wd,
+		.rootfd = -1,
 	};
 	x.cwd = *wd ? xasprintf("%s/%s", x.root, wd) : xstrdup(x.root);
 	x.nouts = x.legacy ? cmd->n_output_files + cmd->n_output_directories : cmd->n_output_paths;
@@ -865,19 +1063,23 @@ void wrun_action(const struct wrun_req *r, struct wrun_out *out)
 	    execute(&x, &end, out) == 0) {
 		x.t_up = now_us();
 		if (collect_and_upload(&x, &c, end == RUN_EXITED, &o) != 0)
-			set_out(out, GRPC_UNAVAILABLE,
-				xasprintf("cannot upload the outputs: %s",
-					  c.err ? c.err : "error"));
+			set_out(out, c.code ? c.code : GRPC_UNAVAILABLE,
+				c.code ? xstrdup(c.err)
+				       : xasprintf("cannot upload the outputs: %s",
+						   c.err ? c.err : "error"));
 		else
 			pack_result(&x, &c, &o, out);
 	}
 	free(o.files.v);
 	free(o.dirs.v);
 	free(o.links.v);
+	free(o.dlinks.v);
 	free(c.blobs.v);
 	free(c.kids.v);
 	free(c.err);
 	a_free(&c.a);
+	if (x.rootfd >= 0)
+		close(x.rootfd);
 	wrun_rmtree(r->dir);
 	free(x.root);
 	free(x.outp);
