@@ -21,6 +21,9 @@ enum { N_NAME = 1, N_TARGET = 2 };
 static const char *const KIND[] = {
 	[F_FILES] = "file", [F_DIRS] = "directory", [F_LINKS] = "symlink"};
 
+static const char *const KINDS[] = {
+	[F_FILES] = "files", [F_DIRS] = "directories", [F_LINKS] = "symlinks"};
+
 /* "prefix/name", or name alone at the root. */
 static char *join(const char *prefix, const char *name)
 {
@@ -153,13 +156,13 @@ static int check_list(const PbDirectory *d, int kind, const char *path, char **m
 		if (order >= 0) {
 			char *p = join(path, name);
 			int rc =
-				fail(msg, order == 0 ? xasprintf("input tree: \"%s\": two %ss have "
+				fail(msg, order == 0 ? xasprintf("input tree: \"%s\": two %s have "
 								 "this name",
-								 p, KIND[kind])
-						     : xasprintf("input tree: \"%s\": %ss are not "
+								 p, KINDS[kind])
+						     : xasprintf("input tree: \"%s\": %s are not "
 								 "sorted by name (\"%s\" is listed "
 								 "after \"%s\")",
-								 p, KIND[kind], name,
+								 p, KINDS[kind], name,
 								 name_at(d, kind, i - 1)));
 			free(p);
 			return rc;
