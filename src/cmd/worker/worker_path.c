@@ -16,11 +16,17 @@
 
 #include "core/util.h"
 
-static bool no_openat2;
+/* -1: not decided yet; REACTOR_WORKER_NO_OPENAT2=1 in the environment
+ * forces the walk (tests cover both ways with it). */
+static int no_openat2 = -1;
 
-void wpath_force_walk(bool on)
+static bool walk_only(void)
 {
-	no_openat2 = on;
+	if (no_openat2 < 0) {
+		const char *e = getenv("REACTOR_WORKER_NO_OPENAT2");
+		no_openat2 = e && *e && strcmp(e, "0") != 0;
+	}
+	return no_openat2 == 1;
 }
 
 /* The walk: every directory on the way is opened with O_NOFOLLOW, so any
@@ -69,7 +75,7 @@ int wpath_open(int root, const char *rel, int flags, mode_t mode, int how)
 {
 	if (!rel || !*rel)
 		rel = ".";
-	if (!no_openat2) {
+	if (!walk_only()) {
 		struct open_how oh = {
 			.flags = (uint64_t)(flags | O_CLOEXEC),
 			.mode = (flags & O_CREAT) ? mode : 0,
@@ -84,10 +90,10 @@ int wpath_open(int root, const char *rel, int flags, mode_t mode, int how)
 				continue; /* a rename raced the lookup */
 			if (errno != ENOSYS)
 				return -errno;
-			no_openat2 = true;
+			no_openat2 = 1;
 			break;
 		}
-		if (!no_openat2)
+		if (no_openat2 != 1)
 			return -EAGAIN;
 	}
 	return walk(root, rel, flags, mode);

@@ -40,7 +40,7 @@ int wpath_mkdirs(int root, const char *rel, char **bad);
  * "leads outside the exec root (through a symlink)" for -EXDEV, ... */
 const char *wpath_strerror(int code);
 
-/* For tests and old kernels: pretend openat2 is missing (the walk). */
-void wpath_force_walk(bool on);
+/* REACTOR_WORKER_NO_OPENAT2=1 in the environment makes the calls above
+ * use the walk even where openat2 exists (for tests). */
 
 #endif
