@@ -346,6 +346,17 @@ static const struct key cfg_keys[] = {
 	{"buckets.client-operation-ttl", K_DURATION, F(buckets_op_ttl_us), .def = 60 * US_S,
 	 .min = US_S, .max = US_D, .reload = true},
 
+	/* What clients grow in Redis: retention and caps (all reloadable). */
+	SECTION("action-cache"),
+	{"action-cache.retention", K_DURATION, F(ac_retention_us), .def = 7 * US_D, .min = US_S,
+	 .max = 3650 * US_D, .reload = true},
+	{"buckets.retention", K_DURATION, F(buckets_retention_us), .def = 30 * US_D, .min = US_S,
+	 .max = 3650 * US_D, .reload = true},
+	{"buckets.max-tags", K_INT, F(buckets_max_tags), .def = 64, .min = 1, .max = 10000,
+	 .reload = true},
+	{"scheduler.max-platforms", K_INT, F(sched_max_platforms), .def = 1000, .min = 1,
+	 .max = 1000000, .reload = true},
+
 	SECTION("workers"),
 	{"workers.local", K_INT, F(workers_local), .def = 0, .min = 0, .max = 256},
 	{"workers.binary", K_STRING, F(workers_binary), .check = cfg_check_nonempty},

@@ -145,6 +145,12 @@ struct cfg {
 	int64_t buckets_timeout_check_interval_us; /* build-timeout pass, default 1m */
 	int64_t buckets_op_ttl_us;		   /* client_operation_id memory, default 60s */
 
+	/* What clients grow in Redis (all reloadable). */
+	int64_t ac_retention_us;      /* action-cache entry life, extended by hits, default 7d */
+	int64_t buckets_retention_us; /* completed builds are removed after, default 30d */
+	int buckets_max_tags;	      /* tags per build and per Search, default 64 */
+	int sched_max_platforms;      /* distinct waiting platforms per instance, default 1000 */
+
 	/* workers: local reactor-workers reactord starts and supervises
 	 * (restart only) */
 	int workers_local;	   /* how many, default 0 */

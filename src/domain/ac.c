@@ -2,8 +2,11 @@
  * ac.c - the action cache (see ac.h): reading, storing, dropping and
  * counting hits on entries in Redis, the completeness check run through
  * ac_walk.c, and the in-memory cache of successful checks.  Every Redis
- * access of the action cache is here; the conditional ones are the scripts
- * src/state/lua/ac_drop.lua and ac_hit.lua, called with EVALSHA.
+ * access of the action cache is here; the writes are the scripts
+ * src/state/lua/ac_put.lua, ac_drop.lua and ac_hit.lua, called with
+ * EVALSHA.  Every entry expires after the retention (ac_configure), and
+ * each write and each hit starts that time again, so Redis holds only the
+ * entries someone stored or used lately.
  *
  * Each ac_get / ac_put is an `op` that lives until its callback ran.  Ops
  * whose check is running (or whose answer waits for the next loop pass)
@@ -34,21 +37,36 @@
 
 #define MOD "ac"
 
-
 /* Completeness-check cache. */
 #define CHECK_TTL_US (60 * 1000000LL)
 #define CHECK_MAX    16384
 
 static struct {
 	struct event_base *base;
-	int drop_script, hit_script;
+	int drop_script, hit_script, put_script;
+	int64_t retention_us; /* an entry's life after its last write or hit */
 	bool shutdown;
 	struct list pending; /* struct op.link */
 	/* check cache: entries by key, and oldest check first */
 	bool ck_init;
 	struct map ck_map;
 	struct list ck_age;
-} ac = {.drop_script = -1, .hit_script = -1};
+} ac = {.drop_script = -1,
+	.hit_script = -1,
+	.put_script = -1,
+	.retention_us = AC_RETENTION_DEFAULT};
+
+void ac_configure(int64_t retention_us)
+{
+	ac.retention_us = retention_us > 0 ? retention_us : AC_RETENTION_DEFAULT;
+}
+
+/* The retention as PEXPIRE's argument (milliseconds, at least 1). */
+static void retention_ms(char *buf, size_t len)
+{
+	int64_t ms = (ac.retention_us + 999) / 1000;
+	snprintf(buf, len, "%lld", (long long)(ms > 0 ? ms : 1));
+}
 
 /* ---- check cache ------------------------------------------------------ */
 
@@ -161,7 +179,10 @@ int ac_init(struct event_base *base)
 	if (ac.drop_script < 0)
 		return ac.drop_script;
 	ac.hit_script = store_script_register("ac_hit", lua_source("ac_hit"));
-	return ac.hit_script < 0 ? ac.hit_script : 0;
+	if (ac.hit_script < 0)
+		return ac.hit_script;
+	ac.put_script = store_script_register("ac_put", lua_source("ac_put"));
+	return ac.put_script < 0 ? ac.put_script : 0;
 }
 
 /* ---- ops ---------------------------------------------------------------- */
@@ -332,8 +353,10 @@ int ac_drop_if(const char *instance, const struct digest *action, const uint8_t 
 
 static void count_hit(const char *key)
 {
-	const char *args[] = {key};
-	if (store_evalsha(ac.hit_script, NULL, NULL, 1, 0, args, NULL) != 0)
+	char ms[24];
+	retention_ms(ms, sizeof ms);
+	const char *args[] = {key, ms};
+	if (store_evalsha(ac.hit_script, NULL, NULL, 1, 1, args, NULL) != 0)
 		LOGD(MOD, "hit on %s not counted: Redis is down", key);
 }
 
@@ -471,25 +494,27 @@ static void digest_field(char *buf, size_t len,
 		buf[0] = '\0';
 }
 
-/* One HSET of the result and its readable fields. */
+/* One HSET of the result and its readable fields, and the expiry
+ * (ac_put.lua). */
 static int put_store(struct op *o)
 {
 	const PbActionResult *r = o->r;
-	char exit_code[16], outputs[24], updated[24];
+	char exit_code[16], outputs[24], updated[24], ms[24];
 	char out_d[DIGEST_STR_LEN], err_d[DIGEST_STR_LEN];
 	snprintf(exit_code, sizeof(exit_code), "%d", (int)r->exit_code);
 	snprintf(outputs, sizeof(outputs), "%zu", count_outputs(r));
 	snprintf(updated, sizeof(updated), "%lld", (long long)now_us());
 	digest_field(out_d, sizeof(out_d), r->stdout_digest);
 	digest_field(err_d, sizeof(err_d), r->stderr_digest);
-	const char *argv[] = {"HSET",	   o->key,    "result",	 (const char *)o->bytes,
+	retention_ms(ms, sizeof ms);
+	const char *argv[] = {o->key,	   ms,	      "result",	 (const char *)o->bytes,
 			      "exit_code", exit_code, "outputs", outputs,
 			      "stdout",	   out_d,     "stderr",	 err_d,
 			      "updated",   updated};
 	size_t lens[ARRAY_LEN(argv)];
 	for (size_t i = 0; i < ARRAY_LEN(argv); i++)
 		lens[i] = i == 3 ? o->len : strlen(argv[i]);
-	return store_commandargv(put_reply, o, (int)ARRAY_LEN(argv), argv, lens);
+	return store_evalsha(ac.put_script, put_reply, o, 1, (int)ARRAY_LEN(argv) - 1, argv, lens);
 }
 
 static void put_walked(void *arg)

@@ -59,6 +59,14 @@ struct ac_res {
 };
 typedef void (*ac_cb)(void *arg, const struct ac_res *r);
 
+/* How long an entry lives after it was stored or last hit, unless
+ * ac_configure says otherwise (reactor.conf: action-cache.retention). */
+#define AC_RETENTION_DEFAULT (7LL * 86400 * 1000000)
+
+/* Set the retention (us; <= 0: the default).  Applies from the next write
+ * or hit of each entry; call at start and on every reload. */
+void ac_configure(int64_t retention_us);
+
 /* Register the scripts (before store_start) and remember the loop the
  * sliced checks run on.  Returns 0, or store_script_register's error
  * (ERR_PRECONDITION when the store is already started). */
@@ -69,18 +77,18 @@ int ac_init(struct event_base *base) WARN_UNUSED;
 void ac_shutdown(void);
 
 /* Read the entry of `action` in `instance`, whose CAS is `cas` (which must
- * stay open until the callback), check it is complete, count the hit, and
- * call cb once.  A malformed or incomplete entry is dropped (only if it
- * still holds the bytes that were checked) before cb runs with -ENOENT.
- * Returns 0, or ERR_STORE_DOWN (cb not called). */
+ * stay open until the callback), check it is complete, count the hit (and
+ * extend the entry's life to the retention again), and call cb once.  A malformed or incomplete
+ * entry is dropped (only if it still holds the bytes that were checked) before cb runs with
+ * -ENOENT. Returns 0, or ERR_STORE_DOWN (cb not called). */
 int ac_get(const char *instance, struct blob_store *cas, const struct digest *action, ac_cb cb,
 	   void *arg) WARN_UNUSED;
 
 /* Check r (copied; the caller may free it on return) against `cas`, then
  * store it as the entry of `action` in `instance` (one HSET of the result
- * and its readable fields), and call cb once (cb may be NULL: failures are
- * then logged).  Returns 0, or ERR_STORE_DOWN when Redis is down now (cb
- * not called). */
+ * and its readable fields, expiring after the retention), and call cb once (cb may be NULL:
+ * failures are then logged).  Returns 0, or ERR_STORE_DOWN when Redis is down now (cb not called).
+ */
 int ac_put(const char *instance, struct blob_store *cas, const struct digest *action,
 	   const Build__Bazel__Remote__Execution__V2__ActionResult *r, ac_cb cb,
 	   void *arg) WARN_UNUSED;

@@ -33,12 +33,17 @@
 #define MOD  "buckets"
 #define R(x) REACTOR__BUCKETS__V1__ERROR_REASON__##x
 
-static struct bk_config conf = {60LL * 1000000, 2LL * 86400 * 1000000};
+static struct bk_config conf = {60LL * 1000000, 2LL * 86400 * 1000000, 30LL * 86400 * 1000000, 64};
 static struct event_base *loop;
 
 void bk_configure(const struct bk_config *c)
 {
 	conf = *c;
+	/* Zero (a caller that predates a field): the default. */
+	if (conf.retention_us <= 0)
+		conf.retention_us = 30LL * 86400 * 1000000;
+	if (conf.max_tags <= 0)
+		conf.max_tags = 64;
 }
 
 int bk_init(struct event_base *base)
@@ -368,6 +373,16 @@ static char *tags_json(char **tags, size_t ntags)
 	return tjson;
 }
 
+/* NULL when a build may carry n tags, else the message naming the limit. */
+static char *tags_over(size_t n)
+{
+	if (n <= (size_t)conf.max_tags)
+		return NULL;
+	return xasprintf("tags: the build would carry %zu tags (with builder:NAME), over the limit "
+			 "of %d per build (config buckets.max-tags)",
+			 n, conf.max_tags);
+}
+
 /* A Put whose input is bad but carries a client_operation_id: a repeat
  * returns the first build whatever else it says, so ask Redis first and
  * report the input error (err, taken over) only on a miss. */
@@ -402,7 +417,9 @@ int bk_put(const Reactor__Buckets__V1__PutRequest *req, const char *created_by, 
 	if ((err = bk_check_utf8v("tags", req->tags, req->n_tags)) ||
 	    (err = bk_check_utf8("leasee", req->leasee)) ||
 	    bk_params_parse(req->parameters_json, &p, &err) < 0 ||
-	    bk_tags_normalize(req->tags, req->n_tags, p.builder_name, &tags, &ntags, &err) < 0) {
+	    bk_tags_normalize(req->tags, req->n_tags, p.builder_name, &tags, &ntags, &err) < 0 ||
+	    (err = tags_over(ntags))) {
+		bk_strv_free(tags, ntags);
 		bk_params_free(&p);
 		if (!*req->client_operation_id)
 			return input_error(o, err);
@@ -607,6 +624,7 @@ static int complete(const struct completion *c, bk_cb cb, void *arg)
 	push_i64(&a, (int64_t)c->n_new);
 	for (size_t i = 0; i < c->n_new; i++)
 		push(&a, c->new_tags[i]);
+	push_i64(&a, conf.max_tags);
 	free(err);
 	return run(o, BK_S_COMPLETE, &a);
 }
@@ -687,6 +705,10 @@ static char *search_check(const Reactor__Buckets__V1__SearchRequest *req, const 
 	    (err = bk_enum_filter("cancelation_reason", bk_cancel_name, req->cancelation_reason,
 				  &names[3])))
 		return err;
+	if (req->n_tags > (size_t)conf.max_tags)
+		return xasprintf("tags: %zu tags, over the limit of %d per Search (config "
+				 "buckets.max-tags)",
+				 req->n_tags, conf.max_tags);
 	if ((err = bk_check_utf8v("tags", req->tags, req->n_tags)) ||
 	    (err = bk_check_utf8("created_by", req->created_by)))
 		return err;
@@ -772,7 +794,9 @@ int bk_timeout_pass(int limit, bk_count_cb cb, void *arg)
 	struct args a = {0};
 	o->ncb = cb;
 	push_key(&a, bkeys_buckets());
+	push_key(&a, bkeys_done());
 	push_i64(&a, conf.build_timeout_us);
 	push_i64(&a, limit);
+	push_i64(&a, conf.retention_us);
 	return run(o, BK_S_TIMEOUT, &a);
 }

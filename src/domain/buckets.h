@@ -51,6 +51,8 @@ int bk_init(struct event_base *base) WARN_UNUSED;
 struct bk_config {
 	int64_t op_ttl_us;	  /* client_operation_id memory, default 60 s */
 	int64_t build_timeout_us; /* default 2 days */
+	int64_t retention_us;	  /* completed builds are removed after; 0: 30 days */
+	int max_tags;		  /* tags per build and per Search; 0: 64 */
 };
 void bk_configure(const struct bk_config *c);
 
@@ -97,7 +99,9 @@ int bk_peek(const Reactor__Buckets__V1__PeekRequest *req, bk_list_cb cb, void *a
 int bk_search(const Reactor__Buckets__V1__SearchRequest *req, bk_list_cb cb, void *arg) WARN_UNUSED;
 
 /* One pass of the lease-expiry / build-timeout sweep over at most `limit`
- * builds.  cb gets err 0 and the number looked at (== limit: call again),
+ * builds.  The build-timeout pass also removes builds completed more than
+ * the retention ago, with their index entries (bucket sets, tags,
+ * changes).  cb gets err 0 and the number looked at (== limit: call again),
  * or a negative err (ERR_STORE_FAILED, ERR_STORE_REPLY) and n = -1.
  * Returns 0 or ERR_STORE_DOWN (cb not called). */
 typedef void (*bk_count_cb)(int err, long n, void *arg);

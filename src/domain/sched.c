@@ -413,6 +413,17 @@ static void enqueue_reply(redisReply *r, void *arg)
 	int rc = sched_reply_array_err(r, 4, "queueing a job");
 	if (rc != 0) {
 		cb(q->arg, rc, NULL, 0, 0, false);
+	} else if (!strcmp(sched_el_str(r, 1, NULL), "FULL")) {
+		long long waiting = (long long)sched_el_int(r, 2),
+			  limit = (long long)sched_el_int(r, 3);
+		char *msg = xasprintf("too many distinct platforms with queued work on instance "
+				      "\"%s\" (%lld waiting; "
+				      "limit %lld, config scheduler.max-platforms): platform "
+				      "\"%s\" would be a new "
+				      "one; retry once queued work has drained",
+				      q->extra, waiting, limit, q->extra + strlen(q->extra) + 1);
+		cb(q->arg, -ENOSPC, msg, 0, 0, false);
+		free(msg);
 	} else {
 		int st = sched_stage_parse(sched_el_str(r, 1, NULL));
 		cb(q->arg, 0, sched_el_str(r, 0, NULL), st < 0 ? SCHED_QUEUED : st,
@@ -424,6 +435,7 @@ static void enqueue_reply(redisReply *r, void *arg)
 int sched_enqueue(const struct sched_enqueue_req *e, sched_enqueue_cb cb, void *arg)
 {
 	char action[DIGEST_STR_LEN], prio[16], timeout[24], attempts[16], now[24], ret[24];
+	char maxp[16];
 	char *job = uuid4();
 	char *keys[] = {keys_action_job(e->instance, e->action),
 			keys_op(e->op),
@@ -439,12 +451,20 @@ int sched_enqueue(const struct sched_enqueue_req *e, sched_enqueue_cb cb, void *
 	snprintf(attempts, sizeof attempts, "%d", e->max_attempts);
 	snprintf(now, sizeof now, "%lld", (long long)now_us());
 	snprintf(ret, sizeof ret, "%lld", (long long)(e->retention_us / 1000000));
+	snprintf(maxp, sizeof maxp, "%d",
+		 sc.cfg && sc.cfg->sched_max_platforms > 0 ? sc.cfg->sched_max_platforms
+							   : SCHED_MAX_PLATFORMS_DEFAULT);
 	const char *args[] = {e->instance, action,	e->op,	 job,
 			      prio,	   e->platform, timeout, e->do_not_cache ? "1" : "0",
-			      attempts,	   now,		ret};
-	int rc = sched_run(S_ENQUEUE, enqueue_reply, sched_req_new((void (*)(void))cb, arg),
-			   (const char *const *)keys, (int)ARRAY_LEN(keys), args, NULL,
-			   (int)ARRAY_LEN(args));
+			      attempts,	   now,		ret,	 maxp};
+	struct sched_req *q = sched_req_new((void (*)(void))cb, arg);
+	/* The instance and the platform, for the over-the-limit message. */
+	size_t il = strlen(e->instance), pl = strlen(e->platform);
+	q->extra = xmalloc(il + pl + 2);
+	memcpy(q->extra, e->instance, il + 1);
+	memcpy(q->extra + il + 1, e->platform, pl + 1);
+	int rc = sched_run(S_ENQUEUE, enqueue_reply, q, (const char *const *)keys,
+			   (int)ARRAY_LEN(keys), args, NULL, (int)ARRAY_LEN(args));
 	free(job);
 	for (size_t i = 0; i < ARRAY_LEN(keys); i++)
 		free(keys[i]);

@@ -46,6 +46,10 @@ const char *sched_stage_name(int stage);
  * them (a value outside the enum, not an err.h code). */
 int sched_stage_parse(const char *name);
 
+/* Distinct platforms with queued work per instance, unless the config
+ * (scheduler.max-platforms) says otherwise. */
+#define SCHED_MAX_PLATFORMS_DEFAULT 1000
+
 /* Priorities are clamped to this range (advertised in Capabilities). */
 #define SCHED_PRIORITY_MIN (-1000000)
 #define SCHED_PRIORITY_MAX 1000000
@@ -118,7 +122,11 @@ struct sched_enqueue_req {
 	int max_attempts;
 	int64_t retention_us;
 };
-/* job: the job the operation waits on (new, or joined when `joined`). */
+/* job: the job the operation waits on (new, or joined when `joined`).
+ * rc -ENOSPC: the job would add a distinct platform to the instance's
+ * waiting ones past scheduler.max-platforms (SCHED_MAX_PLATFORMS_DEFAULT
+ * before sched_configure); nothing was queued and job is then the message
+ * to send (it names the limit).  Other errors: job is NULL. */
 typedef void (*sched_enqueue_cb)(void *arg, int rc, const char *job, int stage, int64_t version,
 				 bool joined);
 int sched_enqueue(const struct sched_enqueue_req *r, sched_enqueue_cb cb, void *arg) WARN_UNUSED;

@@ -417,7 +417,8 @@ void svc_buckets_watch_cancel(struct call *c)
 
 void svc_buckets_configure(const struct cfg *cfg)
 {
-	struct bk_config bc = {cfg->buckets_op_ttl_us, cfg->buckets_build_timeout_us};
+	struct bk_config bc = {cfg->buckets_op_ttl_us, cfg->buckets_build_timeout_us,
+			       cfg->buckets_retention_us, cfg->buckets_max_tags};
 	bk_configure(&bc);
 	bk_watch_configure(cfg->buckets_expiry_interval_us, cfg->buckets_timeout_check_interval_us);
 }

@@ -263,7 +263,7 @@ static void enq_reply(void *arg, int rc, const char *job, int stage, int64_t ver
 		return;
 	}
 	if (rc != 0) {
-		svc_fail(ex->c, rc, "cannot queue the action");
+		svc_fail(ex->c, rc, "%s", job ? job : "cannot queue the action");
 		ex_end(ex);
 		ex_unref(ex);
 		return;

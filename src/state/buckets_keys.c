@@ -70,6 +70,11 @@ char *bkeys_leased(void)
 	return xasprintf("%s" BKEYS_TAG "leased", keys_ns());
 }
 
+char *bkeys_done(void)
+{
+	return xasprintf("%s" BKEYS_TAG "done", keys_ns());
+}
+
 char *bkeys_idgen(void)
 {
 	return xasprintf("%s" BKEYS_TAG "idgen", keys_ns());

@@ -20,6 +20,11 @@
  *                                           the id and revision are %3A, %25
  *   reactor:{bb}:leased                     zset, leased builds, score = lease
  *                                           expiration (us)
+ *   reactor:{bb}:done                       zset, completed builds, score =
+ *                                           completion time (us); the
+ *                                           build-timeout pass removes those
+ *                                           older than buckets.retention,
+ *                                           hash and every entry above
  *   reactor:{bb}:idgen                      hash {us, seq}: the last id
  *   reactor:{bb}:op:<bucket>:<client_operation_id>
  *                                           string "<build id> <lease key or 0>",
@@ -78,6 +83,7 @@ char *bkeys_change(const char *id, const char *revision);
 /* s with ':' and '%' escaped as in bkeys_change (keys.c uses it too). */
 char *bkeys_escape(const char *s);
 char *bkeys_leased(void);
+char *bkeys_done(void);
 char *bkeys_idgen(void);
 char *bkeys_op(const char *bucket, const char *client_operation_id);
 

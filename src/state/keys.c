@@ -32,8 +32,10 @@
  *       updated    last update, microseconds since the epoch
  *       hits       GetActionResult calls answered from it (counted after
  *                  the reply, only while the key exists); kept by updates
- *     Written whole by UpdateActionResult (one HSET) once every referenced
- *     blob is in CAS; no expiry.  GetActionResult deletes it (only if
+ *     Written whole by UpdateActionResult and by bots' completed leases
+ *     (ac_put.lua: one HSET) once every referenced blob is in CAS; expires
+ *     after action-cache.retention (default 7d), and every write and every
+ *     hit sets that TTL again.  GetActionResult deletes it (only if
  *     `result` is still the bytes it checked) when a referenced blob is
  *     gone or the entry does not parse.
  *
@@ -62,7 +64,11 @@
  *   {ns}ops:{instance}            zset   operations by creation time
  *   {ns}queue:{instance}:{platform}   zset   queued jobs, score
  *                                        priority * 2^32 + seq
- *   {ns}platforms:{instance}      set    platforms that have had a queue
+ *   {ns}platforms:{instance}      set    platforms whose queue holds jobs: a
+ *                                        platform leaves when its queue
+ *                                        empties (the sweep also drops any
+ *                                        left over); at most
+ *                                        scheduler.max-platforms of them
  *   {ns}bot:{session}             hash   bot session: instance bot_id props
  *                                        status lease (job) expire created seen
  *   {ns}bots:{instance}           zset   sessions by expiry time

@@ -102,6 +102,7 @@ static void apply_live(struct cfg *cfg)
 	svc_buckets_configure(cfg);
 	inst_configure(cfg);
 	sched_configure(cfg);
+	ac_configure(cfg->ac_retention_us);
 	sched_watch_configure(cfg);
 	master_configure(cfg->master);
 }

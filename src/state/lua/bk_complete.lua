@@ -1,7 +1,8 @@
 -- bk_complete.lua - Succeed and Fail (after bk_lib.lua).
 -- KEYS: build:<id>, leased, tag:<new tag>...
 -- ARGV: id, lease_key, result, failure_reason or "", result_details_json,
---   url, input error found by the caller or "", nnew, new_tags...
+--   url, input error found by the caller or "", nnew, new_tags..., most
+--   tags a build may carry (buckets.max-tags)
 local now = now_us()
 local id = ARGV[1]
 local b = load(id)
@@ -29,17 +30,23 @@ if url ~= '' then add('url', url) end
 local nn = tonumber(ARGV[8])
 if nn > 0 then
   local tags = cjson.decode(b.tags)
-  local have, added = {}, false
+  local have, added, new = {}, false, {}
   for _, t in ipairs(tags) do have[t] = true end
   for i = 1, nn do
     local t = ARGV[8 + i]
     if not have[t] then
       have[t] = true
       tags[#tags + 1] = t
+      new[#new + 1] = t
       added = true
-      redis.call('ZADD', KTAG .. t, 0, id)
     end
   end
+  local maxt = tonumber(ARGV[9 + nn])
+  if #tags > maxt then
+    return E('INVALID_INPUT', 'new_tags: the build would carry ' .. #tags ..
+      ' tags, over the limit of ' .. maxt .. ' per build (config buckets.max-tags)')
+  end
+  for _, t in ipairs(new) do redis.call('ZADD', KTAG .. t, 0, id) end
   if added then
     table.sort(tags, bless)
     if not b.put_tags then add('put_tags', b.tags) end

@@ -24,6 +24,7 @@
 local P = table.remove(ARGV, 1)
 local KB, KBK, KBS, KTAG, KCHG = P .. 'build:', P .. 'bucket:', P .. 'buckets', P .. 'tag:', P .. 'change:'
 local KLEASED, KIDG, KOP, KEV = P .. 'leased', P .. 'idgen', P .. 'op:', P .. 'events:'
+local KDONE = P .. 'done'
 local SPEEK, STATUSES = 'peek', {'SCHEDULED', 'STARTED', 'COMPLETED'}
 local MAX_LEASE, DEF_LEASE = 7200000000, 60000000
 local function now_us()
@@ -116,6 +117,53 @@ local function reindex(id, bucket, os, ol, ns, nl, nexp)
   if nl then
     if nexp then redis.call('ZADD', KLEASED, I(nexp), id) end
   elseif ol then redis.call('ZREM', KLEASED, id) end
+  -- Completed builds wait in `done` (by completion time) for the
+  -- retention pass (bk_timeout.lua) to remove them.
+  if ns == 'COMPLETED' and os ~= 'COMPLETED' then redis.call('ZADD', KDONE, I(now_us()), id) end
+end
+-- The (id, revision) pairs of the changes parameters_json lists, flat.
+local function changes_of(params)
+  local changes = {}
+  local okp, p = pcall(cjson.decode, params or '')
+  if okp and type(p) == 'table' and type(p.changes) == 'table' then
+    for _, c in ipairs(p.changes) do
+      if type(c) == 'table' and type(c.id) == 'string' and c.id ~= '' then
+        changes[#changes + 1] = c.id
+        changes[#changes + 1] = type(c.revision) == 'string' and c.revision or ''
+      end
+    end
+  end
+  return changes
+end
+-- Remove build id (loaded as b) and every index entry naming it: its
+-- bucket's sets, leased, done, its tag and change sets; the bucket leaves
+-- `buckets` once it holds no build.  Used by the retention pass.
+local function remove(id, b)
+  redis.call('DEL', KB .. id)
+  redis.call('ZREM', KLEASED, id)
+  redis.call('ZREM', KDONE, id)
+  local bucket = b.bucket
+  if bucket then
+    redis.call('ZREM', bset(bucket, SPEEK), id)
+    local left = 0
+    for _, st in ipairs(STATUSES) do
+      redis.call('ZREM', bset(bucket, st), id)
+      left = left + redis.call('ZCARD', bset(bucket, st))
+    end
+    if left == 0 then redis.call('SREM', KBS, bucket) end
+  end
+  for _, tj in ipairs({b.tags, b.put_tags}) do
+    local okt, tags = pcall(cjson.decode, tj or '[]')
+    if okt and type(tags) == 'table' then
+      for _, t in ipairs(tags) do
+        if type(t) == 'string' then redis.call('ZREM', KTAG .. t, id) end
+      end
+    end
+  end
+  local ch = changes_of(b.parameters_json)
+  for i = 1, #ch, 2 do
+    redis.call('ZREM', KCHG .. esc(ch[i]) .. ':' .. esc(ch[i + 1]), id)
+  end
 end
 local function publish(id, bucket, event, status, result, exp, upd)
   redis.call('PUBLISH', KEV .. bucket, '{"build_id":"' .. id .. '","bucket":"' .. bucket ..

@@ -19,16 +19,7 @@ if b.status ~= 'COMPLETED' then
 end
 local tjson = b.put_tags or b.tags
 local tags = cjson.decode(tjson)
-local changes = {}
-local okp, p = pcall(cjson.decode, b.parameters_json)
-if okp and type(p) == 'table' and type(p.changes) == 'table' then
-  for _, c in ipairs(p.changes) do
-    if type(c) == 'table' and type(c.id) == 'string' and c.id ~= '' then
-      changes[#changes + 1] = c.id
-      changes[#changes + 1] = type(c.revision) == 'string' and c.revision or ''
-    end
-  end
-end
+local changes = changes_of(b.parameters_json)
 local lk = exp ~= 0 and ARGV[5] or '0'
 local nid, nb = create(now, b.bucket, tjson, tags, b.parameters_json, ARGV[6], changes, exp, ARGV[4], lk, id, 'RETRY')
 dedup_set(b.bucket, ARGV[2], nid, lk, ARGV[7])

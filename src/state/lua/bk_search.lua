@@ -1,6 +1,8 @@
 -- bk_search.lua - Search (after bk_lib.lua and bk_merge.lua).  Looks at
 -- no more than 10,000 candidates per call; the cursor then resumes where
--- it stopped even if fewer than max builds matched.
+-- it stopped even if fewer than max builds matched.  An index entry whose
+-- build is gone (removed by another reactord's retention pass midway, or
+-- left by an older version) is dropped from the set it was found in.
 -- KEYS: tag:<tag>... when tags are given, else buckets and the status sets
 --   of the buckets named.  ARGV: max, cursor, status, result,
 --   failure_reason, cancelation_reason, created_by, retry_of ("0" = any),
@@ -37,7 +39,8 @@ while true do
   seen, last = seen + 1, id
   local f = redis.call('HMGET', KB .. id, 'bucket', 'status', 'result', 'failure_reason',
     'cancelation_reason', 'created_by', 'retry_of')
-  local m = (not bfilter or bfilter[f[1]]) and (status == '' or f[2] == status) and
+  if not f[1] then redis.call('ZREM', s.key, id) end
+  local m = f[1] and (not bfilter or bfilter[f[1]]) and (status == '' or f[2] == status) and
     (ARGV[4] == '' or f[3] == ARGV[4]) and (ARGV[5] == '' or f[4] == ARGV[5]) and
     (ARGV[6] == '' or f[5] == ARGV[6]) and (ARGV[7] == '' or f[6] == ARGV[7]) and
     (ARGV[8] == '0' or f[7] == ARGV[8])

@@ -10,6 +10,14 @@
 -- Returns {'NOSESSION'} | {'BOTID', stored bot_id} |
 --   {'OK', lease id, lease state, action, completed job, its action,
 --    its do_not_cache, instance}.
+--
+-- Completion is idempotent: a bot whose reply was lost sends the same
+-- COMPLETED lease again.  When that lease's job already completed through
+-- this session, the report is a repeat: nothing changes (the job keeps its
+-- first outcome and is not finished twice), the completed job is returned
+-- again so the caller stores its result in the action cache (the first
+-- attempt's write may not have happened), and a lease handed out since is
+-- kept and sent again instead of being taken back as "no longer reported".
 local sk, name, now = KEYS[3], ARGV[1], ARGV[3]
 local s = hm(sk, 'instance', 'bot_id', 'lease', 'props')
 if not s.instance then return {'NOSESSION'} end
@@ -22,12 +30,21 @@ redis.call('ZADD', P_BOTS .. s.instance, ARGV[4], name)
 local L = s.lease or ''
 local sid, sstate, saction = '', '', ''
 local dj, da, dd = '', '', ''
+local repeated = false
+if ARGV[7] == 'COMPLETED' and ARGV[6] ~= '' and ARGV[6] ~= L then
+  local r = hm(P_JOB .. ARGV[6], 'stage', 'bot', 'lease', 'action', 'do_not_cache')
+  if r.stage == 'COMPLETED' and r.bot == name and r.lease == 'COMPLETED' then
+    dj, da, dd, repeated = ARGV[6], r.action, r.do_not_cache, true
+  end
+end
 if L ~= '' then
   local jk = P_JOB .. L
   local f = hm(jk, 'stage', 'bot', 'lease', 'action', 'do_not_cache')
   if not f.stage or f.bot ~= name or f.lease == 'CANCELLED' then
     redis.call('HSET', sk, 'lease', '')
     sid, sstate = L, 'CANCELLED'
+  elseif repeated then
+    sid, sstate, saction = L, f.lease, f.action
   elseif ARGV[6] ~= L then
     redis.call('HSET', sk, 'lease', '')
     requeue(L, now, 'bot ' .. s.bot_id .. ' no longer reported its lease')

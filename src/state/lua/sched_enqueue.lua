@@ -7,8 +7,11 @@
 --   (the joined job's keys are found at run time).
 -- ARGV: 1 instance, 2 action "hash/size", 3 op name, 4 name for a new
 --   job, 5 priority, 6 platform, 7 timeout (us), 8 do_not_cache (0/1),
---   9 max_attempts, 10 now, 11 retention (s).
--- Returns {job, stage, version, joined (1/0)}.
+--   9 max_attempts, 10 now, 11 retention (s), 12 most distinct platforms
+--   with waiting work (scheduler.max-platforms).
+-- Returns {job, stage, version, joined (1/0)}, or {'', 'FULL', platforms
+--   waiting, limit} when the job would add a platform past the limit
+--   (nothing is written then).
 local inst, action, op, now = ARGV[1], ARGV[2], ARGV[3], ARGV[10]
 local prio = tonumber(ARGV[5])
 if ARGV[8] == '0' then
@@ -29,6 +32,10 @@ if ARGV[8] == '0' then
       return {j, f.stage, redis.call('HGET', jk, 'version'), 1}
     end
   end
+end
+if redis.call('SISMEMBER', KEYS[9], ARGV[6]) == 0 then
+  local np = redis.call('SCARD', KEYS[9])
+  if np >= tonumber(ARGV[12]) then return {'', 'FULL', np, ARGV[12]} end
 end
 local j = ARGV[4]
 local jk, qk = KEYS[6], KEYS[8]

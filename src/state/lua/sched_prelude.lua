@@ -66,12 +66,20 @@ local function matches(plat, props)
   return true
 end
 
+-- A queue that just lost a job: when it is empty its platform leaves the
+-- instance's platform set, so the set only ever names platforms with
+-- waiting work (what the sweep and assign walk, and what
+-- scheduler.max-platforms caps).
+local function queue_left(inst, plat, qk)
+  if redis.call('ZCARD', qk) == 0 then redis.call('SREM', P_PLATS .. inst, plat) end
+end
+
 -- End a job (any cause): record the outcome, drop it from its queue and
 -- the deadlines, release the dedup entry, and retire the job and its
 -- operations after the retention.  False when it had already ended.
 local function finish(j, now, code, msg, result)
   local jk = P_JOB .. j
-  local f = hm(jk, 'instance', 'action', 'queue', 'retention', 'stage', 'lease')
+  local f = hm(jk, 'instance', 'action', 'queue', 'retention', 'stage', 'lease', 'platform')
   if not f.stage or f.stage == 'COMPLETED' then return false end
   redis.call('HSET', jk, 'stage', 'COMPLETED', 'completed', now, 'status', n2s(code),
              'message', msg)
@@ -79,7 +87,7 @@ local function finish(j, now, code, msg, result)
   if f.lease == 'PENDING' or f.lease == 'ACTIVE' then
     redis.call('HSET', jk, 'lease', 'CANCELLED')
   end
-  redis.call('ZREM', f.queue, j)
+  if redis.call('ZREM', f.queue, j) == 1 then queue_left(f.instance, f.platform, f.queue) end
   redis.call('ZREM', K_DEADLINES, j)
   local ak = P_ACTION .. f.instance .. ':' .. (string.gsub(f.action, '/', '-'))
   if redis.call('GET', ak) == j then redis.call('DEL', ak) end
@@ -141,7 +149,7 @@ local function assign(name, inst, propstr, now)
   if not s.bot_id or (s.lease and s.lease ~= '') then return nil end
   local props = props_set(propstr)
   local pk = P_PLATS .. inst
-  local best, bestq, bests
+  local best, bestq, bests, bestp
   for _, plat in ipairs(redis.call('SMEMBERS', pk)) do
     if matches(plat, props) then
       local qk = P_QUEUE .. inst .. ':' .. plat
@@ -149,12 +157,13 @@ local function assign(name, inst, propstr, now)
       if #head == 0 then
         redis.call('SREM', pk, plat)
       elseif not best or tonumber(head[2]) < bests then
-        best, bestq, bests = head[1], qk, tonumber(head[2])
+        best, bestq, bests, bestp = head[1], qk, tonumber(head[2]), plat
       end
     end
   end
   if not best then return nil end
   redis.call('ZREM', bestq, best)
+  queue_left(inst, bestp, bestq)
   local jk = P_JOB .. best
   local f = hm(jk, 'timeout', 'bots', 'action')
   local bots = s.bot_id

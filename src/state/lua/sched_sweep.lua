@@ -2,8 +2,9 @@
 -- (leases requeued), jobs past their action deadline fail with
 -- DEADLINE_EXCEEDED, queued jobs no connected bot can run fail after the
 -- no-worker timeout, finished operations and jobs past retention are
--- removed.  At most `limit` of each kind per run.  Runs after
--- sched_prelude.lua.
+-- removed, and platforms whose queue is empty leave the platform set
+-- (state an older version left behind).  At most `limit` of each kind per
+-- run.  Runs after sched_prelude.lua.
 -- KEYS: per instance (in ARGV order) three keys from KEYS[3]:
 --   bots:{instance}, botprops:{instance}, platforms:{instance}.
 -- ARGV: 1 now, 2 limit per kind, then pairs (instance, no-worker timeout
@@ -26,14 +27,20 @@ for i = 3, #ARGV, 2 do
     table.insert(props, props_set(p))
   end
   for _, plat in ipairs(redis.call('SMEMBERS', platk)) do
+    local qk = P_QUEUE .. inst .. ':' .. plat
     local served = false
+    if redis.call('ZCARD', qk) == 0 then
+      redis.call('SREM', platk, plat)
+      served = true
+    end
     for _, p in ipairs(props) do
-      if matches(plat, p) then served = true break end
+      if served then break end
+      if matches(plat, p) then served = true end
     end
     if not served then
       local shown = plat
       if shown == '' then shown = '(no properties)' end
-      for _, j in ipairs(redis.call('ZRANGE', P_QUEUE .. inst .. ':' .. plat, 0, lim - 1)) do
+      for _, j in ipairs(redis.call('ZRANGE', qk, 0, lim - 1)) do
         local q = tonumber(redis.call('HGET', P_JOB .. j, 'queued') or '0')
         if q + nwt <= tonumber(now) then
           finish(j, now, 9, 'no bot that can run platform ' .. shown ..

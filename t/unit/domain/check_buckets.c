@@ -922,6 +922,17 @@ START_TEST(test_many_tags_and_utf8)
 	req.tags = tags;
 	req.n_tags = 200;
 	struct got g = {0};
+	/* Tags per build are capped (buckets.max-tags): one over is refused,
+	 * naming the limit; at the limit the build is made. */
+	struct bk_config bc = {60LL * 1000000, 2LL * 86400 * 1000000, 0, 200};
+	bk_configure(&bc);
+	ck_assert_int_eq(bk_put(&req, "tester", on_res, &g), 0);
+	expect_err(wait_got(&g), R(INVALID_INPUT),
+		   "201 tags (with builder:NAME), over the limit of 200 per build (config "
+		   "buckets.max-tags)");
+	bc.max_tags = 201;
+	bk_configure(&bc);
+	memset(&g, 0, sizeof g);
 	ck_assert_int_eq(bk_put(&req, "tester", on_res, &g), 0);
 	BkBuild *b = ok_build(wait_got(&g));
 	ck_assert_int_eq(b->n_tags, 201);
