@@ -128,6 +128,22 @@ class RedisLimits(h.ReactordTestCase):
         self.assertEqual(resp.responses[0].data, blob)
         self.assertRegex(self.srv.log(), r"OOM command not allowed")
 
+    def test_external_evicting_policy_warns(self):
+        ext = self.start_redis()
+        redis_cmd(ext.sock, "CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+        self.start({"embedded": False, "address": ext.sock})
+        self.srv.wait_log(r"warn .*has maxmemory-policy allkeys-lru: .*evicted keys corrupt")
+        # An external server keeps its own settings.
+        self.assertEqual(redis_cmd(ext.sock, "CONFIG", "GET", "maxmemory"), [b"maxmemory", b"0"])
+        self.assert_serving(self.srv)
+
+    def test_external_noeviction_is_quiet(self):
+        ext = self.start_redis()
+        self.start({"embedded": False, "address": ext.sock})
+        action = digest(b"quiet")
+        self.update(action, rpb().ActionResult(exit_code=1))
+        self.assertNotIn("maxmemory-policy", self.srv.log())
+
     # ---- a Redis that stops answering -------------------------------------------
 
     def test_stopped_redis_fails_unavailable_after_timeout(self):
