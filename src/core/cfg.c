@@ -297,6 +297,11 @@ static const struct key cfg_keys[] = {
 	 .min = 10 * US_MS, .max = US_H},
 	{"redis.reconnect-max", K_DURATION, F(redis_reconnect_max_us), .def = 5 * US_S,
 	 .min = 10 * US_MS, .max = US_H},
+	{"redis.maxmemory", K_SIZE, F(redis_maxmemory), .def = GIB, .min = MIB, .max = 1024 * GIB},
+	{"redis.command-timeout", K_DURATION, F(redis_command_timeout_us), .def = 5 * US_S,
+	 .min = 10 * US_MS, .max = US_H},
+	{"redis.max-pending", K_INT, F(redis_max_pending), .def = 100000, .min = 1,
+	 .max = 10000000},
 
 	SECTION("http2"),
 	{"http2.max-concurrent-streams", K_INT, F(h2_max_concurrent_streams), .def = 1000, .min = 1,

@@ -115,6 +115,9 @@ struct cfg {
 	char *redis_prefix;   /* starts every key and channel, default "reactor:" */
 	int64_t redis_connect_timeout_us; /* default 2s */
 	int64_t redis_reconnect_max_us;	  /* backoff cap, default 5s */
+	int64_t redis_maxmemory;	  /* embedded: maxmemory (noeviction), default 1GiB */
+	int64_t redis_command_timeout_us; /* a reply later than this breaks the link, 5s */
+	int redis_max_pending;		  /* commands awaiting replies, default 100000 */
 
 	/* http2: */
 	uint32_t h2_max_concurrent_streams; /* default 1000; reloadable (new conns) */

@@ -30,6 +30,8 @@ const char *err_name(int err)
 	case ERR_TOO_LARGE: return "ERR_TOO_LARGE";
 	case ERR_ABORTED: return "ERR_ABORTED";
 	case ERR_DATA_LOSS: return "ERR_DATA_LOSS";
+	case ERR_STORE_FULL: return "ERR_STORE_FULL";
+	case ERR_STORE_BUSY: return "ERR_STORE_BUSY";
 	default: return err < 0 ? "error" : "positive";
 	}
 }

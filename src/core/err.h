@@ -26,6 +26,10 @@
  *   ERR_STORE_DOWN     Redis is not connected            UNAVAILABLE
  *   ERR_STORE_FAILED   Redis failed or the connection
  *                      dropped before the reply          UNAVAILABLE
+ *   ERR_STORE_FULL     Redis refused a write: it is at
+ *                      its maxmemory (an "OOM" reply)     RESOURCE_EXHAUSTED
+ *   ERR_STORE_BUSY     too many commands already wait
+ *                      for Redis (redis.max-pending)      UNAVAILABLE
  *   ERR_STORE_REPLY    Redis answered something the
  *                      caller cannot use (script bug)     INTERNAL
  *   ERR_PRECONDITION   the state does not allow it        FAILED_PRECONDITION
@@ -54,16 +58,19 @@ enum {
 	ERR_TOO_LARGE = ERR_BASE - 5,
 	ERR_ABORTED = ERR_BASE - 6,
 	ERR_DATA_LOSS = ERR_BASE - 7,
+	ERR_STORE_FULL = ERR_BASE - 8,
+	ERR_STORE_BUSY = ERR_BASE - 9,
 };
 
 /* A short name for a code, for logs: "ENOENT", "ERR_STORE_DOWN", "0". */
 const char *err_name(int err);
 
-/* True for the codes that mean Redis could not answer (a retry later may
- * succeed). */
+/* True for the codes that mean Redis could not do it now (down, dropped,
+ * out of memory, overloaded: a retry later may succeed). */
 static inline int err_is_store(int err)
 {
-	return err == ERR_STORE_DOWN || err == ERR_STORE_FAILED;
+	return err == ERR_STORE_DOWN || err == ERR_STORE_FAILED || err == ERR_STORE_FULL ||
+	       err == ERR_STORE_BUSY;
 }
 
 #endif

@@ -301,7 +301,7 @@ static int store_error(const struct redisReply *reply, char **msg, const char *d
 		return ERR_STORE_FAILED;
 	}
 	*msg = xasprintf("while %s: %.300s", doing, reply->str ? reply->str : "unexpected reply");
-	return ERR_STORE_REPLY;
+	return store_reply_rc(reply); /* ERR_STORE_FULL for OOM, else ERR_STORE_REPLY */
 }
 
 /* ---- drop and hit ----------------------------------------------------- */

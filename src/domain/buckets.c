@@ -211,7 +211,7 @@ static bool reply_ok(struct op *o, const redisReply *r)
 	}
 	if (r->type == REDIS_REPLY_ERROR) {
 		LOGE(MOD, "%s: Redis error: %s", o->what, r->str);
-		fail_op(o, ERR_STORE_REPLY, 0, xasprintf("Redis error in %s: %s", o->what, r->str));
+		fail_op(o, store_reply_rc(r), 0, xasprintf("Redis error in %s: %s", o->what, r->str));
 		return false;
 	}
 	return true;

@@ -144,7 +144,7 @@ int sched_reply_err(const redisReply *r, const char *what)
 		return ERR_STORE_FAILED;
 	if (r->type == REDIS_REPLY_ERROR) {
 		LOGE(MOD, "%s failed in Redis: %s", what, r->str);
-		return ERR_STORE_REPLY;
+		return store_reply_rc(r); /* ERR_STORE_FULL for OOM */
 	}
 	return 0;
 }

@@ -120,7 +120,9 @@ int svc_status(int err);
 
 /* Finish call c with the status for `err` (negative).  The message is the
  * standard text for err (for the Redis codes: "Redis is unavailable" or
- * "Redis failed"), then ": " and the formatted detail when fmt is not
+ * "Redis failed" with why the connection went down when known, "Redis is
+ * out of memory (maxmemory ...)", "too many commands wait for Redis
+ * (limit ...)"), then ": " and the formatted detail when fmt is not
  * NULL; for other codes the detail alone (or the standard text when fmt is
  * NULL).  Example: svc_fail(c, ERR_STORE_DOWN, "cannot queue the action")
  * -> UNAVAILABLE "Redis is unavailable: cannot queue the action". */

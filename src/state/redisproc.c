@@ -47,6 +47,8 @@
 #define RESPAWN_MIN_US	  100000LL
 #define RESPAWN_MAX_US	  (30 * 1000000LL)
 #define RESPAWN_STABLE_US (60 * 1000000LL)
+/* redis.maxmemory's default, for a cfg that leaves it 0. */
+#define DEFAULT_MAXMEMORY (1LL << 30)
 
 static struct {
 	bool started;
@@ -55,6 +57,7 @@ static struct {
 	char *conf, *sock, *pidfile, *logfile, *lockfile;
 	char *server;	/* binary to exec */
 	char *password; /* NULL when none */
+	long long maxmemory;
 	int lock_fd;
 	pid_t pid; /* 0 while down */
 	int64_t spawned_us;
@@ -113,6 +116,14 @@ static int write_conf(char **err)
 	      "appendfsync everysec\n"
 	      "save \"\"\n",
 	      f);
+	/* Bounded, and never evicting: an evicted key would silently lose a
+	 * queued job or a build's state.  A full server refuses writes with
+	 * OOM, which reactord answers RESOURCE_EXHAUSTED. */
+	fprintf(f,
+		"# redis.maxmemory in reactor.conf\n"
+		"maxmemory %lld\n"
+		"maxmemory-policy noeviction\n",
+		rp.maxmemory);
 	if (rp.password)
 		put_quoted(f, "requirepass", rp.password);
 	bool bad = ferror(f) != 0;
@@ -613,6 +624,8 @@ int redisproc_start(struct event_base *base, const struct cfg *cfg, char **err)
 								    : "redis-server");
 	rp.password =
 		cfg->redis_password && *cfg->redis_password ? xstrdup(cfg->redis_password) : NULL;
+	rp.maxmemory =
+		cfg->redis_maxmemory > 0 ? (long long)cfg->redis_maxmemory : DEFAULT_MAXMEMORY;
 	rp.backoff_us = RESPAWN_MIN_US;
 	rp.restarts = 0;
 	if (setup_paths(cfg, err) < 0)

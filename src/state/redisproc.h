@@ -2,7 +2,9 @@
  * redisproc.h - the embedded redis-server that reactord spawns and
  * supervises when cfg->redis_embedded is set.  It lives under
  * <state_dir>/redis/ (redis.conf, redis.sock, redis.pid, redis.log, the AOF
- * directory and a lock file), listens only on that unix socket, and dies
+ * directory and a lock file), listens only on that unix socket, holds at
+ * most cfg->redis_maxmemory bytes (maxmemory-policy noeviction: past it,
+ * writes fail with OOM and nothing is ever evicted), and dies
  * with reactord (PR_SET_PDEATHSIG).  While it runs, a SIGCHLD event on the
  * loop reaps it if it dies and respawns it with backoff; the store's
  * reconnect logic finds the new server on the same socket.

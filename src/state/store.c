@@ -15,16 +15,28 @@
  * context goes away, before the disconnect callback.  Each context's
  * `data` points at its struct conn while it is current and is cleared
  * when we abandon it, so late callbacks can tell they are stale.
+ *
+ * Bounds.  Every command in flight on the command connection sits on one
+ * FIFO list with the time it was sent; a watchdog timer abandons the
+ * connection when the oldest has waited longer than redis.command-timeout
+ * (hiredis 0.14 has no async command timeout), which answers every caller
+ * with a NULL reply and reconnects; the subscriber, idle by design, has no
+ * timeout but is recycled with it (a server that stalls one stalls both)
+ * and has TCP keepalive.  At redis.max-pending commands in flight, new
+ * ones fail at once with ERR_STORE_BUSY instead of queueing without end.
  */
 #include "state/store.h"
 
 #include <assert.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 
 #include <event2/event.h>
 #include <hiredis/adapters/libevent.h>
@@ -33,6 +45,7 @@
 
 #include "core/cfg.h"
 #include "core/err.h"
+#include "core/list.h"
 #include "core/log.h"
 #include "state/redisproc.h"
 
@@ -42,6 +55,9 @@
 #define BACKOFF_MIN_US		   100000LL
 #define DEFAULT_CONNECT_TIMEOUT_US 2000000LL
 #define DEFAULT_RECONNECT_MAX_US   5000000LL
+#define DEFAULT_COMMAND_TIMEOUT_US 5000000LL
+#define DEFAULT_MAX_PENDING	   100000
+#define BUSY_LOG_US		   10000000LL /* at most one "too many pending" per 10 s */
 
 /* Handshake replies are tagged with what they answer; scripts use their
  * index (>= 0). */
@@ -101,6 +117,8 @@ struct req {
 	bool retried;
 	char *cmd;
 	int len;
+	struct list link; /* on st.inflight while its reply is awaited */
+	int64_t sent_us;
 };
 
 /* Scripts are registered once per process and outlive store_stop.
@@ -121,6 +139,14 @@ static struct {
 	char *password;
 	int db;
 	int64_t connect_timeout_us, reconnect_max_us;
+	int64_t command_timeout_us;
+	int max_pending;
+	struct list inflight; /* struct req, oldest first */
+	int n_inflight;
+	struct event *watchdog; /* fires when the oldest in flight is due */
+	int64_t busy_logged_us;
+	bool policy_warned;
+	char last_error[160]; /* why the command connection is or was last down */
 	struct conn cmd, sub;
 	struct {
 		store_state_cb cb;
@@ -131,6 +157,7 @@ static struct {
 	int n_subs;
 	struct store_stats stats;
 } st = {
+	.inflight = LIST_INIT(st.inflight),
 	.cmd = {.name = "command"},
 	.sub = {.name = "subscriber", .is_sub = true},
 };
@@ -181,6 +208,8 @@ static void conn_failed(struct conn *c, const char *why, bool loud)
 {
 	char dbuf[32];
 	bool was_up = c->state == CS_UP;
+	if (!c->is_sub)
+		snprintf(st.last_error, sizeof st.last_error, "%s", why);
 	c->failures++;
 	set_state(c, CS_WAIT);
 	arm(c, c->backoff_us);
@@ -234,6 +263,8 @@ static bool sub_dup(int i)
 	return false;
 }
 
+static void policy_reply(redisReply *r, void *arg);
+
 static void conn_up(struct conn *c)
 {
 	evtimer_del(c->timer);
@@ -259,7 +290,35 @@ static void conn_up(struct conn *c)
 		}
 		return;
 	}
+	st.last_error[0] = '\0';
+	/* An external server may evict our keys; ours never does.  CONFIG
+	 * may be renamed or denied by ACL: then we cannot tell, and say
+	 * nothing. */
+	if (!st.embedded && !st.policy_warned &&
+	    store_command(policy_reply, NULL, "CONFIG GET maxmemory-policy") != 0)
+		LOGD(MOD, "cannot queue CONFIG GET maxmemory-policy");
 	notify(true);
+}
+
+static void policy_reply(redisReply *r, void *arg)
+{
+	(void)arg;
+	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[1]->type != REDIS_REPLY_STRING) {
+		LOGD(MOD, "cannot read maxmemory-policy of %s: %s", st.addr,
+		     r && r->type == REDIS_REPLY_ERROR ? r->str : "no usable reply");
+		return;
+	}
+	const char *policy = r->element[1]->str;
+	if (strcmp(policy, "noeviction") == 0 || st.policy_warned)
+		return;
+	st.policy_warned = true;
+	LOGW(MOD,
+	     "Redis at %s has maxmemory-policy %s: when it fills up it evicts keys, and "
+	     "evicted keys corrupt reactord's queues, operations and builds; set "
+	     "maxmemory-policy noeviction (reactord then answers RESOURCE_EXHAUSTED when "
+	     "Redis is full)",
+	     st.addr, policy);
 }
 
 static void hs_reply(redisAsyncContext *ac, void *r, void *priv)
@@ -329,6 +388,19 @@ static int handshake(struct conn *c)
 	return 0;
 }
 
+/* TCP keepalive finds a peer that vanished (host down, partition) on a
+ * connection that sends nothing, which is the subscriber's normal state:
+ * about 15 s idle, then 3 probes 5 s apart.  Best effort. */
+static void keepalive(int fd, const struct conn *c)
+{
+	int on = 1, idle = 15, intvl = 5, cnt = 3;
+	if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof on) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl) < 0 ||
+	    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt) < 0)
+		LOGD(MOD, "%s connection: cannot set TCP keepalive: %s", c->name, strerror(errno));
+}
+
 static void on_connect(const redisAsyncContext *cac, int status)
 {
 	redisAsyncContext *ac = (redisAsyncContext *)cac;
@@ -345,6 +417,8 @@ static void on_connect(const redisAsyncContext *cac, int status)
 		return;
 	}
 	set_state(c, CS_HANDSHAKE);
+	if (!st.unix_path)
+		keepalive(ac->c.fd, c);
 	if (handshake(c) < 0) {
 		/* Cannot free here; let the deadline timer abandon it now. */
 		snprintf(c->why, sizeof c->why, "cannot queue handshake");
@@ -419,6 +493,75 @@ static void conn_start(struct conn *c)
 	arm(c, st.connect_timeout_us);
 }
 
+static void req_unlink(struct req *q)
+{
+	if (list_linked(&q->link)) {
+		list_del(&q->link);
+		st.n_inflight--;
+	}
+}
+
+static void watchdog_arm(int64_t us)
+{
+	struct timeval tv = {us / 1000000, us % 1000000};
+	evtimer_add(st.watchdog, &tv);
+}
+
+/* Put q at the tail of the in-flight list, sent now. */
+static void req_track(struct req *q)
+{
+	req_unlink(q);
+	q->sent_us = mono_us();
+	list_add_tail(&st.inflight, &q->link);
+	st.n_inflight++;
+	if (!evtimer_pending(st.watchdog, NULL))
+		watchdog_arm(st.command_timeout_us);
+}
+
+static struct req *oldest(void)
+{
+	struct list *l = list_first(&st.inflight);
+	return l ? container_of(l, struct req, link) : NULL;
+}
+
+/* The oldest command has waited its full time: first read whatever has
+ * arrived (our own loop may have been the slow one), then, if it is still
+ * unanswered, give up on the connection: every waiting caller gets its
+ * NULL reply, the store reconnects, and the subscriber, which cannot
+ * time out on its own, is recycled too. */
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd, (void)what, (void)arg;
+	struct req *q = oldest();
+	if (!q || st.cmd.state != CS_UP || !st.cmd.ac)
+		return;
+	int64_t now = mono_us();
+	if (now - q->sent_us >= st.command_timeout_us) {
+		redisAsyncHandleRead(st.cmd.ac);
+		/* A reply callback may have stopped the store. */
+		if (!st.started)
+			return;
+		q = oldest();
+		now = mono_us();
+	}
+	if (!q || st.cmd.state != CS_UP || !st.cmd.ac)
+		return;
+	if (now - q->sent_us < st.command_timeout_us) {
+		watchdog_arm(q->sent_us + st.command_timeout_us - now);
+		return;
+	}
+	char dbuf[32];
+	snprintf(st.last_error, sizeof st.last_error,
+		 "Redis did not answer within %s, config redis.command-timeout",
+		 fmt_duration(st.command_timeout_us, dbuf, sizeof dbuf));
+	LOGW(MOD, "%d command%s waiting for Redis at %s, the oldest for %s", st.n_inflight,
+	     st.n_inflight == 1 ? "" : "s", st.addr,
+	     fmt_duration(now - q->sent_us, dbuf, sizeof dbuf));
+	conn_abandon(&st.cmd, st.last_error, false);
+	if (st.started && st.sub.state == CS_UP)
+		conn_abandon(&st.sub, "the command connection timed out", false);
+}
+
 static void req_free(struct req *q)
 {
 	if (q->cmd)
@@ -446,6 +589,7 @@ static int retry_noscript(redisAsyncContext *ac, struct req *q)
 		return -1;
 	if (redisAsyncFormattedCommand(ac, cmd_reply, q, q->cmd, (size_t)q->len) != REDIS_OK)
 		return -1;
+	req_track(q);
 	q->retried = true;
 	st.stats.commands += 2;
 	return 0;
@@ -461,6 +605,7 @@ static void cmd_reply(redisAsyncContext *ac, void *r, void *priv)
 		    retry_noscript(ac, q) == 0)
 			return;
 	}
+	req_unlink(q);
 	if (q->cb)
 		q->cb(reply, q->arg);
 	req_free(q);
@@ -472,6 +617,7 @@ static struct req *req_new(store_cb cb, void *arg)
 	q->cb = cb;
 	q->arg = arg;
 	q->script = -1;
+	list_init(&q->link);
 	return q;
 }
 
@@ -485,7 +631,23 @@ static int queued(struct req *q, int rc)
 		return ERR_STORE_DOWN;
 	}
 	st.stats.commands++;
+	req_track(q);
 	return 0;
+}
+
+/* At the cap, fail new commands at once: queueing them would only grow
+ * memory and latency for callers that time out anyway. */
+static int busy(void)
+{
+	int64_t now = mono_us();
+	if (st.busy_logged_us == 0 || now - st.busy_logged_us >= BUSY_LOG_US) {
+		st.busy_logged_us = now;
+		LOGW(MOD,
+		     "%d commands wait for Redis at %s (limit %d, config redis.max-pending); "
+		     "failing new ones",
+		     st.n_inflight, st.addr, st.max_pending);
+	}
+	return ERR_STORE_BUSY;
 }
 
 bool store_up(void)
@@ -497,6 +659,8 @@ int store_command(store_cb cb, void *arg, const char *fmt, ...)
 {
 	if (!store_up())
 		return ERR_STORE_DOWN;
+	if (st.n_inflight >= st.max_pending)
+		return busy();
 	struct req *q = req_new(cb, arg);
 	va_list ap;
 	va_start(ap, fmt);
@@ -511,6 +675,8 @@ int store_commandargv(store_cb cb, void *arg, int argc, const char **argv, const
 		return -EINVAL;
 	if (!store_up())
 		return ERR_STORE_DOWN;
+	if (st.n_inflight >= st.max_pending)
+		return busy();
 	struct req *q = req_new(cb, arg);
 	return queued(q, redisAsyncCommandArgv(st.cmd.ac, cmd_reply, q, argc, argv, argvlen));
 }
@@ -542,6 +708,8 @@ int store_evalsha(int script, store_cb cb, void *arg, int nkeys, int nargs, cons
 		return -EINVAL;
 	if (!store_up())
 		return ERR_STORE_DOWN;
+	if (st.n_inflight >= st.max_pending)
+		return busy();
 	int argc = 3 + nkeys + nargs;
 	const char **argv = xcalloc((size_t)argc, sizeof *argv);
 	size_t *argvlen = xcalloc((size_t)argc, sizeof *argvlen);
@@ -618,6 +786,29 @@ void store_on_state(store_state_cb cb, void *arg)
 	st.obs[st.n_obs].cb = cb;
 	st.obs[st.n_obs].arg = arg;
 	st.n_obs++;
+}
+
+/* Redis refuses writes past maxmemory with "OOM command not allowed ...";
+ * a script's redis.call passes that on, as the whole error from Redis 7
+ * and wrapped in "ERR Error running script ... -OOM ..." before. */
+static bool is_oom(const redisReply *r)
+{
+	return r->str && (strncmp(r->str, "OOM", 3) == 0 || strstr(r->str, "-OOM ") ||
+			  strstr(r->str, "OOM command not allowed"));
+}
+
+int store_reply_rc(const struct redisReply *r)
+{
+	if (!r)
+		return ERR_STORE_FAILED;
+	if (r->type != REDIS_REPLY_ERROR)
+		return 0;
+	return is_oom(r) ? ERR_STORE_FULL : ERR_STORE_REPLY;
+}
+
+const char *store_last_error(void)
+{
+	return st.started && st.last_error[0] ? st.last_error : NULL;
 }
 
 const char *store_embedded_socket(void)
@@ -701,6 +892,12 @@ int store_start(struct event_base *base, const struct cfg *cfg, char **err)
 							      : DEFAULT_RECONNECT_MAX_US;
 	if (st.reconnect_max_us < BACKOFF_MIN_US)
 		st.reconnect_max_us = BACKOFF_MIN_US;
+	st.command_timeout_us = cfg->redis_command_timeout_us > 0 ? cfg->redis_command_timeout_us
+								  : DEFAULT_COMMAND_TIMEOUT_US;
+	st.max_pending = cfg->redis_max_pending > 0 ? cfg->redis_max_pending : DEFAULT_MAX_PENDING;
+	st.busy_logged_us = 0;
+	st.policy_warned = false;
+	st.last_error[0] = '\0';
 	if (st.embedded) {
 		if (redisproc_start(base, cfg, err) < 0) {
 			free_config();
@@ -715,6 +912,9 @@ int store_start(struct event_base *base, const struct cfg *cfg, char **err)
 		return -1;
 	}
 	st.started = true;
+	st.watchdog = evtimer_new(base, on_watchdog, NULL);
+	if (!st.watchdog)
+		abort();
 	for (size_t i = 0; i < ARRAY_LEN(both); i++) {
 		struct conn *c = both[i];
 		c->backoff_us = BACKOFF_MIN_US;
@@ -742,6 +942,11 @@ void store_stop(void)
 		event_free(c->timer);
 		c->timer = NULL;
 	}
+	/* Commands still in flight get their NULL replies now, or right after
+	 * the reply callback we may be in returns (hiredis defers that free);
+	 * they leave st.inflight then. */
+	event_free(st.watchdog);
+	st.watchdog = NULL;
 	if (st.embedded)
 		redisproc_stop();
 	for (int i = 0; i < st.n_subs; i++)

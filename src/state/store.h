@@ -7,8 +7,11 @@
  *
  * Callers never block: a command issued while Redis is down fails at once
  * (store_command returns ERR_STORE_DOWN and the callback is NOT called) so
- * RPCs can answer UNAVAILABLE instead of hanging.  Errors follow
- * src/core/err.h.
+ * RPCs can answer UNAVAILABLE instead of hanging.  Nor do they wait without
+ * end: a command unanswered after redis.command-timeout breaks the
+ * connection (every waiting callback gets a NULL reply, and the store
+ * reconnects), and with redis.max-pending commands in flight new ones fail
+ * at once with ERR_STORE_BUSY.  Errors follow src/core/err.h.
  */
 #ifndef REACTOR_STORE_H
 #define REACTOR_STORE_H
@@ -54,8 +57,9 @@ void store_on_state(store_state_cb cb, void *arg);
 
 /* Issue a command.  Returns 0 when queued (cb will be called exactly once,
  * possibly with NULL), ERR_STORE_DOWN when Redis is down or the connection
- * is closing, -EINVAL for an empty argv (cb is not called on failure).  cb
- * may be NULL to ignore the reply. */
+ * is closing, ERR_STORE_BUSY when redis.max-pending commands already wait
+ * for replies, -EINVAL for an empty argv (cb is not called on failure).
+ * cb may be NULL to ignore the reply. */
 int store_command(store_cb cb, void *arg, const char *fmt, ...) WARN_UNUSED;
 int store_commandargv(store_cb cb, void *arg, int argc, const char **argv,
 		      const size_t *argvlen) WARN_UNUSED;
@@ -64,13 +68,25 @@ int store_commandargv(store_cb cb, void *arg, int argc, const char **argv,
  * same name and text give the same id), ERR_PRECONDITION after start,
  * -ENOSPC when the table is full.  Run with store_evalsha: 0 as for
  * store_command, -EINVAL for an unknown id or negative counts,
- * ERR_STORE_DOWN when Redis is down.  `args` holds the nkeys key names
+ * ERR_STORE_DOWN when Redis is down, ERR_STORE_BUSY as above.  `args` holds the nkeys key names
  * followed by nargs arguments (nkeys + nargs entries); lens may be NULL for
  * NUL-terminated strings.  NOSCRIPT is handled by reloading and retrying
  * once, so the caller sees exactly one reply. */
 int store_script_register(const char *name, const char *lua) WARN_UNUSED;
 int store_evalsha(int script, store_cb cb, void *arg, int nkeys, int nargs, const char **args,
 		  const size_t *lens) WARN_UNUSED;
+
+/* The code for a reply: 0 for anything but an error, ERR_STORE_FAILED for
+ * NULL (the connection dropped or timed out first), ERR_STORE_FULL for an
+ * "OOM" error (Redis is at its maxmemory and refuses writes; also from a
+ * script whose redis.call hit it), ERR_STORE_REPLY for any other error. */
+int store_reply_rc(const struct redisReply *r);
+
+/* Why the command connection is down, or why it was last lost while it has
+ * not come back up since: "Redis did not answer within 5s, config
+ * redis.command-timeout", "Connection refused"...  NULL when up with no
+ * failure since.  Owned by the store, valid until the loop runs again. */
+const char *store_last_error(void);
 
 /* Subscribe to a channel (or a pattern when it contains '*').
  * Subscriptions persist across reconnects (re-issued automatically). */

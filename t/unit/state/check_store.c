@@ -42,6 +42,7 @@ static struct event_base *g_base; /* per test process */
 static struct cfg *g_cfg;
 static int g_up, g_down;		     /* observer transitions */
 static pid_t g_hand_pid;		     /* a redis-server the test started itself */
+static pid_t g_stopped_pid;		     /* a server the test SIGSTOPped */
 static const char *g_redis = "redis-server"; /* $REDIS_SERVER overrides */
 
 /* ---- runner-side fixture: temp dir and leftovers ---- */
@@ -142,11 +143,17 @@ static void setup(void)
 	g_cfg->redis_reconnect_max_us = 300000;
 	g_up = g_down = 0;
 	g_hand_pid = 0;
+	g_stopped_pid = 0;
 	store_on_state(obs, NULL);
 }
 
 static void teardown(void)
 {
+	/* Never leave a stopped server behind (dir_teardown SIGKILLs what a
+	 * failed test leaves; SIGKILL works on stopped processes too). */
+	if (g_stopped_pid > 0)
+		kill(g_stopped_pid, SIGCONT);
+	g_stopped_pid = 0;
 	store_stop();
 	if (g_hand_pid > 0) {
 		kill(g_hand_pid, SIGKILL);
@@ -732,6 +739,206 @@ START_TEST(test_start_failures)
 }
 END_TEST
 
+/* ---- bounds: maxmemory, OOM, command timeout, pending cap ---- */
+
+/* The embedded server is bounded and never evicts. */
+START_TEST(test_maxmemory_config)
+{
+	g_cfg->redis_maxmemory = 64LL << 20;
+	start_embedded();
+	redisContext *c = sync_conn(store_embedded_socket(), 1000000);
+	redisReply *r = redisCommand(c, "CONFIG GET maxmemory");
+	ck_assert_ptr_nonnull(r);
+	ck_assert_int_eq(r->type, REDIS_REPLY_ARRAY);
+	ck_assert_uint_eq(r->elements, 2);
+	ck_assert_str_eq(r->element[1]->str, "67108864");
+	freeReplyObject(r);
+	r = redisCommand(c, "CONFIG GET maxmemory-policy");
+	ck_assert_ptr_nonnull(r);
+	ck_assert_uint_eq(r->elements, 2);
+	ck_assert_str_eq(r->element[1]->str, "noeviction");
+	freeReplyObject(r);
+	redisFree(c);
+	store_stop();
+
+	/* Left 0, the default applies: 1GiB. */
+	g_cfg->redis_maxmemory = 0;
+	g_up = 0;
+	store_on_state(obs, NULL);
+	start_embedded();
+	struct result res = CMD("CONFIG", "GET", "maxmemory");
+	ck_assert_int_eq(res.type, REDIS_REPLY_ARRAY);
+	free(res.str);
+	c = sync_conn(store_embedded_socket(), 1000000);
+	r = redisCommand(c, "CONFIG GET maxmemory");
+	ck_assert_str_eq(r->element[1]->str, "1073741824");
+	freeReplyObject(r);
+	redisFree(c);
+}
+END_TEST
+
+struct rc_result {
+	int done, rc;
+};
+
+static void on_rc(redisReply *r, void *arg)
+{
+	struct rc_result *res = arg;
+	res->done++;
+	res->rc = store_reply_rc(r);
+}
+
+/* A full server refuses writes, plain and from scripts, with a code of
+ * their own; reads and deletes keep working. */
+START_TEST(test_oom_reply)
+{
+	int set = store_script_register("set", "return redis.call('SET', KEYS[1], ARGV[1])");
+	ck_assert_int_ge(set, 0);
+	g_cfg->redis_maxmemory = 2LL << 20;
+	start_embedded();
+	static char big[100000];
+	memset(big, 'x', sizeof big);
+	int full_at = -1;
+	for (int i = 0; i < 200 && full_at < 0; i++) {
+		char key[32];
+		snprintf(key, sizeof key, "big:%d", i);
+		const char *argv[] = {"SET", key, big};
+		size_t lens[] = {3, strlen(key), sizeof big};
+		struct rc_result res = {0};
+		ck_assert_int_eq(store_commandargv(on_rc, &res, 3, argv, lens), 0);
+		ck_assert(run_until(&res.done, 1, 5000000));
+		if (res.rc == ERR_STORE_FULL)
+			full_at = i;
+		else
+			ck_assert_int_eq(res.rc, 0);
+	}
+	ck_assert_msg(full_at > 0, "2MiB of Redis never filled up");
+	struct rc_result res = {0};
+	/* As large as the write that was refused: the server is at its
+	 * limit only while such a request is buffered. */
+	const char *args[] = {"viascript", big};
+	size_t alens[] = {9, sizeof big};
+	ck_assert_int_eq(store_evalsha(set, on_rc, &res, 1, 1, args, alens), 0);
+	ck_assert(run_until(&res.done, 1, 5000000));
+	ck_assert_int_eq(res.rc, ERR_STORE_FULL);
+	struct result r = CMD("GET", "big:0");
+	ck_assert_uint_eq(r.len, sizeof big);
+	free(r.str);
+	/* Other errors stay ERR_STORE_REPLY; no reply is ERR_STORE_FAILED. */
+	memset(&res, 0, sizeof res);
+	ck_assert_int_eq(store_command(on_rc, &res, "HGET %s f", "big:0"), 0);
+	ck_assert(run_until(&res.done, 1, 5000000));
+	ck_assert_int_eq(res.rc, ERR_STORE_REPLY);
+	ck_assert_int_eq(store_reply_rc(NULL), ERR_STORE_FAILED);
+	/* Deleting makes room again. */
+	r = CMD("FLUSHALL");
+	free(r.str);
+	expect_str(CMD("SET", "after", "ok"), "OK");
+}
+END_TEST
+
+/* A server that stops answering: the command fails after the timeout
+ * (not never), the connection is recycled, and everything recovers when
+ * the server resumes. */
+START_TEST(test_command_timeout)
+{
+	struct inbox in = {0};
+	store_subscribe("chan:t", on_msg, &in);
+	g_cfg->redis_command_timeout_us = 300000;
+	start_embedded();
+	ck_assert_ptr_null(store_last_error());
+	expect_str(CMD("SET", "k", "v"), "OK");
+	publish_until(&in, "chan:t", "one", 3);
+	pid_t pid = redisproc_pid();
+	g_stopped_pid = pid;
+	ck_assert_int_eq(kill(pid, SIGSTOP), 0);
+	struct result a = {0}, b = {0};
+	int64_t t0 = mono_us();
+	ck_assert_int_eq(store_command(on_result, &a, "GET k"), 0);
+	run_for(100000);
+	ck_assert_int_eq(store_command(on_result, &b, "GET k"), 0);
+	ck_assert_msg(run_until(&b.done, 1, 3000000), "no answer 3 s after a 300 ms timeout");
+	int64_t took = mono_us() - t0;
+	ck_assert_int_eq(a.done, 1);
+	ck_assert(a.null && b.null);
+	ck_assert_msg(took >= 290000 && took < 1500000, "failed after %lld us", (long long)took);
+	ck_assert_int_eq(g_down, 1);
+	ck_assert(!store_up());
+	ck_assert_int_eq(store_command(on_result, &a, "GET k"), ERR_STORE_DOWN);
+	const char *why = store_last_error();
+	ck_assert_ptr_nonnull(why);
+	ck_assert_msg(strstr(why, "did not answer within 300ms"), "%s", why);
+	ck_assert_msg(strstr(why, "redis.command-timeout"), "%s", why);
+	/* Still stopped: reconnects fail at their handshake deadline. */
+	run_for(1500000);
+	ck_assert(!store_up());
+	ck_assert_int_eq(kill(pid, SIGCONT), 0);
+	g_stopped_pid = 0;
+	ck_assert_msg(run_until(&g_up, 2, 10000000), "store never came back");
+	ck_assert_int_eq(redisproc_pid(), pid);
+	ck_assert_ptr_null(store_last_error());
+	expect_str(CMD("GET", "k"), "v");
+	/* The subscriber was recycled with it and works. */
+	publish_until(&in, "chan:t", "two", 3);
+	ck_assert_mem_eq(in.msg, "two", 3);
+}
+END_TEST
+
+/* A slow reply within the timeout is no failure, however many wait. */
+START_TEST(test_command_timeout_slow_ok)
+{
+	g_cfg->redis_command_timeout_us = 1000000;
+	start_embedded();
+	struct result a = {0}, b = {0};
+	/* A script that keeps the server busy for 0.5 s (DEBUG is disabled
+	 * by default since Redis 7). */
+	ck_assert_int_eq(store_command(on_result, &a, "EVAL %s 0",
+				       "local t = redis.call('TIME') "
+				       "local s = t[1] * 1000000 + t[2] "
+				       "repeat t = redis.call('TIME') "
+				       "until t[1] * 1000000 + t[2] - s > 500000 "
+				       "return 1"),
+			 0);
+	ck_assert_int_eq(store_command(on_result, &b, "PING"), 0);
+	ck_assert(run_until(&b.done, 1, 5000000));
+	ck_assert(!a.null && !b.null);
+	ck_assert_int_eq(a.type, REDIS_REPLY_INTEGER);
+	ck_assert_int_eq(g_down, 0);
+	free(a.str);
+	free(b.str);
+}
+END_TEST
+
+/* At max-pending commands in flight, new ones fail at once with their
+ * own code; they are accepted again as replies come in. */
+START_TEST(test_max_pending)
+{
+	int echo = store_script_register("echo1", "return ARGV[1]");
+	g_cfg->redis_max_pending = 3;
+	start_embedded();
+	struct result r[3] = {{0}};
+	for (int i = 0; i < 3; i++)
+		ck_assert_int_eq(store_command(on_result, &r[i], "PING"), 0);
+	struct result x = {0};
+	ck_assert_int_eq(store_command(on_result, &x, "PING"), ERR_STORE_BUSY);
+	const char *argv[] = {"PING"};
+	ck_assert_int_eq(store_commandargv(on_result, &x, 1, argv, NULL), ERR_STORE_BUSY);
+	const char *args[] = {"a"};
+	ck_assert_int_eq(store_evalsha(echo, on_result, &x, 0, 1, args, NULL), ERR_STORE_BUSY);
+	ck_assert(run_until(&r[2].done, 1, 5000000));
+	ck_assert_int_eq(x.done, 0);
+	for (int i = 0; i < 3; i++) {
+		ck_assert_int_eq(r[i].done, 1);
+		free(r[i].str);
+	}
+	ck_assert(store_up());
+	expect_str(CMD("PING"), "PONG");
+	struct store_stats s;
+	store_get_stats(&s);
+	ck_assert_uint_eq(s.commands, 4);
+}
+END_TEST
+
 static void add(Suite *s, const char *name, const TTest *t)
 {
 	TCase *tc = tcase_create(name);
@@ -759,5 +966,10 @@ int main(void)
 	add(s, "parent_killed", test_parent_killed);
 	add(s, "auth_select", test_auth_select);
 	add(s, "start_failures", test_start_failures);
+	add(s, "maxmemory_config", test_maxmemory_config);
+	add(s, "oom_reply", test_oom_reply);
+	add(s, "command_timeout", test_command_timeout);
+	add(s, "command_timeout_slow_ok", test_command_timeout_slow_ok);
+	add(s, "max_pending", test_max_pending);
 	return check_run(s);
 }
