@@ -315,9 +315,13 @@ bool bk_cursor_ok(const char *c)
 	return n == 0 || (n == 19 && strspn(c, "0123456789") == n);
 }
 
-/* Validate and de-duplicate bucket names into *out (pointers into req). */
+/* Validate and de-duplicate bucket names into *out (pointers into req).
+ * At most BK_MAX_BUCKETS names per request, which also bounds the
+ * quadratic de-duplication below. */
 char *bk_check_buckets(char *const *b, size_t n, const char ***out, size_t *nout)
 {
+	if (n > BK_MAX_BUCKETS)
+		return xasprintf("buckets: %zu names; at most %d per request", n, BK_MAX_BUCKETS);
 	const char **v = xcalloc(n + 1, sizeof *v);
 	size_t k = 0;
 	for (size_t i = 0; i < n; i++) {

@@ -41,6 +41,8 @@ char *bk_check_utf8v(const char *field, char *const *v, size_t n);
 char *bk_bad_bucket(const char *field, const char *name);
 char *bk_check_details(const char *s);
 /* Validate and de-duplicate bucket names into *out (pointers into b). */
+/* Most bucket names one Peek or Search may name. */
+#define BK_MAX_BUCKETS 100
 char *bk_check_buckets(char *const *b, size_t n, const char ***out, size_t *nout);
 /* An optional enum filter: *out the name, "" for 0. */
 char *bk_enum_filter(const char *field, const char *(*name)(int), int v, const char **out);

@@ -423,6 +423,10 @@ class TestErrors(BucketsCase):
             ("Search", pb.SearchRequest(tags=["x"]), "INVALID_INPUT", "tags[0]"),
             ("Search", pb.SearchRequest(buckets=["X"]), "INVALID_INPUT", "buckets[0]"),
             ("Search", pb.SearchRequest(start_cursor="1"), "INVALID_INPUT", "start_cursor"),
+            ("Peek", pb.PeekRequest(buckets=["b%d" % i for i in range(101)]), "INVALID_INPUT",
+             "101 names; at most 100 per request"),
+            ("Search", pb.SearchRequest(buckets=["b%d" % i for i in range(101)]),
+             "INVALID_INPUT", "101 names; at most 100 per request"),
         ]
         for method, req, want, text in cases:
             with self.subTest(method=method, req=str(req)[:120]):
