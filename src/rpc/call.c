@@ -703,8 +703,7 @@ static const char *bad_string_field(const ProtobufCMessageDescriptor *desc, cons
 		    !utf8_valid((const char *)fld.data, fld.len))
 			return f->name;
 		if (f->type == PROTOBUF_C_TYPE_MESSAGE) {
-			const char *bad =
-				bad_string_field(f->descriptor, fld.data, fld.len, depth + 1);
+			const char *bad = bad_string_field(f->descriptor, fld.data, fld.len, depth + 1);
 			if (bad)
 				return bad;
 		}

@@ -275,7 +275,8 @@ static void budget_kick(void)
 		return;
 	budget.in_kick = true;
 	struct list *pos, *tmp;
-	list_for_each_safe (pos, tmp, &budget.waiting) {
+	list_for_each_safe(pos, tmp, &budget.waiting)
+	{
 		struct h2_conn *c = container_of(pos, struct h2_conn, budget_link);
 		if (c->state == H2_CONN_CLOSED) {
 			list_del(&c->budget_link);

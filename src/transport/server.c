@@ -436,7 +436,7 @@ void server_drain(void (*on_idle)(void *arg), void *arg)
 	srv.on_idle = on_idle;
 	srv.idle_arg = arg;
 	struct list *pos, *tmp;
-	list_for_each_safe (pos, tmp, &srv.conns)
+	list_for_each_safe(pos, tmp, &srv.conns)
 		h2_conn_goaway(container_of(pos, struct sconn, link)->h2);
 	if (srv.nconns == 0 && srv.on_idle) {
 		srv.on_idle = NULL;
@@ -448,7 +448,8 @@ void server_close_all(void)
 {
 	/* Safe: closing may free the connection's sconn at once. */
 	struct list *pos, *tmp;
-	list_for_each_safe (pos, tmp, &srv.conns) {
+	list_for_each_safe(pos, tmp, &srv.conns)
+	{
 		struct sconn *sc = container_of(pos, struct sconn, link);
 		h2_conn_close(sc->h2, "shutdown grace period over");
 	}
