@@ -326,6 +326,22 @@ static const struct key cfg_keys[] = {
 	{"grpc.max-call-duration", K_DURATION, F(grpc_max_call_duration_us), .def = US_H,
 	 .min = US_S, .max = 7 * US_D, .reload = true},
 
+	SECTION("limits"),
+	{"limits.max-buffered-per-stream", K_SIZE, F(limits_max_buffered_stream), .def = 0,
+	 .min = 0, .max = GIB + 5, .reload = true},
+	{"limits.max-buffered-per-connection", K_SIZE, F(limits_max_buffered_conn),
+	 .def = 64 * MIB, .min = 64 * KIB, .max = 16 * GIB, .reload = true},
+	{"limits.max-buffered-total", K_SIZE, F(limits_max_buffered_total), .def = 512 * MIB,
+	 .min = 64 * KIB, .max = 1024 * GIB, .reload = true},
+	{"limits.max-connections", K_INT, F(limits_max_connections), .def = 4096, .min = 1,
+	 .max = 1000000, .reload = true},
+	{"limits.max-connections-per-address", K_INT, F(limits_max_conns_per_addr), .def = 256,
+	 .min = 0, .max = 1000000, .reload = true},
+	{"limits.half-close-timeout", K_DURATION, F(limits_half_close_timeout_us),
+	 .def = 5 * US_M, .min = 0, .max = 7 * US_D, .reload = true},
+	{"limits.request-idle-timeout", K_DURATION, F(limits_request_idle_timeout_us),
+	 .def = 5 * US_M, .min = 0, .max = 7 * US_D, .reload = true},
+
 	{"shutdown-grace", K_DURATION, F(shutdown_grace_us), .def = 10 * US_S, .min = 0,
 	 .max = US_H, .reload = true},
 

@@ -133,6 +133,15 @@ struct cfg {
 	int64_t grpc_max_call_duration_us;  /* default 1h; cap when client sets no deadline;
 					       reloadable */
 
+	/* limits: (all reloadable; connection limits apply to new connections) */
+	int64_t limits_max_buffered_stream; /* default 0 = grpc.max-recv-message-size + 5 */
+	int64_t limits_max_buffered_conn;   /* default 64MiB */
+	int64_t limits_max_buffered_total;  /* default 512MiB */
+	int limits_max_connections;	    /* default 4096 (capped by RLIMIT_NOFILE) */
+	int limits_max_conns_per_addr;	    /* default 256; 0 = no limit */
+	int64_t limits_half_close_timeout_us;	/* default 5m; 0 = none */
+	int64_t limits_request_idle_timeout_us; /* default 5m; 0 = none */
+
 	int64_t shutdown_grace_us; /* default 10s; reloadable */
 
 	/* scheduler: (all reloadable) */

@@ -43,6 +43,11 @@ struct call {
 	bool half_closed;
 	bool headers_sent;
 	struct event *deadline_ev;
+	/* Request input limits: unary/server-streaming calls must half-close
+	 * within half_close_us, streaming ones send a message every idle_us. */
+	struct event *input_ev;
+	uint64_t released; /* request bytes handed back to h2 (consumed) */
+	size_t req_raw;	   /* wire bytes of c->req, held until it is handled */
 	int64_t start_mono, deadline_mono;
 	void *data;
 	struct md *md;
@@ -58,7 +63,8 @@ static struct {
 	int64_t max_call_us;
 	bool access_log;
 	struct event_base *base;
-} lim = {16 << 20, 16 << 20, 3600LL * 1000000, false, NULL};
+	int64_t half_close_us, idle_us;
+} lim = {16 << 20, 16 << 20, 3600LL * 1000000, false, NULL, 300LL * 1000000, 300LL * 1000000};
 
 static call_lookup_fn lookup;
 static call_metadata_fn decode_metadata;
@@ -91,6 +97,8 @@ void call_configure(const struct cfg *cfg)
 	lim.max_send = (size_t)cfg->grpc_max_send_message_size;
 	lim.max_call_us = cfg->grpc_max_call_duration_us;
 	lim.access_log = cfg->access_log;
+	lim.half_close_us = cfg->limits_half_close_timeout_us;
+	lim.idle_us = cfg->limits_request_idle_timeout_us;
 }
 
 void call_set_base(struct event_base *base)
@@ -138,6 +146,8 @@ static void set_state(struct call *c, enum call_state to)
 		nactive--;
 		if (c->deadline_ev)
 			event_del(c->deadline_ev);
+		if (c->input_ev)
+			event_del(c->input_ev);
 	}
 }
 
@@ -206,6 +216,8 @@ void call_unref(struct call *c)
 		protobuf_c_message_free_unpacked(c->req, &call_pb_allocator);
 	if (c->deadline_ev)
 		event_free(c->deadline_ev);
+	if (c->input_ev)
+		event_free(c->input_ev);
 	for (size_t i = 0; i < c->nmd; i++) {
 		free(c->md[i].key);
 		free(c->md[i].val);
@@ -227,6 +239,25 @@ const char *call_metadata(const struct call *c, const char *key, size_t *len)
 		}
 	}
 	return NULL;
+}
+
+/* ---- request input budget ------------------------------------------------- */
+
+/* Hand h2 back the request bytes the call no longer holds, reopening the
+ * stream's flow-control window: all of them once the call is done, else
+ * everything but the message being reassembled and a unary request not yet
+ * handled (so a peer that never half-closes can't make us hold more than
+ * its window). */
+static void release_input(struct call *c)
+{
+	if (!c->stream)
+		return;
+	uint64_t held = call_done(c) ? 0 : grpc_reader_buffered(&c->rd) + c->req_raw;
+	if (c->bytes_in > c->released + held) {
+		size_t n = (size_t)(c->bytes_in - c->released - held);
+		c->released += n;
+		h2_stream_consume(c->stream, n);
+	}
 }
 
 /* ---- responses ------------------------------------------------------------ */
@@ -318,6 +349,7 @@ static void vfinish(struct call *c, int code, const struct grpc_any *details, si
 	if (fmt)
 		vsnprintf(msg, sizeof(msg), fmt, ap);
 	set_state(c, CALL_FINISHED);
+	release_input(c);
 	if (code != GRPC_OK)
 		LOGI("call", LOG_STREAM " %s failed: %s: %s", c->conn_id, c->stream_id,
 		     c->path ? c->path : "-", grpc_code_name(code), msg);
@@ -416,6 +448,7 @@ static void cancel(struct call *c, const char *why)
 	     c->path ? c->path : "-", why);
 	bool was_active = c->state == CALL_ACTIVE;
 	set_state(c, CALL_CANCELLED);
+	release_input(c);
 	access_log(c, GRPC_CANCELLED);
 	if (was_active && c->m && c->m->on_cancel) {
 		call_ref(c);
@@ -450,6 +483,50 @@ void call_cancel_all(int code, const char *msg)
 		call_finish(c, code, "%s", msg);
 		call_unref(c);
 	}
+}
+
+/* A request that stops coming: a unary (or server-streaming) call whose
+ * client never half-closes, or a streaming call with no message for a
+ * while, would hold its stream, buffer and handler state until the call
+ * deadline (an hour by default). */
+static void layer_fail(struct call *c, int code, const char *fmt, ...) PRINTF_LIKE(3, 4);
+
+static bool single_request(const struct call *c)
+{
+	return c->m->kind == RPC_UNARY || c->m->kind == RPC_SERVER_STREAM;
+}
+
+static void input_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	struct call *c = arg;
+	if (c->state != CALL_ACTIVE || c->half_closed)
+		return;
+	char buf[32];
+	if (single_request(c))
+		layer_fail(c, GRPC_DEADLINE_EXCEEDED,
+			   "the client did not finish sending its request (half-close) within %s "
+			   "(config limits.half-close-timeout)",
+			   fmt_duration(lim.half_close_us, buf, sizeof(buf)));
+	else
+		layer_fail(c, GRPC_DEADLINE_EXCEEDED,
+			   "no request message from the client for %s "
+			   "(config limits.request-idle-timeout)",
+			   fmt_duration(lim.idle_us, buf, sizeof(buf)));
+}
+
+/* (Re)start the input timer of an ACTIVE call still receiving: once for
+ * single-request calls, after every message for streaming ones. */
+static void arm_input_timer(struct call *c)
+{
+	int64_t us = single_request(c) ? lim.half_close_us : lim.idle_us;
+	if (c->state != CALL_ACTIVE || c->half_closed || us <= 0)
+		return;
+	if (!c->input_ev)
+		c->input_ev = event_new(lim.base, -1, 0, input_timeout_cb, c);
+	struct timeval tv = {us / 1000000, us % 1000000};
+	event_add(c->input_ev, &tv);
 }
 
 /* ---- request path ------------------------------------------------------------ */
@@ -558,6 +635,7 @@ static void start_call(struct call *c)
 		event_add(c->deadline_ev, &tv);
 	}
 	set_state(c, CALL_ACTIVE);
+	arm_input_timer(c);
 }
 
 /* Tell an ACTIVE call's handler that the call layer is ending the call
@@ -642,7 +720,6 @@ const char *call_bad_string_field(const ProtobufCMessageDescriptor *desc, const 
 /* The call layer ends an ACTIVE call on its own (bad message, framing):
  * the handler may hold state for it (an upload, a waiter), so it hears
  * about it first, exactly as on a client reset. */
-static void layer_fail(struct call *c, int code, const char *fmt, ...) PRINTF_LIKE(3, 4);
 static void layer_fail(struct call *c, int code, const char *fmt, ...)
 {
 	if (call_done(c))
@@ -685,8 +762,10 @@ static int on_msg(void *arg, const uint8_t *data, size_t len)
 			return 1;
 		}
 		c->req = msg;
+		c->req_raw = len + 5;
 		return 0;
 	}
+	arm_input_timer(c);
 	c->taken = false;
 	c->m->on_message(c, msg);
 	if (!c->taken)
@@ -705,12 +784,25 @@ static void s_on_data(struct h2_stream *s, const uint8_t *data, size_t len)
 {
 	struct call *c = h2_stream_user(s);
 	c->bytes_in += len;
-	if (c->state != CALL_ACTIVE)
+	if (c->state != CALL_ACTIVE) {
+		release_input(c);
 		return;
+	}
 	call_ref(c);
 	if (grpc_reader_feed(&c->rd, data, len, on_msg, c) != GRPC_READER_OK &&
 	    c->state == CALL_ACTIVE)
 		reader_error(c);
+	size_t mlen;
+	if (c->state == CALL_ACTIVE && grpc_reader_pending(&c->rd, &mlen)) {
+		/* A message in progress: its window must carry all of it. */
+		size_t have = grpc_reader_buffered(&c->rd) - 5;
+		char *err = NULL;
+		if (h2_stream_want_window(s, mlen + 5, mlen - have, &err) != 0) {
+			layer_fail(c, GRPC_RESOURCE_EXHAUSTED, "%s", err);
+			free(err);
+		}
+	}
+	release_input(c);
 	call_unref(c);
 }
 
@@ -718,6 +810,8 @@ static void s_on_end(struct h2_stream *s)
 {
 	struct call *c = h2_stream_user(s);
 	c->half_closed = true;
+	if (c->input_ev)
+		event_del(c->input_ev);
 	if (c->state != CALL_ACTIVE)
 		return;
 	if (grpc_reader_partial(&c->rd)) {
@@ -733,6 +827,8 @@ static void s_on_end(struct h2_stream *s)
 		} else {
 			ProtobufCMessage *msg = c->req;
 			c->req = NULL;
+			c->req_raw = 0;
+			release_input(c);
 			c->taken = false;
 			c->m->on_message(c, msg);
 			if (!c->taken)
@@ -754,6 +850,11 @@ static void s_on_writable(struct h2_stream *s)
 	}
 }
 
+static void s_on_over_budget(struct h2_stream *s, const char *why)
+{
+	layer_fail(h2_stream_user(s), GRPC_RESOURCE_EXHAUSTED, "%s", why);
+}
+
 static void s_on_close(struct h2_stream *s, uint32_t error)
 {
 	struct call *c = h2_stream_user(s);
@@ -769,6 +870,7 @@ static const struct h2_stream_ops call_ops = {
 	.on_end = s_on_end,
 	.on_writable = s_on_writable,
 	.on_close = s_on_close,
+	.on_over_budget = s_on_over_budget,
 };
 
 void call_accept(struct h2_stream *s, void *arg)

@@ -142,11 +142,40 @@ void grpc_reader_free(struct grpc_reader *r)
 {
 	free(r->buf);
 	r->buf = NULL;
+	r->cap = 0;
 }
 
 bool grpc_reader_partial(const struct grpc_reader *r)
 {
 	return r->hdr_have > 0;
+}
+
+size_t grpc_reader_buffered(const struct grpc_reader *r)
+{
+	return r->hdr_have + (r->hdr_have == 5 ? r->have : 0);
+}
+
+bool grpc_reader_pending(const struct grpc_reader *r, size_t *len)
+{
+	if (r->hdr_have < 5 || r->err != GRPC_READER_OK)
+		return false;
+	*len = r->need;
+	return true;
+}
+
+/* Room for `want` bytes at r->buf: geometric growth, never past need, so
+ * memory follows the bytes that arrived rather than the declared length. */
+static void reader_reserve(struct grpc_reader *r, size_t want)
+{
+	if (want <= r->cap)
+		return;
+	size_t cap = r->cap ? r->cap : 16 * 1024;
+	while (cap < want)
+		cap *= 2;
+	if (cap > r->need)
+		cap = r->need;
+	r->buf = xrealloc(r->buf, cap);
+	r->cap = cap;
 }
 
 enum grpc_reader_err grpc_reader_feed(struct grpc_reader *r, const uint8_t *data, size_t len,
@@ -190,14 +219,15 @@ enum grpc_reader_err grpc_reader_feed(struct grpc_reader *r, const uint8_t *data
 				len -= mlen;
 				continue;
 			}
-			free(r->buf);
-			r->buf = mlen ? xmalloc(mlen) : NULL;
+			grpc_reader_free(r);
 		}
 		size_t take = r->need - r->have;
 		if (take > len)
 			take = len;
-		if (take)
+		if (take) {
+			reader_reserve(r, r->have + take);
 			memcpy(r->buf + r->have, data, take);
+		}
 		r->have += take;
 		data += take;
 		len -= take;
@@ -205,8 +235,7 @@ enum grpc_reader_err grpc_reader_feed(struct grpc_reader *r, const uint8_t *data
 			r->hdr_have = 0;
 			r->messages++;
 			int stop = fn(arg, r->buf ? r->buf : (const uint8_t *)"", r->need);
-			free(r->buf);
-			r->buf = NULL;
+			grpc_reader_free(r);
 			if (stop)
 				r->err = GRPC_READER_STOPPED;
 		}

@@ -56,7 +56,9 @@ void grpc_prefix(uint8_t out[5], bool compressed, uint32_t len);
 
 /* Message reassembly.  Feed DATA payloads as they arrive; each complete
  * message is handed to the callback (the buffer is valid only during the
- * call).  Errors stop the reader for good. */
+ * call).  Errors stop the reader for good.  The buffer of a message split
+ * across payloads grows with the bytes that arrived (doubling, capped at
+ * the declared length): a prefix alone allocates nothing. */
 enum grpc_reader_err {
 	GRPC_READER_OK = 0,
 	GRPC_READER_TOO_LARGE,	/* message length over the limit */
@@ -70,6 +72,7 @@ struct grpc_reader {
 	size_t hdr_have;
 	uint8_t *buf;
 	size_t need, have;
+	size_t cap; /* bytes allocated at buf: grows with `have`, never past need */
 	size_t max_len;
 	uint32_t last_len; /* declared length of the message that failed */
 	enum grpc_reader_err err;
@@ -86,6 +89,11 @@ enum grpc_reader_err grpc_reader_feed(struct grpc_reader *r, const uint8_t *data
 				      grpc_msg_fn fn, void *arg);
 /* True when a message is partly received (a truncated stream at EOF). */
 bool grpc_reader_partial(const struct grpc_reader *r);
+/* Bytes the reader holds of a message in progress (prefix included). */
+size_t grpc_reader_buffered(const struct grpc_reader *r);
+/* The message in progress, once its prefix is complete: its declared
+ * length through *len, true.  False between messages. */
+bool grpc_reader_pending(const struct grpc_reader *r, size_t *len);
 
 /* Serialize google.rpc.Status{code, message, details} and base64 it
  * without padding, for grpc-status-details-bin.  `details` are already

@@ -12,6 +12,8 @@
 #include "transport/h2_int.h"
 
 #include <errno.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -116,6 +118,8 @@ static void hdrs_add(struct h2_stream *s, const uint8_t *name, size_t nl, const 
 
 /* ---- streams ---------------------------------------------------------- */
 
+static void budget_forget(struct h2_stream *s);
+
 static struct h2_stream *stream_new(struct h2_conn *c, int32_t id)
 {
 	struct h2_stream *s = xcalloc(1, sizeof(*s));
@@ -171,6 +175,8 @@ static void stream_close(struct h2_stream *s, uint32_t error)
 	if (s->next)
 		s->next->prev = s->prev;
 	c->nstreams--;
+	if (c->manual_flow)
+		budget_forget(s);
 	if (c->ng && s->id > 0)
 		nghttp2_session_set_stream_user_data(c->ng, s->id, NULL);
 	hdrs_clear(s);
@@ -183,6 +189,258 @@ static void stream_close(struct h2_stream *s, uint32_t error)
 	evbuffer_free(s->out);
 	free(s);
 	arm_idle(c);
+}
+
+/* ---- input budget ----------------------------------------------------------
+ *
+ * Server connections run nghttp2 without automatic WINDOW_UPDATE.  A
+ * stream's window reopens only as the layer above releases bytes
+ * (h2_stream_consume), so each stream holds at most its window.  The
+ * connection window reopens on receipt while the connection and the
+ * process are under their budgets; past them the bytes are "owed" and the
+ * window stays shut until bytes are released, so a connection holds at most
+ * its budget plus one connection window.  A message larger than the stream
+ * window gets a grant (the stream window grows) when the budgets have room
+ * for the rest of it, else the stream waits.  When a connection's window is
+ * shut and the peer has none left, nothing on it can complete by waiting:
+ * the stream holding the most bytes is ended (on_over_budget). */
+
+#define DEFAULT_MAX_BUFFERED_CONN  ((size_t)64 << 20)
+#define DEFAULT_MAX_BUFFERED_TOTAL ((size_t)512 << 20)
+
+static struct {
+	size_t max_total;
+	size_t buffered, granted;
+	struct list waiting; /* h2_conn.budget_link: owed > 0 or nwaiting > 0 */
+	bool in_kick;
+} budget = {DEFAULT_MAX_BUFFERED_TOTAL, 0, 0, LIST_INIT(budget.waiting), false};
+
+void h2_set_max_buffered_total(size_t max)
+{
+	budget.max_total = max ? max : DEFAULT_MAX_BUFFERED_TOTAL;
+}
+
+size_t h2_buffered_total(void)
+{
+	return budget.buffered;
+}
+
+static bool conn_has_room(const struct h2_conn *c)
+{
+	return c->buffered < c->st.max_buffered_conn && budget.buffered < budget.max_total;
+}
+
+static void budget_wait(struct h2_conn *c)
+{
+	if (!list_linked(&c->budget_link))
+		list_add_tail(&budget.waiting, &c->budget_link);
+}
+
+/* Try to grant the rest of s's message; true when it needs nothing more. */
+static bool try_grant(struct h2_stream *s)
+{
+	struct h2_conn *c = s->conn;
+	if (s->want_rx <= s->rx)
+		return true;
+	size_t need = (size_t)(s->want_rx - s->rx);
+	int32_t avail = nghttp2_session_get_stream_local_window_size(c->ng, s->id);
+	if (avail < 0)
+		return true; /* the stream is gone from nghttp2 */
+	if ((size_t)avail >= need)
+		return true;
+	if (c->buffered + c->granted + need > c->st.max_buffered_conn ||
+	    budget.buffered + budget.granted + need > budget.max_total)
+		return false;
+	int32_t local = nghttp2_session_get_stream_effective_local_window_size(c->ng, s->id);
+	size_t grow = need - (size_t)avail;
+	if (local < 0 || (size_t)local + grow > NGHTTP2_MAX_WINDOW_SIZE)
+		return true; /* can't grow further; the peer stays within its window */
+	nghttp2_session_set_local_window_size(c->ng, NGHTTP2_FLAG_NONE, s->id,
+					      (int32_t)((size_t)local + grow));
+	c->granted -= s->grant_left;
+	budget.granted -= s->grant_left;
+	s->grant_left = need;
+	c->granted += need;
+	budget.granted += need;
+	LOGD("h2", LOG_STREAM " window grows by %zu for a message (%zu bytes to come)", c->id,
+	     s->id, grow, need);
+	h2_out_schedule(c);
+	return true;
+}
+
+/* Reopen held windows and grant waiting streams while there is room. */
+static void budget_kick(void)
+{
+	if (budget.in_kick || list_empty(&budget.waiting))
+		return;
+	budget.in_kick = true;
+	struct list *pos, *tmp;
+	list_for_each_safe(pos, tmp, &budget.waiting)
+	{
+		struct h2_conn *c = container_of(pos, struct h2_conn, budget_link);
+		if (c->state == H2_CONN_CLOSED) {
+			list_del(&c->budget_link);
+			continue;
+		}
+		if (c->owed > 0 && conn_has_room(c)) {
+			nghttp2_session_consume_connection(c->ng, c->owed);
+			c->owed = 0;
+			h2_out_schedule(c);
+		}
+		for (struct h2_stream *s = c->streams; s && c->nwaiting > 0; s = s->next) {
+			if (s->want_rx && try_grant(s)) {
+				s->want_rx = 0;
+				c->nwaiting--;
+			}
+		}
+		if (c->owed == 0 && c->nwaiting == 0)
+			list_del(&c->budget_link);
+	}
+	budget.in_kick = false;
+}
+
+/* n bytes of s leave the budget (released by the layer above, or the
+ * stream is gone). */
+static void budget_release(struct h2_stream *s, size_t n, bool window)
+{
+	struct h2_conn *c = s->conn;
+	if (n > s->unconsumed)
+		n = s->unconsumed;
+	if (n == 0)
+		return;
+	s->unconsumed -= n;
+	c->buffered -= n;
+	budget.buffered -= n;
+	if (window && c->state != H2_CONN_CLOSED) {
+		nghttp2_session_consume_stream(c->ng, s->id, n);
+		h2_out_schedule(c);
+	}
+	budget_kick();
+}
+
+/* DATA payload for s arrived. */
+static void budget_receive(struct h2_stream *s, size_t len)
+{
+	struct h2_conn *c = s->conn;
+	s->rx += len;
+	s->unconsumed += len;
+	c->buffered += len;
+	budget.buffered += len;
+	size_t g = len < s->grant_left ? len : s->grant_left;
+	s->grant_left -= g;
+	c->granted -= g;
+	budget.granted -= g;
+	if (c->owed == 0 && conn_has_room(c)) {
+		nghttp2_session_consume_connection(c->ng, len);
+	} else {
+		if (c->owed == 0)
+			LOGD("h2", LOG_CONN " %zu request bytes buffered: connection window held",
+			     c->id, c->buffered);
+		c->owed += len;
+		budget_wait(c);
+	}
+}
+
+/* Drop a stream from the budget for good (it is being freed). */
+static void budget_forget(struct h2_stream *s)
+{
+	struct h2_conn *c = s->conn;
+	if (s->want_rx) {
+		s->want_rx = 0;
+		c->nwaiting--;
+	}
+	c->granted -= s->grant_left;
+	budget.granted -= s->grant_left;
+	s->grant_left = 0;
+	budget_release(s, s->unconsumed, false);
+	if (c->state != H2_CONN_CLOSED && c->manual_flow && c->owed == 0 && c->nwaiting == 0)
+		list_del(&c->budget_link);
+}
+
+/* After a batch of input: when the connection window is held and the peer
+ * has none left, no stream can finish a message by waiting; end the one
+ * holding the most bytes. */
+static void budget_check_stall(struct h2_conn *c)
+{
+	while (c->manual_flow && c->owed > 0 && c->state != H2_CONN_CLOSED &&
+	       nghttp2_session_get_local_window_size(c->ng) <= 0) {
+		struct h2_stream *big = NULL;
+		for (struct h2_stream *s = c->streams; s; s = s->next)
+			if (!s->discard && s->unconsumed > 0 &&
+			    (!big || s->unconsumed > big->unconsumed))
+				big = s;
+		if (!big)
+			return;
+		char why[256];
+		if (c->buffered >= c->st.max_buffered_conn)
+			snprintf(why, sizeof(why),
+				 "too many request bytes buffered on this connection, no message "
+				 "complete (limit %zu, config limits.max-buffered-per-connection)",
+				 c->st.max_buffered_conn);
+		else
+			snprintf(why, sizeof(why),
+				 "too many request bytes buffered by the server, no message "
+				 "complete (limit %zu, config limits.max-buffered-total)",
+				 budget.max_total);
+		LOGI("h2", LOG_STREAM " over budget with %zu bytes: %s", c->id, big->id,
+		     big->unconsumed, why);
+		big->discard = true;
+		if (big->ops && big->ops->on_over_budget)
+			big->ops->on_over_budget(big, why);
+		else
+			h2_stream_reset(big, NGHTTP2_ENHANCE_YOUR_CALM);
+		budget_release(big, big->unconsumed, true);
+	}
+}
+
+void h2_stream_consume(struct h2_stream *s, size_t n)
+{
+	if (s->conn->manual_flow)
+		budget_release(s, n, true);
+}
+
+int h2_stream_want_window(struct h2_stream *s, size_t total, size_t remaining, char **err)
+{
+	struct h2_conn *c = s->conn;
+	if (!c->manual_flow || s->discard || remaining == 0 || c->state == H2_CONN_CLOSED)
+		return 0;
+	if (total > c->st.max_buffered_stream) {
+		*err = xasprintf(
+			"request message of %zu bytes (with framing) is over the per-stream "
+			"buffer (limit %zu, config limits.max-buffered-per-stream)",
+			total, c->st.max_buffered_stream);
+		return -1;
+	}
+	if (total > c->st.max_buffered_conn) {
+		*err = xasprintf("request message of %zu bytes (with framing) is over the "
+				 "per-connection buffer (limit %zu, config "
+				 "limits.max-buffered-per-connection)",
+				 total, c->st.max_buffered_conn);
+		return -1;
+	}
+	if (total > budget.max_total) {
+		*err = xasprintf("request message of %zu bytes (with framing) is over the server's "
+				 "request buffer (limit %zu, config limits.max-buffered-total)",
+				 total, budget.max_total);
+		return -1;
+	}
+	uint64_t target = s->rx + remaining;
+	if (s->want_rx == target)
+		return 0; /* already waiting for this one */
+	if (s->want_rx) {
+		s->want_rx = 0;
+		c->nwaiting--;
+	}
+	s->want_rx = target;
+	if (try_grant(s)) {
+		s->want_rx = 0;
+		return 0;
+	}
+	LOGD("h2", LOG_STREAM " message of %zu bytes waits for request-buffer budget", c->id, s->id,
+	     total);
+	c->nwaiting++;
+	budget_wait(c);
+	return 0;
 }
 
 /* ---- nghttp2 callbacks -------------------------------------------------- */
@@ -243,8 +501,19 @@ static int data_chunk_cb(nghttp2_session *ng, uint8_t flags, int32_t id, const u
 			 size_t len, void *ud)
 {
 	(void)flags;
-	(void)ud;
+	struct h2_conn *c = ud;
 	struct h2_stream *s = nghttp2_session_get_stream_user_data(ng, id);
+	if (c->manual_flow) {
+		if (!s) {
+			nghttp2_session_consume(ng, id, len);
+			return 0;
+		}
+		budget_receive(s, len);
+		if (s->discard) {
+			budget_release(s, len, true);
+			return 0;
+		}
+	}
 	if (s && s->ops && s->ops->on_data)
 		s->ops->on_data(s, data, len);
 	return 0;
@@ -347,6 +616,7 @@ static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
 	struct h2_conn *c = arg;
 	while (c->streams)
 		stream_close(c->streams, NGHTTP2_CANCEL);
+	list_del(&c->budget_link);
 	if (c->on_closed)
 		c->on_closed(c, c->arg);
 	nghttp2_session_del(c->ng);
@@ -426,6 +696,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 		}
 		evbuffer_drain(in, (size_t)rv);
 	}
+	budget_check_stall(c);
 	h2_out_flush(c);
 }
 
@@ -471,6 +742,14 @@ static struct h2_conn *conn_new(struct bufferevent *bev, const struct h2_setting
 	c->st = *st;
 	if (c->st.max_output_buffer == 0)
 		c->st.max_output_buffer = 4 << 20;
+	if (c->st.max_buffered_conn == 0)
+		c->st.max_buffered_conn = DEFAULT_MAX_BUFFERED_CONN;
+	if (c->st.max_buffered_stream == 0)
+		c->st.max_buffered_stream = SIZE_MAX;
+	list_init(&c->budget_link);
+	/* Server windows reopen as requests are consumed (see "input
+	 * budget"); our client reads responses as they come. */
+	c->manual_flow = server;
 	c->flush_ev = event_new(base, -1, 0, h2_out_flush_ev_cb, c);
 	c->free_ev = event_new(base, -1, 0, conn_free_cb, c);
 	if (st->idle_timeout_us > 0)
@@ -482,6 +761,8 @@ static struct h2_conn *conn_new(struct bufferevent *bev, const struct h2_setting
 	/* Bazel and grpc-java ping freely; nghttp2 answers PINGs itself and
 	 * caps queued ACKs, so a ping flood can't grow memory. */
 	nghttp2_option_set_max_outbound_ack(opt, 10000);
+	if (server)
+		nghttp2_option_set_no_auto_window_update(opt, 1);
 	int rv = server ? nghttp2_session_server_new3(&c->ng, cb, c, opt, &ng_mem)
 			: nghttp2_session_client_new3(&c->ng, cb, c, opt, &ng_mem);
 	nghttp2_option_del(opt);

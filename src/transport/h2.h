@@ -16,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/util.h"
+
 struct bufferevent;
 struct event_base;
 struct h2_conn;
@@ -53,6 +55,12 @@ struct h2_stream_ops {
 	 * connection died); `error` is the HTTP/2 error code, 0 when clean.
 	 * The stream is freed when this returns. */
 	void (*on_close)(struct h2_stream *s, uint32_t error);
+	/* Server: the connection's request-buffer budget is spent and its
+	 * flow-control window is closed, so no stream could finish a message
+	 * by waiting; this stream holds the most buffered bytes and must end
+	 * (`why` names the limit).  From here on its input is discarded (h2
+	 * releases it).  Without this op the stream is reset. */
+	void (*on_over_budget)(struct h2_stream *s, const char *why);
 };
 
 struct h2_settings {
@@ -62,7 +70,20 @@ struct h2_settings {
 	uint32_t stream_window;
 	int64_t idle_timeout_us;  /* 0 = never */
 	size_t max_output_buffer; /* stop reading above this much unsent output */
+	/* Server connections: request bytes received and not yet released
+	 * with h2_stream_consume.  Past max_buffered_conn (0 = 64 MiB) the
+	 * connection window is no longer reopened; one stream's window grows
+	 * for a large message only up to max_buffered_stream (0 = no limit
+	 * of its own). */
+	size_t max_buffered_stream;
+	size_t max_buffered_conn;
 };
+
+/* Process-wide cap on request bytes buffered by all server connections
+ * (0 = 512 MiB); past it no connection window is reopened. */
+void h2_set_max_buffered_total(size_t max);
+/* Request bytes all server connections hold now. */
+size_t h2_buffered_total(void);
 
 /* Server side: called when a peer opens a stream (before its headers are
  * parsed).  The callee must set ops with h2_stream_set_ops. */
@@ -119,6 +140,24 @@ size_t h2_stream_pending(const struct h2_stream *s);
 int h2_stream_end(struct h2_stream *s, const struct h2_hdr *trailers, size_t n);
 /* Reset with an HTTP/2 error code (e.g. H2_CANCEL). */
 void h2_stream_reset(struct h2_stream *s, uint32_t error);
+
+/* Server input flow control.  Request bytes count as buffered from the
+ * DATA frame that carries them until the layer above releases them with
+ * h2_stream_consume (typically when a whole message leaves its reassembly
+ * buffer); only then does the stream's flow-control window reopen, so a
+ * peer that never completes its messages is throttled.  Bytes of a stream
+ * that is gone are released by h2.  No-op on client connections (they
+ * reopen windows on receipt). */
+void h2_stream_consume(struct h2_stream *s, size_t n);
+/* The layer above has a message of `total` bytes (framing included) in
+ * progress of which `remaining` bytes have not arrived.  When the stream's
+ * window cannot carry them, grow it, within the per-connection and
+ * process-wide budgets (or wait, the stream's sender blocked, until they
+ * have room).  Returns 0, or -1 with *err (malloc'd, names the limit) when
+ * the message can never fit: larger than max_buffered_stream, the
+ * connection's or the process's budget. */
+int h2_stream_want_window(struct h2_stream *s, size_t total, size_t remaining,
+			  char **err) WARN_UNUSED;
 
 /* Low-water mark below which on_writable fires. */
 #define H2_STREAM_LOWAT (256 * 1024)

@@ -15,6 +15,7 @@
 #include <event2/util.h>
 #include <nghttp2/nghttp2.h>
 
+#include "core/list.h"
 #include "transport/h2.h"
 
 struct bufferevent;
@@ -40,6 +41,13 @@ struct h2_stream {
 	bool was_full; /* pending crossed H2_STREAM_LOWAT */
 	struct h2_hdr *trailers;
 	size_t ntrailers;
+
+	/* Input budget (server): bytes received, not yet released. */
+	size_t unconsumed;
+	uint64_t rx;	   /* DATA payload bytes received in all */
+	uint64_t want_rx;  /* rx a waiting window grant must reach; 0 = none */
+	size_t grant_left; /* granted bytes still to arrive (in c->granted) */
+	bool discard;	   /* over budget: input released on arrival */
 
 	struct h2_stream *prev, *next; /* conn->streams */
 	struct h2_stream *wnext;       /* conn->writable list */
@@ -80,6 +88,14 @@ struct h2_conn {
 	/* Not states: both can be true in OPEN and GOAWAY alike. */
 	bool read_paused; /* output over max_output_buffer: not reading */
 	bool in_send;	  /* inside nghttp2_session_send (no re-entry) */
+
+	/* Input budget (server connections; see h2_stream_consume). */
+	bool manual_flow;	 /* windows reopen as the layer above consumes */
+	size_t buffered;	 /* sum of the streams' unconsumed bytes */
+	size_t granted;		 /* sum of the streams' grant_left */
+	size_t owed;		 /* received bytes whose connection window is held */
+	size_t nwaiting;	 /* streams waiting for a window grant */
+	struct list budget_link; /* on the waiting list while owed/nwaiting */
 };
 
 /* h2_out.c ------------------------------------------------------------ */

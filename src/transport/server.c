@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -25,6 +26,7 @@
 
 #include "core/cfg.h"
 #include "core/list.h"
+#include "core/map.h"
 #include "transport/h2.h"
 #include "core/log.h"
 
@@ -35,10 +37,23 @@ struct listener {
 	bool tcp;
 };
 
+/* Connections from one client address (TCP; unix peers are not
+ * counted per address). */
+struct peer_count {
+	struct map_node node; /* in srv.peers, keyed by addr */
+	size_t n;
+	char addr[INET6_ADDRSTRLEN];
+};
+
 struct sconn {
 	struct h2_conn *h2;
-	struct list link; /* on srv.conns */
+	struct list link;      /* on srv.conns */
+	struct peer_count *pc; /* NULL for unix peers */
 };
+
+/* Descriptors kept free for everything but client connections (Redis,
+ * blob files, workers' pipes, the listeners). */
+#define FD_HEADROOM 128
 
 static struct {
 	struct event_base *base;
@@ -52,7 +67,35 @@ static struct {
 	bool draining;
 	void (*on_idle)(void *);
 	void *idle_arg;
+	/* limits.max-connections (after the RLIMIT_NOFILE cap) and
+	 * limits.max-connections-per-address (0 = none) */
+	size_t max_conns, max_per_addr;
+	struct map peers; /* struct peer_count by address */
+	int64_t refuse_logged_us;
+	size_t refused;		 /* since the last log line */
+	struct event *resume_ev; /* listeners paused after EMFILE */
+	bool stopped;
 } srv = {.conns = LIST_INIT(srv.conns)};
+
+static void limits_from(const struct cfg *cfg)
+{
+	size_t max = (size_t)cfg->limits_max_connections;
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+		size_t cap = rl.rlim_cur > 2 * FD_HEADROOM ? (size_t)rl.rlim_cur - FD_HEADROOM
+							   : (size_t)rl.rlim_cur / 2;
+		if (max > cap) {
+			LOGW("server",
+			     "limits.max-connections %zu is more than the descriptor limit allows "
+			     "(RLIMIT_NOFILE %llu less %d kept for other files): using %zu",
+			     max, (unsigned long long)rl.rlim_cur, FD_HEADROOM, cap);
+			max = cap;
+		}
+	}
+	srv.max_conns = max;
+	srv.max_per_addr = (size_t)cfg->limits_max_conns_per_addr;
+	h2_set_max_buffered_total((size_t)cfg->limits_max_buffered_total);
+}
 
 static void settings_from(const struct cfg *cfg, struct h2_settings *st)
 {
@@ -62,11 +105,45 @@ static void settings_from(const struct cfg *cfg, struct h2_settings *st)
 	st->stream_window = cfg->h2_stream_window;
 	st->idle_timeout_us = cfg->h2_idle_timeout_us;
 	st->max_output_buffer = (size_t)cfg->h2_max_output_buffer;
+	/* Default: one whole message of the largest size, with its prefix. */
+	st->max_buffered_stream = cfg->limits_max_buffered_stream
+					  ? (size_t)cfg->limits_max_buffered_stream
+					  : (size_t)cfg->grpc_max_recv_message_size + 5;
+	st->max_buffered_conn = (size_t)cfg->limits_max_buffered_conn;
 }
 
 void server_reconfigure(const struct cfg *cfg)
 {
 	settings_from(cfg, &srv.st);
+	limits_from(cfg);
+}
+
+static bool peer_eq(const struct map_node *n, const void *key)
+{
+	return strcmp(container_of(n, struct peer_count, node)->addr, key) == 0;
+}
+
+/* The count of connections from addr, created at 0 when absent. */
+static struct peer_count *peer_get(const char *addr)
+{
+	uint64_t h = map_hash_str(addr);
+	struct map_node *n = map_find(&srv.peers, h, peer_eq, addr);
+	if (n)
+		return container_of(n, struct peer_count, node);
+	struct peer_count *pc = xcalloc(1, sizeof(*pc));
+	snprintf(pc->addr, sizeof(pc->addr), "%s", addr);
+	map_insert(&srv.peers, &pc->node, h);
+	return pc;
+}
+
+static void peer_put(struct peer_count *pc)
+{
+	if (pc && --pc->n == 0) {
+		map_remove(&srv.peers, &pc->node);
+		free(pc);
+		if (srv.stopped && map_count(&srv.peers) == 0)
+			map_destroy(&srv.peers);
+	}
 }
 
 static void conn_closed(struct h2_conn *h, void *arg)
@@ -75,6 +152,7 @@ static void conn_closed(struct h2_conn *h, void *arg)
 	struct sconn *sc = arg;
 	list_del(&sc->link);
 	srv.nconns--;
+	peer_put(sc->pc);
 	free(sc);
 	if (srv.draining && srv.nconns == 0 && srv.on_idle) {
 		void (*fn)(void *) = srv.on_idle;
@@ -106,6 +184,35 @@ static void peer_name(const struct sockaddr *sa, char *buf, size_t len)
 	}
 }
 
+/* The client's address without the port; false for unix peers. */
+static bool peer_host(const struct sockaddr *sa, char *buf, size_t len)
+{
+	if (sa->sa_family == AF_INET)
+		return inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr,
+				 buf, (socklen_t)len) != NULL;
+	if (sa->sa_family == AF_INET6)
+		return inet_ntop(AF_INET6,
+				 &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf,
+				 (socklen_t)len) != NULL;
+	return false;
+}
+
+/* Over a connection limit: the socket is closed at once (a flood of
+ * them costs one accept and one close each) and a line is logged at most
+ * once a second. */
+static void refuse(evutil_socket_t fd, const char *peer, const char *why)
+{
+	evutil_closesocket(fd);
+	srv.refused++;
+	int64_t now = mono_us();
+	if (now - srv.refuse_logged_us >= 1000000) {
+		LOGW("server", "refused %zu connection(s) in the last second, latest from %s: %s",
+		     srv.refused, peer, why);
+		srv.refuse_logged_us = now;
+		srv.refused = 0;
+	}
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen,
 		      void *arg)
 {
@@ -116,6 +223,29 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		evutil_closesocket(fd);
 		return;
 	}
+	char peer[96], why[160];
+	peer_name(sa, peer, sizeof(peer));
+	if (srv.nconns >= srv.max_conns) {
+		snprintf(why, sizeof(why),
+			 "too many connections (limit %zu, config "
+			 "limits.max-connections)",
+			 srv.max_conns);
+		refuse(fd, peer, why);
+		return;
+	}
+	char host[INET6_ADDRSTRLEN];
+	struct peer_count *pc = NULL;
+	if (peer_host(sa, host, sizeof(host))) {
+		pc = peer_get(host);
+		if (srv.max_per_addr > 0 && pc->n >= srv.max_per_addr) {
+			snprintf(why, sizeof(why),
+				 "too many connections from %s (limit %zu, config "
+				 "limits.max-connections-per-address)",
+				 host, srv.max_per_addr);
+			refuse(fd, peer, why);
+			return;
+		}
+	}
 	if (li->tcp) {
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -125,12 +255,26 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		evutil_closesocket(fd);
 		return;
 	}
-	char peer[96];
-	peer_name(sa, peer, sizeof(peer));
 	struct sconn *sc = xcalloc(1, sizeof(*sc));
+	if (pc) {
+		pc->n++;
+		sc->pc = pc;
+	}
 	list_add_head(&srv.conns, &sc->link);
 	srv.nconns++;
 	sc->h2 = h2_conn_server(bev, &srv.st, peer, stream_opened, conn_closed, sc);
+}
+
+static void resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (srv.draining)
+		return;
+	for (size_t i = 0; i < srv.nls; i++)
+		if (srv.ls[i].ev)
+			evconnlistener_enable(srv.ls[i].ev);
 }
 
 static void accept_error_cb(struct evconnlistener *l, void *arg)
@@ -138,9 +282,27 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 	(void)l;
 	struct listener *li = arg;
 	int err = EVUTIL_SOCKET_ERROR();
-	/* EMFILE and friends: log and keep listening; libevent retries on
-	 * the next readiness. */
-	LOGW("server", "accept on %s: %s", li->addr, evutil_socket_error_to_string(err));
+	/* Out of descriptors (or memory): the pending connection stays in the
+	 * backlog and the listener would be readable again at once, spinning
+	 * the loop.  Pause accepting for a moment; closing connections frees
+	 * descriptors meanwhile. */
+	bool pause = err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM;
+	int64_t now = mono_us();
+	if (!pause || now - srv.refuse_logged_us >= 1000000) {
+		LOGW("server", "accept on %s: %s%s", li->addr, evutil_socket_error_to_string(err),
+		     pause ? "; not accepting for 100ms" : "");
+		if (pause)
+			srv.refuse_logged_us = now;
+	}
+	if (!pause)
+		return;
+	for (size_t i = 0; i < srv.nls; i++)
+		if (srv.ls[i].ev)
+			evconnlistener_disable(srv.ls[i].ev);
+	if (!srv.resume_ev)
+		srv.resume_ev = evtimer_new(srv.base, resume_cb, NULL);
+	struct timeval tv = {0, 100000};
+	evtimer_add(srv.resume_ev, &tv);
 }
 
 static int bind_unix(const char *path, struct listener *li, char **err)
@@ -208,6 +370,8 @@ int server_start(struct event_base *base, const struct cfg *cfg, h2_accept_strea
 	srv.on_stream = on_stream;
 	srv.stream_arg = arg;
 	settings_from(cfg, &srv.st);
+	map_init(&srv.peers);
+	limits_from(cfg);
 	srv.ls = xcalloc((size_t)cfg->n_listen, sizeof(*srv.ls));
 	for (int i = 0; i < cfg->n_listen; i++) {
 		const struct cfg_listen *l = &cfg->listen[i];
@@ -301,4 +465,12 @@ void server_stop(void)
 	free(srv.ls);
 	srv.ls = NULL;
 	srv.nls = 0;
+	if (srv.resume_ev) {
+		event_free(srv.resume_ev);
+		srv.resume_ev = NULL;
+	}
+	/* Connections still closing drop their counts later (peer_put). */
+	srv.stopped = true;
+	if (map_count(&srv.peers) == 0)
+		map_destroy(&srv.peers);
 }

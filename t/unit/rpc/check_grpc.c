@@ -139,6 +139,47 @@ START_TEST(test_reader_limits)
 }
 END_TEST
 
+/* A prefix declaring 4 MiB allocates nothing; the buffer follows the
+ * bytes that arrived (doubling) and never exceeds the declared length. */
+static int count_big(void *arg, const uint8_t *msg, size_t len)
+{
+	(void)msg;
+	*(size_t *)arg = len;
+	return 0;
+}
+
+START_TEST(test_reader_grows_with_data)
+{
+	struct grpc_reader r;
+	size_t got = 0, want = (4 << 20) + 3;
+	uint8_t hdr[5];
+	grpc_reader_init(&r, 16 << 20);
+	grpc_prefix(hdr, false, (uint32_t)want);
+	ck_assert_int_eq(grpc_reader_feed(&r, hdr, 5, count_big, &got), GRPC_READER_OK);
+	ck_assert_uint_eq(r.cap, 0);
+	ck_assert_uint_eq(grpc_reader_buffered(&r), 5);
+	size_t len;
+	ck_assert(grpc_reader_pending(&r, &len));
+	ck_assert_uint_eq(len, want);
+	static uint8_t chunk[100000];
+	size_t fed = 0;
+	while (fed < want) {
+		size_t n = want - fed < sizeof(chunk) ? want - fed : sizeof(chunk);
+		ck_assert_int_eq(grpc_reader_feed(&r, chunk, n, count_big, &got), GRPC_READER_OK);
+		fed += n;
+		if (fed < want) {
+			ck_assert_uint_eq(grpc_reader_buffered(&r), 5 + fed);
+			ck_assert_uint_le(r.cap, 2 * fed + 16384);
+			ck_assert_uint_le(r.cap, want);
+		}
+	}
+	ck_assert_uint_eq(got, want);
+	ck_assert_uint_eq(grpc_reader_buffered(&r), 0);
+	ck_assert(!grpc_reader_pending(&r, &len));
+	grpc_reader_free(&r);
+}
+END_TEST
+
 START_TEST(test_status_details)
 {
 	uint8_t payload[] = {1, 2, 3};
@@ -178,6 +219,7 @@ int main(void)
 	tcase_add_test(tc, test_percent);
 	tcase_add_test(tc, test_reassembly_every_split);
 	tcase_add_test(tc, test_reader_limits);
+	tcase_add_test(tc, test_reader_grows_with_data);
 	tcase_add_test(tc, test_status_details);
 	tcase_add_test(tc, test_code_names);
 	suite_add_tcase(s, tc);
