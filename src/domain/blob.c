@@ -289,6 +289,14 @@ int blob_put(struct blob_store *s, const struct digest *d, const void *data, siz
 	/* Already verified: the writer skips its own hash. */
 	struct blob_writer *w = writer_new(s, d, false);
 	int rc = blob_writer_write(w, data, len);
+	if (rc == -EDQUOT) {
+		int64_t held = s->tmp_bytes;
+		blob_writer_abort(w);
+		return fail(err, rc,
+			    xasprintf("cannot store %s: uploads in progress hold %" PRId64
+				      " bytes, and the store's limit is %" PRId64 " bytes",
+				      digest_str(d, es, sizeof(es)), held, s->max_size));
+	}
 	if (rc < 0) {
 		blob_writer_abort(w);
 		return fail(err, rc,

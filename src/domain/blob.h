@@ -95,7 +95,8 @@ int blob_get(struct blob_store *s, const struct digest *d, uint8_t **data);
 
 /* Store a whole buffer after verifying it hashes to d (no storage touched
  * when it does not).  Same returns and *err rules as blob_writer_commit,
- * plus -ENOSPC before hashing when d->size > max_size. */
+ * plus -ENOSPC before hashing when d->size > max_size and -EDQUOT when
+ * the uploads in progress leave no room for it (see blob_writer_write). */
 int blob_put(struct blob_store *s, const struct digest *d, const void *data, size_t len,
 	     char **err);
 

@@ -223,6 +223,7 @@ static int put_error_code(int rv)
 	switch (rv) {
 	case -EINVAL: return GRPC_INVALID_ARGUMENT;
 	case -ENOSPC: return GRPC_RESOURCE_EXHAUSTED;
+	case -EDQUOT: return GRPC_RESOURCE_EXHAUSTED; /* uploads in progress fill the budget */
 	default: return GRPC_INTERNAL;
 	}
 }
