@@ -34,6 +34,25 @@ WRITE = "/google.bytestream.ByteStream/Write"
 EXECUTE = "/build.bazel.remote.execution.v2.Execution/Execute"
 BK = "/reactor.buckets.v1.Buckets/"
 MIB = 1 << 20
+# VmRSS growth allowed under attack.  An AddressSanitizer build holds freed
+# memory in its quarantine (256 MiB), so there RSS tracks churn, not what is
+# live: the bound is not checked (the statuses still are).
+RSS_LIMIT = 16 * MIB
+
+
+def _asan():
+    try:
+        with open(h.REACTORD, "rb") as f:
+            return b"__asan_" in f.read()
+    except OSError:
+        return False
+
+
+ASAN = _asan()
+
+
+def rss_ok(grown):
+    return ASAN or grown < RSS_LIMIT
 
 
 def rss_bytes(pid):
@@ -226,7 +245,8 @@ class TestSlowReaders(StreamsCase):
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
             peak = max(peak, rss_bytes(pid))
-            self.assertLess(peak - base, limit, "%s: VmRSS grew by %.1f MiB (limit %.1f)"
+            self.assertTrue(ASAN or peak - base < limit,
+                            "%s: VmRSS grew by %.1f MiB (limit %.1f)"
                             % (what, (peak - base) / MIB, limit / MIB))
             time.sleep(0.2)
         sys.stderr.write("%s: VmRSS %.1f MiB -> peak %.1f MiB (+%.1f)\n"
@@ -252,7 +272,7 @@ class TestSlowReaders(StreamsCase):
         # at most 64 KiB leave reactord for the whole connection.
         time.sleep(1.5)  # every Execute queued its operation
         base = rss_bytes(srv.pid)
-        self.watch_rss(srv.pid, base, 16 * MIB, 10, "%d unread Execute streams" % n)
+        self.watch_rss(srv.pid, base, RSS_LIMIT, 10, "%d unread Execute streams" % n)
         self.assert_served(srv)
         # The streams still work: a bot runs the action and each stream,
         # read now, ends with the done Operation.
@@ -288,13 +308,13 @@ class TestSlowReaders(StreamsCase):
                 bpb.PutRequest(bucket="flood", parameters_json=params) for _ in range(100)]),
                 timeout=30 * h.SLOW)
             ids.append(r.results[0].build.id)
-            self.assertLess(rss_bytes(srv.pid) - base, 16 * MIB,
-                            "VmRSS grew by more than 16 MiB")
+            self.assertTrue(rss_ok(rss_bytes(srv.pid) - base),
+                            "VmRSS grew by more than %d MiB" % (RSS_LIMIT // MIB))
             # Others are served meanwhile.
             t0 = time.monotonic()
             self.assertEqual(get(bpb.GetRequest(id=ids[-1]), timeout=5).build.id, ids[-1])
             self.assertLess(time.monotonic() - t0, 2 * h.SLOW)
-        self.watch_rss(srv.pid, base, 16 * MIB, 2, "%d unread WatchBuilds streams" % n)
+        self.watch_rss(srv.pid, base, RSS_LIMIT, 2, "%d unread WatchBuilds streams" % n)
         # Read now: each stream ended RESOURCE_EXHAUSTED naming the limit.
         for sid in sids:
             st = raw.wait_stream(sid, timeout=20)
