@@ -385,6 +385,19 @@ static const struct key cfg_keys[] = {
 	{"workers.properties", K_LIST, LIST(workers_properties, n_workers_properties),
 	 .list = &proplist_ops, .def_str = "OSFamily=linux,ISA=x86-64"},
 
+	/* Server streams and partial uploads (bounded memory and descriptors). */
+	{"buckets.watch-max-ids", K_INT, F(buckets_watch_max_ids), .def = 1000, .min = 1,
+	 .max = 1000000, .reload = true},
+	{"buckets.watch-max-queued", K_INT, F(buckets_watch_max_queued), .def = 1000, .min = 1,
+	 .max = 1000000, .reload = true},
+	SECTION("uploads"),
+	{"uploads.max-open", K_INT, F(uploads_max_open), .def = 1024, .min = 1, .max = 1000000,
+	 .reload = true},
+	{"uploads.max-per-connection", K_INT, F(uploads_max_per_conn), .def = 64, .min = 1,
+	 .max = 1000000, .reload = true},
+	{"uploads.abandon-timeout", K_DURATION, F(uploads_abandon_timeout_us), .def = 10 * US_M,
+	 .min = 100 * US_MS, .max = 7 * US_D, .reload = true},
+
 	{"instances", K_LIST, LIST(instances, n_instances), .list = &instance_ops, .def_str = ""},
 
 	/* Absent: no master.  Adding or removing it needs a restart; within it

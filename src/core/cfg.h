@@ -172,6 +172,13 @@ struct cfg {
 				      OSFamily=linux, ISA=x86-64 */
 	int n_workers_properties;
 
+	/* server streams and partial ByteStream uploads: (all reloadable) */
+	int buckets_watch_max_ids;	    /* build ids one WatchBuilds watches, default 1000 */
+	int buckets_watch_max_queued;	    /* states queued for a slow watcher, default 1000 */
+	int uploads_max_open;		    /* partial uploads in total, default 1024 */
+	int uploads_max_per_conn;	    /* partial uploads per connection, default 64 */
+	int64_t uploads_abandon_timeout_us; /* idle partial upload dropped after, default 10m */
+
 	struct cfg_instance *instances; /* at least one; default one named "" */
 	int n_instances;
 

@@ -148,6 +148,8 @@ static void writer_free(struct blob_writer *w)
 	hasher_free(w->h);
 	assert(w->s->open_writers > 0);
 	w->s->open_writers--;
+	w->s->tmp_bytes -= w->off;
+	assert(w->s->tmp_bytes >= 0);
 	free(w);
 }
 
@@ -167,6 +169,13 @@ int blob_writer_write(struct blob_writer *w, const void *data, size_t n)
 	/* Refuse before buffering a byte of something commit must reject. */
 	if (too_big(w->s, &w->expected))
 		return -ENOSPC;
+	struct blob_store *s = w->s;
+	if (s->max_size > 0) {
+		if (s->tmp_bytes + (int64_t)n > s->max_size)
+			return -EDQUOT;
+		if (s->be->reserve)
+			s->be->reserve(s, s->tmp_bytes + (int64_t)n);
+	}
 	if (w->h)
 		hasher_update(w->h, data, n);
 	int rc = w->s->be->writer_write(w, data, n);
@@ -176,7 +185,25 @@ int blob_writer_write(struct blob_writer *w, const void *data, size_t n)
 		return rc;
 	}
 	w->off += (int64_t)n;
+	s->tmp_bytes += (int64_t)n;
 	return 0;
+}
+
+int64_t blob_tmp_bytes(const struct blob_store *s)
+{
+	return s->tmp_bytes;
+}
+
+int blob_writer_suspend(struct blob_writer *w)
+{
+	if (w->err)
+		return w->err;
+	if (digest_is_empty(&w->expected) || !w->s->be->writer_suspend)
+		return 0;
+	int rc = w->s->be->writer_suspend(w);
+	if (rc < 0)
+		w->err = rc;
+	return rc;
 }
 
 int64_t blob_writer_offset(const struct blob_writer *w)
@@ -262,6 +289,14 @@ int blob_put(struct blob_store *s, const struct digest *d, const void *data, siz
 	/* Already verified: the writer skips its own hash. */
 	struct blob_writer *w = writer_new(s, d, false);
 	int rc = blob_writer_write(w, data, len);
+	if (rc == -EDQUOT) {
+		int64_t held = s->tmp_bytes;
+		blob_writer_abort(w);
+		return fail(err, rc,
+			    xasprintf("cannot store %s: uploads in progress hold %" PRId64
+				      " bytes, and the store's limit is %" PRId64 " bytes",
+				      digest_str(d, es, sizeof(es)), held, s->max_size));
+	}
 	if (rc < 0) {
 		blob_writer_abort(w);
 		return fail(err, rc,

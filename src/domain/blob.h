@@ -95,7 +95,8 @@ int blob_get(struct blob_store *s, const struct digest *d, uint8_t **data);
 
 /* Store a whole buffer after verifying it hashes to d (no storage touched
  * when it does not).  Same returns and *err rules as blob_writer_commit,
- * plus -ENOSPC before hashing when d->size > max_size. */
+ * plus -ENOSPC before hashing when d->size > max_size and -EDQUOT when
+ * the uploads in progress leave no room for it (see blob_writer_write). */
 int blob_put(struct blob_store *s, const struct digest *d, const void *data, size_t len,
 	     char **err);
 
@@ -144,9 +145,26 @@ struct blob_writer *blob_writer_open(struct blob_store *s, const struct digest *
 /* Append n bytes, hashing them on the way.  Returns 0; -EFBIG when the
  * data would go past expected->size (nothing consumed); -ENOSPC when
  * expected->size exceeds the store's max_size (rejected before buffering
- * anything) or the disk is full; -EIO on I/O error.  After -EIO/-ENOSPC
- * from the disk the writer is dead: later calls fail the same way. */
+ * anything) or the disk is full; -EDQUOT when the bytes all open writers
+ * hold would pass max_size (nothing consumed; see blob_tmp_bytes); -EIO
+ * on I/O error.  After -EIO/-ENOSPC from the disk the writer is dead:
+ * later calls fail the same way.
+ *
+ * Uploads in progress count against max_size: before taking bytes, a
+ * write evicts stored blobs (least recent first) so that stored bytes
+ * plus every writer's bytes stay within it where it can. */
 int blob_writer_write(struct blob_writer *w, const void *data, size_t n);
+
+/* Bytes held by writers not yet committed or aborted (temp files on disk,
+ * buffers in memory). */
+int64_t blob_tmp_bytes(const struct blob_store *s);
+
+/* The writer will be idle for a while (a resumable upload whose stream
+ * ended): give back what it need not hold meanwhile.  The disk writer
+ * writes out its buffer and closes its temp file, reopening it with the
+ * next write.  Returns 0, or the error that write would have (the writer
+ * is then dead, as after a failed write). */
+int blob_writer_suspend(struct blob_writer *w);
 
 /* Bytes accepted so far (where a resumed upload continues). */
 int64_t blob_writer_offset(const struct blob_writer *w);
@@ -214,6 +232,10 @@ struct blob_backend {
 	/* Called exactly once per non-empty writer, after publish or instead
 	 * of it: release fd, temp file, buffers. */
 	void (*writer_release)(struct blob_writer *w);
+	/* Optional: close what an idle writer need not hold. */
+	int (*writer_suspend)(struct blob_writer *w);
+	/* Optional: evict (best effort) until stored + need fits max_size. */
+	void (*reserve)(struct blob_store *s, int64_t need);
 };
 
 struct blob_store {
@@ -221,6 +243,7 @@ struct blob_store {
 	int64_t max_size;
 	int64_t hits, misses;
 	int open_readers, open_writers;
+	int64_t tmp_bytes; /* accepted by open writers */
 };
 
 struct blob_reader {

@@ -465,10 +465,21 @@ static int open_tmp(struct disk *k, struct blob_writer *w)
 	return io_error(e);
 }
 
+/* A suspended writer's temp file, opened again. */
+static int reopen_tmp(struct disk *k, struct blob_writer *w)
+{
+	w->fd = openat(k->tmpfd, w->tmpname, O_WRONLY | O_APPEND | O_CLOEXEC);
+	if (w->fd >= 0)
+		return 0;
+	int e = errno;
+	LOGE(MOD, "%s/tmp/%s: reopen: %s", k->dir, w->tmpname, strerror(e));
+	return io_error(e);
+}
+
 static int write_file(struct disk *k, struct blob_writer *w, const uint8_t *p, size_t n)
 {
 	if (w->fd < 0) {
-		int rc = open_tmp(k, w);
+		int rc = w->tmpname[0] ? reopen_tmp(k, w) : open_tmp(k, w);
 		if (rc < 0)
 			return rc;
 	}
@@ -541,6 +552,8 @@ static int disk_writer_publish(struct blob_writer *w, char **err)
 	if (lookup(k, d))
 		return 0;
 	int rc = flush(k, w);
+	if (rc == 0 && k->fsync && w->fd < 0 && w->tmpname[0])
+		rc = reopen_tmp(k, w); /* suspended, nothing written since */
 	if (rc == 0 && k->fsync && fdatasync(w->fd) < 0) {
 		int e = errno;
 		LOGE(MOD, "%s/tmp/%s: fdatasync: %s", k->dir, w->tmpname, strerror(e));
@@ -584,6 +597,24 @@ static void disk_writer_release(struct blob_writer *w)
 	free(w->buf);
 	w->buf = NULL;
 	w->fd = -1;
+}
+
+/* Idle upload: data to the file, then no descriptor or buffer held. */
+static int disk_writer_suspend(struct blob_writer *w)
+{
+	struct disk *k = disk_of(w->s);
+	int rc = flush(k, w);
+	if (w->fd >= 0)
+		close(w->fd);
+	w->fd = -1;
+	free(w->buf);
+	w->buf = NULL;
+	return rc;
+}
+
+static void disk_reserve(struct blob_store *s, int64_t need)
+{
+	make_room(disk_of(s), need);
 }
 
 /* ---- open and close --------------------------------------------------- */
@@ -738,4 +769,6 @@ static const struct blob_backend disk_backend = {
 	.writer_write = disk_writer_write,
 	.writer_publish = disk_writer_publish,
 	.writer_release = disk_writer_release,
+	.writer_suspend = disk_writer_suspend,
+	.reserve = disk_reserve,
 };

@@ -194,6 +194,11 @@ static int mem_writer_publish(struct blob_writer *w, char **err)
 	return 0;
 }
 
+static void mem_reserve(struct blob_store *s, int64_t need)
+{
+	(void)make_room(mem_of(s), need); /* pinned blobs may stay */
+}
+
 static void mem_writer_release(struct blob_writer *w)
 {
 	free(w->data);
@@ -228,6 +233,7 @@ static const struct blob_backend mem_backend = {
 	.writer_write = mem_writer_write,
 	.writer_publish = mem_writer_publish,
 	.writer_release = mem_writer_release,
+	.reserve = mem_reserve,
 };
 
 struct blob_store *blob_open_memory(int64_t max_size)

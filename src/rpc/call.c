@@ -189,6 +189,12 @@ size_t call_pending(const struct call *c)
 	return c->stream ? h2_stream_pending(c->stream) : 0;
 }
 
+void call_want_writable(struct call *c)
+{
+	if (c->stream)
+		h2_stream_want_writable(c->stream);
+}
+
 int64_t call_remaining_us(const struct call *c)
 {
 	if (!c->deadline_mono)

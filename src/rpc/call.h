@@ -115,6 +115,9 @@ void call_set_data(struct call *c, void *data);
 void *call_data(const struct call *c);
 /* Response bytes queued and not yet sent. */
 size_t call_pending(const struct call *c);
+/* A handler that stopped producing while call_pending() > 0 asks for
+ * on_writable once the queue drains (below the h2 low-water mark). */
+void call_want_writable(struct call *c);
 /* Request metadata value (lowercase key); -bin values are decoded, with
  * *len set.  NULL when absent. */
 const char *call_metadata(const struct call *c, const char *key, size_t *len);

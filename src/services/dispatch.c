@@ -75,6 +75,7 @@ static const struct rpc_method table[] = {
 		.resp = &build__bazel__remote__execution__v2__get_tree_response__descriptor,
 		.on_message = svc_cas_get_tree,
 		.on_cancel = svc_cas_get_tree_cancel,
+		.on_writable = svc_cas_get_tree_writable,
 	},
 	{
 		.path = "/build.bazel.remote.execution.v2.ContentAddressableStorage/SpliceBlob",
@@ -91,6 +92,7 @@ static const struct rpc_method table[] = {
 		.resp = &google__longrunning__operation__descriptor,
 		.on_message = svc_exec_execute,
 		.on_cancel = svc_exec_cancel,
+		.on_writable = svc_exec_writable,
 	},
 	{
 		.path = "/build.bazel.remote.execution.v2.Execution/WaitExecution",
@@ -99,6 +101,7 @@ static const struct rpc_method table[] = {
 		.resp = &google__longrunning__operation__descriptor,
 		.on_message = svc_exec_wait,
 		.on_cancel = svc_exec_cancel,
+		.on_writable = svc_exec_writable,
 	},
 	{
 		.path = "/google.bytestream.ByteStream/QueryWriteStatus",
@@ -205,6 +208,7 @@ static const struct rpc_method table[] = {
 		.resp = &grpc__health__v1__health_check_response__descriptor,
 		.on_message = svc_health_watch,
 		.on_cancel = svc_health_watch_cancel,
+		.on_writable = svc_health_watch_writable,
 	},
 	{
 		.path = "/reactor.buckets.v1.Buckets/Cancel",
@@ -318,6 +322,7 @@ static const struct rpc_method table[] = {
 		.resp = &reactor__buckets__v1__build__descriptor,
 		.on_message = svc_buckets_watch,
 		.on_cancel = svc_buckets_watch_cancel,
+		.on_writable = svc_buckets_watch_writable,
 	},
 };
 /* clang-format on */

@@ -11,11 +11,20 @@
 
 struct cfg;
 
+/* Output backpressure for server streams of small messages (Execute,
+ * WaitExecution, WatchBuilds, health Watch): while call_pending() is at or
+ * above this, a stream queues nothing more (it keeps what it must send in
+ * its own bounded form), asks call_want_writable() and resumes in its
+ * on_writable.  Small, so a thousand stuck streams on one connection hold
+ * a few MiB, not hundreds. */
+#define SVC_STREAM_HIWAT (16 * 1024)
+
 /* grpc.health.v1.Health */
 void svc_health_check(struct call *c, const ProtobufCMessage *msg);
 void svc_health_list(struct call *c, const ProtobufCMessage *msg);
 void svc_health_watch(struct call *c, const ProtobufCMessage *msg);
 void svc_health_watch_cancel(struct call *c);
+void svc_health_watch_writable(struct call *c);
 /* Server-wide serving state (false while Redis is down or draining). */
 void svc_health_set_serving(bool serving);
 /* Drop all watchers (shutdown). */
@@ -41,6 +50,7 @@ void svc_cas_batch_read(struct call *c, const ProtobufCMessage *msg);
 void svc_cas_batch_read_cancel(struct call *c);
 void svc_cas_get_tree(struct call *c, const ProtobufCMessage *msg);
 void svc_cas_get_tree_cancel(struct call *c);
+void svc_cas_get_tree_writable(struct call *c);
 
 /* google.bytestream.ByteStream */
 struct event_base;
@@ -72,6 +82,7 @@ void svc_buckets_cancel_batch(struct call *c, const ProtobufCMessage *msg);
 void svc_buckets_retry(struct call *c, const ProtobufCMessage *msg);
 void svc_buckets_watch(struct call *c, const ProtobufCMessage *msg);
 void svc_buckets_watch_cancel(struct call *c);
+void svc_buckets_watch_writable(struct call *c);
 /* Register the scripts, subscribe to build events and create the sweep
  * timers; call before store_start.  Returns 0 or -1. */
 int svc_buckets_init(struct event_base *base);
@@ -86,6 +97,8 @@ void svc_exec_init(struct event_base *base);
 void svc_exec_execute(struct call *c, const ProtobufCMessage *msg);
 void svc_exec_wait(struct call *c, const ProtobufCMessage *msg);
 void svc_exec_cancel(struct call *c);
+/* Execute / WaitExecution: the output drained, send the held state. */
+void svc_exec_writable(struct call *c);
 /* google.longrunning.Operations.WaitOperation (lives with WaitExecution). */
 void svc_ops_wait(struct call *c, const ProtobufCMessage *msg);
 /* Shutdown: end every stream with UNAVAILABLE (clients resume with
@@ -103,6 +116,9 @@ void svc_ops_delete(struct call *c, const ProtobufCMessage *msg);
 /* Send operation `name` in state v as an Operation message (call_send). */
 struct sched_view;
 int svc_ops_send(struct call *c, const char *name, const struct sched_view *v);
+/* The same message serialized after 5 free bytes (for call_send_owned);
+ * *len is the message length without them. */
+uint8_t *svc_ops_pack(const char *name, const struct sched_view *v, size_t *len);
 
 /* google.devtools.remoteworkers.v1test2.Bots (svc_bots.c) */
 void svc_bots_init(struct event_base *base);

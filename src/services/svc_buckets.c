@@ -336,13 +336,38 @@ void svc_buckets_cancel_batch(struct call *c, const ProtobufCMessage *msg)
 
 /* ---- WatchBuilds ----------------------------------------------------------------- */
 
-/* One WatchBuilds stream: a domain watcher and its call. */
+/* One WatchBuilds stream: a domain watcher and its call.  While the
+ * client does not read (SVC_STREAM_HIWAT bytes or more wait to go out),
+ * build states queue up here, serialized, and on_writable sends them in
+ * order; a stream whose queue would pass buckets.watch-max-queued ends
+ * with RESOURCE_EXHAUSTED (the proto has no "resync" message: the client
+ * watches again and reads the builds it cares about). */
 struct swatch {
 	struct bk_watcher w;
 	struct call *c;
+	struct list queue; /* of struct qmsg, oldest first */
+	size_t nqueued;
+};
+
+struct qmsg {
+	struct list link;
+	uint8_t *buf; /* 5 free bytes, then the Build (call_send_owned) */
+	size_t len;
 };
 
 static bool shut;
+static int watch_max_ids = 1000, watch_max_queued = 1000;
+
+static void queue_clear(struct swatch *s)
+{
+	while (!list_empty(&s->queue)) {
+		struct qmsg *q = container_of(list_first(&s->queue), struct qmsg, link);
+		list_del(&q->link);
+		free(q->buf);
+		free(q);
+	}
+	s->nqueued = 0;
+}
 
 static void drop_watcher(struct call *c)
 {
@@ -351,6 +376,7 @@ static void drop_watcher(struct call *c)
 		return;
 	bk_watch_remove(&s->w);
 	call_set_data(c, NULL);
+	queue_clear(s);
 	bk_strv_free(s->w.buckets, s->w.nb);
 	free(s->w.ids);
 	free(s);
@@ -364,11 +390,55 @@ static void watch_live(struct bk_watcher *w)
 
 static void watch_build(struct bk_watcher *w, const BkBuild *b)
 {
-	struct call *c = container_of(w, struct swatch, w)->c;
-	/* A send that fails finished the call (message too large) without
-	 * its on_cancel: let the watcher go now. */
-	if (call_send(c, &b->base) < 0 && call_done(c))
+	struct swatch *s = container_of(w, struct swatch, w);
+	struct call *c = s->c;
+	if (list_empty(&s->queue) && call_pending(c) < SVC_STREAM_HIWAT) {
+		/* A send that fails finished the call (message too large)
+		 * without its on_cancel: let the watcher go now. */
+		if (call_send(c, &b->base) < 0 && call_done(c))
+			drop_watcher(c);
+		return;
+	}
+	if (s->nqueued >= (size_t)watch_max_queued) {
+		size_t n = s->nqueued;
+		call_ref(c);
 		drop_watcher(c);
+		call_finish(c, GRPC_RESOURCE_EXHAUSTED,
+			    "WatchBuilds client is not reading: %zu build states are queued for it "
+			    "(limit %d, config buckets.watch-max-queued); watch again and re-read "
+			    "the builds",
+			    n, watch_max_queued);
+		call_unref(c);
+		return;
+	}
+	struct qmsg *q = xcalloc(1, sizeof *q);
+	q->len = protobuf_c_message_get_packed_size(&b->base);
+	q->buf = xmalloc(q->len + 5);
+	protobuf_c_message_pack(&b->base, q->buf + 5);
+	list_add_tail(&s->queue, &q->link);
+	s->nqueued++;
+	call_want_writable(c);
+}
+
+void svc_buckets_watch_writable(struct call *c)
+{
+	struct swatch *s = call_data(c);
+	while (s && !list_empty(&s->queue) && call_pending(c) < SVC_STREAM_HIWAT) {
+		struct qmsg *q = container_of(list_first(&s->queue), struct qmsg, link);
+		list_del(&q->link);
+		s->nqueued--;
+		uint8_t *buf = q->buf;
+		size_t len = q->len;
+		free(q);
+		if (call_send_owned(c, buf, len) < 0) {
+			if (call_done(c))
+				drop_watcher(c);
+			return;
+		}
+		s = call_data(c);
+	}
+	if (s && !list_empty(&s->queue))
+		call_want_writable(c);
 }
 
 void svc_buckets_watch(struct call *c, const ProtobufCMessage *msg)
@@ -385,12 +455,20 @@ void svc_buckets_watch(struct call *c, const ProtobufCMessage *msg)
 			return;
 		}
 	}
+	if (req->n_build_ids > (size_t)watch_max_ids) {
+		call_finish(c, GRPC_RESOURCE_EXHAUSTED,
+			    "WatchBuilds asks for %zu build ids (limit %d, config "
+			    "buckets.watch-max-ids)",
+			    req->n_build_ids, watch_max_ids);
+		return;
+	}
 	if (shut) {
 		call_finish(c, GRPC_UNAVAILABLE, "server shutting down");
 		return;
 	}
 	struct swatch *s = xcalloc(1, sizeof *s);
 	s->c = c;
+	list_init(&s->queue);
 	s->w.nb = req->n_buckets;
 	s->w.buckets = xcalloc(s->w.nb + 1, sizeof(char *));
 	for (size_t i = 0; i < s->w.nb; i++)
@@ -421,6 +499,8 @@ void svc_buckets_configure(const struct cfg *cfg)
 			       cfg->buckets_retention_us, cfg->buckets_max_tags};
 	bk_configure(&bc);
 	bk_watch_configure(cfg->buckets_expiry_interval_us, cfg->buckets_timeout_check_interval_us);
+	watch_max_ids = cfg->buckets_watch_max_ids;
+	watch_max_queued = cfg->buckets_watch_max_queued;
 }
 
 int svc_buckets_init(struct event_base *base)

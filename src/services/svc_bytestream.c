@@ -6,8 +6,13 @@
  *
  * Uploads live in a table keyed by their resource name so that a Write
  * broken off mid-way can be resumed by the next Write at the committed
- * offset (as QueryWriteStatus reports it).  Uploads nobody touches for
- * UPLOAD_IDLE are dropped by a timer.
+ * offset (as QueryWriteStatus reports it).  Partial uploads are bounded:
+ * at most uploads.max-open in all and uploads.max-per-connection per
+ * connection (the one that wrote last), else RESOURCE_EXHAUSTED naming
+ * the limit; their bytes count against the store's storage-max-size (see
+ * blob_writer_write).  An upload whose stream ended keeps its temp file
+ * for a resume but no descriptor (blob_writer_suspend), and a timer drops
+ * it once nobody touched it for uploads.abandon-timeout.
  */
 #include <assert.h>
 #include <errno.h>
@@ -16,6 +21,7 @@
 
 #include <event2/event.h>
 
+#include "core/cfg.h"
 #include "core/list.h"
 #include "domain/blob.h"
 #include "google/bytestream/bytestream.pb-c.h"
@@ -36,21 +42,25 @@
  * stream and pass held a lone stream to 1.1 GB/s.  2 MiB a pass is ~3 ms
  * of pread, framing and socket writes here.  A chunk smaller than READ_MIN
  * waits for the next pass. */
-#define READ_PASS   (2 << 20)
-#define READ_MIN    (64 << 10)
-#define UPLOAD_IDLE (600 * 1000000LL) /* drop abandoned uploads after 10 min */
-#define SWEEP_EVERY 30
+#define READ_PASS (2 << 20)
+#define READ_MIN  (64 << 10)
+/* The abandon sweep runs every quarter of uploads.abandon-timeout, within
+ * these bounds (microseconds). */
+#define SWEEP_MIN_US (100 * 1000LL)
+#define SWEEP_MAX_US (30 * 1000000LL)
 
 struct upload {
 	char *name;
 	struct digest d;
 	struct blob_writer *w;
 	struct call *owner; /* the Write call appending now, or NULL */
+	uint64_t conn;	    /* connection that wrote last (call_conn_id) */
 	int64_t last_active;
 	struct list link; /* on uploads */
 };
 
 static struct list uploads = LIST_INIT(uploads);
+static size_t nuploads;
 static struct event *sweep_ev;
 
 /* ---- resource names ------------------------------------------------------ */
@@ -251,8 +261,7 @@ void svc_bs_read_cancel(struct call *c)
 static struct upload *upload_find(const char *name)
 {
 	struct list *pos;
-	list_for_each(pos, &uploads)
-	{
+	list_for_each (pos, &uploads) {
 		struct upload *u = container_of(pos, struct upload, link);
 		if (strcmp(u->name, name) == 0)
 			return u;
@@ -263,10 +272,25 @@ static struct upload *upload_find(const char *name)
 static void upload_drop(struct upload *u)
 {
 	list_del(&u->link);
+	nuploads--;
 	if (u->w)
 		blob_writer_abort(u->w);
 	free(u->name);
 	free(u);
+}
+
+static int64_t abandon_us(void)
+{
+	const struct cfg *cfg = svc_config();
+	return cfg ? cfg->uploads_abandon_timeout_us : 600 * 1000000LL;
+}
+
+static void sweep_arm(void)
+{
+	int64_t us = abandon_us() / 4;
+	us = us < SWEEP_MIN_US ? SWEEP_MIN_US : us > SWEEP_MAX_US ? SWEEP_MAX_US : us;
+	struct timeval tv = {us / 1000000, us % 1000000};
+	evtimer_add(sweep_ev, &tv);
 }
 
 static void sweep_cb(evutil_socket_t fd, short what, void *arg)
@@ -274,25 +298,26 @@ static void sweep_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	(void)arg;
-	int64_t now = mono_us();
+	int64_t now = mono_us(), idle = abandon_us();
 	struct list *pos, *tmp;
-	list_for_each_safe(pos, tmp, &uploads)
-	{
+	list_for_each_safe (pos, tmp, &uploads) {
 		struct upload *u = container_of(pos, struct upload, link);
-		if (!u->owner && now - u->last_active > UPLOAD_IDLE) {
-			LOGI("bytestream", "dropping abandoned upload %s at %lld of %lld bytes",
+		if (!u->owner && now - u->last_active > idle) {
+			LOGI("bytestream",
+			     "dropping abandoned upload %s at %lld of %lld bytes "
+			     "(uploads.abandon-timeout)",
 			     u->name, (long long)blob_writer_offset(u->w), (long long)u->d.size);
 			upload_drop(u);
 		}
 	}
+	sweep_arm();
 }
 
 void svc_bytestream_init(struct event_base *base)
 {
 	pass_ev = evtimer_new(base, pass_cb, NULL);
-	sweep_ev = event_new(base, -1, EV_PERSIST, sweep_cb, NULL);
-	struct timeval tv = {SWEEP_EVERY, 0};
-	event_add(sweep_ev, &tv);
+	sweep_ev = evtimer_new(base, sweep_cb, NULL);
+	sweep_arm();
 }
 
 void svc_bytestream_shutdown(void)
@@ -329,11 +354,46 @@ static void write_release(struct call *c)
 	if (!st)
 		return;
 	if (st->up) {
+		/* Parked for a resume: no descriptor meanwhile.  A failure
+		 * shows up as the error of the next write or commit. */
 		st->up->owner = NULL;
 		st->up->last_active = mono_us();
+		if (st->up->w)
+			(void)blob_writer_suspend(st->up->w);
 	}
 	free(st);
 	call_set_data(c, NULL);
+}
+
+/* A new upload (fresh) or one moving to c's connection would pass a cap:
+ * finish c RESOURCE_EXHAUSTED naming it and return true. */
+static bool over_limits(struct call *c, bool fresh)
+{
+	const struct cfg *cfg = svc_config();
+	if (!cfg)
+		return false;
+	if (fresh && nuploads >= (size_t)cfg->uploads_max_open) {
+		call_finish(c, GRPC_RESOURCE_EXHAUSTED,
+			    "too many partial uploads open (limit %d, config uploads.max-open); "
+			    "finish or abandon some first",
+			    cfg->uploads_max_open);
+		return true;
+	}
+	uint64_t conn = call_conn_id(c);
+	size_t mine = 0;
+	struct list *pos;
+	list_for_each (pos, &uploads) {
+		if (container_of(pos, struct upload, link)->conn == conn)
+			mine++;
+	}
+	if (mine >= (size_t)cfg->uploads_max_per_conn) {
+		call_finish(c, GRPC_RESOURCE_EXHAUSTED,
+			    "too many partial uploads on this connection (limit %d, config "
+			    "uploads.max-per-connection)",
+			    cfg->uploads_max_per_conn);
+		return true;
+	}
+	return false;
 }
 
 /* First message: find or create the upload. */
@@ -365,13 +425,17 @@ static int write_begin(struct call *c, const Google__Bytestream__WriteRequest *r
 			    (long long)req->write_offset, (long long)have, req->resource_name);
 		return -1;
 	}
+	if ((!u || u->conn != call_conn_id(c)) && over_limits(c, !u))
+		return -1;
 	if (!u) {
 		u = xcalloc(1, sizeof(*u));
 		u->name = xstrdup(req->resource_name);
 		u->d = d;
 		u->w = blob_writer_open(in->cas, &d);
 		list_add_head(&uploads, &u->link);
+		nuploads++;
 	}
+	u->conn = call_conn_id(c);
 	u->owner = c;
 	u->last_active = mono_us();
 	struct wstate *st = xcalloc(1, sizeof(*st));
@@ -412,6 +476,10 @@ void svc_bs_write(struct call *c, const ProtobufCMessage *msg)
 		int rv = blob_writer_write(u->w, req->data.data, req->data.len);
 		if (rv != 0) {
 			int64_t size = u->d.size;
+			struct blob_store *cas = st->in->cas;
+			struct blob_stats bs;
+			blob_get_stats(cas, &bs);
+			int64_t max_size = bs.max_size, held = blob_tmp_bytes(cas);
 			write_release(c);
 			upload_drop(u);
 			if (rv == -EFBIG)
@@ -423,6 +491,11 @@ void svc_bs_write(struct call *c, const ProtobufCMessage *msg)
 					    "blob of %lld bytes does not fit in this instance's "
 					    "storage-max-size",
 					    (long long)size);
+			else if (rv == -EDQUOT)
+				call_finish(c, GRPC_RESOURCE_EXHAUSTED,
+					    "uploads in progress hold %lld bytes: %zu more would "
+					    "pass this instance's storage-max-size (%lld bytes)",
+					    (long long)held, req->data.len, (long long)max_size);
 			else
 				call_finish(c, GRPC_INTERNAL, "writing the upload failed");
 			return;

@@ -223,6 +223,7 @@ static int put_error_code(int rv)
 	switch (rv) {
 	case -EINVAL: return GRPC_INVALID_ARGUMENT;
 	case -ENOSPC: return GRPC_RESOURCE_EXHAUSTED;
+	case -EDQUOT: return GRPC_RESOURCE_EXHAUSTED; /* uploads in progress fill the budget */
 	default: return GRPC_INTERNAL;
 	}
 }
@@ -422,8 +423,10 @@ void svc_cas_batch_read(struct call *c, const ProtobufCMessage *msg)
 /* The walk is depth-first, preorder, children in the order each Directory
  * lists them; a directory reached twice within one call is sent once.  It
  * runs in slices (TREE_SLICE_DIRS directories or TREE_SLICE_US, then a
- * zero timer lets the loop serve sockets) and pauses while more than
- * TREE_PENDING bytes wait for the client.
+ * zero timer lets the loop serve sockets) and pauses while TREE_PENDING
+ * bytes or more wait for the client: the next page is produced only from
+ * on_writable, so a client that stops reading holds at most one page
+ * (TREE_MSG_BYTES) plus that much.
  *
  * The page token is where to resume, with no server state and no re-walk:
  * "t1:<first 16 hex of the root hash>:<i0>.<i1>...", one index per
@@ -443,7 +446,7 @@ void svc_cas_batch_read(struct call *c, const ProtobufCMessage *msg)
  * max-send-message-size. */
 #define DIRECTORY_MAX	(4 << 20)
 #define TREE_MSG_BYTES	(2 << 20)
-#define TREE_PENDING	(4 << 20)
+#define TREE_PENDING	(256 << 10)
 #define TREE_SLICE_DIRS 256
 #define TREE_SLICE_US	3000
 #define TREE_MAX_DEPTH	2048
@@ -471,6 +474,7 @@ struct tree_walk {
 	uint8_t *page; /* 5-byte gRPC prefix room, then GetTreeResponse */
 	size_t page_len, page_cap, page_dirs;
 	bool sent_any;
+	bool paused; /* waiting for on_writable */
 	struct event *ev;
 };
 
@@ -675,11 +679,12 @@ static void tree_step(evutil_socket_t fd, short what, void *arg)
 {
 	(void)fd, (void)what;
 	struct tree_walk *w = arg;
-	static const struct timeval now = {0, 0}, later = {0, 1000};
+	static const struct timeval now = {0, 0};
 	int64_t until = mono_us() + TREE_SLICE_US;
 	for (int k = 0; !call_done(w->c); k++) {
-		if (w->ev && call_pending(w->c) > TREE_PENDING) {
-			evtimer_add(w->ev, &later); /* the client is slow: wait */
+		if (w->ev && call_pending(w->c) >= TREE_PENDING) {
+			w->paused = true; /* the client is slow: on_writable resumes */
+			call_want_writable(w->c);
 			return;
 		}
 		if (w->ev && (k >= TREE_SLICE_DIRS || mono_us() >= until)) {
@@ -706,6 +711,20 @@ void svc_cas_get_tree_cancel(struct call *c)
 	struct tree_walk *w = call_data(c);
 	if (w)
 		tree_free(w);
+}
+
+void svc_cas_get_tree_writable(struct call *c)
+{
+	struct tree_walk *w = call_data(c);
+	if (!w || !w->paused)
+		return;
+	if (call_pending(c) >= TREE_PENDING) {
+		call_want_writable(c);
+		return;
+	}
+	static const struct timeval now = {0, 0};
+	w->paused = false;
+	evtimer_add(w->ev, &now);
 }
 
 /* Rebuild the stack from a page token (see above).  Returns 0, or -1 when

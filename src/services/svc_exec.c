@@ -14,6 +14,11 @@
  * in flight holds one, so a late reply never touches freed memory.  A
  * stream waits on exactly one watch list (its job's) and leaves it the
  * moment its client goes away.
+ *
+ * Backpressure: a client that stops reading gets no more than
+ * SVC_STREAM_HIWAT bytes queued.  Above that a stream holds only the
+ * newest state, serialized (the client needs the latest Operation, not
+ * every one in between), sends it from on_writable, and skips keep-alives.
  */
 #include <errno.h>
 #include <stddef.h>
@@ -58,7 +63,10 @@ struct exec {
 	int64_t last_version;
 	int64_t last_send;
 	struct event *ka;
-	int64_t wait_us;	  /* WaitOperation: unary, answer by this long */
+	int64_t wait_us; /* WaitOperation: unary, answer by this long */
+	uint8_t *held;	 /* newest state while the output is full */
+	size_t held_len;
+	bool held_final;	  /* held is the COMPLETED state */
 	struct exec *prev, *next; /* live streams */
 };
 
@@ -79,6 +87,7 @@ static void ex_unref(struct exec *ex)
 	if (ex->ka)
 		event_free(ex->ka);
 	call_unref(ex->c);
+	free(ex->held);
 	free(ex->instance);
 	free(ex->op);
 	free(ex->job);
@@ -126,6 +135,16 @@ static void ex_send(struct exec *ex, const struct sched_view *v)
 	ex->last_stage = v->stage;
 	ex->last_version = v->version;
 	ex->last_send = mono_us();
+	if (call_pending(ex->c) >= SVC_STREAM_HIWAT) {
+		/* The client is not reading: keep just this state. */
+		free(ex->held);
+		ex->held = svc_ops_pack(ex->op, v, &ex->held_len);
+		ex->held_final = v->stage == SCHED_COMPLETED;
+		call_want_writable(ex->c);
+		return;
+	}
+	free(ex->held); /* older than v */
+	ex->held = NULL;
 	if (svc_ops_send(ex->c, ex->op, v) != 0) {
 		ex_end(ex);
 		return;
@@ -173,7 +192,9 @@ static void ka_cb(evutil_socket_t fd, short what, void *arg)
 	}
 	const struct cfg *cfg = svc_config();
 	int64_t idle = mono_us() - ex->last_send;
-	if (idle >= cfg->sched_keepalive_us - 1000) {
+	/* No keep-alive into a full output: the client is not reading. */
+	if (idle >= cfg->sched_keepalive_us - 1000 && !ex->held &&
+	    call_pending(ex->c) < SVC_STREAM_HIWAT) {
 		/* The same state again: proxies and clients see traffic. */
 		struct sched_view v = {.exists = true,
 				       .stage = ex->last_stage,
@@ -699,6 +720,28 @@ void svc_exec_cancel(struct call *c)
 		}
 	}
 	ex_end(ex);
+}
+
+void svc_exec_writable(struct call *c)
+{
+	struct exec *ex = call_data(c);
+	if (!ex || !ex->live || !ex->held)
+		return;
+	if (call_pending(c) >= SVC_STREAM_HIWAT) {
+		call_want_writable(c);
+		return;
+	}
+	uint8_t *buf = ex->held;
+	ex->held = NULL;
+	ex->last_send = mono_us();
+	if (call_send_owned(c, buf, ex->held_len) != 0) {
+		ex_end(ex);
+		return;
+	}
+	if (ex->held_final) {
+		call_finish(c, GRPC_OK, NULL);
+		ex_end(ex);
+	}
 }
 
 void svc_exec_init(struct event_base *base)

@@ -2,7 +2,9 @@
  * svc_health.c - grpc.health.v1.Health: Check, List and Watch.  The server
  * is SERVING while its Redis command connection is up and it is not
  * draining; every service in the dispatch table (and "") shares that state.
- * Watch streams send the current state at once and then every change.
+ * Watch streams send the current state at once and then every change; a
+ * stream whose client stops reading (SVC_STREAM_HIWAT bytes queued) skips
+ * changes and sends the state as it then is from on_writable.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -48,6 +50,10 @@ static void send_status(struct watcher *w)
 	int st = status_of(w->service);
 	if (st == w->last)
 		return;
+	if (call_pending(w->call) >= SVC_STREAM_HIWAT) {
+		call_want_writable(w->call); /* sent from there, if still new */
+		return;
+	}
 	Grpc__Health__V1__HealthCheckResponse resp = GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__INIT;
 	resp.status = st;
 	w->last = st;
@@ -135,6 +141,13 @@ static void drop_watcher(struct call *c)
 void svc_health_watch_cancel(struct call *c)
 {
 	drop_watcher(c);
+}
+
+void svc_health_watch_writable(struct call *c)
+{
+	struct watcher *w = call_data(c);
+	if (w)
+		send_status(w);
 }
 
 void svc_health_shutdown(void)

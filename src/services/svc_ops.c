@@ -108,6 +108,18 @@ int svc_ops_send(struct call *c, const char *name, const struct sched_view *v)
 	return rc;
 }
 
+uint8_t *svc_ops_pack(const char *name, const struct sched_view *v, size_t *len)
+{
+	struct op_msg m;
+	op_msg_build(&m, name, v);
+	size_t n = protobuf_c_message_get_packed_size(&m.op.base);
+	uint8_t *buf = xmalloc(n + 5);
+	protobuf_c_message_pack(&m.op.base, buf + 5);
+	op_msg_free(&m);
+	*len = n;
+	return buf;
+}
+
 /* Operations are global names; the instance (for the execution switch)
  * is checked only where the request names one. */
 static bool name_ok(struct call *c, const char *name)

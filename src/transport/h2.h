@@ -135,6 +135,9 @@ int h2_stream_write(struct h2_stream *s, const void *data, size_t len);
 int h2_stream_write_owned(struct h2_stream *s, void *data, size_t len);
 /* Bytes queued but not yet handed to nghttp2. */
 size_t h2_stream_pending(const struct h2_stream *s);
+/* Fire on_writable once the queued bytes drain below H2_STREAM_LOWAT even
+ * if they never went above it (a producer that stops at a lower mark). */
+void h2_stream_want_writable(struct h2_stream *s);
 /* End our side: trailers (server) after the queued data, or END_STREAM
  * with no trailers when n == 0 (client request body end). */
 int h2_stream_end(struct h2_stream *s, const struct h2_hdr *trailers, size_t n);

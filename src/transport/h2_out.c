@@ -260,6 +260,11 @@ size_t h2_stream_pending(const struct h2_stream *s)
 	return evbuffer_get_length(s->out);
 }
 
+void h2_stream_want_writable(struct h2_stream *s)
+{
+	s->was_full = true;
+}
+
 int h2_stream_end(struct h2_stream *s, const struct h2_hdr *trailers, size_t n)
 {
 	if (s->end_pending || s->conn->state == H2_CONN_CLOSED)
