@@ -441,7 +441,7 @@ class TestMasterState(MasterCase):
         # A lease reset from outside: the master lets the build go.
         self.assertFalse(reset(bpb.ResetRequest(id=lost), timeout=TIMEOUT).HasField("error"))
         srv.wait_log(r"build %d: lease lost" % lost, timeout=10)
-        h.wait_for(lambda: r("EXISTS", NS + "master:m1:build:%d" % lost) == 0, 5,
+        h.wait_for(lambda: r("EXISTS", NS + "master:m1:build:%d" % lost) == 0, 20,
                    "the lost build's hash to go")
         self.assertGreater(r("TTL", NS + "mstep:%d:0" % lost), 0)
         self.assertEqual(r("SMEMBERS", held), [b"%d" % handed])
