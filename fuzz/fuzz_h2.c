@@ -13,7 +13,8 @@
  * frame itself; the input is every frame after that.  Then the client side
  * goes away; the server must notice, close the connection and finish every
  * call within a bounded number of loop passes (else: abort, a stuck call).
- * Each input gets fresh instances so a crash reproduces alone.
+ * Each input gets fresh instances and ByteStream state (set up and torn
+ * down as reactord's main does), so a crash reproduces alone.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -142,6 +143,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 	svc_set_config(cfg);
 	inst_configure(cfg);
 	svc_health_set_serving(true);
+	svc_cas_init(base);
 	return 0;
 }
 
@@ -155,6 +157,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		fprintf(stderr, "fuzz_h2: instances: %s\n", err);
 		abort();
 	}
+	svc_bytestream_init(base);
 	struct bufferevent *pair[2];
 	if (bufferevent_pair_new(base, 0, pair) != 0)
 		abort();
@@ -189,6 +192,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	/* Let deferred frees run. */
 	for (int i = 0; i < 4; i++)
 		event_base_loop(base, EVLOOP_NONBLOCK);
+	/* Partial uploads outlive their stream (they are resumable): drop
+	 * them as reactord does at exit, before their stores close. */
+	svc_bytestream_shutdown();
 	inst_close_all();
 	return 0;
 }
