@@ -160,3 +160,71 @@ def several(ch):
 
 
 capture("several", several)
+
+
+# ---- structured seeds (fuzz_h2.c, "structured inputs") -------------------
+def calls(name, *cs):
+    """cs: (method index, flags, payload bytes)."""
+    out = bytearray(b"\x80")
+    for m, flags, p in cs:
+        out += bytes([m, flags]) + len(p).to_bytes(2, "big") + p
+    with open(os.path.join(OUT, name), "wb") as f:
+        f.write(bytes(out))
+
+
+def framed(*msgs):
+    return b"".join(b"\x00" + len(m).to_bytes(4, "big") + m for m in msgs)
+
+
+(CHECK, WATCH, CAPS, FIND, UPDATE, READ, TREE, BSREAD, BSWRITE, QUERY, ECHO,
+ SPLIT, UNKNOWN) = range(13)
+RAW, OPEN, TIMEOUT, REQMETA, BADBIN, SPLITF, NOCTYPE = 1, 2, 4, 8, 16, 32, 64
+import hashlib  # noqa: E402
+sub = re.Directory(files=[re.FileNode(name="f", digest=re.Digest(hash=H1, size_bytes=1),
+                                      is_executable=True)],
+                   symlinks=[re.SymlinkNode(name="l", target="f")])
+sd = sub.SerializeToString()
+top = re.Directory(files=[re.FileNode(name="a", digest=re.Digest(hash=H1, size_bytes=1))],
+                   directories=[re.DirectoryNode(name="sub", digest=re.Digest(
+                       hash=hashlib.sha256(sd).hexdigest(), size_bytes=len(sd)))])
+td = top.SerializeToString()
+dig = re.Digest(hash=hashlib.sha256(td).hexdigest(), size_bytes=len(td))
+
+
+def blob(data):
+    return re.BatchUpdateBlobsRequest.Request(
+        digest=re.Digest(hash=hashlib.sha256(data).hexdigest(), size_bytes=len(data)),
+        data=data)
+
+
+calls("s_cas",
+      (UPDATE, REQMETA, re.BatchUpdateBlobsRequest(
+          requests=[blob(b"a"), blob(sd), blob(td)]).SerializeToString()),
+      (TREE, 0, re.GetTreeRequest(root_digest=dig, page_size=1).SerializeToString()),
+      (READ, 0, re.BatchReadBlobsRequest(digests=[dig]).SerializeToString()),
+      (FIND, TIMEOUT, re.FindMissingBlobsRequest(blob_digests=[dig]).SerializeToString()),
+      (BSREAD, 0, bs.ReadRequest(resource_name="blobs/%s/%d" % (dig.hash, dig.size_bytes),
+                                 read_offset=2, read_limit=3).SerializeToString()))
+calls("s_write",
+      (BSWRITE, RAW | SPLITF, framed(
+          bs.WriteRequest(resource_name="uploads/u1/blobs/%s/1" % H1).SerializeToString(),
+          bs.WriteRequest(write_offset=0, data=b"a", finish_write=True).SerializeToString())),
+      (QUERY, 0, bs.QueryWriteStatusRequest(
+          resource_name="uploads/u1/blobs/%s/1" % H1).SerializeToString()),
+      (BSREAD, 0, bs.ReadRequest(resource_name="blobs/%s/1" % H1).SerializeToString()))
+hb = hashlib.sha256(b"hello").hexdigest()
+calls("s_write_resume",
+      (BSWRITE, RAW | OPEN, framed(bs.WriteRequest(
+          resource_name="ro/uploads/u2/blobs/%s/5" % hb, data=b"he").SerializeToString())),
+      (QUERY, 0, bs.QueryWriteStatusRequest(
+          resource_name="ro/uploads/u2/blobs/%s/5" % hb).SerializeToString()),
+      (BSWRITE, RAW, framed(bs.WriteRequest(resource_name="uploads/u2/blobs/%s/5" % hb,
+                                            write_offset=0, data=b"hello",
+                                            finish_write=True).SerializeToString())))
+calls("s_health",
+      (CHECK, TIMEOUT | REQMETA, health_pb2.HealthCheckRequest(service="").SerializeToString()),
+      (WATCH, OPEN, b""),
+      (CAPS, BADBIN, re.GetCapabilitiesRequest(instance_name="ro").SerializeToString()),
+      (ECHO, RAW | SPLITF, framed(b"\x0a\x03abc", b"", b"\x10\x01")),
+      (SPLIT, NOCTYPE, b""),
+      (UNKNOWN, 0, b""))
