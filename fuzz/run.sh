@@ -59,7 +59,7 @@ for t in "$@"; do
 		total=$((total + runs))
 	else
 		art=$(sed -n 's/.*Test unit written to \(.*\)$/\1/p' "$log" | tail -n 1)
-		echo "fuzz $t: CRASH after $(sed -n 's/^stat::number_of_executed_units: *//p' \
+		echo "fuzz $t: FAILED (crash, leak or timeout) after $(sed -n 's/^stat::number_of_executed_units: *//p' \
 			"$log" | tail -n 1) executions (exit $rc); input: ${art:-none}; log: $log"
 		grep -m 3 -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error|fuzz_[a-z0-9]*:)' "$log" |
 			sed 's/^/    /'
