@@ -133,6 +133,8 @@ static void listen_free(void *elem)
 
 /* Index is enum cfg_storage. */
 static const char *const storage_names[] = {"disk", "memory", NULL};
+/* Index is enum cfg_sandbox. */
+static const char *const sandbox_names[] = {"bwrap", "none", NULL};
 
 /* A list of non-empty strings (platform property names). */
 static const struct list_ops strlist_ops = {
@@ -352,6 +354,10 @@ static const struct key cfg_keys[] = {
 	{"workers.work-dir", K_STRING, F(workers_work_dir), .check = cfg_check_nonempty},
 	{"workers.properties", K_LIST, LIST(workers_properties, n_workers_properties),
 	 .list = &proplist_ops, .def_str = "OSFamily=linux,ISA=x86-64"},
+	{"workers.sandbox", K_ENUM, F(workers_sandbox), .def = CFG_SANDBOX_BWRAP,
+	 .names = sandbox_names},
+	{"workers.bwrap", K_STRING, F(workers_bwrap), .check = cfg_check_nonempty},
+	{"workers.run-as", K_STRING, F(workers_run_as), .check = cfg_check_nonempty},
 
 	{"instances", K_LIST, LIST(instances, n_instances), .list = &instance_ops, .def_str = ""},
 
