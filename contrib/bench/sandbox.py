@@ -13,6 +13,7 @@ On demand, not part of `make check`.
 """
 import os
 import pwd
+import resource
 import shutil
 import subprocess
 import sys
@@ -87,9 +88,12 @@ def spawn_ms(argv, user):
             os.setresgid(user.pw_gid, user.pw_gid, user.pw_gid)
             os.setresuid(user.pw_uid, user.pw_uid, user.pw_uid)
     t0 = time.monotonic()
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     for _ in range(N):
         subprocess.run(argv, check=True, preexec_fn=pre, env={"PATH": "/usr/bin:/bin"})
-    return (time.monotonic() - t0) * 1000 / N
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime) * 1000 / N
+    return (time.monotonic() - t0) * 1000 / N, cpu
 
 
 def main():
@@ -119,9 +123,11 @@ def main():
     print("%-34s %.2f ms/action" % ("sandbox none", none))
     print("%-34s %.2f ms/action" % ("sandbox bwrap", bw))
     print("%-34s %.2f ms/action" % ("bwrap overhead (end to end)", bw - none))
-    print("%-34s %.2f ms" % ("spawn `true` directly", direct))
-    print("%-34s %.2f ms" % ("spawn `true` in bwrap", boxed))
-    print("%-34s %.2f ms" % ("bwrap overhead (spawn only)", boxed - direct))
+    print("%-34s %.2f ms wall, %.2f ms CPU" % (("spawn `true` directly",) + direct))
+    print("%-34s %.2f ms wall, %.2f ms CPU" % (("spawn `true` in bwrap",) + boxed))
+    print("%-34s %.2f ms wall, %.2f ms CPU" % ("bwrap overhead (spawn only)",
+                                               boxed[0] - direct[0], boxed[1] - direct[1]))
+    print("load average: %.2f (wall times grow with it; CPU times do not)" % os.getloadavg()[0])
 
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -360,6 +362,8 @@ static enum run_end run(const struct wrun_req *r, const char *root, const char *
 	running_pgid = pid;
 	int64_t start = mono_us(), next_beat = start + r->heartbeat_us;
 	int64_t nap = 1000;
+	/* Woken when the command exits; without pidfds, naps growing to 20 ms. */
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	enum run_end end = RUN_EXITED;
 	int st = 0;
 	for (;;) {
@@ -386,12 +390,26 @@ static enum run_end run(const struct wrun_req *r, const char *root, const char *
 			}
 			next_beat = mono_us() + r->heartbeat_us;
 		}
+		if (pidfd >= 0) {
+			/* Until the command exits or the next beat or deadline. */
+			int64_t until = end == RUN_EXITED && r->beat ? next_beat : now + 1000000;
+			if (end == RUN_EXITED && r->timeout_us > 0 && start + r->timeout_us < until)
+				until = start + r->timeout_us;
+			int ms = until > now ? (int)((until - now + 999) / 1000) : 0;
+			struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+			poll(&pfd, 1, ms > 1000 ? 1000 : ms);
+			continue;
+		}
 		struct timespec ts = {0, (long)nap * 1000};
 		nanosleep(&ts, NULL);
 		if (nap < 20000)
 			nap *= 2;
 	}
-	/* Background processes the command left behind go with it. */
+	if (pidfd >= 0)
+		close(pidfd);
+	/* Background processes the command left behind go with it (with
+	 * bwrap its pid namespace is gone already: that went with its first
+	 * process, or with bwrap itself, which is in this group too). */
 	kill(-pid, SIGKILL);
 	running_pgid = 0;
 	if (end == RUN_EXITED)
