@@ -337,8 +337,7 @@ static enum run_end run(const struct wrun_req *r, const char *root, const char *
 		return RUN_FAILED;
 	}
 	bool net = sandbox_net_requested(r->action, cmd);
-	char **argv =
-		sandbox_argv(r->sandbox, root, cwd, net, cmd->arguments, cmd->n_arguments);
+	char **argv = sandbox_argv(r->sandbox, root, cwd, net, cmd->arguments, cmd->n_arguments);
 	char **envp = xcalloc(cmd->n_environment_variables + 1, sizeof(*envp));
 	for (size_t i = 0; i < cmd->n_environment_variables; i++)
 		envp[i] = xasprintf("%s=%s", cmd->environment_variables[i]->name,
