@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -539,6 +540,12 @@ int main(int argc, char **argv)
 		fprintf(stderr, "reactor-worker: refusing to start: %s\n", err);
 		free(err);
 		return 2;
+	}
+	/* What bwrap leaves behind (its pid namespace's first process)
+	 * becomes our child, so the end of an action can wait for it. */
+	if (w.sb.mode == SANDBOX_BWRAP && prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+		fprintf(stderr, "reactor-worker: PR_SET_CHILD_SUBREAPER: %s\n", strerror(errno));
+		return 1;
 	}
 	if (mkdir(w.workdir, 0755) != 0 && errno != EEXIST) {
 		fprintf(stderr, "reactor-worker: cannot create %s: %s\n", w.workdir,
