@@ -8,8 +8,9 @@ failed and left nothing on the host:
   out of reach, and the action sees no host process in /proc;
 - writes outside the exec root (/tmp, /var/tmp, $HOME of root, the test's
   own directory, the action dir above the exec root) leave nothing;
-- a setsid'd sleeper dies with its action: on exit, on timeout and on
-  cancel (looked for on the host by a unique marker in its argv);
+- a setsid'd sleeper dies with its action: on exit, on timeout, on
+  cancel and when the worker is SIGKILLed (looked for on the host by a
+  unique marker in its argv);
 - a worker running as root runs the action as a non-root user;
 - the network is unshared (reactord's TCP port is unreachable) unless the
   action asks for network=on on a worker that advertises it;
@@ -32,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness as h  # noqa: E402
 import testbot as tb  # noqa: E402
 from harness import pb  # noqa: E402
-from test_worker import WorkerCase, exec_config, make_action, sha  # noqa: E402
+from test_worker import WorkerCase, exec_config, make_action, sha, worker_procs  # noqa: E402
 
 OK, CANCELLED, DEADLINE_EXCEEDED = 0, 1, 4
 WORKER = os.environ.get("REACTOR_WORKER") or os.path.join(os.path.dirname(h.REACTORD),
@@ -129,7 +130,7 @@ class TestIsolation(SandboxCase):
         if os.geteuid() == 0:
             nobody = pwd.getpwnam("nobody")
             self.assertEqual((int(uid), int(gid)), (nobody.pw_uid, nobody.pw_gid))
-        self.assertRegex(srv.log(), r"actions run as uid %s gid %s" % (uid, gid))
+        srv.wait_log(r"actions run as uid %s gid %s" % (uid, gid), 10)
 
     def test_network_unshared_unless_asked_for(self):
         cfg = exec_config(1, {"properties": ["OSFamily=linux", "ISA=x86-64", "network=on"]})
@@ -199,6 +200,21 @@ class TestNothingSurvives(SandboxCase):
         h.wait_for(lambda: not h.procs_with(mark), 10, "the setsid'd sleeper to die")
 
 
+    def test_setsid_daemon_dies_with_a_sigkilled_worker(self):
+        srv, ch = self.start()
+        mark, files = self.sleeper("orphan")
+        d, blobs = make_action(["/bin/sh", "-c", self.daemon(mark) + "exec sleep 1000"],
+                               files=files)
+        tb.upload(ch, blobs)
+        stream = tb.execute(ch, d, skip_cache=True)
+        next(stream)
+        h.wait_for(lambda: h.procs_with(mark), 20, "the sleeper to start")
+        (victim,) = worker_procs(srv)
+        os.kill(victim, signal.SIGKILL)
+        h.wait_for(lambda: not h.procs_with(mark), 10, "the setsid'd sleeper to die")
+        stream.cancel()
+
+
 class TestConfig(SandboxCase):
     def test_work_dir_outside_the_state_dir_and_removed_at_exit(self):
         srv, ch = self.start()
@@ -209,7 +225,7 @@ class TestConfig(SandboxCase):
         self.assertFalse(os.path.realpath(work).startswith(
             os.path.realpath(srv.state_dir) + "/"), work)
         self.assertEqual(os.stat(work).st_mode & 0o777, 0o711)
-        self.assertRegex(srv.log(), r"sandbox bwrap \(\S*bwrap; network never\)")
+        srv.wait_log(r"sandbox bwrap \(\S*bwrap; network never\)", 10)
         d, blobs = make_action(["/bin/sh", "-c", "pwd"])
         r = self.run_action(ch, d, blobs)
         self.assertTrue(self.output(ch, r).startswith(os.path.realpath(work) + "/"))
@@ -243,7 +259,7 @@ class TestConfig(SandboxCase):
         self.assertEqual(r.returncode, 2, r.stdout)
         self.assertIn("refusing to start: bwrap /nonexistent/bwrap", r.stdout)
         srv, ch = self.start(workers={"sandbox": "none", "run-as": "root"})
-        self.assertRegex(srv.log(), r"sandbox none \(actions are not isolated")
+        srv.wait_log(r"sandbox none \(actions are not isolated", 10)
 
 
 if __name__ == "__main__":
