@@ -327,6 +327,26 @@ void sandbox_exec_child(const struct sandbox *sb, const char *cwd, int out, int 
 	_exit(127);
 }
 
+void sandbox_reap(void)
+{
+	char path[64];
+	snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+	for (;;) {
+		while (waitpid(-1, NULL, WNOHANG) > 0)
+			;
+		FILE *f = fopen(path, "re");
+		if (f) {
+			long p;
+			while (fscanf(f, "%ld", &p) == 1)
+				kill((pid_t)p, SIGKILL);
+			fclose(f);
+		}
+		/* Without the children file, rely on their parent-death signal. */
+		if (waitpid(-1, NULL, 0) < 0 && errno != EINTR)
+			return; /* ECHILD: none left */
+	}
+}
+
 int sandbox_probe(const struct sandbox *sb, const char *dir, char **err)
 {
 	int p[2];
@@ -337,6 +357,13 @@ int sandbox_probe(const struct sandbox *sb, const char *dir, char **err)
 	char *args[] = {(char *)"true"};
 	char **argv = sandbox_argv(sb, dir, dir, false, args, 1);
 	char *envp[] = {(char *)"PATH=/usr/bin:/bin", NULL};
+	/* A SIGTERM waits for the end of the probe: killed midway, bwrap can
+	 * leave a process behind. */
+	sigset_t term, old;
+	sigemptyset(&term);
+	sigaddset(&term, SIGTERM);
+	sigaddset(&term, SIGINT);
+	sigprocmask(SIG_BLOCK, &term, &old);
 	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid == 0)
@@ -346,6 +373,7 @@ int sandbox_probe(const struct sandbox *sb, const char *dir, char **err)
 	sandbox_argv_free(argv);
 	if (pid < 0) {
 		close(p[0]);
+		sigprocmask(SIG_SETMASK, &old, NULL);
 		*err = xasprintf("fork: %s", strerror(fe));
 		return -1;
 	}
@@ -363,6 +391,9 @@ int sandbox_probe(const struct sandbox *sb, const char *dir, char **err)
 	int st = 0;
 	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
 		;
+	kill(-pid, SIGKILL);
+	sandbox_reap();
+	sigprocmask(SIG_SETMASK, &old, NULL);
 	if (WIFEXITED(st) && WEXITSTATUS(st) == 0)
 		return 0;
 	char how[64];

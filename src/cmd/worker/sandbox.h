@@ -75,6 +75,14 @@ int sandbox_give(const struct sandbox *sb, const char *path) WARN_UNUSED;
 void sandbox_exec_child(const struct sandbox *sb, const char *cwd, int out, int err, char **argv,
 			char **envp, pid_t parent) __attribute__((noreturn));
 
+/* SIGKILL and reap every child of the worker (which runs one action at a
+ * time, so each is that action's: with bwrap, the first process of its
+ * pid namespace, which becomes our child when bwrap exits, as the worker
+ * is a child subreaper; it can be left behind when bwrap dies early, and
+ * it takes every process of the action with it).  Returns when none is
+ * left.  Not async-signal-safe. */
+void sandbox_reap(void);
+
 /* Run `true` in the sandbox with dir as its exec root, as an action would
  * be; 0, or -1 with *err saying what failed (bwrap's own complaint). */
 int sandbox_probe(const struct sandbox *sb, const char *dir, char **err) WARN_UNUSED;

@@ -406,16 +406,11 @@ static enum run_end run(const struct wrun_req *r, const char *root, const char *
 	}
 	if (pidfd >= 0)
 		close(pidfd);
-	/* Background processes the command left behind go with it.  With
-	 * bwrap, the first process of the action's pid namespace (in a
-	 * session of its own) becomes our child when bwrap exits, as the
-	 * worker is a subreaper, and dies with bwrap (--die-with-parent); it
-	 * takes every process of the action with it before it can be reaped.
-	 * The worker has no other children: once none is left, nothing of
-	 * the action runs while its outputs are collected. */
+	/* Background processes the command left behind go with it; with
+	 * bwrap, the whole pid namespace (sandbox_reap): nothing of the
+	 * action runs while its outputs are collected. */
 	kill(-pid, SIGKILL);
-	while (waitpid(-1, NULL, 0) > 0 || errno == EINTR)
-		;
+	sandbox_reap();
 	running_pgid = 0;
 	if (end == RUN_EXITED)
 		*exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
