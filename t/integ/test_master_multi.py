@@ -286,9 +286,11 @@ class TestHandOver(MultiCase):
         self.start_executor(workers=2)
         ev = self.events()
         flag = "ran-" + os.path.basename(self.tmp)
+        # ma's step outlasts the test, so only the hand-over can finish the
+        # build, however slowly mb starts; mb's own run takes 2 s.
         slow = {"slow": sleeper(flag, 2)}
         # A long lease: only the reset can move the build quickly.
-        a = self.start_master("ma", slow, **{"lease-duration": "60s"})
+        a = self.start_master("ma", {"slow": sleeper(flag, 120)}, **{"lease-duration": "60s"})
         self.client(self.ex)
         bid = self.put("slow")
         self.assertEqual(self.wait_status(bid, bpb.STARTED).leasee, "ma")
@@ -313,7 +315,8 @@ class TestHandOver(MultiCase):
         flag = "ran-" + os.path.basename(self.tmp)
         slow = {"slow": sleeper(flag, 1)}
         short = {"lease-duration": "2s", "heartbeat-interval": "500ms", "poll-interval": "5s"}
-        a = self.start_master("ma", slow, **short)
+        # As above: ma's step never finishes within the test, mb's takes 1 s.
+        a = self.start_master("ma", {"slow": sleeper(flag, 120)}, **short)
         self.client(self.ex)
         bid = self.put("slow")
         self.assertEqual(self.wait_status(bid, bpb.STARTED).leasee, "ma")
