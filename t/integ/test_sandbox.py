@@ -20,6 +20,7 @@ failed and left nothing on the host:
 Run by `make check`; by hand: /usr/bin/python3 t/integ/test_sandbox.py [NAME...]
 """
 
+import fcntl
 import os
 import pwd
 import re
@@ -27,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -231,6 +233,57 @@ class TestConfig(SandboxCase):
         self.assertTrue(self.output(ch, r).startswith(os.path.realpath(work) + "/"))
         self.assertEqual(srv.stop(), 0)
         self.assertFalse(os.path.exists(work), "the work dir outlived reactord")
+
+    def test_stale_work_dirs_of_dead_reactords_are_swept(self):
+        # A reactord killed with SIGKILL leaves its per-start work dir; the
+        # next start removes such dirs, but never one a live reactord
+        # holds (flock) nor one just made (younger than a minute).
+        tmpdir = os.path.join(self.tmp, "tmpdir")
+        os.mkdir(tmpdir)
+        old = time.time() - 120
+
+        def mk(name, age):
+            d = os.path.join(tmpdir, name)
+            os.makedirs(os.path.join(d, "exec-1", "out"))
+            with open(os.path.join(d, "exec-1", "out", "f"), "w") as f:
+                f.write("x")
+            os.utime(d, (age, age))
+            return d
+        stale, fresh, held = mk("reactord-work.stale1", old), \
+            mk("reactord-work.fresh1", time.time()), mk("reactord-work.held01", old)
+        other = mk("not-reactord.x", old)
+        fd = os.open(held, os.O_RDONLY | os.O_DIRECTORY)
+        self.addCleanup(os.close, fd)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        saved = os.environ.get("TMPDIR")
+        os.environ["TMPDIR"] = tmpdir
+        try:
+            srv, ch = self.start()
+        finally:
+            if saved is None:
+                del os.environ["TMPDIR"]
+            else:
+                os.environ["TMPDIR"] = saved
+        self.assertFalse(os.path.exists(stale), srv.log_tail())
+        self.assertIn("removing %s, the work dir of a reactord that is gone" % stale, srv.log())
+        for kept in (fresh, held, other):
+            self.assertTrue(os.path.exists(os.path.join(kept, "exec-1", "out", "f")), kept)
+        # Its own work dir is under TMPDIR, and a second reactord starting
+        # now leaves it alone (it is locked, whatever its age).
+        m = re.search(r"work dir (\S+), sandbox", srv.log())
+        own = m.group(1)
+        self.assertTrue(own.startswith(tmpdir + "/reactord-work."), own)
+        os.utime(own, (old, old))
+        os.environ["TMPDIR"] = tmpdir
+        try:
+            srv2 = self.start_reactord(exec_config(1), name="second")
+        finally:
+            if saved is None:
+                del os.environ["TMPDIR"]
+            else:
+                os.environ["TMPDIR"] = saved
+        self.assertTrue(os.path.isdir(own))
+        self.assertNotIn("removing %s" % own, srv2.log())
 
     def refused(self, workers, want):
         cfg = self.base_config()

@@ -10,12 +10,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -52,6 +54,7 @@ static struct {
 	int argc, name_at;
 	bool stopping;
 	char *own_work; /* the per-start work dir we made, removed at exit */
+	int own_lock;	/* its descriptor, flock()ed while we live */
 } sv;
 
 /* In the child: async-signal-safe calls only until exec. */
@@ -229,6 +232,34 @@ static bool path_within(const char *path, const char *dir)
 	return in;
 }
 
+/* Per-start work dirs of reactords that died without removing theirs
+ * (SIGKILL, a crash): a live reactord holds an flock on its own, so an
+ * unlocked reactord-work.* older than a minute (past the moment between
+ * mkdtemp and flock of one starting now) is stale and removed. */
+static void sweep_stale(const char *tmp)
+{
+	DIR *d = opendir(tmp);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (strncmp(e->d_name, "reactord-work.", 14) != 0)
+			continue;
+		char *p = xasprintf("%s/%s", tmp, e->d_name);
+		struct stat st;
+		int fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0 && fstat(fd, &st) == 0 && st.st_uid == geteuid() &&
+		    st.st_mtime < time(NULL) - 60 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
+			LOGI(MOD, "removing %s, the work dir of a reactord that is gone", p);
+			nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+		}
+		if (fd >= 0)
+			close(fd);
+		free(p);
+	}
+	closedir(d);
+}
+
 /* The work dir: the configured one (never inside the state dir, where
  * Redis's socket and the CAS live), or a fresh one under $TMPDIR or
  * /var/tmp for this start.  0711: the actions' user must reach its
@@ -254,10 +285,16 @@ static char *work_dir(const struct cfg *cfg, char **err)
 	const char *tmp = getenv("TMPDIR");
 	if (!tmp || tmp[0] != '/')
 		tmp = "/var/tmp";
+	sweep_stale(tmp);
 	char *work = xasprintf("%s/reactord-work.XXXXXX", tmp);
-	if (!mkdtemp(work) || chmod(work, 0711) != 0) {
+	sv.own_lock = -1;
+	if (!mkdtemp(work) || chmod(work, 0711) != 0 ||
+	    (sv.own_lock = open(work, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+	    flock(sv.own_lock, LOCK_EX | LOCK_NB) != 0) {
 		*err = xasprintf("cannot create a work dir for the local workers (%s): %s", work,
 				 strerror(errno));
+		if (sv.own_lock >= 0)
+			close(sv.own_lock);
 		free(work);
 		return NULL;
 	}
@@ -266,6 +303,7 @@ static char *work_dir(const struct cfg *cfg, char **err)
 				 "%s (TMPDIR); set workers.work-dir",
 				 work, cfg->state_dir);
 		rmdir(work);
+		close(sv.own_lock);
 		free(work);
 		return NULL;
 	}
@@ -315,8 +353,10 @@ int worker_sup_start(struct event_base *base, const struct cfg *cfg, char **err)
 		free(target);
 		free(work);
 		free(bwrap);
-		if (sv.own_work)
+		if (sv.own_work) {
 			rmdir(sv.own_work);
+			close(sv.own_lock);
+		}
 		free(sv.own_work);
 		sv.own_work = NULL;
 		return -1;
@@ -423,6 +463,7 @@ void worker_sup_shutdown(void)
 	sv.argc = 0;
 	if (sv.own_work) {
 		nftw(sv.own_work, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+		close(sv.own_lock);
 		free(sv.own_work);
 		sv.own_work = NULL;
 	}
