@@ -8,9 +8,16 @@
 # h2load to CPU 1, so "one core" means one core.  Prints req/s, p50/p99 and
 # the ratio, then reactord's RSS idle and with 1,000 idle streams open.
 #
-# usage: contrib/bench/unary.sh [BUILD_DIR]   (default: build)
+# With --tls both servers speak TLS (a P-256 certificate made here with the
+# openssl CLI; ALPN h2, h2load on https:// URLs): reactord on a TLS
+# listener against nghttpd with the same key and certificate.  The RSS
+# figures are taken in plaintext mode only.
+#
+# usage: contrib/bench/unary.sh [--tls] [BUILD_DIR]   (default: build)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
+tls=0
+if [ "${1:-}" = --tls ]; then tls=1; shift; fi
 build=${1:-$top/build}
 REQS=${REQS:-200000}
 tmp=$(mktemp -d)
@@ -18,8 +25,17 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$tmp"; }
 trap cleanup EXIT
 
+listen="[127.0.0.1:0]"
+scheme=http
+if [ "$tls" = 1 ]; then
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+		-subj /CN=localhost -addext subjectAltName=IP:127.0.0.1,DNS:localhost \
+		-keyout "$tmp/key.pem" -out "$tmp/cert.pem" 2>/dev/null
+	listen="[{address: 127.0.0.1:0, tls: {cert: $tmp/cert.pem, key: $tmp/key.pem}}]"
+	scheme=https
+fi
 cat > "$tmp/r.conf" <<CONF
-listen: [127.0.0.1:0]
+listen: $listen
 ready-file: $tmp/ready
 state-dir: $tmp/state
 log: {level: warn}
@@ -34,7 +50,11 @@ addr=$(head -1 "$tmp/ready")
 printf '\0\0\0\0\0' > "$tmp/req.bin"
 printf 'x%.0s' $(seq 100) > "$tmp/small.txt"
 port=$((20000 + RANDOM % 20000))
-taskset -c 0 nghttpd --no-tls -d "$tmp" "$port" >/dev/null 2>&1 &
+if [ "$tls" = 1 ]; then
+	taskset -c 0 nghttpd -d "$tmp" "$port" "$tmp/key.pem" "$tmp/cert.pem" >/dev/null 2>&1 &
+else
+	taskset -c 0 nghttpd --no-tls -d "$tmp" "$port" >/dev/null 2>&1 &
+fi
 pids+=($!)
 for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/$port) 2>/dev/null && break; sleep 0.05; done
 
@@ -52,6 +72,7 @@ pct() { # p50/p99 from a per-request log
 }
 
 rss() { awk '/VmRSS/ {print $2}' "/proc/$rpid/status"; }
+if [ "$tls" = 0 ]; then
 idle=$(rss)
 # 1,000 idle streams: Health.Watch calls that stay open, on one connection.
 /usr/bin/python3 - "$addr" "$build/gen-py" "$tmp/watch.ready" <<'PY' &
@@ -70,15 +91,17 @@ for _ in $(seq 600); do [ -s "$tmp/watch.ready" ] && break; sleep 0.05; done
 busy=$(rss)
 echo "rss_idle_kib=$idle rss_1000_watch_streams_kib=$busy per_stream_bytes=$(( (busy - idle) * 1024 / 1000 ))"
 kill "$ppid" 2>/dev/null; wait "$ppid" 2>/dev/null || true
+fi
 
+[ "$tls" = 1 ] && echo "TLS: reactord and nghttpd both over TLS ($(openssl version))"
 echo "concurrency  reactord_req/s  nghttpd_req/s  ratio  reactord_p50/p99_ms  nghttpd_p50/p99_ms"
 for c in 1 8 64; do
 	m=$(( c > 8 ? 8 : c )); conns=$(( (c + m - 1) / m ))
 	taskset -c 1 h2load -n "$REQS" -c "$conns" -m "$m" -d "$tmp/req.bin" \
 		-H 'content-type: application/grpc' -H 'te: trailers' --log-file="$tmp/r.log" \
-		"http://$addr/build.bazel.remote.execution.v2.Capabilities/GetCapabilities" > "$tmp/r.out" 2>&1
+		"$scheme://$addr/build.bazel.remote.execution.v2.Capabilities/GetCapabilities" > "$tmp/r.out" 2>&1
 	taskset -c 1 h2load -n "$REQS" -c "$conns" -m "$m" --log-file="$tmp/n.log" \
-		"http://127.0.0.1:$port/small.txt" > "$tmp/n.out" 2>&1
+		"$scheme://127.0.0.1:$port/small.txt" > "$tmp/n.out" 2>&1
 	r=$(awk '/finished in/ {for(i=1;i<=NF;i++) if($i ~ /req\/s/) print $(i-1)}' "$tmp/r.out" | tr -d ',')
 	n=$(awk '/finished in/ {for(i=1;i<=NF;i++) if($i ~ /req\/s/) print $(i-1)}' "$tmp/n.out" | tr -d ',')
 	rok=$(awk '/^status codes:/ {print $3}' "$tmp/r.out")

@@ -97,15 +97,145 @@ char *cfg_check_instance_name(char *s)
 	return NULL;
 }
 
+/* ---- listen: entries ------------------------------------------------------
+ * A string ("127.0.0.1:50051", "unix:/path") or a mapping with address:,
+ * tls:, insecure: and services:, parsed by its own key table. */
+
+/* The services a listener may be limited to: short name, full name. */
+static const struct {
+	const char *short_name, *full;
+} services[] = {
+	{"capabilities", "build.bazel.remote.execution.v2.Capabilities"},
+	{"cas", "build.bazel.remote.execution.v2.ContentAddressableStorage"},
+	{"ac", "build.bazel.remote.execution.v2.ActionCache"},
+	{"execution", "build.bazel.remote.execution.v2.Execution"},
+	{"bytestream", "google.bytestream.ByteStream"},
+	{"operations", "google.longrunning.Operations"},
+	{"bots", "google.devtools.remoteworkers.v1test2.Bots"},
+	{"health", "grpc.health.v1.Health"},
+	{"buckets", "reactor.buckets.v1.Buckets"},
+};
+
+const char *cfg_service_name(const char *name)
+{
+	for (size_t i = 0; i < ARRAY_LEN(services); i++)
+		if (!strcmp(name, services[i].short_name) || !strcmp(name, services[i].full))
+			return services[i].full;
+	return NULL;
+}
+
+static int service_parse(struct ctx *x, const struct node *n, const char *path, void *elem)
+{
+	const char *full = n->kind == N_SCALAR ? cfg_service_name(n->str) : NULL;
+	if (!full) {
+		char list[256] = "";
+		for (size_t i = 0; i < ARRAY_LEN(services); i++)
+			snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s",
+				 i ? ", " : "", services[i].short_name);
+		return fail(x, n, path, "unknown service; expected one of %s (or a full name)",
+			    list);
+	}
+	*(char **)elem = xstrdup(full);
+	return 0;
+}
+
+static int services_check(struct ctx *x, const struct node *seq, const char *path,
+			  const void *elems, int n)
+{
+	char *const *s = elems;
+	for (int i = 1; i < n; i++)
+		for (int j = 0; j < i; j++)
+			if (!strcmp(s[i], s[j])) {
+				char *p = xasprintf("%s[%d]", path, i);
+				fail(x, seq->kids[i], p, "%s is listed twice", s[i]);
+				free(p);
+				return -1;
+			}
+	return 0;
+}
+
+static const struct list_ops service_ops = {
+	.elem_size = sizeof(char *),
+	.parse = service_parse,
+	.check = services_check,
+	.equal = cfg_strlist_equal,
+	.free = cfg_strlist_free,
+};
+
+/* Index is enum cfg_client_auth. */
+static const char *const client_auth_names[] = {"none", "optional", "require", NULL};
+
+#define FT(field) .off = offsetof(struct cfg_tls, field), .size = sizeof(((struct cfg_tls *)0)->field)
+static const struct key tls_keys[] = {
+	{"cert", K_STRING, FT(cert), .check = cfg_check_nonempty, .required = true},
+	{"key", K_STRING, FT(key), .check = cfg_check_nonempty, .required = true},
+	{"client-ca", K_STRING, FT(client_ca), .check = cfg_check_nonempty},
+	{"client-auth", K_ENUM, FT(client_auth), .def = CFG_CLIENT_AUTH_NONE,
+	 .names = client_auth_names},
+};
+static const struct keytab tls_tab = {tls_keys, ARRAY_LEN(tls_keys)};
+
+/* Asking for client certificates needs the CA that vouches for them. */
+static int tls_check(struct ctx *x, void *obj, const struct node *n, const char *path,
+		     const struct node *const *where)
+{
+	const struct cfg_tls *t = obj;
+	const struct node *ca = where[cfg_find_key(&tls_tab, "client-ca") - tls_keys];
+	const struct node *auth = where[cfg_find_key(&tls_tab, "client-auth") - tls_keys];
+	if (t->client_auth != CFG_CLIENT_AUTH_NONE && !t->client_ca) {
+		char *p = xasprintf("%s.client-auth", path);
+		fail(x, auth ? auth : n, p, "%s needs client-ca (the CA client certificates chain to)",
+		     client_auth_names[t->client_auth]);
+		free(p);
+		return -1;
+	}
+	if (t->client_auth == CFG_CLIENT_AUTH_NONE && t->client_ca) {
+		char *p = xasprintf("%s.client-ca", path);
+		fail(x, ca, p, "is unused with client-auth: none (set optional or require)");
+		free(p);
+		return -1;
+	}
+	return 0;
+}
+
+static const struct obj_ops tls_ops = {&tls_tab, sizeof(struct cfg_tls), tls_check};
+
+#define FL(field)                                                                                  \
+	.off = offsetof(struct cfg_listen, field), .size = sizeof(((struct cfg_listen *)0)->field)
+static const struct key listen_keys[] = {
+	{"address", K_STRING, FL(address), .check = cfg_check_nonempty, .required = true},
+	{"tls", K_OBJECT, FL(tls), .obj = &tls_ops},
+	{"insecure", K_BOOL, FL(insecure), .def = false},
+	{"services", K_LIST, FL(services), .count_off = offsetof(struct cfg_listen, n_services),
+	 .list = &service_ops},
+};
+static const struct keytab listen_tab = {listen_keys, ARRAY_LEN(listen_keys)};
+
 static int listen_parse(struct ctx *x, const struct node *n, const char *path, void *elem)
 {
-	if (n->kind != N_SCALAR || cfg_node_is_null(n))
+	struct cfg_listen *l = elem;
+	const struct node *where[ARRAY_LEN(listen_keys)] = {0};
+	const struct node *at = n;
+	const char *addr;
+
+	if (n->kind == N_MAP) {
+		if (cfg_parse_obj(x, &listen_tab, l, n, path, where))
+			return -1;
+		addr = l->address;
+		at = where[0];
+	} else if (n->kind == N_SCALAR && !cfg_node_is_null(n)) {
+		addr = n->str;
+	} else {
 		return fail(x, n, path,
-			    "expected an address like 127.0.0.1:50051, [::1]:50051 or unix:/path");
-	char *msg = cfg_parse_listen(n->str, elem);
+			    "expected an address like 127.0.0.1:50051, [::1]:50051 or unix:/path, "
+			    "or a mapping {address: ..., tls: {...}}");
+	}
+	char *msg = cfg_parse_listen(addr, elem);
 	if (!msg)
 		return 0;
-	fail(x, n, path, "%s", msg);
+	char *p = n->kind == N_MAP ? xasprintf("%s.address", path) : xstrdup(path);
+	fail(x, at, p, "%s", msg);
+	free(p);
 	free(msg);
 	return -1;
 }
@@ -117,16 +247,25 @@ static void listen_default(void *elem, const char *def)
 	(void)msg;
 }
 
+/* What needs a restart: the address, TLS on or off, insecure and the
+ * services.  The TLS files and client-auth are read again on SIGHUP. */
 static bool listen_equal(const void *a, const void *b)
 {
 	const struct cfg_listen *la = a, *lb = b;
+	if (la->n_services != lb->n_services)
+		return false;
+	for (int i = 0; i < la->n_services; i++)
+		if (strcmp(la->services[i], lb->services[i]))
+			return false;
 	return la->kind == lb->kind && la->port == lb->port && cfg_streq_null(la->host, lb->host) &&
-	       cfg_streq_null(la->path, lb->path);
+	       cfg_streq_null(la->path, lb->path) && !la->tls == !lb->tls &&
+	       la->insecure == lb->insecure;
 }
 
 static void listen_free(void *elem)
 {
 	struct cfg_listen *l = elem;
+	cfg_free_fields(&listen_tab, l);
 	free(l->host);
 	free(l->path);
 }

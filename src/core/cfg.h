@@ -13,12 +13,38 @@
 
 enum cfg_listen_kind { CFG_LISTEN_TCP, CFG_LISTEN_UNIX };
 
+/* listen[].tls.client-auth: whether a client certificate is asked for. */
+enum cfg_client_auth {
+	CFG_CLIENT_AUTH_NONE,	  /* not asked for */
+	CFG_CLIENT_AUTH_OPTIONAL, /* asked for; verified when presented */
+	CFG_CLIENT_AUTH_REQUIRE	  /* the handshake fails without a valid one */
+};
+
+/* listen[].tls: the files are read when the listener starts and again on
+ * every SIGHUP (a new SSL context for new connections). */
+struct cfg_tls {
+	char *cert;	 /* PEM certificate chain, leaf first */
+	char *key;	 /* PEM private key */
+	char *client_ca; /* PEM CA bundle client certificates must chain to; NULL */
+	int client_auth; /* enum cfg_client_auth; default none (needs client_ca otherwise) */
+};
+
+/* One listen: entry, written as "ADDRESS" or as a mapping with address:. */
 struct cfg_listen {
 	enum cfg_listen_kind kind;
 	char *host; /* TCP: numeric IPv4/IPv6 or a host name, brackets stripped */
 	int port;   /* TCP: 0..65535, 0 = ephemeral */
 	char *path; /* UNIX: socket path */
+	char *address;	    /* the address as written (mapping form; NULL for a string) */
+	struct cfg_tls *tls; /* NULL: plaintext */
+	bool insecure;	    /* plaintext beyond loopback allowed (reactord refuses it else) */
+	char **services;    /* full gRPC service names served here; none = every service */
+	int n_services;
 };
+
+/* The gRPC service a short name ("cas", "bots"...) or full name stands
+ * for, or NULL when it names none. */
+const char *cfg_service_name(const char *name);
 
 enum cfg_storage { CFG_STORAGE_DISK, CFG_STORAGE_MEMORY };
 enum cfg_sandbox { CFG_SANDBOX_BWRAP, CFG_SANDBOX_NONE };

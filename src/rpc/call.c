@@ -36,6 +36,8 @@ struct call {
 	const struct rpc_method *m;
 	char *path;
 	char *peer; /* the connection's address (the access log's peer=) */
+	char *tls_identity; /* the verified client certificate's identity, or NULL */
+	const struct cfg_listen *listen; /* the listener it came in on (services:) */
 	struct grpc_reader rd;
 	ProtobufCMessage *req; /* buffered request of a unary-request call */
 	uint64_t nreq;
@@ -167,6 +169,10 @@ const char *call_peer(const struct call *c)
 {
 	return c->peer;
 }
+const char *call_tls_identity(const struct call *c)
+{
+	return c->tls_identity;
+}
 uint64_t call_conn_id(const struct call *c)
 {
 	return c->conn_id;
@@ -232,6 +238,7 @@ void call_unref(struct call *c)
 	free(c->logf.invocation_id);
 	free(c->path);
 	free(c->peer);
+	free(c->tls_identity);
 	free(c);
 }
 
@@ -577,6 +584,23 @@ static const char *collect_metadata(struct call *c)
 	return NULL;
 }
 
+/* A listener with services: serves only those.  The service of path
+ * "/pkg.Service/Method" when the listener does not serve it (malloc'd),
+ * else NULL. */
+static char *listener_refuses(const struct call *c)
+{
+	const struct cfg_listen *l = c->listen;
+	if (!l || l->n_services == 0)
+		return NULL;
+	const char *p = c->path[0] == '/' ? c->path + 1 : c->path;
+	const char *slash = strrchr(p, '/');
+	size_t n = slash ? (size_t)(slash - p) : strlen(p);
+	for (int i = 0; i < l->n_services; i++)
+		if (strlen(l->services[i]) == n && !memcmp(l->services[i], p, n))
+			return NULL;
+	return xstrndup(p, n);
+}
+
 static void start_call(struct call *c)
 {
 	struct h2_stream *s = c->stream;
@@ -596,6 +620,13 @@ static void start_call(struct call *c)
 	if (!content_type_ok(h2_stream_header(s, "content-type"))) {
 		http_refuse(c, "415", GRPC_UNKNOWN,
 			    "content-type must be application/grpc; this port speaks gRPC only");
+		return;
+	}
+	char *svc = listener_refuses(c);
+	if (svc) {
+		call_finish(c, GRPC_PERMISSION_DENIED, "service %s is not served on this listener",
+			    svc);
+		free(svc);
 		return;
 	}
 	c->m = lookup ? lookup(c->path) : NULL;
@@ -890,6 +921,9 @@ void call_accept(struct h2_stream *s, void *arg)
 	c->state = CALL_HEADERS;
 	c->start_mono = mono_us();
 	c->peer = xstrdup(h2_conn_peer(h2_stream_conn(s)));
+	const char *id = h2_conn_tls_identity(h2_stream_conn(s));
+	c->tls_identity = id ? xstrdup(id) : NULL;
+	c->listen = h2_conn_listen(h2_stream_conn(s));
 	grpc_reader_init(&c->rd, lim.max_recv);
 	c->next = active;
 	if (active)

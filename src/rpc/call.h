@@ -123,6 +123,11 @@ void call_want_writable(struct call *c);
 const char *call_metadata(const struct call *c, const char *key, size_t *len);
 /* The caller's address ("127.0.0.1:5000", "[::1]:5000", "unix"). */
 const char *call_peer(const struct call *c);
+/* The identity of the caller's verified TLS client certificate: its first
+ * URI subjectAltName, else its first DNS subjectAltName, else its subject
+ * commonName.  NULL without one (plaintext, no certificate).  Valid for
+ * the call's life. */
+const char *call_tls_identity(const struct call *c);
 /* The ids that name the call in logs (core/log.h's LOG_STREAM). */
 uint64_t call_conn_id(const struct call *c);
 int32_t call_stream_id(const struct call *c);

@@ -24,6 +24,7 @@
 
 #include "core/log.h"
 #include "core/util.h"
+#include "transport/tls.h"
 
 static const char PREFACE[] = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #define PREFACE_LEN (sizeof(PREFACE) - 1)
@@ -626,6 +627,7 @@ static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
 		event_free(c->idle_ev);
 	event_free(c->free_ev);
 	free(c->peer);
+	free(c->tls_identity);
 	free(c);
 }
 
@@ -700,15 +702,39 @@ static void read_cb(struct bufferevent *bev, void *arg)
 	h2_out_flush(c);
 }
 
-static void event_cb(struct bufferevent *bev, short what, void *arg)
+/* A server's TLS handshake is done: HTTP/2 over TLS needs ALPN h2 (the
+ * ALPN callback refused clients offering others; this catches those that
+ * offered none), and the client certificate, verified, names the peer. */
+static void tls_established(struct h2_conn *c)
 {
-	(void)bev;
-	struct h2_conn *c = arg;
-	if (what & BEV_EVENT_CONNECTED) {
-		h2_out_flush(c);
+	if (!tls_bev_alpn_h2(c->bev)) {
+		h2_conn_close(c, "TLS client did not negotiate ALPN h2 (HTTP/2 over TLS needs it)");
 		return;
 	}
-	if (what & BEV_EVENT_EOF)
+	c->tls_identity = tls_bev_peer_identity(c->bev);
+	char *how = tls_bev_describe(c->bev);
+	LOGI("h2", LOG_CONN " TLS %s from %s identity=%s", c->id, how, c->peer,
+	     c->tls_identity ? c->tls_identity : "-");
+	free(how);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct h2_conn *c = arg;
+	if (what & BEV_EVENT_CONNECTED) {
+		if (c->server)
+			tls_established(c);
+		else
+			h2_out_flush(c);
+		return;
+	}
+	char *tls_err = (what & BEV_EVENT_ERROR) && tls_bev_is_tls(bev) ? tls_bev_error(bev) : NULL;
+	if (tls_err) {
+		char *why = xasprintf("TLS: %s", tls_err);
+		h2_conn_close(c, why);
+		free(why);
+		free(tls_err);
+	} else if (what & BEV_EVENT_EOF)
 		h2_conn_close(c, c->nstreams ? "peer closed with streams open" : "peer closed");
 	else if (what & BEV_EVENT_ERROR)
 		h2_conn_close(c, evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
@@ -845,6 +871,18 @@ const char *h2_conn_peer(const struct h2_conn *c)
 bool h2_conn_alive(const struct h2_conn *c)
 {
 	return c->state == H2_CONN_PREFACE || c->state == H2_CONN_OPEN;
+}
+void h2_conn_set_listen(struct h2_conn *c, const struct cfg_listen *l)
+{
+	c->listen = l;
+}
+const struct cfg_listen *h2_conn_listen(const struct h2_conn *c)
+{
+	return c->listen;
+}
+const char *h2_conn_tls_identity(const struct h2_conn *c)
+{
+	return c->tls_identity;
 }
 
 /* ---- stream API ------------------------------------------------------------ */

@@ -114,6 +114,15 @@ void h2_conn_close(struct h2_conn *c, const char *reason);
 uint64_t h2_conn_id(const struct h2_conn *c);
 const char *h2_conn_peer(const struct h2_conn *c);
 bool h2_conn_alive(const struct h2_conn *c);
+/* Server connections: the listen: entry they were accepted on (set by the
+ * server; NULL for client connections).  It outlives the connection. */
+struct cfg_listen;
+void h2_conn_set_listen(struct h2_conn *c, const struct cfg_listen *l);
+const struct cfg_listen *h2_conn_listen(const struct h2_conn *c);
+/* The identity of the verified client certificate of a TLS connection
+ * (first URI SAN, else first DNS SAN, else subject CN; see tls.h), or
+ * NULL: plaintext, no certificate, or not verified.  Owned by the conn. */
+const char *h2_conn_tls_identity(const struct h2_conn *c);
 
 void h2_stream_set_ops(struct h2_stream *s, const struct h2_stream_ops *ops, void *user);
 void *h2_stream_user(const struct h2_stream *s);

@@ -96,6 +96,11 @@ struct h2_conn {
 	size_t owed;		 /* received bytes whose connection window is held */
 	size_t nwaiting;	 /* streams waiting for a window grant */
 	struct list budget_link; /* on the waiting list while owed/nwaiting */
+
+	/* Server connections: the listener's config (services:), and over
+	 * TLS the verified client certificate's identity (NULL: none). */
+	const struct cfg_listen *listen;
+	char *tls_identity;
 };
 
 /* h2_out.c ------------------------------------------------------------ */

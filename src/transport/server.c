@@ -23,11 +23,13 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <openssl/ssl.h>
 
 #include "core/cfg.h"
 #include "core/list.h"
 #include "core/map.h"
 #include "transport/h2.h"
+#include "transport/tls.h"
 #include "core/log.h"
 
 struct listener {
@@ -35,6 +37,8 @@ struct listener {
 	char *addr;	 /* printable bound address */
 	char *unix_path; /* to unlink at stop */
 	bool tcp;
+	const struct cfg_listen *cl; /* its entry in the config we started with */
+	SSL_CTX *tls;		     /* TLS listeners: for new connections; NULL else */
 };
 
 /* Connections from one client address (TCP; unix peers are not
@@ -250,10 +254,17 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 		int one = 1;
 		setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	}
-	struct bufferevent *bev = bufferevent_socket_new(srv.base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (!bev) {
-		evutil_closesocket(fd);
-		return;
+	struct bufferevent *bev;
+	if (li->tls) {
+		bev = tls_accept_bev(srv.base, li->tls, fd); /* closes fd on failure */
+		if (!bev)
+			return;
+	} else {
+		bev = bufferevent_socket_new(srv.base, fd, BEV_OPT_CLOSE_ON_FREE);
+		if (!bev) {
+			evutil_closesocket(fd);
+			return;
+		}
 	}
 	struct sconn *sc = xcalloc(1, sizeof(*sc));
 	if (pc) {
@@ -263,6 +274,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	list_add_head(&srv.conns, &sc->link);
 	srv.nconns++;
 	sc->h2 = h2_conn_server(bev, &srv.st, peer, stream_opened, conn_closed, sc);
+	h2_conn_set_listen(sc->h2, li->cl);
 }
 
 static void resume_cb(evutil_socket_t fd, short what, void *arg)
@@ -303,6 +315,29 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
 		srv.resume_ev = evtimer_new(srv.base, resume_cb, NULL);
 	struct timeval tv = {0, 100000};
 	evtimer_add(srv.resume_ev, &tv);
+}
+
+/* The TLS settings of listener li in cfg: those of the entry with the
+ * same address, else those it started with. */
+static const struct cfg_tls *tls_conf(const struct listener *li, const struct cfg *cfg)
+{
+	const struct cfg_listen *a = li->cl;
+	for (int i = 0; cfg && i < cfg->n_listen; i++) {
+		const struct cfg_listen *b = &cfg->listen[i];
+		if (b->tls && a->kind == b->kind && a->port == b->port &&
+		    !strcmp(a->kind == CFG_LISTEN_UNIX ? a->path : a->host,
+			    b->kind == CFG_LISTEN_UNIX ? b->path : b->host))
+			return b->tls;
+	}
+	return a->tls;
+}
+
+static void log_tls(const struct listener *li, const struct cfg_tls *t, const char *what)
+{
+	static const char *const auth[] = {"none", "optional", "require"};
+	char *d = tls_ctx_describe(li->tls);
+	LOGI("server", "%s: %s %s; client-auth %s", li->addr, what, d, auth[t->client_auth]);
+	free(d);
 }
 
 static int bind_unix(const char *path, struct listener *li, char **err)
@@ -380,9 +415,65 @@ int server_start(struct event_base *base, const struct cfg *cfg, h2_accept_strea
 						    : bind_tcp(l->host, l->port, li, err);
 		if (rv != 0)
 			return -1;
+		li->cl = l;
+		srv.nls++; /* from here on server_stop frees it */
 		evconnlistener_set_error_cb(li->ev, accept_error_cb);
-		srv.nls++;
+		if (l->tls) {
+			char *e = NULL;
+			li->tls = tls_ctx_new(l->tls, &e);
+			if (!li->tls) {
+				*err = xasprintf("%s: %s", li->addr, e);
+				free(e);
+				return -1;
+			}
+		}
 		LOGI("server", "listening on %s", li->addr);
+		if (li->tls)
+			log_tls(li, l->tls, "serving TLS with");
+	}
+	return 0;
+}
+
+int server_reload_tls(const struct cfg *cfg)
+{
+	int failed = 0;
+	for (size_t i = 0; i < srv.nls; i++) {
+		struct listener *li = &srv.ls[i];
+		if (!li->tls)
+			continue;
+		char *e = NULL;
+		const struct cfg_tls *t = tls_conf(li, cfg);
+		SSL_CTX *ctx = tls_ctx_new(t, &e);
+		if (!ctx) {
+			LOGE("server",
+			     "%s: TLS reload failed, keeping the previous certificate: %s",
+			     li->addr, e);
+			free(e);
+			failed = -1;
+			continue;
+		}
+		/* Open connections hold their own reference to the old one. */
+		tls_ctx_free(li->tls);
+		li->tls = ctx;
+		log_tls(li, t, "reloaded TLS:");
+	}
+	return failed;
+}
+
+int server_check_tls(const struct cfg *cfg, char **err)
+{
+	for (int i = 0; i < cfg->n_listen; i++) {
+		const struct cfg_listen *l = &cfg->listen[i];
+		if (!l->tls)
+			continue;
+		char *e = NULL;
+		SSL_CTX *ctx = tls_ctx_new(l->tls, &e);
+		if (!ctx) {
+			*err = xasprintf("listen[%d]: %s", i, e);
+			free(e);
+			return -1;
+		}
+		tls_ctx_free(ctx);
 	}
 	return 0;
 }
@@ -461,6 +552,8 @@ void server_stop(void)
 	for (size_t i = 0; i < srv.nls; i++) {
 		free(srv.ls[i].addr);
 		free(srv.ls[i].unix_path);
+		if (srv.ls[i].tls)
+			tls_ctx_free(srv.ls[i].tls);
 	}
 	free(srv.ls);
 	srv.ls = NULL;

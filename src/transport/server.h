@@ -22,6 +22,18 @@ struct cfg;
 int server_start(struct event_base *base, const struct cfg *cfg, h2_accept_stream_fn on_stream,
 		 void *arg, char **err) WARN_UNUSED;
 
+/* SIGHUP: build a new SSL context for every TLS listener (the certificate,
+ * key and client CA files read again; the TLS settings of cfg's entry
+ * with the same address, else those it started with) and use it for new
+ * connections; open connections keep theirs.  A listener whose new files
+ * do not load keeps its context, and an error is logged.  Returns 0, or
+ * -1 when some listener kept its old context. */
+int server_reload_tls(const struct cfg *cfg);
+
+/* Check that every TLS listener of cfg can build its SSL context (files
+ * readable, key matching the certificate): 0, or -1 with *err. */
+int server_check_tls(const struct cfg *cfg, char **err) WARN_UNUSED;
+
 /* Apply reloadable HTTP/2 settings to connections accepted from now on. */
 void server_reconfigure(const struct cfg *cfg);
 

@@ -7,8 +7,11 @@
  * stop accepting, GOAWAY, let calls finish for shutdown-grace, cancel the
  * rest, close Redis, stop the embedded redis-server, exit 0.
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -197,9 +200,12 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 		struct cfg *old = d.live;
 		d.live = n;
 		apply_live(n);
+		/* Certificates and keys: new SSL contexts for new connections. */
+		int tls = server_reload_tls(n);
 		if (old != d.boot)
 			cfg_free(old);
-		LOGI("main", "reloaded %s", d.conf_path);
+		LOGI("main", "reloaded %s%s", d.conf_path,
+		     tls ? " (a TLS listener kept its previous certificate: see above)" : "");
 		return;
 	}
 	start_drain(sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -273,6 +279,68 @@ static int parse_args(int argc, char **argv, bool *test_only)
 	return -1;
 }
 
+/* True when every address host resolves to is a loopback one. */
+static bool host_is_loopback(const char *host)
+{
+	struct addrinfo hints = {0}, *res, *ai;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	if (getaddrinfo(host, "0", &hints, &res) != 0)
+		return false;
+	bool loop = res != NULL;
+	for (ai = res; ai && loop; ai = ai->ai_next) {
+		if (ai->ai_family == AF_INET) {
+			const struct sockaddr_in *in = (const void *)ai->ai_addr;
+			loop = (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+		} else if (ai->ai_family == AF_INET6) {
+			const struct sockaddr_in6 *in6 = (const void *)ai->ai_addr;
+			const uint8_t *b = in6->sin6_addr.s6_addr;
+			static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+			loop = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) ||
+			       (!memcmp(b, v4mapped, 12) && b[12] == 127);
+		} else {
+			loop = false;
+		}
+	}
+	freeaddrinfo(res);
+	return loop;
+}
+
+/* Whether every caller on listener l must prove who it is.  A TLS listener
+ * with client-auth: require does (the handshake needs a certificate from
+ * client-ca).
+ * TODO(lead, with the auth: config): also true when auth: requires
+ * credentials (tokens or JWT) of every caller; then refuse TLS listeners
+ * without client-auth beyond loopback unless this holds (see
+ * check_listeners). */
+static bool listener_is_authenticated(const struct cfg *cfg, const struct cfg_listen *l)
+{
+	(void)cfg;
+	return l->tls && l->tls->client_auth == CFG_CLIENT_AUTH_REQUIRE;
+}
+
+/* Safe defaults: a plaintext listener beyond loopback that nobody has to
+ * authenticate on is refused unless its entry says insecure: true.  Unix
+ * sockets and loopback addresses are always allowed.  0, or -1 with the
+ * one line that names the listener on stderr. */
+static int check_listeners(const struct cfg *cfg)
+{
+	for (int i = 0; i < cfg->n_listen; i++) {
+		const struct cfg_listen *l = &cfg->listen[i];
+		if (l->kind != CFG_LISTEN_TCP || l->insecure || l->tls ||
+		    listener_is_authenticated(cfg, l) || host_is_loopback(l->host))
+			continue;
+		bool v6 = strchr(l->host, ':') != NULL;
+		fprintf(stderr,
+			"reactord: %s: listen[%d] %s%s%s:%d is plaintext and unauthenticated on a "
+			"non-loopback address: refusing to start (use tls: with client-auth: require, "
+			"or set insecure: true on this listener)\n",
+			cfg->file, i, v6 ? "[" : "", l->host, v6 ? "]" : "", l->port);
+		return -1;
+	}
+	return 0;
+}
+
 /* Load the config (and with -t stop there); -1 to go on, else the exit
  * status. */
 static int load_config(bool test_only)
@@ -281,6 +349,16 @@ static int load_config(bool test_only)
 	if (cfg_load(d.conf_path, &d.boot, &err) != 0) {
 		fprintf(stderr, "reactord: %s\n", err);
 		free(err);
+		return 1;
+	}
+	if (check_listeners(d.boot) != 0) {
+		cfg_free(d.boot);
+		return 1;
+	}
+	if (server_check_tls(d.boot, &err) != 0) {
+		fprintf(stderr, "reactord: %s: %s\n", d.conf_path, err);
+		free(err);
+		cfg_free(d.boot);
 		return 1;
 	}
 	if (test_only) {

@@ -168,6 +168,60 @@ START_TEST(test_redis_unix_address)
 }
 END_TEST
 
+START_TEST(test_listen_mapping)
+{
+	struct cfg *c = load_ok("listen:\n"
+				"  - unix:/tmp/r.sock\n"
+				"  - address: \"[::]:8980\"\n"
+				"    tls:\n"
+				"      cert: s.pem\n"
+				"      key: s.key\n"
+				"      client-ca: ca.pem\n"
+				"      client-auth: require\n"
+				"    services: [bots, google.bytestream.ByteStream]\n"
+				"  - {address: 0.0.0.0:1, insecure: yes}\n");
+	ck_assert_int_eq(c->n_listen, 3);
+	ck_assert_ptr_null(c->listen[0].tls);
+	ck_assert_int_eq(c->listen[0].n_services, 0);
+	ck_assert(!c->listen[0].insecure);
+	ck_assert_int_eq(c->listen[1].kind, CFG_LISTEN_TCP);
+	ck_assert_str_eq(c->listen[1].host, "::");
+	ck_assert_int_eq(c->listen[1].port, 8980);
+	ck_assert_str_eq(c->listen[1].tls->cert, "s.pem");
+	ck_assert_str_eq(c->listen[1].tls->key, "s.key");
+	ck_assert_str_eq(c->listen[1].tls->client_ca, "ca.pem");
+	ck_assert_int_eq(c->listen[1].tls->client_auth, CFG_CLIENT_AUTH_REQUIRE);
+	ck_assert_int_eq(c->listen[1].n_services, 2);
+	ck_assert_str_eq(c->listen[1].services[0], "google.devtools.remoteworkers.v1test2.Bots");
+	ck_assert_str_eq(c->listen[1].services[1], "google.bytestream.ByteStream");
+	ck_assert(c->listen[2].insecure);
+	ck_assert_str_eq(cfg_service_name("cas"),
+			 "build.bazel.remote.execution.v2.ContentAddressableStorage");
+	ck_assert_ptr_null(cfg_service_name("nope"));
+
+	/* New TLS files or client-auth are a reload; TLS on/off, insecure and
+	 * services need a restart. */
+	struct cfg *d = load_ok("listen:\n"
+				"  - unix:/tmp/r.sock\n"
+				"  - address: \"[::]:8980\"\n"
+				"    tls: {cert: t.pem, key: t.key}\n"
+				"    services: [bots, bytestream]\n"
+				"  - {address: 0.0.0.0:1, insecure: yes}\n");
+	ck_assert_ptr_null(cfg_diff_static(c, d));
+	cfg_free(d);
+	d = load_ok("listen:\n"
+		    "  - unix:/tmp/r.sock\n"
+		    "  - address: \"[::]:8980\"\n"
+		    "    services: [bots, bytestream]\n"
+		    "  - {address: 0.0.0.0:1, insecure: yes}\n");
+	char *diff = cfg_diff_static(c, d);
+	ck_assert_str_eq(diff, "listen");
+	free(diff);
+	cfg_free(d);
+	cfg_free(c);
+}
+END_TEST
+
 static const struct {
 	const char *text;
 	const char *err;
@@ -195,6 +249,30 @@ static const struct {
 	{"listen:\n  - localhost:http\n", "reactor.conf:2:5: listen[0]: bad port \"http\""},
 	{"listen: []\n", "reactor.conf:1:9: listen: needs at least one entry"},
 	{"listen: 127.0.0.1:1\n", "reactor.conf:1:9: listen: expected a list"},
+	/* listen mappings (TLS, insecure, services) */
+	{"listen:\n  - {tls: {cert: a, key: b}}\n",
+	 "reactor.conf:2:5: listen[0]: missing required key \"address\""},
+	{"listen:\n  - address: 127.0.0.1:1\n    tls: {cert: a}\n",
+	 "reactor.conf:3:10: listen[0].tls: missing required key \"key\""},
+	{"listen:\n  - address: 127.0.0.1:1\n    tls: {cert: a, key: b, client-auth: require}\n",
+	 "reactor.conf:3:41: listen[0].tls.client-auth: require needs client-ca (the CA client "
+	 "certificates chain to)"},
+	{"listen:\n  - address: 127.0.0.1:1\n    tls: {cert: a, key: b, client-ca: c}\n",
+	 "reactor.conf:3:39: listen[0].tls.client-ca: is unused with client-auth: none (set "
+	 "optional or require)"},
+	{"listen:\n  - address: 127.0.0.1:1\n    tls: {cert: a, key: b, client-auth: maybe}\n",
+	 "reactor.conf:3:41: listen[0].tls.client-auth: expected one of none, optional, require"},
+	{"listen:\n  - address: 127.0.0.1:99999\n",
+	 "reactor.conf:2:14: listen[0].address: port 99999 out of range 0..65535"},
+	{"listen:\n  - address: 127.0.0.1:1\n    services: [cas, cas]\n",
+	 "reactor.conf:3:21: listen[0].services[1]: "
+	 "build.bazel.remote.execution.v2.ContentAddressableStorage is listed twice"},
+	{"listen:\n  - address: 127.0.0.1:1\n    services: [cache]\n",
+	 "reactor.conf:3:16: listen[0].services[0]: unknown service; expected one of "
+	 "capabilities, cas, ac, execution, bytestream, operations, bots, health, buckets (or a "
+	 "full name)"},
+	{"listen:\n  - address: 127.0.0.1:1\n    insecure: 1\n",
+	 "reactor.conf:3:15: listen[0].insecure: expected a boolean (true/false)"},
 	/* bad duration, size, integer bounds, enum, boolean */
 	{"redis:\n  connect-timeout: soon\n",
 	 "reactor.conf:2:20: redis.connect-timeout: expected a duration like 10s or 1m"},
@@ -995,6 +1073,7 @@ static Suite *cfg_suite(void)
 	tcase_add_test(tc, test_defaults_empty);
 	tcase_add_test(tc, test_full_file);
 	tcase_add_test(tc, test_redis_unix_address);
+	tcase_add_test(tc, test_listen_mapping);
 	tcase_add_loop_test(tc, test_errors, 0, (int)(sizeof bad / sizeof bad[0]));
 	tcase_add_test(tc, test_diff_static);
 	tcase_add_test(tc, test_missing_file);
