@@ -28,6 +28,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -238,8 +239,11 @@ class TestConfig(SandboxCase):
         # A reactord killed with SIGKILL leaves its per-start work dir; the
         # next start removes such dirs, but never one a live reactord
         # holds (flock) nor one just made (younger than a minute).
-        tmpdir = os.path.join(self.tmp, "tmpdir")
-        os.mkdir(tmpdir)
+        # Under /var/tmp: the actions' user must reach the exec roots (the
+        # test's own temp dir is 0700).
+        tmpdir = tempfile.mkdtemp(prefix="rd-test-tmpdir.", dir="/var/tmp")
+        self.addCleanup(shutil.rmtree, tmpdir, True)
+        os.chmod(tmpdir, 0o711)
         old = time.time() - 120
 
         def mk(name, age):
@@ -266,6 +270,7 @@ class TestConfig(SandboxCase):
                 os.environ["TMPDIR"] = saved
         self.assertFalse(os.path.exists(stale), srv.log_tail())
         self.assertIn("removing %s, the work dir of a reactord that is gone" % stale, srv.log())
+        srv.wait_log(r"sandbox bwrap \(\S*bwrap; network never\)", 10)
         for kept in (fresh, held, other):
             self.assertTrue(os.path.exists(os.path.join(kept, "exec-1", "out", "f")), kept)
         # Its own work dir is under TMPDIR, and a second reactord starting

@@ -564,6 +564,7 @@ int main(int argc, char **argv)
 	wrun_rmtree(mine);
 	if (mkdir(mine, 0755) != 0) {
 		fprintf(stderr, "reactor-worker: cannot create %s: %s\n", mine, strerror(errno));
+		free(mine);
 		return 1;
 	}
 	/* Refuse to run actions unisolated because the sandbox is broken. */
@@ -571,6 +572,7 @@ int main(int argc, char **argv)
 		fprintf(stderr, "reactor-worker: refusing to start: %s (work dir %s)\n", err, mine);
 		free(err);
 		wrun_rmtree(mine);
+		free(mine);
 		return 1;
 	}
 
