@@ -80,6 +80,7 @@ static void usage(FILE *f)
 		   "  -p KEY=VALUE platform property to advertise (repeatable; default\n"
 		   "               OSFamily=linux and ISA=x86-64)\n"
 		   "  -v / -q      more / less logging\n");
+	fprintf(f, "%s", RC_CLIENT_USAGE);
 }
 
 /* ---- connection and session ------------------------------------------------------ */
@@ -107,10 +108,14 @@ static void backoff(void)
 	w.backoff_us = w.backoff_us * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : w.backoff_us * 2;
 }
 
+/* TLS and token flags (--tls-ca, --token-file...); the token file is
+ * read again at each reconnect. */
+static struct rc_client_opts w_copts;
+
 static int connect_server(void)
 {
 	char *err = NULL;
-	w.cl = rc_client_connect(w.base, w.target, &err);
+	w.cl = rc_client_connect_opts(w.base, w.target, &w_copts, &err);
 	if (!w.cl) {
 		LOGE(MOD, "%s", err);
 		free(err);
@@ -468,7 +473,10 @@ int main(int argc, char **argv)
 	w.workdir = "/tmp/reactor-worker";
 	w.keepalive_us = 60 * 1000000LL;
 	const char *name = NULL;
-	while ((opt = getopt(argc, argv, "s:i:n:d:p:vqVh")) != -1) {
+	static const struct option client_longs[] = {RC_CLIENT_LONGOPTS, {NULL, 0, NULL, 0}};
+	while ((opt = getopt_long(argc, argv, "s:i:n:d:p:vqVh", client_longs, NULL)) != -1) {
+		if (rc_client_opt(&w_copts, opt, optarg))
+			continue;
 		switch (opt) {
 		case 's': w.target = optarg; break;
 		case 'i': w.instance = optarg; break;
@@ -492,6 +500,7 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	rc_client_opts_env(&w_copts);
 	int lvl = LOG_INFO + verbosity;
 	log_set_level(lvl < LOG_ERROR ? LOG_ERROR : lvl > LOG_DEBUG ? LOG_DEBUG : lvl);
 	if (!w.nprops) {
