@@ -45,6 +45,8 @@ struct rc_client {
 	char *auth_value; /* "Bearer TOKEN" or NULL; wiped when freed */
 	bool tls;
 	bool alpn_refused; /* the server picked no ALPN h2 */
+	bool handshaken;   /* our side of the TLS handshake completed */
+	bool answered;	   /* a response came: the server took us */
 	char *tls_err;	   /* why the TLS connection failed, once known */
 	bool closed;
 	bool release; /* free the client once its connection is gone */
@@ -119,7 +121,8 @@ static SSL_CTX *tls_ctx_new(const struct rc_tls *t, char **err)
 		if (!file_readable("CA file", t->ca, err))
 			goto fail;
 		if (SSL_CTX_load_verify_locations(ctx, t->ca, NULL) != 1) {
-			*err = xasprintf("CA file %s: %s", t->ca, ssl_reason("no certificate in it"));
+			*err = xasprintf("CA file %s: %s", t->ca,
+					 ssl_reason("no certificate in it"));
 			goto fail;
 		}
 	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
@@ -128,9 +131,10 @@ static SSL_CTX *tls_ctx_new(const struct rc_tls *t, char **err)
 		goto fail;
 	}
 	if (!t->cert != !t->key) {
-		*err = xasprintf("a client certificate needs both a certificate file and its key file "
-				 "(got only the %s)",
-				 t->cert ? "certificate" : "key");
+		*err = xasprintf(
+			"a client certificate needs both a certificate file and its key file "
+			"(got only the %s)",
+			t->cert ? "certificate" : "key");
 		goto fail;
 	}
 	if (t->cert) {
@@ -143,12 +147,14 @@ static SSL_CTX *tls_ctx_new(const struct rc_tls *t, char **err)
 			goto fail;
 		}
 		if (SSL_CTX_use_PrivateKey_file(ctx, t->key, SSL_FILETYPE_PEM) != 1) {
+			if (ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH)
+				goto mismatch;
 			*err = xasprintf("client key %s: %s (an unencrypted PEM key is needed)",
 					 t->key, ssl_reason("not a PEM key"));
 			goto fail;
 		}
 		if (SSL_CTX_check_private_key(ctx) != 1) {
-			ERR_clear_error();
+		mismatch:
 			*err = xasprintf("client key %s does not belong to the certificate in %s",
 					 t->key, t->cert);
 			goto fail;
@@ -175,6 +181,7 @@ static void tls_info_cb(const SSL *ssl, int where, int ret)
 	struct rc_client *cl = SSL_get_app_data(ssl);
 	if (!(where & SSL_CB_HANDSHAKE_DONE) || !cl || cl->alpn_refused)
 		return;
+	cl->handshaken = true;
 	const unsigned char *p;
 	unsigned int n;
 	SSL_get0_alpn_selected(ssl, &p, &n);
@@ -233,8 +240,14 @@ static const char *tls_failure(struct rc_client *cl)
 		return NULL;
 	SSL *ssl = bufferevent_openssl_get_ssl(cl->bev);
 	unsigned long e, last = 0;
-	while ((e = bufferevent_get_openssl_error(cl->bev)) != 0)
-		last = e;
+	bool failed = false;
+	/* Newest first; the oldest is SSL_get_error()'s code, not a queue
+	 * entry: keep the newest real OpenSSL error. */
+	while ((e = bufferevent_get_openssl_error(cl->bev)) != 0) {
+		failed = true;
+		if (!last && ERR_GET_LIB(e) != 0)
+			last = e;
+	}
 	long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
 	if (cl->alpn_refused) {
 		cl->tls_err = xasprintf("TLS connection to %s: the server did not agree to "
@@ -255,6 +268,9 @@ static const char *tls_failure(struct rc_client *cl)
 		if (why == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED ||
 		    why == SSL_R_SSLV3_ALERT_HANDSHAKE_FAILURE)
 			hint = " (does the server want a client certificate?)";
+		else if (why == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+			hint = " (the server closed the connection: does it want a client "
+			       "certificate, or not this one?)";
 		else if (why == SSL_R_SSLV3_ALERT_BAD_CERTIFICATE ||
 			 why == SSL_R_TLSV1_ALERT_UNKNOWN_CA ||
 			 why == SSL_R_SSLV3_ALERT_CERTIFICATE_EXPIRED)
@@ -263,6 +279,16 @@ static const char *tls_failure(struct rc_client *cl)
 			hint = " (is the server speaking plaintext?)";
 		cl->tls_err = xasprintf("TLS connection to %s failed: %s%s", cl->peer,
 					r ? r : "error", hint);
+	} else if (failed && !cl->handshaken) {
+		cl->tls_err = xasprintf("TLS handshake with %s failed: the connection was closed",
+					cl->peer);
+	} else if (failed && !cl->answered) {
+		/* TLS 1.3: the server checks our certificate after our side of
+		 * the handshake is done, and may just hang up. */
+		cl->tls_err = xasprintf("TLS connection to %s failed: the server closed it right "
+					"after the handshake (does it want a client certificate, "
+					"or not this one?)",
+					cl->peer);
 	}
 	return cl->tls_err;
 }
@@ -299,6 +325,7 @@ static void keep_headers(struct rc_call *k, struct h2_stream *s)
 static void c_on_headers(struct h2_stream *s, bool trailers)
 {
 	struct rc_call *k = h2_stream_user(s);
+	k->cl->answered = true;
 	keep_headers(k, s);
 	if (!trailers && k->code < 0 && k->on_headers) {
 		void (*cb)(struct rc_call *, void *) = k->on_headers;
@@ -448,9 +475,10 @@ int rc_target_parse(const char *target, bool want_tls, struct rc_target *t, char
 	if (strncmp(rest, "unix:", 5) == 0) {
 		const char *path = rest + 5;
 		if (scheme == 1 || want_tls) {
-			*err = xasprintf("%s: TLS over a unix socket is not supported (unix: targets "
-					 "are plaintext; leave the TLS settings out)",
-					 target);
+			*err = xasprintf(
+				"%s: TLS over a unix socket is not supported (unix: targets "
+				"are plaintext; leave the TLS settings out)",
+				target);
 			return -1;
 		}
 		if (!*path || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path)) {
@@ -508,8 +536,8 @@ int rc_target_parse(const char *target, bool want_tls, struct rc_target *t, char
 
 bool rc_client_opts_tls(const struct rc_client_opts *o)
 {
-	return o && (o->tls.enabled || o->tls.ca || o->tls.cert || o->tls.key ||
-		     o->tls.server_name);
+	return o &&
+	       (o->tls.enabled || o->tls.ca || o->tls.cert || o->tls.key || o->tls.server_name);
 }
 
 /* "Bearer TOKEN" from o, or NULL (no token) with *err NULL.  The token is

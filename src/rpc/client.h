@@ -57,8 +57,7 @@ struct rc_target {
 	char *port;
 	char *path; /* unix socket; NULL for TCP */
 };
-int rc_target_parse(const char *target, bool want_tls, struct rc_target *t,
-		    char **err) WARN_UNUSED;
+int rc_target_parse(const char *target, bool want_tls, struct rc_target *t, char **err) WARN_UNUSED;
 void rc_target_free(struct rc_target *t);
 /* True when o asks for TLS (enabled or any TLS file or name set). */
 bool rc_client_opts_tls(const struct rc_client_opts *o);
@@ -95,17 +94,19 @@ enum {
 		{"tls-cert", required_argument, NULL, RC_OPT_TLS_CERT},                            \
 		{"tls-key", required_argument, NULL, RC_OPT_TLS_KEY},                              \
 		{"tls-server-name", required_argument, NULL, RC_OPT_TLS_SERVER_NAME},              \
-		{"token-file", required_argument, NULL, RC_OPT_TOKEN_FILE}
+	{                                                                                          \
+		"token-file", required_argument, NULL, RC_OPT_TOKEN_FILE                           \
+	}
 #define RC_CLIENT_USAGE                                                                            \
-	"  TARGET with grpcs:// (or https://) or any --tls* flag: TLS\n"                            \
-	"  --tls               TLS, trusting the system's CAs\n"                                  \
+	"  TARGET with grpcs:// (or https://) or any --tls* flag: TLS\n"                           \
+	"  --tls               TLS, trusting the system's CAs\n"                                   \
 	"  --tls-ca FILE       TLS, trusting the CAs in FILE (PEM)\n"                              \
-	"  --tls-cert FILE     client certificate (PEM) for servers that ask for one\n"           \
-	"  --tls-key FILE      the client certificate's private key (PEM)\n"                      \
+	"  --tls-cert FILE     client certificate (PEM) for servers that ask for one\n"            \
+	"  --tls-key FILE      the client certificate's private key (PEM)\n"                       \
 	"  --tls-server-name NAME\n"                                                               \
-	"                      name the server's certificate must have (default: the\n"           \
-	"                      target's host; use it when connecting by address)\n"               \
-	"  --token-file FILE   send the token in FILE as \"authorization: Bearer\" on\n"         \
+	"                      name the server's certificate must have (default: the\n"            \
+	"                      target's host; use it when connecting by address)\n"                \
+	"  --token-file FILE   send the token in FILE as \"authorization: Bearer\" on\n"           \
 	"                      every call (default $REACTOR_TOKEN_FILE)\n"
 bool rc_client_opt(struct rc_client_opts *o, int opt, const char *arg);
 void rc_client_opts_env(struct rc_client_opts *o);

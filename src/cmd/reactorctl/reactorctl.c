@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -783,6 +784,9 @@ int main(int argc, char **argv)
 	const char *cmd = argv[optind];
 	char **args = argv + optind + 1;
 	int nargs = argc - optind - 1;
+	/* A server that hangs up (one refusing our certificate does) must
+	 * cost a call, not the process. */
+	signal(SIGPIPE, SIG_IGN);
 	struct event_base *base = event_base_new();
 	char *err = NULL;
 	struct rc_client *cl = rc_client_connect_opts(base, target, &copts, &err);
