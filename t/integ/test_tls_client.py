@@ -414,5 +414,62 @@ class TestTlsClient(harness.ReactordTestCase):
         self.assertIn("CA file %s: No such file" % self.f("nope.pem"), r.stderr)
 
 
+    # -- the master's connections
+
+    def master_cfg(self, port, **over):
+        m = {"buckets": ["ci"], "server": "grpcs://127.0.0.1:%d" % port,
+             "poll-interval": "200ms", "heartbeat-interval": "500ms", "lease-duration": "5s",
+             "builders": {"b": {"steps": [{"name": "s", "argv": ["true"]}]}},
+             "tls": {"ca": self.f("ca.pem"), "cert": self.f("client.pem"),
+                     "key": self.f("client.key")},
+             "token-file": self.token_file()}
+        m.update(over)
+        return {"master": m}
+
+    def test_master_tls_token(self):
+        """A master whose bucket service is across TLS: its calls arrive
+        with its client certificate and the token."""
+        seen = []
+        lock = threading.Lock()
+
+        class Any(grpc.GenericRpcHandler):
+            def service(self, details):  # records, then UNIMPLEMENTED
+                with lock:
+                    seen.append((details.method, tuple(details.invocation_metadata)))
+                return None
+
+        creds = grpc.ssl_server_credentials(
+            [(self.read("server.key"), self.read("server.pem"))],
+            root_certificates=self.read("ca.pem"), require_client_auth=True)
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+        server.add_generic_rpc_handlers((Any(),))
+        port = server.add_secure_port("127.0.0.1:0", creds)
+        server.start()
+        self.addCleanup(server.stop, None)
+        srv = self.start_reactord(self.master_cfg(port))
+
+        def buckets_calls():
+            with lock:
+                return [c for c in seen if c[0].startswith("/reactor.buckets.")]
+        calls = harness.wait_for(buckets_calls, 10, "the master's calls to the bucket service")
+        for method, md in calls:
+            self.assertEqual([v for k, v in md if k == "authorization"], ["Bearer " + TOKEN],
+                             method)
+        log = srv.log()
+        self.assertNotIn(TOKEN, log)
+        self.assertNotIn("TLS connection", log)
+        self.assertNotIn("TLS handshake", log)
+
+    def test_master_bad_tls_refused(self):
+        """An unreadable CA file stops reactord at start, saying which."""
+        cfg = self.master_cfg(1)
+        cfg["master"]["tls"]["ca"] = self.f("absent-ca.pem")
+        srv = self.start_reactord(cfg, wait=False)
+        srv.expected_rc = None
+        rc = srv.wait_exit(20)
+        self.assertNotEqual(rc, 0)
+        self.assertIn("master: CA file %s: No such file" % self.f("absent-ca.pem"), srv.log())
+
+
 if __name__ == "__main__":
     harness.main()
