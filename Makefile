@@ -7,6 +7,9 @@
 #                   reactord with a private redis-server on 127.0.0.1:50051
 #   make check      every test (unit + integration)
 #   make check SANITIZE=1   the same in an ASan+UBSan build (build-san/)
+#   make fuzz [FUZZ_TIME=60] [FUZZ=h2 json ...]
+#                   build the libFuzzer targets with clang (build-fuzz/) and
+#                   run each for FUZZ_TIME seconds (fuzz/run.sh)
 #   make install [PREFIX=/usr/local] [DESTDIR=...]
 #
 # Automake's generated Makefile lives in the build directory, so this file
@@ -23,7 +26,7 @@ endif
 CFLAGS ?= -O2 -g
 RUN_CONF ?= $(CURDIR)/conf/reactor.conf
 
-.PHONY: all check run install uninstall clean distclean deps bench
+.PHONY: all check run install uninstall clean distclean deps bench fuzz
 
 all: $(BUILD)/Makefile
 	@$(MAKE) --no-print-directory -C $(BUILD)
@@ -56,11 +59,26 @@ $(BUILD)/Makefile: configure Makefile.am
 	@mkdir -p $(BUILD)
 	cd $(BUILD) && ../configure --prefix=$(PREFIX) CFLAGS="$(CFLAGS)" $(CONFIGURE_FLAGS)
 
+# Fuzzing: its own clang build directory, out of all/check.
+FUZZ_BUILD ?= build-fuzz
+FUZZ_TIME ?= 60
+FUZZ ?=
+FUZZ_CFLAGS ?= -O1 -g -fsanitize=fuzzer-no-link,address,undefined \
+	-fno-sanitize-recover=all -fno-omit-frame-pointer
+
+fuzz: $(FUZZ_BUILD)/Makefile
+	@$(MAKE) --no-print-directory -C $(FUZZ_BUILD) fuzz-targets
+	@sh fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_TIME) $(FUZZ)
+
+$(FUZZ_BUILD)/Makefile: configure Makefile.am
+	@mkdir -p $(FUZZ_BUILD)
+	cd $(FUZZ_BUILD) && ../configure CC=clang CFLAGS="$(FUZZ_CFLAGS)"
+
 clean:
-	-@for d in build build-san; do [ -f $$d/Makefile ] && $(MAKE) -C $$d clean; done; true
+	-@for d in build build-san $(FUZZ_BUILD); do [ -f $$d/Makefile ] && $(MAKE) -C $$d clean; done; true
 
 distclean:
-	rm -rf build build-san autom4te.cache build-aux configure config.h.in config.h.in~ \
+	rm -rf build build-san build-fuzz autom4te.cache build-aux configure config.h.in config.h.in~ \
 		aclocal.m4 Makefile.in .deps-ok
 
 bench: all

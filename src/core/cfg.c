@@ -133,6 +133,8 @@ static void listen_free(void *elem)
 
 /* Index is enum cfg_storage. */
 static const char *const storage_names[] = {"disk", "memory", NULL};
+/* Index is enum cfg_sandbox. */
+static const char *const sandbox_names[] = {"bwrap", "none", NULL};
 
 /* A list of non-empty strings (platform property names). */
 static const struct list_ops strlist_ops = {
@@ -384,6 +386,10 @@ static const struct key cfg_keys[] = {
 	{"workers.work-dir", K_STRING, F(workers_work_dir), .check = cfg_check_nonempty},
 	{"workers.properties", K_LIST, LIST(workers_properties, n_workers_properties),
 	 .list = &proplist_ops, .def_str = "OSFamily=linux,ISA=x86-64"},
+	{"workers.sandbox", K_ENUM, F(workers_sandbox), .def = CFG_SANDBOX_BWRAP,
+	 .names = sandbox_names},
+	{"workers.bwrap", K_STRING, F(workers_bwrap), .check = cfg_check_nonempty},
+	{"workers.run-as", K_STRING, F(workers_run_as), .check = cfg_check_nonempty},
 
 	/* Server streams and partial uploads (bounded memory and descriptors). */
 	{"buckets.watch-max-ids", K_INT, F(buckets_watch_max_ids), .def = 1000, .min = 1,

@@ -21,6 +21,7 @@ struct cfg_listen {
 };
 
 enum cfg_storage { CFG_STORAGE_DISK, CFG_STORAGE_MEMORY };
+enum cfg_sandbox { CFG_SANDBOX_BWRAP, CFG_SANDBOX_NONE };
 
 struct cfg_instance {
 	char *name;		  /* REAPI instance name; "" is valid (Bazel's default) */
@@ -172,10 +173,13 @@ struct cfg {
 	 * (restart only) */
 	int workers_local;	   /* how many, default 0 */
 	char *workers_binary;	   /* NULL = reactor-worker next to reactord */
-	char *workers_work_dir;	   /* NULL = STATE-DIR/work */
+	char *workers_work_dir;	   /* NULL = a fresh TMPDIR/reactord-work.* per start */
 	char **workers_properties; /* "KEY=VALUE" they advertise; default
 				      OSFamily=linux, ISA=x86-64 */
 	int n_workers_properties;
+	int workers_sandbox;   /* enum cfg_sandbox; default bwrap */
+	char *workers_bwrap;   /* NULL = bwrap in PATH */
+	char *workers_run_as;  /* NULL = nobody when reactord runs as root */
 
 	/* server streams and partial ByteStream uploads: (all reloadable) */
 	int buckets_watch_max_ids;	    /* build ids one WatchBuilds watches, default 1000 */

@@ -73,8 +73,10 @@ void grpc_timeout_format(int64_t us, char *buf, size_t len)
 		snprintf(buf, len, "%lldm", (long long)(us / 1000));
 	else if (us / 1000000 < 100000000LL)
 		snprintf(buf, len, "%lldS", (long long)(us / 1000000));
-	else
+	else if (us / 3600000000LL < 100000000LL)
 		snprintf(buf, len, "%lldH", (long long)(us / 3600000000LL));
+	else /* the longest the header can say (8 digits) */
+		snprintf(buf, len, "99999999H");
 }
 
 char *grpc_percent_encode(const char *msg)

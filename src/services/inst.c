@@ -129,6 +129,9 @@ const struct cfg_instance *inst_cfg(const struct inst *in)
 int64_t inst_max_batch(const struct inst *in)
 {
 	int64_t lim = inst_cfg(in)->max_batch_size;
-	int64_t carry = (live ? live->grpc_max_recv_message_size : 4 << 20) - BATCH_OVERHEAD;
+	int64_t msg = live ? live->grpc_max_recv_message_size : 4 << 20;
+	/* The envelope's room, never more than a quarter of a small message,
+	 * so the advertised batch size stays positive down to the 1 KiB minimum. */
+	int64_t carry = msg - (msg / 4 < BATCH_OVERHEAD ? msg / 4 : BATCH_OVERHEAD);
 	return lim < carry ? lim : carry;
 }

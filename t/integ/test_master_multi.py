@@ -40,10 +40,11 @@ TRIVIAL = {"steps": [{"name": "only", "argv": ["true"], "cache": False}]}
 
 
 def sleeper(flag, secs):
-    """A one-step builder whose step touches flag (so the test knows it
-    runs on a worker) and then sleeps."""
-    return {"steps": [{"name": "nap", "argv": ["sh", "-c", "touch %s; exec sleep %s"
-                                                % (flag, secs)], "cache": False}]}
+    """A one-step builder whose step sleeps in a shell named flag (the
+    sandboxed step cannot touch a file of the test; h.procs_with(flag)
+    shows it runs on a worker)."""
+    return {"steps": [{"name": "nap", "argv": ["sh", "-c", "sleep %s; true" % secs, flag],
+                       "cache": False}]}
 
 
 class EventLog:
@@ -284,14 +285,16 @@ class TestHandOver(MultiCase):
     def test_shutdown_reset_hands_over_at_once(self):
         self.start_executor(workers=2)
         ev = self.events()
-        flag = os.path.join(self.tmp, "ran")
+        flag = "ran-" + os.path.basename(self.tmp)
+        # ma's step outlasts the test, so only the hand-over can finish the
+        # build, however slowly mb starts; mb's own run takes 2 s.
         slow = {"slow": sleeper(flag, 2)}
         # A long lease: only the reset can move the build quickly.
-        a = self.start_master("ma", slow, **{"lease-duration": "60s"})
+        a = self.start_master("ma", {"slow": sleeper(flag, 120)}, **{"lease-duration": "60s"})
         self.client(self.ex)
         bid = self.put("slow")
         self.assertEqual(self.wait_status(bid, bpb.STARTED).leasee, "ma")
-        h.wait_for(lambda: os.path.exists(flag), 20, "the step to run")
+        h.wait_for(lambda: h.procs_with(flag), 20, "the step to run")
         bm = self.start_master("mb", slow, **{"lease-duration": "60s"})
         t0 = time.monotonic()
         self.assertEqual(a.stop(), 0)
@@ -309,14 +312,15 @@ class TestHandOver(MultiCase):
     def test_sigkilled_master_lease_expires_and_build_moves(self):
         self.start_executor(workers=2)
         ev = self.events()
-        flag = os.path.join(self.tmp, "ran")
+        flag = "ran-" + os.path.basename(self.tmp)
         slow = {"slow": sleeper(flag, 1)}
         short = {"lease-duration": "2s", "heartbeat-interval": "500ms", "poll-interval": "5s"}
-        a = self.start_master("ma", slow, **short)
+        # As above: ma's step never finishes within the test, mb's takes 1 s.
+        a = self.start_master("ma", {"slow": sleeper(flag, 120)}, **short)
         self.client(self.ex)
         bid = self.put("slow")
         self.assertEqual(self.wait_status(bid, bpb.STARTED).leasee, "ma")
-        h.wait_for(lambda: os.path.exists(flag), 20, "the step to run")
+        h.wait_for(lambda: h.procs_with(flag), 20, "the step to run")
         bm = self.start_master("mb", slow, **short)
         a.expected_rc = None
         t0 = time.monotonic()
@@ -341,19 +345,20 @@ class TestHandOver(MultiCase):
 
 
 def worker_procs(srv):
-    return [p for p, cmd in h.procs_with(srv.state_dir)
+    sock = next(a for a in srv.cfg["listen"] if a.startswith("unix:"))
+    return [p for p, cmd in h.procs_with(sock)
             if "reactor-worker" in cmd and h.pid_alive(p)]
 
 
 class TestInfra(MultiCase):
     def test_worker_lost_past_its_attempts_is_infra_failure(self):
         ex = self.start_executor(workers=1, **{"max-attempts": 1})
-        flag = os.path.join(self.tmp, "ran")
+        flag = "ran-" + os.path.basename(self.tmp)
         m = self.start_master("ma", {"slow": sleeper(flag, 60)})
         self.client(m)
         bid = self.put("slow")
         self.wait_status(bid, bpb.STARTED)
-        h.wait_for(lambda: os.path.exists(flag), 20, "the step to run")
+        h.wait_for(lambda: h.procs_with(flag), 20, "the step to run")
         (victim,) = worker_procs(ex)
         os.kill(victim, signal.SIGKILL)
         b = self.wait_status(bid, bpb.COMPLETED, 30)

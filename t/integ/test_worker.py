@@ -99,25 +99,32 @@ def make_action(args, files=None, output_paths=(), output_files=(), output_dirs=
     return tb.digest_of(ab), blobs
 
 
-def exec_config(local=1, **sched):
+def exec_config(local=1, workers=None, **sched):
     s = {"bot-session-keepalive": "3s", "safety-net-interval": "1s", "sweep-interval": "100ms",
          "long-poll": "10s"}
     s.update(sched)
     return {"instances": [{"name": "", "execution": True, "storage": "memory",
                            "no-worker-timeout": "60s", "max-attempts": 5}],
-            "scheduler": s, "workers": {"local": local}}
+            "scheduler": s, "workers": dict(workers or {}, local=local)}
+
+
+# Actions that share files with the test (or with each other) through the
+# host's file system need the sandbox off: the worker runs as root here,
+# and so may the action then.
+UNSANDBOXED = {"sandbox": "none", "run-as": "root"}
 
 
 def worker_procs(srv):
-    """Live reactor-worker processes of this reactord (their work dir is
-    under its state dir)."""
-    return [p for p, cmd in h.procs_with(srv.state_dir)
+    """Live reactor-worker processes of this reactord (they dial its unix
+    socket)."""
+    sock = next(a for a in srv.cfg["listen"] if a.startswith("unix:"))
+    return [p for p, cmd in h.procs_with(sock)
             if "reactor-worker" in cmd and h.pid_alive(p)]
 
 
 class WorkerCase(h.ReactordTestCase):
-    def start(self, local=1, **sched):
-        srv = self.start_reactord(exec_config(local, **sched))
+    def start(self, local=1, workers=None, **sched):
+        srv = self.start_reactord(exec_config(local, workers, **sched))
         self.addCleanup(self.assert_no_strays, srv)
         ch = self.channel(srv.tcp_addr)
         return srv, ch
@@ -125,14 +132,19 @@ class WorkerCase(h.ReactordTestCase):
     def assert_no_strays(self, srv):
         """After reactord stops, no worker nor action of it is left."""
         srv.stop()
-        h.wait_for(lambda: not worker_procs(srv) and not h.procs_with(self.tmp + "/mark"),
+        h.wait_for(lambda: not worker_procs(srv) and not h.procs_with(self.mark_prefix()),
                    10, "local workers and their actions to exit")
 
+    def mark_prefix(self):
+        return "mark-%s-%s-" % (os.path.basename(os.path.dirname(self.tmp)),
+                                os.path.basename(self.tmp))
+
     def sleeper(self, name):
-        """A path that runs sleep(1), so `ps` shows which action sleeps."""
-        p = os.path.join(self.tmp, "mark-" + name)
-        os.symlink(shutil.which("sleep"), p)
-        return p
+        """A copy of sleep(1) for the input root, named with a marker of
+        this test, so `ps` shows which action sleeps: (argv[0], files)."""
+        mark = self.mark_prefix() + name
+        with open(shutil.which("sleep"), "rb") as f:
+            return "./" + mark, {mark: (f.read(), True)}
 
     def run_action(self, ch, digest, blobs, timeout=60):
         tb.upload(ch, blobs)
@@ -234,15 +246,16 @@ class TestWorker(WorkerCase):
         self.assertEqual(self.read(ch, r.result.stderr_digest), b"oops\n")
         d, blobs = make_action(["/nonexistent/tool"])
         r = self.run_action(ch, d, blobs)
+        # As a shell would (in the sandbox, sh starts the command).
         self.assertEqual(r.result.exit_code, 127)
-        self.assertIn(b"cannot execute /nonexistent/tool",
-                      self.read(ch, r.result.stderr_digest))
+        self.assertRegex(self.read(ch, r.result.stderr_digest),
+                         rb"/nonexistent/tool: (1: exec: /nonexistent/tool: )?not found")
 
     def test_timeout(self):
         srv, ch = self.start()
-        mark = self.sleeper("timeout")
+        mark, files = self.sleeper("timeout")
         d, blobs = make_action(["/bin/sh", "-c", "echo started; exec %s 30" % mark],
-                               timeout=1)
+                               files=files, timeout=1)
         r = self.run_action(ch, d, blobs)
         self.assertEqual(r.status.code, DEADLINE_EXCEEDED, r.status.message)
         h.wait_for(lambda: not h.procs_with(mark), 5, "the timed-out action to be killed")
@@ -284,8 +297,8 @@ class TestWorker(WorkerCase):
 
     def test_cancel_kills_the_action(self):
         srv, ch = self.start()
-        mark = self.sleeper("cancel")
-        d, blobs = make_action([mark, "60"])
+        mark, files = self.sleeper("cancel")
+        d, blobs = make_action([mark, "60"], files=files)
         tb.upload(ch, blobs)
         stream = tb.execute(ch, d, skip_cache=True)
         first = next(stream)
@@ -297,12 +310,12 @@ class TestWorker(WorkerCase):
         self.assertEqual(self.run_action(ch, d, blobs).result.exit_code, 0)
 
     def test_killed_worker_is_restarted_and_action_requeued(self):
-        srv, ch = self.start()
+        srv, ch = self.start(workers=UNSANDBOXED)
         flag = os.path.join(self.tmp, "flag")
-        mark = self.sleeper("requeue")
+        mark, files = self.sleeper("requeue")
         d, blobs = make_action(["/bin/sh", "-c",
                                 "if [ -e %s ]; then echo second run; else touch %s; "
-                                "exec %s 60; fi" % (flag, flag, mark)])
+                                "exec %s 60; fi" % (flag, flag, mark)], files=files)
         tb.upload(ch, blobs)
         stream = tb.execute(ch, d, skip_cache=True, timeout=90)
         h.wait_for(lambda: os.path.exists(flag) and h.procs_with(mark), 20,
@@ -321,7 +334,7 @@ class TestWorker(WorkerCase):
         self.assertRegex(srv.log(), r"worker \S+-w0 was killed by signal 9")
 
     def test_two_workers_run_in_parallel(self):
-        srv, ch = self.start(local=2)
+        srv, ch = self.start(local=2, workers=UNSANDBOXED)
         import threading
         gate = os.path.join(self.tmp, "gate")
         results = []

@@ -10,11 +10,14 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
+#include <ftw.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -50,6 +53,8 @@ static struct {
 	char **argv; /* the command line, with the name slot filled per spawn */
 	int argc, name_at;
 	bool stopping;
+	char *own_work; /* the per-start work dir we made, removed at exit */
+	int own_lock;	/* its descriptor, flock()ed while we live */
 } sv;
 
 /* In the child: async-signal-safe calls only until exec. */
@@ -164,6 +169,148 @@ static void push(char ***v, int *n, char *s)
 	(*v)[*n] = NULL;
 }
 
+static char *find_in_path(const char *name)
+{
+	const char *path = getenv("PATH");
+	if (!path || !*path)
+		path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
+	for (const char *p = path; *p;) {
+		size_t l = strcspn(p, ":");
+		char *c = xasprintf("%.*s/%s", (int)l, p, name);
+		if (c[0] == '/' && access(c, X_OK) == 0)
+			return c;
+		free(c);
+		p += l + (p[l] == ':');
+	}
+	return NULL;
+}
+
+/* The bwrap the workers use (NULL with mode none); false with *err when
+ * the sandbox is bwrap and there is none: reactord refuses to start
+ * rather than have the workers run actions unisolated. */
+static bool find_bwrap(const struct cfg *cfg, char **bwrap, char **err)
+{
+	*bwrap = NULL;
+	if (cfg->workers_sandbox == CFG_SANDBOX_NONE)
+		return true;
+	char *b = cfg->workers_bwrap ? xstrdup(cfg->workers_bwrap) : find_in_path("bwrap");
+	if (b && b[0] == '/' && access(b, X_OK) == 0) {
+		*bwrap = b;
+		return true;
+	}
+	*err = b ? xasprintf("workers.bwrap %s: %s (install bubblewrap, or set "
+			     "workers.sandbox: none explicitly)",
+			     b, b[0] != '/' ? "not an absolute path" : strerror(errno))
+		 : xstrdup("workers.sandbox is bwrap but there is no bwrap in PATH (install "
+			   "bubblewrap, set workers.bwrap, or set workers.sandbox: none "
+			   "explicitly)");
+	free(b);
+	return false;
+}
+
+static int rm_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st, (void)ftw;
+	if (flag == FTW_DP)
+		rmdir(path);
+	else
+		unlink(path);
+	return 0;
+}
+
+/* True when path is dir or lies below it (both resolved). */
+static bool path_within(const char *path, const char *dir)
+{
+	char *rp = realpath(path, NULL), *rd = realpath(dir, NULL);
+	bool in = false;
+	if (rp && rd) {
+		size_t l = strlen(rd);
+		in = !strncmp(rp, rd, l) && (rp[l] == '\0' || rp[l] == '/' || l == 1);
+	}
+	free(rp);
+	free(rd);
+	return in;
+}
+
+/* Per-start work dirs of reactords that died without removing theirs
+ * (SIGKILL, a crash): a live reactord holds an flock on its own, so an
+ * unlocked reactord-work.* older than a minute (past the moment between
+ * mkdtemp and flock of one starting now) is stale and removed. */
+static void sweep_stale(const char *tmp)
+{
+	DIR *d = opendir(tmp);
+	if (!d)
+		return;
+	struct dirent *e;
+	while ((e = readdir(d))) {
+		if (strncmp(e->d_name, "reactord-work.", 14) != 0)
+			continue;
+		char *p = xasprintf("%s/%s", tmp, e->d_name);
+		struct stat st;
+		int fd = open(p, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd >= 0 && fstat(fd, &st) == 0 && st.st_uid == geteuid() &&
+		    st.st_mtime < time(NULL) - 60 && flock(fd, LOCK_EX | LOCK_NB) == 0) {
+			LOGI(MOD, "removing %s, the work dir of a reactord that is gone", p);
+			nftw(p, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+		}
+		if (fd >= 0)
+			close(fd);
+		free(p);
+	}
+	closedir(d);
+}
+
+/* The work dir: the configured one (never inside the state dir, where
+ * Redis's socket and the CAS live), or a fresh one under $TMPDIR or
+ * /var/tmp for this start.  0711: the actions' user must reach its
+ * exec roots below, but may not list it. */
+static char *work_dir(const struct cfg *cfg, char **err)
+{
+	if (cfg->workers_work_dir) {
+		char *work = xstrdup(cfg->workers_work_dir);
+		if (mkdir(work, 0711) != 0 && errno != EEXIST) {
+			*err = xasprintf("workers.work-dir %s: %s", work, strerror(errno));
+			free(work);
+			return NULL;
+		}
+		if (path_within(work, cfg->state_dir)) {
+			*err = xasprintf("workers.work-dir %s lies inside the state directory %s; "
+					 "actions must not run there",
+					 work, cfg->state_dir);
+			free(work);
+			return NULL;
+		}
+		return work;
+	}
+	const char *tmp = getenv("TMPDIR");
+	if (!tmp || tmp[0] != '/')
+		tmp = "/var/tmp";
+	sweep_stale(tmp);
+	char *work = xasprintf("%s/reactord-work.XXXXXX", tmp);
+	sv.own_lock = -1;
+	if (!mkdtemp(work) || chmod(work, 0711) != 0 ||
+	    (sv.own_lock = open(work, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0 ||
+	    flock(sv.own_lock, LOCK_EX | LOCK_NB) != 0) {
+		*err = xasprintf("cannot create a work dir for the local workers (%s): %s", work,
+				 strerror(errno));
+		if (sv.own_lock >= 0)
+			close(sv.own_lock);
+		free(work);
+		return NULL;
+	}
+	if (path_within(work, cfg->state_dir)) {
+		*err = xasprintf("the workers' work dir %s would lie inside the state directory "
+				 "%s (TMPDIR); set workers.work-dir",
+				 work, cfg->state_dir);
+		rmdir(work);
+		close(sv.own_lock);
+		free(work);
+		return NULL;
+	}
+	sv.own_work = xstrdup(work);
+	return work;
+}
+
 int worker_sup_start(struct event_base *base, const struct cfg *cfg, char **err)
 {
 	if (cfg->workers_local <= 0)
@@ -182,13 +329,17 @@ int worker_sup_start(struct event_base *base, const struct cfg *cfg, char **err)
 		free(bin);
 		return -1;
 	}
-	char *work = cfg->workers_work_dir ? xstrdup(cfg->workers_work_dir)
-					   : xasprintf("%s/work", cfg->state_dir);
-	if (mkdir(work, 0755) != 0 && errno != EEXIST) {
-		*err = xasprintf("workers.work-dir %s: %s", work, strerror(errno));
+	char *bwrap;
+	if (!find_bwrap(cfg, &bwrap, err)) {
 		free(bin);
 		free(target);
-		free(work);
+		return -1;
+	}
+	char *work = work_dir(cfg, err);
+	if (!work) {
+		free(bin);
+		free(target);
+		free(bwrap);
 		return -1;
 	}
 	sv.base = base;
@@ -201,6 +352,13 @@ int worker_sup_start(struct event_base *base, const struct cfg *cfg, char **err)
 		free(bin);
 		free(target);
 		free(work);
+		free(bwrap);
+		if (sv.own_work) {
+			rmdir(sv.own_work);
+			close(sv.own_lock);
+		}
+		free(sv.own_work);
+		sv.own_work = NULL;
 		return -1;
 	}
 	push(&sv.argv, &sv.argc, bin);
@@ -211,6 +369,16 @@ int worker_sup_start(struct event_base *base, const struct cfg *cfg, char **err)
 	for (int i = 0; i < cfg->n_workers_properties; i++) {
 		push(&sv.argv, &sv.argc, xstrdup("-p"));
 		push(&sv.argv, &sv.argc, xstrdup(cfg->workers_properties[i]));
+	}
+	push(&sv.argv, &sv.argc, xstrdup("-S"));
+	push(&sv.argv, &sv.argc, xstrdup(bwrap ? "bwrap" : "none"));
+	if (bwrap) {
+		push(&sv.argv, &sv.argc, xstrdup("-B"));
+		push(&sv.argv, &sv.argc, bwrap);
+	}
+	if (cfg->workers_run_as) {
+		push(&sv.argv, &sv.argc, xstrdup("-u"));
+		push(&sv.argv, &sv.argc, xstrdup(cfg->workers_run_as));
 	}
 	push(&sv.argv, &sv.argc, xstrdup("-n"));
 	sv.name_at = sv.argc;
@@ -223,7 +391,8 @@ int worker_sup_start(struct event_base *base, const struct cfg *cfg, char **err)
 			*p = '_';
 	sv.n = cfg->workers_local;
 	sv.slots = xcalloc((size_t)sv.n, sizeof(*sv.slots));
-	LOGI(MOD, "starting %d local worker(s) on %s (%s)", sv.n, target, bin);
+	LOGI(MOD, "starting %d local worker(s) on %s (%s), work dir %s, sandbox %s", sv.n, target,
+	     bin, work, cfg->workers_sandbox == CFG_SANDBOX_NONE ? "none" : "bwrap");
 	for (int i = 0; i < sv.n; i++) {
 		struct slot *s = &sv.slots[i];
 		s->idx = i;
@@ -292,4 +461,10 @@ void worker_sup_shutdown(void)
 	free(sv.argv);
 	sv.argv = NULL;
 	sv.argc = 0;
+	if (sv.own_work) {
+		nftw(sv.own_work, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+		close(sv.own_lock);
+		free(sv.own_work);
+		sv.own_work = NULL;
+	}
 }

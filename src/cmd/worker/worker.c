@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -33,6 +34,7 @@
 #include "core/util.h"
 #include "cmd/worker/worker_cas.h"
 #include "cmd/worker/worker_run.h"
+#include "cmd/worker/sandbox.h"
 
 #define MOD	       "worker"
 #define BOTS	       "/google.devtools.remoteworkers.v1test2.Bots/"
@@ -54,6 +56,7 @@ static struct {
 	char *session;
 	int64_t keepalive_us; /* from the server's expire_time */
 	int64_t backoff_us;
+	struct sandbox sb;
 } w;
 
 static volatile sig_atomic_t stopping;
@@ -72,13 +75,20 @@ static void on_term(int sig)
 static void usage(FILE *f)
 {
 	fprintf(f, "usage: reactor-worker -s TARGET [-i INSTANCE] [-n NAME] [-d WORKDIR]\n"
-		   "                      [-p KEY=VALUE]... [-v | -q] [-V] [-h]\n"
+		   "                      [-p KEY=VALUE]... [-S bwrap|none] [-B BWRAP]\n"
+		   "                      [-u USER] [-v | -q] [-V] [-h]\n"
 		   "  -s TARGET    reactord address: HOST:PORT, [V6]:PORT or unix:PATH\n"
 		   "  -i INSTANCE  REAPI instance name (default \"\")\n"
 		   "  -n NAME      bot id (default HOSTNAME-PID)\n"
 		   "  -d WORKDIR   scratch directory for actions (default /tmp/reactor-worker)\n"
 		   "  -p KEY=VALUE platform property to advertise (repeatable; default\n"
-		   "               OSFamily=linux and ISA=x86-64)\n"
+		   "               OSFamily=linux and ISA=x86-64; network=on lets actions\n"
+		   "               that ask for network=on use the host's network)\n"
+		   "  -S MODE      --sandbox: bwrap (default; isolate each action with\n"
+		   "               bubblewrap) or none (run actions unisolated)\n"
+		   "  -B PATH      --bwrap: the bwrap binary (default: bwrap in PATH)\n"
+		   "  -u USER      --run-as: USER, UID or UID:GID actions run as when the\n"
+		   "               worker runs as root (default nobody)\n"
 		   "  -v / -q      more / less logging\n");
 	fprintf(f, "%s", RC_CLIENT_USAGE);
 }
@@ -370,6 +380,7 @@ static PbBotSession *run_lease(const PbLease *lease)
 			.beat = heartbeat,
 			.beat_arg = &lc,
 			.queued_us = queued,
+			.sandbox = &w.sb,
 		};
 		wrun_action(&r, &out);
 		free(dir);
@@ -472,9 +483,15 @@ int main(int argc, char **argv)
 	w.instance = "";
 	w.workdir = "/tmp/reactor-worker";
 	w.keepalive_us = 60 * 1000000LL;
-	const char *name = NULL;
-	static const struct option client_longs[] = {RC_CLIENT_LONGOPTS, {NULL, 0, NULL, 0}};
-	while ((opt = getopt_long(argc, argv, "s:i:n:d:p:vqVh", client_longs, NULL)) != -1) {
+	const char *name = NULL, *sandbox = NULL, *bwrap = NULL, *run_as = NULL;
+	static const struct option longs[] = {
+		{"sandbox", required_argument, NULL, 'S'},
+		{"bwrap", required_argument, NULL, 'B'},
+		{"run-as", required_argument, NULL, 'u'},
+		RC_CLIENT_LONGOPTS,
+		{NULL, 0, NULL, 0},
+	};
+	while ((opt = getopt_long(argc, argv, "s:i:n:d:p:S:B:u:vqVh", longs, NULL)) != -1) {
 		if (rc_client_opt(&w_copts, opt, optarg))
 			continue;
 		switch (opt) {
@@ -482,6 +499,9 @@ int main(int argc, char **argv)
 		case 'i': w.instance = optarg; break;
 		case 'n': name = optarg; break;
 		case 'd': w.workdir = optarg; break;
+		case 'S': sandbox = optarg; break;
+		case 'B': bwrap = optarg; break;
+		case 'u': run_as = optarg; break;
 		case 'p':
 			if (!strchr(optarg, '=') || optarg[0] == '=') {
 				fprintf(stderr, "reactor-worker: -p %s: want KEY=VALUE\n", optarg);
@@ -521,16 +541,45 @@ int main(int argc, char **argv)
 			w.name);
 		return 2;
 	}
-	char *mine = xasprintf("%s/%s", w.workdir, w.name);
+	bool net = false;
+	for (size_t i = 0; i < w.nprops; i++)
+		net |= !strcmp(w.keys[i], "network") && !strcmp(w.vals[i], "on");
+	char *err = NULL;
+	if (sandbox_init(&w.sb, sandbox, bwrap, run_as, net, &err) != 0) {
+		fprintf(stderr, "reactor-worker: refusing to start: %s\n", err);
+		free(err);
+		return 2;
+	}
+	/* What bwrap leaves behind (its pid namespace's first process)
+	 * becomes our child, so the end of an action can wait for it. */
+	if (w.sb.mode == SANDBOX_BWRAP && prctl(PR_SET_CHILD_SUBREAPER, 1) != 0) {
+		fprintf(stderr, "reactor-worker: PR_SET_CHILD_SUBREAPER: %s\n", strerror(errno));
+		return 1;
+	}
 	if (mkdir(w.workdir, 0755) != 0 && errno != EEXIST) {
 		fprintf(stderr, "reactor-worker: cannot create %s: %s\n", w.workdir,
 			strerror(errno));
 		return 1;
 	}
+	/* Absolute: the exec root is bound into the sandbox at its path. */
+	char *wd = realpath(w.workdir, NULL);
+	if (!wd) {
+		fprintf(stderr, "reactor-worker: %s: %s\n", w.workdir, strerror(errno));
+		return 1;
+	}
+	char *mine = xasprintf("%s/%s", wd, w.name);
+	free(wd);
 	/* A predecessor with our name may have left an action behind. */
 	wrun_rmtree(mine);
 	if (mkdir(mine, 0755) != 0) {
 		fprintf(stderr, "reactor-worker: cannot create %s: %s\n", mine, strerror(errno));
+		return 1;
+	}
+	/* Refuse to run actions unisolated because the sandbox is broken. */
+	if (sandbox_probe(&w.sb, mine, &err) != 0) {
+		fprintf(stderr, "reactor-worker: refusing to start: %s (work dir %s)\n", err, mine);
+		free(err);
+		wrun_rmtree(mine);
 		return 1;
 	}
 
@@ -546,6 +595,9 @@ int main(int argc, char **argv)
 	}
 	LOGI(MOD, "reactor-worker %s: bot %s, server %s, instance \"%s\", work dir %s",
 	     PACKAGE_VERSION, w.name, w.target, w.instance, mine);
+	char *how = sandbox_describe(&w.sb);
+	LOGI(MOD, "%s", how);
+	free(how);
 	serve();
 	disconnect();
 	free(w.session);
@@ -559,5 +611,6 @@ int main(int argc, char **argv)
 	free(w.keys);
 	free(w.vals);
 	free(w.name);
+	sandbox_free(&w.sb);
 	return 0;
 }

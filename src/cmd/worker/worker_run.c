@@ -10,7 +10,7 @@
 #define _GNU_SOURCE /* close_range */
 #include "cmd/worker/worker_run.h"
 
-#include "core/child.h"
+#include "cmd/worker/sandbox.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -19,7 +19,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
 #include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -335,35 +337,18 @@ static int stage_inputs(struct wcas *cas, const struct digest *root, int rootfd,
 
 /* ---- running ---------------------------------------------------------------------- */
 
-/* In the child: only async-signal-safe calls until exec. */
-static void child(const char *cwd, int out, int err, char **argv, char **envp)
+/* In the child: only async-signal-safe calls until exec (sandbox.h). */
+static void child(const struct sandbox *sb, const char *cwd, int out, int err, char **argv,
+		  char **envp, pid_t parent)
 {
 	/* The action dies with the worker, even when it is SIGKILLed. */
-	child_prepare(SIGKILL, 0);
-	dup2(out, 1);
-	dup2(err, 2);
-	close_range(3, ~0U, 0);
-	if (chdir(cwd) != 0) {
-		static const char m[] = "reactor-worker: cannot enter the working directory\n";
-		if (write(2, m, sizeof m - 1) < 0)
-			_exit(127);
-		_exit(127);
-	}
-	environ = envp;
-	execvp(argv[0], argv);
-	int e = errno;
-	static const char m[] = "reactor-worker: cannot execute ";
-	if (write(2, m, sizeof m - 1) < 0 || write(2, argv[0], strlen(argv[0])) < 0 ||
-	    write(2, ": ", 2) < 0 || write(2, strerror(e), strlen(strerror(e))) < 0 ||
-	    write(2, "\n", 1) < 0)
-		_exit(127);
-	_exit(127);
+	sandbox_exec_child(sb, cwd, out, err, argv, envp, parent);
 }
 
 enum run_end { RUN_EXITED, RUN_TIMEOUT, RUN_CANCELLED, RUN_FAILED };
 
-static enum run_end run(const struct wrun_req *r, const char *cwd, const char *outp,
-			const char *errp, int *exit_code, char **err)
+static enum run_end run(const struct wrun_req *r, const char *root, const char *cwd,
+			const char *outp, const char *errp, int *exit_code, char **err)
 {
 	const PbCommand *cmd = r->command;
 	int out = open(outp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
@@ -376,23 +361,23 @@ static enum run_end run(const struct wrun_req *r, const char *cwd, const char *o
 			close(er);
 		return RUN_FAILED;
 	}
-	char **argv = xcalloc(cmd->n_arguments + 1, sizeof(*argv));
-	for (size_t i = 0; i < cmd->n_arguments; i++)
-		argv[i] = cmd->arguments[i];
+	bool net = sandbox_net_requested(r->action, cmd);
+	char **argv = sandbox_argv(r->sandbox, root, cwd, net, cmd->arguments, cmd->n_arguments);
 	char **envp = xcalloc(cmd->n_environment_variables + 1, sizeof(*envp));
 	for (size_t i = 0; i < cmd->n_environment_variables; i++)
 		envp[i] = xasprintf("%s=%s", cmd->environment_variables[i]->name,
 				    cmd->environment_variables[i]->value);
+	pid_t parent = getpid();
 	pid_t pid = fork();
 	if (pid == 0)
-		child(cwd, out, er, argv, envp);
+		child(r->sandbox, cwd, out, er, argv, envp, parent);
 	int fork_errno = errno;
 	close(out);
 	close(er);
 	for (size_t i = 0; i < cmd->n_environment_variables; i++)
 		free(envp[i]);
 	free(envp);
-	free(argv);
+	sandbox_argv_free(argv);
 	if (pid < 0) {
 		*err = xasprintf("fork: %s", strerror(fork_errno));
 		return RUN_FAILED;
@@ -401,6 +386,8 @@ static enum run_end run(const struct wrun_req *r, const char *cwd, const char *o
 	running_pgid = pid;
 	int64_t start = mono_us(), next_beat = start + r->heartbeat_us;
 	int64_t nap = 1000;
+	/* Woken when the command exits; without pidfds, naps growing to 20 ms. */
+	int pidfd = (int)syscall(SYS_pidfd_open, pid, 0);
 	enum run_end end = RUN_EXITED;
 	int st = 0;
 	for (;;) {
@@ -427,13 +414,28 @@ static enum run_end run(const struct wrun_req *r, const char *cwd, const char *o
 			}
 			next_beat = mono_us() + r->heartbeat_us;
 		}
+		if (pidfd >= 0) {
+			/* Until the command exits or the next beat or deadline. */
+			int64_t until = end == RUN_EXITED && r->beat ? next_beat : now + 1000000;
+			if (end == RUN_EXITED && r->timeout_us > 0 && start + r->timeout_us < until)
+				until = start + r->timeout_us;
+			int ms = until > now ? (int)((until - now + 999) / 1000) : 0;
+			struct pollfd pfd = {.fd = pidfd, .events = POLLIN};
+			poll(&pfd, 1, ms > 1000 ? 1000 : ms);
+			continue;
+		}
 		struct timespec ts = {0, (long)nap * 1000};
 		nanosleep(&ts, NULL);
 		if (nap < 20000)
 			nap *= 2;
 	}
-	/* Background processes the command left behind go with it. */
+	if (pidfd >= 0)
+		close(pidfd);
+	/* Background processes the command left behind go with it; with
+	 * bwrap, the whole pid namespace (sandbox_reap): nothing of the
+	 * action runs while its outputs are collected. */
 	kill(-pid, SIGKILL);
+	sandbox_reap();
 	running_pgid = 0;
 	if (end == RUN_EXITED)
 		*exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
@@ -940,8 +942,16 @@ static int make_output_dirs(struct action *x, struct wrun_out *out)
 static int execute(struct action *x, enum run_end *end, struct wrun_out *out)
 {
 	char *err = NULL;
+	/* The action's user owns its exec root (when the worker is root). */
+	int gr = sandbox_give(x->r->sandbox, x->root);
+	if (gr != 0) {
+		set_out(out, GRPC_INTERNAL,
+			xasprintf("cannot hand the exec root to the action's user: %s",
+				  strerror(-gr)));
+		return -1;
+	}
 	x->t_exec = now_us();
-	*end = run(x->r, x->cwd, x->outp, x->errp, &x->exit_code, &err);
+	*end = run(x->r, x->root, x->cwd, x->outp, x->errp, &x->exit_code, &err);
 	x->t_execd = now_us();
 	int rc = 0;
 	if (*end == RUN_FAILED) {

@@ -19,6 +19,8 @@
  * kills it (the lease was cancelled or the session lost). */
 typedef bool (*wrun_beat_fn)(void *arg);
 
+struct sandbox;
+
 struct wrun_req {
 	struct wcas *cas;
 	const char *dir;    /* the action's scratch directory, created and removed here */
@@ -30,6 +32,7 @@ struct wrun_req {
 	wrun_beat_fn beat;
 	void *beat_arg;
 	int64_t queued_us; /* when the lease arrived (metadata) */
+	const struct sandbox *sandbox; /* how the command runs (sandbox.h) */
 };
 
 /* Outcome of an action.  code/message: the google.rpc.Status for the

@@ -546,6 +546,16 @@ START_TEST(test_workers_keys)
 	ck_assert_str_eq(diff, "workers.local, workers.binary, workers.work-dir, "
 			       "workers.properties");
 	free(diff);
+	/* The sandbox: bwrap unless none is chosen. */
+	ck_assert_int_eq(c->workers_sandbox, CFG_SANDBOX_BWRAP);
+	ck_assert_ptr_null(c->workers_bwrap);
+	ck_assert_ptr_null(c->workers_run_as);
+	struct cfg *e = load_ok("workers:\n  sandbox: none\n  bwrap: /opt/bwrap\n"
+				"  run-as: 1000:1000\n");
+	ck_assert_int_eq(e->workers_sandbox, CFG_SANDBOX_NONE);
+	ck_assert_str_eq(e->workers_bwrap, "/opt/bwrap");
+	ck_assert_str_eq(e->workers_run_as, "1000:1000");
+	cfg_free(e);
 	cfg_free(c);
 	cfg_free(d);
 	static const struct {
@@ -553,6 +563,8 @@ START_TEST(test_workers_keys)
 	} cases[] = {
 		{"workers:\n  local: 257\n",
 		 "reactor.conf:2:10: workers.local: 257 out of range 0..256"},
+		{"workers:\n  sandbox: off\n",
+		 "reactor.conf:2:12: workers.sandbox: expected one of bwrap, none"},
 		{"workers:\n  properties: [OSFamily]\n",
 		 "reactor.conf:2:16: workers.properties[0]: expected KEY=VALUE, like "
 		 "OSFamily=linux"},

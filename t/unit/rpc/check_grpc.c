@@ -37,6 +37,9 @@ START_TEST(test_timeout_units)
 	grpc_timeout_format(1500000, buf, sizeof(buf));
 	ck_assert_int_eq(grpc_timeout_parse(buf, &us), 0);
 	ck_assert_int_eq(us, 1500000);
+	/* Beyond 99999999 hours the header says the most it can (fuzz_grpc). */
+	grpc_timeout_format(INT64_MAX, buf, sizeof(buf));
+	ck_assert_str_eq(buf, "99999999H");
 }
 END_TEST
 
