@@ -279,7 +279,8 @@ static const char *tls_failure(struct rc_client *cl)
 			hint = " (is the server speaking plaintext?)";
 		cl->tls_err = xasprintf("TLS connection to %s failed: %s%s", cl->peer,
 					r ? r : "error", hint);
-	} else if (failed && !cl->handshaken) {
+	} else if (failed && !cl->handshaken && ssl && !SSL_in_before(ssl)) {
+		/* (in before: no TCP connection, so nothing about TLS to say) */
 		cl->tls_err = xasprintf("TLS handshake with %s failed: the connection was closed",
 					cl->peer);
 	} else if (failed && !cl->answered) {

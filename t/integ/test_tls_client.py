@@ -382,7 +382,7 @@ class TestTlsClient(harness.ReactordTestCase):
         with open(log, "w") as lf:
             w = subprocess.Popen(
                 [WORKER, "-s", "grpcs://127.0.0.1:%d" % p.port, "-n", "tlsbot", "-d",
-                 os.path.join(self.tmp, "wd"), "-v", "--tls-ca", self.f("ca.pem"),
+                 os.path.join(self.tmp, "wd"), "-S", "none", "-v", "--tls-ca", self.f("ca.pem"),
                  "--tls-cert", self.f("client.pem"), "--tls-key", self.f("client.key"),
                  "--token-file", tf], stdout=lf, stderr=subprocess.STDOUT)
 
@@ -391,13 +391,18 @@ class TestTlsClient(harness.ReactordTestCase):
                 w.terminate()
                 w.wait(10)
         self.addCleanup(stop)
-        harness.wait_for(lambda: any(c[0] == "GetCapabilities" for c in p.snapshot()), 10,
-                         "the worker's GetCapabilities")
+        try:
+            harness.wait_for(lambda: any(c[0] == "GetCapabilities" for c in p.snapshot()), 10,
+                             "the worker's GetCapabilities")
+        except AssertionError:
+            raise AssertionError("no GetCapabilities; worker log:\n" + open(log).read())
         method, md, cn = p.snapshot()[0]
         self.assertEqual(method, "GetCapabilities")
         self.assertEqual([v for k, v in md if k == "authorization"], ["Bearer " + TOKEN])
         self.assertEqual(cn, "ci-bot")
-        # It goes on to the Bots API (UNIMPLEMENTED here) and retries.
+        # The connect is the point here, not the sandbox (-S none: the
+        # test's temp dir is private to us).  It goes on to the Bots API
+        # (UNIMPLEMENTED here) and retries.
         harness.wait_for(lambda: "CreateBotSession" in open(log).read() or
                          "UNIMPLEMENTED" in open(log).read() or
                          len(p.snapshot()) > 1, 10, "the worker's next step")
@@ -408,7 +413,8 @@ class TestTlsClient(harness.ReactordTestCase):
 
         # A worker with an unreadable CA file refuses to start (status 2).
         r = subprocess.run([WORKER, "-s", "grpcs://127.0.0.1:%d" % p.port, "-n", "bad", "-d",
-                            os.path.join(self.tmp, "wd"), "--tls-ca", self.f("nope.pem")],
+                            os.path.join(self.tmp, "wd"), "-S", "none", "--tls-ca",
+                            self.f("nope.pem")],
                            capture_output=True, text=True, timeout=20 * harness.SLOW)
         self.assertEqual(r.returncode, 2, r.stderr)
         self.assertIn("CA file %s: No such file" % self.f("nope.pem"), r.stderr)
