@@ -279,8 +279,11 @@ static const char *tls_failure(struct rc_client *cl)
 			hint = " (is the server speaking plaintext?)";
 		cl->tls_err = xasprintf("TLS connection to %s failed: %s%s", cl->peer,
 					r ? r : "error", hint);
-	} else if (failed && !cl->handshaken && ssl && !SSL_in_before(ssl)) {
-		/* (in before: no TCP connection, so nothing about TLS to say) */
+	} else if (failed && !cl->handshaken && ssl && BIO_number_read(SSL_get_rbio(ssl)) == 0) {
+		cl->tls_err = xasprintf("cannot reach %s: the connection was refused or closed "
+					"before the TLS handshake",
+					cl->peer);
+	} else if (failed && !cl->handshaken) {
 		cl->tls_err = xasprintf("TLS handshake with %s failed: the connection was closed",
 					cl->peer);
 	} else if (failed && !cl->answered) {
