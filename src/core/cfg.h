@@ -118,6 +118,11 @@ struct cfg_master {
 	bool on_shutdown_reset;	     /* on-shutdown: reset (true) | abandon (false, default) */
 	struct cfg_builder *builders; /* reloadable */
 	int n_builders;
+	/* How the master reaches server and executor: TLS when the endpoint
+	 * says grpcs:// or any tls.* key is set (NULL = unset); a bearer
+	 * token read from token_file at each connect. */
+	char *tls_ca, *tls_cert, *tls_key, *tls_server_name;
+	char *token_file;
 };
 
 struct cfg {

@@ -99,16 +99,28 @@ static const struct list_ops bucket_ops = {
 	.free = cfg_strlist_free,
 };
 
-/* A gRPC endpoint the master dials with rc_client_connect: host:port,
- * [v6]:port or unix:/path ("grpc://" in front, Bazel's spelling, is
- * dropped). */
+/* A gRPC endpoint the master dials with rc_client_connect_opts: host:port,
+ * [v6]:port or unix:/path ("grpc://" or "http://" in front, Bazel's
+ * spellings, are dropped), or grpcs://host:port (kept: TLS; "https://" is
+ * written so too). */
 static char *check_endpoint(char *s)
 {
 	char *host;
 	int port;
+	bool tls = false;
 
 	if (!strncmp(s, "grpc://", 7))
 		memmove(s, s + 7, strlen(s + 7) + 1);
+	else if (!strncmp(s, "http://", 7))
+		memmove(s, s + 7, strlen(s + 7) + 1);
+	else if (!strncmp(s, "https://", 8))
+		memcpy(s, "grpcs://", 8);
+	if (!strncmp(s, "grpcs://", 8)) {
+		tls = true;
+		s += 8;
+	}
+	if (!strncmp(s, "unix:", 5) && tls)
+		return xasprintf("TLS over a unix socket is not supported: write unix:PATH");
 	if (!strncmp(s, "unix:", 5))
 		return s[5] == '/' ? NULL
 				   : xasprintf("unix: needs an absolute socket path, like "
@@ -445,6 +457,13 @@ static const struct key master_keys[] = {
 	{"on-shutdown", K_ENUM, FM(on_shutdown_reset), .def = 0, .names = shutdown_names},
 	{"builders", K_LIST, LM(builders, n_builders), .list = &builder_ops, .required = true,
 	 .reload = true},
+	/* The master's client credentials (issue 12); files read at start. */
+	{"tls", K_SECTION, .off = 0},
+	{"tls.ca", K_STRING, FM(tls_ca), .check = cfg_check_nonempty},
+	{"tls.cert", K_STRING, FM(tls_cert), .check = cfg_check_nonempty},
+	{"tls.key", K_STRING, FM(tls_key), .check = cfg_check_nonempty},
+	{"tls.server-name", K_STRING, FM(tls_server_name), .check = cfg_check_nonempty},
+	{"token-file", K_STRING, FM(token_file), .check = cfg_check_nonempty},
 };
 static const struct keytab master_tab = {master_keys, ARRAY_LEN(master_keys)};
 
@@ -453,6 +472,35 @@ static int master_check(struct ctx *x, void *obj, const struct node *n, const ch
 			const struct node *const *where)
 {
 	const struct cfg_master *m = obj;
+#define WHERE(key) where[cfg_find_key(&master_tab, key) - master_keys]
+	if (!m->tls_cert != !m->tls_key) {
+		const char *has = m->tls_cert ? "tls.cert" : "tls.key";
+		char *p = xasprintf("%s.%s", path, has);
+		fail(x, WHERE(has), p, "a client certificate needs both tls.cert and tls.key");
+		free(p);
+		return -1;
+	}
+	/* TLS settings with an endpoint that says plaintext. */
+	bool tls = m->tls_ca || m->tls_cert || m->tls_server_name;
+	static const char *const ends[] = {"server", "executor"};
+	for (size_t i = 0; tls && i < ARRAY_LEN(ends); i++) {
+		const struct node *e = WHERE(ends[i]);
+		if (!e || e->kind != N_SCALAR)
+			continue;
+		const char *t = e->str;
+		if (!strncmp(t, "grpc://", 7) || !strncmp(t, "http://", 7))
+			t += 7;
+		if (t == e->str && strncmp(t, "unix:", 5) != 0)
+			continue; /* no scheme: the tls keys make it TLS */
+		char *p = xasprintf("%s.%s", path, ends[i]);
+		fail(x, e, p,
+		     "\"%s\" is plaintext but tls keys are set: write grpcs://HOST:PORT (TLS "
+		     "over a unix socket is not supported)",
+		     e->str);
+		free(p);
+		return -1;
+	}
+#undef WHERE
 	const struct node *lease = where[cfg_find_key(&master_tab, "lease-duration") - master_keys];
 	const struct node *hb =
 		where[cfg_find_key(&master_tab, "heartbeat-interval") - master_keys];

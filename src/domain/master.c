@@ -66,6 +66,41 @@ void mb_set_state(struct mbuild *b, enum mb_state to)
 
 /* ---- clients ------------------------------------------------------------------- */
 
+/* master.tls and master.token-file (not reloadable: borrowed from m.cfg). */
+static struct rc_client_opts client_opts(void)
+{
+	const struct cfg_master *c = m.cfg;
+	struct rc_client_opts o = {
+		.tls = {.ca = c->tls_ca,
+			.cert = c->tls_cert,
+			.key = c->tls_key,
+			.server_name = c->tls_server_name},
+		.token_file = c->token_file,
+	};
+	return o;
+}
+
+/* Refuse at start what every connect would fail on: unreadable TLS or
+ * token files, TLS settings for a unix socket endpoint. */
+static int check_clients(char **err)
+{
+	struct rc_client_opts o = client_opts();
+	char *why = NULL;
+	if (rc_client_opts_check(&o, &why) == 0) {
+		const char *targets[] = {m.bk_target, m.ex_target};
+		for (size_t i = 0; i < ARRAY_LEN(targets) && !why; i++) {
+			struct rc_target t;
+			if (rc_target_parse(targets[i], rc_client_opts_tls(&o), &t, &why) == 0)
+				rc_target_free(&t);
+		}
+	}
+	if (!why)
+		return 0;
+	*err = xasprintf("master: %s", why);
+	free(why);
+	return -1;
+}
+
 static struct rc_client *client(struct rc_client **slot, const char *target)
 {
 	if (*slot && rc_client_alive(*slot))
@@ -77,7 +112,8 @@ static struct rc_client *client(struct rc_client **slot, const char *target)
 	if (m.draining)
 		return NULL;
 	char *err = NULL;
-	*slot = rc_client_connect(m.base, target, &err);
+	struct rc_client_opts o = client_opts();
+	*slot = rc_client_connect_opts(m.base, target, &o, &err);
 	if (!*slot) {
 		LOGE(MMOD, "cannot connect to %s: %s", target, err);
 		free(err);
@@ -595,8 +631,10 @@ int master_start(struct event_base *base, const struct cfg_master *mc, const cha
 	}
 	m.bk_target = xstrdup(mc->server ? mc->server : self ? self : "");
 	m.ex_target = xstrdup(mc->executor ? mc->executor : self ? self : "");
-	if (!*m.bk_target || !*m.ex_target) {
-		*err = xstrdup("master: no endpoint for the Buckets service or the executor");
+	bool no_end = !*m.bk_target || !*m.ex_target;
+	if (no_end || check_clients(err) != 0) {
+		if (no_end)
+			*err = xstrdup("master: no endpoint for the Buckets service or the executor");
 		free(m.name);
 		free(m.bk_target);
 		free(m.ex_target);

@@ -1,8 +1,12 @@
 /*
  * client.h - reactord's gRPC client: the same HTTP/2 layer as the server,
- * with a client session.  Used by reactorctl, the tests and (later) the
- * worker.  Asynchronous calls on a libevent base, plus a synchronous unary
- * helper that runs the loop until the reply arrives.
+ * with a client session, over TCP (plaintext or TLS: ALPN h2, TLS 1.2+,
+ * the server's certificate checked against a CA file or the system's
+ * store and against the server name, an optional client certificate) or a
+ * unix socket, with an optional bearer token on every call.  Used by
+ * reactorctl, reactor-worker, the master and the tests.  Asynchronous
+ * calls on a libevent base, plus a synchronous unary helper that runs the
+ * loop until the reply arrives.
  */
 #ifndef REACTOR_CLIENT_H
 #define REACTOR_CLIENT_H
@@ -13,6 +17,7 @@
 
 #include <protobuf-c/protobuf-c.h>
 
+#include "core/util.h"
 #include "transport/h2.h"
 
 struct event_base;
@@ -20,10 +25,91 @@ struct bufferevent;
 struct rc_client;
 struct rc_call;
 
-/* Connect to "host:port", "[v6]:port", "unix:/path" (an optional grpc://
- * prefix is accepted).  Returns NULL with *err (malloc'd) on a bad target;
- * a refused connection shows up as UNAVAILABLE on the first call. */
+/* TLS settings of a client connection.  Strings are borrowed for the
+ * duration of rc_client_connect_opts(): the files are read there. */
+struct rc_tls {
+	bool enabled;		 /* TLS for a target without a scheme (grpcs:// is always TLS) */
+	const char *ca;		 /* PEM file of the CAs to trust; NULL: the system's store */
+	const char *cert, *key;	 /* client certificate (chain) and its key, PEM: both or neither */
+	const char *server_name; /* name the server's certificate must carry (also sent as
+				    SNI); NULL: the target's host, a name or an IP address */
+};
+
+/* Everything a caller may say about how to reach a server. */
+struct rc_client_opts {
+	struct rc_tls tls;
+	/* Sent as "authorization: Bearer TOKEN" on every call: token, or the
+	 * first line of token_file, read at each connect (so a reconnect picks
+	 * up a rotated token).  Never logged nor put in an error message. */
+	const char *token;
+	const char *token_file;
+};
+
+/* A target split up: how rc_client_connect_opts() reads it.
+ *   grpcs://HOST:PORT, https://HOST:PORT   TLS
+ *   grpc://HOST:PORT, http://HOST:PORT     plaintext (no TLS settings allowed)
+ *   HOST:PORT, [V6]:PORT                   TLS when want_tls, else plaintext
+ *   unix:/PATH (optionally after grpc://)  plaintext (no TLS settings allowed)
+ * want_tls: the caller has TLS settings (see rc_client_opts_tls()). */
+struct rc_target {
+	bool tls;
+	char *host; /* brackets dropped; NULL for a unix socket */
+	char *port;
+	char *path; /* unix socket; NULL for TCP */
+};
+int rc_target_parse(const char *target, bool want_tls, struct rc_target *t, char **err) WARN_UNUSED;
+void rc_target_free(struct rc_target *t);
+/* True when o asks for TLS (enabled or any TLS file or name set). */
+bool rc_client_opts_tls(const struct rc_client_opts *o);
+
+/* Connect to target (see struct rc_target) with o (NULL: plaintext unless
+ * the target says grpcs://, no token).  Returns NULL with *err (malloc'd)
+ * on a bad target or when a CA, certificate, key or token file can't be
+ * used; a refused connection or a failed TLS handshake shows up on the
+ * first call (UNAVAILABLE for TLS, naming the reason: untrusted
+ * certificate, name mismatch, no ALPN h2, client certificate refused). */
+struct rc_client *rc_client_connect_opts(struct event_base *base, const char *target,
+					 const struct rc_client_opts *o, char **err);
+/* rc_client_connect_opts(base, target, NULL, err). */
 struct rc_client *rc_client_connect(struct event_base *base, const char *target, char **err);
+/* Load o's files the way a connect would, to refuse a bad configuration
+ * at start: 0, or -1 with *err (malloc'd). */
+int rc_client_opts_check(const struct rc_client_opts *o, char **err) WARN_UNUSED;
+
+/* Command-line flags every client program takes: put RC_CLIENT_LONGOPTS
+ * in the getopt_long table, hand each option to rc_client_opt() (true when
+ * it was one of these), print RC_CLIENT_USAGE in the help, and call
+ * rc_client_opts_env() after parsing ($REACTOR_TOKEN_FILE). */
+enum {
+	RC_OPT_TLS = 0x1000,
+	RC_OPT_TLS_CA,
+	RC_OPT_TLS_CERT,
+	RC_OPT_TLS_KEY,
+	RC_OPT_TLS_SERVER_NAME,
+	RC_OPT_TOKEN_FILE,
+};
+#define RC_CLIENT_LONGOPTS                                                                         \
+	{"tls", no_argument, NULL, RC_OPT_TLS},                                                    \
+		{"tls-ca", required_argument, NULL, RC_OPT_TLS_CA},                                \
+		{"tls-cert", required_argument, NULL, RC_OPT_TLS_CERT},                            \
+		{"tls-key", required_argument, NULL, RC_OPT_TLS_KEY},                              \
+		{"tls-server-name", required_argument, NULL, RC_OPT_TLS_SERVER_NAME},              \
+	{                                                                                          \
+		"token-file", required_argument, NULL, RC_OPT_TOKEN_FILE                           \
+	}
+#define RC_CLIENT_USAGE                                                                            \
+	"  TARGET with grpcs:// (or https://) or any --tls* flag: TLS\n"                           \
+	"  --tls               TLS, trusting the system's CAs\n"                                   \
+	"  --tls-ca FILE       TLS, trusting the CAs in FILE (PEM)\n"                              \
+	"  --tls-cert FILE     client certificate (PEM) for servers that ask for one\n"            \
+	"  --tls-key FILE      the client certificate's private key (PEM)\n"                       \
+	"  --tls-server-name NAME\n"                                                               \
+	"                      name the server's certificate must have (default: the\n"            \
+	"                      target's host; use it when connecting by address)\n"                \
+	"  --token-file FILE   send the token in FILE as \"authorization: Bearer\" on\n"           \
+	"                      every call (default $REACTOR_TOKEN_FILE)\n"
+bool rc_client_opt(struct rc_client_opts *o, int opt, const char *arg);
+void rc_client_opts_env(struct rc_client_opts *o);
 /* Run the client over an already connected bufferevent (ownership passes);
  * the tests use a bufferevent pair to drive the server in memory. */
 struct rc_client *rc_client_from_bev(struct event_base *base, struct bufferevent *bev,

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,14 +31,15 @@
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: reactorctl [-v] [-s TARGET] [-i INSTANCE] [-T TIMEOUT] COMMAND [ARGS]\n"
-		"  -s TARGET    server: HOST:PORT or unix:PATH (default 127.0.0.1:50051,\n"
-		"               or $REACTOR_SERVER)\n"
+		"usage: reactorctl [-v] [-s TARGET] [-i INSTANCE] [-T TIMEOUT] [--tls...]\n"
+		"                  [--token-file FILE] COMMAND [ARGS]\n"
+		"  -s TARGET    server: HOST:PORT, grpcs://HOST:PORT or unix:PATH (default\n"
+		"               127.0.0.1:50051, or $REACTOR_SERVER)\n"
 		"  -i INSTANCE  REAPI instance name (default \"\")\n"
 		"  -T TIMEOUT   call deadline, e.g. 10s (default 30s)\n"
-		"  -v           log connection events (twice: debug)\n"
+		"  -v           log connection events (twice: debug)\n" RC_CLIENT_USAGE
 		"commands:\n"
-		"  capabilities          print the server's REAPI capabilities\n"
+		"  capabilities (caps)   print the server's REAPI capabilities\n"
 		"  health [SERVICE]      grpc.health.v1 Check; exit 0 only when SERVING\n"
 		"  call PATH             send an empty request to PATH, print the status\n"
 		"  upload FILE [HASH/SIZE]\n"
@@ -47,7 +49,9 @@ static void usage(FILE *f)
 		"  missing [HASH/SIZE...]\n"
 		"                        FindMissingBlobs (digests from stdin when none given);\n"
 		"                        prints the missing ones\n"
-		"upload and download have no deadline unless -T is given.\n");
+		"upload and download have no deadline unless -T is given.  Exit status: 0\n"
+		"success, 1 the call failed (the gRPC status is printed), 2 bad usage or a\n"
+		"TLS or token file that can't be used.\n");
 }
 
 static int fail(int code, const char *msg)
@@ -745,7 +749,15 @@ int main(int argc, char **argv)
 	if (!target)
 		target = "127.0.0.1:50051";
 	int verbose = 0;
-	while ((opt = getopt(argc, argv, "s:i:T:vh")) != -1) {
+	struct rc_client_opts copts = {0};
+	static const struct option longs[] = {
+		RC_CLIENT_LONGOPTS,
+		{"help", no_argument, NULL, 'h'},
+		{NULL, 0, NULL, 0},
+	};
+	while ((opt = getopt_long(argc, argv, "s:i:T:vh", longs, NULL)) != -1) {
+		if (rc_client_opt(&copts, opt, optarg))
+			continue;
 		switch (opt) {
 		case 's': target = optarg; break;
 		case 'i': instance = optarg; break;
@@ -765,15 +777,19 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	rc_client_opts_env(&copts);
 	/* The client library logs connection events at info: noise for a
 	 * command-line tool unless asked for. */
 	log_set_level(verbose >= 2 ? LOG_DEBUG : verbose ? LOG_INFO : LOG_WARN);
 	const char *cmd = argv[optind];
 	char **args = argv + optind + 1;
 	int nargs = argc - optind - 1;
+	/* A server that hangs up (one refusing our certificate does) must
+	 * cost a call, not the process. */
+	signal(SIGPIPE, SIG_IGN);
 	struct event_base *base = event_base_new();
 	char *err = NULL;
-	struct rc_client *cl = rc_client_connect(base, target, &err);
+	struct rc_client *cl = rc_client_connect_opts(base, target, &copts, &err);
 	if (!cl) {
 		fprintf(stderr, "reactorctl: %s\n", err);
 		free(err);
@@ -781,7 +797,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	int rv;
-	if (strcmp(cmd, "capabilities") == 0) {
+	if (strcmp(cmd, "capabilities") == 0 || strcmp(cmd, "caps") == 0) {
 		rv = cmd_capabilities(cl, instance, timeout);
 	} else if (strcmp(cmd, "health") == 0) {
 		rv = cmd_health(cl, optind + 1 < argc ? argv[optind + 1] : "", timeout);

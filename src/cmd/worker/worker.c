@@ -90,6 +90,7 @@ static void usage(FILE *f)
 		   "  -u USER      --run-as: USER, UID or UID:GID actions run as when the\n"
 		   "               worker runs as root (default nobody)\n"
 		   "  -v / -q      more / less logging\n");
+	fprintf(f, "%s", RC_CLIENT_USAGE);
 }
 
 /* ---- connection and session ------------------------------------------------------ */
@@ -117,10 +118,14 @@ static void backoff(void)
 	w.backoff_us = w.backoff_us * 2 > BACKOFF_MAX_US ? BACKOFF_MAX_US : w.backoff_us * 2;
 }
 
+/* TLS and token flags (--tls-ca, --token-file...); the token file is
+ * read again at each reconnect. */
+static struct rc_client_opts w_copts;
+
 static int connect_server(void)
 {
 	char *err = NULL;
-	w.cl = rc_client_connect(w.base, w.target, &err);
+	w.cl = rc_client_connect_opts(w.base, w.target, &w_copts, &err);
 	if (!w.cl) {
 		LOGE(MOD, "%s", err);
 		free(err);
@@ -483,9 +488,12 @@ int main(int argc, char **argv)
 		{"sandbox", required_argument, NULL, 'S'},
 		{"bwrap", required_argument, NULL, 'B'},
 		{"run-as", required_argument, NULL, 'u'},
+		RC_CLIENT_LONGOPTS,
 		{NULL, 0, NULL, 0},
 	};
 	while ((opt = getopt_long(argc, argv, "s:i:n:d:p:S:B:u:vqVh", longs, NULL)) != -1) {
+		if (rc_client_opt(&w_copts, opt, optarg))
+			continue;
 		switch (opt) {
 		case 's': w.target = optarg; break;
 		case 'i': w.instance = optarg; break;
@@ -512,6 +520,7 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
+	rc_client_opts_env(&w_copts);
 	int lvl = LOG_INFO + verbosity;
 	log_set_level(lvl < LOG_ERROR ? LOG_ERROR : lvl > LOG_DEBUG ? LOG_DEBUG : lvl);
 	if (!w.nprops) {

@@ -1020,6 +1020,59 @@ START_TEST(test_master_errors)
 }
 END_TEST
 
+/* master.tls and master.token-file (issue 12): the client credentials of
+ * the master's connections, grpcs:// endpoints kept as written. */
+START_TEST(test_master_tls)
+{
+#define M_ONE M_HEAD "  builders: {b: {steps: [{name: s, argv: [x]}]}}\n"
+	struct cfg *c = load_ok(M_ONE "  server: grpcs://bk.example:443\n"
+				      "  executor: https://[::1]:8980\n"
+				      "  tls: {ca: /etc/r/ca.pem, cert: /etc/r/m.pem, key: /etc/r/m.key,\n"
+				      "        server-name: bk.example}\n"
+				      "  token-file: /etc/r/token\n");
+	const struct cfg_master *m = c->master;
+	ck_assert_str_eq(m->server, "grpcs://bk.example:443");
+	ck_assert_str_eq(m->executor, "grpcs://[::1]:8980");
+	ck_assert_str_eq(m->tls_ca, "/etc/r/ca.pem");
+	ck_assert_str_eq(m->tls_cert, "/etc/r/m.pem");
+	ck_assert_str_eq(m->tls_key, "/etc/r/m.key");
+	ck_assert_str_eq(m->tls_server_name, "bk.example");
+	ck_assert_str_eq(m->token_file, "/etc/r/token");
+	cfg_free(c);
+	c = load_ok(M_ONE);
+	ck_assert_ptr_null(c->master->tls_ca);
+	ck_assert_ptr_null(c->master->token_file);
+	cfg_free(c);
+
+	static const struct {
+		const char *text, *err;
+	} tls_bad[] = {
+		{M_ONE "  tls: {cert: /c.pem}\n",
+		 "reactor.conf:4:15: master.tls.cert: a client certificate needs both tls.cert and "
+		 "tls.key"},
+		{M_ONE "  server: grpc://10.0.0.5:1\n  tls: {ca: /ca.pem}\n",
+		 "reactor.conf:4:11: master.server: \"grpc://10.0.0.5:1\" is plaintext but tls keys "
+		 "are set: write grpcs://HOST:PORT (TLS over a unix socket is not supported)"},
+		{M_ONE "  executor: unix:/r.sock\n  tls: {server-name: x}\n",
+		 "reactor.conf:4:13: master.executor: \"unix:/r.sock\" is plaintext but tls keys are "
+		 "set: write grpcs://HOST:PORT (TLS over a unix socket is not supported)"},
+		{M_ONE "  server: grpcs://unix:/r.sock\n",
+		 "reactor.conf:4:11: master.server: TLS over a unix socket is not supported: write "
+		 "unix:PATH"},
+		{M_ONE "  tls: {ca: \"\"}\n", "reactor.conf:4:13: master.tls.ca: must not be empty"},
+		{M_ONE "  tls: {cafile: x}\n", "reactor.conf:4:9: master.tls.cafile: unknown key"},
+	};
+	for (size_t i = 0; i < sizeof tls_bad / sizeof tls_bad[0]; i++) {
+		char *err = NULL;
+		c = NULL;
+		ck_assert_int_eq(cfg_load_string("reactor.conf", tls_bad[i].text, &c, &err), -1);
+		ck_assert_str_eq(err, tls_bad[i].err);
+		free(err);
+	}
+#undef M_ONE
+}
+END_TEST
+
 /* SIGHUP may change builders, limits and intervals; the identity and the
  * endpoints need a restart, and so does adding or removing the master. */
 START_TEST(test_master_diff)
@@ -1087,6 +1140,7 @@ static Suite *cfg_suite(void)
 	tcase_add_loop_test(tc, test_master_errors, 0,
 			    (int)(sizeof master_bad / sizeof master_bad[0]));
 	tcase_add_test(tc, test_master_diff);
+	tcase_add_test(tc, test_master_tls);
 	tcase_add_test(tc, test_shipped_master);
 	suite_add_tcase(s, tc);
 	return s;
