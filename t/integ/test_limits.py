@@ -173,7 +173,8 @@ class TestLimits(h.ReactordTestCase):
         msg = ended[0].grpc_message
         self.assertIn("limits.max-buffered-per-connection", msg)
         self.assertIn("16777216", msg)
-        self.assertLess(grew, 40, "RSS grew by %.1f MiB under the attack" % grew)
+        if not h.ASAN:
+            self.assertLess(grew, 40, "RSS grew by %.1f MiB under the attack" % grew)
         raw.close()
         self.assert_served(srv)
 
@@ -228,7 +229,8 @@ class TestLimits(h.ReactordTestCase):
         self.assertEqual(closed_count(), 1000 - 256)
         grew = (rss_kib(srv.pid) - base) / 1024.0
         print("1000 connections: RSS +%.1f MiB" % grew)
-        self.assertLess(grew, 30)
+        if not h.ASAN:
+            self.assertLess(grew, 30)
         srv.wait_log(r"limits\.max-connections-per-address", timeout=5)
         # At most one log line a second about it, not one per connection.
         self.assertLess(len([ln for ln in srv.log().splitlines()

@@ -40,15 +40,7 @@ MIB = 1 << 20
 RSS_LIMIT = 16 * MIB
 
 
-def _asan():
-    try:
-        with open(h.REACTORD, "rb") as f:
-            return b"__asan_" in f.read()
-    except OSError:
-        return False
-
-
-ASAN = _asan()
+ASAN = h.ASAN
 
 
 def rss_ok(grown):
