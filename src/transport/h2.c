@@ -728,7 +728,11 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 			h2_out_flush(c);
 		return;
 	}
-	char *tls_err = (what & BEV_EVENT_ERROR) && tls_bev_is_tls(bev) ? tls_bev_error(bev) : NULL;
+	/* A server names a TLS failure here; a client's owner (rpc/client.c)
+	 * reads the OpenSSL errors itself, so they are left for it. */
+	char *tls_err = (what & BEV_EVENT_ERROR) && c->server && tls_bev_is_tls(bev)
+				? tls_bev_error(bev)
+				: NULL;
 	if (tls_err) {
 		char *why = xasprintf("TLS: %s", tls_err);
 		h2_conn_close(c, why);
