@@ -19,7 +19,11 @@
  * tried against keys of its algorithm's family, so an RSA public key can
  * never be used as an HMAC secret.  "alg": "none" is always refused.
  * libjwt checks the signature; the claims (exp, nbf, iss, aud, identity,
- * roles) are checked here, on the payload as core/json.h parses it.
+ * roles) are checked here, on the payload as core/json.h parses it.  A
+ * token that verified is remembered by its SHA-256 with its claims (at
+ * most AUTH_JWT_CACHE, forgotten all at once when full and on every
+ * reload), so a client that sends the same JWT on each call pays for the
+ * signature once; exp and nbf are still checked on every call.
  */
 #include "services/auth.h"
 #include "services/auth_int.h"
@@ -178,6 +182,7 @@ static int load_key(const char *file, struct auth_key *k, char **err)
 int auth_creds_load(const struct cfg_auth *a, struct auth_creds *out, char **err)
 {
 	memset(out, 0, sizeof *out);
+	map_init(&out->jwt_seen);
 	if (a->tokens_file) {
 		size_t len;
 		char *text = read_file(a->tokens_file, &len, err);
@@ -205,8 +210,20 @@ int auth_creds_load(const struct cfg_auth *a, struct auth_creds *out, char **err
 	return 0;
 }
 
+static void jwt_seen_clear(struct auth_creds *cr)
+{
+	for (struct auth_jwt_seen *e = cr->jwt_all, *next; e; e = next) {
+		next = e->next_all;
+		free(e->identity);
+		free(e);
+	}
+	cr->jwt_all = NULL;
+	map_clear(&cr->jwt_seen);
+}
+
 void auth_creds_free(struct auth_creds *cr)
 {
+	jwt_seen_clear(cr);
 	for (size_t i = 0; i < cr->n_tokens; i++)
 		free(cr->tokens[i].identity);
 	free(cr->tokens);
@@ -344,10 +361,26 @@ static bool aud_ok(const struct json *aud, const char *want)
 	return false;
 }
 
-static int check_claims(const struct cfg_auth *a, const struct json *cl, int64_t now,
-			char **identity, struct auth_roles *roles, char **why)
+/* exp and nbf against now, with the configured clock skew. */
+static int check_times(const struct cfg_auth *a, int64_t exp, int64_t nbf, int64_t now, char **why)
 {
-	int64_t skew = a->jwt_clock_skew_us / 1000000, exp, nbf;
+	int64_t skew = a->jwt_clock_skew_us / 1000000;
+	if (now > exp + skew) {
+		*why = xasprintf("JWT expired %lld s ago", (long long)(now - exp));
+		return -1;
+	}
+	if (nbf != INT64_MIN && now + skew < nbf) {
+		*why = xasprintf("JWT is not valid before %lld s from now", (long long)(nbf - now));
+		return -1;
+	}
+	return 0;
+}
+
+static int check_claims(const struct cfg_auth *a, const struct json *cl, int64_t now,
+			char **identity, struct auth_roles *roles, int64_t *exp_out,
+			int64_t *nbf_out, char **why)
+{
+	int64_t exp, nbf;
 	if (!cl || cl->type != JSON_OBJECT) {
 		*why = xasprintf("JWT payload is not a JSON object");
 		return -1;
@@ -357,14 +390,12 @@ static int check_claims(const struct cfg_auth *a, const struct json *cl, int64_t
 			"JWT has no \"exp\" (expiry) claim: expected a token that expires");
 		return -1;
 	}
-	if (now > exp + skew) {
-		*why = xasprintf("JWT expired %lld s ago", (long long)(now - exp));
+	if (!num_claim(cl, "nbf", &nbf))
+		nbf = INT64_MIN;
+	if (check_times(a, exp, nbf, now, why) != 0)
 		return -1;
-	}
-	if (num_claim(cl, "nbf", &nbf) && now + skew < nbf) {
-		*why = xasprintf("JWT is not valid before %lld s from now", (long long)(nbf - now));
-		return -1;
-	}
+	*exp_out = exp;
+	*nbf_out = nbf;
 	if (a->jwt_issuer) {
 		const struct json *iss = json_get(cl, "iss");
 		if (!iss || iss->type != JSON_STRING || strcmp(iss->str, a->jwt_issuer)) {
@@ -402,13 +433,35 @@ static int check_claims(const struct cfg_auth *a, const struct json *cl, int64_t
 	return 0;
 }
 
-int auth_check_jwt(const struct cfg_auth *a, const struct auth_creds *cr, const char *token,
+static bool seen_eq(const struct map_node *n, const void *key)
+{
+	return CRYPTO_memcmp(container_of(n, struct auth_jwt_seen, node)->hash, key, 32) == 0;
+}
+
+int auth_check_jwt(const struct cfg_auth *a, struct auth_creds *cr, const char *token,
 		   int64_t now_s, char **identity, struct auth_roles *roles, char **why)
 {
 	if (!cr->n_keys) {
 		*why = xasprintf("JWTs are not accepted here (no auth.jwt.keys); expected a token "
 				 "from auth.tokens-file or a client certificate");
 		return -1;
+	}
+	uint8_t th[32];
+	unsigned int hl = 0;
+	if (!EVP_Digest(token, strlen(token), th, &hl, EVP_sha256(), NULL) || hl != 32) {
+		*why = xasprintf("cannot hash the JWT");
+		return -1;
+	}
+	uint64_t key;
+	memcpy(&key, th, sizeof key);
+	struct map_node *hit = map_find(&cr->jwt_seen, key, seen_eq, th);
+	if (hit) {
+		const struct auth_jwt_seen *e = container_of(hit, struct auth_jwt_seen, node);
+		if (check_times(a, e->exp, e->nbf, now_s, why) != 0)
+			return -1;
+		*identity = xstrdup(e->identity);
+		*roles = e->roles;
+		return 0;
 	}
 	const char *dot = strchr(token, '.');
 	struct json *head = segment_json(token, (size_t)(dot - token));
@@ -456,7 +509,21 @@ int auth_check_jwt(const struct cfg_auth *a, const struct auth_creds *cr, const 
 	char e[128];
 	struct json *cl = payload ? json_parse(payload, strlen(payload), e, sizeof e) : NULL;
 	free(payload);
-	int r = check_claims(a, cl, now_s, identity, roles, why);
+	int64_t exp = 0, nbf = 0;
+	int r = check_claims(a, cl, now_s, identity, roles, &exp, &nbf, why);
 	json_free(cl);
+	if (r == 0) {
+		if (map_count(&cr->jwt_seen) >= AUTH_JWT_CACHE)
+			jwt_seen_clear(cr);
+		struct auth_jwt_seen *ent = xcalloc(1, sizeof *ent);
+		memcpy(ent->hash, th, 32);
+		ent->identity = xstrdup(*identity);
+		ent->roles = *roles;
+		ent->exp = exp;
+		ent->nbf = nbf;
+		ent->next_all = cr->jwt_all;
+		cr->jwt_all = ent;
+		map_insert(&cr->jwt_seen, &ent->node, key);
+	}
 	return r;
 }

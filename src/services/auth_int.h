@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/map.h"
 #include "core/util.h"
 
 struct cfg_auth;
@@ -37,6 +38,17 @@ struct auth_key {
 	char *file; /* for messages */
 };
 
+/* A JWT that verified: its claims, so the next call with the same token
+ * (Bazel sends one per call) costs a SHA-256, not a signature check. */
+struct auth_jwt_seen {
+	struct map_node node;
+	struct auth_jwt_seen *next_all;
+	uint8_t hash[32]; /* SHA-256 of the whole token */
+	char *identity;
+	struct auth_roles roles;
+	int64_t exp, nbf; /* nbf: INT64_MIN when absent */
+};
+
 /* The credential sources of one config generation. */
 struct auth_creds {
 	struct auth_token *tokens;
@@ -44,7 +56,10 @@ struct auth_creds {
 	bool have_tokens; /* tokens-file configured (even if empty) */
 	struct auth_key *keys;
 	size_t n_keys;
+	struct map jwt_seen; /* struct auth_jwt_seen, at most AUTH_JWT_CACHE */
+	struct auth_jwt_seen *jwt_all;
 };
+#define AUTH_JWT_CACHE 4096
 
 /* Load the tokens file and JWT keys the config names.  0, or -1 with
  * *err (malloc'd, naming the file and line; never a secret). */
@@ -55,7 +70,7 @@ void auth_creds_free(struct auth_creds *cr);
  * *roles; -1 with *why (malloc'd: what was expected, never the token). */
 int auth_check_token(const struct auth_creds *cr, const char *token, char **identity,
 		     struct auth_roles *roles, char **why) WARN_UNUSED;
-int auth_check_jwt(const struct cfg_auth *a, const struct auth_creds *cr, const char *token,
+int auth_check_jwt(const struct cfg_auth *a, struct auth_creds *cr, const char *token,
 		   int64_t now_s, char **identity, struct auth_roles *roles,
 		   char **why) WARN_UNUSED;
 /* Three non-empty base64url parts separated by dots. */

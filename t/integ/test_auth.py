@@ -294,6 +294,33 @@ class TestJWT(AuthCase):
             self.assertNotIn(tok.split(".")[2] or tok.split(".")[1], log, what)
 
 
+class TestJWTCache(AuthCase):
+    claims = TestJWT.claims
+    hs_with = TestJWT.hs_with
+
+    def setUp(self):
+        super().setUp()
+        if pyjwt is None:
+            self.fail("python3-jwt is not installed")
+        self.hs = secrets.token_hex(32)
+        with open(os.path.join(self.tmp, "hs.secret"), "w") as f:
+            f.write(self.hs)
+        self.start_auth({"jwt": {"keys": [os.path.join(self.tmp, "hs.secret")],
+                                 "algorithms": ["HS256"], "clock-skew": "0s",
+                                 "issuer": ISS, "audience": AUD}})
+
+    def test_remembered_token_still_expires(self):
+        """A JWT that verified once is remembered, but its exp is checked
+        on every call."""
+        tok = self.hs_with(self.hs, exp=int(time.time()) + 2)
+        self.assert_ok(self.find_missing(bearer(tok)))
+        self.assert_ok(self.find_missing(bearer(tok)))
+        res = h.wait_for(lambda: self.find_missing(bearer(tok)), 10, "the JWT to expire", 0.1)
+        self.assert_code(res, SC.UNAUTHENTICATED, "expired")
+        self.assert_code(self.find_missing(bearer(self.hs_with("x" * 40))),
+                         SC.UNAUTHENTICATED, "does not verify")
+
+
 class TestRoleMatrix(AuthCase):
     """One identity per role; each method family must be allowed for
     exactly its role and answered PERMISSION_DENIED naming it otherwise."""
