@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -466,6 +467,71 @@ class TestRoleMatrix(AuthCase):
         srv.expected_rc = None
         self.assertNotEqual(srv.wait_exit(20), 0)
         self.assertIn('unknown role "cas-reed"', srv.log())
+
+
+BAZEL = os.environ.get("BAZEL") or shutil.which("bazel")
+WS_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bazel_ws")
+
+
+class TestBazelWithToken(AuthCase):
+    """Bazel 4.2.3 with --remote_header=authorization=Bearer <token>:
+    remote execution on supervised local workers (which reach reactord over
+    its unix socket as auth.unix-identity), then a clean rebuild served
+    from the remote cache.  Anonymous has no role at all."""
+
+    @unittest.skipUnless(BAZEL, "bazel not found in PATH")
+    def test_remote_execution_and_cache(self):
+        tok = secrets.token_urlsafe(32)
+        path = self.tokens_file([(tok, "ci", "cas-read", "cas-write", "ac-read", "ac-write",
+                                  "execute")])
+        srv = self.start_auth(
+            {"tokens-file": path, "unix-identity": "local-worker",
+             "instances": {'""': {"local-worker": ["bot", "cas-read", "cas-write"]}}},
+            instances=[{"name": "", "execution": True, "storage": "memory",
+                        "no-worker-timeout": "60s"}],
+            workers={"local": 2},
+            scheduler={"bot-session-keepalive": "3s", "long-poll": "10s"})
+        ws = os.path.join(self.tmp, "ws")
+        shutil.copytree(WS_SRC, ws, symlinks=True)
+        home = os.path.join(self.tmp, "home")
+        os.mkdir(home)
+        closed = "http://127.0.0.1:9"
+        env = {"HOME": home, "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "TMPDIR": self.tmp, "LANG": "C.UTF-8",
+               "http_proxy": closed, "https_proxy": closed, "HTTP_PROXY": closed,
+               "HTTPS_PROXY": closed, "no_proxy": "", "NO_PROXY": ""}
+        startup = [BAZEL, "--output_user_root=" + os.path.join(self.tmp, "ubase"), "--batch",
+                   "--nohome_rc", "--noworkspace_rc"]
+        common = ["build", "--noshow_progress", "--color=no", "--curses=no",
+                  "--repository_cache=", "--remote_timeout=60",
+                  "--remote_header=authorization=Bearer " + tok]
+
+        def bazel(*args):
+            r = subprocess.run(startup + list(args), cwd=ws, env=env, stdin=subprocess.DEVNULL,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               timeout=150 * h.SLOW)
+            self.assertEqual(r.returncode, 0, "bazel %s failed:\n%s\nreactord log:\n%s" % (
+                args[0], r.stdout[-4000:], srv.log_tail(40)))
+            return r.stdout
+
+        first = h.bazel_summary(bazel(*common, "--remote_executor=grpc://" + srv.tcp_addr,
+                                      "--noremote_accept_cached", "//:all"))
+        self.assertEqual(first.get("remote", 0), 3, first)
+        self.assertEqual(first.get("local", 0), 0, first)
+        with open(os.path.join(ws, "bazel-bin", "upper.txt")) as f:
+            self.assertEqual(f.read(), "HELLO FROM REACTORD\n")
+        bazel("clean")
+        second = h.bazel_summary(bazel(*common, "--spawn_strategy=local",
+                                       "--remote_cache=grpc://" + srv.tcp_addr, "//:all"))
+        print("\n  bazel with a token: remote execution %s; after clean %s" % (first, second),
+              flush=True)
+        self.assertEqual(second.get("remote cache hit", 0), 3, second)
+        log = srv.log()
+        self.assertRegex(log, r"method=/build\.bazel\.remote\.execution\.v2\.Execution/"
+                              r"Execute grpc-status=0 .* identity=ci")
+        self.assertRegex(log, r"Bots/UpdateBotSession grpc-status=0 .* identity=local-worker")
+        self.assertNotIn(tok, log)
+        self.assertNotIn("PERMISSION_DENIED", log)
 
 
 if __name__ == "__main__":
