@@ -95,14 +95,19 @@ int auth_configure(const struct cfg *cfg)
 	char *err = NULL;
 	if (cfg->auth && auth_creds_load(cfg->auth, &cr, &err) != 0) {
 		LOGE(MOD, "%s; %s", err,
-		     g.applied ? "keeping the previous tokens, keys and grants"
-			       : "refusing every call until it loads");
+		     g.applied ? "keeping the previous tokens and keys (the new grants apply)"
+			       : "refusing every call");
 		free(err);
 		if (!g.applied) {
-			/* Fail closed: nobody holds any role. */
+			/* Fail closed: nobody holds any role (reactord exits). */
 			static const struct cfg_auth none = {0};
 			g.a = &none;
+			return -1;
 		}
+		/* The previous config is freed after a reload: never keep
+		 * pointers into it. */
+		g.a = cfg->auth;
+		g.applied = cfg;
 		return -1;
 	}
 	auth_creds_free(&g.cr);
