@@ -8,7 +8,8 @@ PKGS="build-essential autoconf automake libtool pkg-config
 libevent-dev libnghttp2-dev libprotobuf-c-dev protobuf-c-compiler
 libprotobuf-dev protobuf-compiler libhiredis-dev libyaml-dev check libssl-dev
 openssl redis-server redis-tools python3 python3-grpcio python3-protobuf
-nghttp2-client nghttp2-server valgrind bubblewrap"
+nghttp2-client nghttp2-server valgrind bubblewrap
+libjwt-dev"
 # make fuzz: clang and its libFuzzer runtime (the version matching clang).
 PKGS="$PKGS clang libclang-rt-dev"
 

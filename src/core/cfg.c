@@ -548,6 +548,10 @@ static const struct key cfg_keys[] = {
 	/* Absent: no master.  Adding or removing it needs a restart; within it
 	 * master_keys say what SIGHUP may change. */
 	{"master", K_OBJECT, F(master), .obj = &cfg_master_ops},
+
+	/* Absent: no authentication, everyone has every role.  Present (even
+	 * empty): identities and grants as cfg_auth.c parses them. */
+	{"auth", K_OBJECT, F(auth), .obj = &cfg_auth_ops, .reload = true},
 };
 static const struct keytab cfg_tab = {cfg_keys, ARRAY_LEN(cfg_keys)};
 

@@ -125,6 +125,46 @@ struct cfg_master {
 	char *token_file;
 };
 
+/* auth: (src/core/cfg_auth.c; the services' auth.c applies it).  Role
+ * grants map an identity to roles; "*" stands for every identity that
+ * presented valid credentials (never for anonymous). */
+struct cfg_grant {
+	char *identity;
+	char **roles; /* instance roles (cas-read...) and/or bucket roles (read...) */
+	int n_roles;
+};
+
+/* auth.instances.NAME / auth.buckets.NAME: grants on that one instance or
+ * bucket ("*": on every one). */
+struct cfg_scope {
+	char *name;
+	struct cfg_grant *grants;
+	int n_grants;
+};
+
+struct cfg_auth {
+	char *tokens_file;    /* "<sha256-hex> <identity> [role...]" lines; NULL = none */
+	char *unix_identity;  /* identity of unix-socket callers without credentials */
+	char **anonymous;     /* roles of callers without credentials; default none */
+	int n_anonymous;
+	bool require;	      /* credentials required (else UNAUTHENTICATED) */
+	char **jwt_keys;      /* key files: PEM public keys (RS/ES) or HMAC secrets */
+	int n_jwt_keys;
+	char **jwt_algorithms; /* accepted "alg" values; default HS256, RS256, ES256 */
+	int n_jwt_algorithms;
+	char *jwt_issuer;     /* required "iss" when set */
+	char *jwt_audience;   /* required in "aud" when set */
+	char *jwt_identity_claim; /* default "sub" */
+	char *jwt_roles_claim;	  /* default "roles" */
+	int64_t jwt_clock_skew_us; /* exp/nbf leeway, default 30s */
+	struct cfg_grant *roles;   /* on every instance and bucket */
+	int n_roles;
+	struct cfg_scope *instances;
+	int n_instances;
+	struct cfg_scope *buckets;
+	int n_buckets;
+};
+
 struct cfg {
 	char *file; /* path the config was read from (for messages) */
 
@@ -218,6 +258,10 @@ struct cfg {
 	int n_instances;
 
 	struct cfg_master *master; /* NULL when reactor.conf has no master: */
+
+	/* NULL when reactor.conf has no auth: section: every caller is
+	 * anonymous with every role (the embedded default).  Reloadable. */
+	struct cfg_auth *auth;
 };
 
 /* Parse and validate FILE.  On success returns 0 and *out (free with

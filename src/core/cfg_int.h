@@ -162,6 +162,10 @@ void cfg_strlist_default(void *elem, const char *def);
 bool cfg_strlist_equal(const void *a, const void *b);
 void cfg_strlist_free(void *elem);
 
+/* ---- auth: (cfg_auth.c) ------------------------------------------------ */
+
+extern const struct obj_ops cfg_auth_ops;
+
 /* ---- master: (cfg_master.c) -------------------------------------------- */
 
 extern const struct obj_ops cfg_master_ops;

@@ -96,27 +96,29 @@ void log_access(const struct log_access *a)
 	timestamp(ts, sizeof(ts));
 	size_t n;
 	if (log_json) {
-		char peer[300], method[600], inv[300];
+		char peer[300], method[600], inv[300], who[300];
 		json_escape(peer, sizeof(peer), a->peer ? a->peer : "");
 		json_escape(method, sizeof(method), a->method ? a->method : "");
 		json_escape(inv, sizeof(inv), a->invocation_id ? a->invocation_id : "");
+		json_escape(who, sizeof(who), a->identity ? a->identity : "");
 		n = (size_t)snprintf(
 			line, sizeof(line) - 1,
 			"{\"ts\":\"%s\",\"type\":\"access\",\"peer\":\"%s\",\"conn\":%" PRIu64
 			",\"stream\":%" PRId32 ",\"method\":\"%s\",\"grpc_status\":%d,\"duration_"
 					       "ms\":%.3f,\"bytes_in\":%llu,"
-			"\"bytes_out\":%llu,\"invocation_id\":\"%s\"}",
+			"\"bytes_out\":%llu,\"invocation_id\":\"%s\",\"identity\":\"%s\"}",
 			ts, peer, a->conn, a->stream, method, a->status, a->duration_ms,
-			a->bytes_in, a->bytes_out, inv);
+			a->bytes_in, a->bytes_out, inv, who);
 	} else {
 		n = (size_t)snprintf(line, sizeof(line) - 1,
 				     "%s access peer=%s " LOG_STREAM " method=%s grpc-status=%d "
-				     "duration=%.3fms in=%llu out=%llu invocation=%s",
+				     "duration=%.3fms in=%llu out=%llu invocation=%s identity=%s",
 				     ts, a->peer ? a->peer : "-", a->conn, a->stream,
 				     a->method ? a->method : "-", a->status, a->duration_ms,
 				     a->bytes_in, a->bytes_out,
 				     a->invocation_id && *a->invocation_id ? a->invocation_id
-									   : "-");
+									   : "-",
+				     a->identity && *a->identity ? a->identity : "-");
 	}
 	if (n > sizeof(line) - 2)
 		n = sizeof(line) - 2;

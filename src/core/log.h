@@ -42,6 +42,7 @@ struct log_access {
 	double duration_ms;
 	unsigned long long bytes_in, bytes_out;
 	const char *invocation_id; /* may be NULL */
+	const char *identity;	   /* the caller (services/auth.c); may be NULL */
 };
 void log_access(const struct log_access *a);
 

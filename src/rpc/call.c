@@ -55,6 +55,8 @@ struct call {
 	struct md *md;
 	size_t nmd;
 	struct call_log_fields logf;
+	void *auth; /* call_set_auth */
+	void (*auth_free)(void *);
 	uint64_t bytes_in, bytes_out;
 	struct call *prev, *next; /* active list */
 	bool on_active;
@@ -70,6 +72,7 @@ static struct {
 
 static call_lookup_fn lookup;
 static call_metadata_fn decode_metadata;
+static call_auth_fn authenticate;
 
 static struct call *active;
 static size_t nactive;
@@ -116,6 +119,30 @@ void call_set_lookup(call_lookup_fn fn)
 void call_set_metadata_decoder(call_metadata_fn fn)
 {
 	decode_metadata = fn;
+}
+
+void call_set_authenticator(call_auth_fn fn)
+{
+	authenticate = fn;
+}
+
+void call_set_auth(struct call *c, void *p, void (*free_fn)(void *))
+{
+	if (c->auth && c->auth_free)
+		c->auth_free(c->auth);
+	c->auth = p;
+	c->auth_free = free_fn;
+}
+
+void *call_auth(const struct call *c)
+{
+	return c->auth;
+}
+
+/* The method-level check before the handler sees its first message. */
+static bool authorized(struct call *c, const ProtobufCMessage *msg)
+{
+	return !c->m->authorize || c->nreq > 1 || c->m->authorize(c, msg);
 }
 
 /* ---- state -------------------------------------------------------------- */
@@ -236,6 +263,9 @@ void call_unref(struct call *c)
 	}
 	free(c->md);
 	free(c->logf.invocation_id);
+	free(c->logf.identity);
+	if (c->auth && c->auth_free)
+		c->auth_free(c->auth);
 	free(c->path);
 	free(c->peer);
 	free(c->tls_identity);
@@ -289,6 +319,7 @@ static void access_log(struct call *c, int code)
 		.bytes_in = c->bytes_in,
 		.bytes_out = c->bytes_out,
 		.invocation_id = c->logf.invocation_id,
+		.identity = c->logf.identity,
 	};
 	log_access(&a);
 }
@@ -649,6 +680,8 @@ static void start_call(struct call *c)
 		call_finish(c, GRPC_INVALID_ARGUMENT, "header %s is not valid base64", bad);
 		return;
 	}
+	if (authenticate && authenticate(c, &c->logf) != 0)
+		return;
 	int64_t timeout = lim.max_call_us;
 	const char *to = h2_stream_header(s, "grpc-timeout");
 	if (to) {
@@ -804,7 +837,8 @@ static int on_msg(void *arg, const uint8_t *data, size_t len)
 	}
 	arm_input_timer(c);
 	c->taken = false;
-	c->m->on_message(c, msg);
+	if (authorized(c, msg))
+		c->m->on_message(c, msg);
 	if (!c->taken)
 		protobuf_c_message_free_unpacked(msg, &call_pb_allocator);
 	return call_done(c);
@@ -867,7 +901,8 @@ static void s_on_end(struct h2_stream *s)
 			c->req_raw = 0;
 			release_input(c);
 			c->taken = false;
-			c->m->on_message(c, msg);
+			if (authorized(c, msg))
+				c->m->on_message(c, msg);
 			if (!c->taken)
 				protobuf_c_message_free_unpacked(msg, &call_pb_allocator);
 		}

@@ -55,6 +55,10 @@ struct rpc_method {
 	void (*on_cancel)(struct call *c);
 	/* The response buffer drained below the low-water mark.  Optional. */
 	void (*on_writable)(struct call *c);
+	/* Method-level authorization, run with the first request message just
+	 * before on_message gets it: true to go on, false when it finished the
+	 * call (PERMISSION_DENIED).  Optional (NULL: anyone). */
+	bool (*authorize)(struct call *c, const ProtobufCMessage *msg);
 };
 
 /* Limits and switches taken from the config; call at start and on reload. */
@@ -72,12 +76,21 @@ void call_set_lookup(call_lookup_fn fn);
  * understand itself (the REAPI RequestMetadata header). */
 struct call_log_fields {
 	char *invocation_id; /* malloc'd; the call frees it; NULL when unknown */
+	char *identity;	     /* malloc'd by the authenticator; NULL when none */
 };
 /* The metadata decoder: called once per call after its headers were
  * accepted, with the metadata readable through call_metadata(); it fills
  * `out` (zeroed before the call).  Optional. */
 typedef void (*call_metadata_fn)(const struct call *c, struct call_log_fields *out);
 void call_set_metadata_decoder(call_metadata_fn fn);
+
+/* The authenticator: called once per call right after the metadata
+ * decoder, before the method's handler sees anything; it resolves the
+ * caller's identity (keeping what it needs with call_set_auth) and names it
+ * in out->identity for the access log.  Returns 0, or -1 when it finished
+ * the call (UNAUTHENTICATED).  Optional. */
+typedef int (*call_auth_fn)(struct call *c, struct call_log_fields *out);
+void call_set_authenticator(call_auth_fn fn);
 
 /* Entry from the HTTP/2 layer (an h2_accept_stream_fn main hands to the
  * server): a client opened a stream. */
@@ -121,6 +134,10 @@ void call_want_writable(struct call *c);
 /* Request metadata value (lowercase key); -bin values are decoded, with
  * *len set.  NULL when absent. */
 const char *call_metadata(const struct call *c, const char *key, size_t *len);
+/* The authenticator's per-call state (freed with free_fn when the call
+ * is freed); NULL until set. */
+void call_set_auth(struct call *c, void *p, void (*free_fn)(void *));
+void *call_auth(const struct call *c);
 /* The caller's address ("127.0.0.1:5000", "[::1]:5000", "unix"). */
 const char *call_peer(const struct call *c);
 /* The identity of the caller's verified TLS client certificate: its first

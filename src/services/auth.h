@@ -53,4 +53,26 @@ void auth_deny(struct call *c, const char *instance, enum auth_role r, const cha
 void auth_bucket_deny(struct call *c, const char *bucket, enum auth_bucket_role r,
 		      const char *what);
 
+/* For requests that name no instance or bucket (an operation or build
+ * by id): does the caller hold the role on at least one?  The domain
+ * then checks the one the object belongs to. */
+bool auth_has_any(const struct call *c, enum auth_role r);
+bool auth_bucket_has_any(const struct call *c, enum auth_bucket_role r);
+/* PERMISSION_DENIED: "<identity> lacks role <r> on every instance". */
+void auth_deny_any(struct call *c, enum auth_role r, const char *what);
+void auth_bucket_deny_any(struct call *c, enum auth_bucket_role r, const char *what);
+
+/* Setup (reactord's main) -------------------------------------------------- */
+
+struct cfg;
+struct call_log_fields;
+/* Apply cfg->auth (NULL: auth off): loads the tokens file and JWT keys.
+ * Called at start and on every reload (SIGHUP re-reads the files).
+ * Returns 0, or -1 after logging why: the previous state stays, and at
+ * start every call is refused (fail closed). */
+int auth_configure(const struct cfg *cfg);
+void auth_shutdown(void);
+/* The call layer's authenticator (call_set_authenticator). */
+int auth_authenticate(struct call *c, struct call_log_fields *out);
+
 #endif

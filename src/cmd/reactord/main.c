@@ -29,6 +29,7 @@
 #include "rpc/call.h"
 #include "core/cfg.h"
 #include "config.h"
+#include "services/auth.h"
 #include "services/dispatch.h"
 #include "services/inst.h"
 #include "core/log.h"
@@ -100,6 +101,7 @@ static void apply_live(struct cfg *cfg)
 {
 	apply_logging(cfg);
 	call_configure(cfg);
+	(void)auth_configure(cfg);
 	server_reconfigure(cfg);
 	svc_set_config(cfg);
 	svc_buckets_configure(cfg);
@@ -387,6 +389,9 @@ static int init_loop(void)
 	call_set_base(d.base);
 	call_set_lookup(dispatch_find);
 	call_set_metadata_decoder(dispatch_decode_metadata);
+	call_set_authenticator(auth_authenticate);
+	if (auth_configure(d.live) != 0)
+		return -1;
 	apply_live(d.live);
 	LOGI("main", "reactord %s starting (config %s)", PACKAGE_VERSION, d.conf_path);
 	return 0;
