@@ -10,7 +10,8 @@
  *
  * Bucket roles (issue 12; services/auth.h): Put, PutBatch and Retry need
  * put; Get, Peek, Search and WatchBuilds read; Lease, Start, Heartbeat,
- * Succeed and Fail lease; Reset admin; Cancel is for the build's creator
+ * Succeed and Fail lease; Reset lease or admin (a master Resets the
+ * builds it holds when it shuts down); Cancel is for the build's creator
  * (created_by, the caller's identity at Put or Retry) or a bucket admin.
  * Calls that name a bucket are checked before they run; calls by build id
  * first read the build (its bucket and creator never change) and run
@@ -100,11 +101,12 @@ static void issued(struct call *c, int rc)
 /* ---- roles -------------------------------------------------------------------- */
 
 /* What a by-id call needs on its build's bucket. */
-enum need { NEED_READ, NEED_PUT, NEED_LEASE, NEED_ADMIN, NEED_CANCEL };
+enum need { NEED_READ, NEED_PUT, NEED_LEASE, NEED_RESET, NEED_CANCEL };
 
+/* The role that allows it (NEED_RESET: lease, or admin too). */
 static const enum auth_bucket_role need_role[] = {
 	[NEED_READ] = BROLE_READ,   [NEED_PUT] = BROLE_PUT,	 [NEED_LEASE] = BROLE_LEASE,
-	[NEED_ADMIN] = BROLE_ADMIN, [NEED_CANCEL] = BROLE_ADMIN,
+	[NEED_RESET] = BROLE_LEASE, [NEED_CANCEL] = BROLE_ADMIN,
 };
 
 /* True when the caller may do `need` on build b (Cancel: its creator, or
@@ -114,6 +116,8 @@ static bool may(struct call *c, enum need need, const BkBuild *b)
 	if (need == NEED_CANCEL && b->created_by && *b->created_by &&
 	    !strcmp(b->created_by, identity(c)))
 		return true;
+	if (need == NEED_RESET && auth_bucket_has(c, b->bucket, BROLE_ADMIN))
+		return true;
 	return auth_bucket_has(c, b->bucket, need_role[need]);
 }
 
@@ -121,8 +125,9 @@ static void deny(struct call *c, enum need need, const BkBuild *b)
 {
 	char what[96];
 	snprintf(what, sizeof what,
-		 need == NEED_CANCEL ? "build %" PRId64 " was created by another identity"
-				     : "build %" PRId64,
+		 need == NEED_CANCEL  ? "build %" PRId64 " was created by another identity"
+		 : need == NEED_RESET ? "build %" PRId64 " (Reset needs lease or admin)"
+				      : "build %" PRId64,
 		 b->id);
 	auth_bucket_deny(c, b->bucket, need_role[need], what);
 }
@@ -221,7 +226,7 @@ void svc_buckets_get(struct call *c, const ProtobufCMessage *msg)
 }
 
 BY_ID(svc_buckets_lease, LeaseRequest, NEED_LEASE, bk_lease(req, on_build, c))
-BY_ID(svc_buckets_reset, ResetRequest, NEED_ADMIN, bk_reset(req->id, on_build, c))
+BY_ID(svc_buckets_reset, ResetRequest, NEED_RESET, bk_reset(req->id, on_build, c))
 BY_ID(svc_buckets_start, StartRequest, NEED_LEASE, bk_start(req, on_build, c))
 BY_ID(svc_buckets_heartbeat, HeartbeatRequest, NEED_LEASE, bk_heartbeat(req, on_build, c))
 BY_ID(svc_buckets_succeed, SucceedRequest, NEED_LEASE, bk_succeed(req, on_build, c))
