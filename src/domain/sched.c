@@ -357,22 +357,32 @@ bool sched_platform_match(const char *platform, const char *props)
 
 /* ---- operations -------------------------------------------------------- */
 
+/* Values per operation in sched_view.lua's reply. */
+#define VIEW_N 11
+
+bool sched_op_owned(const struct sched_view *v, const char *who)
+{
+	return v->owner && *v->owner && who && !strcmp(v->owner, who);
+}
+
 static void view_reply(redisReply *r, void *arg)
 {
 	struct sched_req *q = arg;
 	sched_view_cb cb = (sched_view_cb)q->fn;
 	int rc = sched_reply_array_err(r, 0, "reading operations");
-	if (rc == 0 && r->elements % 9 != 0)
+	if (rc == 0 && r->elements % VIEW_N != 0)
 		rc = ERR_STORE_REPLY;
 	if (rc != 0) {
 		cb(q->arg, rc, NULL, 0);
 		sched_req_free(q);
 		return;
 	}
-	size_t n = r->elements / 9;
+	size_t n = r->elements / VIEW_N;
 	struct sched_view *v = xcalloc(n ? n : 1, sizeof(*v));
 	for (size_t i = 0; i < n; i++) {
-		size_t b = i * 9, len;
+		size_t b = i * VIEW_N, len;
+		v[i].owner = (char *)"";
+		v[i].instance = (char *)"";
 		v[i].exists = sched_el_int(r, b) == 1;
 		if (!v[i].exists)
 			continue;
@@ -389,6 +399,8 @@ static void view_reply(redisReply *r, void *arg)
 			v[i].exists = false;
 		v[i].version = sched_el_int(r, b + 7);
 		v[i].job = (char *)sched_el_str(r, b + 8, NULL);
+		v[i].owner = (char *)sched_el_str(r, b + 9, NULL);
+		v[i].instance = (char *)sched_el_str(r, b + 10, NULL);
 	}
 	cb(q->arg, 0, v, n);
 	free(v);
@@ -454,9 +466,19 @@ int sched_enqueue(const struct sched_enqueue_req *e, sched_enqueue_cb cb, void *
 	snprintf(maxp, sizeof maxp, "%d",
 		 sc.cfg && sc.cfg->sched_max_platforms > 0 ? sc.cfg->sched_max_platforms
 							   : SCHED_MAX_PLATFORMS_DEFAULT);
-	const char *args[] = {e->instance, action,	e->op,	 job,
-			      prio,	   e->platform, timeout, e->do_not_cache ? "1" : "0",
-			      attempts,	   now,		ret,	 maxp};
+	const char *args[] = {e->instance,
+			      action,
+			      e->op,
+			      job,
+			      prio,
+			      e->platform,
+			      timeout,
+			      e->do_not_cache ? "1" : "0",
+			      attempts,
+			      now,
+			      ret,
+			      maxp,
+			      e->owner ? e->owner : ""};
 	struct sched_req *q = sched_req_new((void (*)(void))cb, arg);
 	/* The instance and the platform, for the over-the-limit message. */
 	size_t il = strlen(e->instance), pl = strlen(e->platform);
@@ -497,16 +519,17 @@ static int run_op(int s, const char *what, const char *op, const char *const *ar
 	return rc;
 }
 
-int sched_cached_op(const char *instance, const char *op, const struct digest *action,
-		    const uint8_t *result, size_t len, int64_t retention_us, sched_done_cb cb,
-		    void *arg)
+int sched_cached_op(const char *instance, const char *op, const char *owner,
+		    const struct digest *action, const uint8_t *result, size_t len,
+		    int64_t retention_us, sched_done_cb cb, void *arg)
 {
 	char act[DIGEST_STR_LEN], now[24], ret[24];
 	char *opsk = keys_ops(instance);
 	action_arg(act, sizeof act, action);
 	snprintf(now, sizeof now, "%lld", (long long)now_us());
 	snprintf(ret, sizeof ret, "%lld", (long long)(retention_us / 1000000));
-	const char *args[] = {instance, op, act, now, ret, (const char *)result};
+	const char *args[] = {instance,		 op, act, now, ret, (const char *)result,
+			      owner ? owner : ""};
 	size_t lens[ARRAY_LEN(args)];
 	for (size_t i = 0; i < ARRAY_LEN(args); i++)
 		lens[i] = i == 5 ? len : strlen(args[i]);
@@ -516,18 +539,50 @@ int sched_cached_op(const char *instance, const char *op, const struct digest *a
 	return rc;
 }
 
-int sched_cancel_op(const char *op, sched_done_cb cb, void *arg)
+/* Cancel / delete: "NOTFOUND", {"DENIED", instance}, or done. */
+static void change_reply(redisReply *r, void *arg)
+{
+	struct sched_req *q = arg;
+	sched_change_cb cb = (sched_change_cb)q->fn;
+	int rc = sched_reply_err(r, q->extra);
+	const char *inst = "";
+	if (rc != 0) {
+	} else if ((r->type == REDIS_REPLY_STRING || r->type == REDIS_REPLY_STATUS) &&
+		   !strcmp(r->str, "NOTFOUND")) {
+		rc = -ENOENT;
+	} else if (r->type == REDIS_REPLY_ARRAY && r->elements >= 2 &&
+		   !strcmp(sched_el_str(r, 0, NULL), "DENIED")) {
+		rc = -EACCES;
+		inst = sched_el_str(r, 1, NULL);
+	}
+	cb(q->arg, rc, inst);
+	sched_req_free(q);
+}
+
+static int run_change(int s, const char *what, const char *op, const char *const *args, int nargs,
+		      sched_change_cb cb, void *arg)
+{
+	char *ok = keys_op(op);
+	const char *keys[] = {ok};
+	struct sched_req *q = sched_req_new((void (*)(void))cb, arg);
+	q->extra = xstrdup(what);
+	int rc = sched_run(s, change_reply, q, keys, 1, args, NULL, nargs);
+	free(ok);
+	return rc;
+}
+
+int sched_cancel_op(const char *op, const char *who, sched_change_cb cb, void *arg)
 {
 	char now[24];
 	snprintf(now, sizeof now, "%lld", (long long)now_us());
-	const char *args[] = {op, now};
-	return run_op(S_CANCEL, "cancelling an operation", op, args, NULL, 2, NULL, cb, arg);
+	const char *args[] = {op, now, who ? "1" : "0", who ? who : ""};
+	return run_change(S_CANCEL, "cancelling an operation", op, args, 4, cb, arg);
 }
 
-int sched_delete_op(const char *op, sched_done_cb cb, void *arg)
+int sched_delete_op(const char *op, const char *who, sched_change_cb cb, void *arg)
 {
-	const char *args[] = {op};
-	return run_op(S_DELETE, "deleting an operation", op, args, NULL, 1, NULL, cb, arg);
+	const char *args[] = {op, who ? "1" : "0", who ? who : ""};
+	return run_change(S_DELETE, "deleting an operation", op, args, 3, cb, arg);
 }
 
 static void list_reply(redisReply *r, void *arg)
@@ -548,8 +603,8 @@ static void list_reply(redisReply *r, void *arg)
 	sched_req_free(q);
 }
 
-int sched_list_ops(const char *instance, int64_t offset, int size, int stage, sched_list_cb cb,
-		   void *arg)
+int sched_list_ops(const char *instance, const char *owner, int64_t offset, int size, int stage,
+		   sched_list_cb cb, void *arg)
 {
 	char off[24], sz[16], scan[16];
 	char *ik = keys_ops(instance);
@@ -557,9 +612,14 @@ int sched_list_ops(const char *instance, int64_t offset, int size, int stage, sc
 	snprintf(sz, sizeof sz, "%d", size);
 	snprintf(scan, sizeof scan, "%d", LIST_SCAN > size ? LIST_SCAN : size);
 	const char *keys[] = {ik};
-	const char *args[] = {off, sz, stage > 0 ? sched_stage_name(stage) : "", scan};
+	const char *args[] = {off,
+			      sz,
+			      stage > 0 ? sched_stage_name(stage) : "",
+			      scan,
+			      owner ? "1" : "0",
+			      owner ? owner : ""};
 	int rc = sched_run(S_LIST, list_reply, sched_req_new((void (*)(void))cb, arg), keys, 1,
-			   args, NULL, 4);
+			   args, NULL, 6);
 	free(ik);
 	return rc;
 }

@@ -13,7 +13,7 @@
  * ERR_STORE_DOWN when Redis is not connected (the callback is not called).
  * Callbacks get rc 0, ERR_STORE_FAILED when the connection dropped before
  * the reply, ERR_STORE_REPLY when Redis answered with an error (logged
- * here), or the call's own codes (-ENOENT, -EPERM) documented below;
+ * here), or the call's own codes (-ENOENT, -EPERM, -EACCES) documented below;
  * ownership of everything passed to a callback stays with this module
  * (valid during the callback only).
  */
@@ -93,6 +93,19 @@ bool sched_platform_match(const char *platform, const char *props);
 
 /* ---- operations ---------------------------------------------------------- */
 
+/*
+ * Ownership (issue 12).  Every operation records the identity that
+ * created it (`owner` in its hash).  Deduplication shares the job, not
+ * the operation: an Execute that joins a job in flight gets its own
+ * operation on it, owned by its caller, so every sharer may wait on,
+ * read and cancel its own operation (the job is cancelled once none is
+ * left).  Reading, waiting on, cancelling, deleting and listing act on
+ * one's own operations; the services let an identity with ops-admin on
+ * the operation's instance act on anyone's (who = NULL below).  An
+ * operation from before owners were recorded belongs to nobody: only an
+ * ops-admin reaches it.
+ */
+
 /* What a client sees of one operation. */
 struct sched_view {
 	bool exists;
@@ -105,7 +118,11 @@ struct sched_view {
 	struct digest action;
 	int64_t version; /* the job's change counter */
 	char *job;	 /* "" for operations without a job */
+	char *owner;	 /* the identity that created it, "" when unknown */
+	char *instance;	 /* the instance it was created on */
 };
+/* True when `who` created the operation (never for an unknown owner). */
+bool sched_op_owned(const struct sched_view *v, const char *who);
 
 typedef void (*sched_view_cb)(void *arg, int rc, struct sched_view *v, size_t n);
 /* Read n operations (one script call).  v has n entries on rc 0. */
@@ -121,6 +138,7 @@ struct sched_enqueue_req {
 	bool do_not_cache;
 	int max_attempts;
 	int64_t retention_us;
+	const char *owner; /* the caller's identity */
 };
 /* job: the job the operation waits on (new, or joined when `joined`).
  * rc -ENOSPC: the job would add a distinct platform to the instance's
@@ -132,21 +150,29 @@ typedef void (*sched_enqueue_cb)(void *arg, int rc, const char *job, int stage, 
 int sched_enqueue(const struct sched_enqueue_req *r, sched_enqueue_cb cb, void *arg) WARN_UNUSED;
 
 typedef void (*sched_done_cb)(void *arg, int rc);
-/* An operation answered from the action cache (born COMPLETED). */
-int sched_cached_op(const char *instance, const char *op, const struct digest *action,
-		    const uint8_t *result, size_t len, int64_t retention_us, sched_done_cb cb,
-		    void *arg) WARN_UNUSED;
-/* Cancel one operation: rc 0 (cancelled, or already finished), -ENOENT. */
-int sched_cancel_op(const char *op, sched_done_cb cb, void *arg) WARN_UNUSED;
-/* Forget one operation (its job runs on): rc 0 or -ENOENT. */
-int sched_delete_op(const char *op, sched_done_cb cb, void *arg) WARN_UNUSED;
+/* An operation answered from the action cache (born COMPLETED), owned
+ * by `owner`. */
+int sched_cached_op(const char *instance, const char *op, const char *owner,
+		    const struct digest *action, const uint8_t *result, size_t len,
+		    int64_t retention_us, sched_done_cb cb, void *arg) WARN_UNUSED;
+/* The outcome of a change to one operation; instance is the operation's
+ * (set with -EACCES, so the caller can check ops-admin there; "" otherwise). */
+typedef void (*sched_change_cb)(void *arg, int rc, const char *instance);
+/* Cancel one operation as `who` (NULL: whoever owns it, for an ops-admin
+ * or the server itself): rc 0 (cancelled, or already finished), -ENOENT,
+ * or -EACCES when another identity owns it (nothing changed). */
+int sched_cancel_op(const char *op, const char *who, sched_change_cb cb, void *arg) WARN_UNUSED;
+/* Forget one operation (its job runs on), as `who` like sched_cancel_op:
+ * rc 0, -ENOENT or -EACCES. */
+int sched_delete_op(const char *op, const char *who, sched_change_cb cb, void *arg) WARN_UNUSED;
 
 /* Operations of an instance, oldest first, from `offset` (the index
- * position), at most `size`, optionally only those at `stage` (0 = any).
+ * position), at most `size`, optionally only those at `stage` (0 = any)
+ * and only those `owner` created (NULL = anyone's).
  * next: offset of the next page, -1 at the end. */
 typedef void (*sched_list_cb)(void *arg, int rc, char **ops, size_t n, int64_t next);
-int sched_list_ops(const char *instance, int64_t offset, int size, int stage, sched_list_cb cb,
-		   void *arg) WARN_UNUSED;
+int sched_list_ops(const char *instance, const char *owner, int64_t offset, int size, int stage,
+		   sched_list_cb cb, void *arg) WARN_UNUSED;
 
 /* ---- bots ---------------------------------------------------------------- */
 
@@ -160,8 +186,10 @@ struct sched_lease {
 /* The outcome of a bot call. */
 struct sched_bot_result {
 	int rc;		     /* 0, -ENOENT (no such session), -EPERM (bot id
-				mismatch: the session was closed), or a store
-				code (ERR_STORE_FAILED, ERR_STORE_REPLY) */
+				mismatch: the session was closed), -EACCES
+				(the bot id or session belongs to another
+				identity: nothing changed), or a store code
+				(ERR_STORE_FAILED, ERR_STORE_REPLY) */
 	char *closed;	     /* CreateBotSession: the bot's previous session */
 	char *stored_bot_id; /* -EPERM: the session's real bot id */
 	struct sched_lease lease;
@@ -173,8 +201,14 @@ struct sched_bot_result {
 };
 typedef void (*sched_bot_cb)(void *arg, const struct sched_bot_result *r);
 
+/* A bot id is bound to the identity that opened its session (`owner` in
+ * the session's hash): another identity can neither open a session for
+ * that bot id while it lives, nor update the session, report on its
+ * lease or close it (-EACCES).  A session from before owners were
+ * recorded is anyone's. */
 struct sched_bot_create_req {
 	const char *session, *instance, *bot_id, *props;
+	const char *owner; /* the caller's identity */
 	int status;
 	int64_t expire_us;
 	bool assign;
@@ -183,6 +217,7 @@ int sched_bot_create(const struct sched_bot_create_req *r, sched_bot_cb cb, void
 
 struct sched_bot_update_req {
 	const char *session, *bot_id;
+	const char *owner; /* the caller's identity */
 	int status;
 	int64_t expire_us;
 	/* The lease the bot reported (id NULL: none). */

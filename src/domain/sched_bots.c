@@ -64,7 +64,9 @@ static void bot_reply_common(redisReply *r, struct sched_req *q, int kind)
 		return;
 	}
 	const char *tag = sched_el_str(r, 0, NULL);
-	if (kind == S_BOT_CREATE) {
+	if (kind != S_ASSIGN && r->elements == 1 && !strcmp(tag, "DENIED")) {
+		res.rc = -EACCES;
+	} else if (kind == S_BOT_CREATE) {
 		res.closed = (char *)tag;
 		if (r->elements >= 3 &&
 		    sched_parse_action(sched_el_str(r, 2, NULL), &res.lease.action)) {
@@ -128,8 +130,15 @@ int sched_bot_create(const struct sched_bot_create_req *b, sched_bot_cb cb, void
 	snprintf(now, sizeof now, "%lld", (long long)now_us());
 	snprintf(exp, sizeof exp, "%lld", (long long)b->expire_us);
 	snprintf(st, sizeof st, "%d", b->status);
-	const char *args[] = {b->session, b->instance, b->bot_id, b->props,
-			      now,	  exp,	       st,	  b->assign ? "1" : "0"};
+	const char *args[] = {b->session,
+			      b->instance,
+			      b->bot_id,
+			      b->props,
+			      now,
+			      exp,
+			      st,
+			      b->assign ? "1" : "0",
+			      b->owner ? b->owner : ""};
 	int rc = sched_run(S_BOT_CREATE, bot_create_reply, sched_req_new((void (*)(void))cb, arg),
 			   (const char *const *)keys, (int)ARRAY_LEN(keys), args, NULL,
 			   (int)ARRAY_LEN(args));
@@ -157,7 +166,8 @@ int sched_bot_update(const struct sched_bot_update_req *b, sched_bot_cb cb, void
 			      code,
 			      b->message ? b->message : "",
 			      b->result ? (const char *)b->result : "",
-			      b->assign ? "1" : "0"};
+			      b->assign ? "1" : "0",
+			      b->owner ? b->owner : ""};
 	size_t lens[ARRAY_LEN(args)];
 	for (size_t i = 0; i < ARRAY_LEN(args); i++)
 		lens[i] = i == 9 ? (b->result ? b->result_len : 0) : strlen(args[i]);

@@ -119,6 +119,10 @@ int svc_ops_send(struct call *c, const char *name, const struct sched_view *v);
 /* The same message serialized after 5 free bytes (for call_send_owned);
  * *len is the message length without them. */
 uint8_t *svc_ops_pack(const char *name, const struct sched_view *v, size_t *len);
+/* True when the caller created operation `name` (state v) or holds
+ * ops-admin on its instance; otherwise finishes the call
+ * PERMISSION_DENIED (auth_deny) and returns false. */
+bool svc_ops_may_see(struct call *c, const char *name, const struct sched_view *v);
 
 /* google.devtools.remoteworkers.v1test2.Bots (svc_bots.c) */
 void svc_bots_init(struct event_base *base);

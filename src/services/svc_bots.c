@@ -13,6 +13,14 @@
  * scheduler.bot-session-keepalive: the sweep closes sessions that miss it
  * and requeues their lease.
  *
+ * Ownership (issue 12; domain/sched.h): both calls need the bot role on
+ * the session's instance, and a bot id is bound to the identity that
+ * opened its session: another identity cannot open a session for that
+ * bot id, update (or close) the session, or report on its lease -
+ * PERMISSION_DENIED.  So a result reaches the action cache (the
+ * completion path below) only through a session of an identity with
+ * bot.
+ *
  * One struct bot per UpdateBotSession in flight, reference counted like
  * svc_exec.c's streams: the call holds one reference until it ends and
  * each Redis request one more.  A long-polling call sits on the watch
@@ -33,6 +41,7 @@
 #include "google/devtools/remoteworkers/v1test2/bots.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
 #include "google/rpc/status.pb-c.h"
+#include "services/auth.h"
 #include "services/inst.h"
 #include "core/log.h"
 #include "services/reapi.h"
@@ -168,6 +177,11 @@ static void finish_rc(struct bot *b, const struct sched_bot_result *r)
 			    "bot session %s does not exist (expired, closed, or replaced by a "
 			    "newer session of the bot): create a new one",
 			    b->session);
+	else if (r->rc == -EACCES)
+		call_finish(b->c, GRPC_PERMISSION_DENIED,
+			    "%s may not use bot %s (session %s): the bot id is bound to the "
+			    "identity that opened its session",
+			    auth_identity(b->c), b->bot_id, b->session);
 	else if (r->rc == -EPERM)
 		call_finish(b->c, GRPC_INVALID_ARGUMENT,
 			    "bot session %s belongs to bot \"%s\", not \"%s\"; the session was "
@@ -344,6 +358,10 @@ void svc_bots_create(struct call *c, const ProtobufCMessage *msg)
 	struct inst *in = inst_lookup(c, req->parent);
 	if (!in || !svc_exec_enabled(c, in))
 		return;
+	if (!auth_has(c, in->name, ROLE_BOT)) {
+		auth_deny(c, in->name, ROLE_BOT, NULL);
+		return;
+	}
 	const PbBotSession *s = req->bot_session;
 	if (!s || !s->bot_id || !*s->bot_id) {
 		call_finish(c, GRPC_INVALID_ARGUMENT, "bot_session.bot_id is required");
@@ -370,6 +388,7 @@ void svc_bots_create(struct call *c, const ProtobufCMessage *msg)
 		.status = b->status,
 		.expire_us = now_us() + svc_config()->sched_bot_keepalive_us,
 		.assign = b->assign,
+		.owner = auth_identity(c),
 	};
 	LOGI(MOD, CALL_FMT ": bot %s opens session %s (properties \"%s\")", CALL_ARGS(c), b->bot_id,
 	     b->session, b->props);
@@ -438,8 +457,13 @@ void svc_bots_update(struct call *c, const ProtobufCMessage *msg)
 	}
 	if (!svc_exec_enabled(c, in))
 		return;
+	if (!auth_has(c, in->name, ROLE_BOT)) {
+		auth_deny(c, in->name, ROLE_BOT, NULL);
+		return;
+	}
 
-	struct sched_bot_update_req r = {.session = req->name, .bot_id = s->bot_id};
+	struct sched_bot_update_req r = {
+		.session = req->name, .bot_id = s->bot_id, .owner = auth_identity(c)};
 	const PbLease *l = reported_lease(s);
 	char *msgbuf = NULL;
 	PbActionResult *result = NULL;
@@ -534,8 +558,7 @@ void svc_bots_post_event(struct call *c, const ProtobufCMessage *msg)
 void svc_bots_drain(void)
 {
 	struct list *pos, *tmp;
-	list_for_each_safe(pos, tmp, &bg.live)
-	{
+	list_for_each_safe (pos, tmp, &bg.live) {
 		struct bot *b = container_of(pos, struct bot, link);
 		if (b->waiting && !b->wb.busy)
 			reply(b, NULL);

@@ -7,6 +7,19 @@
  * mapping of core/err.h codes to statuses (fail() below is the only
  * caller).  WatchBuilds streams are domain watchers (buckets_watch.h) whose
  * callbacks send the build states; this file issues no Redis commands.
+ *
+ * Bucket roles (issue 12; services/auth.h): Put, PutBatch and Retry need
+ * put; Get, Peek, Search and WatchBuilds read; Lease, Start, Heartbeat,
+ * Succeed and Fail lease; Reset lease or admin (a master Resets the
+ * builds it holds when it shuts down); Cancel is for the build's creator
+ * (created_by, the caller's identity at Put or Retry) or a bucket admin.
+ * Calls that name a bucket are checked before they run; calls by build id
+ * first read the build (its bucket and creator never change) and run
+ * only when the caller may.  The Buckets proto's ErrorReason has no
+ * "permission denied", so a refusal is the gRPC status PERMISSION_DENIED
+ * naming the role (auth_bucket_deny), for a whole batch when any item
+ * is refused (nothing of it runs then).  A Search or WatchBuilds that
+ * names no bucket only shows builds of buckets the caller may read.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -19,16 +32,16 @@
 #include "domain/buckets.h"
 #include "domain/buckets_watch.h"
 #include "rpc/grpc.h"
+#include "services/auth.h"
 #include "services/svc.h"
 
 #define MOD    "buckets"
 #define MSG(T) Reactor__Buckets__V1__##T
 
-/* Callers are not authenticated yet; Buildbucket's word for that. */
+/* The caller's identity: a build's created_by. */
 static const char *identity(struct call *c)
 {
-	(void)c;
-	return "anonymous";
+	return auth_identity(c);
 }
 
 /* Finish c for a failed domain result (err < 0, core/err.h). */
@@ -85,16 +98,151 @@ static void issued(struct call *c, int rc)
 		issued(c, expr);                                                                   \
 	}
 
-UNARY(svc_buckets_put, PutRequest, bk_put(req, identity(c), on_build, c))
-UNARY(svc_buckets_get, GetRequest, bk_get(req->id, on_build, c))
-UNARY(svc_buckets_lease, LeaseRequest, bk_lease(req, on_build, c))
-UNARY(svc_buckets_reset, ResetRequest, bk_reset(req->id, on_build, c))
-UNARY(svc_buckets_start, StartRequest, bk_start(req, on_build, c))
-UNARY(svc_buckets_heartbeat, HeartbeatRequest, bk_heartbeat(req, on_build, c))
-UNARY(svc_buckets_succeed, SucceedRequest, bk_succeed(req, on_build, c))
-UNARY(svc_buckets_fail, FailRequest, bk_fail(req, on_build, c))
-UNARY(svc_buckets_cancel, CancelRequest, bk_cancel(req->id, on_build, c))
-UNARY(svc_buckets_retry, RetryRequest, bk_retry(req, identity(c), on_build, c))
+/* ---- roles -------------------------------------------------------------------- */
+
+/* What a by-id call needs on its build's bucket. */
+enum need { NEED_READ, NEED_PUT, NEED_LEASE, NEED_RESET, NEED_CANCEL };
+
+/* The role that allows it (NEED_RESET: lease, or admin too). */
+static const enum auth_bucket_role need_role[] = {
+	[NEED_READ] = BROLE_READ,   [NEED_PUT] = BROLE_PUT,	 [NEED_LEASE] = BROLE_LEASE,
+	[NEED_RESET] = BROLE_LEASE, [NEED_CANCEL] = BROLE_ADMIN,
+};
+
+/* True when the caller may do `need` on build b (Cancel: its creator, or
+ * an admin of its bucket). */
+static bool may(struct call *c, enum need need, const BkBuild *b)
+{
+	if (need == NEED_CANCEL && b->created_by && *b->created_by &&
+	    !strcmp(b->created_by, identity(c)))
+		return true;
+	if (need == NEED_RESET && auth_bucket_has(c, b->bucket, BROLE_ADMIN))
+		return true;
+	return auth_bucket_has(c, b->bucket, need_role[need]);
+}
+
+static void deny(struct call *c, enum need need, const BkBuild *b)
+{
+	char what[96];
+	snprintf(what, sizeof what,
+		 need == NEED_CANCEL  ? "build %" PRId64 " was created by another identity"
+		 : need == NEED_RESET ? "build %" PRId64 " (Reset needs lease or admin)"
+				      : "build %" PRId64,
+		 b->id);
+	auth_bucket_deny(c, b->bucket, need_role[need], what);
+}
+
+/* A call naming buckets: true when the caller holds `r` on each valid
+ * name (an invalid one is the domain's INVALID_INPUT answer); otherwise
+ * the call is finished PERMISSION_DENIED. */
+static bool may_buckets(struct call *c, char *const *names, size_t n, enum auth_bucket_role r)
+{
+	for (size_t i = 0; i < n; i++)
+		if (bk_bucket_name_ok(names[i]) && !auth_bucket_has(c, names[i], r)) {
+			auth_bucket_deny(c, names[i], r, NULL);
+			return false;
+		}
+	return true;
+}
+
+/* ---- calls by build id ------------------------------------------------------- */
+
+/* A by-id call: the build is read first, then the request (kept with
+ * call_take_request) runs when the caller may. */
+struct guarded {
+	struct call *c;
+	enum need need;
+	const ProtobufCMessage *req;
+	int (*run)(struct guarded *g); /* issue the call with on_build */
+};
+
+static void guarded_free(struct guarded *g)
+{
+	protobuf_c_message_free_unpacked((ProtobufCMessage *)g->req, &call_pb_allocator);
+	call_unref(g->c);
+	free(g);
+}
+
+static void on_loaded(struct bk_res *r, void *arg)
+{
+	struct guarded *g = arg;
+	struct call *c = g->c;
+	if (call_done(c)) {
+	} else if (r->err < 0) {
+		fail(c, r->err, r->message);
+	} else if ((r->reason || !r->build) && !g->run) {
+		reply_build(c, r); /* Get: BUILD_NOT_FOUND */
+	} else if (r->reason || !r->build) {
+		/* Unknown build: the call itself gives its answer. */
+		call_ref(c);
+		issued(c, g->run(g));
+	} else if (!may(c, g->need, r->build)) {
+		deny(c, g->need, r->build);
+	} else if (!g->run) {
+		reply_build(c, r); /* Get: the answer is the build read */
+	} else {
+		call_ref(c);
+		issued(c, g->run(g));
+	}
+	guarded_free(g);
+}
+
+static void guarded_start(struct call *c, const ProtobufCMessage *req, int64_t id, enum need need,
+			  int (*run)(struct guarded *g))
+{
+	struct guarded *g = xcalloc(1, sizeof *g);
+	call_take_request(c);
+	call_ref(c);
+	g->c = c;
+	g->need = need;
+	g->req = req;
+	g->run = run;
+	int rc = bk_get(id, on_loaded, g);
+	if (rc < 0) {
+		fail(c, rc, NULL);
+		guarded_free(g);
+	}
+}
+
+#define BY_ID(fn, T, need, expr)                                                                   \
+	static int fn##_run(struct guarded *g)                                                     \
+	{                                                                                          \
+		const MSG(T) *req = (const void *)g->req;                                          \
+		struct call *c = g->c;                                                             \
+		(void)req;                                                                         \
+		return expr;                                                                       \
+	}                                                                                          \
+	void fn(struct call *c, const ProtobufCMessage *msg)                                       \
+	{                                                                                          \
+		const MSG(T) *req = (const void *)msg;                                             \
+		guarded_start(c, msg, req->id, need, fn##_run);                                    \
+	}
+
+/* Get: the read is the answer (run NULL). */
+void svc_buckets_get(struct call *c, const ProtobufCMessage *msg)
+{
+	const MSG(GetRequest) *req = (const void *)msg;
+	guarded_start(c, msg, req->id, NEED_READ, NULL);
+}
+
+BY_ID(svc_buckets_lease, LeaseRequest, NEED_LEASE, bk_lease(req, on_build, c))
+BY_ID(svc_buckets_reset, ResetRequest, NEED_RESET, bk_reset(req->id, on_build, c))
+BY_ID(svc_buckets_start, StartRequest, NEED_LEASE, bk_start(req, on_build, c))
+BY_ID(svc_buckets_heartbeat, HeartbeatRequest, NEED_LEASE, bk_heartbeat(req, on_build, c))
+BY_ID(svc_buckets_succeed, SucceedRequest, NEED_LEASE, bk_succeed(req, on_build, c))
+BY_ID(svc_buckets_fail, FailRequest, NEED_LEASE, bk_fail(req, on_build, c))
+BY_ID(svc_buckets_cancel, CancelRequest, NEED_CANCEL, bk_cancel(req->id, on_build, c))
+BY_ID(svc_buckets_retry, RetryRequest, NEED_PUT, bk_retry(req, identity(c), on_build, c))
+
+void svc_buckets_put(struct call *c, const ProtobufCMessage *msg)
+{
+	const MSG(PutRequest) *req = (const void *)msg;
+	char *const b[] = {req->bucket};
+	if (!may_buckets(c, b, 1, BROLE_PUT))
+		return;
+	call_ref(c);
+	issued(c, bk_put(req, identity(c), on_build, c));
+}
 
 static void on_list(struct bk_list *r, void *arg)
 {
@@ -104,24 +252,46 @@ static void on_list(struct bk_list *r, void *arg)
 			fail(c, r->err, r->message);
 		} else {
 			MSG(SearchResponse) resp = REACTOR__BUCKETS__V1__SEARCH_RESPONSE__INIT;
+			BkBuild **shown = NULL;
 			MSG(Error) e = REACTOR__BUCKETS__V1__ERROR__INIT;
 			if (r->reason) {
 				e.reason = r->reason;
 				e.message = r->message ? r->message : (char *)"";
 				resp.error = &e;
 			} else {
-				resp.n_builds = r->n;
-				resp.builds = r->builds;
+				/* A Search naming no bucket: only the buckets the
+				 * caller reads (the cursor pages over every build). */
+				shown = xcalloc(r->n + 1, sizeof *shown);
+				for (size_t i = 0; i < r->n; i++)
+					if (auth_bucket_has(c, r->builds[i]->bucket, BROLE_READ))
+						shown[resp.n_builds++] = r->builds[i];
+				resp.builds = shown;
 				resp.next_cursor = r->next_cursor ? r->next_cursor : (char *)"";
 			}
 			call_reply(c, &resp.base);
+			free(shown);
 		}
 	}
 	call_unref(c);
 }
 
-UNARY(svc_buckets_peek, PeekRequest, bk_peek(req, on_list, c))
-UNARY(svc_buckets_search, SearchRequest, bk_search(req, on_list, c))
+void svc_buckets_peek(struct call *c, const ProtobufCMessage *msg)
+{
+	const MSG(PeekRequest) *req = (const void *)msg;
+	if (!may_buckets(c, req->buckets, req->n_buckets, BROLE_READ))
+		return;
+	call_ref(c);
+	issued(c, bk_peek(req, on_list, c));
+}
+
+void svc_buckets_search(struct call *c, const ProtobufCMessage *msg)
+{
+	const MSG(SearchRequest) *req = (const void *)msg;
+	if (!may_buckets(c, req->buckets, req->n_buckets, BROLE_READ))
+		return;
+	call_ref(c);
+	issued(c, bk_search(req, on_list, c));
+}
 
 /* ---- batches ------------------------------------------------------------------ */
 
@@ -298,6 +468,11 @@ static struct batch *batch_new(struct call *c, enum batch_kind kind, size_t n, c
 void svc_buckets_put_batch(struct call *c, const ProtobufCMessage *msg)
 {
 	const MSG(PutBatchRequest) *req = (const void *)msg;
+	for (size_t i = 0; i < req->n_builds && i <= BK_MAX_BATCH; i++) {
+		char *const bk[] = {req->builds[i]->bucket};
+		if (!may_buckets(c, bk, 1, BROLE_PUT))
+			return;
+	}
 	struct batch *b = batch_new(c, B_PUT, req->n_builds, "builds");
 	if (!b)
 		return;
@@ -308,9 +483,8 @@ void svc_buckets_put_batch(struct call *c, const ProtobufCMessage *msg)
 	batch_unpend(b);
 }
 
-void svc_buckets_heartbeat_batch(struct call *c, const ProtobufCMessage *msg)
+static void heartbeat_batch(struct call *c, const MSG(HeartbeatBatchRequest) * req)
 {
-	const MSG(HeartbeatBatchRequest) *req = (const void *)msg;
 	struct batch *b = batch_new(c, B_HEARTBEAT, req->n_heartbeats, "heartbeats");
 	if (!b)
 		return;
@@ -321,9 +495,8 @@ void svc_buckets_heartbeat_batch(struct call *c, const ProtobufCMessage *msg)
 	batch_unpend(b);
 }
 
-void svc_buckets_cancel_batch(struct call *c, const ProtobufCMessage *msg)
+static void cancel_batch(struct call *c, const MSG(CancelBatchRequest) * req)
 {
-	const MSG(CancelBatchRequest) *req = (const void *)msg;
 	struct batch *b = batch_new(c, B_CANCEL, req->n_build_ids, "build ids");
 	if (!b)
 		return;
@@ -332,6 +505,120 @@ void svc_buckets_cancel_batch(struct call *c, const ProtobufCMessage *msg)
 	for (size_t i = 0; i < req->n_build_ids; i++)
 		item_issued(&b->it[i], bk_cancel(req->build_ids[i], on_item, &b->it[i]));
 	batch_unpend(b);
+}
+
+/* HeartbeatBatch and CancelBatch read every build first and run only
+ * when the caller may act on each one (else PERMISSION_DENIED for the
+ * whole batch: nothing of it runs). */
+struct precheck {
+	struct call *c;
+	enum batch_kind kind;
+	const ProtobufCMessage *req;
+	size_t n, pending;
+	int err; /* first failure of a read */
+	char *emsg;
+	BkBuild **builds; /* as read; NULL: not found (the batch answers) */
+};
+
+struct pitem {
+	struct precheck *p;
+	size_t i;
+};
+
+static void precheck_unpend(struct precheck *p)
+{
+	if (--p->pending > 0)
+		return;
+	struct call *c = p->c;
+	enum need need = p->kind == B_CANCEL ? NEED_CANCEL : NEED_LEASE;
+	if (!call_done(c)) {
+		size_t i = 0;
+		while (p->err == 0 && i < p->n && (!p->builds[i] || may(c, need, p->builds[i])))
+			i++;
+		if (p->err < 0)
+			fail(c, p->err, p->emsg);
+		else if (i < p->n)
+			deny(c, need, p->builds[i]);
+		else if (p->kind == B_CANCEL)
+			cancel_batch(c, (const void *)p->req);
+		else
+			heartbeat_batch(c, (const void *)p->req);
+	}
+	for (size_t i = 0; i < p->n; i++)
+		bk_build_free(p->builds[i]);
+	free(p->builds);
+	free(p->emsg);
+	protobuf_c_message_free_unpacked((ProtobufCMessage *)p->req, &call_pb_allocator);
+	call_unref(c);
+	free(p);
+}
+
+static void on_precheck(struct bk_res *r, void *arg)
+{
+	struct pitem *it = arg;
+	struct precheck *p = it->p;
+	if (r->err < 0 && p->err == 0) {
+		p->err = r->err;
+		p->emsg = r->message;
+		r->message = NULL;
+	} else if (r->err == 0 && !r->reason) {
+		p->builds[it->i] = r->build;
+		r->build = NULL;
+	}
+	free(it);
+	precheck_unpend(p);
+}
+
+static void precheck_start(struct call *c, enum batch_kind kind, const ProtobufCMessage *msg,
+			   const int64_t *ids, size_t n)
+{
+	if (n > BK_MAX_BATCH) { /* batch_new's answer */
+		if (kind == B_CANCEL)
+			cancel_batch(c, (const void *)msg);
+		else
+			heartbeat_batch(c, (const void *)msg);
+		return;
+	}
+	struct precheck *p = xcalloc(1, sizeof *p);
+	call_take_request(c);
+	call_ref(c);
+	p->c = c;
+	p->kind = kind;
+	p->req = msg;
+	p->n = n;
+	p->pending = n + 1;
+	p->builds = xcalloc(n + 1, sizeof *p->builds);
+	for (size_t i = 0; i < n; i++) {
+		struct pitem *it = xcalloc(1, sizeof *it);
+		it->p = p;
+		it->i = i;
+		int rc = bk_get(ids[i], on_precheck, it);
+		if (rc < 0) {
+			free(it);
+			if (p->err == 0)
+				p->err = rc;
+			precheck_unpend(p);
+		}
+	}
+	precheck_unpend(p);
+}
+
+void svc_buckets_heartbeat_batch(struct call *c, const ProtobufCMessage *msg)
+{
+	const MSG(HeartbeatBatchRequest) *req = (const void *)msg;
+	/* The ids live in separate messages: gather them. */
+	size_t n = req->n_heartbeats;
+	int64_t *ids = xcalloc(n + 1, sizeof *ids);
+	for (size_t i = 0; i < n; i++)
+		ids[i] = req->heartbeats[i]->id;
+	precheck_start(c, B_HEARTBEAT, msg, ids, n);
+	free(ids);
+}
+
+void svc_buckets_cancel_batch(struct call *c, const ProtobufCMessage *msg)
+{
+	const MSG(CancelBatchRequest) *req = (const void *)msg;
+	precheck_start(c, B_CANCEL, msg, req->build_ids, req->n_build_ids);
 }
 
 /* ---- WatchBuilds ----------------------------------------------------------------- */
@@ -392,6 +679,9 @@ static void watch_build(struct bk_watcher *w, const BkBuild *b)
 {
 	struct swatch *s = container_of(w, struct swatch, w);
 	struct call *c = s->c;
+	/* Watched by id: only builds of buckets the caller reads. */
+	if (!auth_bucket_has(c, b->bucket, BROLE_READ))
+		return;
 	if (list_empty(&s->queue) && call_pending(c) < SVC_STREAM_HIWAT) {
 		/* A send that fails finished the call (message too large)
 		 * without its on_cancel: let the watcher go now. */
@@ -455,6 +745,8 @@ void svc_buckets_watch(struct call *c, const ProtobufCMessage *msg)
 			return;
 		}
 	}
+	if (!may_buckets(c, req->buckets, req->n_buckets, BROLE_READ))
+		return;
 	if (req->n_build_ids > (size_t)watch_max_ids) {
 		call_finish(c, GRPC_RESOURCE_EXHAUSTED,
 			    "WatchBuilds asks for %zu build ids (limit %d, config "

@@ -15,6 +15,11 @@
  * stream waits on exactly one watch list (its job's) and leaves it the
  * moment its client goes away.
  *
+ * Ownership (domain/sched.h): Execute records the caller's identity as
+ * the operation's owner (a deduplicated Execute owns its own operation
+ * on the shared job); WaitExecution and WaitOperation answer only the
+ * owner or an ops-admin of the operation's instance (svc_ops_may_see).
+ *
  * Backpressure: a client that stops reading gets no more than
  * SVC_STREAM_HIWAT bytes queued.  Above that a stream holds only the
  * newest state, serialized (the client needs the latest Operation, not
@@ -33,6 +38,7 @@
 #include "core/cfg.h"
 #include "core/err.h"
 #include "google/rpc/error_details.pb-c.h"
+#include "services/auth.h"
 #include "services/inst.h"
 #include "core/log.h"
 #include "core/pbwire.h"
@@ -318,6 +324,7 @@ static void enqueue(struct exec *ex)
 		.do_not_cache = ex->do_not_cache,
 		.max_attempts = ci->max_attempts,
 		.retention_us = ci->operation_retention_us,
+		.owner = auth_identity(ex->c),
 	};
 	ex->seq = sched_watch_job_seq();
 	ex_ref(ex);
@@ -343,8 +350,8 @@ static void ac_reply(void *arg, const struct ac_res *res)
 		struct inst *in = inst_find(ex->instance);
 		int64_t ret = in ? inst_cfg(in)->operation_retention_us : 600000000;
 		char *op = xstrdup(ex->op);
-		if (sched_cached_op(ex->instance, ex->op, &ex->action, result, len, ret,
-				    cached_recorded, op) != 0)
+		if (sched_cached_op(ex->instance, ex->op, auth_identity(ex->c), &ex->action, result,
+				    len, ret, cached_recorded, op) != 0)
 			free(op);
 		char ds[DIGEST_STR_LEN];
 		LOGI(MOD, CALL_FMT ": action %s -> operation %s, action cache hit",
@@ -617,6 +624,8 @@ static void wait_view(void *arg, int rc, struct sched_view *v, size_t n)
 			    "past its retention): execute the action again",
 			    ex->op);
 		ex_end(ex);
+	} else if (!svc_ops_may_see(ex->c, ex->op, &v[0])) {
+		ex_end(ex);
 	} else {
 		ex->action = v[0].action;
 		ex->job = xstrdup(v[0].job);
@@ -695,8 +704,9 @@ void svc_ops_wait(struct call *c, const ProtobufCMessage *msg)
 
 /* ---- both ----------------------------------------------------------------- */
 
-static void orphan_cancelled(void *arg, int rc)
+static void orphan_cancelled(void *arg, int rc, const char *instance)
 {
+	(void)instance;
 	char *op = arg;
 	if (rc == 0)
 		LOGI(MOD,
@@ -715,7 +725,8 @@ void svc_exec_cancel(struct call *c)
 		struct inst *in = inst_find(ex->instance);
 		if (in && inst_cfg(in)->cancel_orphaned_jobs) {
 			char *op = xstrdup(ex->op);
-			if (sched_cancel_op(op, orphan_cancelled, op) != 0)
+			/* The stream of the Execute that created it: its owner's. */
+			if (sched_cancel_op(op, NULL, orphan_cancelled, op) != 0)
 				free(op);
 		}
 	}

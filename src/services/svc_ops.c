@@ -7,6 +7,14 @@
  * operation carries an ExecuteResponse (result, cached_result, status,
  * message).  Errors of the execution itself travel in
  * ExecuteResponse.status, never in Operation.error.
+ *
+ * Ownership (issue 12; domain/sched.h): a caller reads, waits on,
+ * cancels, deletes and lists the operations it created, or anyone's with
+ * ops-admin on the operation's instance.  Another identity's operation
+ * answers PERMISSION_DENIED naming ops-admin, for reads too (Google API
+ * convention: the caller lacks access; operation names are random UUIDs,
+ * so saying one exists reveals nothing worth hiding) - NOT_FOUND stays
+ * for names that do not exist.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -19,6 +27,7 @@
 #include "google/longrunning/operations.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
 #include "google/rpc/status.pb-c.h"
+#include "services/auth.h"
 #include "services/inst.h"
 #include "core/log.h"
 #include "services/reapi.h"
@@ -147,6 +156,18 @@ static void finish_err(struct call *c, int rc, const char *name, const char *doi
 		svc_fail(c, rc, "cannot %s", doing);
 }
 
+/* ---- ownership ------------------------------------------------------------- */
+
+bool svc_ops_may_see(struct call *c, const char *name, const struct sched_view *v)
+{
+	if (sched_op_owned(v, auth_identity(c)) || auth_has(c, v->instance, ROLE_OPS_ADMIN))
+		return true;
+	char *what = xasprintf("operation %s belongs to another identity", name);
+	auth_deny(c, v->instance, ROLE_OPS_ADMIN, what);
+	free(what);
+	return false;
+}
+
 /* ---- GetOperation ------------------------------------------------------- */
 
 struct one {
@@ -178,7 +199,7 @@ static void get_reply(void *arg, int rc, struct sched_view *v, size_t n)
 		finish_err(o->c, rc, o->name, "read the operation");
 	} else if (n != 1 || !v[0].exists) {
 		finish_err(o->c, -ENOENT, o->name, NULL);
-	} else {
+	} else if (svc_ops_may_see(o->c, o->name, &v[0])) {
 		struct op_msg m;
 		op_msg_build(&m, o->name, &v[0]);
 		call_reply(o->c, &m.op.base);
@@ -203,17 +224,60 @@ void svc_ops_get(struct call *c, const ProtobufCMessage *msg)
 
 /* ---- Cancel / Delete ------------------------------------------------------ */
 
-static void change_reply(void *arg, int rc)
+/* Cancel and Delete first act as the caller's own; on another identity's
+ * operation (-EACCES, with its instance) they go again as an ops-admin
+ * when the caller is one there.  The owner never changes, so the second
+ * run acts on what the first one saw. */
+typedef int (*change_fn)(const char *op, const char *who, sched_change_cb cb, void *arg);
+
+struct change {
+	struct one o;
+	change_fn fn;
+	const char *doing;
+};
+
+static void change_reply(void *arg, int rc, const char *instance)
 {
-	struct one *o = arg;
+	struct change *ch = arg;
+	struct one *o = &ch->o;
 	if (call_done(o->c)) {
+	} else if (rc == -EACCES) {
+		if (auth_has(o->c, instance, ROLE_OPS_ADMIN)) {
+			rc = ch->fn(o->name, NULL, change_reply, ch);
+			if (rc == 0)
+				return;
+			finish_err(o->c, rc, o->name, ch->doing);
+		} else {
+			char *what = xasprintf("operation %s belongs to another identity", o->name);
+			auth_deny(o->c, instance, ROLE_OPS_ADMIN, what);
+			free(what);
+		}
 	} else if (rc != 0) {
-		finish_err(o->c, rc, o->name, "change the operation");
+		finish_err(o->c, rc, o->name, ch->doing);
 	} else {
 		Google__Protobuf__Empty e = GOOGLE__PROTOBUF__EMPTY__INIT;
 		call_reply(o->c, &e.base);
 	}
-	one_free(o);
+	call_unref(o->c);
+	free(o->name);
+	free(ch);
+}
+
+static void change(struct call *c, const char *name, change_fn fn, const char *doing)
+{
+	struct change *ch = xcalloc(1, sizeof(*ch));
+	ch->o.c = c;
+	ch->o.name = xstrdup(name);
+	ch->fn = fn;
+	ch->doing = doing;
+	call_ref(c);
+	int rc = fn(ch->o.name, auth_identity(c), change_reply, ch);
+	if (rc != 0) {
+		finish_err(c, rc, name, doing);
+		call_unref(c);
+		free(ch->o.name);
+		free(ch);
+	}
 }
 
 void svc_ops_cancel(struct call *c, const ProtobufCMessage *msg)
@@ -221,13 +285,8 @@ void svc_ops_cancel(struct call *c, const ProtobufCMessage *msg)
 	const Google__Longrunning__CancelOperationRequest *req = (const void *)msg;
 	if (!name_ok(c, req->name))
 		return;
-	struct one *o = one_new(c, req->name);
-	LOGI("ops", CALL_FMT ": CancelOperation %s", CALL_ARGS(c), o->name);
-	int rc = sched_cancel_op(o->name, change_reply, o);
-	if (rc != 0) {
-		finish_err(c, rc, o->name, "cancel the operation");
-		one_free(o);
-	}
+	LOGI("ops", CALL_FMT ": CancelOperation %s", CALL_ARGS(c), req->name);
+	change(c, req->name, sched_cancel_op, "cancel the operation");
 }
 
 void svc_ops_delete(struct call *c, const ProtobufCMessage *msg)
@@ -235,12 +294,7 @@ void svc_ops_delete(struct call *c, const ProtobufCMessage *msg)
 	const Google__Longrunning__DeleteOperationRequest *req = (const void *)msg;
 	if (!name_ok(c, req->name))
 		return;
-	struct one *o = one_new(c, req->name);
-	int rc = sched_delete_op(o->name, change_reply, o);
-	if (rc != 0) {
-		finish_err(c, rc, o->name, "delete the operation");
-		one_free(o);
-	}
+	change(c, req->name, sched_delete_op, "delete the operation");
 }
 
 /* ---- ListOperations ----------------------------------------------------- */
@@ -387,7 +441,9 @@ void svc_ops_list(struct call *c, const ProtobufCMessage *msg)
 	struct list *l = xcalloc(1, sizeof(*l));
 	l->c = c;
 	call_ref(c);
-	int rc = sched_list_ops(in->name, offset, size, stage, list_names, l);
+	/* One's own operations; an ops-admin lists everyone's. */
+	const char *owner = auth_has(c, in->name, ROLE_OPS_ADMIN) ? NULL : auth_identity(c);
+	int rc = sched_list_ops(in->name, owner, offset, size, stage, list_names, l);
 	if (rc != 0) {
 		svc_fail(c, rc, "cannot list the operations");
 		list_free(l);

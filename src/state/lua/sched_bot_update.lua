@@ -6,8 +6,11 @@
 -- ARGV: 1 session name, 2 bot_id, 3 now, 4 expire, 5 status, 6 reported
 --   lease id ('' none), 7 its state (PENDING, ACTIVE, COMPLETED,
 --   CANCELLED), 8 result code, 9 result message, 10 serialized
---   ActionResult ('' none), 11 assign work when idle (1/0).
--- Returns {'NOSESSION'} | {'BOTID', stored bot_id} |
+--   ActionResult ('' none), 11 assign work when idle (1/0), 12 the
+--   caller's identity.
+-- Returns {'NOSESSION'} | {'DENIED'} (the session belongs to another
+--   identity: nothing changes, the session is not closed) |
+--   {'BOTID', stored bot_id} |
 --   {'OK', lease id, lease state, action, completed job, its action,
 --    its do_not_cache, instance}.
 --
@@ -19,8 +22,9 @@
 -- attempt's write may not have happened), and a lease handed out since is
 -- kept and sent again instead of being taken back as "no longer reported".
 local sk, name, now = KEYS[3], ARGV[1], ARGV[3]
-local s = hm(sk, 'instance', 'bot_id', 'lease', 'props')
+local s = hm(sk, 'instance', 'bot_id', 'lease', 'props', 'owner')
 if not s.instance then return {'NOSESSION'} end
+if s.owner and s.owner ~= ARGV[12] then return {'DENIED'} end
 if s.bot_id ~= ARGV[2] then
   close_session(name, now, 'its session was used by another bot id')
   return {'BOTID', s.bot_id}

@@ -2,10 +2,13 @@
 -- cancelled once none of its operations is left.  Runs after
 -- sched_prelude.lua.
 -- KEYS: 3 op:{operation}.
--- ARGV: 1 op name, 2 now.
--- Returns NOTFOUND, DONE (already finished) or CANCELLED.
-local o = hm(KEYS[3], 'job', 'stage', 'instance')
+-- ARGV: 1 op name, 2 now, 3 check the owner (1/0: anyone's, for an
+--   ops-admin or the server itself), 4 the caller's identity.
+-- Returns NOTFOUND, {'DENIED', instance} (created by another identity,
+-- or before owners were recorded), DONE (already finished) or CANCELLED.
+local o = hm(KEYS[3], 'job', 'stage', 'instance', 'owner')
 if not o.instance then return 'NOTFOUND' end
+if not owned_by(o.owner, ARGV[3], ARGV[4]) then return {'DENIED', o.instance} end
 if o.stage == 'COMPLETED' or not o.job or o.job == '' then return 'DONE' end
 local jk = P_JOB .. o.job
 local f = hm(jk, 'stage', 'retention')

@@ -1,10 +1,12 @@
 -- sched_delete.lua - forget an operation without cancelling its job.
 -- Runs after sched_prelude.lua.
 -- KEYS: 3 op:{operation}.
--- ARGV: 1 op name.
--- Returns NOTFOUND or DELETED.
-local o = hm(KEYS[3], 'job', 'stage', 'instance')
+-- ARGV: 1 op name, 2 check the owner (1/0: anyone's), 3 the caller's
+--   identity.
+-- Returns NOTFOUND, {'DENIED', instance} (another identity's) or DELETED.
+local o = hm(KEYS[3], 'job', 'stage', 'instance', 'owner')
 if not o.instance then return 'NOTFOUND' end
+if not owned_by(o.owner, ARGV[2], ARGV[3]) then return {'DENIED', o.instance} end
 redis.call('DEL', KEYS[3])
 redis.call('ZREM', P_OPS .. o.instance, ARGV[1])
 redis.call('ZREM', K_RETIRE, KEYS[3])

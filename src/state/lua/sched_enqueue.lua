@@ -8,7 +8,9 @@
 -- ARGV: 1 instance, 2 action "hash/size", 3 op name, 4 name for a new
 --   job, 5 priority, 6 platform, 7 timeout (us), 8 do_not_cache (0/1),
 --   9 max_attempts, 10 now, 11 retention (s), 12 most distinct platforms
---   with waiting work (scheduler.max-platforms).
+--   with waiting work (scheduler.max-platforms), 13 the caller's identity
+--   (the operation's owner; a joining caller owns its own operation on
+--   the shared job, so every sharer may wait on and cancel its own).
 -- Returns {job, stage, version, joined (1/0)}, or {'', 'FULL', platforms
 --   waiting, limit} when the job would add a platform past the limit
 --   (nothing is written then).
@@ -21,7 +23,7 @@ if ARGV[8] == '0' then
     local f = hm(jk, 'stage', 'priority', 'queue', 'seq', 'do_not_cache')
     if (f.stage == 'QUEUED' or f.stage == 'EXECUTING') and f.do_not_cache == '0' then
       redis.call('HSET', KEYS[4], 'instance', inst, 'job', j, 'action', action,
-                 'created', now)
+                 'created', now, 'owner', ARGV[13])
       redis.call('SADD', jk .. ':ops', op)
       redis.call('ZADD', KEYS[5], now, op)
       redis.call('HINCRBY', jk, 'ops', 1)
@@ -47,7 +49,8 @@ redis.call('HSET', jk, 'instance', inst, 'action', action, 'platform', ARGV[6], 
            'version', 1)
 redis.call('SADD', KEYS[7], op)
 if ARGV[8] == '0' then redis.call('SET', KEYS[3], j) end
-redis.call('HSET', KEYS[4], 'instance', inst, 'job', j, 'action', action, 'created', now)
+redis.call('HSET', KEYS[4], 'instance', inst, 'job', j, 'action', action, 'created', now,
+           'owner', ARGV[13])
 redis.call('ZADD', KEYS[5], now, op)
 redis.call('ZADD', qk, score(prio, seq), j)
 redis.call('SADD', KEYS[9], ARGV[6])

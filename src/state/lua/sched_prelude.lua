@@ -74,6 +74,13 @@ local function queue_left(inst, plat, qk)
   if redis.call('ZCARD', qk) == 0 then redis.call('SREM', P_PLATS .. inst, plat) end
 end
 
+-- Ownership check of cancel, delete and list: `check` '1' means act only
+-- on what `who` created (an operation without a recorded owner is
+-- nobody's); '0' acts on anyone's (an ops-admin, or the server itself).
+local function owned_by(owner, check, who)
+  return check ~= '1' or (owner ~= nil and owner ~= '' and owner == who)
+end
+
 -- End a job (any cause): record the outcome, drop it from its queue and
 -- the deadlines, release the dedup entry, and retire the job and its
 -- operations after the retention.  False when it had already ended.

@@ -3,11 +3,13 @@
 -- the others from their job's (found at run time).  Runs after
 -- sched_prelude.lua.
 -- KEYS: 3... op:{operation}, one per operation.
--- Returns 9 values per operation: exists (1/0), stage, status, message,
--- result, cached, action, version, job.
+-- Returns 11 values per operation: exists (1/0), stage, status, message,
+-- result, cached, action, version, job, owner ('' when none was
+-- recorded), instance.
 local out, jobs = {}, {}
 for i = 3, #KEYS do
-  local o = hm(KEYS[i], 'job', 'stage', 'status', 'message', 'result', 'cached', 'action')
+  local o = hm(KEYS[i], 'job', 'stage', 'status', 'message', 'result', 'cached', 'action',
+               'owner', 'instance')
   local src, ver = nil, '0'
   if o.action then
     local jv = nil
@@ -32,9 +34,11 @@ for i = 3, #KEYS do
     table.insert(out, o.action)
     table.insert(out, ver)
     table.insert(out, o.job or '')
+    table.insert(out, o.owner or '')
+    table.insert(out, o.instance or '')
   else
-    for _ = 1, 9 do table.insert(out, '') end
-    out[#out - 8] = 0
+    for _ = 1, 11 do table.insert(out, '') end
+    out[#out - 10] = 0
   end
 end
 return out

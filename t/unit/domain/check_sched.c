@@ -6,7 +6,10 @@
  * for real against a redis-server through the store: enqueue and dedup,
  * assignment by platform, completion, requeue of a lost lease and the
  * max-attempts failure, cancel, the expiry sweep, retention, and every key
- * under the namespace.  The waiter side (sched_watch.c): a waiter removed
+ * under the namespace; ownership (issue 12): operations cancelled,
+ * deleted and listed only by their owner (or as an ops-admin), dedup
+ * sharers owning their own operation, bot ids bound to the identity that
+ * opened their session.  The waiter side (sched_watch.c): a waiter removed
  * before its reply, a waiter freed from its own callback, batched
  * wake-ups, the safety net catching a lost message, bots woken by queue.
  *
@@ -340,9 +343,9 @@ static void on_enq(void *arg, int rc, const char *job, int stage, int64_t versio
 	snprintf(e->job, sizeof e->job, "%s", job ? job : "");
 }
 
-/* Queue `op` for action `act` on `platform`. */
-static struct enq enqueue(const char *op, const char *act, const char *platform, int attempts,
-			  int64_t retention_us)
+/* Queue `op` for action `act` on `platform`, as `owner`. */
+static struct enq enqueue_as(const char *owner, const char *op, const char *act,
+			     const char *platform, int attempts, int64_t retention_us)
 {
 	struct digest d = action_of(act);
 	struct sched_enqueue_req r = {.instance = "",
@@ -351,13 +354,20 @@ static struct enq enqueue(const char *op, const char *act, const char *platform,
 				      .platform = platform,
 				      .timeout_us = 3600LL * 1000000,
 				      .max_attempts = attempts,
-				      .retention_us = retention_us};
+				      .retention_us = retention_us,
+				      .owner = owner};
 	struct enq e = {0};
 	ck_assert_int_eq(sched_enqueue(&r, on_enq, &e), 0);
 	ck_assert_int_eq(e.done, 0); /* never before the call returned */
 	ck_assert(run_until(&e.done, 1, 5000000));
 	ck_assert_int_eq(e.rc, 0);
 	return e;
+}
+
+static struct enq enqueue(const char *op, const char *act, const char *platform, int attempts,
+			  int64_t retention_us)
+{
+	return enqueue_as("alice", op, act, platform, attempts, retention_us);
 }
 
 struct botres {
@@ -377,13 +387,14 @@ static void on_bot(void *arg, const struct sched_bot_result *r)
 	snprintf(b->done_job, sizeof b->done_job, "%s", r->done_job ? r->done_job : "");
 }
 
-static struct botres bot_create(const char *session, const char *bot_id, const char *props,
-				int64_t expire_us)
+static struct botres bot_create_as(const char *owner, const char *session, const char *bot_id,
+				   const char *props, int64_t expire_us)
 {
 	struct sched_bot_create_req r = {.session = session,
 					 .instance = "",
 					 .bot_id = bot_id,
 					 .props = props,
+					 .owner = owner,
 					 .expire_us = expire_us,
 					 .assign = true};
 	struct botres b = {0};
@@ -392,12 +403,19 @@ static struct botres bot_create(const char *session, const char *bot_id, const c
 	return b;
 }
 
-/* UpdateBotSession reporting `lease` (NULL: none) in `state`. */
-static struct botres bot_update(const char *session, const char *bot_id, const char *lease,
-				int state, int code)
+static struct botres bot_create(const char *session, const char *bot_id, const char *props,
+				int64_t expire_us)
+{
+	return bot_create_as("worker", session, bot_id, props, expire_us);
+}
+
+/* UpdateBotSession as `owner` reporting `lease` (NULL: none) in `state`. */
+static struct botres bot_update_as(const char *owner, const char *session, const char *bot_id,
+				   const char *lease, int state, int code)
 {
 	struct sched_bot_update_req r = {.session = session,
 					 .bot_id = bot_id,
+					 .owner = owner,
 					 .expire_us = now_us() + 3600LL * 1000000,
 					 .lease_id = lease,
 					 .lease_state = state,
@@ -412,10 +430,17 @@ static struct botres bot_update(const char *session, const char *bot_id, const c
 	return b;
 }
 
+static struct botres bot_update(const char *session, const char *bot_id, const char *lease,
+				int state, int code)
+{
+	return bot_update_as("worker", session, bot_id, lease, state, code);
+}
+
 struct viewres {
 	int done, rc, stage, status;
-	bool exists, cached;
+	bool exists, cached, alice; /* alice: sched_op_owned(v, "alice") */
 	char result[16];
+	char owner[32];
 };
 
 static void on_view(void *arg, int rc, struct sched_view *v, size_t n)
@@ -430,6 +455,8 @@ static void on_view(void *arg, int rc, struct sched_view *v, size_t n)
 		w->cached = v->cached;
 		snprintf(w->result, sizeof w->result, "%.*s", (int)v->result_len,
 			 v->result ? (const char *)v->result : "");
+		snprintf(w->owner, sizeof w->owner, "%s", v->owner);
+		w->alice = sched_op_owned(v, "alice");
 	}
 }
 
@@ -454,12 +481,60 @@ static void on_done(void *arg, int rc)
 	d->rc = rc;
 }
 
+struct changeres {
+	int done, rc;
+	char instance[32];
+};
+
+static void on_change(void *arg, int rc, const char *instance)
+{
+	struct changeres *d = arg;
+	d->done++;
+	d->rc = rc;
+	snprintf(d->instance, sizeof d->instance, "%s", instance ? instance : "(null)");
+}
+
+/* Cancel (or delete) `op` as `who` (NULL: as an ops-admin). */
+static struct changeres change_as(bool del, const char *op, const char *who)
+{
+	struct changeres d = {0};
+	ck_assert_int_eq(del ? sched_delete_op(op, who, on_change, &d)
+			     : sched_cancel_op(op, who, on_change, &d),
+			 0);
+	ck_assert_int_eq(d.done, 0);
+	ck_assert(run_until(&d.done, 1, 5000000));
+	return d;
+}
+
 static int cancel(const char *op)
 {
-	struct doneres d = {0};
-	ck_assert_int_eq(sched_cancel_op(op, on_done, &d), 0);
-	ck_assert(run_until(&d.done, 1, 5000000));
-	return d.rc;
+	return change_as(false, op, NULL).rc;
+}
+
+struct listres {
+	int done, rc;
+	char names[256];
+};
+
+static void on_list(void *arg, int rc, char **ops, size_t n, int64_t next)
+{
+	(void)next;
+	struct listres *l = arg;
+	l->done++;
+	l->rc = rc;
+	for (size_t i = 0; i < n; i++)
+		snprintf(l->names + strlen(l->names), sizeof l->names - strlen(l->names), "%s%s",
+			 i ? "," : "", ops[i]);
+}
+
+/* The names ListOperations shows `owner` (NULL: everyone's), joined. */
+static struct listres list_as(const char *owner)
+{
+	struct listres l = {0};
+	ck_assert_int_eq(sched_list_ops("", owner, 0, 100, 0, on_list, &l), 0);
+	ck_assert(run_until(&l.done, 1, 5000000));
+	ck_assert_int_eq(l.rc, 0);
+	return l;
 }
 
 /* ---- scheduler scripts ---- */
@@ -596,6 +671,105 @@ static bool no_sessions(void)
 	return cmd_int("ZCARD %s", NS "bots:") == 0;
 }
 
+/* Operations belong to who created them; a dedup sharer owns its own. */
+START_TEST(test_op_owner)
+{
+	struct enq a = enqueue_as("alice", "op-a", "act", "", 3, 60000000);
+	struct enq b = enqueue_as("bob", "op-b", "act", "", 3, 60000000);
+	ck_assert(b.joined);
+	ck_assert_str_eq(a.job, b.job);
+	ck_assert_str_eq(view("op-a").owner, "alice");
+	ck_assert(view("op-a").alice);
+	ck_assert_str_eq(view("op-b").owner, "bob");
+	ck_assert(!view("op-b").alice);
+	ck_hget(NS "op:op-a", "owner", "alice");
+	ck_hget(NS "op:op-b", "owner", "bob");
+
+	/* bob may not cancel or delete alice's operation: nothing changes,
+	 * and the answer names its instance (for the ops-admin check). */
+	struct changeres d = change_as(false, "op-a", "bob");
+	ck_assert_int_eq(d.rc, -EACCES);
+	ck_assert_str_eq(d.instance, "");
+	ck_assert_int_eq(view("op-a").stage, SCHED_QUEUED);
+	ck_assert_int_eq(change_as(true, "op-a", "bob").rc, -EACCES);
+	ck_assert(view("op-a").exists);
+	/* Not-found stays not-found whoever asks. */
+	ck_assert_int_eq(change_as(false, "op-none", "bob").rc, -ENOENT);
+
+	/* Listing: one's own, or everyone's. */
+	ck_assert_str_eq(list_as("bob").names, "op-b");
+	ck_assert_str_eq(list_as("alice").names, "op-a");
+	ck_assert_str_eq(list_as("mallory").names, "");
+	ck_assert_str_eq(list_as(NULL).names, "op-a,op-b");
+
+	/* The sharer cancels its own operation; alice's job runs on. */
+	ck_assert_int_eq(change_as(false, "op-b", "bob").rc, 0);
+	ck_assert_int_eq(view("op-b").stage, SCHED_COMPLETED);
+	ck_assert_int_eq(view("op-a").stage, SCHED_QUEUED);
+	char jk[128];
+	snprintf(jk, sizeof jk, NS "job:%s", a.job);
+	ck_hget(jk, "stage", "QUEUED");
+	/* The owner deletes its own. */
+	ck_assert_int_eq(change_as(true, "op-b", "bob").rc, 0);
+	ck_assert(!view("op-b").exists);
+
+	/* An operation from before owners were recorded is nobody's: only
+	 * an ops-admin (who NULL) reaches it. */
+	redisReply *r = redisCommand(g_sync, "HDEL %s owner", NS "op:op-a");
+	freeReplyObject(r);
+	ck_assert_str_eq(view("op-a").owner, "");
+	ck_assert(!view("op-a").alice);
+	ck_assert_int_eq(change_as(false, "op-a", "alice").rc, -EACCES);
+	ck_assert_int_eq(change_as(false, "op-a", "").rc, -EACCES);
+	ck_assert_str_eq(list_as("").names, "");
+	ck_assert_int_eq(change_as(false, "op-a", NULL).rc, 0);
+	ck_hget(jk, "stage", "COMPLETED");
+}
+END_TEST
+
+/* A bot id is bound to the identity that opened its session. */
+START_TEST(test_bot_owner)
+{
+	struct enq e = enqueue("op-1", "act", "", 3, 60000000);
+	struct botres w = bot_create_as("w1", "s1", "b1", "", now_us() + 60000000);
+	ck_assert_int_eq(w.rc, 0);
+	ck_assert_str_eq(w.lease, e.job);
+	ck_hget(NS "bot:s1", "owner", "w1");
+
+	/* Another identity cannot take the bot id over... */
+	ck_assert_int_eq(bot_create_as("w2", "s2", "b1", "", now_us() + 60000000).rc, -EACCES);
+	ck_assert_int_eq(cmd_int("EXISTS %s", NS "bot:s2"), 0);
+	redisReply *g = redisCommand(g_sync, "GET %s", NS "botid::b1");
+	ck_assert(g && g->type == REDIS_REPLY_STRING && !strcmp(g->str, "s1"));
+	freeReplyObject(g);
+	/* ...nor report on its lease, nor close its session with a wrong
+	 * bot id. */
+	ck_assert_int_eq(bot_update_as("w2", "s1", "b1", e.job, LEASE(COMPLETED), 0).rc, -EACCES);
+	ck_assert_int_eq(view("op-1").stage, SCHED_QUEUED);
+	ck_assert_int_eq(bot_update_as("w2", "s1", "b1", e.job, LEASE(CANCELLED), 0).rc, -EACCES);
+	ck_assert_int_eq(bot_update_as("w2", "s1", "other", NULL, 0, 0).rc, -EACCES);
+	ck_assert_int_eq(cmd_int("EXISTS %s", NS "bot:s1"), 1);
+	char jk[128];
+	snprintf(jk, sizeof jk, NS "job:%s", e.job);
+	ck_hget(jk, "bot", "s1");
+	ck_hget(jk, "lease", "PENDING");
+
+	/* The owner completes it. */
+	struct botres r = bot_update_as("w1", "s1", "b1", e.job, LEASE(COMPLETED), 0);
+	ck_assert_int_eq(r.rc, 0);
+	ck_assert_str_eq(r.done_job, e.job);
+	ck_assert_int_eq(view("op-1").stage, SCHED_COMPLETED);
+	/* The same identity may reopen the bot id (closing s1). */
+	ck_assert_int_eq(bot_create_as("w1", "s3", "b1", "", now_us() + 60000000).rc, 0);
+	ck_assert_int_eq(cmd_int("EXISTS %s", NS "bot:s1"), 0);
+	/* A session from before owners were recorded is anyone's. */
+	redisReply *x = redisCommand(g_sync, "HDEL %s owner", NS "bot:s3");
+	freeReplyObject(x);
+	ck_assert_int_eq(bot_create_as("w2", "s4", "b1", "", now_us() + 60000000).rc, 0);
+	ck_hget(NS "bot:s4", "owner", "w2");
+}
+END_TEST
+
 START_TEST(test_sweep_expired_session)
 {
 	struct enq e = enqueue("op-1", "act", "", 3, 60000000);
@@ -640,11 +814,13 @@ START_TEST(test_keys_under_namespace)
 	bot_update("s1", "b1", e.job, LEASE(COMPLETED), 0);
 	struct digest d = action_of("cached");
 	struct doneres c = {0};
-	ck_assert_int_eq(
-		sched_cached_op("", "op-3", &d, (const uint8_t *)"R", 1, 60000000, on_done, &c), 0);
+	ck_assert_int_eq(sched_cached_op("", "op-3", "carol", &d, (const uint8_t *)"R", 1, 60000000,
+					 on_done, &c),
+			 0);
 	ck_assert(run_until(&c.done, 1, 5000000));
 	ck_assert_int_eq(c.rc, 0);
 	ck_assert(view("op-3").cached);
+	ck_assert_str_eq(view("op-3").owner, "carol");
 
 	size_t n = 0, outside = 0;
 	char cursor[32] = "0";
@@ -867,6 +1043,8 @@ static void add_redis_tests(Suite *s)
 	tcase_add_test(tc, test_requeue_and_max_attempts);
 	tcase_add_test(tc, test_unassign);
 	tcase_add_test(tc, test_cancel);
+	tcase_add_test(tc, test_op_owner);
+	tcase_add_test(tc, test_bot_owner);
 	tcase_add_test(tc, test_sweep_expired_session);
 	tcase_add_test(tc, test_retention);
 	tcase_add_test(tc, test_keys_under_namespace);
