@@ -616,7 +616,8 @@ static void watch_start(void)
 
 /* ---- start, reload, stop ------------------------------------------------------------- */
 
-int master_start(struct event_base *base, const struct cfg_master *mc, const char *self, char **err)
+int master_start(struct event_base *base, const struct cfg_master *mc, const char *self,
+		 const char *self_target, char **err)
 {
 	assert(!m.running && mc);
 	m.base = base;
@@ -629,8 +630,10 @@ int master_start(struct event_base *base, const struct cfg_master *mc, const cha
 		host[sizeof(host) - 1] = '\0';
 		m.name = xasprintf("%s:%s", host, self ? self : ""); /* as cfg.c names it */
 	}
-	m.bk_target = xstrdup(mc->server ? mc->server : self ? self : "");
-	m.ex_target = xstrdup(mc->executor ? mc->executor : self ? self : "");
+	if (!self_target)
+		self_target = self ? self : "";
+	m.bk_target = xstrdup(mc->server ? mc->server : self_target);
+	m.ex_target = xstrdup(mc->executor ? mc->executor : self_target);
 	bool no_end = !*m.bk_target || !*m.ex_target;
 	if (no_end || check_clients(err) != 0) {
 		if (no_end)

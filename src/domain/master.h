@@ -27,11 +27,12 @@ struct event_base;
 int master_state_init(void) WARN_UNUSED;
 
 /* Start the master of mc (not NULL).  self: this reactord's first bound
- * address, the default Buckets and executor endpoint.  The config must
+ * address (its default name); self_target: how to reach this reactord,
+ * the default Buckets and executor endpoint (NULL: self).  The config must
  * stay valid until master_configure() gives a new one or master_free().
  * Returns 0, or -1 with *err (malloc'd) for a bad endpoint. */
 int master_start(struct event_base *base, const struct cfg_master *mc, const char *self,
-		 char **err) WARN_UNUSED;
+		 const char *self_target, char **err) WARN_UNUSED;
 
 /* A reload: take builders, limits and intervals from mc (held leases and
  * running builds stay; a build keeps the builder it started with).  mc

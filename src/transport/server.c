@@ -486,6 +486,39 @@ const char *server_bound(size_t i)
 {
 	return i < srv.nls ? srv.ls[i].addr : NULL;
 }
+/* Loopback spelling of a bound TCP address ("0.0.0.0:5" -> "127.0.0.1:5"). */
+static char *loopback_of(const char *b)
+{
+	if (!strncmp(b, "0.0.0.0:", 8))
+		return xasprintf("127.0.0.1:%s", b + 8);
+	if (!strncmp(b, "[::]:", 5))
+		return xasprintf("[::1]:%s", b + 5);
+	return xstrdup(b);
+}
+
+char *server_self_target(void)
+{
+	/* Listeners serving every service: a unix socket first (no TLS, and
+	 * its file permissions guard it), then plaintext TCP, then TLS. */
+	for (int pass = 0; pass < 3; pass++)
+		for (size_t i = 0; i < srv.nls; i++) {
+			const struct listener *l = &srv.ls[i];
+			if (l->cl && l->cl->n_services > 0)
+				continue;
+			if (pass == 0 && !l->tcp)
+				return xstrdup(l->addr);
+			if (pass == 1 && l->tcp && !l->tls)
+				return loopback_of(l->addr);
+			if (pass == 2 && l->tcp && l->tls) {
+				char *b = loopback_of(l->addr);
+				char *t = xasprintf("grpcs://%s", b);
+				free(b);
+				return t;
+			}
+		}
+	return NULL;
+}
+
 size_t server_nconns(void)
 {
 	return srv.nconns;
@@ -527,7 +560,7 @@ void server_drain(void (*on_idle)(void *arg), void *arg)
 	srv.on_idle = on_idle;
 	srv.idle_arg = arg;
 	struct list *pos, *tmp;
-	list_for_each_safe(pos, tmp, &srv.conns)
+	list_for_each_safe (pos, tmp, &srv.conns)
 		h2_conn_goaway(container_of(pos, struct sconn, link)->h2);
 	if (srv.nconns == 0 && srv.on_idle) {
 		srv.on_idle = NULL;
@@ -539,8 +572,7 @@ void server_close_all(void)
 {
 	/* Safe: closing may free the connection's sconn at once. */
 	struct list *pos, *tmp;
-	list_for_each_safe(pos, tmp, &srv.conns)
-	{
+	list_for_each_safe (pos, tmp, &srv.conns) {
 		struct sconn *sc = container_of(pos, struct sconn, link);
 		h2_conn_close(sc->h2, "shutdown grace period over");
 	}

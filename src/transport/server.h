@@ -40,6 +40,11 @@ void server_reconfigure(const struct cfg *cfg);
 /* Bound addresses ("127.0.0.1:43121", "[::1]:5000", "unix:/path"). */
 size_t server_nbound(void);
 const char *server_bound(size_t i);
+/* How a client of this process (its local workers, its master) reaches it:
+ * a unix listener if any, else plaintext TCP, else TLS ("grpcs://..."),
+ * wildcard addresses as loopback, skipping listeners limited to some
+ * services.  NULL when none fits.  Malloc'd. */
+char *server_self_target(void);
 
 /* Write the bound addresses, one per line, to path (atomically). */
 int server_write_ready_file(const char *path) WARN_UNUSED;

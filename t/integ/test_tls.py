@@ -287,6 +287,34 @@ class TestTls(TlsCase):
         self.caps_ok(tls_channel(taddr))
 
 
+class TestSelfTarget(TlsCase):
+    """Local workers and the master reach their own reactord through a unix
+    socket, else a plaintext listener, never by dialing a TLS one in clear,
+    whichever listener comes first."""
+
+    def boot(self, listen):
+        cfg = self.base_config()
+        cfg["listen"] = listen
+        cfg.update({"instances": [{"name": "", "execution": True, "storage": "memory"}],
+                    "workers": {"local": 1},
+                    "master": {"buckets": ["ci"], "builders": {
+                        "t": {"steps": [{"name": "s", "argv": ["true"], "cache": False}]}}}})
+        return self.start_reactord(cfg=cfg, serving=False)
+
+    def test_unix_socket_first(self):
+        unix = self.base_config()["listen"][1]
+        srv = self.boot([tls_listen(), "127.0.0.1:0", unix])
+        srv.wait_log(r"local worker\(s\) on %s " % re.escape(unix), 10)
+        srv.wait_log(r"buckets at %s, executor at %s" % (re.escape(unix), re.escape(unix)), 10)
+
+    def test_plaintext_before_tls(self):
+        srv = self.boot([tls_listen(), "127.0.0.1:0"])
+        plain = srv.addrs[1]
+        srv.wait_log(r"local worker\(s\) on %s " % re.escape(plain), 10)
+        srv.wait_log(r"buckets at %s, executor at %s" % (re.escape(plain), re.escape(plain)), 10)
+        self.wait_health(srv, "SERVING", target=plain)
+
+
 class TestListenerPolicy(TlsCase):
     def run_reactord(self, cfg, *args):
         path = self.write_config(cfg)
@@ -321,6 +349,35 @@ class TestListenerPolicy(TlsCase):
         cfg["listen"] = ["localhost:0", "[::1]:0", "127.0.0.2:0", cfg["listen"][1]]
         r = self.run_reactord(cfg, "-t")
         self.assertEqual(r.returncode, 0, r.stderr)
+
+    def test_unauthenticated_public_tls_listener_is_refused(self):
+        # TLS without client certificates, and no auth: section (everyone
+        # is anonymous with every role): refused beyond loopback.
+        cfg = self.base_config()
+        cfg["listen"] = [cfg["listen"][1], tls_listen(address="0.0.0.0:0")]
+        r = self.run_reactord(cfg, "-t")
+        self.assertEqual(r.returncode, 1, r)
+        self.assertEqual(r.stderr.strip(),
+                         "reactord: %s: listen[1] 0.0.0.0:0 is TLS but unauthenticated on a "
+                         "non-loopback address (no client-auth: require, and no auth: section "
+                         "that refuses callers without credentials): refusing to start (or "
+                         "set insecure: true on this listener)" % self.write_config(cfg))
+        # client-auth: optional is not enough on its own, nor an auth:
+        # section that gives anonymous callers roles.
+        cfg["listen"][1] = tls_listen("optional", address="0.0.0.0:0")
+        cfg["auth"] = {"anonymous": ["cas-read"]}
+        self.assertEqual(self.run_reactord(cfg, "-t").returncode, 1)
+        # Accepted: an auth: section that requires credentials, one whose
+        # anonymous callers hold no role, or insecure: true.
+        for auth, extra in (({"require": True}, {}), ({}, {}),
+                            (None, {"insecure": True})):
+            with self.subTest(auth=auth, extra=extra):
+                cfg = self.base_config()
+                cfg["listen"] = [cfg["listen"][1], tls_listen(address="0.0.0.0:0", **extra)]
+                if auth is not None:
+                    cfg["auth"] = auth
+                r = self.run_reactord(cfg, "-t")
+                self.assertEqual(r.returncode, 0, r.stderr)
 
     def test_insecure_true_and_mtls_are_accepted(self):
         cfg = self.base_config()

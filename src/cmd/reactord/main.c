@@ -308,36 +308,45 @@ static bool host_is_loopback(const char *host)
 	return loop;
 }
 
-/* Whether every caller on listener l must prove who it is.  A TLS listener
- * with client-auth: require does (the handshake needs a certificate from
- * client-ca).
- * TODO(lead, with the auth: config): also true when auth: requires
- * credentials (tokens or JWT) of every caller; then refuse TLS listeners
- * without client-auth beyond loopback unless this holds (see
- * check_listeners). */
+/* Whether every caller on listener l must prove who it is: a TLS listener
+ * with client-auth: require (the handshake needs a certificate from
+ * client-ca), or an auth: section under which a caller without
+ * credentials can do nothing (require: true, or anonymous holds no role).
+ * Without an auth: section every caller holds every role. */
 static bool listener_is_authenticated(const struct cfg *cfg, const struct cfg_listen *l)
 {
-	(void)cfg;
-	return l->tls && l->tls->client_auth == CFG_CLIENT_AUTH_REQUIRE;
+	if (l->tls && l->tls->client_auth == CFG_CLIENT_AUTH_REQUIRE)
+		return true;
+	return cfg->auth && (cfg->auth->require || cfg->auth->n_anonymous == 0);
 }
 
-/* Safe defaults: a plaintext listener beyond loopback that nobody has to
- * authenticate on is refused unless its entry says insecure: true.  Unix
- * sockets and loopback addresses are always allowed.  0, or -1 with the
- * one line that names the listener on stderr. */
+/* Safe defaults, for TCP listeners beyond loopback (unix sockets and
+ * loopback addresses are always allowed): a plaintext one is refused
+ * (credentials and build data would travel in clear), and so is a TLS one
+ * nobody has to authenticate on, unless the entry says insecure: true.
+ * 0, or -1 with the one line that names the listener on stderr. */
 static int check_listeners(const struct cfg *cfg)
 {
 	for (int i = 0; i < cfg->n_listen; i++) {
 		const struct cfg_listen *l = &cfg->listen[i];
-		if (l->kind != CFG_LISTEN_TCP || l->insecure || l->tls ||
-		    listener_is_authenticated(cfg, l) || host_is_loopback(l->host))
+		if (l->kind != CFG_LISTEN_TCP || l->insecure || host_is_loopback(l->host))
+			continue;
+		if (l->tls && listener_is_authenticated(cfg, l))
 			continue;
 		bool v6 = strchr(l->host, ':') != NULL;
-		fprintf(stderr,
-			"reactord: %s: listen[%d] %s%s%s:%d is plaintext and unauthenticated on a "
-			"non-loopback address: refusing to start (use tls: with client-auth: require, "
-			"or set insecure: true on this listener)\n",
-			cfg->file, i, v6 ? "[" : "", l->host, v6 ? "]" : "", l->port);
+		if (!l->tls)
+			fprintf(stderr,
+				"reactord: %s: listen[%d] %s%s%s:%d is plaintext and unauthenticated "
+				"on a non-loopback address: refusing to start (use tls: with "
+				"client-auth: require, or set insecure: true on this listener)\n",
+				cfg->file, i, v6 ? "[" : "", l->host, v6 ? "]" : "", l->port);
+		else
+			fprintf(stderr,
+				"reactord: %s: listen[%d] %s%s%s:%d is TLS but unauthenticated on a "
+				"non-loopback address (no client-auth: require, and no auth: section "
+				"that refuses callers without credentials): refusing to start (or set "
+				"insecure: true on this listener)\n",
+				cfg->file, i, v6 ? "[" : "", l->host, v6 ? "]" : "", l->port);
 		return -1;
 	}
 	return 0;
@@ -464,11 +473,15 @@ static int start_serving(void)
 		free(err);
 		return -1;
 	}
-	if (d.boot->master && server_nbound() > 0 &&
-	    master_start(d.base, d.live->master, server_bound(0), &err) != 0) {
-		LOGE("main", "%s", err);
-		free(err);
-		return -1;
+	if (d.boot->master && server_nbound() > 0) {
+		char *self = server_self_target();
+		int rc = master_start(d.base, d.live->master, server_bound(0), self, &err);
+		free(self);
+		if (rc != 0) {
+			LOGE("main", "%s", err);
+			free(err);
+			return -1;
+		}
 	}
 	d.ready_ev = evtimer_new(d.base, ready_timeout_cb, NULL);
 	int64_t t = d.boot->redis_connect_timeout_us;

@@ -134,22 +134,6 @@ static void on_sigchld(evutil_socket_t sig, short what, void *arg)
 
 /* The address the workers dial: a unix listener if there is one, else
  * the first one, with a wildcard host made loopback. */
-static char *pick_target(void)
-{
-	size_t n = server_nbound();
-	for (size_t i = 0; i < n; i++)
-		if (!strncmp(server_bound(i), "unix:", 5))
-			return xstrdup(server_bound(i));
-	if (n == 0)
-		return NULL;
-	const char *b = server_bound(0);
-	if (!strncmp(b, "0.0.0.0:", 8))
-		return xasprintf("127.0.0.1:%s", b + 8);
-	if (!strncmp(b, "[::]:", 5))
-		return xasprintf("[::1]:%s", b + 5);
-	return xstrdup(b);
-}
-
 static char *default_binary(void)
 {
 	char exe[PATH_MAX];
@@ -323,9 +307,14 @@ int worker_sup_start(struct event_base *base, const struct cfg *cfg, char **err)
 		free(bin);
 		return -1;
 	}
-	char *target = pick_target();
+	char *target = server_self_target();
+	if (target && !strncmp(target, "grpcs://", 8)) {
+		free(target);
+		target = NULL;
+	}
 	if (!target) {
-		*err = xstrdup("no listener for the local workers to connect to");
+		*err = xstrdup("no listener for the local workers to connect to (they need a unix "
+			       "socket or a plaintext listener serving every service)");
 		free(bin);
 		return -1;
 	}
