@@ -769,6 +769,7 @@ static struct h2_conn *conn_new(struct bufferevent *bev, const struct h2_setting
 	c->server = server;
 	c->peer = xstrdup(peer ? peer : "-");
 	c->bev = bev;
+	c->tls = tls_bev_is_tls(bev);
 	c->st = *st;
 	if (c->st.max_output_buffer == 0)
 		c->st.max_output_buffer = 4 << 20;

@@ -101,6 +101,7 @@ struct h2_conn {
 	 * TLS the verified client certificate's identity (NULL: none). */
 	const struct cfg_listen *listen;
 	char *tls_identity;
+	bool tls; /* over TLS (output is joined into larger records) */
 };
 
 /* h2_out.c ------------------------------------------------------------ */

@@ -140,6 +140,9 @@ static void notify_writable(struct h2_conn *c)
 	}
 }
 
+/* Bytes of output joined into one chain per flush on a TLS connection. */
+#define TLS_JOIN (64 * 1024)
+
 void h2_out_flush(struct h2_conn *c)
 {
 	/* Nothing goes out before the client's preface checked out (PREFACE),
@@ -157,7 +160,14 @@ void h2_out_flush(struct h2_conn *c)
 	if (c->state == H2_CONN_CLOSED)
 		return;
 	struct evbuffer *out = bufferevent_get_output(c->bev);
-	if (evbuffer_get_length(out) >= c->st.max_output_buffer) {
+	size_t n = evbuffer_get_length(out);
+	/* Over TLS every chain of the output buffer becomes its own SSL_write,
+	 * so its own record and write(2): frames of many small responses
+	 * (headers, a referenced DATA payload, trailers) would each pay both.
+	 * Joining the head of the buffer makes them one record run. */
+	if (c->tls && n > 0)
+		evbuffer_pullup(out, (ssize_t)(n < TLS_JOIN ? n : TLS_JOIN));
+	if (n >= c->st.max_output_buffer) {
 		if (!c->read_paused) {
 			c->read_paused = true;
 			bufferevent_disable(c->bev, EV_READ);
