@@ -37,6 +37,7 @@ static struct {
 	bool running, draining;
 	char *name;
 	char *bk_target, *ex_target;
+	bool bk_self, ex_self; /* the endpoint is this reactord (no server/executor set) */
 	struct rc_client *bk, *ex;
 	struct event *poll_ev, *hb_ev, *wake_ev, *drain_ev;
 	bool peeking, repeek, hb_inflight;
@@ -66,17 +67,19 @@ void mb_set_state(struct mbuild *b, enum mb_state to)
 
 /* ---- clients ------------------------------------------------------------------- */
 
-/* master.tls and master.token-file (not reloadable: borrowed from m.cfg). */
-static struct rc_client_opts client_opts(void)
+/* master.tls and master.token-file (not reloadable: borrowed from m.cfg).
+ * master.tls is for the configured server/executor; this reactord itself
+ * is reached over a unix socket or plaintext loopback when it has one
+ * (server_self_target), and then without TLS. */
+static struct rc_client_opts client_opts(const char *target, bool self)
 {
 	const struct cfg_master *c = m.cfg;
-	struct rc_client_opts o = {
-		.tls = {.ca = c->tls_ca,
-			.cert = c->tls_cert,
-			.key = c->tls_key,
-			.server_name = c->tls_server_name},
-		.token_file = c->token_file,
-	};
+	struct rc_client_opts o = {.token_file = c->token_file};
+	if (!self || !strncmp(target, "grpcs://", 8))
+		o.tls = (struct rc_tls){.ca = c->tls_ca,
+					.cert = c->tls_cert,
+					.key = c->tls_key,
+					.server_name = c->tls_server_name};
 	return o;
 }
 
@@ -84,15 +87,15 @@ static struct rc_client_opts client_opts(void)
  * token files, TLS settings for a unix socket endpoint. */
 static int check_clients(char **err)
 {
-	struct rc_client_opts o = client_opts();
+	const char *targets[] = {m.bk_target, m.ex_target};
+	const bool self[] = {m.bk_self, m.ex_self};
 	char *why = NULL;
-	if (rc_client_opts_check(&o, &why) == 0) {
-		const char *targets[] = {m.bk_target, m.ex_target};
-		for (size_t i = 0; i < ARRAY_LEN(targets) && !why; i++) {
-			struct rc_target t;
-			if (rc_target_parse(targets[i], rc_client_opts_tls(&o), &t, &why) == 0)
-				rc_target_free(&t);
-		}
+	for (size_t i = 0; i < ARRAY_LEN(targets) && !why; i++) {
+		struct rc_client_opts o = client_opts(targets[i], self[i]);
+		struct rc_target t;
+		if (rc_client_opts_check(&o, &why) == 0 &&
+		    rc_target_parse(targets[i], rc_client_opts_tls(&o), &t, &why) == 0)
+			rc_target_free(&t);
 	}
 	if (!why)
 		return 0;
@@ -101,7 +104,7 @@ static int check_clients(char **err)
 	return -1;
 }
 
-static struct rc_client *client(struct rc_client **slot, const char *target)
+static struct rc_client *client(struct rc_client **slot, const char *target, bool self)
 {
 	if (*slot && rc_client_alive(*slot))
 		return *slot;
@@ -112,7 +115,7 @@ static struct rc_client *client(struct rc_client **slot, const char *target)
 	if (m.draining)
 		return NULL;
 	char *err = NULL;
-	struct rc_client_opts o = client_opts();
+	struct rc_client_opts o = client_opts(target, self);
 	*slot = rc_client_connect_opts(m.base, target, &o, &err);
 	if (!*slot) {
 		LOGE(MMOD, "cannot connect to %s: %s", target, err);
@@ -123,14 +126,14 @@ static struct rc_client *client(struct rc_client **slot, const char *target)
 
 struct rc_client *master_bk(void)
 {
-	return client(&m.bk, m.bk_target);
+	return client(&m.bk, m.bk_target, m.bk_self);
 }
 
 struct rc_client *master_ex(void)
 {
 	if (strcmp(m.ex_target, m.bk_target) == 0)
 		return master_bk();
-	return client(&m.ex, m.ex_target);
+	return client(&m.ex, m.ex_target, m.ex_self);
 }
 
 const char *master_instance(void)
@@ -634,6 +637,8 @@ int master_start(struct event_base *base, const struct cfg_master *mc, const cha
 		self_target = self ? self : "";
 	m.bk_target = xstrdup(mc->server ? mc->server : self_target);
 	m.ex_target = xstrdup(mc->executor ? mc->executor : self_target);
+	m.bk_self = !mc->server;
+	m.ex_self = !mc->executor;
 	bool no_end = !*m.bk_target || !*m.ex_target;
 	if (no_end || check_clients(err) != 0) {
 		if (no_end)
