@@ -31,7 +31,8 @@
  *   CAS FindMissingBlobs, BatchReadBlobs, GetTree, ByteStream Read   cas-read
  *   CAS BatchUpdateBlobs, ByteStream Write, QueryWriteStatus         cas-write
  *   ActionCache Get / Update                             ac-read / ac-write
- *   Execute, ListOperations (name = the instance)                    execute
+ *   Execute                                                          execute
+ *   ListOperations (name = the instance)                execute or ops-admin
  *   Bots (parent, or the instance part of the session name)          bot
  *   Buckets Put, PutBatch (each build's bucket)                      put
  *   Buckets Peek, Search, WatchBuilds (each bucket named)            read
@@ -43,7 +44,7 @@
  * the role on at least one instance/bucket, a coarse gate that keeps
  * callers without it out of the domain entirely:
  *
- *   WaitExecution, Get/Wait/Cancel/DeleteOperation                   execute
+ *   WaitExecution, Get/Wait/Cancel/DeleteOperation  execute or ops-admin
  *     (owner: the operation's instance, and its creator unless ops-admin)
  *   Buckets Get, WatchBuilds without buckets, Search without buckets read
  *   Buckets Lease, Start, Heartbeat(Batch), Succeed, Fail, Reset     lease
@@ -110,13 +111,26 @@ BY_FIELD(az_cas_write, "instance_name", ROLE_CAS_WRITE)
 BY_FIELD(az_ac_read, "instance_name", ROLE_AC_READ)
 BY_FIELD(az_ac_write, "instance_name", ROLE_AC_WRITE)
 BY_FIELD(az_execute, "instance_name", ROLE_EXECUTE)
-BY_FIELD(az_list_ops, "name", ROLE_EXECUTE)
 BY_FIELD(az_bot_create, "parent", ROLE_BOT)
 
-static bool az_execute_any(struct call *c, const ProtobufCMessage *m)
+/* Operations by name, WaitExecution: execute somewhere, or ops-admin
+ * somewhere (an operator who sees and cancels others' operations need
+ * not run actions); the handlers check the operation's own instance. */
+static bool az_ops_any(struct call *c, const ProtobufCMessage *m)
 {
 	(void)m;
+	if (auth_has_any(c, ROLE_OPS_ADMIN))
+		return true;
 	return need_any(c, ROLE_EXECUTE);
+}
+
+/* ListOperations names the instance: execute or ops-admin there. */
+static bool az_list_ops(struct call *c, const ProtobufCMessage *m)
+{
+	const char *inst = str_field(m, "name");
+	if (auth_has(c, inst, ROLE_OPS_ADMIN))
+		return true;
+	return need(c, inst, ROLE_EXECUTE);
 }
 
 /* A bot session name is "{instance}/{uuid}" or "{uuid}". */
@@ -308,7 +322,7 @@ static const struct rpc_method table[] = {
 		.on_message = svc_exec_wait,
 		.on_cancel = svc_exec_cancel,
 		.on_writable = svc_exec_writable,
-		.authorize = az_execute_any,
+		.authorize = az_ops_any,
 	},
 	{
 		.path = "/google.bytestream.ByteStream/QueryWriteStatus",
@@ -370,7 +384,7 @@ static const struct rpc_method table[] = {
 		.req = &google__longrunning__cancel_operation_request__descriptor,
 		.resp = &google__protobuf__empty__descriptor,
 		.on_message = svc_ops_cancel,
-		.authorize = az_execute_any,
+		.authorize = az_ops_any,
 	},
 	{
 		.path = "/google.longrunning.Operations/DeleteOperation",
@@ -378,7 +392,7 @@ static const struct rpc_method table[] = {
 		.req = &google__longrunning__delete_operation_request__descriptor,
 		.resp = &google__protobuf__empty__descriptor,
 		.on_message = svc_ops_delete,
-		.authorize = az_execute_any,
+		.authorize = az_ops_any,
 	},
 	{
 		.path = "/google.longrunning.Operations/GetOperation",
@@ -386,7 +400,7 @@ static const struct rpc_method table[] = {
 		.req = &google__longrunning__get_operation_request__descriptor,
 		.resp = &google__longrunning__operation__descriptor,
 		.on_message = svc_ops_get,
-		.authorize = az_execute_any,
+		.authorize = az_ops_any,
 	},
 	{
 		.path = "/google.longrunning.Operations/ListOperations",
@@ -403,7 +417,7 @@ static const struct rpc_method table[] = {
 		.resp = &google__longrunning__operation__descriptor,
 		.on_message = svc_ops_wait,
 		.on_cancel = svc_exec_cancel,
-		.authorize = az_execute_any,
+		.authorize = az_ops_any,
 	},
 	{
 		.path = "/grpc.health.v1.Health/Check",

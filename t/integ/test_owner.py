@@ -45,7 +45,7 @@ US = 1000000
 IDENTITIES = {
     "alice": ["cas-read", "cas-write", "ac-read", "execute", "read", "put"],
     "bob": ["cas-read", "cas-write", "ac-read", "execute", "read", "put"],
-    "opsadmin": ["cas-read", "ac-read", "execute", "ops-admin"],
+    "opsadmin": ["ops-admin"],  # no execute: operators need not run actions
     "w1": ["cas-read", "cas-write", "bot"],
     "w2": ["cas-read", "cas-write", "bot"],
     "master": ["read", "lease"],
