@@ -13,6 +13,7 @@ certificate a new connection is served; Bazel builds with
 Run by `make check`; by hand: /usr/bin/python3 t/integ/test_tls.py
 """
 
+import hashlib
 import os
 import re
 import shutil
@@ -26,6 +27,11 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as h  # noqa: E402
+import testbot as tb  # noqa: E402
+from harness import pb  # noqa: E402
+from test_worker import make_action  # noqa: E402
+
+WORKER = os.path.join(os.path.dirname(h.REACTORD), "reactor-worker")
 
 BAZEL = os.environ.get("BAZEL") or shutil.which("bazel")
 WS_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bazel_ws")
@@ -505,6 +511,83 @@ class TestBazelTls(TlsCase):
         self.assertGreater(second.get("remote cache hit", 0), 0, second)
         # Bazel's connections were TLS ones on the TLS listener.
         srv.wait_log(r"TLS TLSv1\.[23] \S+ from 127\.0\.0\.1:\d+ identity=-")
+
+
+class TestRemoteWorker(TlsCase):
+    """End to end: a reactor-worker on "another machine" reaches reactord
+    only through a TLS listener that wants client certificates, proves who
+    it is with a token, and runs an action a CI identity submitted over
+    TLS with its own token; neither token reaches a log."""
+
+    WTOKEN = "worker-Secret-token-0123456789"
+    CTOKEN = "ci-Secret-token-9876543210"
+
+    def start_worker(self, addr, token, name):
+        c = certs()
+        tf = os.path.join(self.tmp, name + ".token")
+        with open(tf, "w") as f:
+            f.write(token + "\n")
+        log = os.path.join(self.tmp, name + ".log")
+        with open(log, "w") as lf:
+            w = subprocess.Popen(
+                [WORKER, "-s", "grpcs://" + addr, "-n", name, "-d",
+                 os.path.join(self.tmp, name + "-wd"), "-S", "none", "--tls-ca", c["ca"] + ".pem",
+                 "--tls-cert", c["ci"] + ".pem", "--tls-key", c["ci"] + ".key",
+                 "--token-file", tf], stdout=lf, stderr=subprocess.STDOUT)
+
+        def stop():
+            if w.poll() is None:
+                w.terminate()
+                w.wait(10)
+        self.addCleanup(stop)
+        return log
+
+    def test_worker_and_client_over_mtls_with_tokens(self):
+        tokens = os.path.join(self.tmp, "tokens")
+        with open(tokens, "w") as f:
+            for tok, ident, roles in ((self.WTOKEN, "remote-worker", "bot cas-read cas-write"),
+                                      (self.CTOKEN, "ci", "execute cas-read cas-write ac-read")):
+                f.write("%s %s %s\n" % (hashlib.sha256(tok.encode()).hexdigest(), ident, roles))
+        cfg = self.base_config()
+        cfg["listen"] = ["127.0.0.1:0", tls_listen("require"), cfg["listen"][1]]
+        cfg.update({"auth": {"tokens-file": tokens},
+                    "instances": [{"name": "", "execution": True, "storage": "memory"}],
+                    "scheduler": {"long-poll": "5s"}})
+        srv = self.start_reactord(cfg=cfg)
+        taddr = srv.addrs[1]
+        # A worker whose token lacks `bot` is refused, naming the role.
+        bad = self.start_worker(taddr, self.CTOKEN, "nobot")
+        h.wait_for(lambda: "lacks role bot" in open(bad).read(), 15 * h.SLOW,
+                   "the refusal of a worker without the bot role")
+        wlog = self.start_worker(taddr, self.WTOKEN, "remote1")
+        c = certs()
+        creds = h.grpc.composite_channel_credentials(
+            h.grpc.ssl_channel_credentials(root_certificates=read(c["ca"] + ".pem"),
+                                           private_key=read(c["alice"] + ".key"),
+                                           certificate_chain=read(c["alice"] + ".pem")),
+            h.grpc.access_token_call_credentials(self.CTOKEN))
+        ch = h.grpc.secure_channel(taddr, creds, options=h.CHANNEL_OPTS)
+        self.addCleanup(ch.close)
+        d, blobs = make_action(["/bin/sh", "-c", "echo over-tls"])
+        tb.upload(ch, blobs)
+        ops = tb.run_to_end(tb.execute(ch, d, skip_cache=True, timeout=60 * h.SLOW))
+        res = tb.op_response(ops[-1])
+        self.assertEqual(res.status.code, 0, res.status)
+        self.assertEqual(res.result.exit_code, 0)
+        self.assertEqual(res.result.execution_metadata.worker, "remote1")
+        re_ = pb().re
+        got = h.unary(ch, tb.CAS_UPDATE.replace("BatchUpdateBlobs", "BatchReadBlobs"),
+                      re_.BatchReadBlobsRequest, re_.BatchReadBlobsResponse)(
+            re_.BatchReadBlobsRequest(digests=[res.result.stdout_digest]), timeout=10)
+        self.assertEqual(got.responses[0].data, b"over-tls\n")
+        log = srv.log()
+        self.assertRegex(log, r"method=/google.devtools.remoteworkers.v1test2.Bots/\S+ .*"
+                         r"identity=remote-worker")
+        self.assertRegex(log, r"method=/build.bazel.remote.execution.v2.Execution/Execute .*"
+                         r"identity=ci")
+        for text in (log, open(wlog).read(), open(bad).read()):
+            self.assertNotIn(self.WTOKEN, text)
+            self.assertNotIn(self.CTOKEN, text)
 
 
 if __name__ == "__main__":
