@@ -13,22 +13,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "fuzz.h"
 #include "core/cfg.h"
 #include "core/log.h"
 #include "core/util.h"
 
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz_cfg: check failed: %s (line %d)\n", #cond,           \
-				__LINE__);                                                         \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
-
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
 static char path[64];
 static struct cfg *defaults;
 

@@ -13,19 +13,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fuzz.h"
 #include "domain/dirtree.h"
 #include "core/util.h"
-
-#define CHECK(cond)                                                                                \
-	do {                                                                                       \
-		if (!(cond)) {                                                                     \
-			fprintf(stderr, "fuzz_dirtree: check failed: %s (line %d)\n", #cond,       \
-				__LINE__);                                                         \
-			abort();                                                                   \
-		}                                                                                  \
-	} while (0)
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 /* One verdict: 0, or -EINVAL with a non-empty message. */
 static int verdict(int rc, char *msg)

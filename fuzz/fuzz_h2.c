@@ -27,6 +27,7 @@
 #include <event2/event.h>
 #include <nghttp2/nghttp2.h>
 
+#include "fuzz.h"
 #include "core/cfg.h"
 #include "core/log.h"
 #include "google/protobuf/empty.pb-c.h"
@@ -38,7 +39,6 @@
 #include "transport/h2.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static struct event_base *base;
 static struct cfg *cfg;
@@ -164,13 +164,13 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
  * DATA frames carry at most 7 bytes with FLAG_SPLIT.  A raw input (first
  * byte below 0x80: a frame header's length) is sent as is. */
 enum {
-	FLAG_RAW = 1,	    /* payload is the body, no prefix added */
-	FLAG_OPEN = 2,	    /* no END_STREAM: the call stays open */
-	FLAG_TIMEOUT = 4,   /* a grpc-timeout, picked by the length's low bits */
-	FLAG_REQMETA = 8,   /* a valid requestmetadata-bin */
-	FLAG_BADBIN = 16,   /* a -bin header that is not base64 */
-	FLAG_SPLIT = 32,    /* DATA frames of at most 7 bytes */
-	FLAG_NOCTYPE = 64   /* no content-type (not gRPC) */
+	FLAG_RAW = 1,	  /* payload is the body, no prefix added */
+	FLAG_OPEN = 2,	  /* no END_STREAM: the call stays open */
+	FLAG_TIMEOUT = 4, /* a grpc-timeout, picked by the length's low bits */
+	FLAG_REQMETA = 8, /* a valid requestmetadata-bin */
+	FLAG_BADBIN = 16, /* a -bin header that is not base64 */
+	FLAG_SPLIT = 32,  /* DATA frames of at most 7 bytes */
+	FLAG_NOCTYPE = 64 /* no content-type (not gRPC) */
 };
 
 static const char *const methods[] = {

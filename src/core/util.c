@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/rand.h>
 
@@ -369,4 +370,22 @@ bool utf8_valid(const char *s, size_t len)
 		p += n;
 	}
 	return true;
+}
+
+char *find_in_path(const char *name)
+{
+	const char *path = getenv("PATH");
+	if (!path || !*path)
+		path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
+	for (const char *p = path; *p;) {
+		size_t l = strcspn(p, ":");
+		if (l > 0 && p[0] == '/') {
+			char *c = xasprintf("%.*s/%s", (int)l, p, name);
+			if (access(c, X_OK) == 0)
+				return c;
+			free(c);
+		}
+		p += l + (p[l] == ':');
+	}
+	return NULL;
 }

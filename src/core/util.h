@@ -60,6 +60,9 @@ bool str_endswith(const char *s, const char *suffix);
  * of the mkdir that failed (-ENOENT for "", -ENOTDIR when path exists and
  * is not a directory); errno is set to the same code on failure. */
 int mkdir_p(const char *path, mode_t mode) WARN_UNUSED;
+/* The absolute path of an executable `name` in $PATH (a default PATH when
+ * unset; empty and relative entries are skipped), or NULL.  Malloc'd. */
+char *find_in_path(const char *name);
 
 /* Protobuf base-128 varints (the wire format's integers and lengths).
  * pb_varint_put writes v at p (room for PB_VARINT_MAX bytes) and returns

@@ -153,22 +153,6 @@ static void push(char ***v, int *n, char *s)
 	(*v)[*n] = NULL;
 }
 
-static char *find_in_path(const char *name)
-{
-	const char *path = getenv("PATH");
-	if (!path || !*path)
-		path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
-	for (const char *p = path; *p;) {
-		size_t l = strcspn(p, ":");
-		char *c = xasprintf("%.*s/%s", (int)l, p, name);
-		if (c[0] == '/' && access(c, X_OK) == 0)
-			return c;
-		free(c);
-		p += l + (p[l] == ':');
-	}
-	return NULL;
-}
-
 /* The bwrap the workers use (NULL with mode none); false with *err when
  * the sandbox is bwrap and there is none: reactord refuses to start
  * rather than have the workers run actions unisolated. */

@@ -36,23 +36,6 @@ static void vpush(char ***v, size_t *n, const char *s)
 	(*v)[*n] = NULL;
 }
 
-/* An executable `name` in $PATH, or NULL. */
-static char *find_in_path(const char *name)
-{
-	const char *path = getenv("PATH");
-	if (!path || !*path)
-		path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin";
-	for (const char *p = path; *p;) {
-		size_t l = strcspn(p, ":");
-		char *c = l ? xasprintf("%.*s/%s", (int)l, p, name) : xasprintf("./%s", name);
-		if (c[0] == '/' && access(c, X_OK) == 0)
-			return c;
-		free(c);
-		p += l + (p[l] == ':');
-	}
-	return NULL;
-}
-
 /* The read-only system: /usr and /etc bound, and each of the host's
  * /bin, /sbin, /lib* bound when it is a directory or recreated when it is
  * a symlink (merged /usr). */
