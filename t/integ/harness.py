@@ -69,6 +69,30 @@ def _asan():
         return False
 
 
+BAZEL = os.environ.get("BAZEL") or shutil.which("bazel")
+BAZEL_WS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bazel_ws")
+
+
+def bazel_setup(tmp):
+    """(workspace, env, startup args) for a hermetic Bazel run in tmp: a
+    copy of t/integ/bazel_ws, a private HOME and output root, proxies
+    pointed at a closed port (nothing may be downloaded), no user or
+    workspace rc (the system rc stays: Debian's holds the install base of
+    its unpacked Bazel)."""
+    ws = os.path.join(tmp, "ws")
+    shutil.copytree(BAZEL_WS, ws, symlinks=True)
+    home = os.path.join(tmp, "home")
+    os.mkdir(home)
+    closed = "http://127.0.0.1:9"  # discard port: nothing listens
+    env = {"HOME": home, "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+           "TMPDIR": tmp, "LANG": "C.UTF-8",
+           "http_proxy": closed, "https_proxy": closed, "HTTP_PROXY": closed,
+           "HTTPS_PROXY": closed, "no_proxy": "", "NO_PROXY": ""}
+    startup = [BAZEL, "--output_user_root=" + os.path.join(tmp, "ubase"), "--batch",
+               "--nohome_rc", "--noworkspace_rc"]
+    return ws, env, startup
+
+
 # An AddressSanitizer build keeps freed memory in its quarantine (256 MiB),
 # so there VmRSS tracks churn, not what is live: tests that bound RSS under
 # an attack check the bound only without it (their statuses still count).

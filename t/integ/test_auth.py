@@ -20,7 +20,6 @@ import hashlib
 import json
 import os
 import secrets
-import shutil
 import signal
 import subprocess
 import sys
@@ -469,8 +468,7 @@ class TestRoleMatrix(AuthCase):
         self.assertIn('unknown role "cas-reed"', srv.log())
 
 
-BAZEL = os.environ.get("BAZEL") or shutil.which("bazel")
-WS_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bazel_ws")
+BAZEL = h.BAZEL
 
 
 class TestBazelWithToken(AuthCase):
@@ -491,17 +489,7 @@ class TestBazelWithToken(AuthCase):
                         "no-worker-timeout": "60s"}],
             workers={"local": 2},
             scheduler={"bot-session-keepalive": "3s", "long-poll": "10s"})
-        ws = os.path.join(self.tmp, "ws")
-        shutil.copytree(WS_SRC, ws, symlinks=True)
-        home = os.path.join(self.tmp, "home")
-        os.mkdir(home)
-        closed = "http://127.0.0.1:9"
-        env = {"HOME": home, "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-               "TMPDIR": self.tmp, "LANG": "C.UTF-8",
-               "http_proxy": closed, "https_proxy": closed, "HTTP_PROXY": closed,
-               "HTTPS_PROXY": closed, "no_proxy": "", "NO_PROXY": ""}
-        startup = [BAZEL, "--output_user_root=" + os.path.join(self.tmp, "ubase"), "--batch",
-                   "--nohome_rc", "--noworkspace_rc"]
+        ws, env, startup = h.bazel_setup(self.tmp)
         common = ["build", "--noshow_progress", "--color=no", "--curses=no",
                   "--repository_cache=", "--remote_timeout=60",
                   "--remote_header=authorization=Bearer " + tok]

@@ -19,7 +19,6 @@ Run by `make check`; by hand: /usr/bin/python3 t/integ/test_bazel.py
 import hashlib
 import os
 import re
-import shutil
 import subprocess
 import sys
 import unittest
@@ -28,8 +27,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as h  # noqa: E402
 
-BAZEL = os.environ.get("BAZEL") or shutil.which("bazel")
-WS_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bazel_ws")
+BAZEL = h.BAZEL
 OUTPUTS = ["hello.txt", "upper.txt", "big.bin"]
 NO_BAZEL = ("SKIP: bazel not found in PATH; install Debian's bazel-bootstrap "
             "(.ci/run does) or set BAZEL=/path/to/bazel")
@@ -40,19 +38,7 @@ class TestBazelRemoteCache(h.ReactordTestCase):
     @unittest.skipUnless(BAZEL, NO_BAZEL)
     def test_clean_rebuild_is_served_from_cache(self):
         srv = self.start_reactord()
-        ws = os.path.join(self.tmp, "ws")
-        shutil.copytree(WS_SRC, ws, symlinks=True)
-        home = os.path.join(self.tmp, "home")
-        os.mkdir(home)
-        closed = "http://127.0.0.1:9"  # discard port: nothing listens
-        env = {"HOME": home, "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-               "TMPDIR": self.tmp, "LANG": "C.UTF-8",
-               "http_proxy": closed, "https_proxy": closed, "HTTP_PROXY": closed,
-               "HTTPS_PROXY": closed, "no_proxy": "", "NO_PROXY": ""}
-        # The system rc stays: Debian's holds the install base of its
-        # unpacked Bazel (/etc/bazel/bazelrc: --install_base=/usr/share/bazel).
-        startup = [BAZEL, "--output_user_root=" + os.path.join(self.tmp, "ubase"), "--batch",
-                   "--nohome_rc", "--noworkspace_rc"]
+        ws, env, startup = h.bazel_setup(self.tmp)
         build = ["build", "--noshow_progress", "--color=no", "--curses=no",
                  "--spawn_strategy=local", "--repository_cache=",
                  "--remote_cache=grpc://" + srv.tcp_addr, "--remote_timeout=60", "//:all"]

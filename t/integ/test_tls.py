@@ -33,8 +33,7 @@ from test_worker import make_action  # noqa: E402
 
 WORKER = os.path.join(os.path.dirname(h.REACTORD), "reactor-worker")
 
-BAZEL = os.environ.get("BAZEL") or shutil.which("bazel")
-WS_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bazel_ws")
+BAZEL = h.BAZEL
 
 _CERTS = None
 
@@ -464,17 +463,7 @@ class TestBazelTls(TlsCase):
     def test_bazel_remote_cache_over_tls(self):
         srv, taddr = self.start_tls()
         port = taddr.rsplit(":", 1)[1]
-        ws = os.path.join(self.tmp, "ws")
-        shutil.copytree(WS_SRC, ws, symlinks=True)
-        home = os.path.join(self.tmp, "home")
-        os.mkdir(home)
-        closed = "http://127.0.0.1:9"
-        env = {"HOME": home, "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-               "TMPDIR": self.tmp, "LANG": "C.UTF-8",
-               "http_proxy": closed, "https_proxy": closed, "HTTP_PROXY": closed,
-               "HTTPS_PROXY": closed, "no_proxy": "", "NO_PROXY": ""}
-        startup = [BAZEL, "--output_user_root=" + os.path.join(self.tmp, "ubase"), "--batch",
-                   "--nohome_rc", "--noworkspace_rc"]
+        ws, env, startup = h.bazel_setup(self.tmp)
         build = ["build", "--noshow_progress", "--color=no", "--curses=no",
                  "--spawn_strategy=local", "--repository_cache=",
                  "--remote_cache=grpcs://localhost:" + port,

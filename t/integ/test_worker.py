@@ -33,8 +33,7 @@ from harness import grpc, pb  # noqa: E402
 
 OK, CANCELLED, DEADLINE_EXCEEDED, FAILED_PRECONDITION = 0, 1, 4, 9
 BS_READ = "/google.bytestream.ByteStream/Read"
-BAZEL = os.environ.get("BAZEL") or shutil.which("bazel")
-WS_SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "bazel_ws")
+BAZEL = h.BAZEL
 
 
 def sha(b):
@@ -363,17 +362,7 @@ class TestBazelRemoteExecution(WorkerCase):
     @unittest.skipUnless(BAZEL, "bazel not found in PATH")
     def test_genrules_run_remotely(self):
         srv, ch = self.start(local=2)
-        ws = os.path.join(self.tmp, "ws")
-        shutil.copytree(WS_SRC, ws, symlinks=True)
-        home = os.path.join(self.tmp, "home")
-        os.mkdir(home)
-        closed = "http://127.0.0.1:9"
-        env = {"HOME": home, "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-               "TMPDIR": self.tmp, "LANG": "C.UTF-8",
-               "http_proxy": closed, "https_proxy": closed, "HTTP_PROXY": closed,
-               "HTTPS_PROXY": closed, "no_proxy": "", "NO_PROXY": ""}
-        startup = [BAZEL, "--output_user_root=" + os.path.join(self.tmp, "ubase"), "--batch",
-                   "--nohome_rc", "--noworkspace_rc"]
+        ws, env, startup = h.bazel_setup(self.tmp)
         build = ["build", "--noshow_progress", "--color=no", "--curses=no",
                  "--repository_cache=", "--remote_executor=grpc://" + srv.tcp_addr,
                  "--remote_timeout=60", "--noremote_accept_cached", "//:all"]
