@@ -151,66 +151,6 @@ const struct cfg_master *master_cfg(void)
 	return m.cfg;
 }
 
-/* ---- async unary calls ------------------------------------------------------------ */
-
-struct mrpc {
-	const ProtobufCMessageDescriptor *desc;
-	ProtobufCMessage *resp;
-	mrpc_cb cb;
-	void *arg;
-};
-
-static void mrpc_msg(struct rc_call *k, const uint8_t *msg, size_t len, void *arg)
-{
-	(void)k;
-	struct mrpc *u = arg;
-	if (u->resp)
-		protobuf_c_message_free_unpacked(u->resp, NULL);
-	u->resp = protobuf_c_message_unpack(u->desc, NULL, len, msg);
-}
-
-static void mrpc_done(struct rc_call *k, int code, const char *message, void *arg)
-{
-	(void)k;
-	struct mrpc *u = arg;
-	if (code == RPC_OK && !u->resp) {
-		code = 13; /* INTERNAL */
-		message = "OK status without a valid response message";
-	}
-	if (code != RPC_OK && u->resp) {
-		protobuf_c_message_free_unpacked(u->resp, NULL);
-		u->resp = NULL;
-	}
-	u->cb(code, message, u->resp, u->arg);
-	if (u->resp)
-		protobuf_c_message_free_unpacked(u->resp, NULL);
-	free(u);
-}
-
-int mrpc_unary(struct rc_client *c, const char *path, const ProtobufCMessage *req,
-	       const ProtobufCMessageDescriptor *resp_desc, int64_t timeout_us, mrpc_cb cb,
-	       void *arg)
-{
-	if (!c)
-		return -1;
-	struct mrpc *u = xcalloc(1, sizeof(*u));
-	u->desc = resp_desc;
-	u->cb = cb;
-	u->arg = arg;
-	struct rc_call *k = rc_call_start(c, path, timeout_us, NULL, 0, mrpc_msg, mrpc_done, u);
-	if (!k) {
-		free(u);
-		return -1;
-	}
-	size_t n = protobuf_c_message_get_packed_size(req);
-	uint8_t *buf = xmalloc(n ? n : 1);
-	protobuf_c_message_pack(req, buf);
-	rc_call_send(k, buf, n);
-	free(buf);
-	rc_call_close_send(k);
-	return 0;
-}
-
 /* ---- held builds ------------------------------------------------------------------ */
 
 void mb_ref(struct mbuild *b)
@@ -354,9 +294,9 @@ static void lease_one(const BKM(Build) * bb)
 	req.lease_expiration_ts = now_us() + m.cfg->lease_duration_us;
 	req.leasee = m.name;
 	mb_ref(b);
-	if (mrpc_unary(master_bk(), BK_PFX "Lease", &req.base,
-		       &reactor__buckets__v1__build_response__descriptor, CALL_TIMEOUT, lease_done,
-		       b) != 0) {
+	if (rc_unary_start(master_bk(), BK_PFX "Lease", &req.base,
+			   &reactor__buckets__v1__build_response__descriptor, CALL_TIMEOUT,
+			   lease_done, b) != 0) {
 		mb_unref(b);
 		mb_release(b, "no connection");
 	}
@@ -409,9 +349,9 @@ static void peek_page(const char *cursor)
 	req.start_cursor = (char *)(cursor ? cursor : "");
 	m.peeking = true;
 	m.repeek = false;
-	if (mrpc_unary(master_bk(), BK_PFX "Peek", &req.base,
-		       &reactor__buckets__v1__search_response__descriptor, CALL_TIMEOUT, peek_done,
-		       NULL) != 0) {
+	if (rc_unary_start(master_bk(), BK_PFX "Peek", &req.base,
+			   &reactor__buckets__v1__search_response__descriptor, CALL_TIMEOUT,
+			   peek_done, NULL) != 0) {
 		LOGD(MMOD, "Peek: no connection to %s yet", m.bk_target);
 		m.peeking = false;
 	}
@@ -517,9 +457,9 @@ static void heartbeat(void)
 		BKM(HeartbeatBatchRequest) req = BKE(HEARTBEAT_BATCH_REQUEST__INIT);
 		req.heartbeats = hp;
 		req.n_heartbeats = k;
-		if (mrpc_unary(master_bk(), BK_PFX "HeartbeatBatch", &req.base,
-			       &reactor__buckets__v1__heartbeat_batch_response__descriptor,
-			       CALL_TIMEOUT, hb_done, NULL) == 0)
+		if (rc_unary_start(master_bk(), BK_PFX "HeartbeatBatch", &req.base,
+				   &reactor__buckets__v1__heartbeat_batch_response__descriptor,
+				   CALL_TIMEOUT, hb_done, NULL) == 0)
 			m.hb_inflight = true;
 		else
 			LOGW(MMOD, "HeartbeatBatch: no connection to %s", m.bk_target);
@@ -642,7 +582,8 @@ int master_start(struct event_base *base, const struct cfg_master *mc, const cha
 	bool no_end = !*m.bk_target || !*m.ex_target;
 	if (no_end || check_clients(err) != 0) {
 		if (no_end)
-			*err = xstrdup("master: no endpoint for the Buckets service or the executor");
+			*err = xstrdup(
+				"master: no endpoint for the Buckets service or the executor");
 		free(m.name);
 		free(m.bk_target);
 		free(m.ex_target);
@@ -750,9 +691,9 @@ void master_drain(void (*done)(void *arg), void *arg)
 			continue;
 		BKM(ResetRequest) req = BKE(RESET_REQUEST__INIT);
 		req.id = id;
-		if (mrpc_unary(bk, BK_PFX "Reset", &req.base,
-			       &reactor__buckets__v1__build_response__descriptor, CALL_TIMEOUT,
-			       reset_done, (void *)(intptr_t)id) == 0)
+		if (rc_unary_start(bk, BK_PFX "Reset", &req.base,
+				   &reactor__buckets__v1__build_response__descriptor, CALL_TIMEOUT,
+				   reset_done, (void *)(intptr_t)id) == 0)
 			m.resets_pending++;
 	}
 	LOGI(MMOD, "stopping: %d build(s) %s", n,

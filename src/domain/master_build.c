@@ -324,9 +324,9 @@ void mb_run(struct mbuild *b, const struct cfg_builder *bl)
 	req.lease_key = b->lease_key;
 	req.url = b->url;
 	mb_ref(b);
-	if (mrpc_unary(master_bk(), BK_PFX "Start", &req.base,
-		       &reactor__buckets__v1__build_response__descriptor, CALL_TIMEOUT, start_done,
-		       b) != 0) {
+	if (rc_unary_start(master_bk(), BK_PFX "Start", &req.base,
+			   &reactor__buckets__v1__build_response__descriptor, CALL_TIMEOUT,
+			   start_done, b) != 0) {
 		mb_unref(b);
 		mb_release(b, "no connection");
 	}
@@ -389,9 +389,9 @@ static void report(struct mbuild *b, int reason, const char *error)
 		req.url = b->url;
 		req.new_tags = tags;
 		req.n_new_tags = nt;
-		rc = mrpc_unary(master_bk(), BK_PFX "Succeed", &req.base,
-				&reactor__buckets__v1__build_response__descriptor, CALL_TIMEOUT,
-				after_report, b);
+		rc = rc_unary_start(master_bk(), BK_PFX "Succeed", &req.base,
+				    &reactor__buckets__v1__build_response__descriptor, CALL_TIMEOUT,
+				    after_report, b);
 	} else {
 		BKM(FailRequest) req = BKE(FAIL_REQUEST__INIT);
 		req.id = b->id;
@@ -401,9 +401,9 @@ static void report(struct mbuild *b, int reason, const char *error)
 		req.failure_reason = reason;
 		req.new_tags = tags;
 		req.n_new_tags = nt;
-		rc = mrpc_unary(master_bk(), BK_PFX "Fail", &req.base,
-				&reactor__buckets__v1__build_response__descriptor, CALL_TIMEOUT,
-				after_report, b);
+		rc = rc_unary_start(master_bk(), BK_PFX "Fail", &req.base,
+				    &reactor__buckets__v1__build_response__descriptor, CALL_TIMEOUT,
+				    after_report, b);
 	}
 	if (rc != 0) {
 		mb_unref(b);
@@ -590,7 +590,7 @@ static void take_outputs(struct mbuild *b, const PbActionResult *ar)
 	req.digests = dp;
 	req.n_digests = tr->n;
 	mb_ref(b);
-	int rc = mrpc_unary(
+	int rc = rc_unary_start(
 		master_ex(), REAPI_PFX "ContentAddressableStorage/BatchReadBlobs", &req.base,
 		&build__bazel__remote__execution__v2__batch_read_blobs_response__descriptor,
 		CALL_TIMEOUT, trees_done, tr);
@@ -770,7 +770,7 @@ static void missing_done(int code, const char *msg, ProtobufCMessage *resp, void
 	req.requests = reqs;
 	req.n_requests = n;
 	mb_ref(b);
-	int rc = mrpc_unary(
+	int rc = rc_unary_start(
 		master_ex(), REAPI_PFX "ContentAddressableStorage/BatchUpdateBlobs", &req.base,
 		&build__bazel__remote__execution__v2__batch_update_blobs_response__descriptor,
 		CALL_TIMEOUT, update_done, st);
@@ -808,7 +808,7 @@ static void step_begin(struct mbuild *b)
 	req.blob_digests = dv;
 	req.n_blob_digests = st->nblobs;
 	mb_ref(b);
-	int rc = mrpc_unary(
+	int rc = rc_unary_start(
 		master_ex(), REAPI_PFX "ContentAddressableStorage/FindMissingBlobs", &req.base,
 		&build__bazel__remote__execution__v2__find_missing_blobs_response__descriptor,
 		CALL_TIMEOUT, missing_done, st);

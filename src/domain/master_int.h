@@ -118,15 +118,6 @@ void mb_release(struct mbuild *b, const char *why);
 const char *mb_state_name(enum mb_state s);
 void mb_set_state(struct mbuild *b, enum mb_state to);
 
-/* Async unary call: pack req, and call cb(code, message, resp, arg)
- * once (resp unpacked with resp_desc, NULL unless code is OK; freed
- * after cb returns).  Returns 0, or -1 (connection closed: cb never
- * called). */
-typedef void (*mrpc_cb)(int code, const char *msg, ProtobufCMessage *resp, void *arg);
-int mrpc_unary(struct rc_client *c, const char *path, const ProtobufCMessage *req,
-	       const ProtobufCMessageDescriptor *resp_desc, int64_t timeout_us, mrpc_cb cb,
-	       void *arg) WARN_UNUSED;
-
 /* Put a build read back from Redis on the held list (it holds that
  * list reference); a heartbeat for every held lease now. */
 void mb_adopt(struct mbuild *b);

@@ -716,9 +716,9 @@ static void hgetall_done(struct redisReply *reply, void *arg)
 	req.id = r->id;
 	req.lease_key = r->lease_key;
 	req.lease_expiration_ts = now_us() + master_cfg()->lease_duration_us;
-	if (mrpc_unary(master_bk(), BK_PFX "Heartbeat", &req.base,
-		       &reactor__buckets__v1__build_response__descriptor, CALL_TIMEOUT, hb_done,
-		       r) == 0)
+	if (rc_unary_start(master_bk(), BK_PFX "Heartbeat", &req.base,
+			   &reactor__buckets__v1__build_response__descriptor, CALL_TIMEOUT, hb_done,
+			   r) == 0)
 		return;
 	LOGW(MMOD, "build %" PRId64 ": not resumed: no connection to the Buckets service", r->id);
 out:

@@ -855,42 +855,59 @@ void rc_call_cancel(struct rc_call *k)
 		h2_stream_reset(k->s, H2_CANCEL);
 }
 
-struct unary_state {
+/* One unary call in flight: the response kept (unpacked) until the end. */
+struct unary {
 	const ProtobufCMessageDescriptor *desc;
 	ProtobufCMessage *resp;
-	int code;
-	char *msg;
-	bool done;
+	rc_unary_cb cb;
+	void *arg;
+	ProtobufCMessage **keep; /* rc_unary: takes the response instead of freeing it */
 };
 
-static void u_msg(struct rc_call *k, const uint8_t *msg, size_t len, void *arg)
+static void unary_msg(struct rc_call *k, const uint8_t *msg, size_t len, void *arg)
 {
 	(void)k;
-	struct unary_state *u = arg;
+	struct unary *u = arg;
 	if (u->resp)
 		protobuf_c_message_free_unpacked(u->resp, NULL);
 	u->resp = protobuf_c_message_unpack(u->desc, NULL, len, msg);
 }
 
-static void u_done(struct rc_call *k, int code, const char *message, void *arg)
+static void unary_done(struct rc_call *k, int code, const char *message, void *arg)
 {
 	(void)k;
-	struct unary_state *u = arg;
-	u->code = code;
-	u->msg = xstrdup(message);
-	u->done = true;
+	struct unary *u = arg;
+	if (code == GRPC_OK && !u->resp) {
+		code = GRPC_INTERNAL;
+		message = "OK status without a valid response message";
+	}
+	if (code != GRPC_OK && u->resp) {
+		protobuf_c_message_free_unpacked(u->resp, NULL);
+		u->resp = NULL;
+	}
+	u->cb(code, message, u->resp, u->arg);
+	if (u->keep)
+		*u->keep = u->resp;
+	else if (u->resp)
+		protobuf_c_message_free_unpacked(u->resp, NULL);
+	free(u);
 }
 
-int rc_unary(struct rc_client *c, const char *path, const ProtobufCMessage *req,
-	     const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, char **msg,
-	     int64_t timeout_us)
+static int unary_start(struct rc_client *c, const char *path, const ProtobufCMessage *req,
+		       const ProtobufCMessageDescriptor *resp_desc, int64_t timeout_us,
+		       rc_unary_cb cb, void *arg, ProtobufCMessage **keep)
 {
-	struct unary_state u = {.desc = resp_desc, .code = -1};
-	struct rc_call *k = rc_call_start(c, path, timeout_us, NULL, 0, u_msg, u_done, &u);
+	if (!c)
+		return -1;
+	struct unary *u = xcalloc(1, sizeof(*u));
+	u->desc = resp_desc;
+	u->cb = cb;
+	u->arg = arg;
+	u->keep = keep;
+	struct rc_call *k = rc_call_start(c, path, timeout_us, NULL, 0, unary_msg, unary_done, u);
 	if (!k) {
-		if (msg)
-			*msg = xstrdup("connection is closed");
-		return GRPC_UNAVAILABLE;
+		free(u);
+		return -1;
 	}
 	size_t n = protobuf_c_message_get_packed_size(req);
 	uint8_t *buf = xmalloc(n ? n : 1);
@@ -898,21 +915,50 @@ int rc_unary(struct rc_client *c, const char *path, const ProtobufCMessage *req,
 	rc_call_send(k, buf, n);
 	free(buf);
 	rc_call_close_send(k);
-	while (!u.done)
+	return 0;
+}
+
+int rc_unary_start(struct rc_client *c, const char *path, const ProtobufCMessage *req,
+		   const ProtobufCMessageDescriptor *resp_desc, int64_t timeout_us, rc_unary_cb cb,
+		   void *arg)
+{
+	return unary_start(c, path, req, resp_desc, timeout_us, cb, arg, NULL);
+}
+
+/* rc_unary's wait: the status, its message and (kept by unary_done) the
+ * response. */
+struct unary_wait {
+	int code;
+	char *msg;
+	bool done;
+};
+
+static void unary_wait_cb(int code, const char *message, ProtobufCMessage *resp, void *arg)
+{
+	(void)resp;
+	struct unary_wait *w = arg;
+	w->code = code;
+	w->msg = xstrdup(message ? message : "");
+	w->done = true;
+}
+
+int rc_unary(struct rc_client *c, const char *path, const ProtobufCMessage *req,
+	     const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **resp, char **msg,
+	     int64_t timeout_us)
+{
+	struct unary_wait w = {.code = -1};
+	ProtobufCMessage *got = NULL;
+	if (unary_start(c, path, req, resp_desc, timeout_us, unary_wait_cb, &w, &got) != 0) {
+		if (msg)
+			*msg = xstrdup("connection is closed");
+		return GRPC_UNAVAILABLE;
+	}
+	while (!w.done)
 		event_base_loop(c->base, EVLOOP_ONCE);
-	if (u.code == GRPC_OK && !u.resp) {
-		u.code = GRPC_INTERNAL;
-		free(u.msg);
-		u.msg = xstrdup("OK status without a valid response message");
-	}
-	if (u.code == GRPC_OK) {
-		*resp = u.resp;
-	} else if (u.resp) {
-		protobuf_c_message_free_unpacked(u.resp, NULL);
-	}
+	*resp = got;
 	if (msg)
-		*msg = u.msg;
+		*msg = w.msg;
 	else
-		free(u.msg);
-	return u.code;
+		free(w.msg);
+	return w.code;
 }

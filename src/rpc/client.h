@@ -147,7 +147,18 @@ int rc_call_close_send(struct rc_call *call);
 /* Reset the stream (the server sees a cancellation). */
 void rc_call_cancel(struct rc_call *call);
 
-/* Synchronous unary call: returns the gRPC status code.  On OK *resp is
+/* Asynchronous unary call: pack req and call cb(code, message, resp, arg)
+ * once (resp unpacked with resp_desc; NULL unless code is OK, freed after
+ * cb returns; an OK status without a valid message is INTERNAL).
+ * Returns 0, or -1 when c is NULL or its connection is closed (cb is
+ * never called then). */
+typedef void (*rc_unary_cb)(int code, const char *message, ProtobufCMessage *resp, void *arg);
+int rc_unary_start(struct rc_client *c, const char *path, const ProtobufCMessage *req,
+		   const ProtobufCMessageDescriptor *resp_desc, int64_t timeout_us, rc_unary_cb cb,
+		   void *arg) WARN_UNUSED;
+
+/* Synchronous unary call (rc_unary_start, run until it ends): returns the
+ * gRPC status code.  On OK *resp is
  * the unpacked response (free with protobuf_c_message_free_unpacked and
  * NULL allocator).  *msg gets the status message (malloc'd) if msg != NULL. */
 int rc_unary(struct rc_client *c, const char *path, const ProtobufCMessage *req,
