@@ -26,7 +26,13 @@
 #include "core/log.h"
 #include "core/util.h"
 #include "cmd/reactorctl/ctl.h"
+#include "cmd/reactorctl/ctl_cas.h"
+#include "domain/dirtree.h"
+#include <dirent.h>
+#include <getopt.h>
+#include <limits.h>
 
+#define CAS_FIND "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs"
 #define CAPS_GET "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities"
 
 static const char *enum_name(const ProtobufCEnumDescriptor *d, int v)
@@ -180,512 +186,6 @@ static int cmd_health(struct ctl *c, int argc, char **argv)
 	return ok ? CTL_OK : CTL_FAIL;
 }
 
-/* ---- CAS transfers ------------------------------------------------------ */
-
-#define BS_READ	 "/google.bytestream.ByteStream/Read"
-#define BS_WRITE "/google.bytestream.ByteStream/Write"
-#define BS_QUERY "/google.bytestream.ByteStream/QueryWriteStatus"
-#define CAS_FIND "/build.bazel.remote.execution.v2.ContentAddressableStorage/FindMissingBlobs"
-
-/* Data bytes per WriteRequest.  Reads arrive in whatever chunks the
- * server picks. */
-#define WRITE_CHUNK (1 << 20)
-/* The client library has no per-stream backpressure, so an upload keeps
- * at most this many bytes beyond what the server reports committed
- * (QueryWriteStatus on the same connection); client memory stays bounded
- * whatever the file size. */
-#define UPLOAD_AHEAD (32 << 20)
-/* How long to let the loop send before asking for the committed size again. */
-#define UPLOAD_POLL_US 2000
-/* Room before the data for the gRPC prefix and the WriteRequest fields. */
-#define WRITE_HEAD_MAX 1024
-
-/* "HASH/SIZE": the hash is passed through unchecked (the server validates
- * digests, and the tests want bad ones to reach it); SIZE must be an
- * integer, negative allowed for the same reason. */
-static int parse_digest_arg(const char *arg, char **hash, int64_t *size)
-{
-	const char *slash = strrchr(arg, '/');
-	if (!slash || !slash[1])
-		return -1;
-	char *end;
-	errno = 0;
-	long long v = strtoll(slash + 1, &end, 10);
-	if (errno || *end)
-		return -1;
-	*hash = xstrndup(arg, (size_t)(slash - arg));
-	*size = v;
-	return 0;
-}
-
-static char *read_resource(const char *instance, const char *hash, int64_t size)
-{
-	return xasprintf("%s%sblobs/%s/%" PRId64, instance, *instance ? "/" : "", hash, size);
-}
-
-static char *write_resource(const char *instance, const char *hash, int64_t size)
-{
-	char *uuid = uuid4();
-	char *r = xasprintf("%s%suploads/%s/blobs/%s/%" PRId64, instance, *instance ? "/" : "",
-			    uuid, hash, size);
-	free(uuid);
-	return r;
-}
-
-/* A Write or Read in flight.  Callbacks only record; the command loops
- * look at the record after each pass of the event loop. */
-struct xfer {
-	bool done;
-	int code;
-	char *msg;
-	int64_t committed; /* Write: WriteResponse.committed_size, -1 until seen */
-	int fd;		   /* Read: output */
-	struct hasher *h;  /* Read: hash of what arrived */
-	int64_t got;	   /* Read: bytes received */
-	int io_errno;	   /* Read: output write failed */
-	bool bad_msg;	   /* a response message did not parse */
-};
-
-static void xfer_done(struct rc_call *k, int code, const char *message, void *arg)
-{
-	(void)k;
-	struct xfer *x = arg;
-	x->done = true;
-	x->code = code;
-	x->msg = xstrdup(message);
-}
-
-static void write_msg(struct rc_call *k, const uint8_t *msg, size_t len, void *arg)
-{
-	(void)k;
-	struct xfer *x = arg;
-	Google__Bytestream__WriteResponse *r =
-		google__bytestream__write_response__unpack(NULL, len, msg);
-	if (!r) {
-		x->bad_msg = true;
-		return;
-	}
-	x->committed = r->committed_size;
-	google__bytestream__write_response__free_unpacked(r, NULL);
-}
-
-/* QueryWriteStatus on the upload: returns the gRPC code. */
-static int query_write(struct rc_client *cl, const char *name, int64_t to, int64_t *committed,
-		       bool *complete)
-{
-	Google__Bytestream__QueryWriteStatusRequest req =
-		GOOGLE__BYTESTREAM__QUERY_WRITE_STATUS_REQUEST__INIT;
-	req.resource_name = (char *)name;
-	ProtobufCMessage *out = NULL;
-	int code = rc_unary(cl, BS_QUERY, &req.base,
-			    &google__bytestream__query_write_status_response__descriptor, &out,
-			    NULL, to);
-	if (code == GRPC_OK) {
-		const Google__Bytestream__QueryWriteStatusResponse *r = (const void *)out;
-		*committed = r->committed_size;
-		*complete = r->complete;
-		protobuf_c_message_free_unpacked(out, NULL);
-	}
-	return code;
-}
-
-/* Run the event loop for `us` microseconds. */
-static void loop_for(struct event_base *base, int64_t us)
-{
-	struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
-	event_base_loopexit(base, &tv);
-	event_base_dispatch(base);
-}
-
-static int hash_file(int fd, const char *path, struct digest *d)
-{
-	struct hasher *h = hasher_new();
-	uint8_t *buf = xmalloc(WRITE_CHUNK);
-	ssize_t n;
-	while ((n = read(fd, buf, WRITE_CHUNK)) != 0) {
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			fprintf(stderr, "reactorctl: %s: %s\n", path, strerror(errno));
-			free(buf);
-			hasher_free(h);
-			return -1;
-		}
-		hasher_update(h, buf, (size_t)n);
-	}
-	hasher_final(h, d);
-	hasher_free(h);
-	free(buf);
-	return lseek(fd, 0, SEEK_SET) == 0 ? 0 : -1;
-}
-
-/* An upload in flight: the file, the Write call and how far both got. */
-struct upload {
-	struct rc_client *cl;
-	struct event_base *base;
-	struct rc_call *k;
-	struct xfer x;
-	const char *path, *name;
-	int fd;
-	int64_t to, size; /* size of the file */
-	int64_t off;	  /* bytes sent */
-	int64_t acked;	  /* bytes the server reported committed */
-	bool window;	  /* QueryWriteStatus works: pace by it */
-	bool local_err;	  /* reading the file failed */
-	bool exists;	  /* someone else stored the blob meanwhile */
-};
-
-/* The file to upload, open; 0 or the exit status. */
-static int upload_open(const char *path, int *fd, struct stat *st)
-{
-	*fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (*fd < 0 || fstat(*fd, st) != 0) {
-		fprintf(stderr, "reactorctl: %s: %s\n", path, strerror(errno));
-		if (*fd >= 0)
-			close(*fd);
-		return 2;
-	}
-	if (!S_ISREG(st->st_mode)) {
-		fprintf(stderr, "reactorctl: %s: not a regular file\n", path);
-		close(*fd);
-		return 2;
-	}
-	return 0;
-}
-
-/* The digest to upload under: the one given, or the file's.  0 or the
- * exit status. */
-static int upload_digest(int fd, const char *path, const char *digest_arg, char **hash,
-			 int64_t *size)
-{
-	if (digest_arg) {
-		if (parse_digest_arg(digest_arg, hash, size) != 0) {
-			fprintf(stderr, "reactorctl: bad digest \"%s\": want HASH/SIZE\n",
-				digest_arg);
-			return 2;
-		}
-		return 0;
-	}
-	struct digest d;
-	if (hash_file(fd, path, &d) != 0)
-		return 1;
-	*hash = xstrdup(d.hex);
-	*size = d.size;
-	return 0;
-}
-
-/* Over the limit: let the server drain to half of it before queueing
- * more, polling every UPLOAD_POLL_US, not every RTT.  False when the
- * upload must stop sending (the blob exists, or the Write ended). */
-static bool upload_pace(struct upload *u)
-{
-	if (!u->window || u->off - u->acked < UPLOAD_AHEAD)
-		return true;
-	for (;;) {
-		bool complete = false;
-		int code = query_write(u->cl, u->name, u->to, &u->acked, &complete);
-		if (complete) {
-			u->exists = true;
-			rc_call_cancel(u->k);
-			return false;
-		}
-		if (code == GRPC_NOT_FOUND)
-			return false; /* the Write ended: its status tells */
-		if (code != GRPC_OK) {
-			u->window = false; /* no QueryWriteStatus: unpaced */
-			return true;
-		}
-		if (u->off - u->acked <= UPLOAD_AHEAD / 2 || u->x.done || u->x.committed >= 0)
-			return true;
-		loop_for(u->base, UPLOAD_POLL_US);
-	}
-}
-
-/* The next chunk of the file into data; its length, or -1. */
-static ssize_t upload_read(struct upload *u, uint8_t *data)
-{
-	int64_t left = u->size - u->off;
-	size_t want = left < WRITE_CHUNK ? (size_t)left : WRITE_CHUNK;
-	size_t got = 0;
-	while (got < want) {
-		ssize_t n = read(u->fd, data + got, want - got);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0) {
-			fprintf(stderr, "reactorctl: %s: %s\n", u->path,
-				n < 0 ? strerror(errno) : "file shrank while uploading");
-			return -1;
-		}
-		got += (size_t)n;
-	}
-	return (ssize_t)got;
-}
-
-/* The WriteRequest fields in front of `got` data bytes at offset u->off
- * (resource_name = 1 on the first, write_offset = 2, finish_write = 3,
- * data = 10), into head; their length. */
-static size_t upload_head(const struct upload *u, uint8_t *head, size_t got, bool last)
-{
-	size_t hl = 0;
-	if (u->off == 0) {
-		size_t nl = strlen(u->name);
-		head[hl++] = 1 << 3 | 2;
-		hl += pb_varint_put(head + hl, nl);
-		memcpy(head + hl, u->name, nl);
-		hl += nl;
-	}
-	if (u->off) {
-		head[hl++] = 2 << 3;
-		hl += pb_varint_put(head + hl, (uint64_t)u->off);
-	}
-	if (last) {
-		head[hl++] = 3 << 3;
-		head[hl++] = 1;
-	}
-	if (got) {
-		head[hl++] = 10 << 3 | 2;
-		hl += pb_varint_put(head + hl, got);
-	}
-	return hl;
-}
-
-/* Send the file while the server has not answered: an early
- * WriteResponse (the blob exists) or a failure ends the upload.  Then
- * wait for the Write's status. */
-static void upload_send(struct upload *u)
-{
-	uint8_t *buf = xmalloc(WRITE_HEAD_MAX + WRITE_CHUNK);
-	uint8_t *data = buf + WRITE_HEAD_MAX;
-	while (!u->x.done && u->x.committed < 0) {
-		if (!upload_pace(u))
-			break;
-		if (u->x.done || u->x.committed >= 0)
-			break;
-		ssize_t got = upload_read(u, data);
-		if (got < 0) {
-			u->local_err = true;
-			rc_call_cancel(u->k);
-			break;
-		}
-		bool last = u->off + got >= u->size;
-		/* Fields in front of the data, right-aligned against it. */
-		uint8_t head[WRITE_HEAD_MAX];
-		size_t hl = upload_head(u, head, (size_t)got, last);
-		uint8_t *msg = data - hl - 5;
-		memcpy(data - hl, head, hl);
-		grpc_prefix(msg, false, (uint32_t)(hl + (size_t)got));
-		if (rc_call_send_raw(u->k, msg, 5 + hl + (size_t)got) != 0)
-			break;
-		u->off += got;
-		event_base_loop(u->base, EVLOOP_NONBLOCK);
-		if (last)
-			break;
-	}
-	if (!u->x.done)
-		rc_call_close_send(u->k);
-	while (!u->x.done)
-		event_base_loop(u->base, EVLOOP_ONCE);
-	free(buf);
-}
-
-static int old_upload(struct ctl *c, struct rc_client *cl, struct event_base *base,
-		      const char *instance, const char *path, const char *digest_arg, int64_t to)
-{
-	int fd;
-	struct stat st;
-	int rv = upload_open(path, &fd, &st);
-	if (rv != 0)
-		return rv;
-	char *hash;
-	int64_t size;
-	rv = upload_digest(fd, path, digest_arg, &hash, &size);
-	if (rv != 0) {
-		close(fd);
-		return rv;
-	}
-	char *name = write_resource(instance, hash, size);
-	struct upload u = {
-		.cl = cl,
-		.base = base,
-		.x = {.committed = -1},
-		.path = path,
-		.name = name,
-		.fd = fd,
-		.to = to,
-		.size = st.st_size,
-		.window = true,
-	};
-	rv = 1;
-	if (strlen(name) > WRITE_HEAD_MAX - 64) {
-		fprintf(stderr, "reactorctl: instance name too long\n");
-		goto out;
-	}
-	u.k = rc_call_start(cl, BS_WRITE, to, NULL, 0, write_msg, xfer_done, &u.x);
-	if (!u.k) {
-		rv = ctl_status(c, GRPC_UNAVAILABLE, "connection is closed");
-		goto out;
-	}
-	upload_send(&u);
-	if (u.local_err) {
-		rv = 1;
-	} else if (u.exists) {
-		printf("%s/%" PRId64 "\n", hash, size);
-		rv = 0;
-	} else if (u.x.code != GRPC_OK) {
-		rv = ctl_status(c, u.x.code, u.x.msg);
-	} else if (u.x.bad_msg || u.x.committed != size) {
-		fprintf(stderr, "reactorctl: server committed %" PRId64 " of %" PRId64 " bytes\n",
-			u.x.committed, size);
-	} else {
-		printf("%s/%" PRId64 "\n", hash, size);
-		rv = 0;
-	}
-out:
-	free(u.x.msg);
-	free(name);
-	free(hash);
-	close(fd);
-	return rv;
-}
-
-/* The data field of a ReadResponse, found in place: a 1 MiB message is
- * not worth a protobuf-c unpack (an allocation and a copy each).  Unknown
- * fields are skipped as the wire format says.  Returns 0 or -1. */
-static int read_response_data(const uint8_t *p, size_t len, const uint8_t **data, size_t *n)
-{
-	const uint8_t *end = p + len;
-	*data = NULL;
-	*n = 0;
-	while (p < end) {
-		uint64_t key, v;
-		if (pb_varint_get(&p, end, &key) != 0)
-			return -1;
-		switch (key & 7) {
-		case 0:
-			if (pb_varint_get(&p, end, &v) != 0)
-				return -1;
-			break;
-		case 1:
-		case 5: {
-			size_t w = (key & 7) == 1 ? 8 : 4;
-			if ((size_t)(end - p) < w)
-				return -1;
-			p += w;
-			break;
-		}
-		case 2:
-			if (pb_varint_get(&p, end, &v) != 0 || v > (uint64_t)(end - p))
-				return -1;
-			if (key >> 3 == 10) { /* bytes data = 10; the last one wins */
-				*data = p;
-				*n = (size_t)v;
-			}
-			p += v;
-			break;
-		default: return -1;
-		}
-	}
-	return 0;
-}
-
-static void read_msg(struct rc_call *k, const uint8_t *msg, size_t len, void *arg)
-{
-	struct xfer *x = arg;
-	const uint8_t *data;
-	size_t n;
-	if (x->bad_msg || x->io_errno)
-		return;
-	if (read_response_data(msg, len, &data, &n) != 0) {
-		x->bad_msg = true;
-		rc_call_cancel(k);
-		return;
-	}
-	hasher_update(x->h, data, n);
-	x->got += (int64_t)n;
-	size_t off = 0;
-	while (off < n) {
-		ssize_t w = write(x->fd, data + off, n - off);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0) {
-			x->io_errno = errno;
-			rc_call_cancel(k);
-			break;
-		}
-		off += (size_t)w;
-	}
-}
-
-static int old_download(struct ctl *c, struct rc_client *cl, struct event_base *base,
-			const char *instance, const char *digest_arg, const char *out_path,
-			int64_t to)
-{
-	char *hash;
-	int64_t size;
-	if (parse_digest_arg(digest_arg, &hash, &size) != 0) {
-		fprintf(stderr, "reactorctl: bad digest \"%s\": want HASH/SIZE\n", digest_arg);
-		return 2;
-	}
-	bool to_file = out_path && strcmp(out_path, "-") != 0;
-	struct xfer x = {.committed = -1, .fd = STDOUT_FILENO};
-	if (to_file) {
-		x.fd = open(out_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-		if (x.fd < 0) {
-			fprintf(stderr, "reactorctl: %s: %s\n", out_path, strerror(errno));
-			free(hash);
-			return 2;
-		}
-	}
-	x.h = hasher_new();
-	char *name = read_resource(instance, hash, size);
-	Google__Bytestream__ReadRequest req = GOOGLE__BYTESTREAM__READ_REQUEST__INIT;
-	req.resource_name = name;
-	size_t n = google__bytestream__read_request__get_packed_size(&req);
-	uint8_t *pb = xmalloc(n ? n : 1);
-	google__bytestream__read_request__pack(&req, pb);
-	int rv = 1;
-	struct rc_call *k = rc_call_start(cl, BS_READ, to, NULL, 0, read_msg, xfer_done, &x);
-	if (!k) {
-		rv = ctl_status(c, GRPC_UNAVAILABLE, "connection is closed");
-	} else {
-		rc_call_send(k, pb, n);
-		rc_call_close_send(k);
-		while (!x.done)
-			event_base_loop(base, EVLOOP_ONCE);
-		struct digest d;
-		hasher_final(x.h, &d);
-		if (x.io_errno) {
-			fprintf(stderr, "reactorctl: %s: %s\n", to_file ? out_path : "stdout",
-				strerror(x.io_errno));
-		} else if (x.bad_msg) {
-			fprintf(stderr, "reactorctl: malformed ReadResponse\n");
-		} else if (x.code != GRPC_OK) {
-			rv = ctl_status(c, x.code, x.msg);
-		} else if (d.size != size || strcmp(d.hex, hash) != 0) {
-			fprintf(stderr,
-				"reactorctl: received %s/%" PRId64 ", not the requested %s/%" PRId64
-				"\n",
-				d.hex, d.size, hash, size);
-		} else {
-			rv = 0;
-		}
-	}
-	if (to_file) {
-		if (close(x.fd) != 0 && rv == 0) {
-			fprintf(stderr, "reactorctl: %s: %s\n", out_path, strerror(errno));
-			rv = 1;
-		}
-		if (rv != 0)
-			unlink(out_path);
-	}
-	hasher_free(x.h);
-	free(x.msg);
-	free(pb);
-	free(name);
-	free(hash);
-	return rv;
-}
-
 static int old_missing(struct ctl *c, struct rc_client *cl, const char *instance, char **args,
 		       int nargs, int64_t to)
 {
@@ -720,7 +220,7 @@ static int old_missing(struct ctl *c, struct rc_client *cl, const char *instance
 	int rv = 2;
 	for (size_t i = 0; i < n; i++) {
 		build__bazel__remote__execution__v2__digest__init(&ds[i]);
-		if (parse_digest_arg(list[i], &ds[i].hash, &ds[i].size_bytes) != 0) {
+		if (cas_parse_digest_arg(list[i], &ds[i].hash, &ds[i].size_bytes) != 0) {
 			fprintf(stderr, "reactorctl: bad digest \"%s\": want HASH/SIZE\n", list[i]);
 			goto out;
 		}
@@ -760,6 +260,531 @@ out:
 	return rv;
 }
 
+static int hash_fd(int fd, struct digest *d)
+{
+	struct hasher *h = hasher_new();
+	uint8_t buf[65536];
+	ssize_t r;
+	while ((r = read(fd, buf, sizeof(buf))) > 0)
+		hasher_update(h, buf, (size_t)r);
+	if (r == 0)
+		hasher_final(h, d);
+	hasher_free(h);
+	return r == 0 ? 0 : -1;
+}
+
+/* ---- trees ------------------------------------------------------------- */
+
+static int name_cmp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The Directory of the directory dir (path for messages): its blobs added
+ * to s, its digest in *out. */
+static int tree_dir(struct ctl *c, const char *dir, struct cas_blobs *s, struct digest *out)
+{
+	DIR *dp = opendir(dir);
+	if (!dp)
+		return ctl_err(CTL_FAIL, "%s: %s", dir, strerror(errno));
+	char **names = NULL;
+	size_t n = 0, cap = 0;
+	struct dirent *e;
+	while ((e = readdir(dp))) {
+		if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+			continue;
+		if (n == cap)
+			names = xrealloc(names, (cap = cap ? cap * 2 : 16) * sizeof(*names));
+		names[n++] = xstrdup(e->d_name);
+	}
+	closedir(dp);
+	qsort(names, n, sizeof(*names), name_cmp);
+	PbDirectory d = REV2(DIRECTORY__INIT);
+	PbFileNode *fn = xcalloc(n ? n : 1, sizeof(*fn));
+	PbFileNode **fp = xcalloc(n ? n : 1, sizeof(*fp));
+	PbDirectoryNode *dn = xcalloc(n ? n : 1, sizeof(*dn));
+	PbDirectoryNode **dpp = xcalloc(n ? n : 1, sizeof(*dpp));
+	PbSymlinkNode *sn = xcalloc(n ? n : 1, sizeof(*sn));
+	PbSymlinkNode **sp = xcalloc(n ? n : 1, sizeof(*sp));
+	PbDigest *pd = xcalloc(n ? n : 1, sizeof(*pd));
+	struct digest *dg = xcalloc(n ? n : 1, sizeof(*dg));
+	char **targets = xcalloc(n ? n : 1, sizeof(*targets));
+	int rv = CTL_OK;
+	for (size_t i = 0; i < n && rv == CTL_OK; i++) {
+		char *p = xasprintf("%s/%s", dir, names[i]);
+		struct stat st;
+		build__bazel__remote__execution__v2__digest__init(&pd[i]);
+		if (lstat(p, &st) != 0) {
+			rv = ctl_err(CTL_FAIL, "%s: %s", p, strerror(errno));
+		} else if (S_ISREG(st.st_mode)) {
+			int fd = open(p, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+			struct hasher *h = fd >= 0 ? hasher_new() : NULL;
+			uint8_t buf[65536];
+			ssize_t r = 0;
+			while (h && (r = read(fd, buf, sizeof(buf))) > 0)
+				hasher_update(h, buf, (size_t)r);
+			if (fd < 0 || r < 0) {
+				rv = ctl_err(CTL_FAIL, "%s: %s", p, strerror(errno));
+			} else {
+				hasher_final(h, &dg[i]);
+				cas_blobs_file(s, p, &dg[i]);
+				build__bazel__remote__execution__v2__file_node__init(
+					&fn[d.n_files]);
+				fn[d.n_files].name = names[i];
+				pd[i].hash = dg[i].hex;
+				pd[i].size_bytes = dg[i].size;
+				fn[d.n_files].digest = &pd[i];
+				fn[d.n_files].is_executable = (st.st_mode & 0111) != 0;
+				fp[d.n_files] = &fn[d.n_files];
+				d.n_files++;
+			}
+			if (h)
+				hasher_free(h);
+			if (fd >= 0)
+				close(fd);
+		} else if (S_ISDIR(st.st_mode)) {
+			rv = tree_dir(c, p, s, &dg[i]);
+			if (rv == CTL_OK) {
+				build__bazel__remote__execution__v2__directory_node__init(
+					&dn[d.n_directories]);
+				dn[d.n_directories].name = names[i];
+				pd[i].hash = dg[i].hex;
+				pd[i].size_bytes = dg[i].size;
+				dn[d.n_directories].digest = &pd[i];
+				dpp[d.n_directories] = &dn[d.n_directories];
+				d.n_directories++;
+			}
+		} else if (S_ISLNK(st.st_mode)) {
+			char t[PATH_MAX];
+			ssize_t l = readlink(p, t, sizeof(t) - 1);
+			if (l < 0) {
+				rv = ctl_err(CTL_FAIL, "%s: %s", p, strerror(errno));
+			} else {
+				targets[i] = xstrndup(t, (size_t)l);
+				build__bazel__remote__execution__v2__symlink_node__init(
+					&sn[d.n_symlinks]);
+				sn[d.n_symlinks].name = names[i];
+				sn[d.n_symlinks].target = targets[i];
+				sp[d.n_symlinks] = &sn[d.n_symlinks];
+				d.n_symlinks++;
+			}
+		} else {
+			ctl_err(0, "%s: skipped: not a file, directory or symlink", p);
+		}
+		free(p);
+	}
+	if (rv == CTL_OK) {
+		d.files = fp;
+		d.directories = dpp;
+		d.symlinks = sp;
+		size_t len = build__bazel__remote__execution__v2__directory__get_packed_size(&d);
+		uint8_t *buf = xmalloc(len ? len : 1);
+		build__bazel__remote__execution__v2__directory__pack(&d, buf);
+		cas_blobs_mem(s, buf, len, out);
+	}
+	for (size_t i = 0; i < n; i++) {
+		free(names[i]);
+		free(targets[i]);
+	}
+	free(names);
+	free(targets);
+	free(fn);
+	free(fp);
+	free(dn);
+	free(dpp);
+	free(sn);
+	free(sp);
+	free(pd);
+	free(dg);
+	return rv;
+}
+
+int cas_tree_build(struct ctl *c, const char *path, struct cas_blobs *s, struct digest *root)
+{
+	return tree_dir(c, path, s, root);
+}
+
+/* Where a tree's Directory messages come from. */
+struct tree_src {
+	PbDirectory **children; /* a Tree's, or NULL: the CAS */
+	struct digest *dg;	/* their digests */
+	size_t n;
+	unsigned flags; /* dirtree_check flags */
+};
+
+/* The Directory d names (digest pd), unpacked and checked. */
+static int tree_fetch(struct ctl *c, struct tree_src *src, const PbDigest *pd, const char *rel,
+		      PbDirectory **out)
+{
+	*out = NULL;
+	struct digest d;
+	char *err = NULL;
+	if (!pd || digest_parse(pd->hash, pd->size_bytes, &d, &err) != 0) {
+		free(err);
+		return ctl_err(CTL_FAIL, "tree: \"%s\": bad digest", rel);
+	}
+	if (src->children) {
+		for (size_t i = 0; i < src->n; i++)
+			if (digest_eq(&src->dg[i], &d)) {
+				*out = src->children[i];
+				return CTL_OK;
+			}
+		return ctl_err(CTL_FAIL, "tree: \"%s\": Directory %s/%" PRId64 " not in the Tree",
+			       rel, d.hex, d.size);
+	}
+	uint8_t *buf;
+	size_t len;
+	int rv = cas_read_mem(c, &d, &buf, &len);
+	if (rv != CTL_OK)
+		return rv;
+	if (dirtree_check(buf, len, rel, src->flags, &err) != 0) {
+		rv = ctl_err(CTL_FAIL, "%s", err);
+		free(err);
+	} else {
+		*out = build__bazel__remote__execution__v2__directory__unpack(NULL, len, buf);
+	}
+	free(buf);
+	return rv;
+}
+
+/* Make Directory d's contents in dir (which exists). */
+static int tree_make(struct ctl *c, struct tree_src *src, const PbDirectory *d, const char *dir,
+		     const char *rel)
+{
+	int rv = CTL_OK;
+	for (size_t i = 0; i < d->n_files && rv == CTL_OK; i++) {
+		const PbFileNode *f = d->files[i];
+		struct digest fd;
+		char *err = NULL;
+		char *p = xasprintf("%s/%s", dir, f->name);
+		if (!f->digest ||
+		    digest_parse(f->digest->hash, f->digest->size_bytes, &fd, &err) != 0) {
+			rv = ctl_err(CTL_FAIL, "tree: %s: bad digest", p);
+			free(err);
+		} else {
+			rv = cas_get_to_path(c, &fd, p, f->is_executable, fd.size > (8 << 20));
+		}
+		free(p);
+	}
+	for (size_t i = 0; i < d->n_directories && rv == CTL_OK; i++) {
+		const PbDirectoryNode *dn = d->directories[i];
+		char *p = xasprintf("%s/%s", dir, dn->name);
+		char *r = *rel ? xasprintf("%s/%s", rel, dn->name) : xstrdup(dn->name);
+		PbDirectory *sub = NULL;
+		if (mkdir(p, 0777) != 0)
+			rv = ctl_err(CTL_FAIL, "%s: %s", p, strerror(errno));
+		else
+			rv = tree_fetch(c, src, dn->digest, r, &sub);
+		if (rv == CTL_OK)
+			rv = tree_make(c, src, sub, p, r);
+		if (sub && !src->children)
+			protobuf_c_message_free_unpacked(&sub->base, NULL);
+		free(p);
+		free(r);
+	}
+	for (size_t i = 0; i < d->n_symlinks && rv == CTL_OK; i++) {
+		char *p = xasprintf("%s/%s", dir, d->symlinks[i]->name);
+		if (symlink(d->symlinks[i]->target, p) != 0)
+			rv = ctl_err(CTL_FAIL, "%s: %s", p, strerror(errno));
+		free(p);
+	}
+	return rv;
+}
+
+/* rm -r of a temporary tree we made (no symlink followed). */
+static void rm_tree(const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) != 0)
+		return;
+	if (S_ISDIR(st.st_mode)) {
+		DIR *dp = opendir(path);
+		struct dirent *e;
+		while (dp && (e = readdir(dp))) {
+			if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+				continue;
+			char *p = xasprintf("%s/%s", path, e->d_name);
+			rm_tree(p);
+			free(p);
+		}
+		if (dp)
+			closedir(dp);
+		rmdir(path);
+	} else {
+		unlink(path);
+	}
+}
+
+int cas_tree_get(struct ctl *c, const PbDirectory *root, PbDirectory **children, size_t n,
+		 const char *path)
+{
+	struct stat st;
+	if (lstat(path, &st) == 0)
+		return ctl_err(CTL_FAIL, "%s: already exists", path);
+	struct tree_src src = {.children = children, .n = n, .flags = DIRTREE_ABSOLUTE_SYMLINKS};
+	if (children) {
+		src.dg = xcalloc(n ? n : 1, sizeof(*src.dg));
+		for (size_t i = 0; i < n; i++) {
+			size_t len =
+				build__bazel__remote__execution__v2__directory__get_packed_size(
+					children[i]);
+			uint8_t *buf = xmalloc(len ? len : 1);
+			build__bazel__remote__execution__v2__directory__pack(children[i], buf);
+			digest_of(buf, len, &src.dg[i]);
+			free(buf);
+		}
+	}
+	const char *slash = strrchr(path, '/');
+	char *tmp = slash ? xasprintf("%.*s/.%s.reactorctl-XXXXXX", (int)(slash - path), path,
+				      slash + 1)
+			  : xasprintf(".%s.reactorctl-XXXXXX", path);
+	int rv;
+	if (!mkdtemp(tmp)) {
+		rv = ctl_err(CTL_FAIL, "%s: %s", path, strerror(errno));
+	} else {
+		rv = tree_make(c, &src, root, tmp, "");
+		mode_t um = umask(0);
+		umask(um);
+		if (rv == CTL_OK && chmod(tmp, 0777 & ~um) != 0)
+			rv = ctl_err(CTL_FAIL, "%s: %s", path, strerror(errno));
+		if (rv == CTL_OK && rename(tmp, path) != 0)
+			rv = ctl_err(CTL_FAIL, "%s: %s", path, strerror(errno));
+		if (rv != CTL_OK)
+			rm_tree(tmp);
+	}
+	free(tmp);
+	free(src.dg);
+	return rv;
+}
+
+/* ---- cas put / get / has -------------------------------------------------- */
+
+static int cmd_cas_put(struct ctl *c, int argc, char **argv)
+{
+	int opt;
+	while ((opt = getopt(argc, argv, "")) != -1)
+		return ctl_usage(c);
+	if (optind >= argc)
+		return ctl_usage(c);
+	int n = argc - optind;
+	char **paths = argv + optind;
+	struct cas_blobs s = {0};
+	struct digest *roots = xcalloc((size_t)n, sizeof(*roots));
+	bool *isdir = xcalloc((size_t)n, sizeof(*isdir));
+	int rv = CTL_OK;
+	for (int i = 0; i < n && rv == CTL_OK; i++) {
+		struct stat st;
+		if (stat(paths[i], &st) != 0) {
+			rv = ctl_err(CTL_FAIL, "%s: %s", paths[i], strerror(errno));
+		} else if (S_ISDIR(st.st_mode)) {
+			isdir[i] = true;
+			rv = cas_tree_build(c, paths[i], &s, &roots[i]);
+		} else if (S_ISREG(st.st_mode)) {
+			int fd = open(paths[i], O_RDONLY | O_CLOEXEC);
+			if (fd < 0 || hash_fd(fd, &roots[i]) != 0)
+				rv = ctl_err(CTL_FAIL, "%s: %s", paths[i], strerror(errno));
+			else
+				cas_blobs_file(&s, paths[i], &roots[i]);
+			if (fd >= 0)
+				close(fd);
+		} else {
+			rv = ctl_err(CTL_FAIL, "%s: not a regular file or directory", paths[i]);
+		}
+	}
+	int64_t sent = 0, bytes = 0;
+	if (rv == CTL_OK)
+		rv = cas_blobs_upload(c, &s, &sent, &bytes);
+	if (rv == CTL_OK) {
+		char b[16];
+		ctl_info(c, "%zu blobs, %" PRId64 " missing uploaded (%s)", s.n, sent,
+			 ctl_bytes(b, sizeof(b), bytes));
+		struct ctl_json *j = c->json ? ctl_json_new() : NULL;
+		if (j) {
+			ctl_json_obj(j);
+			ctl_json_key(j, "items");
+			ctl_json_arr(j);
+		}
+		for (int i = 0; i < n; i++) {
+			char ds[DIGEST_HEX_LEN + 32];
+			snprintf(ds, sizeof(ds), "%s/%" PRId64, roots[i].hex, roots[i].size);
+			if (j) {
+				ctl_json_obj(j);
+				ctl_json_kstr(j, "path", paths[i]);
+				ctl_json_kstr(j, "digest", ds);
+				ctl_json_kstr(j, "type", isdir[i] ? "directory" : "file");
+				ctl_json_end(j);
+			} else if (n == 1) {
+				printf("%s\n", ds);
+			} else {
+				printf("%s  %s\n", ds, paths[i]);
+			}
+		}
+		if (j) {
+			ctl_json_end(j);
+			ctl_json_kint(j, "blobs", (int64_t)s.n);
+			ctl_json_kint(j, "uploaded_blobs", sent);
+			ctl_json_kint(j, "uploaded_bytes", bytes);
+			ctl_json_end(j);
+			ctl_json_print(j);
+		}
+	}
+	cas_blobs_free(&s);
+	free(roots);
+	free(isdir);
+	return rv;
+}
+
+/* A blob that is a Directory: it parses, passes the tree rules, is not
+ * empty and packs back to the same bytes (so a file is never mistaken
+ * for one by accident). */
+static PbDirectory *as_directory(const uint8_t *buf, size_t len)
+{
+	if (len == 0 || dirtree_check(buf, len, "", DIRTREE_ABSOLUTE_SYMLINKS, NULL) != 0)
+		return NULL;
+	PbDirectory *d = build__bazel__remote__execution__v2__directory__unpack(NULL, len, buf);
+	if (!d)
+		return NULL;
+	size_t n = build__bazel__remote__execution__v2__directory__get_packed_size(d);
+	uint8_t *again = xmalloc(n ? n : 1);
+	build__bazel__remote__execution__v2__directory__pack(d, again);
+	bool same = n == len && memcmp(again, buf, n) == 0 &&
+		    d->n_files + d->n_directories + d->n_symlinks > 0;
+	free(again);
+	if (!same) {
+		protobuf_c_message_free_unpacked(&d->base, NULL);
+		return NULL;
+	}
+	return d;
+}
+
+enum { OPT_TREE = 0x3000, OPT_FILE };
+
+static int cmd_cas_get(struct ctl *c, int argc, char **argv)
+{
+	static const struct option longs[] = {
+		{"output", required_argument, NULL, 'o'},
+		{"tree", no_argument, NULL, OPT_TREE},
+		{"file", no_argument, NULL, OPT_FILE},
+		{NULL, 0, NULL, 0},
+	};
+	const char *out = NULL;
+	int mode = 0, opt;
+	while ((opt = getopt_long(argc, argv, "o:", longs, NULL)) != -1) {
+		switch (opt) {
+		case 'o': out = optarg; break;
+		case OPT_TREE:
+		case OPT_FILE: mode = opt; break;
+		default: return ctl_usage(c);
+		}
+	}
+	if (optind + 1 != argc)
+		return ctl_usage(c);
+	struct digest d;
+	if (cas_parse_digest(argv[optind], &d) != 0)
+		return CTL_USAGE;
+	bool to_stdout = !out || strcmp(out, "-") == 0;
+	PbDirectory *dir = NULL;
+	/* Small blobs are looked at: a Directory becomes a tree. */
+	if (mode == OPT_TREE || (mode == 0 && d.size > 0 && d.size <= (1 << 20))) {
+		uint8_t *buf;
+		size_t len;
+		int rv = cas_read_mem(c, &d, &buf, &len);
+		if (rv != CTL_OK)
+			return rv;
+		dir = as_directory(buf, len);
+		if (!dir && mode == OPT_TREE) {
+			free(buf);
+			return ctl_err(CTL_FAIL, "%s/%" PRId64 " is not a Directory", d.hex,
+				       d.size);
+		}
+		if (!dir && to_stdout) {
+			size_t off = 0;
+			while (off < len) {
+				ssize_t w = write(STDOUT_FILENO, buf + off, len - off);
+				if (w < 0 && errno == EINTR)
+					continue;
+				if (w < 0) {
+					free(buf);
+					return ctl_err(CTL_FAIL, "stdout: %s", strerror(errno));
+				}
+				off += (size_t)w;
+			}
+			free(buf);
+			return CTL_OK;
+		}
+		free(buf);
+	}
+	int rv;
+	if (dir) {
+		if (to_stdout) {
+			protobuf_c_message_free_unpacked(&dir->base, NULL);
+			return ctl_err(CTL_USAGE, "%s/%" PRId64 " is a Directory: give -o PATH",
+				       d.hex, d.size);
+		}
+		rv = cas_tree_get(c, dir, NULL, 0, out);
+		protobuf_c_message_free_unpacked(&dir->base, NULL);
+	} else if (to_stdout) {
+		rv = cas_read_fd(c, d.hex, d.size, STDOUT_FILENO, "stdout", true);
+	} else {
+		rv = cas_get_to_path(c, &d, out, false, true);
+	}
+	if (rv == CTL_OK && out && !to_stdout)
+		ctl_info(c, "%s: %s", out, dir ? "tree" : "file");
+	return rv;
+}
+
+static int cmd_cas_has(struct ctl *c, int argc, char **argv)
+{
+	if (argc < 2)
+		return ctl_usage(c);
+	size_t n = (size_t)argc - 1;
+	struct digest *d = xcalloc(n, sizeof(*d));
+	bool *missing = xcalloc(n, sizeof(*missing));
+	int rv = CTL_OK;
+	for (size_t i = 0; i < n && rv == CTL_OK; i++)
+		if (cas_parse_digest(argv[i + 1], &d[i]) != 0)
+			rv = CTL_USAGE;
+	if (rv == CTL_OK)
+		rv = cas_find_missing(c, d, n, missing);
+	if (rv == CTL_OK) {
+		struct ctl_json *j = c->json ? ctl_json_new() : NULL;
+		if (j) {
+			ctl_json_obj(j);
+			ctl_json_key(j, "missing");
+			ctl_json_arr(j);
+		}
+		for (size_t i = 0; i < n; i++) {
+			if (!missing[i])
+				continue;
+			rv = CTL_FAIL;
+			char s[DIGEST_HEX_LEN + 32];
+			snprintf(s, sizeof(s), "%s/%" PRId64, d[i].hex, d[i].size);
+			if (j)
+				ctl_json_str(j, s);
+			else
+				printf("%smissing%s %s\n", ctl_col(c, CTL_RED),
+				       ctl_col(c, CTL_RESET), s);
+		}
+		if (j) {
+			ctl_json_end(j);
+			ctl_json_key(j, "present");
+			ctl_json_arr(j);
+			for (size_t i = 0; i < n; i++)
+				if (!missing[i]) {
+					char s[DIGEST_HEX_LEN + 32];
+					snprintf(s, sizeof(s), "%s/%" PRId64, d[i].hex, d[i].size);
+					ctl_json_str(j, s);
+				}
+			ctl_json_end(j);
+			ctl_json_end(j);
+			ctl_json_print(j);
+		}
+	}
+	free(d);
+	free(missing);
+	return rv;
+}
+
 /* The flat commands of earlier versions, kept as hidden aliases. */
 static int cmd_upload(struct ctl *c, int argc, char **argv)
 {
@@ -768,8 +793,13 @@ static int cmd_upload(struct ctl *c, int argc, char **argv)
 	struct rc_client *cl = ctl_client(c);
 	if (!cl)
 		return c->fail_rc;
-	return old_upload(c, cl, c->base, c->instance, argv[1], argc == 3 ? argv[2] : NULL,
-			  c->timeout_set ? c->timeout_us : 0);
+	(void)cl;
+	char *out = NULL;
+	int rv = cas_write_file(c, argv[1], argc == 3 ? argv[2] : NULL, &out);
+	if (rv == CTL_OK)
+		printf("%s\n", out);
+	free(out);
+	return rv;
 }
 
 static int cmd_download(struct ctl *c, int argc, char **argv)
@@ -779,8 +809,13 @@ static int cmd_download(struct ctl *c, int argc, char **argv)
 	struct rc_client *cl = ctl_client(c);
 	if (!cl)
 		return c->fail_rc;
-	return old_download(c, cl, c->base, c->instance, argv[1], argc == 3 ? argv[2] : NULL,
-			    c->timeout_set ? c->timeout_us : 0);
+	(void)cl;
+	struct digest d;
+	if (cas_parse_digest(argv[1], &d) != 0)
+		return CTL_USAGE;
+	if (argc == 2 || strcmp(argv[2], "-") == 0)
+		return cas_read_fd(c, d.hex, d.size, STDOUT_FILENO, "stdout", true);
+	return cas_get_to_path(c, &d, argv[2], false, true);
 }
 
 static int cmd_missing(struct ctl *c, int argc, char **argv)
@@ -792,6 +827,36 @@ static int cmd_missing(struct ctl *c, int argc, char **argv)
 }
 
 const struct ctl_cmd ctl_cmds_cas[] = {
+	{"cas put", "FILE|DIR...", "store files and directory trees in the CAS",
+	 "Hashes each FILE, or builds the REAPI Directory tree of each DIR (names\n"
+	 "sorted, executables flagged, symlinks kept as symlinks), asks the server\n"
+	 "which blobs it is missing (FindMissingBlobs) and uploads only those: small\n"
+	 "ones batched (BatchUpdateBlobs, within the server's batch limit), big ones\n"
+	 "streamed (ByteStream Write, with a progress bar on a terminal).  Prints\n"
+	 "the digest of each argument, HASH/SIZE (a directory's is its root\n"
+	 "Directory); with several arguments, the path after it.\n"
+	 "\n"
+	 "example:\n"
+	 "  d=$(reactorctl cas put src/)\n",
+	 cmd_cas_put},
+	{"cas get", "[--tree|--file] [-o PATH] HASH/SIZE", "fetch a blob or a whole tree",
+	 "Reads a blob, verifies it against its digest and writes it to PATH, or to\n"
+	 "standard output without -o.  A blob that is a Directory (or any with\n"
+	 "--tree) is materialized as a directory tree at PATH, which must not\n"
+	 "exist.  Everything is written under a temporary name beside PATH and\n"
+	 "renamed only once verified: an interrupted download leaves nothing at\n"
+	 "PATH.  --file: never treat the blob as a Directory.\n"
+	 "\n"
+	 "example:\n"
+	 "  reactorctl cas get -o out.tar 3a1f...e9/10240\n",
+	 cmd_cas_get},
+	{"cas has", "HASH/SIZE...", "which blobs the CAS holds; exit 1 when any is missing",
+	 "FindMissingBlobs: prints \"missing HASH/SIZE\" for each one the server lacks\n"
+	 "and exits 1 if there is any, 0 when it has them all.\n"
+	 "\n"
+	 "example:\n"
+	 "  reactorctl cas has \"$d\" || echo incomplete\n",
+	 cmd_cas_has},
 	{"caps", "", "print the server's REAPI capabilities",
 	 "GetCapabilities of the instance (-i): API versions, digest functions, the\n"
 	 "batch size limit, whether the action cache takes updates and whether\n"
