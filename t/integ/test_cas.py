@@ -1151,7 +1151,7 @@ class TestReactorctl(CASTestCase):
         self.assertEqual(self.find_missing([rpb().Digest(hash=HASH0, size_bytes=9)]),
                          ["%s/9" % HASH0])
         r = ctl("-s", a, "upload", os.path.join(self.tmp, "no-such-file"))
-        self.assertEqual(r.returncode, 2)
+        self.assertEqual(r.returncode, 1)  # a missing file is not bad usage (issue 13)
 
 
 # ---- 2 GiB (opt-in) ---------------------------------------------------------------
