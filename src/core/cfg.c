@@ -271,7 +271,7 @@ static void listen_free(void *elem)
 }
 
 /* Index is enum cfg_storage. */
-static const char *const storage_names[] = {"disk", "memory", NULL};
+static const char *const storage_names[] = {"disk", "memory", "remote", "sharded", NULL};
 /* Index is enum cfg_sandbox. */
 static const char *const sandbox_names[] = {"bwrap", "none", NULL};
 
@@ -328,6 +328,11 @@ static const struct key inst_keys[] = {
 	{"platform-properties", K_LIST, FI(platform_properties),
 	 .count_off = offsetof(struct cfg_instance, n_platform_properties), .list = &strlist_ops,
 	 .def_str = "OSFamily,ISA", .reload = true},
+	/* storage: remote | sharded (cfg_shard.c, src/services/cas_remote.c). */
+	{"shards", K_LIST, FI(shards), .count_off = offsetof(struct cfg_instance, n_shards),
+	 .list = &cfg_shard_ops},
+	{"shard-self", K_STRING, FI(shard_self), .check = cfg_check_nonempty},
+	{"cache-size", K_SIZE, FI(cache_size), .def = 0, .min = 0, .max = 1LL << 40},
 };
 static const struct keytab inst_tab = {inst_keys, ARRAY_LEN(inst_keys)};
 
@@ -342,6 +347,8 @@ static int instance_parse(struct ctx *x, const struct node *n, const char *path,
 	free(outer);
 	if (r == 0)
 		cfg_apply_defaults(&inst_tab, elem, where);
+	if (r == 0)
+		r = cfg_shards_check(x, elem, n, path);
 	return r;
 }
 

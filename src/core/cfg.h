@@ -46,7 +46,18 @@ struct cfg_listen {
  * for, or NULL when it names none. */
 const char *cfg_service_name(const char *name);
 
-enum cfg_storage { CFG_STORAGE_DISK, CFG_STORAGE_MEMORY };
+enum cfg_storage { CFG_STORAGE_DISK, CFG_STORAGE_MEMORY, CFG_STORAGE_REMOTE, CFG_STORAGE_SHARDED };
+
+/* instances[].shards[]: one CAS endpoint of a remote or sharded CAS
+ * (src/services/cas_remote.c).  Its TLS and token settings are those of
+ * the project's gRPC client (rpc/client.h). */
+struct cfg_shard {
+	char *name;    /* rendezvous-hashing key: every reactord must spell it the same */
+	char *address; /* a client target: HOST:PORT, grpcs://HOST:PORT, unix:PATH */
+	bool tls;      /* TLS for a HOST:PORT target, trusting the system's CAs */
+	char *tls_ca, *tls_cert, *tls_key, *tls_server_name;
+	char *token_file; /* bearer token sent on every call */
+};
 enum cfg_sandbox { CFG_SANDBOX_BWRAP, CFG_SANDBOX_NONE };
 
 struct cfg_instance {
@@ -68,6 +79,12 @@ struct cfg_instance {
 	bool cancel_orphaned_jobs;	  /* cancel an operation whose last stream left */
 	char **platform_properties;	  /* declared platform keys (plus OSFamily, ISA) */
 	int n_platform_properties;
+
+	/* storage: remote | sharded (cas_remote.c); not reloadable. */
+	struct cfg_shard *shards; /* remote: exactly one; sharded: at least one */
+	int n_shards;
+	char *shard_self;   /* sharded: the shard this reactord serves from its own store */
+	int64_t cache_size; /* bytes of read-through memory cache in front; 0 = none */
 };
 
 /* master: builders (reactor.conf's master.builders.NAME). */

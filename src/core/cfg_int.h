@@ -172,4 +172,10 @@ extern const struct obj_ops cfg_master_ops;
 /* "HOST:" + the first listener as written (not for port 0). */
 char *cfg_master_default_name(const struct cfg *c);
 
+/* instances[].shards and the rules across storage:, shards: and
+ * shard-self: (cfg_shard.c). */
+extern const struct list_ops cfg_shard_ops;
+int cfg_shards_check(struct ctx *x, struct cfg_instance *in, const struct node *n,
+		     const char *path);
+
 #endif

@@ -435,7 +435,7 @@ static void get_reply(redisReply *reply, void *arg)
 		return;
 	}
 	fingerprint(o->bytes, o->len, o->fp);
-	if (ck_valid(o->key, o->fp, o->cas)) {
+	if (!o->cas || ck_valid(o->key, o->fp, o->cas)) { /* no cas: the caller checks */
 		count_hit(o->key);
 		op_answer(o, 0, NULL, NULL);
 		return;
@@ -556,6 +556,12 @@ int ac_put(const char *instance, struct blob_store *cas, const struct digest *ac
 	if (!o->r)
 		abort(); /* what protobuf-c packed it must parse */
 	fingerprint(o->bytes, o->len, o->fp);
+	if (!cas) { /* the caller checked it (cas_remote.c) */
+		int rc = put_store(o);
+		if (rc != 0)
+			op_answer_later(o, rc, xstrdup("cannot store the action result"));
+		return 0;
+	}
 	o->evictions = store_evictions(cas);
 	o->w = ac_walk_new(ac.base, cas, o->r, put_walked, o);
 	list_add_tail(&ac.pending, &o->link);

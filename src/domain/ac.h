@@ -77,14 +77,16 @@ int ac_init(struct event_base *base) WARN_UNUSED;
 void ac_shutdown(void);
 
 /* Read the entry of `action` in `instance`, whose CAS is `cas` (which must
- * stay open until the callback), check it is complete, count the hit (and
+ * stay open until the callback; NULL: the caller checks completeness
+ * itself, as a sharded CAS does), check it is complete, count the hit (and
  * extend the entry's life to the retention again), and call cb once.  A malformed or incomplete
  * entry is dropped (only if it still holds the bytes that were checked) before cb runs with
  * -ENOENT. Returns 0, or ERR_STORE_DOWN (cb not called). */
 int ac_get(const char *instance, struct blob_store *cas, const struct digest *action, ac_cb cb,
 	   void *arg) WARN_UNUSED;
 
-/* Check r (copied; the caller may free it on return) against `cas`, then
+/* Check r (copied; the caller may free it on return) against `cas` (NULL:
+ * the caller checked it), then
  * store it as the entry of `action` in `instance` (one HSET of the result
  * and its readable fields, expiring after the retention), and call cb once (cb may be NULL:
  * failures are then logged).  Returns 0, or ERR_STORE_DOWN when Redis is down now (cb not called).

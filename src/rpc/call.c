@@ -44,6 +44,7 @@ struct call {
 	bool taken; /* the handler kept the request it is being handed */
 	bool half_closed;
 	bool headers_sent;
+	bool hold_input; /* call_hold_input */
 	struct event *deadline_ev;
 	/* Request input limits: unary/server-streaming calls must half-close
 	 * within half_close_us, streaming ones send a message every idle_us. */
@@ -293,7 +294,7 @@ const char *call_metadata(const struct call *c, const char *key, size_t *len)
  * its window). */
 static void release_input(struct call *c)
 {
-	if (!c->stream)
+	if (!c->stream || (c->hold_input && !call_done(c)))
 		return;
 	uint64_t held = call_done(c) ? 0 : grpc_reader_buffered(&c->rd) + c->req_raw;
 	if (c->bytes_in > c->released + held) {
@@ -301,6 +302,13 @@ static void release_input(struct call *c)
 		c->released += n;
 		h2_stream_consume(c->stream, n);
 	}
+}
+
+void call_hold_input(struct call *c, bool hold)
+{
+	c->hold_input = hold;
+	if (!hold)
+		release_input(c);
 }
 
 /* ---- responses ------------------------------------------------------------ */

@@ -131,6 +131,11 @@ size_t call_pending(const struct call *c);
 /* A handler that stopped producing while call_pending() > 0 asks for
  * on_writable once the queue drains (below the h2 low-water mark). */
 void call_want_writable(struct call *c);
+/* Hold the request's input (true): no more request bytes are handed back
+ * to HTTP/2, so the client's flow-control window shuts once what it may
+ * send arrived; false releases them again.  A handler that forwards a
+ * stream elsewhere holds while its destination is slow. */
+void call_hold_input(struct call *c, bool hold);
 /* Request metadata value (lowercase key); -bin values are decoded, with
  * *len set.  NULL when absent. */
 const char *call_metadata(const struct call *c, const char *key, size_t *len);

@@ -60,6 +60,7 @@ struct rc_call {
 	rc_msg_cb on_msg;
 	rc_done_cb on_done;
 	void (*on_headers)(struct rc_call *call, void *arg);
+	void (*on_writable)(struct rc_call *call, void *arg);
 	void *arg;
 	int code; /* -1 until grpc-status seen */
 	char *message;
@@ -408,9 +409,19 @@ static void c_on_close(struct h2_stream *s, uint32_t error)
 	call_free(k);
 }
 
+static void c_on_writable(struct h2_stream *s)
+{
+	struct rc_call *k = h2_stream_user(s);
+	void (*cb)(struct rc_call *, void *) = k->on_writable;
+	k->on_writable = NULL;
+	if (cb)
+		cb(k, k->arg);
+}
+
 static const struct h2_stream_ops client_ops = {
 	.on_headers = c_on_headers,
 	.on_data = c_on_data,
+	.on_writable = c_on_writable,
 	.on_close = c_on_close,
 };
 
@@ -853,6 +864,18 @@ void rc_call_cancel(struct rc_call *k)
 {
 	if (k->s)
 		h2_stream_reset(k->s, H2_CANCEL);
+}
+
+size_t rc_call_pending(const struct rc_call *k)
+{
+	return k->s ? h2_stream_pending(k->s) : 0;
+}
+
+void rc_call_on_writable(struct rc_call *k, void (*cb)(struct rc_call *call, void *arg))
+{
+	k->on_writable = cb;
+	if (k->s)
+		h2_stream_want_writable(k->s);
 }
 
 /* One unary call in flight: the response kept (unpacked) until the end. */

@@ -146,6 +146,12 @@ int rc_call_send_raw(struct rc_call *call, const void *data, size_t len);
 int rc_call_close_send(struct rc_call *call);
 /* Reset the stream (the server sees a cancellation). */
 void rc_call_cancel(struct rc_call *call);
+/* Request bytes queued on the call and not yet handed to HTTP/2 (the
+ * server's flow control holds them back): a streaming sender stops above
+ * its mark and asks rc_call_on_writable() for cb(call, arg) once the
+ * queue drained below the h2 low-water mark. */
+size_t rc_call_pending(const struct rc_call *call);
+void rc_call_on_writable(struct rc_call *call, void (*cb)(struct rc_call *call, void *arg));
 
 /* Asynchronous unary call: pack req and call cb(code, message, resp, arg)
  * once (resp unpacked with resp_desc; NULL unless code is OK, freed after

@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 
 #include "domain/blob.h"
+#include "services/cas_remote.h"
 #include "core/cfg.h"
 #include "core/log.h"
 
@@ -52,7 +53,8 @@ int inst_open_all(struct event_base *base, const struct cfg *cfg, char **err)
 	char *casdir = xasprintf("%s/cas", cfg->state_dir);
 	bool any_disk = false;
 	for (int i = 0; i < cfg->n_instances; i++)
-		any_disk |= cfg->instances[i].storage == CFG_STORAGE_DISK;
+		any_disk |= cfg->instances[i].storage == CFG_STORAGE_DISK ||
+			    cfg->instances[i].shard_self;
 	if (any_disk && mkdir(casdir, 0755) != 0 && errno != EEXIST) {
 		*err = xasprintf("%s: %s", casdir, strerror(errno));
 		free(casdir);
@@ -63,7 +65,11 @@ int inst_open_all(struct event_base *base, const struct cfg *cfg, char **err)
 		struct inst *in = &insts[i];
 		in->name = xstrdup(ci->name);
 		ninsts++;
-		if (ci->storage == CFG_STORAGE_MEMORY) {
+		if ((ci->storage == CFG_STORAGE_REMOTE || ci->storage == CFG_STORAGE_SHARDED) &&
+		    !ci->shard_self) {
+			/* No shard of its own: a memory store for Execute's inputs. */
+			in->cas = blob_open_memory(ci->cache_size ? ci->cache_size : 64LL << 20);
+		} else if (ci->storage == CFG_STORAGE_MEMORY) {
 			in->cas = blob_open_memory(ci->storage_max_size ? ci->storage_max_size
 									: MEMORY_DEFAULT_MAX);
 		} else {
@@ -78,8 +84,16 @@ int inst_open_all(struct event_base *base, const struct cfg *cfg, char **err)
 			}
 			blob_disk_set_verify_streams(in->cas, ci->verify_reads);
 		}
+		if ((ci->storage == CFG_STORAGE_REMOTE || ci->storage == CFG_STORAGE_SHARDED) &&
+		    cas_remote_open(base, ci, in->cas, &in->cas_remote, err) != 0) {
+			free(casdir);
+			return -1;
+		}
 		LOGI("inst", "instance \"%s\": %s CAS%s", ci->name,
-		     ci->storage == CFG_STORAGE_MEMORY ? "memory" : "disk",
+		     ci->storage == CFG_STORAGE_MEMORY	 ? "memory"
+		     : ci->storage == CFG_STORAGE_REMOTE ? "remote"
+		     : ci->storage == CFG_STORAGE_SHARDED ? "sharded"
+							  : "disk",
 		     ci->storage_max_size ? " with a size limit" : "");
 	}
 	free(casdir);
@@ -89,6 +103,7 @@ int inst_open_all(struct event_base *base, const struct cfg *cfg, char **err)
 void inst_close_all(void)
 {
 	for (int i = 0; i < ninsts; i++) {
+		cas_remote_close(insts[i].cas_remote);
 		if (insts[i].cas)
 			blob_close(insts[i].cas);
 		free(insts[i].name);

@@ -17,9 +17,11 @@ struct cfg;
 struct cfg_instance;
 struct blob_store;
 
+struct cas_remote;
 struct inst {
 	char *name;
 	struct blob_store *cas;
+	struct cas_remote *cas_remote; /* storage: remote | sharded (cas_remote.h), else NULL */
 };
 
 /* The config in force (per-instance switches, message size limit); called

@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "domain/ac.h"
 #include "domain/blob.h"
+#include "services/cas_remote.h"
 #include "services/inst.h"
 #include "services/reapi.h"
 #include "services/svc.h"
@@ -211,7 +212,8 @@ void svc_ac_get(struct call *c, const ProtobufCMessage *msg)
 		qsort(g->inline_paths, g->n_inline, sizeof(char *), strp_cmp);
 	}
 	call_ref(c);
-	int rc = ac_get(in->name, in->cas, &action, get_done, g);
+	int rc = in->cas_remote ? cas_remote_ac_get(in, &action, get_done, g)
+				 : ac_get(in->name, in->cas, &action, get_done, g);
 	if (rc != 0) {
 		svc_fail(c, rc, "cannot read the action cache");
 		call_unref(c);
@@ -293,7 +295,9 @@ void svc_ac_update(struct call *c, const ProtobufCMessage *msg)
 	u->c = c;
 	u->action = action;
 	call_ref(c);
-	int rc = ac_put(in->name, in->cas, &action, req->action_result, upd_done, u);
+	int rc = in->cas_remote
+			 ? cas_remote_ac_put(in, &action, req->action_result, upd_done, u)
+			 : ac_put(in->name, in->cas, &action, req->action_result, upd_done, u);
 	if (rc != 0) {
 		svc_fail(c, rc, "cannot store the action result");
 		call_unref(c);

@@ -42,6 +42,7 @@
 #include "google/protobuf/empty.pb-c.h"
 #include "google/rpc/status.pb-c.h"
 #include "services/auth.h"
+#include "services/cas_remote.h"
 #include "services/inst.h"
 #include "core/log.h"
 #include "services/reapi.h"
@@ -299,7 +300,8 @@ static void session_reply(void *arg, const struct sched_bot_result *r)
 		/* Cache the result: exit code 0, OK status, cacheable action. */
 		struct inst *in = inst_find(b->instance);
 		if (b->result && in && !r->done_do_not_cache && b->result->exit_code == 0) {
-			int rc = ac_put(in->name, in->cas, &r->done_action, b->result, NULL, NULL);
+			int rc = in->cas_remote ? cas_remote_ac_put(in, &r->done_action, b->result, NULL, NULL)
+						 : ac_put(in->name, in->cas, &r->done_action, b->result, NULL, NULL);
 			if (rc != 0)
 				LOGW(MOD, "result of job %s not cached: %s", r->done_job,
 				     err_name(rc));

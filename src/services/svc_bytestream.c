@@ -25,6 +25,7 @@
 #include "core/list.h"
 #include "domain/blob.h"
 #include "google/bytestream/bytestream.pb-c.h"
+#include "services/cas_remote.h"
 #include "services/inst.h"
 #include "core/log.h"
 #include "services/reapi.h"
@@ -199,6 +200,8 @@ static void read_pump(struct call *c)
 
 void svc_bs_read(struct call *c, const ProtobufCMessage *msg)
 {
+	if (cas_remote_bs_read(c, msg))
+		return;
 	const Google__Bytestream__ReadRequest *req = (const void *)msg;
 	struct digest d;
 	struct inst *in = resolve(c, req->resource_name, false, &d);
@@ -248,11 +251,15 @@ void svc_bs_read(struct call *c, const ProtobufCMessage *msg)
 
 void svc_bs_read_writable(struct call *c)
 {
+	if (cas_remote_writable(c))
+		return;
 	read_pump(c);
 }
 
 void svc_bs_read_cancel(struct call *c)
 {
+	if (cas_remote_cancel(c))
+		return;
 	read_close(c);
 }
 
@@ -447,6 +454,8 @@ static int write_begin(struct call *c, const Google__Bytestream__WriteRequest *r
 
 void svc_bs_write(struct call *c, const ProtobufCMessage *msg)
 {
+	if (cas_remote_bs_write(c, msg))
+		return;
 	const Google__Bytestream__WriteRequest *req = (const void *)msg;
 	struct wstate *st = call_data(c);
 	if (!st) {
@@ -527,6 +536,8 @@ void svc_bs_write(struct call *c, const ProtobufCMessage *msg)
 
 void svc_bs_write_end(struct call *c)
 {
+	if (cas_remote_half_close(c))
+		return;
 	struct wstate *st = call_data(c);
 	if (!st) {
 		if (!call_done(c))
@@ -543,11 +554,15 @@ void svc_bs_write_end(struct call *c)
 
 void svc_bs_write_cancel(struct call *c)
 {
+	if (cas_remote_cancel(c))
+		return;
 	write_release(c);
 }
 
 void svc_bs_query(struct call *c, const ProtobufCMessage *msg)
 {
+	if (cas_remote_bs_query(c, msg))
+		return;
 	const Google__Bytestream__QueryWriteStatusRequest *req = (const void *)msg;
 	struct digest d;
 	struct inst *in = resolve(c, req->resource_name, true, &d);

@@ -14,6 +14,7 @@
 
 #include "domain/blob.h"
 #include "google/rpc/status.pb-c.h"
+#include "services/cas_remote.h"
 #include "services/inst.h"
 #include "core/log.h"
 #include "core/pbwire.h"
@@ -124,16 +125,22 @@ static void slice_cancel(struct call *c)
 
 void svc_cas_find_missing_cancel(struct call *c)
 {
+	if (cas_remote_cancel(c))
+		return;
 	slice_cancel(c);
 }
 
 void svc_cas_batch_update_cancel(struct call *c)
 {
+	if (cas_remote_cancel(c))
+		return;
 	slice_cancel(c);
 }
 
 void svc_cas_batch_read_cancel(struct call *c)
 {
+	if (cas_remote_cancel(c))
+		return;
 	slice_cancel(c);
 }
 
@@ -181,6 +188,8 @@ static const struct slice_ops find_ops = {find_one, find_done, find_fini, 4096};
 
 void svc_cas_find_missing(struct call *c, const ProtobufCMessage *msg)
 {
+	if (cas_remote_find_missing(c, msg))
+		return;
 	const PbFindMissing *req = (const void *)msg;
 	struct inst *in = inst_lookup(c, req->instance_name);
 	if (!in || reapi_digest_function(c, req->digest_function) != 0)
@@ -293,6 +302,8 @@ static const struct slice_ops batch_update_ops = {batch_update_one, batch_update
 
 void svc_cas_batch_update(struct call *c, const ProtobufCMessage *msg)
 {
+	if (cas_remote_batch_update(c, msg))
+		return;
 	const PbBatchUpdate *req = (const void *)msg;
 	struct inst *in = inst_lookup(c, req->instance_name);
 	if (!in || reapi_digest_function(c, req->digest_function) != 0)
@@ -383,6 +394,8 @@ static const struct slice_ops batch_read_ops = {batch_read_one, batch_read_done,
 
 void svc_cas_batch_read(struct call *c, const ProtobufCMessage *msg)
 {
+	if (cas_remote_batch_read(c, msg))
+		return;
 	const PbBatchRead *req = (const void *)msg;
 	struct inst *in = inst_lookup(c, req->instance_name);
 	if (!in || reapi_digest_function(c, req->digest_function) != 0)
@@ -775,6 +788,8 @@ bad:
 
 void svc_cas_get_tree(struct call *c, const ProtobufCMessage *msg)
 {
+	if (cas_remote_get_tree(c, msg))
+		return;
 	const Build__Bazel__Remote__Execution__V2__GetTreeRequest *req = (const void *)msg;
 	struct inst *in = inst_lookup(c, req->instance_name);
 	struct digest root;

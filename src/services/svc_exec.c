@@ -39,6 +39,7 @@
 #include "core/err.h"
 #include "google/rpc/error_details.pb-c.h"
 #include "services/auth.h"
+#include "services/cas_remote.h"
 #include "services/inst.h"
 #include "core/log.h"
 #include "core/pbwire.h"
@@ -554,7 +555,8 @@ static void start_exec(struct call *c, struct inst *in,
 	ex->last_stage = SCHED_UNKNOWN;
 	if (!req->skip_cache_lookup && !a->do_not_cache) {
 		ex_ref(ex);
-		int rc = ac_get(in->name, in->cas, action, ac_reply, ex);
+		int rc = in->cas_remote ? cas_remote_ac_get(in, action, ac_reply, ex)
+				 : ac_get(in->name, in->cas, action, ac_reply, ex);
 		if (rc != 0) {
 			ex_unref(ex);
 			svc_fail(c, rc, "cannot read the action cache");
@@ -567,6 +569,8 @@ static void start_exec(struct call *c, struct inst *in,
 
 void svc_exec_execute(struct call *c, const ProtobufCMessage *msg)
 {
+	if (cas_remote_execute(c, msg, svc_exec_execute))
+		return;
 	const Build__Bazel__Remote__Execution__V2__ExecuteRequest *req = (const void *)msg;
 	struct inst *in = inst_lookup(c, req->instance_name);
 	struct digest action;
