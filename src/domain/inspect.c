@@ -621,7 +621,7 @@ int inspect_summary(inspect_summary_cb cb, void *arg)
 	}
 	/* One extra count so no reply can finish the batch before all three
 	 * commands are queued. */
-	s->pending = 1;
+	s->pending = 2;
 	int rc = run_sched(I_SUM, sum_sched_reply, s, (const char *const *)keys, (int)nk, args,
 			   (int)na);
 	for (size_t i = 0; i < nk; i++)
