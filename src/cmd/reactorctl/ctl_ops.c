@@ -146,6 +146,16 @@ const char *ctl_ops_ago(int64_t us)
 	return ctl_reltime(b, 32, us);
 }
 
+/* "HASH/SIZE"; "" for none in --json (dig_json), "-" in tables. */
+static const char *dig_json(char *buf, size_t n, const PbDigest *d)
+{
+	if (!d || !d->hash)
+		buf[0] = '\0';
+	else
+		snprintf(buf, n, "%s/%" PRId64, d->hash, d->size_bytes);
+	return buf;
+}
+
 static const char *digest_str(char *buf, size_t n, const PbDigest *d)
 {
 	if (!d || !d->hash)
@@ -229,7 +239,7 @@ static void op_print(struct ctl *c, const Google__Longrunning__Operation *op)
 		ctl_json_kstr(j, "stage", stage);
 		ctl_json_kbool(j, "done", op->done);
 		ctl_json_kstr(j, "action_digest",
-			      digest_str(ad, sizeof ad, oi.md ? oi.md->action_digest : NULL));
+			      dig_json(ad, sizeof ad, oi.md ? oi.md->action_digest : NULL));
 		if (op->done) {
 			ctl_json_kint(j, "status_code", code);
 			ctl_json_kstr(j, "status_message", msg);
@@ -237,9 +247,9 @@ static void op_print(struct ctl *c, const Google__Longrunning__Operation *op)
 			if (ar) {
 				ctl_json_kint(j, "exit_code", ar->exit_code);
 				ctl_json_kstr(j, "stdout_digest",
-					      digest_str(od, sizeof od, ar->stdout_digest));
+					      dig_json(od, sizeof od, ar->stdout_digest));
 				ctl_json_kstr(j, "stderr_digest",
-					      digest_str(ed, sizeof ed, ar->stderr_digest));
+					      dig_json(ed, sizeof ed, ar->stderr_digest));
 				ctl_json_kstr(j, "worker", worker);
 			}
 		}
@@ -501,8 +511,8 @@ static int cmd_ac_get(struct ctl *c, int argc, char **argv)
 		ctl_json_obj(j);
 		ctl_json_kstr(j, "action_digest", argv[1]);
 		ctl_json_kint(j, "exit_code", ar->exit_code);
-		ctl_json_kstr(j, "stdout_digest", digest_str(od, sizeof od, ar->stdout_digest));
-		ctl_json_kstr(j, "stderr_digest", digest_str(ed, sizeof ed, ar->stderr_digest));
+		ctl_json_kstr(j, "stdout_digest", dig_json(od, sizeof od, ar->stdout_digest));
+		ctl_json_kstr(j, "stderr_digest", dig_json(ed, sizeof ed, ar->stderr_digest));
 		ctl_json_kstr(j, "worker", worker);
 		ctl_json_key(j, "output_files");
 		ctl_json_arr(j);
@@ -510,7 +520,7 @@ static int cmd_ac_get(struct ctl *c, int argc, char **argv)
 			ctl_json_obj(j);
 			ctl_json_kstr(j, "path", ar->output_files[i]->path);
 			ctl_json_kstr(j, "digest",
-				      digest_str(od, sizeof od, ar->output_files[i]->digest));
+				      dig_json(od, sizeof od, ar->output_files[i]->digest));
 			ctl_json_kbool(j, "is_executable", ar->output_files[i]->is_executable);
 			ctl_json_end(j);
 		}
@@ -522,7 +532,7 @@ static int cmd_ac_get(struct ctl *c, int argc, char **argv)
 			ctl_json_kstr(j, "path", ar->output_directories[i]->path);
 			ctl_json_kstr(
 				j, "tree_digest",
-				digest_str(od, sizeof od, ar->output_directories[i]->tree_digest));
+				dig_json(od, sizeof od, ar->output_directories[i]->tree_digest));
 			ctl_json_end(j);
 		}
 		ctl_json_end(j);
