@@ -21,9 +21,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as h  # noqa: E402
 import testbot as tb  # noqa: E402
-from reactor.buckets.v1 import buckets_pb2 as bpb  # noqa: E402
+from reactor.admin.v1 import admin_pb2 as apb  # noqa: E402
 
-BK = "/reactor.buckets.v1.Buckets/"
 GPU = (("OSFamily", "linux"), ("pool", "gpu"))
 
 
@@ -258,6 +257,14 @@ class TestBuildCommands(CtlCase):
         r = self.ctl("build", "log", str(fid), "boom")
         self.assertEqual((r.returncode, r.stdout, r.stderr), (0, "", "boom\n"))
         self.fails(1, "build", "log", str(bid), "nope", needle="no step")
+        # The Admin summary counts the bucket's builds and names the master.
+        ch = self.channel(self.srv.tcp_addr)
+        s = h.unary(ch, "/reactor.admin.v1.Admin/GetSummary", apb.GetSummaryRequest,
+                    apb.Summary)(apb.GetSummaryRequest(), timeout=10 * h.SLOW)
+        self.assertEqual([(x.bucket, x.scheduled, x.started, x.completed) for x in s.buckets],
+                         [("ci", 0, 0, 2)])
+        self.assertNotEqual(s.master, "")
+        self.assertEqual((s.master_leases, s.builds_leased), (0, 0))
         self.fails(1, "build", "get", "12345", needle="BUILD_NOT_FOUND")
         self.fails(2, "build", "get", "x12")
         self.fails(2, "build", "put", "--bucket", "ci")
