@@ -34,6 +34,7 @@
 #include "services/inst.h"
 #include "core/log.h"
 #include "domain/ac.h"
+#include "domain/inspect.h"
 #include "domain/master.h"
 #include "domain/sched.h"
 #include "transport/server.h"
@@ -111,6 +112,7 @@ static void apply_live(struct cfg *cfg)
 	ac_configure(cfg->ac_retention_us);
 	sched_watch_configure(cfg);
 	master_configure(cfg->master);
+	inspect_configure(cfg);
 }
 
 /* ---- shutdown ------------------------------------------------------------ */
@@ -417,6 +419,10 @@ static int start_store(void)
 	}
 	if (master_state_init() != 0) {
 		LOGE("main", "master: cannot register the Redis scripts");
+		return -1;
+	}
+	if (inspect_init() != 0) {
+		LOGE("main", "inspect: cannot register the Redis scripts");
 		return -1;
 	}
 	sched_watch_init(d.base);
