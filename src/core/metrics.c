@@ -26,9 +26,9 @@ struct series {
 	char *key;	      /* the label values, each NUL-terminated */
 	size_t key_len;
 	const char *values[METRICS_MAX_LABELS]; /* into key */
-	double value;			       /* counter, gauge; histogram: sum */
-	uint64_t count;			       /* histogram observations */
-	uint64_t *buckets;		       /* histogram: per bound, not cumulative */
+	double value;				/* counter, gauge; histogram: sum */
+	uint64_t count;				/* histogram observations */
+	uint64_t *buckets;			/* histogram: per bound, not cumulative */
 };
 
 struct metric {
@@ -161,6 +161,7 @@ static struct series *series_get(struct metric *m, va_list ap)
 	char buf[1024];
 	size_t len = 0;
 	bool fits = true;
+	buf[0] = '\0';
 	for (size_t i = 0; i < m->nlabels; i++) {
 		const char *v = va_arg(ap, const char *);
 		if (!v)
@@ -483,9 +484,8 @@ static void std_collect(void *arg)
 void metrics_init(struct event_base *base, const char *version)
 {
 	/* Seconds: a fast unary call is ~100us, a long Execute minutes. */
-	static const double rpc_b[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
-				       0.1,    0.25,  0.5,    1,     2.5,  5,     10,
-				       30,     60,    300,    1800};
+	static const double rpc_b[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+				       0.5,    1,     2.5,    5,     10,   30,	  60,	300, 1800};
 	static const double redis_b[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
 					 0.01,	 0.025,	  0.05,	  0.1,	 0.5,	 1};
 	static const double lag_b[] = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
@@ -494,20 +494,21 @@ void metrics_init(struct event_base *base, const char *version)
 	R.info = metric_new(METRIC_GAUGE, "reactor_build_info",
 			    "Always 1; the version label names the running reactord.", "version");
 	metric_set(R.info, 1, version);
-	R.start_time = metric_new(METRIC_GAUGE, "reactor_process_start_time_seconds",
-				  "When this reactord started, in seconds since the Unix epoch.",
-				  NULL);
+	R.start_time =
+		metric_new(METRIC_GAUGE, "reactor_process_start_time_seconds",
+			   "When this reactord started, in seconds since the Unix epoch.", NULL);
 	metric_set(R.start_time, (double)(now_us() / 1000000));
 	R.rpc_total = metric_new(METRIC_COUNTER, "reactor_rpc_calls_total",
 				 "gRPC calls finished, by method and status code.", "method,code");
-	R.rpc_seconds = metric_histogram("reactor_rpc_duration_seconds",
-					 "How long gRPC calls ran, from headers to status, by method.",
-					 "method", rpc_b, ARRAY_LEN(rpc_b));
+	R.rpc_seconds =
+		metric_histogram("reactor_rpc_duration_seconds",
+				 "How long gRPC calls ran, from headers to status, by method.",
+				 "method", rpc_b, ARRAY_LEN(rpc_b));
 	R.h2_bytes = metric_new(METRIC_COUNTER, "reactor_http2_bytes_total",
 				"HTTP/2 bytes read (in) and written (out) on gRPC connections.",
 				"direction");
-	R.h2_streams = metric_new(METRIC_GAUGE, "reactor_http2_streams",
-				  "HTTP/2 streams open.", NULL);
+	R.h2_streams =
+		metric_new(METRIC_GAUGE, "reactor_http2_streams", "HTTP/2 streams open.", NULL);
 	R.redis_seconds = metric_histogram("reactor_redis_roundtrip_seconds",
 					   "Redis command round trips, from send to reply.", NULL,
 					   redis_b, ARRAY_LEN(redis_b));
