@@ -376,6 +376,14 @@ static void call_free(struct rc_call *k)
 	free(k);
 }
 
+/* The client's connection is closing for a reason of its own (a socket
+ * error, the peer's EOF), not because this side closed it. */
+static bool lost_connection(const struct rc_client *cl)
+{
+	const char *why = cl->h2 ? h2_conn_close_reason(cl->h2) : NULL;
+	return why && strcmp(why, "client closed") != 0;
+}
+
 static void c_on_close(struct h2_stream *s, uint32_t error)
 {
 	struct rc_call *k = h2_stream_user(s);
@@ -392,6 +400,13 @@ static void c_on_close(struct h2_stream *s, uint32_t error)
 			code = http_to_grpc(k->http_status);
 			snprintf(buf, sizeof(buf), "HTTP status %d without grpc-status",
 				 k->http_status);
+		} else if (error && lost_connection(k->cl)) {
+			/* The connection went (or never came): UNAVAILABLE, as
+			 * gRPC has it, with the transport's reason. */
+			code = GRPC_UNAVAILABLE;
+			snprintf(buf, sizeof(buf), "%s %s: %s",
+				 k->cl->answered ? "lost the connection to" : "cannot connect to",
+				 k->cl->peer ? k->cl->peer : "server", h2_conn_close_reason(k->cl->h2));
 		} else if (error) {
 			code = error == H2_REFUSED_STREAM ? GRPC_UNAVAILABLE
 			       : error == H2_CANCEL	  ? GRPC_CANCELLED

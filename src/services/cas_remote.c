@@ -216,17 +216,16 @@ bool shard_check_down(struct shard *s, int code, const char *msg)
 	}
 	if (s->cl && rc_client_alive(s->cl) && code != GRPC_UNAVAILABLE)
 		return false; /* the shard answered: its own error */
-	if (s->cl && rc_client_alive(s->cl) && !strstr(msg, "stream closed"))
+	if (s->cl && rc_client_alive(s->cl))
 		return false; /* UNAVAILABLE from a shard that is up (its Redis...) */
 	s->backoff_us = s->backoff_us ? s->backoff_us * 2 : BACKOFF_MIN_US;
 	if (s->backoff_us > BACKOFF_MAX_US)
 		s->backoff_us = BACKOFF_MAX_US;
 	s->retry_at = mono_us() + s->backoff_us;
 	free(s->why);
-	/* A refused connect ends its calls as a closed stream: say so. */
-	s->why = xstrdup(!msg || !*msg || strstr(msg, "stream closed")
-				 ? "connection refused or closed"
-				 : msg);
+	/* The client names the cause ("cannot connect to ADDR: Connection
+	 * refused", "lost the connection to ADDR: ..."). */
+	s->why = xstrdup(msg && *msg ? msg : "connection closed");
 	LOGW(MOD, "CAS shard %s (%s) unavailable: %s; retrying in %lld ms", s->name, s->addr,
 	     s->why, (long long)(s->backoff_us / 1000));
 	if (s->cl) {

@@ -631,6 +631,7 @@ static void conn_free_cb(evutil_socket_t fd, short what, void *arg)
 	event_free(c->free_ev);
 	free(c->peer);
 	free(c->tls_identity);
+	free(c->close_reason);
 	free(c);
 }
 
@@ -640,6 +641,7 @@ void h2_conn_close(struct h2_conn *c, const char *reason)
 		return;
 	conn_set_state(c, H2_CONN_CLOSED);
 	LOGI("h2", LOG_CONN " closed: %s", c->id, reason);
+	c->close_reason = xstrdup(reason);
 	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
 	event_del(c->flush_ev);
 	if (c->idle_ev)
@@ -892,6 +894,11 @@ const struct cfg_listen *h2_conn_listen(const struct h2_conn *c)
 const char *h2_conn_tls_identity(const struct h2_conn *c)
 {
 	return c->tls_identity;
+}
+
+const char *h2_conn_close_reason(const struct h2_conn *c)
+{
+	return c->close_reason;
 }
 
 /* ---- stream API ------------------------------------------------------------ */

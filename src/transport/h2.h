@@ -111,6 +111,9 @@ struct h2_stream *h2_stream_open(struct h2_conn *c, const struct h2_hdr *hdrs, s
 void h2_conn_goaway(struct h2_conn *c);
 /* Close now (streams see on_close with an error).  Idempotent. */
 void h2_conn_close(struct h2_conn *c, const char *reason);
+/* The reason given to h2_conn_close (e.g. "Connection refused"), for the
+ * streams' on_close callbacks; NULL while the connection is open. */
+const char *h2_conn_close_reason(const struct h2_conn *c);
 uint64_t h2_conn_id(const struct h2_conn *c);
 const char *h2_conn_peer(const struct h2_conn *c);
 bool h2_conn_alive(const struct h2_conn *c);

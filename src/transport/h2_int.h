@@ -101,6 +101,7 @@ struct h2_conn {
 	 * TLS the verified client certificate's identity (NULL: none). */
 	const struct cfg_listen *listen;
 	char *tls_identity;
+	char *close_reason; /* why h2_conn_close was called; NULL while open */
 	bool tls; /* over TLS (output is joined into larger records) */
 };
 

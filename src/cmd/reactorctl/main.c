@@ -196,73 +196,6 @@ int ctl_usage(struct ctl *c)
 
 /* ---- connecting ----------------------------------------------------------- */
 
-/* Connect to t by hand, blocking for at most timeout_ms: 0, or an errno
- * (EAI errors as -code with *gai set).  Used to find out why a connection
- * could not be made: the client library only says that it closed. */
-static int probe(const struct rc_target *t, int timeout_ms, int *gai)
-{
-	*gai = 0;
-	struct sockaddr_storage ss;
-	socklen_t sl;
-	memset(&ss, 0, sizeof(ss));
-	if (t->path) {
-		struct sockaddr_un *sun = (void *)&ss;
-		if (strlen(t->path) >= sizeof(sun->sun_path))
-			return ENAMETOOLONG;
-		sun->sun_family = AF_UNIX;
-		strcpy(sun->sun_path, t->path);
-		sl = sizeof(*sun);
-	} else {
-		struct addrinfo hints = {0}, *res;
-		hints.ai_socktype = SOCK_STREAM;
-		int rv = getaddrinfo(t->host, t->port, &hints, &res);
-		if (rv != 0) {
-			*gai = rv;
-			return rv == EAI_SYSTEM ? errno : -1;
-		}
-		memcpy(&ss, res->ai_addr, res->ai_addrlen);
-		sl = res->ai_addrlen;
-		freeaddrinfo(res);
-	}
-	int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return errno;
-	int e = 0;
-	if (connect(fd, (struct sockaddr *)&ss, sl) != 0) {
-		e = errno;
-		if (e == EINPROGRESS) {
-			struct pollfd p = {.fd = fd, .events = POLLOUT};
-			int n = poll(&p, 1, timeout_ms);
-			socklen_t el = sizeof(e);
-			if (n == 0)
-				e = ETIMEDOUT;
-			else if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) != 0)
-				e = errno;
-		}
-	}
-	close(fd);
-	return e;
-}
-
-/* Why c->target can't be reached, printed; true when it can't. */
-static bool diagnose(struct ctl *c)
-{
-	struct rc_target t;
-	char *err = NULL;
-	if (rc_target_parse(c->target, rc_client_opts_tls(&c->copts), &t, &err) != 0) {
-		free(err);
-		return false;
-	}
-	int gai;
-	int64_t ms = c->timeout_us / 1000;
-	int e = probe(&t, ms > 10000 || ms <= 0 ? 10000 : (int)ms, &gai);
-	rc_target_free(&t);
-	if (e == 0)
-		return false;
-	ctl_err(0, "cannot connect to %s: %s", c->target, gai ? gai_strerror(gai) : strerror(e));
-	return true;
-}
-
 struct rc_client *ctl_client(struct ctl *c)
 {
 	if (c->cl)
@@ -318,13 +251,11 @@ int ctl_status(struct ctl *c, int code, const char *msg)
 		c->answered = true;
 		return CTL_OK;
 	}
-	/* A connection that never worked: say why it could not be made. */
-	if (!c->answered && (!c->cl || !rc_client_alive(c->cl)) &&
-	    (code == GRPC_UNAVAILABLE || code == GRPC_CANCELLED || code == GRPC_INTERNAL ||
-	     code == GRPC_UNKNOWN) &&
-	    diagnose(c)) {
-		if (c->verbose)
-			ctl_err(0, "(the call said %s: %s)", grpc_code_name(code), msg ? msg : "");
+	/* A connection that never worked: the client library says so
+	 * ("cannot connect to TARGET: Connection refused"). */
+	if (!c->answered && code == GRPC_UNAVAILABLE && msg &&
+	    (strncmp(msg, "cannot connect to ", 18) == 0 || strncmp(msg, "cannot reach ", 13) == 0)) {
+		ctl_err(0, "%s", msg);
 		return CTL_NOCONN;
 	}
 	if (code != GRPC_UNAVAILABLE && code != GRPC_CANCELLED)
