@@ -242,8 +242,29 @@ static const struct {
 	 "reactor.conf:3:5: listen[1]: port 70000 out of range 0..65535"},
 	{"listen:\n  - 127.0.0.1:70000\n",
 	 "reactor.conf:2:5: listen[0]: port 70000 out of range 0..65535"},
+	/* listen forms (issue 13): every complaint quotes the value and names
+	 * the accepted forms; "*" and URLs are refused, never widened */
+#define FORMS "accepted forms: HOST:PORT (an IPv4 address or a host name), [IPV6]:PORT, unix:PATH; 0.0.0.0:PORT or [::]:PORT listen on every interface"
 	{"listen:\n  - ::1:80\n",
-	 "reactor.conf:2:5: listen[0]: IPv6 addresses need brackets, like [::1]:50051"},
+	 "reactor.conf:2:5: listen[0]: \"::1:80\": IPv6 addresses need brackets, like "
+	 "[::1]:50051; " FORMS},
+	{"listen:\n  - \"*:50201\"\n",
+	 "reactor.conf:2:5: listen[0]: \"*:50201\": no host; to listen on every interface "
+	 "write 0.0.0.0:50201 (IPv4) or [::]:50201 (IPv6), with TLS or insecure: true; " FORMS},
+	{"listen:\n  - \":50201\"\n",
+	 "reactor.conf:2:5: listen[0]: \":50201\": no host; to listen on every interface "
+	 "write 0.0.0.0:50201 (IPv4) or [::]:50201 (IPv6), with TLS or insecure: true; " FORMS},
+	{"listen:\n  - tcp://127.0.0.1:50201\n",
+	 "reactor.conf:2:5: listen[0]: \"tcp://127.0.0.1:50201\": a listen address takes no "
+	 "scheme (tcp://, http://, grpc://...); " FORMS},
+	{"listen:\n  - http://localhost:80\n",
+	 "reactor.conf:2:5: listen[0]: \"http://localhost:80\": a listen address takes no "
+	 "scheme (tcp://, http://, grpc://...); " FORMS},
+	{"listen:\n  - address: grpc://[::1]:1\n",
+	 "reactor.conf:2:14: listen[0].address: \"grpc://[::1]:1\": a listen address takes no "
+	 "scheme (tcp://, http://, grpc://...); " FORMS},
+	{"listen:\n  - localhost\n", "reactor.conf:2:5: listen[0]: \"localhost\": no port; " FORMS},
+#undef FORMS
 	{"listen:\n  - \"unix:\"\n",
 	 "reactor.conf:2:5: listen[0]: unix: needs a socket path, like unix:/run/reactord.sock"},
 	{"listen:\n  - localhost:http\n", "reactor.conf:2:5: listen[0]: bad port \"http\""},
