@@ -5,6 +5,11 @@
 #   make            build reactord and reactorctl (in build/)
 #   make run        build and start the embedded default (conf/reactor.conf):
 #                   reactord with a private redis-server on 127.0.0.1:50051
+#                   and the config's local workers (workers.local: 2)
+#   make run WORKERS=N
+#                   the same with N local workers instead (0: none, for
+#                   outside workers only); the config file is not edited
+#                   (reactord --workers N)
 #   make check      every test (unit + integration)
 #   make check SANITIZE=1   the same in an ASan+UBSan build (build-san/)
 #   make fuzz [FUZZ_TIME=60] [FUZZ=h2 json ...]
@@ -25,6 +30,7 @@ BUILD ?= build
 endif
 CFLAGS ?= -O2 -g
 RUN_CONF ?= $(CURDIR)/conf/reactor.conf
+WORKERS ?=
 
 .PHONY: all check run install uninstall clean distclean deps bench fuzz
 
@@ -36,7 +42,7 @@ check: $(BUILD)/Makefile
 		{ cat $(BUILD)/test-suite.log 2>/dev/null | tail -n 200; exit 1; }
 
 run: all
-	cd $(BUILD) && exec ./reactord -c $(RUN_CONF)
+	cd $(BUILD) && exec ./reactord -c $(RUN_CONF) $(if $(WORKERS),--workers $(WORKERS))
 
 install: $(BUILD)/Makefile
 	@$(MAKE) --no-print-directory -C $(BUILD) install prefix=$(PREFIX) DESTDIR=$(DESTDIR)

@@ -53,6 +53,7 @@ static struct {
 	char **argv; /* the command line, with the name slot filled per spawn */
 	int argc, name_at;
 	bool stopping;
+	bool running;	/* worker_sup_run has spawned them */
 	char *own_work; /* the per-start work dir we made, removed at exit */
 	int own_lock;	/* its descriptor, flock()ed while we live */
 } sv;
@@ -364,19 +365,31 @@ int worker_sup_start(struct event_base *base, const struct cfg *cfg, char **err)
 			*p = '_';
 	sv.n = cfg->workers_local;
 	sv.slots = xcalloc((size_t)sv.n, sizeof(*sv.slots));
-	LOGI(MOD, "starting %d local worker(s) on %s (%s), work dir %s, sandbox %s", sv.n, target,
-	     bin, work, cfg->workers_sandbox == CFG_SANDBOX_NONE ? "none" : "bwrap");
+	LOGI(MOD,
+	     "%d local worker(s) on %s (%s), work dir %s, sandbox %s: starting once Redis "
+	     "answers",
+	     sv.n, target, bin, work, cfg->workers_sandbox == CFG_SANDBOX_NONE ? "none" : "bwrap");
 	for (int i = 0; i < sv.n; i++) {
 		struct slot *s = &sv.slots[i];
 		s->idx = i;
-		/* Stable for this reactord: a restarted worker's new session
-		 * replaces the dead one's at once and requeues its lease. */
-		s->name = xasprintf("%s-%d-w%d", host, (int)getpid(), i);
+		/* Stable across restarts of reactord (no pid in it): a new
+		 * worker's session replaces the one its predecessor left -
+		 * same bot id, same owner - at once, requeueing its lease,
+		 * instead of lingering beside it until its keepalive ends. */
+		s->name = xasprintf("%s-local-%d", host, i);
 		s->backoff_us = BACKOFF_MIN_US;
 		s->timer = evtimer_new(base, restart_cb, s);
-		spawn(s);
 	}
 	return 0;
+}
+
+void worker_sup_run(void)
+{
+	if (sv.running || sv.stopping)
+		return;
+	sv.running = true;
+	for (int i = 0; i < sv.n; i++)
+		spawn(&sv.slots[i]);
 }
 
 void worker_sup_stop(void)
@@ -425,6 +438,7 @@ void worker_sup_shutdown(void)
 	free(sv.slots);
 	sv.slots = NULL;
 	sv.n = 0;
+	sv.running = false;
 	if (sv.sigchld)
 		event_free(sv.sigchld);
 	sv.sigchld = NULL;
