@@ -497,6 +497,10 @@ static const struct key cfg_keys[] = {
 	 .min = 10 * US_MS, .max = US_H, .reload = true},
 	{"scheduler.sweep-interval", K_DURATION, F(sched_sweep_us), .def = US_S, .min = 10 * US_MS,
 	 .max = US_H, .reload = true},
+	/* Fail fast (issue 13): how long after start an Execute for a platform
+	 * no bot offers still waits (bots of before a restart reconnecting). */
+	{"scheduler.start-grace", K_DURATION, F(sched_start_grace_us), .def = 60 * US_S, .min = 0,
+	 .max = US_D, .reload = true},
 
 	SECTION("buckets"),
 	{"buckets.expiry-interval", K_DURATION, F(buckets_expiry_interval_us), .def = 10 * US_S,

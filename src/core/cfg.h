@@ -222,6 +222,7 @@ struct cfg {
 	int64_t sched_safety_net_us;	/* re-read watched jobs this often, default 5s */
 	int64_t sched_keepalive_us;	/* Operation keep-alive on idle streams, default 30s */
 	int64_t sched_sweep_us;		/* expiry/timeout/retention sweep, default 1s */
+	int64_t sched_start_grace_us;	/* no fail-fast this long after start, default 60s */
 
 	/* buckets: (all reloadable) */
 	int64_t buckets_expiry_interval_us;	   /* lease expiry pass, default 10s */
