@@ -165,7 +165,8 @@ static const struct list_ops service_ops = {
 /* Index is enum cfg_client_auth. */
 static const char *const client_auth_names[] = {"none", "optional", "require", NULL};
 
-#define FT(field) .off = offsetof(struct cfg_tls, field), .size = sizeof(((struct cfg_tls *)0)->field)
+#define FT(field)                                                                                  \
+	.off = offsetof(struct cfg_tls, field), .size = sizeof(((struct cfg_tls *)0)->field)
 static const struct key tls_keys[] = {
 	{"cert", K_STRING, FT(cert), .check = cfg_check_nonempty, .required = true},
 	{"key", K_STRING, FT(key), .check = cfg_check_nonempty, .required = true},
@@ -184,7 +185,8 @@ static int tls_check(struct ctx *x, void *obj, const struct node *n, const char 
 	const struct node *auth = where[cfg_find_key(&tls_tab, "client-auth") - tls_keys];
 	if (t->client_auth != CFG_CLIENT_AUTH_NONE && !t->client_ca) {
 		char *p = xasprintf("%s.client-auth", path);
-		fail(x, auth ? auth : n, p, "%s needs client-ca (the CA client certificates chain to)",
+		fail(x, auth ? auth : n, p,
+		     "%s needs client-ca (the CA client certificates chain to)",
 		     client_auth_names[t->client_auth]);
 		free(p);
 		return -1;
@@ -470,16 +472,16 @@ static const struct key cfg_keys[] = {
 	SECTION("limits"),
 	{"limits.max-buffered-per-stream", K_SIZE, F(limits_max_buffered_stream), .def = 0,
 	 .min = 0, .max = GIB + 5, .reload = true},
-	{"limits.max-buffered-per-connection", K_SIZE, F(limits_max_buffered_conn),
-	 .def = 64 * MIB, .min = 64 * KIB, .max = 16 * GIB, .reload = true},
+	{"limits.max-buffered-per-connection", K_SIZE, F(limits_max_buffered_conn), .def = 64 * MIB,
+	 .min = 64 * KIB, .max = 16 * GIB, .reload = true},
 	{"limits.max-buffered-total", K_SIZE, F(limits_max_buffered_total), .def = 512 * MIB,
 	 .min = 64 * KIB, .max = 1024 * GIB, .reload = true},
 	{"limits.max-connections", K_INT, F(limits_max_connections), .def = 4096, .min = 1,
 	 .max = 1000000, .reload = true},
 	{"limits.max-connections-per-address", K_INT, F(limits_max_conns_per_addr), .def = 256,
 	 .min = 0, .max = 1000000, .reload = true},
-	{"limits.half-close-timeout", K_DURATION, F(limits_half_close_timeout_us),
-	 .def = 5 * US_M, .min = 0, .max = 7 * US_D, .reload = true},
+	{"limits.half-close-timeout", K_DURATION, F(limits_half_close_timeout_us), .def = 5 * US_M,
+	 .min = 0, .max = 7 * US_D, .reload = true},
 	{"limits.request-idle-timeout", K_DURATION, F(limits_request_idle_timeout_us),
 	 .def = 5 * US_M, .min = 0, .max = 7 * US_D, .reload = true},
 
@@ -694,4 +696,32 @@ char *cfg_diff_static(const struct cfg *a, const struct cfg *b)
 	char *out = NULL;
 	diff_tab(&cfg_tab, a, b, "", &out);
 	return out;
+}
+
+/* ---- reloadable keys (issue 13: reactord(8) lists them) ------------------ */
+
+static void each_reloadable(const struct keytab *t, const char *prefix,
+			    void (*fn)(const char *name, void *arg), void *arg)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		const struct key *k = &t->keys[i];
+		if (k->type == K_SECTION)
+			continue;
+		char *name = xasprintf("%s%s", prefix, k->name);
+		if (k->reload) {
+			fn(name, arg); /* a reloadable object: the whole section */
+		} else if (k->type == K_OBJECT && k->obj && k->obj->tab) {
+			char *p = xasprintf("%s.", name);
+			each_reloadable(k->obj->tab, p, fn, arg);
+			free(p);
+		} else if (k->type == K_LIST && k->list == &instance_ops) {
+			each_reloadable(&inst_tab, "instances[].", fn, arg);
+		}
+		free(name);
+	}
+}
+
+void cfg_each_reloadable(void (*fn)(const char *name, void *arg), void *arg)
+{
+	each_reloadable(&cfg_tab, "", fn, arg);
 }

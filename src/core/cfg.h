@@ -286,4 +286,9 @@ const struct cfg_builder *cfg_builder_find(const struct cfg_master *m, const cha
  * nothing) changed. */
 char *cfg_diff_static(const struct cfg *a, const struct cfg *b);
 
+/* Call fn with the path of every key SIGHUP may change, in table order:
+ * "log.level", "instances[].execution", "master.poll-interval"; a whole
+ * reloadable section (auth) is one name.  reactord(8) lists them. */
+void cfg_each_reloadable(void (*fn)(const char *name, void *arg), void *arg);
+
 #endif
