@@ -165,8 +165,7 @@ static const struct list_ops service_ops = {
 /* Index is enum cfg_client_auth. */
 static const char *const client_auth_names[] = {"none", "optional", "require", NULL};
 
-#define FT(field)                                                                                  \
-	.off = offsetof(struct cfg_tls, field), .size = sizeof(((struct cfg_tls *)0)->field)
+#define FT(field) .off = offsetof(struct cfg_tls, field), .size = sizeof(((struct cfg_tls *)0)->field)
 static const struct key tls_keys[] = {
 	{"cert", K_STRING, FT(cert), .check = cfg_check_nonempty, .required = true},
 	{"key", K_STRING, FT(key), .check = cfg_check_nonempty, .required = true},
@@ -185,8 +184,7 @@ static int tls_check(struct ctx *x, void *obj, const struct node *n, const char 
 	const struct node *auth = where[cfg_find_key(&tls_tab, "client-auth") - tls_keys];
 	if (t->client_auth != CFG_CLIENT_AUTH_NONE && !t->client_ca) {
 		char *p = xasprintf("%s.client-auth", path);
-		fail(x, auth ? auth : n, p,
-		     "%s needs client-ca (the CA client certificates chain to)",
+		fail(x, auth ? auth : n, p, "%s needs client-ca (the CA client certificates chain to)",
 		     client_auth_names[t->client_auth]);
 		free(p);
 		return -1;
@@ -472,16 +470,16 @@ static const struct key cfg_keys[] = {
 	SECTION("limits"),
 	{"limits.max-buffered-per-stream", K_SIZE, F(limits_max_buffered_stream), .def = 0,
 	 .min = 0, .max = GIB + 5, .reload = true},
-	{"limits.max-buffered-per-connection", K_SIZE, F(limits_max_buffered_conn), .def = 64 * MIB,
-	 .min = 64 * KIB, .max = 16 * GIB, .reload = true},
+	{"limits.max-buffered-per-connection", K_SIZE, F(limits_max_buffered_conn),
+	 .def = 64 * MIB, .min = 64 * KIB, .max = 16 * GIB, .reload = true},
 	{"limits.max-buffered-total", K_SIZE, F(limits_max_buffered_total), .def = 512 * MIB,
 	 .min = 64 * KIB, .max = 1024 * GIB, .reload = true},
 	{"limits.max-connections", K_INT, F(limits_max_connections), .def = 4096, .min = 1,
 	 .max = 1000000, .reload = true},
 	{"limits.max-connections-per-address", K_INT, F(limits_max_conns_per_addr), .def = 256,
 	 .min = 0, .max = 1000000, .reload = true},
-	{"limits.half-close-timeout", K_DURATION, F(limits_half_close_timeout_us), .def = 5 * US_M,
-	 .min = 0, .max = 7 * US_D, .reload = true},
+	{"limits.half-close-timeout", K_DURATION, F(limits_half_close_timeout_us),
+	 .def = 5 * US_M, .min = 0, .max = 7 * US_D, .reload = true},
 	{"limits.request-idle-timeout", K_DURATION, F(limits_request_idle_timeout_us),
 	 .def = 5 * US_M, .min = 0, .max = 7 * US_D, .reload = true},
 
