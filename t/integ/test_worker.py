@@ -210,7 +210,7 @@ class TestWorker(WorkerCase):
         sub = kids[root.directories[0].digest.hash]
         self.assertEqual(self.read(ch, sub.files[0].digest), b"tool-ran\n")
         md = res.execution_metadata
-        self.assertRegex(md.worker, r"-w0$")
+        self.assertRegex(md.worker, r"-local-0$")
         self.assertLessEqual(md.execution_start_timestamp.ToNanoseconds(),
                              md.execution_completed_timestamp.ToNanoseconds())
         self.assertGreater(md.worker_completed_timestamp.seconds, 0)
