@@ -330,7 +330,7 @@ class TestWorker(WorkerCase):
         self.assertEqual(self.read(ch, r.result.stdout_digest), b"second run\n")
         (new,) = worker_procs(srv)
         self.assertNotEqual(new, victim)
-        self.assertRegex(srv.log(), r"worker \S+-w0 was killed by signal 9")
+        self.assertRegex(srv.log(), r"worker \S+-local-0 was killed by signal 9")
 
     def test_two_workers_run_in_parallel(self):
         srv, ch = self.start(local=2, workers=UNSANDBOXED)

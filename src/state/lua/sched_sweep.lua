@@ -24,9 +24,10 @@ for i = 3, #ARGV, 2 do
     table.insert(closed, name)
   end
   local seenk = P_BOTSEEN .. inst
-  local seen = redis.call('HGETALL', seenk)
-  for s = 1, #seen, 2 do
-    if tonumber(seen[s + 1]) + nwt < tonumber(now) then redis.call('HDEL', seenk, seen[s]) end
+  for _, p in ipairs(redis.call('HKEYS', seenk)) do
+    if tonumber(redis.call('HGET', seenk, p) or '0') + nwt < tonumber(now) then
+      redis.call('HDEL', seenk, p)
+    end
   end
   local props = {}
   for _, p in ipairs(redis.call('HKEYS', pk)) do
