@@ -16,6 +16,10 @@
 #                   build the libFuzzer targets with clang (build-fuzz/) and
 #                   run each for FUZZ_TIME seconds (fuzz/run.sh)
 #   make install [PREFIX=/usr/local] [DESTDIR=...]
+#                   the programs and man pages, the config where reactord
+#                   looks without -c (PREFIX/etc/reactor/reactor.conf, kept
+#                   if present), the systemd unit and its sysusers.d and
+#                   tmpfiles.d snippets (PREFIX/lib/...)
 #
 # Automake's generated Makefile lives in the build directory, so this file
 # and the generated one never collide.
@@ -44,8 +48,15 @@ check: $(BUILD)/Makefile
 run: all
 	cd $(BUILD) && exec ./reactord -c $(RUN_CONF) $(if $(WORKERS),--workers $(WORKERS))
 
+# The prefix is compiled in (reactord's default config path,
+# PREFIX/etc/reactor/reactor.conf) and written into the systemd unit, so a
+# PREFIX other than the one configured reconfigures and rebuilds reactord
+# rather than installing a binary that looks elsewhere.
 install: $(BUILD)/Makefile
-	@$(MAKE) --no-print-directory -C $(BUILD) install prefix=$(PREFIX) DESTDIR=$(DESTDIR)
+	@if [ "$$(sed -n 's/^prefix = //p' $(BUILD)/Makefile)" != "$(PREFIX)" ]; then \
+		cd $(BUILD) && ../configure --prefix=$(PREFIX) CFLAGS="$(CFLAGS)" $(CONFIGURE_FLAGS) && \
+		rm -f src/cmd/reactord/*.o; fi
+	@$(MAKE) --no-print-directory -C $(BUILD) install DESTDIR=$(DESTDIR)
 
 uninstall: $(BUILD)/Makefile
 	@$(MAKE) --no-print-directory -C $(BUILD) uninstall prefix=$(PREFIX) DESTDIR=$(DESTDIR)
