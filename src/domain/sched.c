@@ -472,7 +472,8 @@ static char *local_props(void)
  * supervised: down only briefly). */
 static bool fail_fast(const char *instance, const char *platform)
 {
-	if (!sc.cfg || mono_us() - sc.started_us < sc.cfg->sched_start_grace_us)
+	/* Before sched_start (tools, unit tests) the grace has not begun. */
+	if (!sc.cfg || !sc.started_us || mono_us() - sc.started_us < sc.cfg->sched_start_grace_us)
 		return false;
 	char *lp = *instance ? NULL : local_props();
 	bool local = lp && sched_platform_match(platform, lp);

@@ -146,6 +146,35 @@ class TestLocalWorkers(h.ReactordTestCase):
         self.assertNotRegex(srv2.log(), r"(?m)^\S+ error ")
         self.assertLess(time.monotonic() - t0, 15)
 
+    def test_shared_redis_names_carry_the_state_dir(self):
+        # Two reactords on one host sharing one Redis: their local workers
+        # must not take each other's bot ids (each would keep replacing the
+        # other's sessions), and each keeps its names over a restart.
+        ext = self.start_redis()
+        srvs = []
+        for name in ("ra", "rb"):
+            cfg = h.deep_merge(self.base_config(name), self.config(local=1))
+            cfg["redis"] = {"embedded": False, "address": "unix:" + ext.sock,
+                            "reconnect-max": "200ms"}
+            srvs.append(self.start_reactord(cfg=cfg, name=name))
+        r = tb.Resp(ext.sock)
+        self.addCleanup(r.close)
+
+        def ids():
+            return sorted(r.hgetall("reactor:bot:" + n.decode()).get("bot_id", b"").decode()
+                          for n in r("ZRANGE", "reactor:bots:", "0", "-1"))
+        h.wait_for(lambda: len(ids()) == 2, 20, "two bot sessions")
+        first = ids()
+        host = re.escape(socket.gethostname())
+        for i in first:
+            self.assertRegex(i, r"^%s-[0-9a-f]{6}-local-0$" % host)
+        self.assertNotEqual(first[0], first[1])
+        srvs[0].stop()
+        again = self.start_reactord(cfg=srvs[0].cfg, name="ra")
+        again.wait_log(r"started worker")
+        h.wait_for(lambda: ids() == first and r("ZCARD", "reactor:bots:") == 2, 20,
+                   "the same two bot ids, two sessions")
+
     def start_with(self, cfg, args, name):
         """start_reactord with extra command-line arguments."""
         path = self.write_config(cfg, name)

@@ -28,6 +28,7 @@
 
 #include "core/cfg.h"
 #include "core/child.h"
+#include "core/digest.h"
 #include "core/log.h"
 #include "transport/server.h"
 
@@ -363,6 +364,20 @@ int worker_sup_start(struct event_base *base, const struct cfg *cfg, char **err)
 	for (char *p = host; *p; p++)
 		if (*p == '/')
 			*p = '_';
+	/* With a Redis shared by several reactords, two of them on one host
+	 * must not name their workers alike (each would keep replacing the
+	 * other's sessions): there the name also carries a short hash of the
+	 * state dir, which is as stable as the host name. */
+	char *stem = xstrdup(host);
+	if (!cfg->redis_embedded) {
+		char *rp = realpath(cfg->state_dir, NULL);
+		const char *sd = rp ? rp : cfg->state_dir;
+		struct digest dg;
+		digest_of(sd, strlen(sd), &dg);
+		free(stem);
+		stem = xasprintf("%s-%02x%02x%02x", host, dg.hash[0], dg.hash[1], dg.hash[2]);
+		free(rp);
+	}
 	sv.n = cfg->workers_local;
 	sv.slots = xcalloc((size_t)sv.n, sizeof(*sv.slots));
 	LOGI(MOD,
@@ -376,10 +391,11 @@ int worker_sup_start(struct event_base *base, const struct cfg *cfg, char **err)
 		 * worker's session replaces the one its predecessor left -
 		 * same bot id, same owner - at once, requeueing its lease,
 		 * instead of lingering beside it until its keepalive ends. */
-		s->name = xasprintf("%s-local-%d", host, i);
+		s->name = xasprintf("%s-local-%d", stem, i);
 		s->backoff_us = BACKOFF_MIN_US;
 		s->timer = evtimer_new(base, restart_cb, s);
 	}
+	free(stem);
 	return 0;
 }
 
