@@ -5,12 +5,21 @@
 #   make            build reactord and reactorctl (in build/)
 #   make run        build and start the embedded default (conf/reactor.conf):
 #                   reactord with a private redis-server on 127.0.0.1:50051
+#                   and the config's local workers (workers.local: 2)
+#   make run WORKERS=N
+#                   the same with N local workers instead (0: none, for
+#                   outside workers only); the config file is not edited
+#                   (reactord --workers N)
 #   make check      every test (unit + integration)
 #   make check SANITIZE=1   the same in an ASan+UBSan build (build-san/)
 #   make fuzz [FUZZ_TIME=60] [FUZZ=h2 json ...]
 #                   build the libFuzzer targets with clang (build-fuzz/) and
 #                   run each for FUZZ_TIME seconds (fuzz/run.sh)
 #   make install [PREFIX=/usr/local] [DESTDIR=...]
+#                   the programs and man pages, the config where reactord
+#                   looks without -c (PREFIX/etc/reactor/reactor.conf, kept
+#                   if present), the systemd unit and its sysusers.d and
+#                   tmpfiles.d snippets (PREFIX/lib/...)
 #
 # Automake's generated Makefile lives in the build directory, so this file
 # and the generated one never collide.
@@ -25,6 +34,7 @@ BUILD ?= build
 endif
 CFLAGS ?= -O2 -g
 RUN_CONF ?= $(CURDIR)/conf/reactor.conf
+WORKERS ?=
 
 .PHONY: all check run install uninstall clean distclean deps bench fuzz
 
@@ -36,10 +46,17 @@ check: $(BUILD)/Makefile
 		{ cat $(BUILD)/test-suite.log 2>/dev/null | tail -n 200; exit 1; }
 
 run: all
-	cd $(BUILD) && exec ./reactord -c $(RUN_CONF)
+	cd $(BUILD) && exec ./reactord -c $(RUN_CONF) $(if $(WORKERS),--workers $(WORKERS))
 
+# The prefix is compiled in (reactord's default config path,
+# PREFIX/etc/reactor/reactor.conf) and written into the systemd unit, so a
+# PREFIX other than the one configured reconfigures and rebuilds reactord
+# rather than installing a binary that looks elsewhere.
 install: $(BUILD)/Makefile
-	@$(MAKE) --no-print-directory -C $(BUILD) install prefix=$(PREFIX) DESTDIR=$(DESTDIR)
+	@if [ "$$(sed -n 's/^prefix = //p' $(BUILD)/Makefile)" != "$(PREFIX)" ]; then \
+		cd $(BUILD) && ../configure --prefix=$(PREFIX) CFLAGS="$(CFLAGS)" $(CONFIGURE_FLAGS) && \
+		rm -f src/cmd/reactord/*.o; fi
+	@$(MAKE) --no-print-directory -C $(BUILD) install DESTDIR=$(DESTDIR)
 
 uninstall: $(BUILD)/Makefile
 	@$(MAKE) --no-print-directory -C $(BUILD) uninstall prefix=$(PREFIX) DESTDIR=$(DESTDIR)

@@ -564,6 +564,10 @@ static const struct key cfg_keys[] = {
 	 .min = 10 * US_MS, .max = US_H, .reload = true},
 	{"scheduler.sweep-interval", K_DURATION, F(sched_sweep_us), .def = US_S, .min = 10 * US_MS,
 	 .max = US_H, .reload = true},
+	/* Fail fast (issue 13): how long after start an Execute for a platform
+	 * no bot offers still waits (bots of before a restart reconnecting). */
+	{"scheduler.start-grace", K_DURATION, F(sched_start_grace_us), .def = 60 * US_S, .min = 0,
+	 .max = US_D, .reload = true},
 
 	SECTION("buckets"),
 	{"buckets.expiry-interval", K_DURATION, F(buckets_expiry_interval_us), .def = 10 * US_S,
@@ -757,4 +761,32 @@ char *cfg_diff_static(const struct cfg *a, const struct cfg *b)
 	char *out = NULL;
 	diff_tab(&cfg_tab, a, b, "", &out);
 	return out;
+}
+
+/* ---- reloadable keys (issue 13: reactord(8) lists them) ------------------ */
+
+static void each_reloadable(const struct keytab *t, const char *prefix,
+			    void (*fn)(const char *name, void *arg), void *arg)
+{
+	for (size_t i = 0; i < t->n; i++) {
+		const struct key *k = &t->keys[i];
+		if (k->type == K_SECTION)
+			continue;
+		char *name = xasprintf("%s%s", prefix, k->name);
+		if (k->reload) {
+			fn(name, arg); /* a reloadable object: the whole section */
+		} else if (k->type == K_OBJECT && k->obj && k->obj->tab) {
+			char *p = xasprintf("%s.", name);
+			each_reloadable(k->obj->tab, p, fn, arg);
+			free(p);
+		} else if (k->type == K_LIST && k->list == &instance_ops) {
+			each_reloadable(&inst_tab, "instances[].", fn, arg);
+		}
+		free(name);
+	}
+}
+
+void cfg_each_reloadable(void (*fn)(const char *name, void *arg), void *arg)
+{
+	each_reloadable(&cfg_tab, "", fn, arg);
 }

@@ -244,6 +244,7 @@ struct cfg {
 	int64_t sched_safety_net_us;	/* re-read watched jobs this often, default 5s */
 	int64_t sched_keepalive_us;	/* Operation keep-alive on idle streams, default 30s */
 	int64_t sched_sweep_us;		/* expiry/timeout/retention sweep, default 1s */
+	int64_t sched_start_grace_us;	/* no fail-fast this long after start, default 60s */
 
 	/* buckets: (all reloadable) */
 	int64_t buckets_expiry_interval_us;	   /* lease expiry pass, default 10s */
@@ -306,5 +307,10 @@ const struct cfg_builder *cfg_builder_find(const struct cfg_master *m, const cha
  * comma-separated list of key paths, or NULL when only reloadable keys (or
  * nothing) changed. */
 char *cfg_diff_static(const struct cfg *a, const struct cfg *b);
+
+/* Call fn with the path of every key SIGHUP may change, in table order:
+ * "log.level", "instances[].execution", "master.poll-interval"; a whole
+ * reloadable section (auth) is one name.  reactord(8) lists them. */
+void cfg_each_reloadable(void (*fn)(const char *name, void *arg), void *arg);
 
 #endif

@@ -132,8 +132,32 @@ char *cfg_split_hostport(const char *s, int min_port, char **host, int *port)
 	return NULL;
 }
 
+#define LISTEN_FORMS                                                                       \
+	"accepted forms: HOST:PORT (an IPv4 address or a host name), [IPV6]:PORT, "       \
+	"unix:PATH; 0.0.0.0:PORT or [::]:PORT listen on every interface"
+
 char *cfg_parse_listen(const char *s, struct cfg_listen *l)
 {
+	/* No form widens a bind without saying so: "*" (or an empty host) is
+	 * refused rather than read as "every interface", and a URL is not
+	 * mistaken for a host with colons in it. */
+	if (strstr(s, "://"))
+		return xasprintf("\"%s\": a listen address takes no scheme (tcp://, http://, "
+				 "grpc://...); " LISTEN_FORMS,
+				 s);
+	const char *colon = strrchr(s, ':');
+	if (s[0] != '[' && colon && strncmp(s, "unix:", 5) &&
+	    (colon == s || (colon == s + 1 && s[0] == '*')))
+		return xasprintf("\"%s\": no host; to listen on every interface write "
+				 "0.0.0.0:%s (IPv4) or [::]:%s (IPv6), with TLS or insecure: true; "
+				 "" LISTEN_FORMS,
+				 s, colon + 1, colon + 1);
+	if (s[0] != '[' && colon && memchr(s, ':', (size_t)(colon - s)) && strncmp(s, "unix:", 5))
+		return xasprintf("\"%s\": IPv6 addresses need brackets, like [::1]:50051; "
+				 "" LISTEN_FORMS,
+				 s);
+	if (s[0] != '[' && s[0] != '/' && !colon)
+		return xasprintf("\"%s\": no port; " LISTEN_FORMS, s);
 	if (!strncmp(s, "unix:", 5)) {
 		if (!s[5])
 			return xasprintf("unix: needs a socket path, like unix:/run/reactord.sock");

@@ -61,7 +61,8 @@ static int script_id[S_COUNT];
 static struct {
 	struct event_base *base;
 	struct event *sweep_ev;
-	bool sweeping; /* a sweep is in flight: never two at once */
+	int64_t started_us; /* mono_us() at sched_start: scheduler.start-grace */
+	bool sweeping;	    /* a sweep is in flight: never two at once */
 	/* The config in force (sched_configure); valid until the next call. */
 	const struct cfg *cfg;
 } sc;
@@ -418,6 +419,68 @@ int sched_view(const char *const *ops, size_t n, sched_view_cb cb, void *arg)
 	return rc;
 }
 
+/* "k=v;k=v" as "{k=v, k=v}" for messages (malloc'd). */
+static char *platform_shown(const char *plat)
+{
+	if (!*plat)
+		return xstrdup("{} (no properties)");
+	char *out = xmalloc(strlen(plat) * 2 + 3), *o = out;
+	*o++ = '{';
+	for (const char *p = plat; *p; p++)
+		if (*p == ';') {
+			*o++ = ',';
+			*o++ = ' ';
+		} else {
+			*o++ = *p;
+		}
+	*o++ = '}';
+	*o = '\0';
+	return out;
+}
+
+static const struct cfg_instance *instance_cfg(const char *name)
+{
+	for (int i = 0; sc.cfg && i < sc.cfg->n_instances; i++)
+		if (!strcmp(sc.cfg->instances[i].name, name))
+			return &sc.cfg->instances[i];
+	return NULL;
+}
+
+/* The properties reactord's local workers advertise ("k=v;k=v"; the
+ * worker's own default without workers.properties), or NULL when there
+ * are none.  They serve instance "" only. */
+static char *local_props(void)
+{
+	const struct cfg *cfg = sc.cfg;
+	if (!cfg || cfg->workers_local <= 0)
+		return NULL;
+	if (cfg->n_workers_properties == 0)
+		return xstrdup("OSFamily=linux;ISA=x86-64");
+	size_t total = 1;
+	for (int i = 0; i < cfg->n_workers_properties; i++)
+		total += strlen(cfg->workers_properties[i]) + 1;
+	char *out = xmalloc(total), *o = out;
+	*o = '\0';
+	for (int i = 0; i < cfg->n_workers_properties; i++)
+		o += sprintf(o, "%s%s", i ? ";" : "", cfg->workers_properties[i]);
+	return out;
+}
+
+/* Whether an Execute for `platform` may fail at once when no bot offers
+ * it (see sched_enqueue_req): not during scheduler.start-grace after
+ * start, and never when reactord's local workers offer it (they are
+ * supervised: down only briefly). */
+static bool fail_fast(const char *instance, const char *platform)
+{
+	/* Before sched_start (tools, unit tests) the grace has not begun. */
+	if (!sc.cfg || !sc.started_us || mono_us() - sc.started_us < sc.cfg->sched_start_grace_us)
+		return false;
+	char *lp = *instance ? NULL : local_props();
+	bool local = lp && sched_platform_match(platform, lp);
+	free(lp);
+	return !local;
+}
+
 static void enqueue_reply(redisReply *r, void *arg)
 {
 	struct sched_req *q = arg;
@@ -436,6 +499,21 @@ static void enqueue_reply(redisReply *r, void *arg)
 				      q->extra, waiting, limit, q->extra + strlen(q->extra) + 1);
 		cb(q->arg, -ENOSPC, msg, 0, 0, false);
 		free(msg);
+	} else if (!strcmp(sched_el_str(r, 1, NULL), "NOBOT")) {
+		const char *inst = q->extra, *plat = q->extra + strlen(q->extra) + 1;
+		const struct cfg_instance *ci = instance_cfg(inst);
+		char *shown = platform_shown(plat), *lp = *inst ? NULL : local_props();
+		char *lshown = lp ? platform_shown(lp) : NULL;
+		char *msg = xasprintf(
+			"no bot offers platform %s on instance \"%s\": none connected with "
+			"matching properties, none seen in the last %.0fs (no-worker-timeout)%s%s",
+			shown, inst, ci ? (double)ci->no_worker_timeout_us / 1e6 : 0.0,
+			lshown ? "; the local workers offer " : "", lshown ? lshown : "");
+		cb(q->arg, ERR_PRECONDITION, msg, 0, 0, false);
+		free(msg);
+		free(shown);
+		free(lp);
+		free(lshown);
 	} else {
 		int st = sched_stage_parse(sched_el_str(r, 1, NULL));
 		cb(q->arg, 0, sched_el_str(r, 0, NULL), st < 0 ? SCHED_QUEUED : st,
@@ -447,7 +525,7 @@ static void enqueue_reply(redisReply *r, void *arg)
 int sched_enqueue(const struct sched_enqueue_req *e, sched_enqueue_cb cb, void *arg)
 {
 	char action[DIGEST_STR_LEN], prio[16], timeout[24], attempts[16], now[24], ret[24];
-	char maxp[16];
+	char maxp[16], since[24];
 	char *job = uuid4();
 	char *keys[] = {keys_action_job(e->instance, e->action),
 			keys_op(e->op),
@@ -456,7 +534,9 @@ int sched_enqueue(const struct sched_enqueue_req *e, sched_enqueue_cb cb, void *
 			keys_job_ops(job),
 			keys_queue(e->instance, e->platform),
 			keys_platforms(e->instance),
-			keys_sched("seq")};
+			keys_sched("seq"),
+			keys_botprops(e->instance),
+			keys_botseen(e->instance)};
 	action_arg(action, sizeof action, e->action);
 	snprintf(prio, sizeof prio, "%d", e->priority);
 	snprintf(timeout, sizeof timeout, "%lld", (long long)e->timeout_us);
@@ -478,7 +558,12 @@ int sched_enqueue(const struct sched_enqueue_req *e, sched_enqueue_cb cb, void *
 			      now,
 			      ret,
 			      maxp,
-			      e->owner ? e->owner : ""};
+			      e->owner ? e->owner : "",
+			      fail_fast(e->instance, e->platform) ? "1" : "0",
+			      since};
+	const struct cfg_instance *ci = instance_cfg(e->instance);
+	snprintf(since, sizeof since, "%lld",
+		 (long long)(now_us() - (ci ? ci->no_worker_timeout_us : 0)));
 	struct sched_req *q = sched_req_new((void (*)(void))cb, arg);
 	/* The instance and the platform, for the over-the-limit message. */
 	size_t il = strlen(e->instance), pl = strlen(e->platform);
@@ -728,6 +813,7 @@ int sched_init(void)
 void sched_start(struct event_base *base)
 {
 	sc.base = base;
+	sc.started_us = mono_us();
 	sc.sweep_ev = evtimer_new(base, sweep_cb, NULL);
 	if (!sc.sweep_ev)
 		abort();

@@ -144,7 +144,12 @@ struct sched_enqueue_req {
  * rc -ENOSPC: the job would add a distinct platform to the instance's
  * waiting ones past scheduler.max-platforms (SCHED_MAX_PLATFORMS_DEFAULT
  * before sched_configure); nothing was queued and job is then the message
- * to send (it names the limit).  Other errors: job is NULL. */
+ * to send (it names the limit).  rc ERR_PRECONDITION (fail fast): no bot
+ * could run the platform - no live session offers matching properties,
+ * none that did closed within the instance's no-worker-timeout, the
+ * local workers (instance "") do not offer them, and reactord started
+ * more than scheduler.start-grace ago; nothing was queued and job is the
+ * message (it names the platform).  Other errors: job is NULL. */
 typedef void (*sched_enqueue_cb)(void *arg, int rc, const char *job, int stage, int64_t version,
 				 bool joined);
 int sched_enqueue(const struct sched_enqueue_req *r, sched_enqueue_cb cb, void *arg) WARN_UNUSED;

@@ -74,6 +74,8 @@
  *   {ns}bots:{instance}           zset   sessions by expiry time
  *   {ns}botid:{instance}:{bot_id} string the bot's current session
  *   {ns}botprops:{instance}       hash   props string -> live sessions
+ *   {ns}botseen:{instance}        hash   props string -> when a session
+ *                                        offering it last closed (us)
  *   {ns}sched:seq                 string arrival counter (INCR)
  *   {ns}sched:deadlines           zset   assigned jobs by action deadline
  *   {ns}sched:retire              zset   finished op:/job: keys by removal
@@ -211,6 +213,11 @@ char *keys_botid(const char *instance, const char *bot_id)
 char *keys_botprops(const char *instance)
 {
 	return key("botprops:%s", instance);
+}
+
+char *keys_botseen(const char *instance)
+{
+	return key("botseen:%s", instance);
 }
 
 char *keys_sched(const char *name)

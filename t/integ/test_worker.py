@@ -210,7 +210,7 @@ class TestWorker(WorkerCase):
         sub = kids[root.directories[0].digest.hash]
         self.assertEqual(self.read(ch, sub.files[0].digest), b"tool-ran\n")
         md = res.execution_metadata
-        self.assertRegex(md.worker, r"-w0$")
+        self.assertRegex(md.worker, r"-local-0$")
         self.assertLessEqual(md.execution_start_timestamp.ToNanoseconds(),
                              md.execution_completed_timestamp.ToNanoseconds())
         self.assertGreater(md.worker_completed_timestamp.seconds, 0)
@@ -330,7 +330,7 @@ class TestWorker(WorkerCase):
         self.assertEqual(self.read(ch, r.result.stdout_digest), b"second run\n")
         (new,) = worker_procs(srv)
         self.assertNotEqual(new, victim)
-        self.assertRegex(srv.log(), r"worker \S+-w0 was killed by signal 9")
+        self.assertRegex(srv.log(), r"worker \S+-local-0 was killed by signal 9")
 
     def test_two_workers_run_in_parallel(self):
         srv, ch = self.start(local=2, workers=UNSANDBOXED)

@@ -3,7 +3,8 @@
  * drain, SIGHUP reload), and the one event loop everything runs on.
  *
  * Start-up: config -> state dir -> Redis (embedded server spawned and
- * answering) -> listeners -> ready-file.  Shutdown: health NOT_SERVING,
+ * answering) -> listeners -> ready-file, sd_notify READY=1 and the local
+ * workers (these two wait for Redis to answer).  Shutdown: health NOT_SERVING,
  * stop accepting, GOAWAY, let calls finish for shutdown-grace, cancel the
  * rest, close Redis, stop the embedded redis-server, exit 0.
  */
@@ -46,10 +47,14 @@
 #include "services/svc.h"
 #include "domain/sched_watch.h"
 #include "cmd/reactord/worker_sup.h"
+#include "cmd/reactord/sdnotify.h"
 
 #ifndef SYSCONFDIR
 #define SYSCONFDIR "/etc"
 #endif
+/* The one default config path: where `make install` puts the example and
+ * what contrib/reactord.service reads (reactord(8), FILES). */
+#define DEFAULT_CONF SYSCONFDIR "/reactor/reactor.conf"
 
 static struct {
 	struct event_base *base;
@@ -60,20 +65,24 @@ static struct {
 	bool draining;
 	struct event *sigterm, *sigint, *sighup, *grace_ev, *force_ev, *ready_ev;
 	bool ready;
+	bool notified; /* sd_notify READY=1 sent */
+	int workers;   /* --workers N over workers.local; -1: the file's */
 	char *pid_file;
-} d;
+} d = {.workers = -1};
 
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: reactord [-c FILE] [-t] [-v | -q] [-V] [-h]\n"
-		"  -c FILE  configuration file (default %s/reactor.conf)\n"
-		"  -t       check the configuration and exit (0 valid, 1 invalid)\n"
-		"  -v       more logging (repeat for debug)\n"
-		"  -q       less logging (repeat for errors only)\n"
-		"  -V       print the version and linked library versions\n"
-		"  -h       this help\n",
-		SYSCONFDIR);
+		"usage: reactord [-c FILE] [-t] [-w N] [-v | -q] [-V] [-h]\n"
+		"  -c, --config FILE  configuration file (default %s)\n"
+		"  -t, --test         check the configuration and exit (0 valid, 1 invalid)\n"
+		"  -w, --workers N    start N local workers (0..256), overriding\n"
+		"                     workers.local in the file\n"
+		"  -v, --verbose      more logging (repeat for debug)\n"
+		"  -q, --quiet        less logging (repeat for errors only)\n"
+		"  -V, --version      print the version and linked library versions\n"
+		"  -h, --help         this help\n",
+		DEFAULT_CONF);
 }
 
 static void print_version(void)
@@ -159,6 +168,7 @@ static void start_drain(const char *why)
 		return;
 	}
 	d.draining = true;
+	(void)sdn_send("STOPPING=1\nSTATUS=%s: draining", why);
 	LOGI("main", "%s: draining (%zu connection(s), %zu call(s) in flight)", why,
 	     server_nconns(), call_active_count());
 	/* The master hands its builds back first, while its connection (maybe
@@ -191,11 +201,19 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 	if (sig == SIGHUP) {
 		struct cfg *n = NULL;
 		char *err = NULL;
+		if (sdn_send("RELOADING=1\nMONOTONIC_USEC=%lld\nSTATUS=reloading %s",
+			     (long long)mono_us(), d.conf_path) != 0)
+			LOGW("main", "sd_notify: %s", strerror(errno));
 		if (cfg_load(d.conf_path, &n, &err) != 0) {
 			LOGE("main", "reload failed, keeping the running config: %s", err);
+			(void)sdn_send("READY=1\nSTATUS=reload failed, running the previous "
+				       "config: %.200s",
+				       err);
 			free(err);
 			return;
 		}
+		if (d.workers >= 0)
+			n->workers_local = d.workers; /* --workers holds over the file */
 		char *stat = cfg_diff_static(d.boot, n);
 		if (stat) {
 			LOGW("main",
@@ -213,6 +231,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
 			cfg_free(old);
 		LOGI("main", "reloaded %s%s", d.conf_path,
 		     tls ? " (a TLS listener kept its previous certificate: see above)" : "");
+		(void)sdn_send("READY=1\nSTATUS=serving (reloaded %s)", d.conf_path);
 		return;
 	}
 	start_drain(sig == SIGTERM ? "SIGTERM" : "SIGINT");
@@ -242,13 +261,31 @@ static void ready_timeout_cb(evutil_socket_t fd, short what, void *arg)
 	announce_ready();
 }
 
+/* Redis answers and the listeners serve: what waited for both goes -
+ * the local workers (their first call must find a server that can
+ * answer it) and systemd's READY=1. */
+static void serving(void)
+{
+	if (!d.ready_ev && !d.ready)
+		return; /* not (or no longer) serving */
+	announce_ready();
+	if (d.draining)
+		return;
+	worker_sup_run();
+	if (d.notified)
+		return;
+	d.notified = true;
+	if (sdn_send("READY=1\nSTATUS=serving (config %s)", d.conf_path) != 0)
+		LOGW("main", "sd_notify READY=1: %s", strerror(errno));
+}
+
 static void store_state(bool up, void *arg)
 {
 	(void)arg;
 	if (!d.draining)
 		svc_health_set_serving(up);
 	if (up)
-		announce_ready();
+		serving();
 }
 
 /* ---- start-up -------------------------------------------------------------- */
@@ -266,12 +303,33 @@ static int write_pid_file(void)
 /* Options into d; -1 to go on, else the exit status (-h, -V, usage). */
 static int parse_args(int argc, char **argv, bool *test_only)
 {
+	static const struct option longs[] = {
+		{"config", required_argument, NULL, 'c'},  {"test", no_argument, NULL, 't'},
+		{"workers", required_argument, NULL, 'w'}, {"verbose", no_argument, NULL, 'v'},
+		{"quiet", no_argument, NULL, 'q'},	   {"version", no_argument, NULL, 'V'},
+		{"help", no_argument, NULL, 'h'},	   {NULL, 0, NULL, 0},
+	};
 	int opt;
-	d.conf_path = SYSCONFDIR "/reactor.conf";
-	while ((opt = getopt(argc, argv, "c:tvqVh")) != -1) {
+	char *end;
+	d.conf_path = DEFAULT_CONF;
+	while ((opt = getopt_long(argc, argv, "c:tw:vqVh", longs, NULL)) != -1) {
 		switch (opt) {
 		case 'c': d.conf_path = optarg; break;
 		case 't': *test_only = true; break;
+		case 'w': {
+			errno = 0;
+			long n = strtol(optarg, &end, 10);
+			if (errno || end == optarg || *end || n < 0 || n > 256) {
+				fprintf(stderr,
+					"reactord: --workers %s: expected a number of local "
+					"workers "
+					"0..256\n",
+					optarg);
+				return 2;
+			}
+			d.workers = (int)n;
+			break;
+		}
 		case 'v': d.verbosity++; break;
 		case 'q': d.verbosity--; break;
 		case 'V': print_version(); return 0;
@@ -314,15 +372,19 @@ static int check_listeners(const struct cfg *cfg)
 		bool v6 = strchr(l->host, ':') != NULL;
 		if (!l->tls)
 			fprintf(stderr,
-				"reactord: %s: listen[%d] %s%s%s:%d is plaintext and unauthenticated "
+				"reactord: %s: listen[%d] %s%s%s:%d is plaintext and "
+				"unauthenticated "
 				"on a non-loopback address: refusing to start (use tls: with "
 				"client-auth: require, or set insecure: true on this listener)\n",
 				cfg->file, i, v6 ? "[" : "", l->host, v6 ? "]" : "", l->port);
 		else
 			fprintf(stderr,
-				"reactord: %s: listen[%d] %s%s%s:%d is TLS but unauthenticated on a "
-				"non-loopback address (no client-auth: require, and no auth: section "
-				"that refuses callers without credentials): refusing to start (or set "
+				"reactord: %s: listen[%d] %s%s%s:%d is TLS but unauthenticated on "
+				"a "
+				"non-loopback address (no client-auth: require, and no auth: "
+				"section "
+				"that refuses callers without credentials): refusing to start (or "
+				"set "
 				"insecure: true on this listener)\n",
 				cfg->file, i, v6 ? "[" : "", l->host, v6 ? "]" : "", l->port);
 		return -1;
@@ -340,6 +402,8 @@ static int load_config(bool test_only)
 		free(err);
 		return 1;
 	}
+	if (d.workers >= 0)
+		d.boot->workers_local = d.workers;
 	if (check_listeners(d.boot) != 0) {
 		cfg_free(d.boot);
 		return 1;
@@ -541,6 +605,7 @@ static void free_all(void)
 {
 	free(d.pid_file);
 	metrics_free();
+	sdn_free();
 	event_base_free(d.base);
 	if (d.live != d.boot)
 		cfg_free(d.live);
@@ -550,6 +615,7 @@ static void free_all(void)
 int main(int argc, char **argv)
 {
 	bool test_only = false;
+	sdn_init();
 	int rc = parse_args(argc, argv, &test_only);
 	if (rc >= 0)
 		return rc;
@@ -568,7 +634,7 @@ int main(int argc, char **argv)
 		goto out_server;
 	start_signals();
 	if (store_up())
-		announce_ready();
+		serving();
 	event_base_dispatch(d.base);
 	rc = 0;
 	stop_signals();

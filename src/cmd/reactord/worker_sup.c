@@ -28,6 +28,7 @@
 
 #include "core/cfg.h"
 #include "core/child.h"
+#include "core/digest.h"
 #include "core/log.h"
 #include "transport/server.h"
 
@@ -53,6 +54,7 @@ static struct {
 	char **argv; /* the command line, with the name slot filled per spawn */
 	int argc, name_at;
 	bool stopping;
+	bool running;	/* worker_sup_run has spawned them */
 	char *own_work; /* the per-start work dir we made, removed at exit */
 	int own_lock;	/* its descriptor, flock()ed while we live */
 } sv;
@@ -362,21 +364,48 @@ int worker_sup_start(struct event_base *base, const struct cfg *cfg, char **err)
 	for (char *p = host; *p; p++)
 		if (*p == '/')
 			*p = '_';
+	/* With a Redis shared by several reactords, two of them on one host
+	 * must not name their workers alike (each would keep replacing the
+	 * other's sessions): there the name also carries a short hash of the
+	 * state dir, which is as stable as the host name. */
+	char *stem = xstrdup(host);
+	if (!cfg->redis_embedded) {
+		char *rp = realpath(cfg->state_dir, NULL);
+		const char *sd = rp ? rp : cfg->state_dir;
+		struct digest dg;
+		digest_of(sd, strlen(sd), &dg);
+		free(stem);
+		stem = xasprintf("%s-%02x%02x%02x", host, dg.hash[0], dg.hash[1], dg.hash[2]);
+		free(rp);
+	}
 	sv.n = cfg->workers_local;
 	sv.slots = xcalloc((size_t)sv.n, sizeof(*sv.slots));
-	LOGI(MOD, "starting %d local worker(s) on %s (%s), work dir %s, sandbox %s", sv.n, target,
-	     bin, work, cfg->workers_sandbox == CFG_SANDBOX_NONE ? "none" : "bwrap");
+	LOGI(MOD,
+	     "%d local worker(s) on %s (%s), work dir %s, sandbox %s: starting once Redis "
+	     "answers",
+	     sv.n, target, bin, work, cfg->workers_sandbox == CFG_SANDBOX_NONE ? "none" : "bwrap");
 	for (int i = 0; i < sv.n; i++) {
 		struct slot *s = &sv.slots[i];
 		s->idx = i;
-		/* Stable for this reactord: a restarted worker's new session
-		 * replaces the dead one's at once and requeues its lease. */
-		s->name = xasprintf("%s-%d-w%d", host, (int)getpid(), i);
+		/* Stable across restarts of reactord (no pid in it): a new
+		 * worker's session replaces the one its predecessor left -
+		 * same bot id, same owner - at once, requeueing its lease,
+		 * instead of lingering beside it until its keepalive ends. */
+		s->name = xasprintf("%s-local-%d", stem, i);
 		s->backoff_us = BACKOFF_MIN_US;
 		s->timer = evtimer_new(base, restart_cb, s);
-		spawn(s);
 	}
+	free(stem);
 	return 0;
+}
+
+void worker_sup_run(void)
+{
+	if (sv.running || sv.stopping)
+		return;
+	sv.running = true;
+	for (int i = 0; i < sv.n; i++)
+		spawn(&sv.slots[i]);
 }
 
 void worker_sup_stop(void)
@@ -425,6 +454,7 @@ void worker_sup_shutdown(void)
 	free(sv.slots);
 	sv.slots = NULL;
 	sv.n = 0;
+	sv.running = false;
 	if (sv.sigchld)
 		event_free(sv.sigchld);
 	sv.sigchld = NULL;

@@ -89,7 +89,9 @@ static void usage(FILE *f)
 		   "  -B PATH      --bwrap: the bwrap binary (default: bwrap in PATH)\n"
 		   "  -u USER      --run-as: USER, UID or UID:GID actions run as when the\n"
 		   "               worker runs as root (default nobody)\n"
-		   "  -v / -q      more / less logging\n");
+		   "  -v / -q      more / less logging\n"
+		   "  -V           --version: print the version and exit\n"
+		   "  -h           --help: this help\n");
 	fprintf(f, "%s", RC_CLIENT_USAGE);
 }
 
@@ -488,6 +490,8 @@ int main(int argc, char **argv)
 		{"sandbox", required_argument, NULL, 'S'},
 		{"bwrap", required_argument, NULL, 'B'},
 		{"run-as", required_argument, NULL, 'u'},
+		{"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, 'V'},
 		RC_CLIENT_LONGOPTS,
 		{NULL, 0, NULL, 0},
 	};

@@ -11,9 +11,13 @@
 --   with waiting work (scheduler.max-platforms), 13 the caller's identity
 --   (the operation's owner; a joining caller owns its own operation on
 --   the shared job, so every sharer may wait on and cancel its own).
+--   14 fail fast (1/0), 15 bots seen since (us); with KEYS 11
+--   botprops:{instance}, 12 botseen:{instance}.
 -- Returns {job, stage, version, joined (1/0)}, or {'', 'FULL', platforms
---   waiting, limit} when the job would add a platform past the limit
---   (nothing is written then).
+--   waiting, limit} when the job would add a platform past the limit, or
+--   {'', 'NOBOT', platform, ''} when failing fast and no live session
+--   offers properties matching the platform and no session that did
+--   closed since ARGV[15] (nothing is written then).
 local inst, action, op, now = ARGV[1], ARGV[2], ARGV[3], ARGV[10]
 local prio = tonumber(ARGV[5])
 if ARGV[8] == '0' then
@@ -34,6 +38,20 @@ if ARGV[8] == '0' then
       return {j, f.stage, redis.call('HGET', jk, 'version'), 1}
     end
   end
+end
+if ARGV[14] == '1' then
+  local offered = false
+  for _, p in ipairs(redis.call('HKEYS', KEYS[11])) do
+    if matches(ARGV[6], props_set(p)) then offered = true; break end
+  end
+  if not offered then
+    local seen = redis.call('HGETALL', KEYS[12])
+    for i = 1, #seen, 2 do
+      if tonumber(seen[i + 1]) >= tonumber(ARGV[15]) and
+         matches(ARGV[6], props_set(seen[i])) then offered = true; break end
+    end
+  end
+  if not offered then return {'', 'NOBOT', ARGV[6], ''} end
 end
 if redis.call('SISMEMBER', KEYS[9], ARGV[6]) == 0 then
   local np = redis.call('SCARD', KEYS[9])

@@ -25,6 +25,7 @@ local K_DEADLINES, K_RETIRE = KEYS[1], KEYS[2]
 local P_JOB, P_OP, P_OPS, P_ACTION = NS .. 'job:', NS .. 'op:', NS .. 'ops:', NS .. 'actionjob:'
 local P_QUEUE, P_PLATS = NS .. 'queue:', NS .. 'platforms:'
 local P_BOT, P_BOTS, P_BOTID, P_BOTPROPS = NS .. 'bot:', NS .. 'bots:', NS .. 'botid:', NS .. 'botprops:'
+local P_BOTSEEN = NS .. 'botseen:'
 local CH_JOB, CH_QUEUE = NS .. 'sched:job', NS .. 'sched:queue'
 
 local function n2s(x) return string.format('%.17g', x) end
@@ -145,6 +146,9 @@ local function close_session(name, now, why)
   if redis.call('GET', ik) == name then redis.call('DEL', ik) end
   local pk = P_BOTPROPS .. s.instance
   if redis.call('HINCRBY', pk, s.props, -1) <= 0 then redis.call('HDEL', pk, s.props) end
+  -- Briefly gone is not never seen: an Execute for these properties
+  -- still waits for a while (sched_enqueue.lua).
+  redis.call('HSET', P_BOTSEEN .. s.instance, s.props, now)
   return true
 end
 

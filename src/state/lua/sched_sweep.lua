@@ -3,7 +3,8 @@
 -- DEADLINE_EXCEEDED, queued jobs no connected bot can run fail after the
 -- no-worker timeout, finished operations and jobs past retention are
 -- removed, and platforms whose queue is empty leave the platform set
--- (state an older version left behind).  At most `limit` of each kind per
+-- (state an older version left behind); botseen:{instance} entries older
+-- than the no-worker timeout are dropped (found at run time).  At most `limit` of each kind per
 -- run.  Runs after sched_prelude.lua.
 -- KEYS: per instance (in ARGV order) three keys from KEYS[3]:
 --   bots:{instance}, botprops:{instance}, platforms:{instance}.
@@ -21,6 +22,12 @@ for i = 3, #ARGV, 2 do
     close_session(name, now, 'the session of bot ' .. bid .. ' expired')
     redis.call('ZREM', bk, name)
     table.insert(closed, name)
+  end
+  local seenk = P_BOTSEEN .. inst
+  for _, p in ipairs(redis.call('HKEYS', seenk)) do
+    if tonumber(redis.call('HGET', seenk, p) or '0') + nwt < tonumber(now) then
+      redis.call('HDEL', seenk, p)
+    end
   end
   local props = {}
   for _, p in ipairs(redis.call('HKEYS', pk)) do

@@ -5,6 +5,7 @@
  * conf/reactor.conf (found through $srcdir, which automake sets).
  */
 #include <check.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,8 +243,29 @@ static const struct {
 	 "reactor.conf:3:5: listen[1]: port 70000 out of range 0..65535"},
 	{"listen:\n  - 127.0.0.1:70000\n",
 	 "reactor.conf:2:5: listen[0]: port 70000 out of range 0..65535"},
+	/* listen forms (issue 13): every complaint quotes the value and names
+	 * the accepted forms; "*" and URLs are refused, never widened */
+#define FORMS "accepted forms: HOST:PORT (an IPv4 address or a host name), [IPV6]:PORT, unix:PATH; 0.0.0.0:PORT or [::]:PORT listen on every interface"
 	{"listen:\n  - ::1:80\n",
-	 "reactor.conf:2:5: listen[0]: IPv6 addresses need brackets, like [::1]:50051"},
+	 "reactor.conf:2:5: listen[0]: \"::1:80\": IPv6 addresses need brackets, like "
+	 "[::1]:50051; " FORMS},
+	{"listen:\n  - \"*:50201\"\n",
+	 "reactor.conf:2:5: listen[0]: \"*:50201\": no host; to listen on every interface "
+	 "write 0.0.0.0:50201 (IPv4) or [::]:50201 (IPv6), with TLS or insecure: true; " FORMS},
+	{"listen:\n  - \":50201\"\n",
+	 "reactor.conf:2:5: listen[0]: \":50201\": no host; to listen on every interface "
+	 "write 0.0.0.0:50201 (IPv4) or [::]:50201 (IPv6), with TLS or insecure: true; " FORMS},
+	{"listen:\n  - tcp://127.0.0.1:50201\n",
+	 "reactor.conf:2:5: listen[0]: \"tcp://127.0.0.1:50201\": a listen address takes no "
+	 "scheme (tcp://, http://, grpc://...); " FORMS},
+	{"listen:\n  - http://localhost:80\n",
+	 "reactor.conf:2:5: listen[0]: \"http://localhost:80\": a listen address takes no "
+	 "scheme (tcp://, http://, grpc://...); " FORMS},
+	{"listen:\n  - address: grpc://[::1]:1\n",
+	 "reactor.conf:2:14: listen[0].address: \"grpc://[::1]:1\": a listen address takes no "
+	 "scheme (tcp://, http://, grpc://...); " FORMS},
+	{"listen:\n  - localhost\n", "reactor.conf:2:5: listen[0]: \"localhost\": no port; " FORMS},
+#undef FORMS
 	{"listen:\n  - \"unix:\"\n",
 	 "reactor.conf:2:5: listen[0]: unix: needs a socket path, like unix:/run/reactord.sock"},
 	{"listen:\n  - localhost:http\n", "reactor.conf:2:5: listen[0]: bad port \"http\""},
@@ -425,6 +447,60 @@ END_TEST
 
 /* The shipped default must load and mean exactly the built-in defaults,
  * so its comments cannot drift from the key table unnoticed. */
+/* reactord(8) lists exactly the keys SIGHUP may change (issue 13): the
+ * ".It Ic KEY" lines between its reloadable-keys markers. */
+static void collect_key(const char *name, void *arg)
+{
+	char **list = arg;
+	char *old = *list;
+	*list = xasprintf("%s%s\n", old ? old : "\n", name);
+	free(old);
+}
+
+START_TEST(test_reloadable_keys_in_man)
+{
+	const char *srcdir = getenv("srcdir");
+	char path[4096], line[1024];
+	snprintf(path, sizeof path, "%s/man/reactord.8", srcdir ? srcdir : ".");
+	FILE *f = fopen(path, "r");
+	ck_assert_msg(f != NULL, "%s: %s", path, strerror(errno));
+	char *man = NULL, *table = NULL;
+	bool in = false;
+	int n_man = 0;
+	while (fgets(line, sizeof line, f)) {
+		if (strstr(line, "reloadable-keys-begin"))
+			in = true;
+		else if (strstr(line, "reloadable-keys-end"))
+			in = false;
+		else if (in && !strncmp(line, ".It Ic ", 7)) {
+			line[strcspn(line, "\n")] = '\0';
+			collect_key(line + 7, &man);
+			n_man++;
+		}
+	}
+	fclose(f);
+	cfg_each_reloadable(collect_key, &table);
+	ck_assert_ptr_nonnull(table);
+	ck_assert_msg(man != NULL, "%s: no reloadable-keys list", path);
+	/* Each reloadable key is listed, and each listed key is reloadable. */
+	for (char *k = table + 1; *k; k += strcspn(k, "\n") + 1) {
+		char want[256];
+		snprintf(want, sizeof want, "\n%.*s\n", (int)strcspn(k, "\n"), k);
+		ck_assert_msg(strstr(man, want), "reactord(8) does not list reloadable key %s",
+			      want + 1);
+	}
+	for (char *k = man + 1; *k; k += strcspn(k, "\n") + 1) {
+		char want[256];
+		snprintf(want, sizeof want, "\n%.*s\n", (int)strcspn(k, "\n"), k);
+		ck_assert_msg(strstr(table, want), "reactord(8) lists %s, which is not reloadable",
+			      want + 1);
+	}
+	ck_assert_int_gt(n_man, 40);
+	free(man);
+	free(table);
+}
+END_TEST
+
 START_TEST(test_shipped_conf)
 {
 	const char *srcdir = getenv("srcdir");
@@ -1132,6 +1208,7 @@ static Suite *cfg_suite(void)
 	tcase_add_test(tc, test_missing_file);
 	tcase_add_test(tc, test_load_file);
 	tcase_add_test(tc, test_shipped_conf);
+	tcase_add_test(tc, test_reloadable_keys_in_man);
 	tcase_add_test(tc, test_buckets_keys);
 	tcase_add_test(tc, test_sched_keys);
 	tcase_add_test(tc, test_workers_keys);
