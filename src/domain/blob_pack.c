@@ -873,7 +873,8 @@ int pack_open(struct disk *k, struct event_base *base)
 			pk->next_id = id + 1;
 	}
 	closedir(dp);
-	qsort(pk->segs, pk->nsegs, sizeof(*pk->segs), cmp_seg);
+	if (pk->nsegs)
+		qsort(pk->segs, pk->nsegs, sizeof(*pk->segs), cmp_seg);
 	pk->scan_end = pk->nsegs;
 	pk->scanned = pk->nsegs == 0;
 	if (base && !(pk->cmp_ev = evtimer_new(base, compact_cb, k)))
