@@ -13,6 +13,9 @@
 #   server     the same calls as reactord's access log times them (request
 #              received to reply queued): the store's cost without the
 #              Python client's, and the blobs/s one core of reactord stores.
+#   store      contrib/bench/blob_put (built here on demand): blob_put and
+#              blob_get of 1 KiB blobs straight into each store, no RPC, on
+#              CPU 0: blobs/s one core stores (SHA-256 included).
 #   stalls     the longest Health.Check round trip a prober (one call every
 #              2 ms) saw during the packed runs: how long the loop was held.
 #
@@ -136,8 +139,14 @@ probe_nice=0
 echo "batch.sh: $(nproc) CPUs, $(uname -r); reactord on CPU 0, clients on CPU 1;" \
 	"$BATCHES calls of 1,000 x 1 KiB per instance, $RUNS runs (other load on the machine" \
 	"shows as spread)"
-printf '%-4s %-6s %10s %10s %10s %10s %10s   %s\n' run store "update ms" "blobs/s" \
-	"read ms" "srv upd ms" "srv blobs/s" "srv read ms" "update ratio to memory (client, server)"
+make -s -C "$build" contrib/bench/blob_put
+mkdir "$tmp/direct"
+echo "store alone (blob_put/blob_get on CPU 0, SHA-256 included):"
+taskset -c 0 "$build/contrib/bench/blob_put" "$tmp/direct" 100000 1024 | sed 's/^/  /'
+rm -rf "$tmp/direct"
+echo "through reactord (update/read: client-side medians; srv: access-log durations):"
+printf '%-4s %-6s %10s %10s %10s %10s %11s %11s   %s\n' run store "update ms" "blobs/s" \
+	"read ms" "srv upd ms" "srv blobs/s" "srv read ms" "client ratio to memory"
 for run in $(seq "$RUNS"); do
 	rm -rf "$tmp/state"
 	: > "$tmp/reactord.log"
@@ -170,7 +179,7 @@ for run in $(seq "$RUNS"); do
 	i=0
 	while read -r inst ums bps rms; do
 		s_u=${supd[$i]:-0} s_r=${srd[$i]:-0}
-		printf '%-4s %-6s %10s %10s %10s %10s %10s %10s   %s\n' "$run" "$inst" "$ums" "$bps" \
+		printf '%-4s %-6s %10s %10s %10s %10s %11s %11s   %s\n' "$run" "$inst" "$ums" "$bps" \
 			"$rms" "$s_u" "$(awk "BEGIN { printf \"%.0f\", ($s_u > 0) ? 1000000 / $s_u : 0 }")" \
 			"$s_r" "$(awk "BEGIN { printf \"%.2f\", $ums / $mem_ms }")"
 		i=$((i + 1))
