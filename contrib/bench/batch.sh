@@ -156,7 +156,7 @@ for run in $(seq "$RUNS"); do
 		> "$tmp/probe.out" &
 	bgpid=$!
 	for _ in $(seq 400); do [ -e "$tmp/probe.ready" ] && break; sleep 0.025; done
-	taskset -c 1 "$PY" "$tmp/load.py" "$addr" "$build/gen-py" "$BATCHES" "$run" "" files mem \
+	taskset -c 1 "$PY" "$tmp/load.py" "$addr" "$build/gen-py" "$BATCHES" "$run" mem "" files \
 		> "$tmp/load.out"
 	kill -TERM "$bgpid"
 	wait "$bgpid" || true
@@ -184,9 +184,9 @@ for run in $(seq "$RUNS"); do
 			"$s_r" "$(awk "BEGIN { printf \"%.2f\", $ums / $mem_ms }")"
 		i=$((i + 1))
 	done < "$tmp/load.out"
-	s_mem=${supd[2]:-1}
-	echo "     server-side update ratio to memory: disk $(awk "BEGIN { printf \"%.2f\", ${supd[0]:-0} / $s_mem }")," \
-		"files $(awk "BEGIN { printf \"%.2f\", ${supd[1]:-0} / $s_mem }")"
+	s_mem=${supd[0]:-1}
+	echo "     server-side update ratio to memory: disk $(awk "BEGIN { printf \"%.2f\", ${supd[1]:-0} / $s_mem }")," \
+		"files $(awk "BEGIN { printf \"%.2f\", ${supd[2]:-0} / $s_mem }")"
 	echo "     loop stall during the run (max ms, p99 ms, probes): $(cat "$tmp/probe.out")"
 	echo "     segments: $(ls "$tmp/state/cas/default/pack" | wc -l)," \
 		"$(du -sk "$tmp/state/cas/default/pack" | cut -f1) KiB;" \

@@ -40,6 +40,8 @@ struct event_base;
  *   dir/LOCK                  flock'd while open: one process per store
  *   dir/cas/ab/<hex>-<size>   blobs, fanned out on the first hex byte
  *   dir/tmp/                  uploads in progress, emptied at open
+ *   dir/pack/seg-NNNNNN       small blobs packed in segments, when
+ *                             blob_disk_set_pack turns packing on
  * A blob file appears in cas/ only by rename(2) after its hash and size
  * were verified, so a crash never leaves a wrong blob visible under its
  * name.  Files are not fsync'd by default (a process crash loses nothing;

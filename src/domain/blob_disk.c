@@ -597,8 +597,7 @@ static int disk_writer_publish(struct blob_writer *w, char **err)
 	/* Stored meanwhile by another writer: ours is a duplicate. */
 	if (lookup(k, d))
 		return 0;
-	if (pack_wants(k, d->size) && w->buf && w->buflen == (size_t)d->size &&
-	    !w->tmpname[0]) {
+	if (pack_wants(k, d->size) && w->buf && w->buflen == (size_t)d->size && !w->tmpname[0]) {
 		make_room(k, d->size);
 		return pack_put(k, d, w->buf, err);
 	}

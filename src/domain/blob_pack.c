@@ -35,12 +35,12 @@
 
 #define MOD "blob"
 /* Open sealed segments kept beyond those pinned by readers. */
-#define PACK_MAX_FDS	64
+#define PACK_MAX_FDS 64
 /* Scan and compaction read this much at a time (a record never spans
  * two reads: the buffer grows to a record's length). */
-#define PACK_BUF	(1 << 20)
+#define PACK_BUF (1 << 20)
 /* A header announcing more is garbage, whatever its checksum says. */
-#define PACK_SANE_MAX	(64LL << 20)
+#define PACK_SANE_MAX (64LL << 20)
 /* One compaction slice: at most this long, or this many bytes copied. */
 #define CMP_SLICE_US	3000
 #define CMP_SLICE_BYTES (4 << 20)
@@ -127,8 +127,7 @@ static uint64_t get64(const uint8_t *p)
 	return v;
 }
 
-static void hdr_fill(uint8_t *h, uint32_t magic, const uint8_t *hash, const uint8_t *data,
-		     size_t n)
+static void hdr_fill(uint8_t *h, uint32_t magic, const uint8_t *hash, const uint8_t *data, size_t n)
 {
 	put32(h, magic);
 	put32(h + 8, crc32c(data, n));
@@ -558,7 +557,7 @@ static void scan_record(struct disk *k, struct pseg *s, int64_t off, struct rec 
 	struct dent *e = find(k, &r->d);
 	if (e && e->seg == 0)
 		return; /* a file holds it: this copy is dead */
-	if (e) { /* an older copy (an interrupted compaction): the later wins */
+	if (e) {	/* an older copy (an interrupted compaction): the later wins */
 		seg_find(pk, e->seg)->live -= pack_rec_len(r->size);
 	} else {
 		e = disk_index_add(k, &r->d, s->mtime_us);
@@ -580,8 +579,9 @@ bool pack_scan(struct disk *k, int64_t budget_us)
 			pk->scanned = true;
 			pk->buf_seg = NULL;
 			if (pk->scan_end)
-				LOGI(MOD, "%s: %zu segments indexed: %" PRId64 " packed blobs, %" PRId64
-					  " bytes",
+				LOGI(MOD,
+				     "%s: %zu segments indexed: %" PRId64 " packed blobs, %" PRId64
+				     " bytes",
 				     k->dir, pk->scan_end, pk->count, pk->bytes);
 			compact_kick(k);
 			break;
@@ -613,12 +613,8 @@ bool pack_scan(struct disk *k, int64_t budget_us)
 				pk->scan_off += pack_rec_len(r.size);
 			}
 			break;
-		case REC_TORN:
-			truncate_seg(k, s, off, "torn record");
-			break;
-		case REC_BADHDR:
-			truncate_seg(k, s, off, "unreadable record header");
-			break;
+		case REC_TORN: truncate_seg(k, s, off, "torn record"); break;
+		case REC_BADHDR: truncate_seg(k, s, off, "unreadable record header"); break;
 		case REC_IOERR:
 			LOGE(MOD, "%s/pack/seg-%06" PRIu32 ": not indexed past offset %" PRId64,
 			     k->dir, s->id, off);
@@ -639,8 +635,8 @@ static int pread_exact(struct disk *k, struct pseg *s, int fd, uint8_t *buf, siz
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0) {
-			LOGE(MOD, "%s/pack/seg-%06" PRIu32 ": read at %" PRId64 ": %s", k->dir, s->id,
-			     off, r < 0 ? strerror(errno) : "segment truncated");
+			LOGE(MOD, "%s/pack/seg-%06" PRIu32 ": read at %" PRId64 ": %s", k->dir,
+			     s->id, off, r < 0 ? strerror(errno) : "segment truncated");
 			return -EIO;
 		}
 		buf += r;
@@ -722,8 +718,7 @@ static struct pseg *pick_victim(struct pack *pk)
 	struct pseg *best = NULL;
 	for (size_t i = 0; i < pk->nsegs; i++) {
 		struct pseg *s = pk->segs[i];
-		if (seg_compactable(pk, s) &&
-		    (!best || s->live * best->len < best->live * s->len))
+		if (seg_compactable(pk, s) && (!best || s->live * best->len < best->live * s->len))
 			best = s;
 	}
 	return best;
@@ -807,8 +802,9 @@ static void compact_cb(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		if (st != REC_OK && st != REC_BADDATA) {
-			LOGW(MOD, "%s/pack/seg-%06" PRIu32 ": unreadable at %" PRId64
-				  " while compacting",
+			LOGW(MOD,
+			     "%s/pack/seg-%06" PRIu32 ": unreadable at %" PRId64
+			     " while compacting",
 			     k->dir, v->id, pk->cmp_off);
 			pk->cmp_off = v->len;
 			continue;

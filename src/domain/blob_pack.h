@@ -44,10 +44,10 @@
 
 struct event;
 
-#define PACK_HDR_LEN	 56
-#define PACK_TOMB_LEN	 24
-#define PACK_MAGIC_BLOB	 0x31504252u /* "RBP1" */
-#define PACK_MAGIC_TOMB	 0x31544252u /* "RBT1" */
+#define PACK_HDR_LEN	56
+#define PACK_TOMB_LEN	24
+#define PACK_MAGIC_BLOB 0x31504252u /* "RBP1" */
+#define PACK_MAGIC_TOMB 0x31544252u /* "RBT1" */
 /* Defaults (instance keys storage-small-blob-size, storage-segment-size,
  * storage-compact-live-percent); blob_open_disk itself packs nothing
  * until blob_disk_set_pack. */
@@ -88,8 +88,8 @@ struct pack {
 	uint32_t next_id;
 	struct list fds; /* open sealed segments, least recent first */
 	int nfds;
-	bool dirty;	 /* appended since the last fdatasync */
-	int batch;	 /* blob_batch_begin depth */
+	bool dirty;	      /* appended since the last fdatasync */
+	int batch;	      /* blob_batch_begin depth */
 	int64_t count, bytes; /* live packed blobs, their data bytes */
 	int64_t compactions, reclaimed;
 	/* scan of the segments found at open */
