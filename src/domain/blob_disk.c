@@ -582,9 +582,16 @@ static int pack_writer_write(struct blob_writer *w, const void *data, size_t n)
 	return 0;
 }
 
+/* A parked small upload went to a temp file (disk_writer_suspend): it
+ * continues there and is published as a file. */
+static bool packing(struct disk *k, const struct blob_writer *w)
+{
+	return pack_wants(k, w->expected.size) && !w->tmpname[0];
+}
+
 static int disk_write_any(struct blob_writer *w, const void *data, size_t n)
 {
-	if (pack_wants(disk_of(w->s), w->expected.size))
+	if (packing(disk_of(w->s), w))
 		return pack_writer_write(w, data, n);
 	return disk_writer_write(w, data, n);
 }
@@ -597,7 +604,7 @@ static int disk_writer_publish(struct blob_writer *w, char **err)
 	/* Stored meanwhile by another writer: ours is a duplicate. */
 	if (lookup(k, d))
 		return 0;
-	if (pack_wants(k, d->size) && w->buf && w->buflen == (size_t)d->size && !w->tmpname[0]) {
+	if (packing(k, w) && w->buf && w->buflen == (size_t)d->size) {
 		make_room(k, d->size);
 		return pack_put(k, d, w->buf, err);
 	}
@@ -653,8 +660,10 @@ static void disk_writer_release(struct blob_writer *w)
 static int disk_writer_suspend(struct blob_writer *w)
 {
 	struct disk *k = disk_of(w->s);
-	if (pack_wants(k, w->expected.size))
-		return 0; /* keeps its buffer: at most small_max bytes */
+	if (packing(k, w) && w->buflen == 0)
+		return 0; /* nothing held yet */
+	/* A small upload too: parked uploads hold no memory (its data goes to
+	 * tmp/ and it finishes as a file). */
 	int rc = flush(k, w);
 	if (w->fd >= 0)
 		close(w->fd);

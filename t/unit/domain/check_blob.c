@@ -1158,6 +1158,35 @@ START_TEST(test_pack_corrupt_middle)
 }
 END_TEST
 
+/* A small upload parked half-way (blob_writer_suspend) holds no buffer:
+ * its data goes to tmp/, and it is published as a file. */
+START_TEST(test_pack_suspended_upload)
+{
+	char *dir = new_dir();
+	struct blob_store *s = open_packed(NULL, dir, 0, 65536, 1 << 20);
+	struct blob a = mk(5000, 1300), b = mk(5000, 1301);
+	struct blob_writer *w = blob_writer_open(s, &a.d);
+	ck_assert_int_eq(blob_writer_write(w, a.p, 2000), 0);
+	ck_assert_int_eq(count_files(dir, "tmp"), 0);
+	ck_assert_int_eq(blob_writer_suspend(w), 0);
+	ck_assert_int_eq(count_files(dir, "tmp"), 1);
+	ck_assert_int_eq(blob_writer_write(w, a.p + 2000, 3000), 0);
+	ck_assert_int_eq(blob_writer_commit(w, NULL), 0);
+	ck_assert(file_exists(dir, &a.d));
+	get_eq(s, &a);
+	/* Not parked: packed, nothing in tmp/ or cas/ for it. */
+	w = blob_writer_open(s, &b.d);
+	ck_assert_int_eq(blob_writer_suspend(w), 0);
+	ck_assert_int_eq(blob_writer_write(w, b.p, 5000), 0);
+	ck_assert_int_eq(blob_writer_commit(w, NULL), 0);
+	ck_assert(!file_exists(dir, &b.d));
+	ck_assert_int_eq(stats(s).packed_count, 1);
+	ck_assert_int_eq(count_files(dir, "tmp"), 0);
+	get_eq(s, &b);
+	blob_close(s);
+}
+END_TEST
+
 /* fsync on: each packed blob is synced, or once per batch. */
 START_TEST(test_pack_fsync_batch)
 {
@@ -1211,6 +1240,7 @@ int main(void)
 	tcase_add_test(tc, test_pack_compaction);
 	tcase_add_test(tc, test_pack_torn_tail);
 	tcase_add_test(tc, test_pack_corrupt_middle);
+	tcase_add_test(tc, test_pack_suspended_upload);
 	tcase_add_test(tc, test_pack_fsync_batch);
 	suite_add_tcase(s, tc);
 	return check_run(s);
