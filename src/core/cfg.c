@@ -369,6 +369,13 @@ static const struct key inst_keys[] = {
 	{"storage-max-size", K_SIZE, FI(storage_max_size), .def = 0, .min = 0, .max = 1LL << 50},
 	{"allow-updates", K_BOOL, FI(allow_updates), .def = true, .reload = true},
 	{"verify-reads", K_BOOL, FI(verify_reads), .def = false},
+	/* Disk: small blobs packed in segments (blob_pack.h). */
+	{"storage-small-blob-size", K_SIZE, FI(small_blob_size), .def = 64 * KIB, .min = 0,
+	 .max = MIB},
+	{"storage-segment-size", K_SIZE, FI(segment_size), .def = 64 * MIB, .min = 64 * KIB,
+	 .max = 4 * GIB},
+	{"storage-compact-live-percent", K_INT, FI(compact_live_percent), .def = 50, .min = 0,
+	 .max = 100},
 	/* Under gRPC's common 4 MiB receive limit with room for the envelope. */
 	{"max-batch-size", K_SIZE, FI(max_batch_size), .def = 4 * MIB - 64 * KIB, .min = KIB,
 	 .max = GIB},

@@ -2,8 +2,9 @@
  * blob.h - the content-addressable blob store behind CAS and ByteStream:
  * presence checks, whole-blob and streaming reads, streaming verified
  * writes with atomic publication, and LRU eviction under a byte budget.
- * Two backends share this API: a disk store (one file per blob, index in
- * memory, built in the background) and a memory store.
+ * Two backends share this API: a disk store (one file per blob, or small
+ * blobs packed in segment files; index in memory, built in the
+ * background) and a memory store.
  *
  * Everything runs on the caller's thread and never waits for anything but
  * bounded local disk I/O: reads are chunked by the caller, writes are
@@ -39,6 +40,8 @@ struct event_base;
  *   dir/LOCK                  flock'd while open: one process per store
  *   dir/cas/ab/<hex>-<size>   blobs, fanned out on the first hex byte
  *   dir/tmp/                  uploads in progress, emptied at open
+ *   dir/pack/seg-NNNNNN       small blobs packed in segments, when
+ *                             blob_disk_set_pack turns packing on
  * A blob file appears in cas/ only by rename(2) after its hash and size
  * were verified, so a crash never leaves a wrong blob visible under its
  * name.  Files are not fsync'd by default (a process crash loses nothing;
@@ -72,6 +75,27 @@ void blob_disk_set_fsync(struct blob_store *s, bool on);
  * reads at SHA-256 speed, and clients verify digests themselves; the
  * instance key verify-reads turns it on. */
 void blob_disk_set_verify_streams(struct blob_store *s, bool on);
+
+/* Disk store only (no-op for memory): keep blobs of 1..small_max bytes
+ * (at most 1 MiB; 0 turns packing off for new blobs) packed as records
+ * in append-only segment files, dir/pack/seg-NNNNNN, of about seg_size
+ * bytes (<= 0: 64 MiB) instead of one file each; a sealed segment whose
+ * live records fall below compact_pct percent of it (0: never) is
+ * compacted on the loop.  Packed blobs share the index, recency order
+ * and max_size with file blobs; reads pread from segment descriptors kept
+ * open.  Segments already on disk are indexed whatever small_max is
+ * (blob_pack.h describes the format and the crash rules).  Call right
+ * after open. */
+void blob_disk_set_pack(struct blob_store *s, int64_t small_max, int64_t seg_size,
+			int compact_pct);
+
+/* Group commit for the disk store with fsync on: between begin and end
+ * (nestable), packed blobs are appended without an fdatasync each, and
+ * the outermost end syncs the segment once.  A caller acknowledges what
+ * it stored only after end returned 0 (-EIO/-ENOSPC: the sync failed).
+ * No-ops (returning 0) for the memory store and with fsync off. */
+void blob_batch_begin(struct blob_store *s);
+int blob_batch_end(struct blob_store *s) WARN_UNUSED;
 
 /* Memory store, LRU under max_size bytes (<= 0: unbounded).  Never NULL. */
 struct blob_store *blob_open_memory(int64_t max_size);
@@ -110,6 +134,13 @@ struct blob_stats {
 	int64_t evictions;    /* blobs evicted for space since open */
 	int64_t hits, misses; /* has/get/reader_open outcomes */
 	bool index_complete;  /* disk scan done (always true for memory) */
+	/* Disk store, packed small blobs (included in bytes and count): */
+	int64_t packed_count, packed_bytes; /* live packed blobs, their data */
+	int64_t pack_segments;		    /* segment files */
+	int64_t pack_file_bytes;	    /* their size: live data plus record
+					       headers, dead records, tombstones */
+	int64_t pack_compactions;	    /* segments compacted since open */
+	int64_t pack_reclaimed;		    /* bytes freed by those */
 };
 void blob_get_stats(struct blob_store *s, struct blob_stats *st);
 
@@ -252,7 +283,8 @@ struct blob_reader {
 	int64_t off;
 	int fd;		       /* disk */
 	struct hasher *verify; /* disk, whole-blob reads */
-	void *ent;	       /* memory: the pinned entry */
+	void *ent;	       /* memory: the pinned entry; disk: the pinned segment */
+	int64_t base;	       /* disk, packed: offset of the data in the segment */
 };
 
 struct blob_writer {

@@ -9,7 +9,7 @@
  * used since open as most recent.
  */
 #define BLOB_BACKEND
-#include "domain/blob.h"
+#include "domain/blob_pack.h"
 
 #include <assert.h>
 #include <dirent.h>
@@ -41,27 +41,6 @@
 /* "ab/" + 64 hex + "-" + up to 19 digits + NUL */
 #define PATH_LEN 96
 
-struct dent {
-	struct digest_map_node node;
-	struct blob_rnode rec;
-};
-
-struct disk {
-	struct blob_store base;
-	char *dir;
-	int dirfd, casfd, tmpfd, lockfd;
-	bool fsync, verify_streams;
-	struct digest_map index;
-	struct blob_recency rec;
-	int64_t bytes, evictions;
-	uint64_t tmpseq;
-	/* background scan */
-	struct event *scan_ev;
-	DIR *scan_dir;
-	int scan_sub; /* fan-out directory being read */
-	bool complete;
-};
-
 static const struct blob_backend disk_backend;
 static const struct timeval zero_tv = {0, 0};
 
@@ -83,7 +62,7 @@ static void path_of(const struct digest *d, char *buf)
 /* ---- index ------------------------------------------------------------ */
 
 /* cold < 0: used now; else a scanned file's time. */
-static struct dent *index_add(struct disk *k, const struct digest *d, int64_t cold)
+struct dent *disk_index_add(struct disk *k, const struct digest *d, int64_t cold)
 {
 	struct dent *e = xcalloc(1, sizeof(*e));
 	memcpy(e->node.hash, d->hash, DIGEST_HASH_LEN);
@@ -94,7 +73,7 @@ static struct dent *index_add(struct disk *k, const struct digest *d, int64_t co
 	return e;
 }
 
-static void index_drop(struct disk *k, struct dent *e)
+void disk_index_drop(struct disk *k, struct dent *e)
 {
 	digest_map_remove(&k->index, &e->node);
 	blob_rec_remove(&k->rec, &e->rec);
@@ -114,14 +93,24 @@ static void discard_corrupt(struct disk *k, const struct digest *d, const char *
 		LOGE(MOD, "%s/cas/%s: unlink: %s", k->dir, path, strerror(errno));
 	struct dent *e = dent_of(digest_map_find(&k->index, d));
 	if (e)
-		index_drop(k, e);
+		disk_index_drop(k, e);
+}
+
+/* d's entry.  A miss before the segments are all indexed finishes that
+ * scan first: a packed blob must never look missing. */
+static struct dent *find_any(struct disk *k, const struct digest *d)
+{
+	struct dent *e = dent_of(digest_map_find(&k->index, d));
+	if (!e && !k->pk.scanned && pack_scan(k, -1))
+		e = dent_of(digest_map_find(&k->index, d));
+	return e;
 }
 
 /* Find d and mark it used.  Before the scan is done, a miss stat()s the
  * file and indexes what it finds. */
 static struct dent *lookup(struct disk *k, const struct digest *d)
 {
-	struct dent *e = dent_of(digest_map_find(&k->index, d));
+	struct dent *e = find_any(k, d);
 	if (e) {
 		blob_rec_touch(&k->rec, &e->rec);
 		return e;
@@ -142,7 +131,7 @@ static struct dent *lookup(struct disk *k, const struct digest *d)
 		discard_corrupt(k, d, "wrong size");
 		return NULL;
 	}
-	return index_add(k, d, -1);
+	return disk_index_add(k, d, -1);
 }
 
 /* Open d's file for reading, checking it against the index: a file that
@@ -158,7 +147,7 @@ static int open_blob(struct disk *k, const struct digest *d, int *fdp)
 	if (fd < 0) {
 		if (errno == ENOENT) {
 			if (e)
-				index_drop(k, e);
+				disk_index_drop(k, e);
 			return -ENOENT;
 		}
 		LOGE(MOD, "%s/cas/%s: open: %s", k->dir, path, strerror(errno));
@@ -178,7 +167,7 @@ static int open_blob(struct disk *k, const struct digest *d, int *fdp)
 	if (e)
 		blob_rec_touch(&k->rec, &e->rec);
 	else
-		index_add(k, d, -1);
+		disk_index_add(k, d, -1);
 	*fdp = fd;
 	return 0;
 }
@@ -192,13 +181,18 @@ static int evict_one(struct disk *k)
 	char path[PATH_LEN], ds[DIGEST_STR_LEN];
 	struct digest d;
 	digest_from_hash(e->node.hash, e->node.size, &d);
-	path_of(&d, path);
 	LOGD(MOD, "%s: evicting %s", k->dir, digest_str(&d, ds, sizeof(ds)));
+	k->evictions++;
+	if (e->seg) {
+		pack_kill(k, e);
+		disk_index_drop(k, e);
+		return 0;
+	}
+	path_of(&d, path);
 	/* Open readers keep their fd, so unlinking under them is safe. */
 	if (unlinkat(k->casfd, path, 0) < 0 && errno != ENOENT)
 		LOGE(MOD, "%s/cas/%s: unlink: %s", k->dir, path, strerror(errno));
-	index_drop(k, e);
-	k->evictions++;
+	disk_index_drop(k, e);
 	return 0;
 }
 
@@ -252,7 +246,7 @@ static void scan_entry(struct disk *k, const char *name)
 	}
 	int64_t at = (int64_t)st.st_atim.tv_sec * 1000000 + st.st_atim.tv_nsec / 1000;
 	int64_t mt = (int64_t)st.st_mtim.tv_sec * 1000000 + st.st_mtim.tv_nsec / 1000;
-	index_add(k, &d, at > mt ? at : mt);
+	disk_index_add(k, &d, at > mt ? at : mt);
 }
 
 /* One slice: at most SCAN_SLICE_ENTRIES entries or SCAN_SLICE_US. */
@@ -298,6 +292,12 @@ static void scan_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	struct disk *k = arg;
+	if (!k->pk.scanned) { /* segments first: files fill in the gaps */
+		if (!pack_scan(k, SCAN_SLICE_US)) {
+			evtimer_add(k->scan_ev, &zero_tv);
+			return;
+		}
+	}
 	scan_slice(k);
 	/* Over budget only once the scan counted what was already there;
 	 * trimming earlier would evict by partial knowledge. */
@@ -343,6 +343,11 @@ static int pread_all(struct disk *k, int fd, const struct digest *d, uint8_t *bu
 static int disk_get(struct blob_store *s, const struct digest *d, uint8_t **data)
 {
 	struct disk *k = disk_of(s);
+	struct dent *e = find_any(k, d);
+	if (e && e->seg) {
+		blob_rec_touch(&k->rec, &e->rec);
+		return pack_get(k, e, data);
+	}
 	int fd;
 	int rc = open_blob(k, d, &fd);
 	if (rc < 0)
@@ -371,12 +376,17 @@ static int disk_del(struct blob_store *s, const struct digest *d)
 	struct disk *k = disk_of(s);
 	char path[PATH_LEN];
 	path_of(d, path);
-	struct dent *e = dent_of(digest_map_find(&k->index, d));
+	struct dent *e = find_any(k, d);
+	if (e && e->seg) {
+		pack_kill(k, e);
+		disk_index_drop(k, e);
+		return 0;
+	}
 	int rc = unlinkat(k->casfd, path, 0) < 0 ? -errno : 0;
 	if (rc < 0 && rc != -ENOENT)
 		LOGE(MOD, "%s/cas/%s: unlink: %s", k->dir, path, strerror(-rc));
 	if (e)
-		index_drop(k, e);
+		disk_index_drop(k, e);
 	return e || rc == 0 ? 0 : -ENOENT;
 }
 
@@ -387,6 +397,7 @@ static void disk_stats(struct blob_store *s, struct blob_stats *st)
 	st->count = (int64_t)digest_map_count(&k->index);
 	st->evictions = k->evictions;
 	st->index_complete = k->complete;
+	pack_stats(k, st);
 }
 
 /* ---- readers ---------------------------------------------------------- */
@@ -394,10 +405,18 @@ static void disk_stats(struct blob_store *s, struct blob_stats *st)
 static int disk_reader_open(struct blob_store *s, struct blob_reader *r)
 {
 	struct disk *k = disk_of(s);
-	int rc = open_blob(k, &r->d, &r->fd);
+	struct dent *e = find_any(k, &r->d);
+	int rc;
+	if (e && e->seg) {
+		blob_rec_touch(&k->rec, &e->rec);
+		rc = pack_reader_open(k, e, r);
+	} else {
+		rc = open_blob(k, &r->d, &r->fd);
+		if (rc == 0)
+			posix_fadvise(r->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	}
 	if (rc < 0)
 		return rc;
-	posix_fadvise(r->fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 	if (k->verify_streams && r->off == 0)
 		r->verify = hasher_new();
 	return 0;
@@ -418,7 +437,7 @@ static void discard_if_same(struct disk *k, struct blob_reader *r)
 static ssize_t disk_reader_read(struct blob_reader *r, void *buf, size_t n)
 {
 	struct disk *k = disk_of(r->s);
-	if (pread_all(k, r->fd, &r->d, buf, n, r->off) < 0)
+	if (pread_all(k, r->fd, &r->d, buf, n, r->base + r->off) < 0)
 		return -EIO;
 	if (r->verify) {
 		hasher_update(r->verify, buf, n);
@@ -428,7 +447,10 @@ static ssize_t disk_reader_read(struct blob_reader *r, void *buf, size_t n)
 			/* Withhold the last chunk so the client sees an error
 			 * instead of a complete wrong blob. */
 			if (!digest_eq(&got, &r->d)) {
-				discard_if_same(k, r);
+				if (r->ent)
+					pack_reader_corrupt(k, r);
+				else
+					discard_if_same(k, r);
 				return -EIO;
 			}
 		}
@@ -438,7 +460,10 @@ static ssize_t disk_reader_read(struct blob_reader *r, void *buf, size_t n)
 
 static void disk_reader_close(struct blob_reader *r)
 {
-	close(r->fd);
+	if (r->ent)
+		pack_reader_close(disk_of(r->s), r);
+	else
+		close(r->fd);
 	hasher_free(r->verify);
 }
 
@@ -543,6 +568,34 @@ static int sync_fanout_dir(struct disk *k, const char *path)
 	return rc;
 }
 
+/* A blob to pack is gathered whole in w->buf (at most small_max bytes)
+ * and appended as one record at publish; nothing goes to tmp/. */
+static int pack_writer_write(struct blob_writer *w, const void *data, size_t n)
+{
+	if (!w->buf) {
+		w->bufcap = (size_t)w->expected.size;
+		w->buf = xmalloc(w->bufcap);
+	}
+	assert(w->buflen + n <= w->bufcap);
+	memcpy(w->buf + w->buflen, data, n);
+	w->buflen += n;
+	return 0;
+}
+
+/* A parked small upload went to a temp file (disk_writer_suspend): it
+ * continues there and is published as a file. */
+static bool packing(struct disk *k, const struct blob_writer *w)
+{
+	return pack_wants(k, w->expected.size) && !w->tmpname[0];
+}
+
+static int disk_write_any(struct blob_writer *w, const void *data, size_t n)
+{
+	if (packing(disk_of(w->s), w))
+		return pack_writer_write(w, data, n);
+	return disk_writer_write(w, data, n);
+}
+
 static int disk_writer_publish(struct blob_writer *w, char **err)
 {
 	struct disk *k = disk_of(w->s);
@@ -551,6 +604,10 @@ static int disk_writer_publish(struct blob_writer *w, char **err)
 	/* Stored meanwhile by another writer: ours is a duplicate. */
 	if (lookup(k, d))
 		return 0;
+	if (packing(k, w) && w->buf && w->buflen == (size_t)d->size) {
+		make_room(k, d->size);
+		return pack_put(k, d, w->buf, err);
+	}
 	int rc = flush(k, w);
 	if (rc == 0 && k->fsync && w->fd < 0 && w->tmpname[0])
 		rc = reopen_tmp(k, w); /* suspended, nothing written since */
@@ -578,7 +635,7 @@ static int disk_writer_publish(struct blob_writer *w, char **err)
 	w->tmpname[0] = '\0';
 	if (k->fsync && (rc = sync_fanout_dir(k, path)) < 0)
 		LOGW(MOD, "%s/cas/%.2s: fsync: %s", k->dir, path, strerror(-rc));
-	index_add(k, d, -1);
+	disk_index_add(k, d, -1);
 	return 0;
 fail:
 	if (err)
@@ -603,6 +660,10 @@ static void disk_writer_release(struct blob_writer *w)
 static int disk_writer_suspend(struct blob_writer *w)
 {
 	struct disk *k = disk_of(w->s);
+	if (packing(k, w) && w->buflen == 0)
+		return 0; /* nothing held yet */
+	/* A small upload too: parked uploads hold no memory (its data goes to
+	 * tmp/ and it finishes as a file). */
 	int rc = flush(k, w);
 	if (w->fd >= 0)
 		close(w->fd);
@@ -658,6 +719,7 @@ static int clean_tmp(struct disk *k)
 static void disk_close(struct blob_store *s)
 {
 	struct disk *k = disk_of(s);
+	pack_close(k);
 	if (k->scan_ev)
 		event_free(k->scan_ev);
 	if (k->scan_dir)
@@ -684,7 +746,7 @@ struct blob_store *blob_open_disk(struct event_base *base, const char *dir, int6
 	k->base.be = &disk_backend;
 	k->base.max_size = max_size;
 	k->dir = xstrdup(dir);
-	k->dirfd = k->casfd = k->tmpfd = k->lockfd = -1;
+	k->dirfd = k->casfd = k->tmpfd = k->lockfd = k->pk.fd = -1;
 	blob_rec_init(&k->rec);
 	digest_map_init(&k->index);
 	const char *what = "mkdir";
@@ -721,6 +783,9 @@ struct blob_store *blob_open_disk(struct event_base *base, const char *dir, int6
 		if (mkdirat(k->casfd, sub, 0755) < 0 && errno != EEXIST)
 			goto fail_errno;
 	}
+	what = "pack";
+	if ((rc = pack_open(k, base)) < 0)
+		goto fail;
 	if (base) {
 		k->scan_ev = evtimer_new(base, scan_cb, k);
 		if (!k->scan_ev) {
@@ -751,6 +816,27 @@ void blob_disk_set_fsync(struct blob_store *s, bool on)
 		disk_of(s)->fsync = on;
 }
 
+void blob_disk_set_pack(struct blob_store *s, int64_t small_max, int64_t seg_size, int compact_pct)
+{
+	if (s->be != &disk_backend)
+		return;
+	struct pack *pk = &disk_of(s)->pk;
+	pk->small_max = small_max < 0 ? 0 : small_max > PACK_SMALL_MAX ? PACK_SMALL_MAX : small_max;
+	pk->seg_size = seg_size > 0 ? seg_size : PACK_SEG_DEFAULT;
+	pk->compact_pct = compact_pct < 0 ? 0 : compact_pct > 100 ? 100 : compact_pct;
+}
+
+void blob_batch_begin(struct blob_store *s)
+{
+	if (s->be == &disk_backend)
+		disk_of(s)->pk.batch++;
+}
+
+int blob_batch_end(struct blob_store *s)
+{
+	return s->be == &disk_backend ? pack_batch_end(disk_of(s)) : 0;
+}
+
 void blob_disk_set_verify_streams(struct blob_store *s, bool on)
 {
 	if (s->be == &disk_backend)
@@ -766,7 +852,7 @@ static const struct blob_backend disk_backend = {
 	.reader_open = disk_reader_open,
 	.reader_read = disk_reader_read,
 	.reader_close = disk_reader_close,
-	.writer_write = disk_writer_write,
+	.writer_write = disk_write_any,
 	.writer_publish = disk_writer_publish,
 	.writer_release = disk_writer_release,
 	.writer_suspend = disk_writer_suspend,

@@ -184,12 +184,16 @@ static struct blob_store *open_disk(struct event_base *base, const char *dir, in
 	return s;
 }
 
-/* Both backends run the shared tests: _i is 0 for memory, 1 for disk. */
+/* Both backends run the shared tests: _i is 0 for memory, 1 for disk
+ * (one file per blob), 2 for disk with every blob up to 1 MiB packed in
+ * segments of 256 KiB (so most blobs seal a segment). */
 struct fixture {
 	struct event_base *base;
 	char *dir;
 	struct blob_store *s;
+	bool files; /* blobs are files under dir/cas */
 };
+#define PACKED_SEG (256 * 1024)
 
 static struct fixture fx_open(int kind, int64_t max)
 {
@@ -200,6 +204,9 @@ static struct fixture fx_open(int kind, int64_t max)
 		f.base = event_base_new();
 		f.dir = new_dir();
 		f.s = open_disk(f.base, f.dir, max);
+		if (kind == 2)
+			blob_disk_set_pack(f.s, 1 << 20, PACKED_SEG, 50);
+		f.files = kind == 1;
 		run_until_indexed(f.base, f.s);
 	}
 	return f;
@@ -232,10 +239,17 @@ START_TEST(test_put_get_has)
 	ck_assert_int_eq(st.bytes, 1001);
 	ck_assert_int_ge(st.hits, 3);
 	ck_assert_int_ge(st.misses, 2);
-	if (f.dir) {
+	if (f.files) {
 		ck_assert(file_exists(f.dir, &a.d));
 		ck_assert_int_eq(count_files(f.dir, "cas"), 2);
 		ck_assert_int_eq(count_files(f.dir, "tmp"), 0);
+	} else if (f.dir) { /* packed: one segment, no file per blob */
+		ck_assert_int_eq(count_files(f.dir, "cas"), 0);
+		ck_assert_int_eq(count_files(f.dir, "tmp"), 0);
+		ck_assert_int_eq(count_files(f.dir, "pack"), 1);
+		ck_assert_int_eq(st.packed_count, 2);
+		ck_assert_int_eq(st.packed_bytes, 1001);
+		ck_assert_int_eq(st.pack_file_bytes, 1001 + 2 * 56);
 	}
 	/* Same hash, wrong size: a different (absent) digest. */
 	struct digest other = a.d;
@@ -245,7 +259,7 @@ START_TEST(test_put_get_has)
 	ck_assert_int_eq(blob_delete(f.s, &a.d), -ENOENT);
 	ck_assert(!blob_has(f.s, &a.d));
 	ck_assert_int_eq(stats(f.s).bytes, 1);
-	if (f.dir)
+	if (f.files)
 		ck_assert(!file_exists(f.dir, &a.d));
 	/* The empty blob: always there, never stored. */
 	ck_assert(blob_has(f.s, &digest_empty));
@@ -327,7 +341,7 @@ START_TEST(test_commit_mismatch)
 	ck_assert_int_eq(blob_writer_offset(w), 600000);
 	ck_assert_int_eq(blob_writer_write(w, "x", 1), -EFBIG);
 	ck_assert_int_eq(blob_writer_offset(w), 600000);
-	if (f.dir)
+	if (f.files)
 		ck_assert_int_eq(count_files(f.dir, "tmp"), 1);
 	char *err = NULL;
 	ck_assert_int_eq(blob_writer_commit(w, &err), -EINVAL);
@@ -335,7 +349,7 @@ START_TEST(test_commit_mismatch)
 	free(err);
 	ck_assert(!blob_has(f.s, &a.d));
 	ck_assert(!blob_has(f.s, &b.d));
-	if (f.dir) {
+	if (f.files) {
 		ck_assert_int_eq(count_files(f.dir, "cas"), 0);
 		ck_assert_int_eq(count_files(f.dir, "tmp"), 0);
 	}
@@ -354,7 +368,7 @@ START_TEST(test_commit_mismatch)
 			blob_writer_write(w, a.p + off, a.n - off < 16384 ? a.n - off : 16384), 0);
 	ck_assert_int_eq(blob_writer_commit(w, NULL), 0);
 	get_eq(f.s, &a);
-	if (f.dir)
+	if (f.files)
 		ck_assert_int_eq(count_files(f.dir, "tmp"), 0);
 	fx_close(&f);
 }
@@ -371,14 +385,14 @@ START_TEST(test_concurrent_writers)
 		ck_assert_int_eq(blob_writer_write(w1, a.p + off, 100000), 0);
 		ck_assert_int_eq(blob_writer_write(w2, a.p + off, 100000), 0);
 	}
-	if (f.dir)
+	if (f.files)
 		ck_assert_int_eq(count_files(f.dir, "tmp"), 2);
 	ck_assert_int_eq(blob_writer_commit(w2, NULL), 0);
 	ck_assert_int_eq(blob_writer_commit(w1, NULL), 0);
 	get_eq(f.s, &a);
 	ck_assert_int_eq(stats(f.s).count, 1);
 	ck_assert_int_eq(stats(f.s).bytes, (int64_t)a.n);
-	if (f.dir) {
+	if (f.files) {
 		ck_assert_int_eq(count_files(f.dir, "tmp"), 0);
 		ck_assert_int_eq(count_files(f.dir, "cas"), 1);
 	}
@@ -389,7 +403,7 @@ START_TEST(test_concurrent_writers)
 	blob_writer_abort(w);
 	blob_writer_abort(NULL);
 	ck_assert(!blob_has(f.s, &b.d));
-	if (f.dir)
+	if (f.files)
 		ck_assert_int_eq(count_files(f.dir, "tmp"), 0);
 	fx_close(&f);
 }
@@ -443,7 +457,7 @@ START_TEST(test_lru_eviction)
 	ck_assert_int_eq(st.count, 10);
 	ck_assert_int_eq(st.max_size, 1000);
 	ck_assert(!blob_has(f.s, &b[2].d));
-	if (f.dir)
+	if (f.files)
 		ck_assert(!file_exists(f.dir, &b[2].d));
 	ck_assert(blob_has(f.s, &b[0].d));
 	ck_assert(blob_has(f.s, &b[1].d));
@@ -819,6 +833,386 @@ START_TEST(test_disk_stream_64mib)
 }
 END_TEST
 
+/* ---- disk store, packed small blobs ------------------------------------ */
+
+#define HDR 56 /* record header (blob_pack.h) */
+
+static struct blob_store *open_packed(struct event_base *base, const char *dir, int64_t max,
+				      int64_t small, int64_t seg)
+{
+	struct blob_store *s = open_disk(base, dir, max);
+	blob_disk_set_pack(s, small, seg, 50);
+	if (base)
+		run_until_indexed(base, s);
+	return s;
+}
+
+static char *seg_path(const char *dir, int id)
+{
+	return keep(xasprintf("%s/pack/seg-%06d", dir, id));
+}
+
+static off_t file_size(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 ? st.st_size : -1;
+}
+
+static void run_until_compacted(struct event_base *base, struct blob_store *s, int64_t n)
+{
+	for (int i = 0; stats(s).pack_compactions < n; i++) {
+		ck_assert_int_lt(i, 100000);
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	}
+}
+
+/* Small blobs packed, large ones files; one LRU order and one budget. */
+START_TEST(test_pack_mixed)
+{
+	struct event_base *base = event_base_new();
+	char *dir = new_dir();
+	struct blob_store *s = open_packed(base, dir, 20000, 4096, 1 << 20);
+	struct blob sm[10], lg[3];
+	for (int i = 0; i < 10; i++)
+		sm[i] = mk(1000, 500 + (uint64_t)i);
+	for (int i = 0; i < 3; i++)
+		lg[i] = mk(5000, 600 + (uint64_t)i);
+	put_ok(s, &lg[0]);
+	for (int i = 0; i < 10; i++)
+		put_ok(s, &sm[i]);
+	put_ok(s, &lg[1]);
+	ck_assert_int_eq(count_files(dir, "cas"), 2);
+	ck_assert_int_eq(count_files(dir, "pack"), 1);
+	struct blob_stats st = stats(s);
+	ck_assert_int_eq(st.count, 12);
+	ck_assert_int_eq(st.bytes, 20000);
+	ck_assert_int_eq(st.packed_count, 10);
+	ck_assert_int_eq(st.packed_bytes, 10000);
+	for (int i = 0; i < 10; i++)
+		get_eq(s, &sm[i]);
+	/* Recency now: lg0, lg1, sm0..9 (gets touched them in order).  A
+	 * 5,000-byte blob evicts lg0 (file); the next one lg1; then small
+	 * ones in order. */
+	get_eq(s, &lg[0]);
+	put_ok(s, &lg[2]); /* evicts lg1 (oldest now) */
+	ck_assert(!blob_has(s, &lg[1].d));
+	ck_assert(!file_exists(dir, &lg[1].d));
+	struct blob mid = mk(3000, 700); /* packed; evicts sm0..sm2 */
+	put_ok(s, &mid);
+	for (int i = 0; i < 3; i++)
+		ck_assert(!blob_has(s, &sm[i].d));
+	for (int i = 3; i < 10; i++)
+		ck_assert(blob_has(s, &sm[i].d));
+	st = stats(s);
+	ck_assert_int_le(st.bytes, 20000);
+	ck_assert_int_eq(st.evictions, 4);
+	ck_assert_int_eq(st.packed_count, 8);
+	/* Tombstones and dead records show in the file bytes, not in bytes. */
+	ck_assert_int_gt(st.pack_file_bytes, st.packed_bytes + st.packed_count * HDR);
+	/* Delete across both kinds. */
+	ck_assert_int_eq(blob_delete(s, &sm[5].d), 0);
+	ck_assert_int_eq(blob_delete(s, &sm[5].d), -ENOENT);
+	ck_assert_int_eq(blob_delete(s, &lg[2].d), 0);
+	ck_assert(!file_exists(dir, &lg[2].d));
+	/* Reopen: the same set, deletions and evictions included. */
+	blob_close(s);
+	s = open_packed(base, dir, 20000, 4096, 1 << 20);
+	for (int i = 0; i < 10; i++)
+		ck_assert_int_eq(blob_has(s, &sm[i].d), i >= 3 && i != 5);
+	ck_assert(blob_has(s, &lg[0].d));
+	ck_assert(!blob_has(s, &lg[1].d));
+	ck_assert(!blob_has(s, &lg[2].d));
+	get_eq(s, &mid);
+	get_eq(s, &sm[9]);
+	st = stats(s);
+	ck_assert_int_eq(st.packed_count, 7);
+	ck_assert_int_eq(st.count, 8);
+	ck_assert_int_eq(st.bytes, 7 * 1000 - 1000 + 3000 + 5000);
+	/* Stored again after deletion: back, and stays after a reopen. */
+	put_ok(s, &sm[5]);
+	blob_close(s);
+	/* Without a loop: the first miss finishes the segment scan. */
+	s = open_packed(NULL, dir, 0, 4096, 1 << 20);
+	struct blob absent = mk(100, 701);
+	ck_assert(!blob_has(s, &absent.d));
+	get_eq(s, &sm[5]);
+	ck_assert_int_eq(stats(s).packed_count, 8);
+	blob_close(s);
+	event_base_free(base);
+}
+END_TEST
+
+/* Reads of packed blobs: streamed at offsets, and a reader outlives the
+ * deletion of its blob and the compaction of its segment. */
+START_TEST(test_pack_reader_survives_compaction)
+{
+	struct event_base *base = event_base_new();
+	char *dir = new_dir();
+	struct blob_store *s = open_packed(base, dir, 0, 65536, 64 * 1024);
+	struct blob b[40];
+	for (int i = 0; i < 40; i++)
+		b[i] = mk(10000, 800 + (uint64_t)i);
+	for (int i = 0; i < 40; i++)
+		put_ok(s, &b[i]);
+	ck_assert_int_ge(stats(s).pack_segments, 6);
+	struct blob_reader *r, *r2;
+	ck_assert_int_eq(blob_reader_open(s, &b[0].d, 0, &r), 0);
+	ck_assert_int_eq(blob_reader_open(s, &b[1].d, 1234, &r2), 0);
+	uint8_t buf[10000];
+	ck_assert_int_eq(blob_reader_read(r, buf, 100), 100);
+	ck_assert(memcmp(buf, b[0].p, 100) == 0);
+	/* Kill b0 and most of its segment's neighbours: it is compacted away
+	 * (b1 survives, copied), and its file unlinked. */
+	ck_assert_int_eq(blob_delete(s, &b[0].d), 0);
+	for (int i = 2; i < 6; i++)
+		ck_assert_int_eq(blob_delete(s, &b[i].d), 0);
+	run_until_compacted(base, s, 1);
+	ck_assert_int_eq(file_size(seg_path(dir, 1)), -1);
+	ck_assert_int_gt(stats(s).pack_reclaimed, 0);
+	ssize_t n;
+	size_t got = 100;
+	while ((n = blob_reader_read(r, buf + got, 3000)) > 0)
+		got += (size_t)n;
+	ck_assert_int_eq(n, 0);
+	ck_assert_uint_eq(got, 10000);
+	ck_assert(memcmp(buf, b[0].p, 10000) == 0);
+	ck_assert_int_eq(blob_reader_read(r2, buf, 10000), 10000 - 1234);
+	ck_assert(memcmp(buf, b[1].p + 1234, 10000 - 1234) == 0);
+	blob_reader_close(r);
+	blob_reader_close(r2);
+	get_eq(s, &b[1]);
+	ck_assert(!blob_has(s, &b[0].d));
+	blob_close(s);
+	event_base_free(base);
+}
+END_TEST
+
+/* Compaction copies live records byte for byte and frees the space; a
+ * reopen sees the same set (tombstones carried while still needed). */
+START_TEST(test_pack_compaction)
+{
+	struct event_base *base = event_base_new();
+	char *dir = new_dir();
+	struct blob_store *s = open_packed(base, dir, 0, 4096, 32 * 1024);
+	enum { N = 300 };
+	struct blob *b = keep(xcalloc(N, sizeof(*b)));
+	for (int i = 0; i < N; i++)
+		b[i] = mk(100 + (size_t)(i % 7) * 300, 900 + (uint64_t)i);
+	for (int i = 0; i < N; i++)
+		put_ok(s, &b[i]);
+	struct blob_stats st0 = stats(s);
+	ck_assert_int_ge(st0.pack_segments, 10);
+	for (int i = 0; i < N; i++)
+		if (i % 4)
+			ck_assert_int_eq(blob_delete(s, &b[i].d), 0);
+	run_until_compacted(base, s, st0.pack_segments - 1);
+	/* Let it finish whatever it started. */
+	for (int i = 0; i < 1000; i++)
+		event_base_loop(base, EVLOOP_ONCE | EVLOOP_NONBLOCK);
+	struct blob_stats st = stats(s);
+	ck_assert_int_eq(st.packed_count, N / 4);
+	ck_assert_msg(st.pack_file_bytes < st0.pack_file_bytes / 2,
+		      "segments hold %lld bytes, were %lld", (long long)st.pack_file_bytes,
+		      (long long)st0.pack_file_bytes);
+	ck_assert_int_eq(count_files(dir, "pack"), st.pack_segments);
+	for (int i = 0; i < N; i++) {
+		ck_assert_int_eq(blob_has(s, &b[i].d), i % 4 == 0);
+		if (i % 4 == 0)
+			get_eq(s, &b[i]);
+	}
+	blob_close(s);
+	s = open_packed(base, dir, 0, 4096, 32 * 1024);
+	ck_assert_int_eq(stats(s).packed_count, N / 4);
+	for (int i = 0; i < N; i++) {
+		ck_assert_int_eq(blob_has(s, &b[i].d), i % 4 == 0);
+		if (i % 4 == 0)
+			get_eq(s, &b[i]);
+	}
+	blob_close(s);
+	event_base_free(base);
+}
+END_TEST
+
+static void *slurp(const char *path, size_t *n)
+{
+	FILE *fp = fopen(path, "rb");
+	ck_assert_ptr_nonnull(fp);
+	fseek(fp, 0, SEEK_END);
+	*n = (size_t)ftell(fp);
+	rewind(fp);
+	void *p = keep(xmalloc(*n ? *n : 1));
+	ck_assert_uint_eq(fread(p, 1, *n, fp), *n);
+	fclose(fp);
+	return p;
+}
+
+static void spill(const char *path, const void *p, size_t n)
+{
+	FILE *fp = fopen(path, "wb");
+	ck_assert_ptr_nonnull(fp);
+	ck_assert_uint_eq(fwrite(p, 1, n, fp), n);
+	fclose(fp);
+}
+
+/* A segment cut at every byte of its last record (a crash mid-append),
+ * or with a wrong byte in it: the record is dropped, the file truncated
+ * to the records before it, and those all survive. */
+START_TEST(test_pack_torn_tail)
+{
+	char *dir = new_dir();
+	struct blob_store *s = open_packed(NULL, dir, 0, 4096, 1 << 20);
+	struct blob b[4];
+	for (int i = 0; i < 4; i++)
+		b[i] = mk(i == 3 ? 150 : 700, 1000 + (uint64_t)i);
+	for (int i = 0; i < 4; i++)
+		put_ok(s, &b[i]);
+	blob_close(s);
+	char *seg = seg_path(dir, 1);
+	size_t len;
+	uint8_t *img = slurp(seg, &len);
+	size_t last = len - (HDR + 150);
+	ck_assert_uint_eq(last, 3 * (HDR + 700));
+	for (size_t cut = last; cut <= len; cut++) {
+		spill(seg, img, cut);
+		struct event_base *base = cut % 2 ? event_base_new() : NULL;
+		s = open_packed(base, dir, 0, 4096, 1 << 20);
+		ck_assert_int_eq(blob_has(s, &b[3].d), cut == len);
+		for (int i = 0; i < 3; i++)
+			ck_assert(blob_has(s, &b[i].d));
+		get_eq(s, &b[2]);
+		ck_assert_int_eq(file_size(seg), (off_t)(cut == len ? len : last));
+		ck_assert_int_eq(stats(s).packed_count, cut == len ? 4 : 3);
+		blob_close(s);
+		if (base)
+			event_base_free(base);
+	}
+	/* A flipped byte in the last record's data or header: same. */
+	size_t flips[] = {last + 2, last + 20, last + HDR + 75, len - 1};
+	for (size_t i = 0; i < ARRAY_LEN(flips); i++) {
+		img[flips[i]] ^= 0x40;
+		spill(seg, img, len);
+		img[flips[i]] ^= 0x40;
+		s = open_packed(NULL, dir, 0, 4096, 1 << 20);
+		ck_assert(!blob_has(s, &b[3].d));
+		get_eq(s, &b[0]);
+		get_eq(s, &b[2]);
+		ck_assert_int_eq(file_size(seg), (off_t)last);
+		/* Stored again: into a new segment, after the good records. */
+		put_ok(s, &b[3]);
+		ck_assert_int_eq(file_size(seg_path(dir, 2)), HDR + 150);
+		blob_close(s);
+		unlink(seg_path(dir, 2));
+	}
+}
+END_TEST
+
+/* A record damaged in the middle of a segment: missing (its hash or its
+ * checksum says so), never served; the records after it survive. */
+START_TEST(test_pack_corrupt_middle)
+{
+	struct event_base *base = event_base_new();
+	char *dir = new_dir();
+	struct blob_store *s = open_packed(base, dir, 0, 4096, 1 << 20);
+	struct blob b[5];
+	for (int i = 0; i < 5; i++)
+		b[i] = mk(1000, 1100 + (uint64_t)i);
+	for (int i = 0; i < 5; i++)
+		put_ok(s, &b[i]);
+	char *seg = seg_path(dir, 1);
+	/* While open: b1's data gets a wrong byte behind the store's back. */
+	int fd = open(seg, O_RDWR);
+	ck_assert_int_ge(fd, 0);
+	uint8_t x = (uint8_t)(b[1].p[500] ^ 1);
+	off_t rec1 = HDR + 1000;
+	ck_assert_int_eq(pwrite(fd, &x, 1, rec1 + HDR + 500), 1);
+	uint8_t *data = NULL;
+	ck_assert_int_eq(blob_get(s, &b[1].d, &data), -ENOENT);
+	ck_assert(!blob_has(s, &b[1].d));
+	/* Streamed with verify-reads: the last chunk is withheld. */
+	blob_disk_set_verify_streams(s, true);
+	x = (uint8_t)(b[2].p[10] ^ 1);
+	ck_assert_int_eq(pwrite(fd, &x, 1, 2 * rec1 + HDR + 10), 1);
+	struct blob_reader *r;
+	ck_assert_int_eq(blob_reader_open(s, &b[2].d, 0, &r), 0);
+	uint8_t buf[1000];
+	ck_assert_int_eq(blob_reader_read(r, buf, 1000), -EIO);
+	blob_reader_close(r);
+	ck_assert(!blob_has(s, &b[2].d));
+	get_eq(s, &b[3]);
+	blob_close(s);
+	/* Closed: b3's data is damaged; the scan skips it by its checksum. */
+	x = (uint8_t)(b[3].p[0] ^ 1);
+	ck_assert_int_eq(pwrite(fd, &x, 1, 3 * rec1 + HDR), 1);
+	close(fd);
+	s = open_packed(base, dir, 0, 4096, 1 << 20);
+	ck_assert(blob_has(s, &b[0].d));
+	ck_assert(!blob_has(s, &b[1].d));
+	ck_assert(!blob_has(s, &b[2].d));
+	ck_assert(!blob_has(s, &b[3].d));
+	get_eq(s, &b[4]);
+	ck_assert_int_eq(stats(s).packed_count, 2);
+	put_ok(s, &b[3]);
+	get_eq(s, &b[3]);
+	blob_close(s);
+	event_base_free(base);
+}
+END_TEST
+
+/* A small upload parked half-way (blob_writer_suspend) holds no buffer:
+ * its data goes to tmp/, and it is published as a file. */
+START_TEST(test_pack_suspended_upload)
+{
+	char *dir = new_dir();
+	struct blob_store *s = open_packed(NULL, dir, 0, 65536, 1 << 20);
+	struct blob a = mk(5000, 1300), b = mk(5000, 1301);
+	struct blob_writer *w = blob_writer_open(s, &a.d);
+	ck_assert_int_eq(blob_writer_write(w, a.p, 2000), 0);
+	ck_assert_int_eq(count_files(dir, "tmp"), 0);
+	ck_assert_int_eq(blob_writer_suspend(w), 0);
+	ck_assert_int_eq(count_files(dir, "tmp"), 1);
+	ck_assert_int_eq(blob_writer_write(w, a.p + 2000, 3000), 0);
+	ck_assert_int_eq(blob_writer_commit(w, NULL), 0);
+	ck_assert(file_exists(dir, &a.d));
+	get_eq(s, &a);
+	/* Not parked: packed, nothing in tmp/ or cas/ for it. */
+	w = blob_writer_open(s, &b.d);
+	ck_assert_int_eq(blob_writer_suspend(w), 0);
+	ck_assert_int_eq(blob_writer_write(w, b.p, 5000), 0);
+	ck_assert_int_eq(blob_writer_commit(w, NULL), 0);
+	ck_assert(!file_exists(dir, &b.d));
+	ck_assert_int_eq(stats(s).packed_count, 1);
+	ck_assert_int_eq(count_files(dir, "tmp"), 0);
+	get_eq(s, &b);
+	blob_close(s);
+}
+END_TEST
+
+/* fsync on: each packed blob is synced, or once per batch. */
+START_TEST(test_pack_fsync_batch)
+{
+	char *dir = new_dir();
+	struct blob_store *s = open_packed(NULL, dir, 0, 4096, 1 << 20);
+	blob_disk_set_fsync(s, true);
+	struct blob b[20];
+	for (int i = 0; i < 20; i++)
+		b[i] = mk(500, 1200 + (uint64_t)i);
+	put_ok(s, &b[0]);
+	blob_batch_begin(s);
+	blob_batch_begin(s);
+	for (int i = 1; i < 20; i++)
+		put_ok(s, &b[i]);
+	ck_assert_int_eq(blob_batch_end(s), 0);
+	ck_assert_int_eq(blob_batch_end(s), 0);
+	for (int i = 0; i < 20; i++)
+		get_eq(s, &b[i]);
+	blob_close(s);
+	struct blob_store *m = blob_open_memory(0);
+	blob_batch_begin(m);
+	ck_assert_int_eq(blob_batch_end(m), 0);
+	blob_close(m);
+}
+END_TEST
+
 int main(void)
 {
 	log_set_level(LOG_ERROR);
@@ -827,13 +1221,13 @@ int main(void)
 	tcase_add_unchecked_fixture(tc, root_setup, root_teardown);
 	tcase_add_checked_fixture(tc, NULL, drop_all);
 	tcase_set_timeout(tc, 120);
-	tcase_add_loop_test(tc, test_put_get_has, 0, 2);
-	tcase_add_loop_test(tc, test_put_wrong_hash, 0, 2);
-	tcase_add_loop_test(tc, test_reader_offsets, 0, 2);
-	tcase_add_loop_test(tc, test_commit_mismatch, 0, 2);
-	tcase_add_loop_test(tc, test_concurrent_writers, 0, 2);
-	tcase_add_loop_test(tc, test_reader_survives_delete, 0, 2);
-	tcase_add_loop_test(tc, test_lru_eviction, 0, 2);
+	tcase_add_loop_test(tc, test_put_get_has, 0, 3);
+	tcase_add_loop_test(tc, test_put_wrong_hash, 0, 3);
+	tcase_add_loop_test(tc, test_reader_offsets, 0, 3);
+	tcase_add_loop_test(tc, test_commit_mismatch, 0, 3);
+	tcase_add_loop_test(tc, test_concurrent_writers, 0, 3);
+	tcase_add_loop_test(tc, test_reader_survives_delete, 0, 3);
+	tcase_add_loop_test(tc, test_lru_eviction, 0, 3);
 	tcase_add_test(tc, test_mem_pinned_not_evicted);
 	tcase_add_test(tc, test_disk_open_errors);
 	tcase_add_test(tc, test_disk_crash_leftovers);
@@ -841,6 +1235,13 @@ int main(void)
 	tcase_add_test(tc, test_disk_reopen_lru);
 	tcase_add_test(tc, test_disk_corrupt);
 	tcase_add_test(tc, test_disk_stream_64mib);
+	tcase_add_test(tc, test_pack_mixed);
+	tcase_add_test(tc, test_pack_reader_survives_compaction);
+	tcase_add_test(tc, test_pack_compaction);
+	tcase_add_test(tc, test_pack_torn_tail);
+	tcase_add_test(tc, test_pack_corrupt_middle);
+	tcase_add_test(tc, test_pack_suspended_upload);
+	tcase_add_test(tc, test_pack_fsync_batch);
 	suite_add_tcase(s, tc);
 	return check_run(s);
 }
