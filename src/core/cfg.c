@@ -270,6 +270,64 @@ static void listen_free(void *elem)
 	free(l->path);
 }
 
+/* ---- http: entries --------------------------------------------------------
+ * Like listen: entries ("127.0.0.1:50080", "unix:/path", or a mapping with
+ * address: and insecure:), without TLS or services: the status page and
+ * /metrics are plain HTTP/1.1. */
+
+#define FH(field)                                                                                  \
+	.off = offsetof(struct cfg_listen, field), .size = sizeof(((struct cfg_listen *)0)->field)
+static const struct key http_keys[] = {
+	{"address", K_STRING, FH(address), .check = cfg_check_nonempty, .required = true},
+	{"insecure", K_BOOL, FH(insecure), .def = false},
+};
+static const struct keytab http_tab = {http_keys, ARRAY_LEN(http_keys)};
+
+static int http_parse(struct ctx *x, const struct node *n, const char *path, void *elem)
+{
+	struct cfg_listen *l = elem;
+	const struct node *where[ARRAY_LEN(http_keys)] = {0};
+	const struct node *at = n;
+	const char *addr;
+
+	if (n->kind == N_MAP) {
+		if (cfg_parse_obj(x, &http_tab, l, n, path, where))
+			return -1;
+		addr = l->address;
+		at = where[0];
+	} else if (n->kind == N_SCALAR && !cfg_node_is_null(n)) {
+		addr = n->str;
+	} else {
+		return fail(x, n, path,
+			    "expected an address like 127.0.0.1:50080, [::1]:50080 or unix:/path, "
+			    "or a mapping {address: ..., insecure: true}");
+	}
+	char *msg = cfg_parse_listen(addr, elem);
+	if (!msg)
+		return 0;
+	char *p = n->kind == N_MAP ? xasprintf("%s.address", path) : xstrdup(path);
+	fail(x, at, p, "%s", msg);
+	free(p);
+	free(msg);
+	return -1;
+}
+
+static void http_free(void *elem)
+{
+	struct cfg_listen *l = elem;
+	cfg_free_fields(&http_tab, l);
+	free(l->host);
+	free(l->path);
+}
+
+static const struct list_ops http_ops = {
+	.elem_size = sizeof(struct cfg_listen),
+	.parse = http_parse,
+	.equal = listen_equal,
+	.free = http_free,
+	.may_be_empty = true,
+};
+
 /* Index is enum cfg_storage. */
 static const char *const storage_names[] = {"disk", "memory", NULL};
 /* Index is enum cfg_sandbox. */
@@ -417,6 +475,8 @@ static const struct key cfg_keys[] = {
 	{"listen", K_LIST, LIST(listen, n_listen), .list = &listen_ops,
 	 .def_str = "127.0.0.1:50051"},
 	{"ready-file", K_STRING, F(ready_file), .check = cfg_check_nonempty},
+	/* The status page and /metrics; none unless configured. */
+	{"http", K_LIST, LIST(http, n_http), .list = &http_ops},
 	{"state-dir", K_STRING, F(state_dir), .def_str = "state", .check = cfg_check_nonempty},
 
 	SECTION("log"),

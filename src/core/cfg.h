@@ -170,6 +170,11 @@ struct cfg {
 
 	struct cfg_listen *listen; /* at least one */
 	int n_listen;
+	/* http: the status page and /metrics (transport/http.c).  Entries
+	 * like listen:'s (TCP or unix, address and insecure; never tls or
+	 * services).  None by default.  Needs a restart. */
+	struct cfg_listen *http;
+	int n_http;
 	char *ready_file; /* NULL if unset */
 	char *state_dir;  /* relative paths resolve against the cwd */
 

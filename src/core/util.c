@@ -5,8 +5,11 @@
  */
 #include "core/util.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -388,4 +391,30 @@ char *find_in_path(const char *name)
 		p += l + (p[l] == ':');
 	}
 	return NULL;
+}
+
+bool host_is_loopback(const char *host)
+{
+	struct addrinfo hints = {0}, *res, *ai;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	if (getaddrinfo(host, "0", &hints, &res) != 0)
+		return false;
+	bool loop = res != NULL;
+	for (ai = res; ai && loop; ai = ai->ai_next) {
+		if (ai->ai_family == AF_INET) {
+			const struct sockaddr_in *in = (const void *)ai->ai_addr;
+			loop = (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+		} else if (ai->ai_family == AF_INET6) {
+			const struct sockaddr_in6 *in6 = (const void *)ai->ai_addr;
+			const uint8_t *b = in6->sin6_addr.s6_addr;
+			static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+			loop = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) ||
+			       (!memcmp(b, v4mapped, 12) && b[12] == 127);
+		} else {
+			loop = false;
+		}
+	}
+	freeaddrinfo(res);
+	return loop;
 }

@@ -63,6 +63,10 @@ int mkdir_p(const char *path, mode_t mode) WARN_UNUSED;
 /* The absolute path of an executable `name` in $PATH (a default PATH when
  * unset; empty and relative entries are skipped), or NULL.  Malloc'd. */
 char *find_in_path(const char *name);
+/* True when every address host (numeric or a name) resolves to is a
+ * loopback one (127/8, ::1, ::ffff:127/104); false when it does not
+ * resolve.  Decides which listeners may be plaintext. */
+bool host_is_loopback(const char *host);
 
 /* Protobuf base-128 varints (the wire format's integers and lengths).
  * pb_varint_put writes v at p (room for PB_VARINT_MAX bytes) and returns

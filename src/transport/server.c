@@ -29,6 +29,7 @@
 #include "core/list.h"
 #include "core/map.h"
 #include "transport/h2.h"
+#include "transport/http.h"
 #include "transport/tls.h"
 #include "core/log.h"
 
@@ -534,6 +535,8 @@ int server_write_ready_file(const char *path)
 	}
 	for (size_t i = 0; i < srv.nls; i++)
 		fprintf(f, "%s\n", srv.ls[i].addr);
+	for (size_t i = 0; i < http_nbound(); i++)
+		fprintf(f, "http://%s\n", http_bound(i));
 	int rv = fclose(f) == 0 && rename(tmp, path) == 0 ? 0 : -1;
 	if (rv != 0)
 		unlink(tmp);

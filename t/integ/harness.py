@@ -270,6 +270,7 @@ class Reactord:
         self.log_path = os.path.join(tmp, name + ".log")
         self.proc = None
         self.addrs = []
+        self.http_addrs = []
         self.rc = None
         self.expected_rc = 0     # what cleanup insists on; None = don't check
         self._final_log = None
@@ -298,7 +299,10 @@ class Reactord:
             return False
         wait_for(ready, timeout, "%s ready-file %s" % (self.name, self.ready_file), 0.01)
         with open(self.ready_file) as f:
-            self.addrs = [ln.strip() for ln in f if ln.strip()]
+            lines = [ln.strip() for ln in f if ln.strip()]
+        # gRPC listeners first, then the http: ones as "http://ADDR".
+        self.addrs = [ln for ln in lines if not ln.startswith("http://")]
+        self.http_addrs = [ln[len("http://"):] for ln in lines if ln.startswith("http://")]
         if not self.addrs:
             raise AssertionError("ready-file %s is empty" % self.ready_file)
         return self.addrs
@@ -310,6 +314,15 @@ class Reactord:
     @property
     def unix_addr(self):
         return next(a for a in self.addrs if a.startswith("unix:"))
+
+    @property
+    def http_url(self):
+        """http://HOST:PORT of the first TCP http: listener (no trailing /)."""
+        return "http://" + next(a for a in self.http_addrs if not a.startswith("unix:"))
+
+    @property
+    def http_port(self):
+        return int(self.http_url.rsplit(":", 1)[1])
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None

@@ -38,6 +38,7 @@
 #include "domain/master.h"
 #include "domain/sched.h"
 #include "transport/server.h"
+#include "transport/http.h"
 #include "state/keys.h"
 #include "state/store.h"
 #include "services/svc.h"
@@ -284,33 +285,6 @@ static int parse_args(int argc, char **argv, bool *test_only)
 	return -1;
 }
 
-/* True when every address host resolves to is a loopback one. */
-static bool host_is_loopback(const char *host)
-{
-	struct addrinfo hints = {0}, *res, *ai;
-	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE;
-	if (getaddrinfo(host, "0", &hints, &res) != 0)
-		return false;
-	bool loop = res != NULL;
-	for (ai = res; ai && loop; ai = ai->ai_next) {
-		if (ai->ai_family == AF_INET) {
-			const struct sockaddr_in *in = (const void *)ai->ai_addr;
-			loop = (ntohl(in->sin_addr.s_addr) >> 24) == 127;
-		} else if (ai->ai_family == AF_INET6) {
-			const struct sockaddr_in6 *in6 = (const void *)ai->ai_addr;
-			const uint8_t *b = in6->sin6_addr.s6_addr;
-			static const uint8_t v4mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-			loop = IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr) ||
-			       (!memcmp(b, v4mapped, 12) && b[12] == 127);
-		} else {
-			loop = false;
-		}
-	}
-	freeaddrinfo(res);
-	return loop;
-}
-
 /* Whether every caller on listener l must prove who it is: a TLS listener
  * with client-auth: require (the handshake needs a certificate from
  * client-ca), or an auth: section under which a caller without
@@ -366,6 +340,12 @@ static int load_config(bool test_only)
 		return 1;
 	}
 	if (check_listeners(d.boot) != 0) {
+		cfg_free(d.boot);
+		return 1;
+	}
+	if (http_check(d.boot, &err) != 0) {
+		fprintf(stderr, "reactord: %s: %s\n", d.conf_path, err);
+		free(err);
 		cfg_free(d.boot);
 		return 1;
 	}
@@ -472,6 +452,11 @@ static int start_serving(void)
 		free(err);
 		return -1;
 	}
+	if (http_start(d.base, d.boot, &err) != 0) {
+		LOGE("main", "http: %s", err);
+		free(err);
+		return -1;
+	}
 	if (worker_sup_start(d.base, d.boot, &err) != 0) {
 		LOGE("main", "%s", err);
 		free(err);
@@ -524,6 +509,7 @@ static void stop_serving(void)
 	master_free();
 	worker_sup_shutdown();
 	status_shutdown();
+	http_stop();
 	server_stop();
 	/* Let closed connections free themselves before Redis goes. */
 	event_base_loop(d.base, EVLOOP_NONBLOCK);
