@@ -45,14 +45,14 @@ struct cfg;
 
 /* Caps on what one call reads (a larger limit is clamped to these; a limit
  * <= 0 means the default). */
-#define INSPECT_BOTS_DEFAULT	100
-#define INSPECT_MAX_BOTS	1000 /* sessions per inspect_bots call */
-#define INSPECT_MAX_PLATFORMS	200  /* platforms per instance in queues/summary */
-#define INSPECT_OPS_DEFAULT	50
-#define INSPECT_MAX_OPS		500  /* rows per inspect_operations call */
-#define INSPECT_MAX_OPS_SCAN	2000 /* index entries one call walks to fill them */
-#define INSPECT_MAX_BUCKETS	100  /* buckets per inspect_summary */
-#define INSPECT_MAX_BUSY_SCAN	1000 /* sessions per instance whose lease summary reads */
+#define INSPECT_BOTS_DEFAULT  100
+#define INSPECT_MAX_BOTS      1000 /* sessions per inspect_bots call */
+#define INSPECT_MAX_PLATFORMS 200  /* platforms per instance in queues/summary */
+#define INSPECT_OPS_DEFAULT   50
+#define INSPECT_MAX_OPS	      500  /* rows per inspect_operations call */
+#define INSPECT_MAX_OPS_SCAN  2000 /* index entries one call walks to fill them */
+#define INSPECT_MAX_BUCKETS   100  /* buckets per inspect_summary */
+#define INSPECT_MAX_BUSY_SCAN 1000 /* sessions per instance whose lease summary reads */
 
 /* Register the scripts (before store_start, after keys_set_ns).  Returns 0
  * or store_script_register's error (ERR_PRECONDITION after store_start). */
@@ -77,12 +77,12 @@ enum inspect_bot_state {
 const char *inspect_bot_state_name(int state);
 
 struct inspect_bot {
-	char *session;	/* the session name ({instance}/{uuid}) */
+	char *session; /* the session name ({instance}/{uuid}) */
 	char *bot_id;
-	char *owner;	/* the identity that opened the session */
-	int state;	/* enum inspect_bot_state */
-	char *props;	/* canonical properties it offers */
-	bool busy;	/* holds a lease */
+	char *owner;	    /* the identity that opened the session */
+	int state;	    /* enum inspect_bot_state */
+	char *props;	    /* canonical properties it offers */
+	bool busy;	    /* holds a lease */
 	char *lease_job;    /* the job it holds ("" when idle) */
 	char *lease_state;  /* PENDING | ACTIVE | "" */
 	char *lease_action; /* the leased action's digest */
@@ -107,13 +107,13 @@ void inspect_bots_free(struct inspect_bots *r);
 /* ---- queues ----------------------------------------------------------- */
 
 struct inspect_queue {
-	char *platform;	    /* canonical platform */
-	int64_t queued;	    /* jobs waiting */
-	int64_t oldest_us;  /* when the longest-waiting of the first 100 jobs in
-			       queue order was queued (exact when they share a
-			       priority); 0 when unknown */
-	int64_t bots;	    /* live sessions whose properties match */
-	int64_t bots_busy;  /* of those, holding a lease */
+	char *platform;	   /* canonical platform */
+	int64_t queued;	   /* jobs waiting */
+	int64_t oldest_us; /* when the longest-waiting of the first 100 jobs in
+			      queue order was queued (exact when they share a
+			      priority); 0 when unknown */
+	int64_t bots;	   /* live sessions whose properties match */
+	int64_t bots_busy; /* of those, holding a lease */
 };
 struct inspect_queues {
 	char *instance;
@@ -139,11 +139,11 @@ struct inspect_op {
 	char *bot_id;  /* the bot running it or that ran it last ("" none) */
 	char *session; /* that bot's session while it runs ("" otherwise) */
 	int64_t created_us, queued_us, started_us, completed_us;
-	bool cached;	 /* answered from the action cache */
-	int status;	 /* gRPC code of the outcome (COMPLETED only) */
-	char *message;	 /* outcome text, "" when none */
-	bool has_exit;	 /* an ActionResult was recorded */
-	int exit_code;	 /* its exit code */
+	bool cached;   /* answered from the action cache */
+	int status;    /* gRPC code of the outcome (COMPLETED only) */
+	char *message; /* outcome text, "" when none */
+	bool has_exit; /* an ActionResult was recorded */
+	int exit_code; /* its exit code */
 };
 struct inspect_ops {
 	char *instance;
@@ -168,12 +168,12 @@ struct inspect_platform_depth {
 };
 struct inspect_instance_sum {
 	char *instance;
-	int64_t ops;	    /* operations indexed (any stage, finished ones until
-			       their retention ends) */
-	int64_t queued;	    /* jobs in the instance's queues */
-	int64_t bots;	    /* live sessions */
-	int64_t bots_busy;  /* of those holding a lease (counted over the first
-			       INSPECT_MAX_BUSY_SCAN sessions) */
+	int64_t ops;	   /* operations indexed (any stage, finished ones until
+			      their retention ends) */
+	int64_t queued;	   /* jobs in the instance's queues */
+	int64_t bots;	   /* live sessions */
+	int64_t bots_busy; /* of those holding a lease (counted over the first
+			      INSPECT_MAX_BUSY_SCAN sessions) */
 };
 struct inspect_bucket_sum {
 	char *bucket;
@@ -182,16 +182,16 @@ struct inspect_bucket_sum {
 struct inspect_summary {
 	struct inspect_instance_sum *instances; /* configured order */
 	size_t n_instances;
-	struct inspect_platform_depth *depth;	/* queue depth per platform */
+	struct inspect_platform_depth *depth; /* queue depth per platform */
 	size_t n_depth;
-	int64_t jobs_executing; /* jobs assigned to a bot, all instances */
-	struct inspect_bucket_sum *buckets;	/* sorted by name */
+	int64_t jobs_executing;		    /* jobs assigned to a bot, all instances */
+	struct inspect_bucket_sum *buckets; /* sorted by name */
 	size_t n_buckets;
-	int64_t builds_leased;	/* leased builds, all buckets */
-	bool has_master;	/* this reactord runs a master */
-	char *master;		/* its name ("" when none) */
-	int64_t master_leases;	/* builds it holds */
-	bool truncated;		/* a cap cut a list short */
+	int64_t builds_leased; /* leased builds, all buckets */
+	bool has_master;       /* this reactord runs a master */
+	char *master;	       /* its name ("" when none) */
+	int64_t master_leases; /* builds it holds */
+	bool truncated;	       /* a cap cut a list short */
 };
 typedef void (*inspect_summary_cb)(void *arg, int rc, struct inspect_summary *r);
 /* The counters, from one fixed batch of Redis commands (three). */

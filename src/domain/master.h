@@ -56,4 +56,7 @@ void master_free(void);
 /* Builds held right now (tests and logs). */
 int master_nheld(void);
 
+/* The leasee name this master uses (valid while master_running()). */
+const char *master_name(void);
+
 #endif

@@ -11,6 +11,7 @@
 
 #include "build/bazel/remote/execution/v2/remote_execution.pb-c.h"
 #include "google/devtools/remoteworkers/v1test2/bots.pb-c.h"
+#include "reactor/admin/v1/admin.pb-c.h"
 
 /* Prefixes of the generated upper-case names, one per package:
  * REV2(DIGEST__INIT), RW(LEASE__INIT), LEASE(PENDING). */
@@ -43,5 +44,12 @@ typedef Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse__Response 
 /* google.devtools.remoteworkers.v1test2 */
 typedef Google__Devtools__Remoteworkers__V1test2__BotSession PbBotSession;
 typedef Google__Devtools__Remoteworkers__V1test2__Lease PbLease;
+
+/* reactor.admin.v1 (svc_admin.c, reactorctl) */
+#define ADM(x) REACTOR__ADMIN__V1__##x
+typedef Reactor__Admin__V1__Bot PbAdmBot;
+typedef Reactor__Admin__V1__Queue PbAdmQueue;
+typedef Reactor__Admin__V1__Operation PbAdmOperation;
+typedef Reactor__Admin__V1__Summary PbAdmSummary;
 
 #endif

@@ -17,6 +17,7 @@
 #include "google/longrunning/operations.pb-c.h"
 #include "google/protobuf/empty.pb-c.h"
 #include "grpc/health/v1/health.pb-c.h"
+#include "reactor/admin/v1/admin.pb-c.h"
 #include "reactor/buckets/v1/buckets.pb-c.h"
 #include "services/auth.h"
 #include "services/resname.h"
@@ -112,6 +113,14 @@ BY_FIELD(az_ac_read, "instance_name", ROLE_AC_READ)
 BY_FIELD(az_ac_write, "instance_name", ROLE_AC_WRITE)
 BY_FIELD(az_execute, "instance_name", ROLE_EXECUTE)
 BY_FIELD(az_bot_create, "parent", ROLE_BOT)
+/* The Admin service's reads: ops-admin on the instance; GetSummary spans
+ * them all, so ops-admin on at least one. */
+BY_FIELD(az_admin, "instance_name", ROLE_OPS_ADMIN)
+static bool az_admin_any(struct call *c, const ProtobufCMessage *m)
+{
+	(void)m;
+	return need_any(c, ROLE_OPS_ADMIN);
+}
 
 /* Operations by name, WaitExecution: execute somewhere, or ops-admin
  * somewhere (an operator who sees and cancels others' operations need
@@ -441,6 +450,38 @@ static const struct rpc_method table[] = {
 		.on_message = svc_health_watch,
 		.on_cancel = svc_health_watch_cancel,
 		.on_writable = svc_health_watch_writable,
+	},
+	{
+		.path = "/reactor.admin.v1.Admin/GetSummary",
+		.kind = RPC_UNARY,
+		.req = &reactor__admin__v1__get_summary_request__descriptor,
+		.resp = &reactor__admin__v1__summary__descriptor,
+		.on_message = svc_admin_summary,
+		.authorize = az_admin_any,
+	},
+	{
+		.path = "/reactor.admin.v1.Admin/ListBots",
+		.kind = RPC_UNARY,
+		.req = &reactor__admin__v1__list_bots_request__descriptor,
+		.resp = &reactor__admin__v1__list_bots_response__descriptor,
+		.on_message = svc_admin_list_bots,
+		.authorize = az_admin,
+	},
+	{
+		.path = "/reactor.admin.v1.Admin/ListOperations",
+		.kind = RPC_UNARY,
+		.req = &reactor__admin__v1__list_operations_request__descriptor,
+		.resp = &reactor__admin__v1__list_operations_response__descriptor,
+		.on_message = svc_admin_list_operations,
+		.authorize = az_admin,
+	},
+	{
+		.path = "/reactor.admin.v1.Admin/ListQueues",
+		.kind = RPC_UNARY,
+		.req = &reactor__admin__v1__list_queues_request__descriptor,
+		.resp = &reactor__admin__v1__list_queues_response__descriptor,
+		.on_message = svc_admin_list_queues,
+		.authorize = az_admin,
 	},
 	{
 		.path = "/reactor.buckets.v1.Buckets/Cancel",

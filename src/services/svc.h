@@ -64,6 +64,12 @@ void svc_bs_write_end(struct call *c);
 void svc_bs_write_cancel(struct call *c);
 void svc_bs_query(struct call *c, const ProtobufCMessage *msg);
 
+/* reactor.admin.v1.Admin (svc_admin.c; read-only) */
+void svc_admin_list_bots(struct call *c, const ProtobufCMessage *msg);
+void svc_admin_list_queues(struct call *c, const ProtobufCMessage *msg);
+void svc_admin_list_operations(struct call *c, const ProtobufCMessage *msg);
+void svc_admin_summary(struct call *c, const ProtobufCMessage *msg);
+
 /* reactor.buckets.v1.Buckets (svc_buckets.c) */
 void svc_buckets_put(struct call *c, const ProtobufCMessage *msg);
 void svc_buckets_put_batch(struct call *c, const ProtobufCMessage *msg);

@@ -35,6 +35,7 @@
 #include "services/status.h"
 #include "core/log.h"
 #include "domain/ac.h"
+#include "domain/inspect.h"
 #include "domain/master.h"
 #include "domain/sched.h"
 #include "transport/server.h"
@@ -113,6 +114,7 @@ static void apply_live(struct cfg *cfg)
 	sched_watch_configure(cfg);
 	master_configure(cfg->master);
 	status_configure(cfg);
+	inspect_configure(cfg);
 }
 
 /* ---- shutdown ------------------------------------------------------------ */
@@ -420,6 +422,10 @@ static int start_store(void)
 	}
 	if (master_state_init() != 0) {
 		LOGE("main", "master: cannot register the Redis scripts");
+		return -1;
+	}
+	if (inspect_init() != 0) {
+		LOGE("main", "inspect: cannot register the Redis scripts");
 		return -1;
 	}
 	sched_watch_init(d.base);

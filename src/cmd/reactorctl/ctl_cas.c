@@ -1,10 +1,8 @@
 /*
- * reactorctl.c - the command-line client for people.  Speaks gRPC to
- * reactord through the project's own client library.  Commands:
- * capabilities, health, a raw call, and the CAS transfers: upload and
- * download (ByteStream Write/Read, streamed in bounded chunks and verified
- * by SHA-256) and missing (FindMissingBlobs).  Execution and builds come
- * with later issues.
+ * ctl_cas.c - reactorctl's caps, health and cas commands: the server's
+ * capabilities, grpc.health.v1 Check, and the CAS transfers (ByteStream
+ * Write/Read streamed in bounded chunks and verified by SHA-256,
+ * FindMissingBlobs).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -27,57 +25,98 @@
 #include "grpc/health/v1/health.pb-c.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "cmd/reactorctl/ctl.h"
 
-static void usage(FILE *f)
+#define CAPS_GET "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities"
+
+static const char *enum_name(const ProtobufCEnumDescriptor *d, int v)
 {
-	fprintf(f,
-		"usage: reactorctl [-v] [-s TARGET] [-i INSTANCE] [-T TIMEOUT] [--tls...]\n"
-		"                  [--token-file FILE] COMMAND [ARGS]\n"
-		"  -s TARGET    server: HOST:PORT, grpcs://HOST:PORT or unix:PATH (default\n"
-		"               127.0.0.1:50051, or $REACTOR_SERVER)\n"
-		"  -i INSTANCE  REAPI instance name (default \"\")\n"
-		"  -T TIMEOUT   call deadline, e.g. 10s (default 30s)\n"
-		"  -v           log connection events (twice: debug)\n" RC_CLIENT_USAGE
-		"commands:\n"
-		"  capabilities (caps)   print the server's REAPI capabilities\n"
-		"  health [SERVICE]      grpc.health.v1 Check; exit 0 only when SERVING\n"
-		"  call PATH             send an empty request to PATH, print the status\n"
-		"  upload FILE [HASH/SIZE]\n"
-		"                        ByteStream Write of FILE; prints HASH/SIZE\n"
-		"  download HASH/SIZE [OUT]\n"
-		"                        ByteStream Read into OUT (default stdout), verified\n"
-		"  missing [HASH/SIZE...]\n"
-		"                        FindMissingBlobs (digests from stdin when none given);\n"
-		"                        prints the missing ones\n"
-		"upload and download have no deadline unless -T is given.  Exit status: 0\n"
-		"success, 1 the call failed (the gRPC status is printed), 2 bad usage or a\n"
-		"TLS or token file that can't be used.\n");
+	const ProtobufCEnumValue *e = protobuf_c_enum_descriptor_get_value(d, v);
+	return e ? e->name : "?";
 }
 
-static int fail(int code, const char *msg)
-{
-	fprintf(stderr, "reactorctl: %s: %s\n", grpc_code_name(code), msg ? msg : "");
-	return code == GRPC_OK ? 0 : 1;
-}
-
-static int cmd_capabilities(struct rc_client *cl, const char *instance, int64_t to)
+/* GetCapabilities: CTL_OK with *caps, or the exit code. */
+static int get_caps(struct ctl *c, Build__Bazel__Remote__Execution__V2__ServerCapabilities **caps)
 {
 	Build__Bazel__Remote__Execution__V2__GetCapabilitiesRequest req =
 		BUILD__BAZEL__REMOTE__EXECUTION__V2__GET_CAPABILITIES_REQUEST__INIT;
-	req.instance_name = (char *)instance;
-	ProtobufCMessage *out = NULL;
-	char *msg = NULL;
-	int code = rc_unary(cl, "/build.bazel.remote.execution.v2.Capabilities/GetCapabilities",
-			    &req.base,
-			    &build__bazel__remote__execution__v2__server_capabilities__descriptor,
-			    &out, &msg, to);
-	if (code != GRPC_OK) {
-		int rv = fail(code, msg);
-		free(msg);
-		return rv;
+	req.instance_name = (char *)c->instance;
+	ProtobufCMessage *out;
+	int rv = ctl_unary(c, CAPS_GET, &req.base,
+			   &build__bazel__remote__execution__v2__server_capabilities__descriptor,
+			   &out);
+	*caps = (void *)out;
+	return rv;
+}
+
+static void caps_json(const Build__Bazel__Remote__Execution__V2__ServerCapabilities *caps)
+{
+	struct ctl_json *j = ctl_json_new();
+	ctl_json_obj(j);
+	char v[32];
+	if (caps->low_api_version) {
+		snprintf(v, sizeof(v), "%d.%d", caps->low_api_version->major,
+			 caps->low_api_version->minor);
+		ctl_json_kstr(j, "low_api_version", v);
 	}
-	free(msg);
-	const Build__Bazel__Remote__Execution__V2__ServerCapabilities *caps = (const void *)out;
+	if (caps->high_api_version) {
+		snprintf(v, sizeof(v), "%d.%d", caps->high_api_version->major,
+			 caps->high_api_version->minor);
+		ctl_json_kstr(j, "high_api_version", v);
+	}
+	const Build__Bazel__Remote__Execution__V2__CacheCapabilities *cc = caps->cache_capabilities;
+	if (cc) {
+		ctl_json_key(j, "cache");
+		ctl_json_obj(j);
+		ctl_json_key(j, "digest_functions");
+		ctl_json_arr(j);
+		for (size_t i = 0; i < cc->n_digest_functions; i++)
+			ctl_json_str(
+				j,
+				enum_name(
+					&build__bazel__remote__execution__v2__digest_function__value__descriptor,
+					cc->digest_functions[i]));
+		ctl_json_end(j);
+		ctl_json_kint(j, "max_batch_total_size_bytes", cc->max_batch_total_size_bytes);
+		ctl_json_kbool(j, "action_cache_update_enabled",
+			       cc->action_cache_update_capabilities &&
+				       cc->action_cache_update_capabilities->update_enabled);
+		ctl_json_kstr(
+			j, "symlink_absolute_path_strategy",
+			enum_name(
+				&build__bazel__remote__execution__v2__symlink_absolute_path_strategy__value__descriptor,
+				cc->symlink_absolute_path_strategy));
+		ctl_json_end(j);
+	}
+	if (caps->execution_capabilities) {
+		ctl_json_key(j, "execution");
+		ctl_json_obj(j);
+		ctl_json_kbool(j, "exec_enabled", caps->execution_capabilities->exec_enabled);
+		ctl_json_kstr(
+			j, "digest_function",
+			enum_name(
+				&build__bazel__remote__execution__v2__digest_function__value__descriptor,
+				caps->execution_capabilities->digest_function));
+		ctl_json_end(j);
+	}
+	ctl_json_end(j);
+	ctl_json_print(j);
+}
+
+static int cmd_caps(struct ctl *c, int argc, char **argv)
+{
+	(void)argv;
+	if (argc != 1)
+		return ctl_usage(c);
+	Build__Bazel__Remote__Execution__V2__ServerCapabilities *caps;
+	int rv = get_caps(c, &caps);
+	if (rv != CTL_OK)
+		return rv;
+	if (c->json) {
+		caps_json(caps);
+		protobuf_c_message_free_unpacked(&caps->base, NULL);
+		return CTL_OK;
+	}
 	if (caps->low_api_version && caps->high_api_version)
 		printf("api: %d.%d .. %d.%d\n", caps->low_api_version->major,
 		       caps->low_api_version->minor, caps->high_api_version->major,
@@ -85,79 +124,60 @@ static int cmd_capabilities(struct rc_client *cl, const char *instance, int64_t 
 	const Build__Bazel__Remote__Execution__V2__CacheCapabilities *cc = caps->cache_capabilities;
 	if (cc) {
 		printf("cache.digest_functions:");
-		for (size_t i = 0; i < cc->n_digest_functions; i++) {
-			const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
-				&build__bazel__remote__execution__v2__digest_function__value__descriptor,
-				cc->digest_functions[i]);
-			printf(" %s", v ? v->name : "?");
-		}
-		printf("\ncache.max_batch_total_size_bytes: %lld\n",
-		       (long long)cc->max_batch_total_size_bytes);
+		for (size_t i = 0; i < cc->n_digest_functions; i++)
+			printf(" %s",
+			       enum_name(
+				       &build__bazel__remote__execution__v2__digest_function__value__descriptor,
+				       cc->digest_functions[i]));
+		char b[16];
+		printf("\ncache.max_batch_total_size_bytes: %lld (%s)\n",
+		       (long long)cc->max_batch_total_size_bytes,
+		       ctl_bytes(b, sizeof(b), cc->max_batch_total_size_bytes));
 		printf("cache.action_cache_update_enabled: %s\n",
 		       cc->action_cache_update_capabilities &&
 				       cc->action_cache_update_capabilities->update_enabled
 			       ? "true"
 			       : "false");
+		printf("cache.symlink_absolute_path_strategy: %s\n",
+		       enum_name(
+			       &build__bazel__remote__execution__v2__symlink_absolute_path_strategy__value__descriptor,
+			       cc->symlink_absolute_path_strategy));
 	}
 	if (caps->execution_capabilities)
 		printf("execution.exec_enabled: %s\n",
 		       caps->execution_capabilities->exec_enabled ? "true" : "false");
-	protobuf_c_message_free_unpacked(out, NULL);
-	return 0;
+	protobuf_c_message_free_unpacked(&caps->base, NULL);
+	return CTL_OK;
 }
 
-static int cmd_health(struct rc_client *cl, const char *service, int64_t to)
+static int cmd_health(struct ctl *c, int argc, char **argv)
 {
+	if (argc > 2)
+		return ctl_usage(c);
 	Grpc__Health__V1__HealthCheckRequest req = GRPC__HEALTH__V1__HEALTH_CHECK_REQUEST__INIT;
-	req.service = (char *)service;
-	ProtobufCMessage *out = NULL;
-	char *msg = NULL;
-	int code = rc_unary(cl, "/grpc.health.v1.Health/Check", &req.base,
-			    &grpc__health__v1__health_check_response__descriptor, &out, &msg, to);
-	if (code != GRPC_OK) {
-		int rv = fail(code, msg);
-		free(msg);
+	req.service = argc == 2 ? argv[1] : "";
+	ProtobufCMessage *out;
+	int rv = ctl_unary(c, "/grpc.health.v1.Health/Check", &req.base,
+			   &grpc__health__v1__health_check_response__descriptor, &out);
+	if (rv != CTL_OK)
 		return rv;
-	}
-	free(msg);
 	const Grpc__Health__V1__HealthCheckResponse *r = (const void *)out;
-	const ProtobufCEnumValue *v = protobuf_c_enum_descriptor_get_value(
+	const char *name = enum_name(
 		&grpc__health__v1__health_check_response__serving_status__descriptor, r->status);
-	printf("%s\n", v ? v->name : "?");
-	int rv = r->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING ? 0
-											       : 1;
+	bool ok = r->status == GRPC__HEALTH__V1__HEALTH_CHECK_RESPONSE__SERVING_STATUS__SERVING;
+	if (c->json) {
+		struct ctl_json *j = ctl_json_new();
+		ctl_json_obj(j);
+		ctl_json_kstr(j, "service", req.service);
+		ctl_json_kstr(j, "status", name);
+		ctl_json_end(j);
+		ctl_json_print(j);
+	} else {
+		printf("%s%s%s\n", ctl_col(c, ok ? CTL_GREEN : CTL_RED), name,
+		       ctl_col(c, CTL_RESET));
+	}
 	protobuf_c_message_free_unpacked(out, NULL);
-	return rv;
-}
-
-struct raw_done {
-	bool done;
-	int code;
-	char *msg;
-};
-
-static void raw_done_cb(struct rc_call *k, int code, const char *message, void *arg)
-{
-	(void)k;
-	struct raw_done *r = arg;
-	r->done = true;
-	r->code = code;
-	r->msg = xstrdup(message);
-}
-
-static int cmd_call(struct rc_client *cl, struct event_base *base, const char *path, int64_t to)
-{
-	struct raw_done r = {0};
-	struct rc_call *k = rc_call_start(cl, path, to, NULL, 0, NULL, raw_done_cb, &r);
-	if (!k)
-		return fail(GRPC_UNAVAILABLE, "connection closed");
-	rc_call_send(k, (const uint8_t *)"", 0);
-	rc_call_close_send(k);
-	while (!r.done)
-		event_base_loop(base, EVLOOP_ONCE);
-	printf("%s: %s\n", grpc_code_name(r.code), r.msg);
-	free(r.msg);
-	return r.code == GRPC_OK ? 0 : 1;
+	return ok ? CTL_OK : CTL_FAIL;
 }
 
 /* ---- CAS transfers ------------------------------------------------------ */
@@ -468,8 +488,8 @@ static void upload_send(struct upload *u)
 	free(buf);
 }
 
-static int cmd_upload(struct rc_client *cl, struct event_base *base, const char *instance,
-		      const char *path, const char *digest_arg, int64_t to)
+static int old_upload(struct ctl *c, struct rc_client *cl, struct event_base *base,
+		      const char *instance, const char *path, const char *digest_arg, int64_t to)
 {
 	int fd;
 	struct stat st;
@@ -502,7 +522,7 @@ static int cmd_upload(struct rc_client *cl, struct event_base *base, const char 
 	}
 	u.k = rc_call_start(cl, BS_WRITE, to, NULL, 0, write_msg, xfer_done, &u.x);
 	if (!u.k) {
-		fail(GRPC_UNAVAILABLE, "connection is closed");
+		rv = ctl_status(c, GRPC_UNAVAILABLE, "connection is closed");
 		goto out;
 	}
 	upload_send(&u);
@@ -512,7 +532,7 @@ static int cmd_upload(struct rc_client *cl, struct event_base *base, const char 
 		printf("%s/%" PRId64 "\n", hash, size);
 		rv = 0;
 	} else if (u.x.code != GRPC_OK) {
-		rv = fail(u.x.code, u.x.msg);
+		rv = ctl_status(c, u.x.code, u.x.msg);
 	} else if (u.x.bad_msg || u.x.committed != size) {
 		fprintf(stderr, "reactorctl: server committed %" PRId64 " of %" PRId64 " bytes\n",
 			u.x.committed, size);
@@ -596,8 +616,9 @@ static void read_msg(struct rc_call *k, const uint8_t *msg, size_t len, void *ar
 	}
 }
 
-static int cmd_download(struct rc_client *cl, struct event_base *base, const char *instance,
-			const char *digest_arg, const char *out_path, int64_t to)
+static int old_download(struct ctl *c, struct rc_client *cl, struct event_base *base,
+			const char *instance, const char *digest_arg, const char *out_path,
+			int64_t to)
 {
 	char *hash;
 	int64_t size;
@@ -625,7 +646,7 @@ static int cmd_download(struct rc_client *cl, struct event_base *base, const cha
 	int rv = 1;
 	struct rc_call *k = rc_call_start(cl, BS_READ, to, NULL, 0, read_msg, xfer_done, &x);
 	if (!k) {
-		fail(GRPC_UNAVAILABLE, "connection is closed");
+		rv = ctl_status(c, GRPC_UNAVAILABLE, "connection is closed");
 	} else {
 		rc_call_send(k, pb, n);
 		rc_call_close_send(k);
@@ -639,7 +660,7 @@ static int cmd_download(struct rc_client *cl, struct event_base *base, const cha
 		} else if (x.bad_msg) {
 			fprintf(stderr, "reactorctl: malformed ReadResponse\n");
 		} else if (x.code != GRPC_OK) {
-			rv = fail(x.code, x.msg);
+			rv = ctl_status(c, x.code, x.msg);
 		} else if (d.size != size || strcmp(d.hex, hash) != 0) {
 			fprintf(stderr,
 				"reactorctl: received %s/%" PRId64 ", not the requested %s/%" PRId64
@@ -665,8 +686,8 @@ static int cmd_download(struct rc_client *cl, struct event_base *base, const cha
 	return rv;
 }
 
-static int cmd_missing(struct rc_client *cl, const char *instance, char **args, int nargs,
-		       int64_t to)
+static int old_missing(struct ctl *c, struct rc_client *cl, const char *instance, char **args,
+		       int nargs, int64_t to)
 {
 	size_t n = 0, cap = 16;
 	char **list = xmalloc(cap * sizeof(*list));
@@ -717,7 +738,7 @@ static int cmd_missing(struct rc_client *cl, const char *instance, char **args, 
 		&build__bazel__remote__execution__v2__find_missing_blobs_response__descriptor, &out,
 		&msg, to);
 	if (code != GRPC_OK) {
-		rv = fail(code, msg);
+		rv = ctl_status(c, code, msg);
 	} else {
 		const Build__Bazel__Remote__Execution__V2__FindMissingBlobsResponse *r =
 			(const void *)out;
@@ -739,83 +760,57 @@ out:
 	return rv;
 }
 
-int main(int argc, char **argv)
+/* The flat commands of earlier versions, kept as hidden aliases. */
+static int cmd_upload(struct ctl *c, int argc, char **argv)
 {
-	const char *target = getenv("REACTOR_SERVER");
-	const char *instance = "";
-	int64_t timeout = 30 * 1000000LL;
-	bool timeout_set = false;
-	int opt;
-	if (!target)
-		target = "127.0.0.1:50051";
-	int verbose = 0;
-	struct rc_client_opts copts = {0};
-	static const struct option longs[] = {
-		RC_CLIENT_LONGOPTS,
-		{"help", no_argument, NULL, 'h'},
-		{NULL, 0, NULL, 0},
-	};
-	while ((opt = getopt_long(argc, argv, "s:i:T:vh", longs, NULL)) != -1) {
-		if (rc_client_opt(&copts, opt, optarg))
-			continue;
-		switch (opt) {
-		case 's': target = optarg; break;
-		case 'i': instance = optarg; break;
-		case 'T':
-			if (parse_duration_us(optarg, &timeout) != 0) {
-				fprintf(stderr, "reactorctl: bad timeout \"%s\"\n", optarg);
-				return 2;
-			}
-			timeout_set = true;
-			break;
-		case 'v': verbose++; break;
-		case 'h': usage(stdout); return 0;
-		default: usage(stderr); return 2;
-		}
-	}
-	if (optind >= argc) {
-		usage(stderr);
-		return 2;
-	}
-	rc_client_opts_env(&copts);
-	/* The client library logs connection events at info: noise for a
-	 * command-line tool unless asked for. */
-	log_set_level(verbose >= 2 ? LOG_DEBUG : verbose ? LOG_INFO : LOG_WARN);
-	const char *cmd = argv[optind];
-	char **args = argv + optind + 1;
-	int nargs = argc - optind - 1;
-	/* A server that hangs up (one refusing our certificate does) must
-	 * cost a call, not the process. */
-	signal(SIGPIPE, SIG_IGN);
-	struct event_base *base = event_base_new();
-	char *err = NULL;
-	struct rc_client *cl = rc_client_connect_opts(base, target, &copts, &err);
-	if (!cl) {
-		fprintf(stderr, "reactorctl: %s\n", err);
-		free(err);
-		event_base_free(base);
-		return 2;
-	}
-	int rv;
-	if (strcmp(cmd, "capabilities") == 0 || strcmp(cmd, "caps") == 0) {
-		rv = cmd_capabilities(cl, instance, timeout);
-	} else if (strcmp(cmd, "health") == 0) {
-		rv = cmd_health(cl, optind + 1 < argc ? argv[optind + 1] : "", timeout);
-	} else if (strcmp(cmd, "call") == 0 && optind + 1 < argc) {
-		rv = cmd_call(cl, base, argv[optind + 1], timeout);
-	} else if (strcmp(cmd, "upload") == 0 && (nargs == 1 || nargs == 2)) {
-		rv = cmd_upload(cl, base, instance, args[0], nargs == 2 ? args[1] : NULL,
-				timeout_set ? timeout : 0);
-	} else if (strcmp(cmd, "download") == 0 && (nargs == 1 || nargs == 2)) {
-		rv = cmd_download(cl, base, instance, args[0], nargs == 2 ? args[1] : NULL,
-				  timeout_set ? timeout : 0);
-	} else if (strcmp(cmd, "missing") == 0) {
-		rv = cmd_missing(cl, instance, args, nargs, timeout);
-	} else {
-		usage(stderr);
-		rv = 2;
-	}
-	rc_client_free(cl);
-	event_base_free(base);
-	return rv;
+	if (argc != 2 && argc != 3)
+		return ctl_usage(c);
+	struct rc_client *cl = ctl_client(c);
+	if (!cl)
+		return c->fail_rc;
+	return old_upload(c, cl, c->base, c->instance, argv[1], argc == 3 ? argv[2] : NULL,
+			  c->timeout_set ? c->timeout_us : 0);
 }
+
+static int cmd_download(struct ctl *c, int argc, char **argv)
+{
+	if (argc != 2 && argc != 3)
+		return ctl_usage(c);
+	struct rc_client *cl = ctl_client(c);
+	if (!cl)
+		return c->fail_rc;
+	return old_download(c, cl, c->base, c->instance, argv[1], argc == 3 ? argv[2] : NULL,
+			    c->timeout_set ? c->timeout_us : 0);
+}
+
+static int cmd_missing(struct ctl *c, int argc, char **argv)
+{
+	struct rc_client *cl = ctl_client(c);
+	if (!cl)
+		return c->fail_rc;
+	return old_missing(c, cl, c->instance, argv + 1, argc - 1, c->timeout_us);
+}
+
+const struct ctl_cmd ctl_cmds_cas[] = {
+	{"caps", "", "print the server's REAPI capabilities",
+	 "GetCapabilities of the instance (-i): API versions, digest functions, the\n"
+	 "batch size limit, whether the action cache takes updates and whether\n"
+	 "remote execution is enabled.  With --json, one object.\n"
+	 "\n"
+	 "example:\n"
+	 "  reactorctl -s unix:/var/lib/reactord/grpc.sock caps\n",
+	 cmd_caps},
+	{"capabilities", "", NULL, NULL, cmd_caps},
+	{"health", "[SERVICE]", "grpc.health.v1 Check; exit 0 only when SERVING",
+	 "Asks the server's health service about SERVICE (default: the server as a\n"
+	 "whole) and prints the answer: SERVING, NOT_SERVING...  Exit 0 only when\n"
+	 "SERVING, 1 otherwise (NOT_FOUND for a service the server does not have).\n"
+	 "\n"
+	 "example:\n"
+	 "  reactorctl health build.bazel.remote.execution.v2.Execution\n",
+	 cmd_health},
+	{"upload", "FILE [HASH/SIZE]", NULL, NULL, cmd_upload},
+	{"download", "HASH/SIZE [OUT]", NULL, NULL, cmd_download},
+	{"missing", "[HASH/SIZE...]", NULL, NULL, cmd_missing},
+	{0},
+};
