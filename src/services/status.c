@@ -86,17 +86,30 @@ static void security_headers(struct evhttp_request *req)
 	evhttp_add_header(h, "Content-Security-Policy",
 			  "default-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
 			  "form-action 'none'");
-	evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
 	evhttp_add_header(h, "X-Frame-Options", "DENY");
 	evhttp_add_header(h, "Referrer-Policy", "no-referrer");
-	evhttp_add_header(h, "Cache-Control", "no-store");
+	/* http_reply and http_set_headers add nosniff and no-store. */
+}
+
+/* Push what evhttp queued on c's filter bufferevent down to the socket:
+ * a reply sent later than its request's callback (after a Redis answer)
+ * otherwise sits in the filter (transport/http.c's pass-through filter
+ * moves output only while evhttp has writing enabled, which it enables
+ * after queueing the reply). */
+static void push(struct evhttp_connection *evcon)
+{
+	struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
+	if (bev && bufferevent_get_underlying(bev))
+		bufferevent_flush(bev, EV_WRITE, BEV_NORMAL);
 }
 
 void status_send(struct evhttp_request *req, int code, const char *ctype, const void *body,
 		 size_t len)
 {
+	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	security_headers(req);
 	http_reply(req, code, ctype, body, len);
+	push(evcon);
 }
 
 void status_send_buf(struct evhttp_request *req, int code, const char *ctype, struct evbuffer *b)
@@ -259,7 +272,9 @@ static void on_page(struct evhttp_request *req, const char *path, void *arg)
 	if (!get_only(req))
 		return;
 	char seg[256];
-	if (strcmp(path, "/") == 0 || strcmp(path, "/index.html") == 0)
+	if (strcmp(path, "/favicon.ico") == 0)
+		status_send(req, HTTP_NOCONTENT, "image/x-icon", "", 0);
+	else if (strcmp(path, "/") == 0 || strcmp(path, "/index.html") == 0)
 		send_asset(req, "page.html");
 	else if (strcmp(path, "/status.js") == 0 || strcmp(path, "/status.css") == 0)
 		send_asset(req, path + 1);
@@ -312,8 +327,13 @@ static void client_drop(struct sse_client *c)
 
 static size_t client_backlog(const struct sse_client *c)
 {
-	struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
-	return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
+	/* The connection's bufferevent may sit on a socket one (a filter):
+	 * what waits in either is unsent. */
+	size_t n = 0;
+	for (struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon); bev;
+	     bev = bufferevent_get_underlying(bev))
+		n += evbuffer_get_length(bufferevent_get_output(bev));
+	return n;
 }
 
 static void client_send(struct sse_client *c, const void *data, size_t len)
@@ -331,6 +351,7 @@ static void client_send(struct sse_client *c, const void *data, size_t len)
 	evbuffer_add(b, data, len);
 	evhttp_send_reply_chunk(c->req, b);
 	evbuffer_free(b);
+	push(c->evcon);
 }
 
 static void on_events(struct evhttp_request *req, const char *path, void *arg)
@@ -364,8 +385,8 @@ static void on_events(struct evhttp_request *req, const char *path, void *arg)
 	list_add_tail(&st.clients, &c->link);
 	st.nclients++;
 	security_headers(req);
-	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
-	evhttp_add_header(h, "Content-Type", "text/event-stream; charset=utf-8");
+	http_set_headers(req, "text/event-stream; charset=utf-8");
+	http_hold_open(req);
 	evhttp_send_reply_start(req, HTTP_OK, "OK");
 	evhttp_connection_set_closecb(evcon, on_client_close, c);
 	static const char hello[] = "retry: 2000\nevent: hello\ndata: {}\n\n";

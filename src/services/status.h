@@ -22,7 +22,7 @@ struct cfg;
 /* Limits: page clients following /events at once (more get 503), bytes
  * queued unsent to one of them before it is dropped, log bytes one
  * /api/logs answer carries, log bytes shown inline on an operation. */
-#define STATUS_MAX_EVENT_CLIENTS 64
+#define STATUS_MAX_EVENT_CLIENTS 32 /* of the listener's HTTP_MAX_CONNECTIONS */
 #define STATUS_MAX_EVENT_BACKLOG (64 * 1024)
 #define STATUS_MAX_LOG_BYTES	 (1024 * 1024)
 #define STATUS_MAX_INLINE_LOG	 (64 * 1024)
