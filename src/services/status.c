@@ -108,6 +108,12 @@ void status_send(struct evhttp_request *req, int code, const char *ctype, const 
 {
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	security_headers(req);
+	/* A request with "Connection: close" makes evhttp free the
+	 * connection as soon as the reply has left its filter bufferevent,
+	 * before the socket one under it wrote anything (transport/http.c's
+	 * pass-through filter): the client got nothing.  The client closes
+	 * after the answer instead (Content-Length says where it ends). */
+	evhttp_remove_header(evhttp_request_get_input_headers(req), "Connection");
 	http_reply(req, code, ctype, body, len);
 	push(evcon);
 }
@@ -194,6 +200,11 @@ void sj_key(struct evbuffer *b, bool first, const char *key)
 
 bool status_segment(const char *in, char *out, size_t outlen)
 {
+	return status_name(in, false, out, outlen);
+}
+
+bool status_name(const char *in, bool slashes, char *out, size_t outlen)
+{
 	size_t o = 0;
 	for (const char *p = in; *p; p++) {
 		int c = (unsigned char)*p;
@@ -212,15 +223,25 @@ bool status_segment(const char *in, char *out, size_t outlen)
 			p += 2;
 		}
 		if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		      c == '.' || c == '_' || c == '-'))
+		      c == '.' || c == '_' || c == '-' || (c == '/' && slashes)))
+			return false;
+		/* No empty part ("a//b", "/a"). */
+		if (c == '/' && (o == 0 || out[o - 1] == '/'))
 			return false;
 		if (o + 1 >= outlen)
 			return false;
 		out[o++] = (char)c;
 	}
-	if (o == 0)
+	if (o == 0 || out[o - 1] == '/')
 		return false;
 	out[o] = '\0';
+	/* No dot-only part either. */
+	for (const char *q = out; q; q = strchr(q, '/')) {
+		q += *q == '/';
+		size_t n = strcspn(q, "/");
+		if (strspn(q, ".") == n)
+			return false;
+	}
 	return true;
 }
 
@@ -279,7 +300,7 @@ static void on_page(struct evhttp_request *req, const char *path, void *arg)
 	else if (strcmp(path, "/status.js") == 0 || strcmp(path, "/status.css") == 0)
 		send_asset(req, path + 1);
 	else if (strncmp(path, "/operations/", 12) == 0 &&
-		 status_segment(path + 12, seg, sizeof seg))
+		 status_name(path + 12, true, seg, sizeof seg))
 		send_asset(req, "page.html");
 	else if (strncmp(path, "/builds/", 8) == 0 && status_segment(path + 8, seg, sizeof seg) &&
 		 strspn(seg, "0123456789") == strlen(seg))

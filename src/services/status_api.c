@@ -656,6 +656,7 @@ struct oget {
 	char *view_err;
 	/* HMGET replies: the op's created, the job's times and bot. */
 	char *created, *queued, *assigned, *started, *completed, *bot, *attempts, *platform;
+	char *bot_id;
 };
 
 static void oget_release(struct waiter *w)
@@ -668,8 +669,8 @@ static void oget_release(struct waiter *w)
 	free(o->v.job);
 	free(o->v.owner);
 	free(o->v.instance);
-	char **f[] = {&o->created,   &o->queued, &o->assigned, &o->started,
-		      &o->completed, &o->bot,	 &o->attempts, &o->platform};
+	char **f[] = {&o->created, &o->queued,	 &o->assigned, &o->started, &o->completed,
+		      &o->bot,	   &o->attempts, &o->platform, &o->bot_id};
 	for (size_t i = 0; i < ARRAY_LEN(f); i++)
 		free(*f[i]);
 	free(o);
@@ -846,7 +847,8 @@ static void oget_done(struct waiter *w)
 	j_s(b, false, "job", v->job);
 	j_s(b, false, "owner", v->owner);
 	j_s(b, false, "action_digest", digest_str(&v->action, ad, sizeof ad));
-	j_s(b, false, "bot", o->bot);
+	j_s(b, false, "bot", o->bot_id);
+	j_s(b, false, "session", o->bot);
 	j_s(b, false, "attempts", o->attempts);
 	j_s(b, false, "platform_key", o->platform);
 	/* The Action and its Command, from the CAS. */
@@ -970,6 +972,13 @@ static void on_job_times(redisReply *r, void *arg)
 	o->bot = reply_str(r, 4);
 	o->attempts = reply_str(r, 5);
 	o->platform = reply_str(r, 6);
+	/* The bot ids tried, comma separated: the last one is (or was) it. */
+	char *bots = reply_str(r, 7);
+	if (bots) {
+		char *last = strrchr(bots, ',');
+		o->bot_id = xstrdup(last ? last + 1 : bots);
+		free(bots);
+	}
 	waiter_dec(&o->w);
 }
 
@@ -986,10 +995,16 @@ static void on_view(void *arg, int rc, struct sched_view *v, size_t n)
 	if (rc == 0 && n == 1) {
 		o->have_view = true;
 		o->v = v[0];
-		/* Take the strings: the view is the scheduler's. */
-		v[0].message = NULL, v[0].result = NULL, v[0].job = NULL;
-		v[0].owner = NULL, v[0].instance = NULL;
-		o->v.result_len = o->v.result ? v[0].result_len : 0;
+		/* Copy the strings: the view points into the scheduler's reply. */
+		o->v.message = xstrdup(v[0].message ? v[0].message : "");
+		o->v.job = xstrdup(v[0].job ? v[0].job : "");
+		o->v.owner = xstrdup(v[0].owner ? v[0].owner : "");
+		o->v.instance = xstrdup(v[0].instance ? v[0].instance : "");
+		o->v.result = NULL;
+		if (v[0].result && v[0].result_len) {
+			o->v.result = xmalloc(v[0].result_len);
+			memcpy(o->v.result, v[0].result, v[0].result_len);
+		}
 		if (o->w.req && o->v.exists) {
 			/* The times: the op's creation and its job's (read-only). */
 			char *ok = keys_op(o->name);
@@ -1002,7 +1017,7 @@ static void on_view(void *arg, int rc, struct sched_view *v, size_t n)
 				o->w.pending++;
 				if (store_command(on_job_times, o,
 						  "HMGET %s queued assigned started completed bot "
-						  "attempts platform",
+						  "attempts platform bots",
 						  jk) != 0)
 					o->w.pending--;
 				free(jk);
@@ -1040,7 +1055,7 @@ void status_api(struct evhttp_request *req, const char *path)
 	char *p = xstrndup(path, q);
 	if (strcmp(p, "status") == 0)
 		api_status(req);
-	else if (strncmp(p, "operations/", 11) == 0 && status_segment(p + 11, seg, sizeof seg))
+	else if (strncmp(p, "operations/", 11) == 0 && status_name(p + 11, true, seg, sizeof seg))
 		api_operation(req, seg);
 	else if (strncmp(p, "builds/", 7) == 0 && status_segment(p + 7, seg, sizeof seg))
 		api_build(req, seg);

@@ -47,5 +47,8 @@ void status_api_shutdown(void);
  * is empty, too long, holds a '/', a NUL or a byte outside [A-Za-z0-9._-]
  * after decoding (what operation names and ids are made of). */
 bool status_segment(const char *in, char *out, size_t outlen);
+/* The same, with '/' allowed between parts that are neither empty nor
+ * dots only (operation names: "operations/UUID", "INST/operations/UUID"). */
+bool status_name(const char *in, bool slashes, char *out, size_t outlen);
 
 #endif

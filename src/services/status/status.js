@@ -42,7 +42,8 @@
     return t;
   }
   function td(v, cls) { return el("td", cls ? { cls: cls } : null, v); }
-  function opHref(name) { return "/operations/" + encodeURIComponent(name); }
+  // Operation names hold slashes ("operations/UUID"): each part encoded.
+  function opHref(name) { return "/operations/" + String(name).split("/").map(encodeURIComponent).join("/"); }
   function buildHref(id) { return "/builds/" + encodeURIComponent(id); }
   function logHref(digest, instance) {
     return "/api/logs/" + encodeURIComponent(String(digest).replace("/", "-")) +
@@ -68,7 +69,11 @@
   }
   function when(us) { return us ? new Date(us / 1000).toISOString().replace("T", " ").replace("Z", "") : ""; }
   function tsAgo(us) { return us ? el("span", { title: when(us) }, ago(us)) : ""; }
-  function shortName(s) { s = String(s || ""); return s.length > 14 ? s.slice(0, 13) + "…" : s; }
+  function shortName(s) {
+    s = String(s || "");
+    s = s.slice(s.lastIndexOf("/") + 1);
+    return s.length > 14 ? s.slice(0, 13) + "…" : s;
+  }
   function parseJSON(s) { try { return s ? JSON.parse(s) : null; } catch (e) { return null; } }
   function opOutcome(o) {
     if (o.stage !== "COMPLETED") return "";
