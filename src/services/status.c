@@ -13,6 +13,7 @@
  */
 #include <assert.h>
 #include <errno.h>
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,6 +28,7 @@
 #include "core/list.h"
 #include "core/log.h"
 #include "core/util.h"
+#include "domain/master.h"
 #include "services/status.h"
 #include "services/status_int.h"
 #include "state/buckets_keys.h"
@@ -487,6 +489,29 @@ static void on_build_msg(const char *channel, const char *msg, size_t len, void 
 	json_free(j);
 }
 
+/* ---- the URL the master reports -------------------------------------------------- */
+
+/* This page's /builds/ID: status-url when set, else the first TCP http:
+ * listener; NULL (the master's reactor:// default) when there is neither,
+ * or when the master's builds live in another reactord's buckets (this
+ * page would not find them). */
+static char *build_url(int64_t id)
+{
+	const struct cfg *c = st.cfg;
+	if (!c)
+		return NULL;
+	if (c->status_url)
+		return xasprintf("%s/builds/%" PRId64, c->status_url, id);
+	if (c->master && c->master->server)
+		return NULL;
+	for (size_t i = 0; i < http_nbound(); i++) {
+		const char *a = http_bound(i);
+		if (strncmp(a, "unix:", 5) != 0)
+			return xasprintf("http://%s/builds/%" PRId64, a, id);
+	}
+	return NULL;
+}
+
 /* ---- API ---------------------------------------------------------------------- */
 
 void status_init(struct event_base *base, const struct cfg *cfg)
@@ -499,6 +524,7 @@ void status_init(struct event_base *base, const struct cfg *cfg)
 	st.flush_ev = event_new(base, -1, 0, flush_cb, NULL);
 	if (!st.pending || !st.flush_ev)
 		abort();
+	master_set_url_fn(build_url);
 	http_route("/", on_page, NULL);
 	http_route("/api/", on_api, NULL);
 	http_route("/events", on_events, NULL);
@@ -522,6 +548,7 @@ void status_shutdown(void)
 	while (!list_empty(&st.clients))
 		client_drop(container_of(list_first(&st.clients), struct sse_client, link));
 	status_api_shutdown();
+	master_set_url_fn(NULL);
 	event_free(st.flush_ev);
 	evbuffer_free(st.pending);
 	st.flush_ev = NULL;

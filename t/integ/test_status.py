@@ -480,6 +480,42 @@ class TestStatusHTTP(StatusCase):
         h.wait_for(lambda: open_events().startswith(b"HTTP/1.1 200"), 5 * h.SLOW,
                    "an /events place after clients left")
 
+    def test_master_reports_the_page_and_steps_link_logs(self):
+        cfg = status_config(self.tmp)
+        del cfg["instances"][0]["platform-properties"]
+        cfg["workers"] = {"local": 1}
+        cfg["master"] = {
+            "buckets": ["ci"], "poll-interval": "300ms", "heartbeat-interval": "500ms",
+            "lease-duration": "5s", "on-shutdown": "reset",
+            "builders": {"say": {"steps": [
+                {"name": "hello", "argv": ["sh", "-c", "echo 'out <i>1</i>'; echo err >&2"],
+                 "cache": False},
+                {"name": "fail", "argv": ["sh", "-c", "exit 4"], "cache": False}]}}}
+        srv = self.start_reactord(cfg)
+        ch = self.channel(srv.tcp_addr)
+        url = srv.http_url
+        b = put_build(ch, "ci", {"builder_name": "say"})
+
+        def done():
+            st, _, raw = http_get(url + "/api/builds/%d" % b.id)
+            j = json.loads(raw)
+            return j if st == 200 and j["build"]["status"] == "COMPLETED" else None
+        j = h.wait_for(done, 60 * h.SLOW, "build %d to complete" % b.id, 0.1)
+        got = j["build"]
+        self.assertEqual(got["url"], "%s/builds/%d" % (url, b.id))
+        self.assertEqual(got["result"], "FAILURE")
+        steps = json.loads(got["result_details_json"])["steps"]
+        self.assertEqual([(x["name"], x["exit_code"]) for x in steps], [("hello", 0), ("fail", 4)])
+        st, hd, body = http_get(url + "/api/logs/%s?instance=%s" % (
+            steps[0]["stdout_digest"].replace("/", "-"), j["log_instance"]))
+        self.assertEqual((st, body), (200, b"out <i>1</i>\n"))
+        st, _, body = http_get(url + "/api/logs/%s" % steps[0]["stderr_digest"].replace("/", "-"))
+        self.assertEqual((st, body), (200, b"err\n"))
+        # The URL the master reported opens the build's page.
+        st, hd, body = http_get(got["url"])
+        self.assertEqual(st, 200)
+        self.assertTrue(hd["Content-Type"].startswith("text/html"))
+
 
 if __name__ == "__main__":
     h.main()
