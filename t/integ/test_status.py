@@ -479,6 +479,15 @@ class TestStatusHTTP(StatusCase):
         socks.clear()
         h.wait_for(lambda: open_events().startswith(b"HTTP/1.1 200"), 5 * h.SLOW,
                    "an /events place after clients left")
+        # reactord stops cleanly (exit 0, no sanitizer report) with pages
+        # still following, and ends their streams.
+        s = socks[-1]
+        t0 = time.monotonic()
+        self.assertEqual(srv.stop(), 0, srv.log_tail())
+        s.settimeout(5 * h.SLOW)
+        while s.recv(4096):
+            pass
+        self.assertLess(time.monotonic() - t0, 10 * h.SLOW)
 
     def test_master_reports_the_page_and_steps_link_logs(self):
         cfg = status_config(self.tmp)
