@@ -47,6 +47,7 @@ BK = "/reactor.buckets.v1.Buckets/"
 LIVE_S = 2.0 * h.SLOW  # the issue: visible within 2 s without reload
 ARTIFACTS = os.environ.get("REACTOR_ARTIFACTS") or os.path.join(os.getcwd(), "t", "artifacts")
 MAX_EVENT_CLIENTS = 32  # STATUS_MAX_EVENT_CLIENTS
+JOB_CHANNEL = b"reactor:sched:job"  # keys_sched("job") with the default redis.prefix
 
 
 def status_config(tmp):
@@ -488,6 +489,45 @@ class TestStatusHTTP(StatusCase):
         while s.recv(4096):
             pass
         self.assertLess(time.monotonic() - t0, 10 * h.SLOW)
+
+    def test_slow_events_client_is_dropped(self):
+        srv, ch, url = self.start()
+        host, port = url[len("http://"):].rsplit(":", 1)
+        slow = socket.socket()
+        self.addCleanup(slow.close)
+        slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.settimeout(10)
+        slow.connect((host, int(port)))
+        slow.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertTrue(slow.recv(4096).startswith(b"HTTP/1.1 200"))
+        # Job-change messages, straight on the channel reactord follows,
+        # until the unread ones pass STATUS_MAX_EVENT_BACKLOG (the kernel's
+        # socket buffers hold the first megabytes).  Small batches: the
+        # changes of one loop pass past 32 become one "refresh" event.
+        r = tb.embedded_redis(srv)
+        self.addCleanup(r.close)
+        mark = srv.log_mark()
+        sent = 0
+        n = 16
+        deadline = time.monotonic() + 60 * h.SLOW
+        while "events client dropped" not in srv.log()[mark:] and time.monotonic() < deadline:
+            batch = []
+            for i in range(n):
+                job = b"j%08d" % (sent + i) + b"x" * 240
+                batch.append(b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n"
+                             % (len(JOB_CHANNEL), JOB_CHANNEL, len(job), job))
+            r.s.sendall(b"".join(batch))
+            for i in range(n):
+                r._read()
+            sent += n
+        srv.wait_log("events client dropped: [0-9]+ bytes unsent \\(limit 65536\\)", 10 * h.SLOW,
+                     since=mark)
+        # Its connection is closed: reading to the end meets EOF.
+        slow.settimeout(10 * h.SLOW)
+        while slow.recv(65536):
+            pass
+        # And the page still serves.
+        self.assertEqual(http_get(url + "/api/status")[0], 200)
 
     def test_master_reports_the_page_and_steps_link_logs(self):
         cfg = status_config(self.tmp)
