@@ -508,7 +508,7 @@ class TestStatusHTTP(StatusCase):
         self.addCleanup(r.close)
         mark = srv.log_mark()
         sent = 0
-        n = 16
+        n = 8
         deadline = time.monotonic() + 60 * h.SLOW
         while "events client dropped" not in srv.log()[mark:] and time.monotonic() < deadline:
             batch = []
