@@ -14,6 +14,8 @@ libjwt-dev"
 PKGS="$PKGS clang libclang-rt-dev"
 # The status page test (t/integ/test_status.py) drives a headless Chromium.
 PKGS="$PKGS chromium"
+# test_metrics: a real Prometheus scrapes reactord's /metrics.
+PKGS="$PKGS prometheus"
 
 missing=""
 for p in $PKGS; do

@@ -18,6 +18,7 @@
 
 #include "core/cfg.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/pbwire.h"
 #include "transport/h2.h"
 
@@ -307,6 +308,7 @@ static void release_input(struct call *c)
 
 static void access_log(struct call *c, int code)
 {
+	metrics_rpc_done(c->m ? c->path : NULL, grpc_code_name(code), mono_us() - c->start_mono);
 	if (!lim.access_log)
 		return;
 	struct log_access a = {

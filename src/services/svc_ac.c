@@ -16,6 +16,7 @@
 #include "core/cfg.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "domain/ac.h"
 #include "domain/blob.h"
 #include "services/inst.h"
@@ -151,6 +152,8 @@ static void get_answer(struct get_ctx *g, const struct ac_res *res)
 	struct call *c = g->c;
 	char ds[DIGEST_STR_LEN];
 	digest_str(&g->action, ds, sizeof(ds));
+	if (res->rc == 0 || res->rc == -ENOENT)
+		metrics_ac_lookup(g->instance, res->rc == 0);
 	if (res->rc == -ENOENT && !res->msg) {
 		call_finish(c, GRPC_NOT_FOUND,
 			    "no action cache entry for action %s in instance \"%s\"", ds,

@@ -45,6 +45,7 @@
 
 #include "core/cfg.h"
 #include "core/err.h"
+#include "core/metrics.h"
 #include "core/list.h"
 #include "core/log.h"
 #include "state/redisproc.h"
@@ -601,6 +602,7 @@ static void cmd_reply(redisAsyncContext *ac, void *r, void *priv)
 	redisReply *reply = r;
 	if (reply) {
 		st.stats.replies++;
+		metrics_redis_rtt(mono_us() - q->sent_us);
 		if (q->script >= 0 && !q->retried && is_noscript(reply) &&
 		    retry_noscript(ac, q) == 0)
 			return;

@@ -23,6 +23,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 #include "transport/tls.h"
 
@@ -134,6 +135,7 @@ static struct h2_stream *stream_new(struct h2_conn *c, int32_t id)
 		c->streams->prev = s;
 	c->streams = s;
 	c->nstreams++;
+	metrics_std.streams++;
 	if (c->idle_ev)
 		event_del(c->idle_ev);
 	return s;
@@ -176,6 +178,7 @@ static void stream_close(struct h2_stream *s, uint32_t error)
 	if (s->next)
 		s->next->prev = s->prev;
 	c->nstreams--;
+	metrics_std.streams--;
 	if (c->manual_flow)
 		budget_forget(s);
 	if (c->ng && s->id > 0)
@@ -697,6 +700,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 			return;
 		}
 		evbuffer_drain(in, (size_t)rv);
+		metrics_std.bytes_in += (uint64_t)rv;
 	}
 	budget_check_stall(c);
 	h2_out_flush(c);

@@ -20,6 +20,7 @@
 #include <nghttp2/nghttp2.h>
 
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/util.h"
 
 nghttp2_nv *h2_out_nv(const struct h2_hdr *h, size_t n)
@@ -91,6 +92,7 @@ int h2_out_send_data_cb(nghttp2_session *ng, nghttp2_frame *frame, const uint8_t
 		evbuffer_add(out, &pad, 1);
 	}
 	evbuffer_remove_buffer(s->out, out, length);
+	metrics_std.bytes_out += 9 + length + frame->data.padlen;
 	if (frame->data.padlen > 1) {
 		static const uint8_t zeros[256];
 		evbuffer_add(out, zeros, frame->data.padlen - 1);
@@ -115,6 +117,7 @@ ssize_t h2_out_send_cb(nghttp2_session *ng, const uint8_t *data, size_t len, int
 	if (evbuffer_get_length(out) >= c->st.max_output_buffer)
 		return NGHTTP2_ERR_WOULDBLOCK;
 	evbuffer_add(out, data, len);
+	metrics_std.bytes_out += len;
 	return (ssize_t)len;
 }
 

@@ -5,15 +5,22 @@
  * the count of open connections.
  *
  * Connection limit: evhttp (2.1) has none, and tells nobody when a
- * connection it accepted closes.  So each connection's bufferevent is a
- * pass-through filter over the socket one (evhttp_set_bevcb), whose
- * free-context callback is that notice; at HTTP_MAX_CONNECTIONS the
+ * connection it accepted closes.  So this module makes each connection's
+ * bufferevent (evhttp_set_bevcb) and keeps a reference to it: when evhttp
+ * frees the connection, the bufferevent survives with its callbacks
+ * cleared, which is the notice.  A sweep (at each accept, and every
+ * second while connections are tracked) drops those references; an
+ * input-buffer callback stops reading on a released one at once, so a
+ * client cannot push data into it meanwhile.  At HTTP_MAX_CONNECTIONS the
  * listeners stop accepting (the kernel backlog holds the rest) until a
- * connection closes.
+ * connection closes.  (A pass-through filter bufferevent with a
+ * free-context callback would be simpler, but evhttp then drops replies
+ * sent after the request callback returned.)
  */
 #include "transport/http.h"
 
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -33,6 +40,7 @@
 #include <event2/listener.h>
 
 #include "core/cfg.h"
+#include "core/list.h"
 #include "core/log.h"
 
 #define HTTP_MAX_HEADERS (16 * 1024)
@@ -43,6 +51,12 @@ struct route {
 	size_t len;
 	http_handler_fn fn;
 	void *arg;
+};
+
+/* A connection's bufferevent, referenced until evhttp is done with it. */
+struct hconn {
+	struct bufferevent *bev;
+	struct list link; /* on H.conns */
 };
 
 struct hlistener {
@@ -58,10 +72,12 @@ static struct {
 	size_t nls;
 	struct route *routes;
 	size_t nroutes;
+	struct list conns; /* struct hconn.link */
 	size_t nconns;
-	bool paused;   /* listeners disabled at the connection limit */
-	bool stopping; /* in http_stop: connections closing, listeners gone */
-} H;
+	struct event *sweep_ev; /* every second while conns is not empty */
+	bool paused;		/* listeners disabled at the connection limit */
+	bool stopping;		/* in http_stop: connections closing, listeners gone */
+} H = {.conns = LIST_INIT(H.conns)};
 
 /* ---- routes -------------------------------------------------------------- */
 
@@ -157,15 +173,8 @@ void http_hold_open(struct evhttp_request *req)
 	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	if (!evcon)
 		return;
-	/* The filter (see the banner) never writes to the socket itself, so
-	 * its own timeouts would fire on a healthy stream: none there; the
-	 * socket's bufferevent keeps a write timeout only. */
-	struct bufferevent *f = evhttp_connection_get_bufferevent(evcon);
-	bufferevent_set_timeouts(f, NULL, NULL);
-	struct bufferevent *sock = bufferevent_get_underlying(f);
 	struct timeval w = {HTTP_TIMEOUT_S, 0};
-	if (sock)
-		bufferevent_set_timeouts(sock, NULL, &w);
+	bufferevent_set_timeouts(evhttp_connection_get_bufferevent(evcon), NULL, &w);
 }
 
 /* ---- requests and connections -------------------------------------------- */
@@ -207,15 +216,54 @@ static void listeners_enable(bool on)
 	}
 }
 
-/* The filter of a connection is being freed: the connection is gone. */
-static void conn_freed(void *ctx)
+/* evhttp clears every callback of a bufferevent it frees (a live
+ * connection always has its error callback). */
+static bool released(struct bufferevent *bev)
 {
-	(void)ctx;
-	H.nconns--;
+	bufferevent_event_cb ecb = NULL;
+	bufferevent_getcb(bev, NULL, NULL, &ecb, NULL);
+	return ecb == NULL;
+}
+
+/* Drop the references evhttp no longer shares; resume accepting below
+ * the limit. */
+static void sweep(void)
+{
+	struct list *pos, *tmp;
+	list_for_each_safe (pos, tmp, &H.conns) {
+		struct hconn *hc = container_of(pos, struct hconn, link);
+		if (!released(hc->bev))
+			continue;
+		list_del(&hc->link);
+		H.nconns--;
+		bufferevent_decref(hc->bev); /* the last one: closes the socket */
+		free(hc);
+	}
 	if (H.paused && !H.stopping && H.nconns < HTTP_MAX_CONNECTIONS) {
 		H.paused = false;
 		listeners_enable(true);
 	}
+	if (H.nconns == 0 && H.sweep_ev)
+		event_del(H.sweep_ev);
+}
+
+static void sweep_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	sweep();
+}
+
+/* Input arrived or was consumed: on a connection evhttp has let go, stop
+ * reading (the sweep frees it). */
+static void input_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info, void *arg)
+{
+	(void)buf;
+	(void)info;
+	struct bufferevent *bev = arg;
+	if (released(bev))
+		bufferevent_disable(bev, EV_READ | EV_WRITE);
 }
 
 /* Called by evhttp for each accepted connection (before it has a socket:
@@ -223,26 +271,31 @@ static void conn_freed(void *ctx)
 static struct bufferevent *bev_cb(struct event_base *base, void *arg)
 {
 	(void)arg;
-	struct bufferevent *sock = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
-	if (!sock)
+	sweep();
+	struct bufferevent *bev = bufferevent_socket_new(base, -1, BEV_OPT_CLOSE_ON_FREE);
+	if (!bev)
 		return NULL;
-	struct bufferevent *f =
-		bufferevent_filter_new(sock, NULL, NULL, BEV_OPT_CLOSE_ON_FREE, conn_freed, NULL);
-	if (!f) {
-		bufferevent_free(sock);
-		return NULL;
-	}
-	if (++H.nconns >= HTTP_MAX_CONNECTIONS && !H.paused) {
+	bufferevent_incref(bev);
+	evbuffer_add_cb(bufferevent_get_input(bev), input_cb, bev);
+	struct hconn *hc = xcalloc(1, sizeof(*hc));
+	hc->bev = bev;
+	list_add_tail(&H.conns, &hc->link);
+	H.nconns++;
+	struct timeval tv = {1, 0};
+	if (!evtimer_pending(H.sweep_ev, NULL))
+		evtimer_add(H.sweep_ev, &tv);
+	if (H.nconns >= HTTP_MAX_CONNECTIONS && !H.paused) {
 		H.paused = true;
 		listeners_enable(false);
 		LOGW("http", "%d connections open (the limit): not accepting until one closes",
 		     HTTP_MAX_CONNECTIONS);
 	}
-	return f;
+	return bev;
 }
 
 size_t http_nconns(void)
 {
+	sweep();
 	return H.nconns;
 }
 
@@ -355,6 +408,9 @@ int http_start(struct event_base *base, const struct cfg *cfg, char **err)
 						   EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
 						   EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_default_content_type(H.http, "text/plain; charset=utf-8");
+	H.sweep_ev = event_new(base, -1, EV_PERSIST, sweep_cb, NULL);
+	if (!H.sweep_ev)
+		abort();
 	evhttp_set_bevcb(H.http, bev_cb, NULL);
 	evhttp_set_gencb(H.http, request_cb, NULL);
 	H.ls = xcalloc((size_t)cfg->n_http, sizeof(*H.ls));
@@ -395,6 +451,12 @@ void http_stop(void)
 	if (H.http) {
 		evhttp_free(H.http); /* listeners and connections */
 		H.http = NULL;
+	}
+	sweep(); /* every connection is released now */
+	assert(H.nconns == 0 && list_empty(&H.conns));
+	if (H.sweep_ev) {
+		event_free(H.sweep_ev);
+		H.sweep_ev = NULL;
 	}
 	for (size_t i = 0; i < H.nls; i++) {
 		if (H.ls[i].unix_path)

@@ -40,6 +40,8 @@
 #include "domain/sched.h"
 #include "transport/server.h"
 #include "transport/http.h"
+#include "core/metrics.h"
+#include "services/svc_metrics.h"
 #include "state/keys.h"
 #include "state/store.h"
 #include "services/svc.h"
@@ -380,6 +382,7 @@ static int init_loop(void)
 		fprintf(stderr, "reactord: cannot create the event loop\n");
 		return -1;
 	}
+	metrics_init(d.base, PACKAGE_VERSION);
 	call_set_base(d.base);
 	call_set_lookup(dispatch_find);
 	call_set_metadata_decoder(dispatch_decode_metadata);
@@ -458,6 +461,7 @@ static int start_serving(void)
 		free(err);
 		return -1;
 	}
+	svc_metrics_init(d.boot);
 	if (http_start(d.base, d.boot, &err) != 0) {
 		LOGE("main", "http: %s", err);
 		free(err);
@@ -515,6 +519,7 @@ static void stop_serving(void)
 	master_free();
 	worker_sup_shutdown();
 	status_shutdown();
+	svc_metrics_shutdown();
 	http_stop();
 	server_stop();
 	/* Let closed connections free themselves before Redis goes. */
@@ -540,6 +545,7 @@ static void stop_store(void)
 static void free_all(void)
 {
 	free(d.pid_file);
+	metrics_free();
 	event_base_free(d.base);
 	if (d.live != d.boot)
 		cfg_free(d.live);
