@@ -50,6 +50,7 @@ import harness as h  # noqa: E402
 from harness import grpc, pb  # noqa: E402
 from google.protobuf.descriptor import FieldDescriptor as FD  # noqa: E402
 from reactor.buckets.v1 import buckets_pb2 as bk  # noqa: E402  (from REACTOR_GEN_PY)
+from reactor.admin.v1 import admin_pb2 as adm  # noqa: E402
 
 ITERS = int(os.environ.get("REACTOR_FUZZ_ITERS") or 2000)
 SEED = int(os.environ.get("REACTOR_FUZZ_SEED") or 0x5eed)
@@ -107,6 +108,10 @@ def methods():
         (HEALTH + "Check", UNARY, hl.HealthCheckRequest, hl.HealthCheckResponse, False),
         (HEALTH + "List", UNARY, hl.HealthListRequest, hl.HealthListResponse, False),
         (HEALTH + "Watch", SSTREAM, hl.HealthCheckRequest, hl.HealthCheckResponse, True),
+        ("/reactor.admin.v1.Admin/GetSummary", UNARY, adm.GetSummaryRequest, adm.Summary, False),
+        ("/reactor.admin.v1.Admin/ListBots", UNARY, adm.ListBotsRequest, adm.ListBotsResponse, False),
+        ("/reactor.admin.v1.Admin/ListOperations", UNARY, adm.ListOperationsRequest, adm.ListOperationsResponse, False),
+        ("/reactor.admin.v1.Admin/ListQueues", UNARY, adm.ListQueuesRequest, adm.ListQueuesResponse, False),
         (BK + "Cancel", UNARY, bk.CancelRequest, bk.BuildResponse, False),
         (BK + "CancelBatch", UNARY, bk.CancelBatchRequest, bk.CancelBatchResponse, False),
         (BK + "Fail", UNARY, bk.FailRequest, bk.BuildResponse, False),
