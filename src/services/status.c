@@ -93,31 +93,11 @@ static void security_headers(struct evhttp_request *req)
 	/* http_reply and http_set_headers add nosniff and no-store. */
 }
 
-/* Push what evhttp queued on c's filter bufferevent down to the socket:
- * a reply sent later than its request's callback (after a Redis answer)
- * otherwise sits in the filter (transport/http.c's pass-through filter
- * moves output only while evhttp has writing enabled, which it enables
- * after queueing the reply). */
-static void push(struct evhttp_connection *evcon)
-{
-	struct bufferevent *bev = evcon ? evhttp_connection_get_bufferevent(evcon) : NULL;
-	if (bev && bufferevent_get_underlying(bev))
-		bufferevent_flush(bev, EV_WRITE, BEV_NORMAL);
-}
-
 void status_send(struct evhttp_request *req, int code, const char *ctype, const void *body,
 		 size_t len)
 {
-	struct evhttp_connection *evcon = evhttp_request_get_connection(req);
 	security_headers(req);
-	/* A request with "Connection: close" makes evhttp free the
-	 * connection as soon as the reply has left its filter bufferevent,
-	 * before the socket one under it wrote anything (transport/http.c's
-	 * pass-through filter): the client got nothing.  The client closes
-	 * after the answer instead (Content-Length says where it ends). */
-	evhttp_remove_header(evhttp_request_get_input_headers(req), "Connection");
 	http_reply(req, code, ctype, body, len);
-	push(evcon);
 }
 
 void status_send_buf(struct evhttp_request *req, int code, const char *ctype, struct evbuffer *b)
@@ -257,6 +237,14 @@ static const struct status_asset *asset(const char *name)
 	return NULL;
 }
 
+/* A path that is no page: the listener's own plain "not found" (what
+ * http.c answers where no route matches), with this page's headers. */
+static void not_found(struct evhttp_request *req)
+{
+	static const char msg[] = "not found\n";
+	status_send(req, HTTP_NOTFOUND, "text/plain; charset=utf-8", msg, sizeof msg - 1);
+}
+
 static const char *asset_type(const char *name)
 {
 	if (str_endswith(name, ".html"))
@@ -308,7 +296,7 @@ static void on_page(struct evhttp_request *req, const char *path, void *arg)
 		 strspn(seg, "0123456789") == strlen(seg))
 		send_asset(req, "page.html");
 	else
-		status_send_error(req, HTTP_NOTFOUND, "no such page");
+		not_found(req);
 }
 
 static void on_api(struct evhttp_request *req, const char *path, void *arg)
@@ -350,13 +338,8 @@ static void client_drop(struct sse_client *c)
 
 static size_t client_backlog(const struct sse_client *c)
 {
-	/* The connection's bufferevent may sit on a socket one (a filter):
-	 * what waits in either is unsent. */
-	size_t n = 0;
-	for (struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon); bev;
-	     bev = bufferevent_get_underlying(bev))
-		n += evbuffer_get_length(bufferevent_get_output(bev));
-	return n;
+	struct bufferevent *bev = evhttp_connection_get_bufferevent(c->evcon);
+	return bev ? evbuffer_get_length(bufferevent_get_output(bev)) : 0;
 }
 
 static void client_send(struct sse_client *c, const void *data, size_t len)
@@ -374,7 +357,6 @@ static void client_send(struct sse_client *c, const void *data, size_t len)
 	evbuffer_add(b, data, len);
 	evhttp_send_reply_chunk(c->req, b);
 	evbuffer_free(b);
-	push(c->evcon);
 }
 
 static void on_events(struct evhttp_request *req, const char *path, void *arg)
@@ -383,7 +365,7 @@ static void on_events(struct evhttp_request *req, const char *path, void *arg)
 	if (!get_only(req))
 		return;
 	if (strcmp(path, "/events") != 0) {
-		status_send_error(req, HTTP_NOTFOUND, "no such page");
+		not_found(req);
 		return;
 	}
 	if (!st.inited) {
