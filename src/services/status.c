@@ -368,6 +368,11 @@ static void on_events(struct evhttp_request *req, const char *path, void *arg)
 		not_found(req);
 		return;
 	}
+	if (evhttp_request_get_command(req) == EVHTTP_REQ_HEAD) {
+		/* No stream to hold open for a HEAD: the headers only. */
+		status_send(req, HTTP_OK, "text/event-stream; charset=utf-8", "", 0);
+		return;
+	}
 	if (!st.inited) {
 		status_send_error(req, HTTP_SERVUNAVAIL, "reactord is shutting down");
 		return;

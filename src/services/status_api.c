@@ -481,23 +481,102 @@ static void api_status(struct evhttp_request *req)
 
 /* ---- /api/builds/ID ----------------------------------------------------------- */
 
+/* A running build's steps come from the master's records in Redis
+ * (mstep:{id}:{n}, keys.c): at most this many are read. */
+#define MAX_LIVE_STEPS 32
+static const char *const step_fields[] = {"name",   "status", "exit_code", "duration_us", "cached",
+					  "stdout", "stderr", "worker",	   "started"};
+#define NSTEP_FIELDS ARRAY_LEN(step_fields)
+
 struct bget {
 	struct waiter w;
 	struct evbuffer *out;
 	int code;
+	bool live; /* a STARTED build: steps and operation read as well */
+	char *steps[MAX_LIVE_STEPS][NSTEP_FIELDS];
+	char *op; /* the master's current operation ("" none) */
+	struct bstep {
+		struct bget *x;
+		int n;
+	} slots[MAX_LIVE_STEPS];
 };
 
 static void bget_release(struct waiter *w)
 {
 	struct bget *x = container_of(w, struct bget, w);
 	evbuffer_free(x->out);
+	for (int n = 0; n < MAX_LIVE_STEPS; n++)
+		for (size_t f = 0; f < NSTEP_FIELDS; f++)
+			free(x->steps[n][f]);
+	free(x->op);
 	free(x);
 }
+
+static char *reply_str(const redisReply *r, size_t i);
 
 static void bget_done(struct waiter *w)
 {
 	struct bget *x = container_of(w, struct bget, w);
-	status_send_buf(w->req, x->code, "application/json", x->out);
+	if (x->code != HTTP_OK) {
+		status_send_buf(w->req, x->code, "application/json", x->out);
+		return;
+	}
+	struct evbuffer *b = x->out;
+	if (x->live) {
+		sj_key(b, false, "current_op");
+		sj_str(b, x->op);
+		sj_key(b, false, "live_steps");
+		evbuffer_add(b, "[", 1);
+		for (int n = 0; n < MAX_LIVE_STEPS && x->steps[n][0]; n++) {
+			evbuffer_add(b, n ? ",{" : "{", n ? 2 : 1);
+			for (size_t f = 0; f < NSTEP_FIELDS; f++)
+				j_s(b, f == 0, step_fields[f], x->steps[n][f]);
+			evbuffer_add(b, "}", 1);
+		}
+		evbuffer_add(b, "]", 1);
+	}
+	evbuffer_add(b, "}\n", 2);
+	status_send_buf(w->req, x->code, "application/json", b);
+}
+
+static void on_step(redisReply *r, void *arg)
+{
+	struct bstep *sl = arg;
+	for (size_t f = 0; f < NSTEP_FIELDS; f++)
+		sl->x->steps[sl->n][f] = reply_str(r, f);
+	waiter_dec(&sl->x->w);
+}
+
+static void on_master_rec(redisReply *r, void *arg)
+{
+	struct bget *x = arg;
+	x->op = reply_str(r, 0);
+	waiter_dec(&x->w);
+}
+
+/* Read the master's records of a started build (read-only commands). */
+static void read_live(struct bget *x, const BkBuild *bd)
+{
+	x->live = true;
+	for (int n = 0; n < MAX_LIVE_STEPS; n++) {
+		char *k = keys_mstep(bd->id, n);
+		x->slots[n].x = x;
+		x->slots[n].n = n;
+		x->w.pending++;
+		if (store_command(on_step, &x->slots[n],
+				  "HMGET %s name status exit_code duration_us cached stdout stderr "
+				  "worker started",
+				  k) != 0)
+			x->w.pending--;
+		free(k);
+	}
+	if (bd->leasee && *bd->leasee) {
+		char *k = keys_master_build(bd->leasee, bd->id);
+		x->w.pending++;
+		if (store_command(on_master_rec, x, "HMGET %s op", k) != 0)
+			x->w.pending--;
+		free(k);
+	}
 }
 
 static void on_build(struct bk_res *r, void *arg)
@@ -513,7 +592,8 @@ static void on_build(struct bk_res *r, void *arg)
 			    : "");
 		sj_key(b, false, "build");
 		j_build(b, r->build);
-		evbuffer_add(b, "}\n", 2);
+		if (x->w.req && r->build->status == REACTOR__BUCKETS__V1__STATUS__STARTED)
+			read_live(x, r->build);
 	} else {
 		x->code = r->err == 0 ? HTTP_NOTFOUND : HTTP_SERVUNAVAIL;
 		evbuffer_add(b, "{", 1);

@@ -409,6 +409,9 @@ class TestStatusHTTP(StatusCase):
         st, hd, body = http_get(url + "/api/status", method="HEAD")
         self.assertEqual((st, body), (200, b""))
         self.assertTrue(hd["Content-Type"].startswith("application/json"))
+        st, hd, body = http_get(url + "/events", method="HEAD")
+        self.assertEqual((st, body), (200, b""))
+        self.assertTrue(hd["Content-Type"].startswith("text/event-stream"))
 
     def test_operation_and_log(self):
         srv, ch, url = self.start()
@@ -539,11 +542,26 @@ class TestStatusHTTP(StatusCase):
             "builders": {"say": {"steps": [
                 {"name": "hello", "argv": ["sh", "-c", "echo 'out <i>1</i>'; echo err >&2"],
                  "cache": False},
+                {"name": "slow", "argv": ["sleep", "2"], "cache": False},
                 {"name": "fail", "argv": ["sh", "-c", "exit 4"], "cache": False}]}}}
         srv = self.start_reactord(cfg)
         ch = self.channel(srv.tcp_addr)
         url = srv.http_url
         b = put_build(ch, "ci", {"builder_name": "say"})
+
+        # While it runs: the master's step records and its operation.
+        def running():
+            st, _, raw = http_get(url + "/api/builds/%d" % b.id)
+            j = json.loads(raw)
+            live = j.get("live_steps") or []
+            ok = [x["name"] for x in live] == ["hello", "slow"] and live[1]["status"] == "RUNNING"
+            return j if ok and j.get("current_op") else None
+        j = h.wait_for(running, 30 * h.SLOW, "build %d's step slow running" % b.id, 0.05)
+        self.assertEqual(j["build"]["status"], "STARTED")
+        self.assertEqual(j["live_steps"][0]["status"], "SUCCESS")
+        st, _, raw = http_get(url + "/api/operations/" + j["current_op"])
+        self.assertEqual(st, 200, raw)
+        self.assertEqual(json.loads(raw)["command"]["arguments"], ["sleep", "2"])
 
         def done():
             st, _, raw = http_get(url + "/api/builds/%d" % b.id)
@@ -554,7 +572,7 @@ class TestStatusHTTP(StatusCase):
         self.assertEqual(got["url"], "%s/builds/%d" % (url, b.id))
         self.assertEqual(got["result"], "FAILURE")
         steps = json.loads(got["result_details_json"])["steps"]
-        self.assertEqual([(x["name"], x["exit_code"]) for x in steps], [("hello", 0), ("fail", 4)])
+        self.assertEqual([(x["name"], x["exit_code"]) for x in steps], [("hello", 0), ("slow", 0), ("fail", 4)])
         st, hd, body = http_get(url + "/api/logs/%s?instance=%s" % (
             steps[0]["stdout_digest"].replace("/", "-"), j["log_instance"]))
         self.assertEqual((st, body), (200, b"out <i>1</i>\n"))

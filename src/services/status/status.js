@@ -268,15 +268,24 @@
     out.push(el("pre", { cls: "mono", id: "params" }, p !== null ? JSON.stringify(p, null, 2) : b.parameters_json));
     const d = parseJSON(b.result_details_json);
     out.push(el("h2", null, "Steps"));
-    const steps = d && Array.isArray(d.steps) ? d.steps : [];
-    out.push(table(["step", "status", "exit", "duration", "cached", "worker", "logs"], steps.map(function (s) {
+    let steps = d && Array.isArray(d.steps) ? d.steps : [];
+    if (!steps.length && Array.isArray(r.live_steps)) {
+      // A running build: the master's step records (strings from Redis).
+      steps = r.live_steps.map(function (s) {
+        return { name: s.name, status: s.status, exit_code: s.status === "RUNNING" ? "" : s.exit_code,
+          duration_us: s.duration_us ? Number(s.duration_us) : null, cached: s.cached === "1",
+          worker: s.worker, stdout_digest: s.stdout, stderr_digest: s.stderr, running: s.status === "RUNNING" };
+      });
+    }
+    out.push(el("div", { id: "steps" }, table(["step", "status", "exit", "duration", "cached", "worker", "logs"], steps.map(function (s) {
       const logs = [];
       if (s.stdout_digest) logs.push(link(logHref(s.stdout_digest, r.log_instance), "stdout"), " ");
       if (s.stderr_digest) logs.push(link(logHref(s.stderr_digest, r.log_instance), "stderr"));
+      if (s.running && r.current_op) logs.push(link(opHref(r.current_op), "operation"));
       return [td(s.name), td(badge(String(s.status))), td(s.exit_code, "num"),
         td(typeof s.duration_us === "number" ? (s.duration_us / 1e6).toFixed(1) + "s" : "", "num"),
         td(s.cached ? "yes" : ""), td(s.worker), td(logs)];
-    }), b.status === "COMPLETED" ? "no steps recorded" : "steps are listed when the build completes"));
+    }), b.status === "SCHEDULED" ? "not started" : "no steps recorded")));
     if (d && d.error) out.push(el("p", { cls: "error" }, d.error));
     out.push(el("h2", null, "Timeline"));
     const t = [["created", b.created_ts], ["started", b.started_ts], ["status changed", b.status_changed_ts],
