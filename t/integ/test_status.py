@@ -523,6 +523,9 @@ class TestStatusHTTP(StatusCase):
             for i in range(n):
                 r._read()
             sent += n
+            # A round trip to reactord, so one batch is (mostly) one loop
+            # pass there even when it runs slowly (sanitizers).
+            h.health_check(ch)
         srv.wait_log("events client dropped: [0-9]+ bytes unsent \\(limit 65536\\)", 10 * h.SLOW,
                      since=mark)
         # Its connection is closed: reading to the end meets EOF.
