@@ -228,7 +228,8 @@
       const plat = o.action ? o.action.platform : [];
       out.push(table(["property", "value"], plat.map(function (p) { return [td(p.name), td(p.value, "mono")]; }), "any"));
       out.push(el("h3", null, "Outputs"));
-      out.push(el("p", { cls: "mono" }, o.command.output_paths.join(" ")));
+      out.push(o.command.output_paths.length ? el("p", { cls: "mono" }, o.command.output_paths.join(" "))
+        : el("p", { cls: "muted" }, "none declared"));
     } else {
       out.push(el("p", { cls: "muted" }, "The Action or Command is not in this server's CAS."));
     }
