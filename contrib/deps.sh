@@ -12,6 +12,8 @@ nghttp2-client nghttp2-server valgrind bubblewrap
 libjwt-dev"
 # make fuzz: clang and its libFuzzer runtime (the version matching clang).
 PKGS="$PKGS clang libclang-rt-dev"
+# The status page test (t/integ/test_status.py) drives a headless Chromium.
+PKGS="$PKGS chromium"
 # test_metrics: a real Prometheus scrapes reactord's /metrics.
 PKGS="$PKGS prometheus"
 

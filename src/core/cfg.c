@@ -482,6 +482,21 @@ static const char *const format_names[] = {"text", "json", NULL};
 	}
 #define LIST(field, count) F(field), .count_off = offsetof(struct cfg, count)
 
+/* status-url: an absolute http(s) URL, nothing a page could misread;
+ * a trailing '/' is dropped (the master appends /builds/ID). */
+static char *check_status_url(char *s)
+{
+	size_t n = strlen(s);
+	bool ok = (strncmp(s, "http://", 7) == 0 && n > 7) || (strncmp(s, "https://", 8) == 0 && n > 8);
+	for (const unsigned char *p = (const unsigned char *)s; *p && ok; p++)
+		ok = *p > ' ' && *p < 0x7f && !strchr("\"<>\\^`{|}", *p);
+	if (!ok)
+		return xasprintf("must be an http:// or https:// URL (printable, no spaces or quotes)");
+	while (n > 0 && s[n - 1] == '/')
+		s[--n] = '\0';
+	return NULL;
+}
+
 /* Every key of reactor.conf.  Order is the order cfg_diff_static reports in;
  * a section row must precede its keys.  conf/reactor.conf and
  * man/reactor.conf.5 document the same rows. */
@@ -491,6 +506,9 @@ static const struct key cfg_keys[] = {
 	{"ready-file", K_STRING, F(ready_file), .check = cfg_check_nonempty},
 	/* The status page and /metrics; none unless configured. */
 	{"http", K_LIST, LIST(http, n_http), .list = &http_ops},
+	/* The status page's address as people reach it (status.c), for the
+	 * build URLs the master reports; none: the first http: listener. */
+	{"status-url", K_STRING, F(status_url), .check = check_status_url, .reload = true},
 	{"state-dir", K_STRING, F(state_dir), .def_str = "state", .check = cfg_check_nonempty},
 
 	SECTION("log"),

@@ -196,6 +196,10 @@ struct cfg {
 	 * services).  None by default.  Needs a restart. */
 	struct cfg_listen *http;
 	int n_http;
+	/* status-url: the status page's base URL as people reach it; the
+	 * master reports STATUS-URL/builds/ID.  NULL: http://ADDR of the
+	 * first TCP http: listener.  Reloadable. */
+	char *status_url;
 	char *ready_file; /* NULL if unset */
 	char *state_dir;  /* relative paths resolve against the cwd */
 

@@ -16,6 +16,7 @@
 #define REACTOR_MASTER_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "core/cfg.h"
 #include "core/util.h"
@@ -55,6 +56,12 @@ void master_free(void);
 
 /* Builds held right now (tests and logs). */
 int master_nheld(void);
+
+/* How the master names a build in its Start report: fn returns a malloc'd
+ * URL (the status page's /builds/ID) or NULL for the default
+ * reactor://NAME/builds/ID.  Injected at start (services/status.c). */
+typedef char *(*master_url_fn)(int64_t id);
+void master_set_url_fn(master_url_fn fn);
 
 /* The leasee name this master uses (valid while master_running()). */
 const char *master_name(void);

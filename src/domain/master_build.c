@@ -15,6 +15,7 @@
 
 #include "core/json.h"
 #include "core/log.h"
+#include "domain/master.h"
 #include "domain/master_int.h"
 #include "google/longrunning/operations.pb-c.h"
 
@@ -307,11 +308,25 @@ static void start_done(int code, const char *msg, ProtobufCMessage *resp, void *
 	mb_unref(b);
 }
 
+static master_url_fn url_fn;
+
+void master_set_url_fn(master_url_fn fn)
+{
+	url_fn = fn;
+}
+
+/* The status page's /builds/ID when there is one, else reactor://. */
+static char *build_url(int64_t id)
+{
+	char *u = url_fn ? url_fn(id) : NULL;
+	return u ? u : xasprintf("reactor://%s/builds/%" PRId64, master_name(), id);
+}
+
 void mb_run(struct mbuild *b, const struct cfg_builder *bl)
 {
 	mb_set_state(b, MB_STARTING);
 	b->bld = builder_dup(bl);
-	b->url = xasprintf("reactor://%s/builds/%" PRId64, master_name(), b->id);
+	b->url = build_url(b->id);
 	char *bad = prepare(b, bl);
 	if (bad) {
 		LOGI(MMOD, "build %" PRId64 ": invalid: %s", b->id, bad);
@@ -908,7 +923,7 @@ void mb_resume(struct mbuild *b, const struct cfg_builder *bl, bool started)
 	}
 	mb_set_state(b, MB_STARTING);
 	b->bld = builder_dup(bl);
-	b->url = xasprintf("reactor://%s/builds/%" PRId64, master_name(), b->id);
+	b->url = build_url(b->id);
 	char *bad = prepare(b, bl);
 	if (bad) {
 		LOGI(MMOD, "build %" PRId64 ": invalid: %s", b->id, bad);

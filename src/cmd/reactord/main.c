@@ -33,6 +33,7 @@
 #include "services/auth.h"
 #include "services/dispatch.h"
 #include "services/inst.h"
+#include "services/status.h"
 #include "core/log.h"
 #include "domain/ac.h"
 #include "domain/inspect.h"
@@ -123,6 +124,7 @@ static void apply_live(struct cfg *cfg)
 	ac_configure(cfg->ac_retention_us);
 	sched_watch_configure(cfg);
 	master_configure(cfg->master);
+	status_configure(cfg);
 	inspect_configure(cfg);
 }
 
@@ -184,6 +186,7 @@ static void drain_rest(void *arg)
 	(void)arg;
 	svc_health_set_serving(false);
 	svc_health_shutdown();
+	status_shutdown();
 	svc_buckets_shutdown();
 	svc_exec_drain();
 	svc_bots_drain();
@@ -493,6 +496,7 @@ static int start_store(void)
 		return -1;
 	}
 	sched_watch_init(d.base);
+	status_init(d.base, d.boot);
 	if (store_start(d.base, d.boot, &err) != 0) {
 		LOGE("main", "redis: %s", err);
 		free(err);
@@ -578,6 +582,7 @@ static void stop_serving(void)
 	d.ready_ev = NULL;
 	master_free();
 	worker_sup_shutdown();
+	status_shutdown();
 	svc_metrics_shutdown();
 	http_stop();
 	server_stop();
