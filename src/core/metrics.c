@@ -108,6 +108,8 @@ struct metric *metric_new(enum metric_type type, const char *name, const char *h
 	return m;
 }
 
+static struct series *series_new(struct metric *m, const char *key, size_t len, uint64_t h);
+
 struct metric *metric_histogram(const char *name, const char *help, const char *labels,
 				const double *bounds, size_t nbounds)
 {
@@ -120,6 +122,10 @@ struct metric *metric_histogram(const char *name, const char *help, const char *
 	m->nbounds = nbounds;
 	for (size_t i = 1; i < nbounds; i++)
 		assert(bounds[i] > bounds[i - 1]);
+	/* Without labels its one series exists from the start: a histogram
+	 * that has observed nothing yet shows _count 0, not nothing. */
+	if (!m->nlabels)
+		series_new(m, "", 0, map_hash_bytes("", 0));
 	return m;
 }
 
