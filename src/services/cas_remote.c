@@ -773,6 +773,35 @@ static void batch_status(Google__Rpc__Status *st, int code, const char *msg)
 	st->message = (char *)(msg ? msg : "");
 }
 
+/* The statuses and messages of a batch response's n entries, freed once
+ * the response is sent (batch_send). */
+struct breply {
+	Google__Rpc__Status *sts;
+	char **msgs;
+	size_t n;
+};
+
+static void breply_init(struct breply *y, size_t n)
+{
+	y->n = n;
+	y->sts = xcalloc(n + 1, sizeof(*y->sts));
+	y->msgs = xcalloc(n + 1, sizeof(*y->msgs));
+}
+
+/* Reply resp (its entries point into y, rs and rp), free them and b. */
+static void batch_send(struct batch *b, const ProtobufCMessage *resp, struct breply *y, void *rs,
+		       void *rp)
+{
+	call_reply(b->c, resp);
+	for (size_t i = 0; i < y->n; i++)
+		free(y->msgs[i]);
+	free(y->msgs);
+	free(y->sts);
+	free(rs);
+	free(rp);
+	batch_free(b);
+}
+
 static void update_done(struct fan *f)
 {
 	struct batch *b = f->arg;
@@ -786,8 +815,10 @@ static void update_done(struct fan *f)
 	size_t n = req->n_requests;
 	PbUpdateResp *rs = xcalloc(n + 1, sizeof(*rs));
 	PbUpdateResp **rp = xcalloc(n + 1, sizeof(*rp));
-	Google__Rpc__Status *sts = xcalloc(n + 1, sizeof(*sts));
-	char **msgs = xcalloc(n + 1, sizeof(*msgs));
+	struct breply y;
+	breply_init(&y, n);
+	Google__Rpc__Status *sts = y.sts;
+	char **msgs = y.msgs;
 	for (size_t i = 0; i < n; i++) {
 		build__bazel__remote__execution__v2__batch_update_blobs_response__response__init(
 			&rs[i]);
@@ -829,27 +860,35 @@ static void update_done(struct fan *f)
 		REV2(BATCH_UPDATE_BLOBS_RESPONSE__INIT);
 	resp.n_responses = n;
 	resp.responses = rp;
-	call_reply(b->c, &resp.base);
-	for (size_t i = 0; i < n; i++)
-		free(msgs[i]);
-	free(msgs);
-	free(sts);
-	free(rs);
-	free(rp);
+	batch_send(b, &resp.base, &y, rs, rp);
+	return;
 out:
 	batch_free(b);
+}
+
+/* A batch call on instance: its remote CAS and byte limit, or NULL when
+ * the local handler serves it (*answered false) or it was answered (a bad
+ * digest_function). */
+static struct cas_remote *batch_route(struct call *c, const char *instance, int digest_function,
+				      int64_t *limit, bool *answered)
+{
+	struct cas_remote *r = remote_for(instance);
+	*answered = r && reapi_digest_function(c, digest_function) != 0;
+	if (!r || *answered)
+		return NULL;
+	*limit = inst_max_batch(inst_find(instance));
+	return r;
 }
 
 bool cas_remote_batch_update(struct call *c, const ProtobufCMessage *msg)
 {
 	const PbBatchUpdate *req = (const void *)msg;
-	struct cas_remote *r = remote_for(req->instance_name);
+	int64_t total = 0, limit;
+	bool answered;
+	struct cas_remote *r =
+		batch_route(c, req->instance_name, req->digest_function, &limit, &answered);
 	if (!r)
-		return false;
-	struct inst *in = inst_find(req->instance_name);
-	if (reapi_digest_function(c, req->digest_function) != 0)
-		return true;
-	int64_t total = 0, limit = inst_max_batch(in);
+		return answered;
 	for (size_t i = 0; i < req->n_requests; i++)
 		total += (int64_t)req->requests[i]->data.len;
 	if (total > limit) {
@@ -1006,8 +1045,10 @@ static void read_answer(void *arg, int code, const char *msg, struct mread *m)
 	size_t n = req->n_digests;
 	PbReadResp *rs = xcalloc(n + 1, sizeof(*rs));
 	PbReadResp **rp = xcalloc(n + 1, sizeof(*rp));
-	Google__Rpc__Status *sts = xcalloc(n + 1, sizeof(*sts));
-	char **msgs = xcalloc(n + 1, sizeof(*msgs));
+	struct breply y;
+	breply_init(&y, n);
+	Google__Rpc__Status *sts = y.sts;
+	char **msgs = y.msgs;
 	for (size_t i = 0; i < n; i++) {
 		build__bazel__remote__execution__v2__batch_read_blobs_response__response__init(
 			&rs[i]);
@@ -1028,13 +1069,8 @@ static void read_answer(void *arg, int code, const char *msg, struct mread *m)
 		REV2(BATCH_READ_BLOBS_RESPONSE__INIT);
 	resp.n_responses = n;
 	resp.responses = rp;
-	call_reply(b->c, &resp.base);
-	for (size_t i = 0; i < n; i++)
-		free(msgs[i]);
-	free(msgs);
-	free(sts);
-	free(rs);
-	free(rp);
+	batch_send(b, &resp.base, &y, rs, rp);
+	return;
 out:
 	batch_free(b);
 }
@@ -1042,13 +1078,12 @@ out:
 bool cas_remote_batch_read(struct call *c, const ProtobufCMessage *msg)
 {
 	const PbBatchRead *req = (const void *)msg;
-	struct cas_remote *r = remote_for(req->instance_name);
+	int64_t total = 0, limit;
+	bool answered;
+	struct cas_remote *r =
+		batch_route(c, req->instance_name, req->digest_function, &limit, &answered);
 	if (!r)
-		return false;
-	struct inst *in = inst_find(req->instance_name);
-	if (reapi_digest_function(c, req->digest_function) != 0)
-		return true;
-	int64_t total = 0, limit = inst_max_batch(in);
+		return answered;
 	for (size_t i = 0; i < req->n_digests && total <= limit; i++) {
 		int64_t sz = req->digests[i] ? req->digests[i]->size_bytes : 0;
 		if (sz > 0)

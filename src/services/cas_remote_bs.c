@@ -60,6 +60,20 @@ static struct cas_remote *bs_resolve(struct call *c, const char *name, bool uplo
 	return r;
 }
 
+/* Route a ByteStream call on resource `name`: NULL when the local handler
+ * serves it (a local instance, a digest this reactord owns, the empty
+ * blob) or when it was answered (*bad); else the remote CAS, with *d and
+ * its owner *s. */
+static struct cas_remote *bs_route(struct call *c, const char *name, bool upload, struct digest *d,
+				   struct shard **s, bool *bad)
+{
+	struct cas_remote *r = bs_resolve(c, name, upload, d, bad);
+	if (!r || *bad)
+		return NULL;
+	*s = cas_remote_owner(r, d);
+	return (*s)->self || digest_is_empty(d) ? NULL : r;
+}
+
 /* ---- Read ---------------------------------------------------------------- */
 
 struct bread {
@@ -189,15 +203,11 @@ bool cas_remote_bs_read(struct call *c, const ProtobufCMessage *msg)
 {
 	const Google__Bytestream__ReadRequest *req = (const void *)msg;
 	struct digest d;
+	struct shard *s;
 	bool bad;
-	struct cas_remote *r = bs_resolve(c, req->resource_name, false, &d, &bad);
-	if (bad)
-		return true;
+	struct cas_remote *r = bs_route(c, req->resource_name, false, &d, &s, &bad);
 	if (!r)
-		return false;
-	struct shard *s = cas_remote_owner(r, &d);
-	if (s->self || digest_is_empty(&d))
-		return false; /* ours: the local handler reads it */
+		return bad;
 	if (req->read_offset < 0 || req->read_offset > d.size) {
 		call_finish(c, GRPC_OUT_OF_RANGE,
 			    "read_offset %lld is outside blob %s of %lld bytes",
@@ -333,15 +343,10 @@ bool cas_remote_bs_write(struct call *c, const ProtobufCMessage *msg)
 	}
 	const Google__Bytestream__WriteRequest *req = (const void *)msg;
 	struct digest d;
+	struct shard *s;
 	bool bad;
-	struct cas_remote *r = bs_resolve(c, req->resource_name, true, &d, &bad);
-	if (bad)
-		return true;
-	if (!r)
-		return false;
-	struct shard *s = cas_remote_owner(r, &d);
-	if (s->self || digest_is_empty(&d))
-		return false; /* ours: the local handler stores it */
+	if (!bs_route(c, req->resource_name, true, &d, &s, &bad))
+		return bad;
 	struct bwrite *w = xcalloc(1, sizeof(*w));
 	w->c = c;
 	call_ref(c);
@@ -387,15 +392,10 @@ bool cas_remote_bs_query(struct call *c, const ProtobufCMessage *msg)
 {
 	const Google__Bytestream__QueryWriteStatusRequest *req = (const void *)msg;
 	struct digest d;
+	struct shard *s;
 	bool bad;
-	struct cas_remote *r = bs_resolve(c, req->resource_name, true, &d, &bad);
-	if (bad)
-		return true;
-	if (!r)
-		return false;
-	struct shard *s = cas_remote_owner(r, &d);
-	if (s->self || digest_is_empty(&d))
-		return false;
+	if (!bs_route(c, req->resource_name, true, &d, &s, &bad))
+		return bad;
 	const char *why = NULL;
 	struct rc_client *cl = shard_client(s, &why);
 	struct bquery *q = xcalloc(1, sizeof(*q));
