@@ -2,9 +2,9 @@
  * cas_remote.c - `storage: remote` and `storage: sharded` instances (see
  * cas_remote.h and reactor.conf(5)): the shard list and its connections,
  * rendezvous hashing, FindMissingBlobs / BatchReadBlobs / BatchUpdateBlobs
- * split per shard and sent concurrently, GetTree walked across shards, the
+ * split per shard and sent concurrently, the read-through cache, the
  * action cache's completeness check and Execute's inputs.  ByteStream is
- * in cas_remote_bs.c.
+ * in cas_remote_bs.c, GetTree in cas_remote_tree.c.
  *
  * Ownership: the owner of a digest is the shard with the highest
  * splitmix64(fnv1a64(shard name) ^ first 8 bytes of the hash): every
@@ -32,6 +32,7 @@
 #include "core/cfg.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "domain/blob.h"
 #include "google/bytestream/bytestream.pb-c.h"
 #include "google/rpc/status.pb-c.h"
@@ -47,8 +48,10 @@
 #define UNARY_TIMEOUT  (120 * 1000000LL)
 #define FETCH_MAX      (64LL << 20) /* Trees, Actions, Commands read whole */
 #define FETCH_SEG      (2 << 20)
+#define CACHE_BLOB_MAX (1 << 20) /* and at most 1/8 of cache-size */
 
 static struct event_base *rbase;
+static struct metric *m_up, *m_calls, *m_errors;
 static struct map rcalls;
 static bool rcalls_init;
 
@@ -111,6 +114,7 @@ int cas_remote_open(struct event_base *base, const struct cfg_instance *ci,
 		s->name = xstrdup(cs->name);
 		s->addr = xstrdup(cs->address);
 		s->self = ci->shard_self && !strcmp(ci->shard_self, cs->name);
+		s->inst = r->instance;
 		s->opts.tls.enabled = cs->tls;
 		s->opts.tls.ca = dup_or_null(cs->tls_ca);
 		s->opts.tls.cert = dup_or_null(cs->tls_cert);
@@ -126,6 +130,25 @@ int cas_remote_open(struct event_base *base, const struct cfg_instance *ci,
 			cas_remote_close(r);
 			return -1;
 		}
+	}
+	if (ci->cache_size > 0) {
+		r->cache = blob_open_memory(ci->cache_size);
+		r->cache_blob_max =
+			ci->cache_size / 8 < CACHE_BLOB_MAX ? ci->cache_size / 8 : CACHE_BLOB_MAX;
+	}
+	m_up = metric_new(METRIC_GAUGE, "reactor_cas_shard_up",
+			  "1 unless the CAS shard is down (its connection failed and this "
+			  "reactord is backing off), per instance and shard.",
+			  "instance,shard");
+	m_calls = metric_new(METRIC_COUNTER, "reactor_cas_shard_calls_total",
+			     "Calls to a CAS shard that ended (connection attempts included).",
+			     "instance,shard");
+	m_errors = metric_new(METRIC_COUNTER, "reactor_cas_shard_errors_total",
+			      "Calls to a CAS shard that ended with an error.", "instance,shard");
+	for (int i = 0; i < r->n; i++) {
+		metric_set(m_up, 1, r->instance, r->shards[i].name);
+		metric_add(m_calls, 0, r->instance, r->shards[i].name);
+		metric_add(m_errors, 0, r->instance, r->shards[i].name);
 	}
 	*out = r;
 	return 0;
@@ -150,7 +173,14 @@ void cas_remote_close(struct cas_remote *r)
 	}
 	free(r->shards);
 	free(r->instance);
+	if (r->cache)
+		blob_close(r->cache);
 	free(r);
+}
+
+struct event_base *cas_remote_base(void)
+{
+	return rbase;
 }
 
 struct cas_remote *cas_remote_of(const char *name)
@@ -206,14 +236,19 @@ struct rc_client *shard_client(struct shard *s, const char **why)
 	return s->cl;
 }
 
+/* Every call to a shard ends here (shard_check_down), so this counts them. */
 bool shard_check_down(struct shard *s, int code, const char *msg)
 {
+	metric_add(m_calls, 1, s->inst, s->name);
 	if (code == GRPC_OK) {
-		if (s->backoff_us)
+		if (s->backoff_us) {
 			LOGI(MOD, "CAS shard %s (%s) is back", s->name, s->addr);
+			metric_set(m_up, 1, s->inst, s->name);
+		}
 		s->backoff_us = 0;
 		return false;
 	}
+	metric_add(m_errors, 1, s->inst, s->name);
 	if (s->cl && rc_client_alive(s->cl) && code != GRPC_UNAVAILABLE)
 		return false; /* the shard answered: its own error */
 	if (s->cl && rc_client_alive(s->cl))
@@ -228,6 +263,7 @@ bool shard_check_down(struct shard *s, int code, const char *msg)
 	s->why = xstrdup(msg && *msg ? msg : "connection closed");
 	LOGW(MOD, "CAS shard %s (%s) unavailable: %s; retrying in %lld ms", s->name, s->addr,
 	     s->why, (long long)(s->backoff_us / 1000));
+	metric_set(m_up, 0, s->inst, s->name);
 	if (s->cl) {
 		rc_client_release(s->cl);
 		s->cl = NULL;
@@ -258,6 +294,33 @@ static char *shard_error(struct shard *s, int *code, const char *msg)
 	if (*code == GRPC_UNAVAILABLE)
 		return xasprintf("CAS shard %s (%s) unavailable: %s", s->name, s->addr, msg);
 	return xasprintf("CAS shard %s (%s): %s", s->name, s->addr, msg);
+}
+
+const char *shard_start_failed(struct shard *s, struct rc_client *cl, const char *why)
+{
+	if (cl)
+		shard_check_down(s, GRPC_UNAVAILABLE, "connection closed");
+	return s->why ? s->why : why ? why : "connection closed";
+}
+
+void shard_finish_call(struct call *c, struct shard *s, int code, const char *msg)
+{
+	char *m = shard_error(s, &code, msg);
+	call_finish(c, code, "%s", m);
+	free(m);
+}
+
+/* ---- the read-through cache ---------------------------------------------- */
+
+bool cache_read(struct cas_remote *r, const struct digest *d, uint8_t **data)
+{
+	return r->cache && d->size <= r->cache_blob_max && blob_get(r->cache, d, data) == 0;
+}
+
+void cache_fill(struct cas_remote *r, const struct digest *d, const uint8_t *data, size_t len)
+{
+	if (r->cache && d->size <= r->cache_blob_max && !blob_has(r->cache, d))
+		(void)blob_put(r->cache, d, data, len, NULL); /* a wrong hash is not stored */
 }
 
 /* ---- a fan-out over shards ---------------------------------------------- */
@@ -370,13 +433,10 @@ static void fan_send(struct part *p, const char *path, const ProtobufCMessage *r
 	const char *why = NULL;
 	struct rc_client *cl = shard_client(p->s, &why);
 	if (!cl || rc_unary_start(cl, path, req, desc, timeout, fan_reply, p) != 0) {
-		if (cl)
-			shard_check_down(p->s, GRPC_UNAVAILABLE, "connection closed");
+		why = shard_start_failed(p->s, cl, why);
 		fan_fail(p->f, GRPC_UNAVAILABLE,
 			 xasprintf("CAS shard %s (%s) unavailable: %s", p->s->name, p->s->addr,
-				   p->s->why ? p->s->why
-				   : why     ? why
-					     : "connection closed"));
+				   why));
 		return;
 	}
 	p->f->pending++;
@@ -392,6 +452,66 @@ static void fan_go(struct fan *f)
 		static const struct timeval now = {0, 0};
 		evtimer_add(f->ev, &now);
 	}
+}
+
+enum fan_req { FAN_FIND, FAN_READ, FAN_UPDATE };
+
+/* Send each remote part of f as one request: FindMissingBlobs or
+ * BatchReadBlobs of its digests, or BatchUpdateBlobs of the entries of
+ * `update` at its indexes; then fan_go. */
+static void fan_send_all(struct fan *f, enum fan_req kind, const PbBatchUpdate *update,
+			 struct call *c)
+{
+#define CASP "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
+	static const char *const paths[] = {CASP "FindMissingBlobs", CASP "BatchReadBlobs",
+					    CASP "BatchUpdateBlobs"};
+#undef CASP
+	const ProtobufCMessageDescriptor *descs[] = {
+		&build__bazel__remote__execution__v2__find_missing_blobs_response__descriptor,
+		&build__bazel__remote__execution__v2__batch_read_blobs_response__descriptor,
+		&build__bazel__remote__execution__v2__batch_update_blobs_response__descriptor,
+	};
+	for (int k = 0; k < f->r->n; k++) {
+		struct part *p = &f->parts[k];
+		if (!p->n || p->s->self)
+			continue;
+		PbDigest *pds = xcalloc(p->n, sizeof(*pds));
+		void **pp = xcalloc(p->n, sizeof(*pp));
+		for (size_t j = 0; j < p->n; j++) {
+			if (kind == FAN_UPDATE) {
+				pp[j] = update->requests[p->idx[j]];
+			} else {
+				reapi_pb_digest(&pds[j], &f->d[p->idx[j]]);
+				pp[j] = &pds[j];
+			}
+		}
+		union {
+			ProtobufCMessage base;
+			PbFindMissing fm;
+			PbBatchRead br;
+			PbBatchUpdate bu;
+		} q;
+		if (kind == FAN_FIND) {
+			q.fm = (PbFindMissing)REV2(FIND_MISSING_BLOBS_REQUEST__INIT);
+			q.fm.instance_name = f->r->instance;
+			q.fm.n_blob_digests = p->n;
+			q.fm.blob_digests = (PbDigest **)pp;
+		} else if (kind == FAN_READ) {
+			q.br = (PbBatchRead)REV2(BATCH_READ_BLOBS_REQUEST__INIT);
+			q.br.instance_name = f->r->instance;
+			q.br.n_digests = p->n;
+			q.br.digests = (PbDigest **)pp;
+		} else {
+			q.bu = (PbBatchUpdate)REV2(BATCH_UPDATE_BLOBS_REQUEST__INIT);
+			q.bu.instance_name = f->r->instance;
+			q.bu.n_requests = p->n;
+			q.bu.requests = (void *)pp;
+		}
+		fan_send(p, paths[kind], &q.base, descs[kind], shard_timeout(c));
+		free(pds);
+		free(pp);
+	}
+	fan_go(f);
 }
 
 /* ---- FindMissingBlobs --------------------------------------------------- */
@@ -480,31 +600,75 @@ static void fm_start(struct cas_remote *r, const struct digest *d, size_t n, str
 	memcpy(f->d, d, n * sizeof(*d));
 	for (size_t i = 0; i < n; i++)
 		fan_assign(f, i);
-	for (int k = 0; k < r->n; k++) {
-		struct part *p = &f->parts[k];
-		if (!p->n || p->s->self)
-			continue;
-		PbFindMissing req = REV2(FIND_MISSING_BLOBS_REQUEST__INIT);
-		req.instance_name = r->instance;
-		PbDigest *pds = xcalloc(p->n, sizeof(*pds));
-		PbDigest **pp = xcalloc(p->n, sizeof(*pp));
-		for (size_t j = 0; j < p->n; j++) {
-			reapi_pb_digest(&pds[j], &f->d[p->idx[j]]);
-			pp[j] = &pds[j];
-		}
-		req.n_blob_digests = p->n;
-		req.blob_digests = pp;
-		fan_send(
-			p,
-			"/build.bazel.remote.execution.v2.ContentAddressableStorage/"
-			"FindMissingBlobs",
-			&req.base,
-			&build__bazel__remote__execution__v2__find_missing_blobs_response__descriptor,
-			shard_timeout(c));
-		free(pds);
-		free(pp);
+	fan_send_all(f, FAN_FIND, NULL, c);
+}
+
+/* Per-digest results of shard calls, keyed by digest. */
+struct bres {
+	struct digest_map_node n;
+	int code;
+	char *msg;
+	uint8_t *data; /* read: stolen from the shard's response (malloc'd) */
+	size_t len;
+};
+
+struct bset {
+	struct digest_map map;
+	struct bres **all;
+	size_t n, cap;
+};
+
+static void bset_init(struct bset *b)
+{
+	digest_map_init(&b->map);
+}
+
+static void bset_clear(struct bset *b)
+{
+	digest_map_clear(&b->map);
+	for (size_t i = 0; i < b->n; i++) {
+		free(b->all[i]->msg);
+		free(b->all[i]->data);
+		free(b->all[i]);
 	}
-	fan_go(f);
+	free(b->all);
+}
+
+static struct bres *bres_get(struct bset *b, const struct digest *d)
+{
+	struct digest_map_node *n = digest_map_find(&b->map, d);
+	return n ? container_of(n, struct bres, n) : NULL;
+}
+
+static struct bres *bres_put(struct bset *b, const struct digest *d)
+{
+	struct bres *e = bres_get(b, d);
+	if (e)
+		return e;
+	e = xcalloc(1, sizeof(*e));
+	memcpy(e->n.hash, d->hash, DIGEST_HASH_LEN);
+	e->n.size = d->size;
+	digest_map_insert(&b->map, &e->n);
+	if (b->n == b->cap)
+		b->all = xrealloc(b->all, (b->cap = b->cap ? b->cap * 2 : 16) * sizeof(*b->all));
+	b->all[b->n++] = e;
+	return e;
+}
+
+/* One entry of a shard's BatchUpdate/BatchRead response into set b. */
+static struct bres *bres_status(struct bset *b, struct part *p, const PbDigest *pd,
+				const Google__Rpc__Status *st)
+{
+	struct digest d;
+	if (reapi_digest_err(pd, &d, NULL) != 0)
+		return NULL;
+	struct bres *e = bres_put(b, &d);
+	e->code = st ? st->code : GRPC_OK;
+	free(e->msg);
+	e->msg = st && st->message && *st->message
+			 ? xasprintf("CAS shard %s: %s", p->s->name, st->message)
+			 : NULL;
+	return e;
 }
 
 /* The handler's state for the unary batch calls. */
@@ -512,19 +676,7 @@ struct batch {
 	struct rcall rc;
 	struct call *c;
 	ProtobufCMessage *req; /* taken */
-	bool cancelled;
-	/* BatchRead / BatchUpdate: results keyed by digest */
-	struct digest_map res;
-	struct bres **all;
-	size_t nall, cap;
-};
-
-struct bres {
-	struct digest_map_node n;
-	int code;
-	char *msg;
-	uint8_t *data; /* read: stolen from the shard's response (malloc'd) */
-	size_t len;
+	struct bset res;       /* BatchUpdate: the shards' answers */
 };
 
 static struct batch *batch_new(struct call *c, const ProtobufCMessage *msg)
@@ -534,7 +686,7 @@ static struct batch *batch_new(struct call *c, const ProtobufCMessage *msg)
 	call_ref(c);
 	call_take_request(c);
 	b->req = (ProtobufCMessage *)msg;
-	digest_map_init(&b->res);
+	bset_init(&b->res);
 	rcall_add(&b->rc, c, RK_BATCH);
 	return b;
 }
@@ -542,37 +694,10 @@ static struct batch *batch_new(struct call *c, const ProtobufCMessage *msg)
 static void batch_free(struct batch *b)
 {
 	rcall_del(&b->rc);
-	digest_map_clear(&b->res);
-	for (size_t i = 0; i < b->nall; i++) {
-		free(b->all[i]->msg);
-		free(b->all[i]->data);
-		free(b->all[i]);
-	}
-	free(b->all);
+	bset_clear(&b->res);
 	protobuf_c_message_free_unpacked(b->req, &call_pb_allocator);
 	call_unref(b->c);
 	free(b);
-}
-
-static struct bres *bres_put(struct batch *b, const struct digest *d)
-{
-	struct digest_map_node *n = digest_map_find(&b->res, d);
-	if (n)
-		return container_of(n, struct bres, n);
-	struct bres *e = xcalloc(1, sizeof(*e));
-	memcpy(e->n.hash, d->hash, DIGEST_HASH_LEN);
-	e->n.size = d->size;
-	digest_map_insert(&b->res, &e->n);
-	if (b->nall == b->cap)
-		b->all = xrealloc(b->all, (b->cap = b->cap ? b->cap * 2 : 16) * sizeof(*b->all));
-	b->all[b->nall++] = e;
-	return e;
-}
-
-static struct bres *bres_get(struct batch *b, const struct digest *d)
-{
-	struct digest_map_node *n = digest_map_find(&b->res, d);
-	return n ? container_of(n, struct bres, n) : NULL;
 }
 
 static void fm_answer(void *arg, int code, const char *msg, const bool *missing)
@@ -637,50 +762,8 @@ static void update_part(struct part *p, ProtobufCMessage *resp)
 {
 	struct batch *b = p->f->arg;
 	const Build__Bazel__Remote__Execution__V2__BatchUpdateBlobsResponse *r = (const void *)resp;
-	for (size_t i = 0; i < r->n_responses; i++) {
-		struct digest d;
-		if (reapi_digest_err(r->responses[i]->digest, &d, NULL) != 0)
-			continue;
-		struct bres *e = bres_put(b, &d);
-		const Google__Rpc__Status *st = r->responses[i]->status;
-		e->code = st ? st->code : GRPC_OK;
-		free(e->msg);
-		e->msg = st && st->message && *st->message
-				 ? xasprintf("CAS shard %s: %s", p->s->name, st->message)
-				 : NULL;
-	}
-}
-
-static void read_part(struct part *p, ProtobufCMessage *resp)
-{
-	struct batch *b = p->f->arg;
-	Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse *r = (void *)resp;
-	for (size_t i = 0; i < r->n_responses; i++) {
-		struct digest d;
-		if (reapi_digest_err(r->responses[i]->digest, &d, NULL) != 0)
-			continue;
-		struct bres *e = bres_put(b, &d);
-		const Google__Rpc__Status *st = r->responses[i]->status;
-		e->code = st ? st->code : GRPC_OK;
-		free(e->msg);
-		e->msg = st && st->message && *st->message
-				 ? xasprintf("CAS shard %s: %s", p->s->name, st->message)
-				 : NULL;
-		free(e->data);
-		e->data = NULL;
-		if (e->code == GRPC_OK) {
-			/* Steal the bytes: the response is freed with free(). */
-			e->data = r->responses[i]->data.data;
-			e->len = r->responses[i]->data.len;
-			r->responses[i]->data.data = NULL;
-			r->responses[i]->data.len = 0;
-			if ((int64_t)e->len != d.size) {
-				e->code = GRPC_DATA_LOSS;
-				e->msg = xasprintf("CAS shard %s sent %zu bytes for %s/%lld",
-						   p->s->name, e->len, d.hex, (long long)d.size);
-			}
-		}
-	}
+	for (size_t i = 0; i < r->n_responses; i++)
+		(void)bres_status(&b->res, p, r->responses[i]->digest, r->responses[i]->status);
 }
 
 static void batch_status(Google__Rpc__Status *st, int code, const char *msg)
@@ -688,6 +771,35 @@ static void batch_status(Google__Rpc__Status *st, int code, const char *msg)
 	google__rpc__status__init(st);
 	st->code = code;
 	st->message = (char *)(msg ? msg : "");
+}
+
+/* The statuses and messages of a batch response's n entries, freed once
+ * the response is sent (batch_send). */
+struct breply {
+	Google__Rpc__Status *sts;
+	char **msgs;
+	size_t n;
+};
+
+static void breply_init(struct breply *y, size_t n)
+{
+	y->n = n;
+	y->sts = xcalloc(n + 1, sizeof(*y->sts));
+	y->msgs = xcalloc(n + 1, sizeof(*y->msgs));
+}
+
+/* Reply resp (its entries point into y, rs and rp), free them and b. */
+static void batch_send(struct batch *b, const ProtobufCMessage *resp, struct breply *y, void *rs,
+		       void *rp)
+{
+	call_reply(b->c, resp);
+	for (size_t i = 0; i < y->n; i++)
+		free(y->msgs[i]);
+	free(y->msgs);
+	free(y->sts);
+	free(rs);
+	free(rp);
+	batch_free(b);
 }
 
 static void update_done(struct fan *f)
@@ -703,8 +815,10 @@ static void update_done(struct fan *f)
 	size_t n = req->n_requests;
 	PbUpdateResp *rs = xcalloc(n + 1, sizeof(*rs));
 	PbUpdateResp **rp = xcalloc(n + 1, sizeof(*rp));
-	Google__Rpc__Status *sts = xcalloc(n + 1, sizeof(*sts));
-	char **msgs = xcalloc(n + 1, sizeof(*msgs));
+	struct breply y;
+	breply_init(&y, n);
+	Google__Rpc__Status *sts = y.sts;
+	char **msgs = y.msgs;
 	for (size_t i = 0; i < n; i++) {
 		build__bazel__remote__execution__v2__batch_update_blobs_response__response__init(
 			&rs[i]);
@@ -734,7 +848,7 @@ static void update_done(struct fan *f)
 								      : GRPC_INTERNAL,
 				     msgs[i]);
 		} else {
-			struct bres *e = bres_get(b, d);
+			struct bres *e = bres_get(&b->res, d);
 			if (e)
 				batch_status(&sts[i], e->code, e->msg);
 			else
@@ -746,27 +860,35 @@ static void update_done(struct fan *f)
 		REV2(BATCH_UPDATE_BLOBS_RESPONSE__INIT);
 	resp.n_responses = n;
 	resp.responses = rp;
-	call_reply(b->c, &resp.base);
-	for (size_t i = 0; i < n; i++)
-		free(msgs[i]);
-	free(msgs);
-	free(sts);
-	free(rs);
-	free(rp);
+	batch_send(b, &resp.base, &y, rs, rp);
+	return;
 out:
 	batch_free(b);
+}
+
+/* A batch call on instance: its remote CAS and byte limit, or NULL when
+ * the local handler serves it (*answered false) or it was answered (a bad
+ * digest_function). */
+static struct cas_remote *batch_route(struct call *c, const char *instance, int digest_function,
+				      int64_t *limit, bool *answered)
+{
+	struct cas_remote *r = remote_for(instance);
+	*answered = r && reapi_digest_function(c, digest_function) != 0;
+	if (!r || *answered)
+		return NULL;
+	*limit = inst_max_batch(inst_find(instance));
+	return r;
 }
 
 bool cas_remote_batch_update(struct call *c, const ProtobufCMessage *msg)
 {
 	const PbBatchUpdate *req = (const void *)msg;
-	struct cas_remote *r = remote_for(req->instance_name);
+	int64_t total = 0, limit;
+	bool answered;
+	struct cas_remote *r =
+		batch_route(c, req->instance_name, req->digest_function, &limit, &answered);
 	if (!r)
-		return false;
-	struct inst *in = inst_find(req->instance_name);
-	if (reapi_digest_function(c, req->digest_function) != 0)
-		return true;
-	int64_t total = 0, limit = inst_max_batch(in);
+		return answered;
 	for (size_t i = 0; i < req->n_requests; i++)
 		total += (int64_t)req->requests[i]->data.len;
 	if (total > limit) {
@@ -794,102 +916,161 @@ bool cas_remote_batch_update(struct call *c, const ProtobufCMessage *msg)
 			continue;
 		fan_assign(f, i);
 	}
-	for (int k = 0; k < r->n; k++) {
-		struct part *p = &f->parts[k];
-		if (!p->n || p->s->self)
-			continue;
-		PbBatchUpdate sub = REV2(BATCH_UPDATE_BLOBS_REQUEST__INIT);
-		sub.instance_name = r->instance;
-		sub.n_requests = p->n;
-		sub.requests = xcalloc(p->n, sizeof(*sub.requests));
-		for (size_t j = 0; j < p->n; j++)
-			sub.requests[j] = req->requests[p->idx[j]];
-		fan_send(
-			p,
-			"/build.bazel.remote.execution.v2.ContentAddressableStorage/"
-			"BatchUpdateBlobs",
-			&sub.base,
-			&build__bazel__remote__execution__v2__batch_update_blobs_response__descriptor,
-			shard_timeout(c));
-		free(sub.requests);
-	}
-	fan_go(f);
+	fan_send_all(f, FAN_UPDATE, req, c);
 	return true;
 }
 
-static void read_done(struct fan *f)
+/* ---- many whole blobs (mread) -------------------------------------------- */
+
+struct mread {
+	struct cas_remote *r;
+	struct bset res;
+	mread_cb cb;
+	void *arg;
+};
+
+static void mread_part(struct part *p, ProtobufCMessage *resp)
 {
-	struct batch *b = f->arg;
+	struct mread *m = p->f->arg;
+	Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse *r = (void *)resp;
+	for (size_t i = 0; i < r->n_responses; i++) {
+		struct bres *e =
+			bres_status(&m->res, p, r->responses[i]->digest, r->responses[i]->status);
+		if (!e)
+			continue;
+		free(e->data);
+		e->data = NULL;
+		if (e->code != GRPC_OK)
+			continue;
+		/* Steal the bytes: the response is freed with free(). */
+		e->data = r->responses[i]->data.data;
+		e->len = r->responses[i]->data.len;
+		r->responses[i]->data.data = NULL;
+		r->responses[i]->data.len = 0;
+		if ((int64_t)e->len != e->n.size) {
+			e->code = GRPC_DATA_LOSS;
+			free(e->msg);
+			e->msg = xasprintf("CAS shard %s sent %zu bytes for a blob of %lld",
+					   p->s->name, e->len, (long long)e->n.size);
+		} else {
+			struct digest d;
+			digest_from_hash(e->n.hash, e->n.size, &d);
+			cache_fill(m->r, &d, e->data, e->len);
+		}
+	}
+}
+
+static void mread_done(struct fan *f)
+{
+	struct mread *m = f->arg;
+	m->cb(m->arg, f->code, f->msg, m);
+	bset_clear(&m->res);
+	free(m);
+}
+
+void mread_start(struct cas_remote *r, const struct digest *d, size_t n, struct call *c,
+		 mread_cb cb, void *arg)
+{
+	struct mread *m = xcalloc(1, sizeof(*m));
+	m->r = r;
+	m->cb = cb;
+	m->arg = arg;
+	bset_init(&m->res);
+	struct fan *f = fan_new(r, n);
+	f->arg = m;
+	f->on_part = mread_part;
+	f->on_done = mread_done;
+	for (size_t i = 0; i < n; i++) {
+		f->d[i] = d[i];
+		if (digest_is_empty(&d[i]) || bres_get(&m->res, &d[i]))
+			continue;
+		uint8_t *data = NULL;
+		if (cas_remote_owner(r, &d[i])->self) {
+			struct bres *e = bres_put(&m->res, &d[i]);
+			int rv = blob_get(r->local, &d[i], &e->data);
+			e->len = (size_t)d[i].size;
+			e->code = rv == 0	  ? GRPC_OK
+				  : rv == -ENOENT ? GRPC_NOT_FOUND
+						  : GRPC_INTERNAL;
+			if (rv)
+				e->msg = xasprintf(
+					"blob %s/%lld %s", d[i].hex, (long long)d[i].size,
+					rv == -ENOENT ? "not found" : "could not be read");
+		} else if (cache_read(r, &d[i], &data)) {
+			struct bres *e = bres_put(&m->res, &d[i]);
+			e->data = data;
+			e->len = (size_t)d[i].size;
+		} else {
+			fan_assign(f, i);
+		}
+	}
+	fan_send_all(f, FAN_READ, NULL, c);
+}
+
+int mread_get(struct mread *m, const struct digest *d, uint8_t **data, const char **msg, bool take)
+{
+	static uint8_t none[1];
+	*msg = NULL;
+	*data = NULL;
+	if (digest_is_empty(d)) {
+		*data = take ? xmalloc(1) : none;
+		return GRPC_OK;
+	}
+	struct bres *e = bres_get(&m->res, d);
+	if (!e) {
+		*msg = "the CAS shard did not answer for this blob";
+		return GRPC_INTERNAL;
+	}
+	*msg = e->msg;
+	if (e->code == GRPC_OK) {
+		*data = e->data;
+		if (take)
+			e->data = NULL;
+	}
+	return e->code;
+}
+
+/* ---- BatchReadBlobs ------------------------------------------------------ */
+
+static void read_answer(void *arg, int code, const char *msg, struct mread *m)
+{
+	struct batch *b = arg;
 	if (call_done(b->c))
 		goto out;
-	if (f->code != GRPC_OK) {
-		call_finish(b->c, f->code, "%s", f->msg);
+	if (code != GRPC_OK) {
+		call_finish(b->c, code, "%s", msg);
 		goto out;
 	}
 	const PbBatchRead *req = (const void *)b->req;
 	size_t n = req->n_digests;
 	PbReadResp *rs = xcalloc(n + 1, sizeof(*rs));
 	PbReadResp **rp = xcalloc(n + 1, sizeof(*rp));
-	Google__Rpc__Status *sts = xcalloc(n + 1, sizeof(*sts));
-	char **msgs = xcalloc(n + 1, sizeof(*msgs));
-	uint8_t **own = xcalloc(n + 1, sizeof(*own));
+	struct breply y;
+	breply_init(&y, n);
+	Google__Rpc__Status *sts = y.sts;
+	char **msgs = y.msgs;
 	for (size_t i = 0; i < n; i++) {
 		build__bazel__remote__execution__v2__batch_read_blobs_response__response__init(
 			&rs[i]);
 		rs[i].digest = req->digests[i];
 		rp[i] = &rs[i];
 		rs[i].status = &sts[i];
-		const struct digest *d = &f->d[i];
-		char *err = NULL;
-		struct digest chk;
-		if (reapi_digest_err(req->digests[i], &chk, &err) != 0) {
-			msgs[i] = err;
-			batch_status(&sts[i], GRPC_INVALID_ARGUMENT, err);
-		} else if (digest_is_empty(d)) {
-			batch_status(&sts[i], GRPC_OK, NULL);
-		} else if (cas_remote_owner(f->r, d)->self) {
-			int rv = blob_get(f->r->local, d, &own[i]);
-			if (rv == 0) {
-				rs[i].data.data = own[i];
-				rs[i].data.len = (size_t)d->size;
-				batch_status(&sts[i], GRPC_OK, NULL);
-			} else {
-				msgs[i] = rv == -ENOENT
-						  ? xasprintf("blob %s/%lld not found", d->hex,
-							      (long long)d->size)
-						  : xasprintf("reading blob %s failed", d->hex);
-				batch_status(&sts[i],
-					     rv == -ENOENT ? GRPC_NOT_FOUND : GRPC_INTERNAL,
-					     msgs[i]);
-			}
-		} else {
-			struct bres *e = bres_get(b, d);
-			if (!e) {
-				batch_status(&sts[i], GRPC_INTERNAL,
-					     "the CAS shard did not answer for this blob");
-			} else {
-				batch_status(&sts[i], e->code, e->msg);
-				if (e->code == GRPC_OK) {
-					rs[i].data.data = e->data;
-					rs[i].data.len = e->len;
-				}
-			}
+		struct digest d;
+		if (reapi_digest_err(req->digests[i], &d, &msgs[i]) != 0) {
+			batch_status(&sts[i], GRPC_INVALID_ARGUMENT, msgs[i]);
+			continue;
 		}
+		const char *em;
+		int rc = mread_get(m, &d, &rs[i].data.data, &em, false);
+		batch_status(&sts[i], rc, em);
+		rs[i].data.len = rc == GRPC_OK ? (size_t)d.size : 0;
 	}
 	Build__Bazel__Remote__Execution__V2__BatchReadBlobsResponse resp =
 		REV2(BATCH_READ_BLOBS_RESPONSE__INIT);
 	resp.n_responses = n;
 	resp.responses = rp;
-	call_reply(b->c, &resp.base);
-	for (size_t i = 0; i < n; i++) {
-		free(msgs[i]);
-		free(own[i]);
-	}
-	free(own);
-	free(msgs);
-	free(sts);
-	free(rs);
-	free(rp);
+	batch_send(b, &resp.base, &y, rs, rp);
+	return;
 out:
 	batch_free(b);
 }
@@ -897,13 +1078,12 @@ out:
 bool cas_remote_batch_read(struct call *c, const ProtobufCMessage *msg)
 {
 	const PbBatchRead *req = (const void *)msg;
-	struct cas_remote *r = remote_for(req->instance_name);
+	int64_t total = 0, limit;
+	bool answered;
+	struct cas_remote *r =
+		batch_route(c, req->instance_name, req->digest_function, &limit, &answered);
 	if (!r)
-		return false;
-	struct inst *in = inst_find(req->instance_name);
-	if (reapi_digest_function(c, req->digest_function) != 0)
-		return true;
-	int64_t total = 0, limit = inst_max_batch(in);
+		return answered;
 	for (size_t i = 0; i < req->n_digests && total <= limit; i++) {
 		int64_t sz = req->digests[i] ? req->digests[i]->size_bytes : 0;
 		if (sz > 0)
@@ -917,42 +1097,13 @@ bool cas_remote_batch_read(struct call *c, const ProtobufCMessage *msg)
 			(long long)limit);
 		return true;
 	}
-	size_t n = req->n_digests;
-	struct fan *f = fan_new(r, n);
-	struct batch *b = batch_new(c, msg);
-	f->arg = b;
-	f->on_part = read_part;
-	f->on_done = read_done;
-	for (size_t i = 0; i < n; i++) {
-		if (reapi_digest_err(req->digests[i], &f->d[i], NULL) != 0 ||
-		    digest_is_empty(&f->d[i]))
-			continue;
-		fan_assign(f, i);
-	}
-	for (int k = 0; k < r->n; k++) {
-		struct part *p = &f->parts[k];
-		if (!p->n || p->s->self)
-			continue;
-		PbBatchRead sub = REV2(BATCH_READ_BLOBS_REQUEST__INIT);
-		sub.instance_name = r->instance;
-		PbDigest *pds = xcalloc(p->n, sizeof(*pds));
-		PbDigest **pp = xcalloc(p->n, sizeof(*pp));
-		for (size_t j = 0; j < p->n; j++) {
-			reapi_pb_digest(&pds[j], &f->d[p->idx[j]]);
-			pp[j] = &pds[j];
-		}
-		sub.n_digests = p->n;
-		sub.digests = pp;
-		fan_send(
-			p,
-			"/build.bazel.remote.execution.v2.ContentAddressableStorage/BatchReadBlobs",
-			&sub.base,
-			&build__bazel__remote__execution__v2__batch_read_blobs_response__descriptor,
-			shard_timeout(c));
-		free(pds);
-		free(pp);
-	}
-	fan_go(f);
+	size_t n = req->n_digests, k = 0;
+	struct digest *d = xcalloc(n + 1, sizeof(*d));
+	for (size_t i = 0; i < n; i++)
+		if (reapi_digest_err(req->digests[i], &d[k], NULL) == 0)
+			k++;
+	mread_start(r, d, k, c, read_answer, batch_new(c, msg));
+	free(d);
 	return true;
 }
 
@@ -1049,6 +1200,7 @@ static void fetch_done(struct rc_call *k, int code, const char *message, void *a
 				   f->d.hex);
 	} else {
 		f->code = GRPC_OK;
+		cache_fill(f->r, &f->d, f->buf, f->have);
 	}
 	fetch_end(f);
 }
@@ -1065,13 +1217,10 @@ static void fetch_seg(struct fetch *f)
 			       : NULL;
 	if (!k) {
 		free(name);
-		if (cl)
-			shard_check_down(f->s, GRPC_UNAVAILABLE, "connection closed");
+		why = shard_start_failed(f->s, cl, why);
 		f->code = GRPC_UNAVAILABLE;
-		f->msg = xasprintf("CAS shard %s (%s) unavailable: %s", f->s->name, f->s->addr,
-				   f->s->why ? f->s->why
-				   : why     ? why
-					     : "connection closed");
+		f->msg =
+			xasprintf("CAS shard %s (%s) unavailable: %s", f->s->name, f->s->addr, why);
 		fetch_later(f);
 		return;
 	}
@@ -1112,6 +1261,11 @@ static void fetch_start(struct cas_remote *r, const struct digest *d, fetch_cb c
 		if (rv)
 			f->msg = xasprintf("blob %s/%lld %s", d->hex, (long long)d->size,
 					   rv == -ENOENT ? "not found" : "could not be read");
+		fetch_later(f);
+		return;
+	}
+	if (cache_read(r, d, &f->buf)) {
+		f->code = GRPC_OK;
 		fetch_later(f);
 		return;
 	}
@@ -1566,21 +1720,6 @@ bool cas_remote_execute(struct call *c, const ProtobufCMessage *msg,
 	return true;
 }
 
-/* ---- GetTree ------------------------------------------------------------- */
-
-bool cas_remote_get_tree(struct call *c, const ProtobufCMessage *msg)
-{
-	const Build__Bazel__Remote__Execution__V2__GetTreeRequest *req = (const void *)msg;
-	struct cas_remote *r = remote_for(req->instance_name);
-	if (!r)
-		return false;
-	call_finish(c, GRPC_UNIMPLEMENTED,
-		    "GetTree is not served by instance \"%s\" (storage: %s): read the "
-		    "Directory blobs with BatchReadBlobs",
-		    req->instance_name, r->sharded ? "sharded" : "remote");
-	return true;
-}
-
 /* ---- hooks for the calls' life ------------------------------------------- */
 
 bool cas_remote_cancel(struct call *c)
@@ -1590,6 +1729,8 @@ bool cas_remote_cancel(struct call *c)
 		return false;
 	if (rc->kind == RK_READ || rc->kind == RK_WRITE)
 		cas_remote_bs_cancel(c, rc);
+	else if (rc->kind == RK_TREE)
+		cas_remote_tree_cancel(c, rc);
 	/* Batch calls: the replies find call_done() and free their state. */
 	return true;
 }
@@ -1601,6 +1742,8 @@ bool cas_remote_writable(struct call *c)
 		return false;
 	if (rc->kind == RK_READ)
 		cas_remote_bs_writable(c, rc);
+	else if (rc->kind == RK_TREE)
+		cas_remote_tree_writable(c, rc);
 	return true;
 }
 

@@ -60,6 +60,20 @@ static struct cas_remote *bs_resolve(struct call *c, const char *name, bool uplo
 	return r;
 }
 
+/* Route a ByteStream call on resource `name`: NULL when the local handler
+ * serves it (a local instance, a digest this reactord owns, the empty
+ * blob) or when it was answered (*bad); else the remote CAS, with *d and
+ * its owner *s. */
+static struct cas_remote *bs_route(struct call *c, const char *name, bool upload, struct digest *d,
+				   struct shard **s, bool *bad)
+{
+	struct cas_remote *r = bs_resolve(c, name, upload, d, bad);
+	if (!r || *bad)
+		return NULL;
+	*s = cas_remote_owner(r, d);
+	return (*s)->self || digest_is_empty(d) ? NULL : r;
+}
+
 /* ---- Read ---------------------------------------------------------------- */
 
 struct bread {
@@ -73,11 +87,24 @@ struct bread {
 	int64_t seg_left; /* bytes the segment in flight still owes */
 	struct rc_call *k;
 	bool paused;
+	uint8_t *keep; /* a whole small blob read for the cache, or NULL */
 };
+
+/* One ReadResponse with n bytes of data, framed by hand after the 5 gRPC
+ * bytes. */
+static void bs_send_data(struct call *c, const uint8_t *data, size_t n)
+{
+	uint8_t *buf = xmalloc(5 + 11 + n);
+	buf[5] = 10 << 3 | 2;
+	size_t hl = 1 + pb_varint_put(buf + 6, n);
+	memcpy(buf + 5 + hl, data, n);
+	call_send_owned(c, buf, hl + n);
+}
 
 static void bread_free(struct bread *b)
 {
 	rcall_del(&b->rc);
+	free(b->keep);
 	free(b->name);
 	call_unref(b->c);
 	free(b);
@@ -95,12 +122,9 @@ static void bread_msg(struct rc_call *k, const uint8_t *msg, size_t len, void *a
 		return;
 	size_t n = r->data.len;
 	if ((int64_t)n <= b->seg_left && !call_done(b->c) && n > 0) {
-		/* ReadResponse.data, framed by hand after the 5 gRPC bytes. */
-		uint8_t *buf = xmalloc(5 + 11 + n);
-		buf[5] = 10 << 3 | 2;
-		size_t hl = 1 + pb_varint_put(buf + 6, n);
-		memcpy(buf + 5 + hl, r->data.data, n);
-		call_send_owned(b->c, buf, hl + n);
+		if (b->keep)
+			memcpy(b->keep + b->off, r->data.data, n);
+		bs_send_data(b->c, r->data.data, n);
 		b->seg_left -= (int64_t)n;
 		b->off += (int64_t)n;
 		b->left -= (int64_t)n;
@@ -120,12 +144,7 @@ static void bread_done(struct rc_call *k, int code, const char *message, void *a
 		return;
 	}
 	if (code != GRPC_OK) {
-		bool down = shard_check_down(b->s, code, message);
-		if (down || code == GRPC_UNAVAILABLE)
-			shard_fail_call(b->c, b->s, down ? b->s->why : message);
-		else
-			call_finish(b->c, code, "CAS shard %s (%s): %s", b->s->name, b->s->addr,
-				    message);
+		shard_finish_call(b->c, b->s, code, message);
 		bread_free(b);
 		return;
 	}
@@ -138,6 +157,8 @@ static void bread_done(struct rc_call *k, int code, const char *message, void *a
 		return;
 	}
 	if (b->left == 0) {
+		if (b->keep)
+			cache_fill(b->r, &b->d, b->keep, (size_t)b->d.size);
 		call_finish(b->c, GRPC_OK, NULL);
 		bread_free(b);
 		return;
@@ -161,12 +182,7 @@ static void bread_pump(struct bread *b)
 				  bread_done, b)
 		  : NULL;
 	if (!b->k) {
-		if (cl)
-			shard_check_down(b->s, GRPC_UNAVAILABLE, "connection closed");
-		shard_fail_call(b->c, b->s,
-				b->s->why ? b->s->why
-				: why	  ? why
-					  : "connection closed");
+		shard_fail_call(b->c, b->s, shard_start_failed(b->s, cl, why));
 		bread_free(b);
 		return;
 	}
@@ -187,15 +203,11 @@ bool cas_remote_bs_read(struct call *c, const ProtobufCMessage *msg)
 {
 	const Google__Bytestream__ReadRequest *req = (const void *)msg;
 	struct digest d;
+	struct shard *s;
 	bool bad;
-	struct cas_remote *r = bs_resolve(c, req->resource_name, false, &d, &bad);
-	if (bad)
-		return true;
+	struct cas_remote *r = bs_route(c, req->resource_name, false, &d, &s, &bad);
 	if (!r)
-		return false;
-	struct shard *s = cas_remote_owner(r, &d);
-	if (s->self || digest_is_empty(&d))
-		return false; /* ours: the local handler reads it */
+		return bad;
 	if (req->read_offset < 0 || req->read_offset > d.size) {
 		call_finish(c, GRPC_OUT_OF_RANGE,
 			    "read_offset %lld is outside blob %s of %lld bytes",
@@ -208,6 +220,14 @@ bool cas_remote_bs_read(struct call *c, const ProtobufCMessage *msg)
 		return true;
 	}
 	int64_t left = d.size - req->read_offset;
+	if (req->read_limit > 0 && req->read_limit < left)
+		left = req->read_limit;
+	uint8_t *data = NULL;
+	if (left > 0 && cache_read(r, &d, &data)) {
+		bs_send_data(c, data + req->read_offset, (size_t)left); /* cached: <= 1 MiB */
+		free(data);
+		left = 0;
+	}
 	if (left == 0) {
 		call_finish(c, GRPC_OK, NULL);
 		return true;
@@ -222,9 +242,9 @@ bool cas_remote_bs_read(struct call *c, const ProtobufCMessage *msg)
 			  ? xasprintf("%s/blobs/%s/%lld", r->instance, d.hex, (long long)d.size)
 			  : xasprintf("blobs/%s/%lld", d.hex, (long long)d.size);
 	b->off = req->read_offset;
-	b->left = d.size - req->read_offset;
-	if (req->read_limit > 0 && req->read_limit < b->left)
-		b->left = req->read_limit;
+	b->left = left;
+	if (r->cache && left == d.size && d.size <= r->cache_blob_max)
+		b->keep = xmalloc((size_t)d.size);
 	rcall_add(&b->rc, c, RK_READ);
 	bread_pump(b);
 	return true;
@@ -282,12 +302,7 @@ static void bwrite_done(struct rc_call *k, int code, const char *message, void *
 				    "WriteResponse",
 				    w->s->name);
 		} else {
-			bool down = shard_check_down(w->s, code, message);
-			if (down || code == GRPC_UNAVAILABLE)
-				shard_fail_call(w->c, w->s, down ? w->s->why : message);
-			else
-				call_finish(w->c, code, "CAS shard %s (%s): %s", w->s->name,
-					    w->s->addr, message);
+			shard_finish_call(w->c, w->s, code, message);
 		}
 	}
 	bwrite_free(w);
@@ -328,15 +343,10 @@ bool cas_remote_bs_write(struct call *c, const ProtobufCMessage *msg)
 	}
 	const Google__Bytestream__WriteRequest *req = (const void *)msg;
 	struct digest d;
+	struct shard *s;
 	bool bad;
-	struct cas_remote *r = bs_resolve(c, req->resource_name, true, &d, &bad);
-	if (bad)
-		return true;
-	if (!r)
-		return false;
-	struct shard *s = cas_remote_owner(r, &d);
-	if (s->self || digest_is_empty(&d))
-		return false; /* ours: the local handler stores it */
+	if (!bs_route(c, req->resource_name, true, &d, &s, &bad))
+		return bad;
 	struct bwrite *w = xcalloc(1, sizeof(*w));
 	w->c = c;
 	call_ref(c);
@@ -348,9 +358,7 @@ bool cas_remote_bs_write(struct call *c, const ProtobufCMessage *msg)
 				  bwrite_done, w)
 		  : NULL;
 	if (!w->k) {
-		if (cl)
-			shard_check_down(s, GRPC_UNAVAILABLE, "connection closed");
-		shard_fail_call(c, s, s->why ? s->why : why ? why : "connection closed");
+		shard_fail_call(c, s, shard_start_failed(s, cl, why));
 		bwrite_free(w);
 		return true;
 	}
@@ -373,11 +381,7 @@ static void bquery_done(int code, const char *message, ProtobufCMessage *resp, v
 			shard_check_down(q->s, code, message);
 			call_reply(q->c, resp);
 		} else {
-			bool down = shard_check_down(q->s, code, message);
-			if (down || code == GRPC_UNAVAILABLE)
-				shard_fail_call(q->c, q->s, down ? q->s->why : message);
-			else
-				call_finish(q->c, code, "%s", message);
+			shard_finish_call(q->c, q->s, code, message);
 		}
 	}
 	call_unref(q->c);
@@ -388,15 +392,10 @@ bool cas_remote_bs_query(struct call *c, const ProtobufCMessage *msg)
 {
 	const Google__Bytestream__QueryWriteStatusRequest *req = (const void *)msg;
 	struct digest d;
+	struct shard *s;
 	bool bad;
-	struct cas_remote *r = bs_resolve(c, req->resource_name, true, &d, &bad);
-	if (bad)
-		return true;
-	if (!r)
-		return false;
-	struct shard *s = cas_remote_owner(r, &d);
-	if (s->self || digest_is_empty(&d))
-		return false;
+	if (!bs_route(c, req->resource_name, true, &d, &s, &bad))
+		return bad;
 	const char *why = NULL;
 	struct rc_client *cl = shard_client(s, &why);
 	struct bquery *q = xcalloc(1, sizeof(*q));
@@ -406,9 +405,7 @@ bool cas_remote_bs_query(struct call *c, const ProtobufCMessage *msg)
 	if (!cl || rc_unary_start(cl, "/google.bytestream.ByteStream/QueryWriteStatus", msg,
 				  &google__bytestream__query_write_status_response__descriptor,
 				  shard_timeout(c), bquery_done, q) != 0) {
-		if (cl)
-			shard_check_down(s, GRPC_UNAVAILABLE, "connection closed");
-		shard_fail_call(c, s, s->why ? s->why : why ? why : "connection closed");
+		shard_fail_call(c, s, shard_start_failed(s, cl, why));
 		call_unref(c);
 		free(q);
 	}

@@ -721,6 +721,8 @@ static void tree_step(evutil_socket_t fd, short what, void *arg)
 
 void svc_cas_get_tree_cancel(struct call *c)
 {
+	if (cas_remote_cancel(c))
+		return;
 	struct tree_walk *w = call_data(c);
 	if (w)
 		tree_free(w);
@@ -728,6 +730,8 @@ void svc_cas_get_tree_cancel(struct call *c)
 
 void svc_cas_get_tree_writable(struct call *c)
 {
+	if (cas_remote_writable(c))
+		return;
 	struct tree_walk *w = call_data(c);
 	if (!w || !w->paused)
 		return;

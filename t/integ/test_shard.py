@@ -12,9 +12,20 @@ config lists the three shards by unix socket and names itself).
   the blob;
 - a shard killed gives UNAVAILABLE naming it to a CAS call touching it
   (never "missing"), and after its restart everything reads back;
+- GetTree through any of the three, over a tree whose Directories are on
+  all shards, answers exactly what a single-store reactord holding the
+  same blobs answers, page for page (page tokens included, and a token of
+  either resumes on the other); a down shard holding part of the tree is
+  UNAVAILABLE naming it, and /metrics shows it down;
+- the read-through cache (cache-size): a second read of a blob another
+  shard owns, by BatchReadBlobs or ByteStream, does not reach the owner
+  (its /metrics count), FindMissingBlobs always does;
 - Bazel sends a build to A, whose instance has no workers; the workers
   are attached to B and C only: the build runs remotely, its outputs equal
-  a local build's, and a clean rebuild through C is all cache hits.
+  a local build's, and a clean rebuild through C is all cache hits;
+- a shard killed during such a build: the build fails or retries, and
+  after the restart a rebuild's outputs equal the local build's and every
+  output blob reads back matching its digest through each reactord.
 
 Run by `make check`; by hand: /usr/bin/python3 t/integ/test_shard.py [NAME...]
 """
@@ -22,10 +33,13 @@ Run by `make check`; by hand: /usr/bin/python3 t/integ/test_shard.py [NAME...]
 import hashlib
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
+import threading
 import unittest
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,7 +87,7 @@ class ShardCase(h.ReactordTestCase):
     def sock(self, name):
         return os.path.join(self.tmp, name + ".sock")
 
-    def config(self, name, workers):
+    def config(self, name, workers, cache_size=None):
         cfg = self.base_config(name)
         cfg["redis"] = {"embedded": False, "address": "unix:" + self.ext.sock,
                         "reconnect-max": "200ms", "connect-timeout": "1s"}
@@ -82,13 +96,30 @@ class ShardCase(h.ReactordTestCase):
             "name": "", "execution": True, "storage": "sharded", "shard-self": name,
             "shards": [{"name": n, "address": "unix:" + self.sock(n)} for n in NAMES],
         }]
+        if cache_size:
+            cfg["instances"][0]["cache-size"] = cache_size
         cfg["workers"] = {"local": workers}
+        cfg["http"] = ["127.0.0.1:0"]
         return cfg
 
-    def start_all(self, workers=(0, 0, 0)):
+    def start_all(self, workers=(0, 0, 0), cache_size=None):
         for n, w in zip(NAMES, workers):
-            self.srv[n] = self.start_reactord(cfg=self.config(n, w), name=n)
+            self.srv[n] = self.start_reactord(cfg=self.config(n, w, cache_size), name=n)
         self.ch = {n: self.channel(self.srv[n].tcp_addr) for n in NAMES}
+
+    def metric(self, name, pattern):
+        """Sum of the samples of metric `name` whose labels match pattern."""
+        with urllib.request.urlopen(self.srv[name].http_url + "/metrics", timeout=10) as r:
+            text = r.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            m = re.match(r"(\w+)(\{[^}]*\})? (\S+)$", line)
+            if m and re.search(pattern, m.group(1) + (m.group(2) or "")):
+                total += float(m.group(3))
+        return total
+
+    def rpcs(self, name, method):
+        return self.metric(name, r'^reactor_rpc_calls_total\{.*method="[^"]*/%s"' % method)
 
     def restart(self, name, workers=0):
         os.unlink(self.srv[name].ready_file)
@@ -138,6 +169,13 @@ class ShardCase(h.ReactordTestCase):
         w = self.ch[via].stream_unary(BS + "Write", request_serializer=lambda m: m.SerializeToString(),
                                       response_deserializer=h.pb().bytestream.WriteResponse.FromString)
         return w(reqs(), timeout=TIMEOUT * 4)
+
+    def get_tree(self, ch, root, page_size=0, page_token=""):
+        """Every GetTreeResponse of one call, serialized."""
+        f = ch.unary_stream(CAS + "GetTree", request_serializer=lambda m: m.SerializeToString(),
+                            response_deserializer=lambda b: b)
+        return list(f(h.pb().re.GetTreeRequest(root_digest=root, page_size=page_size,
+                                               page_token=page_token), timeout=TIMEOUT))
 
     def bs_read(self, via, d):
         r = self.ch[via].unary_stream(BS + "Read", request_serializer=lambda m: m.SerializeToString(),
@@ -229,6 +267,125 @@ class TestShardedCas(ShardCase):
             r = self.call(via, "BatchReadBlobs", h.pb().re.BatchReadBlobsRequest(digests=ds),
                           h.pb().re.BatchReadBlobsResponse)
             self.assertEqual([x.data for x in r.responses], blobs, via)
+
+
+def make_tree(rnd, ndirs=80):
+    """A random tree of Directory blobs: (root digest, {hash: bytes}, the
+    serialized Directories in creation order).  Some subtrees are shared,
+    and one child names a Directory that is never uploaded (omitted)."""
+    re_ = h.pb().re
+    blobs = {}
+    made = []
+
+    def add(d):
+        b = d.SerializeToString()
+        blobs[hashlib.sha256(b).hexdigest()] = b
+        made.append(digest(b))
+        return made[-1]
+    for i in range(ndirs):
+        d = re_.Directory(files=[re_.FileNode(name="f%d" % i, digest=digest(b"x%d" % i))])
+        kids = rnd.sample(made, min(len(made), rnd.randint(0, 4))) if made else []
+        for j, k in enumerate(sorted(kids, key=lambda x: x.hash)):
+            d.directories.add(name="d%d_%d" % (i, j), digest=k)
+        if i == ndirs // 2:
+            d.directories.add(name="zz_missing", digest=digest(b"no such directory"))
+        add(d)
+    top = re_.Directory()
+    for j, k in enumerate(made[-12:]):
+        top.directories.add(name="t%02d" % j, digest=k)
+    root = add(top)
+    return root, blobs
+
+
+class TestShardedGetTree(ShardCase):
+    def setUp(self):
+        super().setUp()
+        self.root, self.blobs = make_tree(random.Random(41))
+        owners = {owner(x) for x in self.blobs}
+        self.assertEqual(owners, set(NAMES))
+        self.start_all()
+        self.upload("a", list(self.blobs.values()))
+        solo = self.start_reactord(name="solo")
+        self.solo = self.channel(solo.tcp_addr)
+        req = h.pb().re.BatchUpdateBlobsRequest(requests=[
+            h.pb().re.BatchUpdateBlobsRequest.Request(digest=digest(b), data=b)
+            for b in self.blobs.values()])
+        h.unary(self.solo, CAS + "BatchUpdateBlobs", type(req),
+                h.pb().re.BatchUpdateBlobsResponse)(req, timeout=TIMEOUT)
+
+    def test_get_tree_equals_single_store(self):
+        want = self.get_tree(self.solo, self.root)
+        self.assertEqual(len(want), 1)
+        dirs = h.pb().re.GetTreeResponse.FromString(want[0]).directories
+        self.assertGreater(len(dirs), 40)
+        for via in NAMES:  # the root's owner and two non-owners
+            self.assertEqual(self.get_tree(self.ch[via], self.root), want, via)
+        # Pages of 7: the same pages and tokens; a token resumes on either.
+        pages = self.get_tree(self.solo, self.root, page_size=7)
+        self.assertGreater(len(pages), 3)
+        for via in ("b", "c"):
+            self.assertEqual(self.get_tree(self.ch[via], self.root, page_size=7), pages, via)
+        tok = h.pb().re.GetTreeResponse.FromString(pages[1]).next_page_token
+        self.assertTrue(tok)
+        # (A resumed walk may send again a subtree shared with what came
+        # before the token: compare with the single store resuming.)
+        resumed = self.get_tree(self.solo, self.root, 7, tok)
+        self.assertEqual(resumed[-1], pages[-1])
+        for via in NAMES:
+            self.assertEqual(self.get_tree(self.ch[via], self.root, 7, tok), resumed, via)
+        tok2 = h.pb().re.GetTreeResponse.FromString(
+            self.get_tree(self.ch["c"], self.root, 7)[3]).next_page_token
+        self.assertEqual(self.get_tree(self.solo, self.root, 7, tok2),
+                         self.get_tree(self.ch["b"], self.root, 7, tok2))
+        with self.assertRaises(h.grpc.RpcError) as cm:
+            self.get_tree(self.ch["b"], self.root, 7, tok[:-1] + "9999")
+        self.assertEqual(cm.exception.code(), h.grpc.StatusCode.INVALID_ARGUMENT)
+        with self.assertRaises(h.grpc.RpcError) as cm:
+            self.get_tree(self.ch["c"], digest(b"no root"))
+        self.assertEqual(cm.exception.code(), h.grpc.StatusCode.NOT_FOUND)
+
+    def test_get_tree_shard_down_is_unavailable(self):
+        own = owner(self.root.hash)
+        down = [n for n in NAMES if n != own][0]
+        via = [n for n in NAMES if n != down][0]
+        self.assertEqual(self.metric(via, r'^reactor_cas_shard_up\{.*shard="%s"' % down), 1)
+        self.srv[down].kill()
+        self.srv[down].expected_rc = None
+        with self.assertRaises(h.grpc.RpcError) as cm:
+            self.get_tree(self.ch[via], self.root)
+        self.assertEqual(cm.exception.code(), h.grpc.StatusCode.UNAVAILABLE)
+        self.assertIn("CAS shard %s (unix:%s) unavailable" % (down, self.sock(down)),
+                      cm.exception.details())
+        self.assertEqual(self.metric(via, r'^reactor_cas_shard_up\{.*shard="%s"' % down), 0)
+        self.assertGreater(
+            self.metric(via, r'^reactor_cas_shard_errors_total\{.*shard="%s"' % down), 0)
+
+
+class TestShardedCache(ShardCase):
+    def test_cache_spares_the_owner_reads_not_presence(self):
+        self.start_all(cache_size="8MiB")
+        rnd = random.Random(3)
+        blobs = [bytes(rnd.getrandbits(8) for _ in range(500)) + b"%d" % i for i in range(60)]
+        on_b = [b for b in blobs if owner(digest(b).hash) == "b"][:6]
+        self.assertGreaterEqual(len(on_b), 2)
+        self.upload("b", on_b)
+        ds = [digest(b) for b in on_b[:-1]]
+        req = h.pb().re.BatchReadBlobsRequest(digests=ds)
+        before = self.rpcs("b", "BatchReadBlobs")
+        for _ in range(2):
+            r = self.call("a", "BatchReadBlobs", req, h.pb().re.BatchReadBlobsResponse)
+            self.assertEqual([x.data for x in r.responses], on_b[:-1])
+        self.assertEqual(self.rpcs("b", "BatchReadBlobs"), before + 1)
+        # ByteStream: the first read fills the cache, the second is a hit.
+        last = digest(on_b[-1])
+        before = self.rpcs("b", "Read")
+        self.assertEqual(self.bs_read("a", last), on_b[-1])
+        self.assertEqual(self.bs_read("a", last), on_b[-1])
+        self.assertEqual(self.rpcs("b", "Read"), before + 1)
+        # Presence is the owner's: FindMissingBlobs asks it every time.
+        before = self.rpcs("b", "FindMissingBlobs")
+        self.assertEqual(self.find_missing("a", ds), [])
+        self.assertEqual(self.rpcs("b", "FindMissingBlobs"), before + 1)
 
 
 NO_BAZEL = "SKIP: bazel not found in PATH (Debian: bazel-bootstrap) or set BAZEL"
