@@ -85,6 +85,8 @@ static struct metric *find(const char *name)
 	return NULL;
 }
 
+static struct series *series_new(struct metric *m, const char *key, size_t len, uint64_t h);
+
 struct metric *metric_new(enum metric_type type, const char *name, const char *help,
 			  const char *labels)
 {
@@ -105,10 +107,10 @@ struct metric *metric_new(enum metric_type type, const char *name, const char *h
 	list_init(&m->order);
 	*R.tail = m;
 	R.tail = &m->next;
+	if (type == METRIC_COUNTER && !m->nlabels)
+		series_new(m, "", 0, map_hash_bytes("", 0)); /* 0 until counted */
 	return m;
 }
-
-static struct series *series_new(struct metric *m, const char *key, size_t len, uint64_t h);
 
 struct metric *metric_histogram(const char *name, const char *help, const char *labels,
 				const double *bounds, size_t nbounds)
