@@ -1,11 +1,11 @@
 /*
- * worker_cas.h - reactor-worker's CAS client: reads and writes blobs of
- * one instance over a connected rc_client, choosing BatchReadBlobs /
- * BatchUpdateBlobs for blobs that fit max_batch_total_size_bytes (from
- * GetCapabilities) and ByteStream Read / Write for larger ones.  Every
- * read is verified against its digest.  Calls are synchronous: they run
- * the client's event loop until the RPC ends (the worker is a separate
- * process and may block).
+ * worker_cas.h - reactor-worker's CAS access: the programs' one CAS client
+ * (domain/cas_client.h: batches within max_batch_total_size_bytes,
+ * ByteStream for larger blobs, every read verified) with the worker's
+ * rules on top: input files created beneath the input root without
+ * following a symlink, output files opened beneath the working
+ * directory.  Calls are synchronous: they run the client's event loop
+ * until the RPC ends (the worker is a separate process and may block).
  */
 #ifndef REACTOR_WORKER_CAS_H
 #define REACTOR_WORKER_CAS_H
@@ -15,15 +15,15 @@
 #include <stdint.h>
 
 #include "core/digest.h"
+#include "domain/cas_client.h"
 
 struct rc_client;
 struct event_base;
 
+/* The worker's settings of the programs' CAS client (domain/cas_client.h). */
 struct wcas {
-	struct event_base *base;
-	struct rc_client *cl; /* borrowed */
-	const char *instance; /* borrowed */
-	int64_t max_batch;    /* bytes of blob data per batch request */
+	struct casc c;
+	int64_t max_batch; /* bytes of blob data per batch request */
 	/* The server's symlink_absolute_path_strategy is ALLOWED. */
 	bool absolute_symlinks;
 };
