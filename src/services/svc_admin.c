@@ -230,6 +230,11 @@ static void summary_done(void *arg, int rc, struct inspect_summary *r)
 		is[i].queued = r->instances[i].queued;
 		is[i].bots = r->instances[i].bots;
 		is[i].bots_busy = r->instances[i].bots_busy;
+		is[i].operations_queued = r->instances[i].ops_queued;
+		is[i].operations_executing = r->instances[i].ops_executing;
+		is[i].operations_completed_ok = r->instances[i].ops_ok;
+		is[i].operations_completed_failed = r->instances[i].ops_failed;
+		is[i].operations_completed_cancelled = r->instances[i].ops_cancelled;
 		isp[i] = &is[i];
 	}
 	for (size_t i = 0; i < r->n_depth; i++) {
