@@ -266,17 +266,24 @@ def auth_supported():
         return False
 
 
+def write_tokens(tmp, ids):
+    """A tokens file in tmp for {identity: [roles]}: (its path, {identity:
+    token})."""
+    tokens = {i: secrets.token_urlsafe(24) for i in ids}
+    path = os.path.join(tmp, "tokens")
+    with open(path, "w") as f:
+        for ident, roles in ids.items():
+            f.write("%s %s %s\n" % (hashlib.sha256(tokens[ident].encode()).hexdigest(),
+                                    ident, " ".join(roles)))
+    return path, tokens
+
+
 @unittest.skipUnless(auth_supported(), "reactord has no auth: config section")
 class TestAdminRoles(AdminCase):
     def test_ops_admin_required(self):
         ids = {"dev": ["cas-read", "cas-write", "execute", "read", "put"],
                "oper": ["ops-admin"]}
-        tokens = {i: secrets.token_urlsafe(24) for i in ids}
-        path = os.path.join(self.tmp, "tokens")
-        with open(path, "w") as f:
-            for ident, roles in ids.items():
-                f.write("%s %s %s\n" % (hashlib.sha256(tokens[ident].encode()).hexdigest(),
-                                        ident, " ".join(roles)))
+        path, tokens = write_tokens(self.tmp, ids)
         srv = self.start_reactord(config(auth={"tokens-file": path}))
         ch = self.channel(srv.tcp_addr)
         md = {i: [("authorization", "Bearer " + t)] for i, t in tokens.items()}

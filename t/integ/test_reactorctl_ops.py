@@ -20,6 +20,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as h  # noqa: E402
+import test_admin as ta  # noqa: E402
 import testbot as tb  # noqa: E402
 from reactor.admin.v1 import admin_pb2 as apb  # noqa: E402
 
@@ -193,29 +194,14 @@ class TestHelp(CtlCase):
                 self.assertLessEqual(len(line.split("  ")[1]) + 2, 80, line)
 
 
-def auth_supported():
-    try:
-        with open(h.REACTORD, "rb") as f:
-            return b"tokens-file" in f.read()
-    except OSError:
-        return False
-
-
-@unittest.skipUnless(auth_supported(), "reactord has no auth: config section")
+@unittest.skipUnless(ta.auth_supported(), "reactord has no auth: config section")
 class TestOpLsFallback(CtlCase):
     def test_op_ls_without_ops_admin(self):
-        import hashlib
-        import secrets
         from harness import pb
         ids = {"dev": ["cas-read", "cas-write", "execute"],
                "other": ["cas-read", "cas-write", "execute"],
                "oper": ["ops-admin"]}
-        tokens = {i: secrets.token_urlsafe(24) for i in ids}
-        path = os.path.join(self.tmp, "tokens")
-        with open(path, "w") as f:
-            for ident, roles in ids.items():
-                f.write("%s %s %s\n" % (hashlib.sha256(tokens[ident].encode()).hexdigest(),
-                                        ident, " ".join(roles)))
+        path, tokens = ta.write_tokens(self.tmp, ids)
         tfile = {}
         for ident, tok in tokens.items():
             tfile[ident] = os.path.join(self.tmp, ident + ".token")

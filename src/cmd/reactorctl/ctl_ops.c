@@ -146,6 +146,93 @@ const char *ctl_ops_ago(int64_t us)
 	return ctl_reltime(b, 32, us);
 }
 
+/* Bytes one element of a repeated field takes in its array. */
+static size_t elem_size(const ProtobufCFieldDescriptor *f)
+{
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64:
+	case PROTOBUF_C_TYPE_DOUBLE: return 8;
+	case PROTOBUF_C_TYPE_BOOL: return sizeof(protobuf_c_boolean);
+	case PROTOBUF_C_TYPE_STRING:
+	case PROTOBUF_C_TYPE_MESSAGE: return sizeof(void *);
+	case PROTOBUF_C_TYPE_BYTES: return sizeof(ProtobufCBinaryData);
+	default: return 4; /* int32, uint32, enum, float */
+	}
+}
+
+static void json_field_value(struct ctl_json *j, const ProtobufCFieldDescriptor *f, const void *p)
+{
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_STRING: ctl_json_str(j, *(char *const *)p); break;
+	case PROTOBUF_C_TYPE_BOOL: ctl_json_bool(j, *(const protobuf_c_boolean *)p); break;
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32: ctl_json_int(j, *(const int32_t *)p); break;
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32: ctl_json_int(j, *(const uint32_t *)p); break;
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64: ctl_json_int(j, *(const int64_t *)p); break;
+	case PROTOBUF_C_TYPE_ENUM: {
+		int v = *(const int *)p;
+		const ProtobufCEnumValue *e =
+			protobuf_c_enum_descriptor_get_value(f->descriptor, v);
+		if (e)
+			ctl_json_str(j, e->name);
+		else
+			ctl_json_int(j, v);
+		break;
+	}
+	case PROTOBUF_C_TYPE_MESSAGE: {
+		const ProtobufCMessage *m = *(const ProtobufCMessage *const *)p;
+		if (m)
+			ctl_json_msg(j, m);
+		else
+			ctl_json_null(j);
+		break;
+	}
+	default: /* bytes, float, double: none of the admin messages has one */
+		ctl_json_null(j);
+		break;
+	}
+}
+
+void ctl_json_msg(struct ctl_json *j, const ProtobufCMessage *m)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	const char *base = (const char *)m;
+	ctl_json_obj(j);
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		ctl_json_key(j, f->name);
+		if (f->label != PROTOBUF_C_LABEL_REPEATED) {
+			json_field_value(j, f, base + f->offset);
+			continue;
+		}
+		size_t n = *(const size_t *)(base + f->quantifier_offset);
+		const char *arr = *(const char *const *)(base + f->offset);
+		ctl_json_arr(j);
+		for (size_t k = 0; k < n; k++)
+			json_field_value(j, f, arr + k * elem_size(f));
+		ctl_json_end(j);
+	}
+	ctl_json_end(j);
+}
+
+/* A response as --json prints it: its fields, one document. */
+static void json_print_msg(const ProtobufCMessage *m)
+{
+	struct ctl_json *j = ctl_json_new();
+	ctl_json_msg(j, m);
+	ctl_json_print(j);
+}
+
 /* "HASH/SIZE"; "" for none in --json (dig_json), "-" in tables. */
 static const char *dig_json(char *buf, size_t n, const PbDigest *d)
 {
@@ -728,37 +815,7 @@ static int cmd_bot_ls(struct ctl *c, int argc, char **argv)
 		return rv;
 	const Reactor__Admin__V1__ListBotsResponse *r = (const void *)out;
 	if (c->json) {
-		struct ctl_json *j = ctl_json_new();
-		ctl_json_obj(j);
-		ctl_json_key(j, "bots");
-		ctl_json_arr(j);
-		for (size_t i = 0; i < r->n_bots; i++) {
-			const PbAdmBot *b = r->bots[i];
-			ctl_json_obj(j);
-			ctl_json_kstr(j, "session", b->session);
-			ctl_json_kstr(j, "bot_id", b->bot_id);
-			ctl_json_kstr(j, "owner", b->owner);
-			ctl_json_kstr(j, "state", b->state);
-			ctl_json_kstr(j, "properties", b->properties);
-			ctl_json_kbool(j, "busy", b->busy);
-			ctl_json_kstr(j, "lease_job", b->lease_job);
-			ctl_json_kstr(j, "lease_state", b->lease_state);
-			ctl_json_kstr(j, "lease_action_digest", b->lease_action_digest);
-			ctl_json_key(j, "lease_operations");
-			ctl_json_arr(j);
-			for (size_t k = 0; k < b->n_lease_operations; k++)
-				ctl_json_str(j, b->lease_operations[k]);
-			ctl_json_end(j);
-			ctl_json_kint(j, "created_us", b->created_us);
-			ctl_json_kint(j, "last_seen_us", b->last_seen_us);
-			ctl_json_kint(j, "expire_us", b->expire_us);
-			ctl_json_end(j);
-		}
-		ctl_json_end(j);
-		ctl_json_kint(j, "total", r->total);
-		ctl_json_kbool(j, "truncated", r->truncated);
-		ctl_json_end(j);
-		ctl_json_print(j);
+		json_print_msg(out);
 	} else {
 		struct ctl_table *t = ctl_table_new(c, 6, "BOT", "STATE", "LEASE", "OPERATION",
 						    "LAST SEEN", "PROPERTIES");
@@ -790,24 +847,7 @@ static int cmd_queue_ls(struct ctl *c, int argc, char **argv)
 		return rv;
 	const Reactor__Admin__V1__ListQueuesResponse *r = (const void *)out;
 	if (c->json) {
-		struct ctl_json *j = ctl_json_new();
-		ctl_json_obj(j);
-		ctl_json_key(j, "queues");
-		ctl_json_arr(j);
-		for (size_t i = 0; i < r->n_queues; i++) {
-			const PbAdmQueue *q = r->queues[i];
-			ctl_json_obj(j);
-			ctl_json_kstr(j, "platform", q->platform);
-			ctl_json_kint(j, "queued", q->queued);
-			ctl_json_kint(j, "oldest_queued_us", q->oldest_queued_us);
-			ctl_json_kint(j, "bots", q->bots);
-			ctl_json_kint(j, "bots_busy", q->bots_busy);
-			ctl_json_end(j);
-		}
-		ctl_json_end(j);
-		ctl_json_kbool(j, "truncated", r->truncated);
-		ctl_json_end(j);
-		ctl_json_print(j);
+		json_print_msg(out);
 	} else {
 		struct ctl_table *t =
 			ctl_table_new(c, 5, "PLATFORM", "QUEUED", "OLDEST", "BOTS", "BUSY");

@@ -247,6 +247,9 @@ START_TEST(test_scrape_async)
 	ck_line(S.text, "reactor_s{from=\"async\"} 7");
 	ck_line(S.text, "reactor_build_info{version=\"1.2.3\"} 1");
 	ck_line(S.text, "reactor_scrape_errors 1");
+	/* The label-less standard histograms exist before any observation. */
+	ck_assert_int_eq(count_prefix(S.text, "reactor_event_loop_lag_seconds_count "), 1);
+	ck_line(S.text, "reactor_redis_roundtrip_seconds_count 0");
 	free(S.text);
 	metrics_free();
 	event_base_free(base);
