@@ -4,7 +4,8 @@
  * sched_prelude.lua, so they read the keys exactly as the scheduler's own
  * scripts name them), replies turned into the plain structs of the
  * header.  The summary is a fixed batch of three commands (the
- * scheduler's counters, the buckets' counters, the master's lease set)
+ * scheduler's counters with the operations by stage of opstats:{i}, the
+ * buckets' counters, the master's lease set)
  * joined when the last reply is in.  Holds no state but the config
  * pointer and the script ids.
  */
@@ -111,20 +112,23 @@ static int reply_rc(const redisReply *r, const char *what)
 
 /* ---- running scripts ---------------------------------------------------- */
 
+struct req;
+/* What one list query (bots, queues, operations) is: its script, what a
+ * log line calls it, how its reply becomes the result, and how the result
+ * reaches the caller's typed callback and is freed afterwards. */
+struct query {
+	int script;
+	const char *what;
+	void *(*parse)(const redisReply *r, const char *instance);
+	void (*answer)(const struct req *q, int rc, void *res);
+};
+
 struct req {
-	void (*fn)(void);
+	const struct query *qd;
+	void (*fn)(void); /* the caller's callback, cast back by qd->answer */
 	void *arg;
 	char *instance;
 };
-
-static struct req *req_new(void (*fn)(void), void *arg, const char *instance)
-{
-	struct req *q = xcalloc(1, sizeof(*q));
-	q->fn = fn;
-	q->arg = arg;
-	q->instance = xstrdup(instance ? instance : "");
-	return q;
-}
 
 static void req_free(struct req *q)
 {
@@ -155,9 +159,57 @@ static int run_sched(int s, store_cb cb, void *arg, const char *const *keys, int
 	return rc;
 }
 
+static void query_reply(redisReply *r, void *arg)
+{
+	struct req *q = arg;
+	int rc = reply_rc(r, q->qd->what);
+	q->qd->answer(q, rc, rc == 0 ? q->qd->parse(r, q->instance) : NULL);
+	req_free(q);
+}
+
+/* Start a list query; keys (malloc'd) are freed here.  Returns
+ * run_sched's code (cb is then never called). */
+static int query_run(const struct query *qd, void (*fn)(void), void *arg, const char *instance,
+		     char **keys, int nkeys, const char *const *args, int nargs)
+{
+	struct req *q = xcalloc(1, sizeof(*q));
+	q->qd = qd;
+	q->fn = fn;
+	q->arg = arg;
+	q->instance = xstrdup(instance);
+	int rc = run_sched(qd->script, query_reply, q, (const char *const *)keys, nkeys, args,
+			   nargs);
+	for (int i = 0; i < nkeys; i++)
+		free(keys[i]);
+	if (rc != 0)
+		req_free(q);
+	return rc;
+}
+
+/* Row i of a list reply, NULL when it is not a row. */
+static const redisReply *row_at(const redisReply *r, size_t i)
+{
+	const redisReply *row = el(r, i);
+	return row && row->type == REDIS_REPLY_ARRAY ? row : NULL;
+}
+
+/* The steal helpers: a copy of *r takes its contents, *r is left empty. */
+static void *steal(void *r, size_t size)
+{
+	void *c = xmalloc(size);
+	memcpy(c, r, size);
+	memset(r, 0, size);
+	return c;
+}
+
 static int clamp(int v, int def, int max)
 {
 	return v <= 0 ? def : v > max ? max : v;
+}
+
+static void fmt_int(char *buf, size_t size, long long v)
+{
+	snprintf(buf, size, "%lld", v);
 }
 
 /* ---- bots --------------------------------------------------------------- */
@@ -186,29 +238,18 @@ void inspect_bots_free(struct inspect_bots *r)
 
 struct inspect_bots *inspect_bots_steal(struct inspect_bots *r)
 {
-	struct inspect_bots *c = xmalloc(sizeof(*c));
-	*c = *r;
-	memset(r, 0, sizeof(*r));
-	return c;
+	return steal(r, sizeof(*r));
 }
 
-static void bots_reply(redisReply *r, void *arg)
+static void *bots_parse(const redisReply *r, const char *instance)
 {
-	struct req *q = arg;
-	inspect_bots_cb cb = (inspect_bots_cb)q->fn;
-	int rc = reply_rc(r, "listing bots");
-	if (rc != 0) {
-		cb(q->arg, rc, NULL);
-		req_free(q);
-		return;
-	}
 	struct inspect_bots *res = xcalloc(1, sizeof(*res));
-	res->instance = xstrdup(q->instance);
+	res->instance = xstrdup(instance);
 	res->total = (size_t)el_int(r, 0);
 	res->bots = xcalloc(r->elements, sizeof(*res->bots));
 	for (size_t i = 1; i < r->elements; i++) {
-		const redisReply *row = el(r, i);
-		if (!row || row->type != REDIS_REPLY_ARRAY)
+		const redisReply *row = row_at(r, i);
+		if (!row)
 			continue;
 		struct inspect_bot *b = &res->bots[res->n++];
 		b->session = el_str(row, 0);
@@ -234,27 +275,28 @@ static void bots_reply(redisReply *r, void *arg)
 	if (res->total < res->n)
 		res->total = res->n;
 	res->truncated = res->n < res->total;
-	cb(q->arg, 0, res);
-	inspect_bots_free(res);
-	req_free(q);
+	return res;
 }
+
+static void bots_answer(const struct req *q, int rc, void *res)
+{
+	((inspect_bots_cb)q->fn)(q->arg, rc, res);
+	inspect_bots_free(res);
+}
+
+static const struct query bots_query = {I_BOTS, "listing bots", bots_parse, bots_answer};
 
 int inspect_bots(const char *instance, int limit, inspect_bots_cb cb, void *arg)
 {
 	if (!instance || !cb)
 		return -EINVAL;
-	char lim[16], now[24], maxops[8];
-	snprintf(lim, sizeof lim, "%d", clamp(limit, INSPECT_BOTS_DEFAULT, INSPECT_MAX_BOTS));
-	snprintf(now, sizeof now, "%lld", (long long)now_us());
-	snprintf(maxops, sizeof maxops, "%d", INSPECT_MAX_LEASE_OPS);
+	char lim[16], now[24], maxops[16];
+	fmt_int(lim, sizeof lim, clamp(limit, INSPECT_BOTS_DEFAULT, INSPECT_MAX_BOTS));
+	fmt_int(now, sizeof now, (long long)now_us());
+	fmt_int(maxops, sizeof maxops, INSPECT_MAX_LEASE_OPS);
 	char *keys[] = {keys_bots(instance)};
 	const char *args[] = {lim, now, maxops};
-	struct req *q = req_new((void (*)(void))cb, arg, instance);
-	int rc = run_sched(I_BOTS, bots_reply, q, (const char *const *)keys, 1, args, 3);
-	free(keys[0]);
-	if (rc != 0)
-		req_free(q);
-	return rc;
+	return query_run(&bots_query, (void (*)(void))cb, arg, instance, keys, 1, args, 3);
 }
 
 /* ---- queues ------------------------------------------------------------- */
@@ -272,29 +314,18 @@ void inspect_queues_free(struct inspect_queues *r)
 
 struct inspect_queues *inspect_queues_steal(struct inspect_queues *r)
 {
-	struct inspect_queues *c = xmalloc(sizeof(*c));
-	*c = *r;
-	memset(r, 0, sizeof(*r));
-	return c;
+	return steal(r, sizeof(*r));
 }
 
-static void queues_reply(redisReply *r, void *arg)
+static void *queues_parse(const redisReply *r, const char *instance)
 {
-	struct req *q = arg;
-	inspect_queues_cb cb = (inspect_queues_cb)q->fn;
-	int rc = reply_rc(r, "listing queues");
-	if (rc != 0) {
-		cb(q->arg, rc, NULL);
-		req_free(q);
-		return;
-	}
 	struct inspect_queues *res = xcalloc(1, sizeof(*res));
-	res->instance = xstrdup(q->instance);
+	res->instance = xstrdup(instance);
 	res->truncated = el_int(r, 0) != 0;
 	res->queues = xcalloc(r->elements, sizeof(*res->queues));
 	for (size_t i = 1; i < r->elements; i++) {
-		const redisReply *row = el(r, i);
-		if (!row || row->type != REDIS_REPLY_ARRAY)
+		const redisReply *row = row_at(r, i);
+		if (!row)
 			continue;
 		struct inspect_queue *e = &res->queues[res->n++];
 		e->platform = el_str(row, 0);
@@ -303,29 +334,29 @@ static void queues_reply(redisReply *r, void *arg)
 		e->bots = el_int(row, 3);
 		e->bots_busy = el_int(row, 4);
 	}
-	cb(q->arg, 0, res);
-	inspect_queues_free(res);
-	req_free(q);
+	return res;
 }
+
+static void queues_answer(const struct req *q, int rc, void *res)
+{
+	((inspect_queues_cb)q->fn)(q->arg, rc, res);
+	inspect_queues_free(res);
+}
+
+static const struct query queues_query = {I_QUEUES, "listing queues", queues_parse, queues_answer};
 
 int inspect_queues(const char *instance, inspect_queues_cb cb, void *arg)
 {
 	if (!instance || !cb)
 		return -EINVAL;
-	char maxp[16], now[24], maxs[16], head[8];
-	snprintf(maxp, sizeof maxp, "%d", INSPECT_MAX_PLATFORMS);
-	snprintf(now, sizeof now, "%lld", (long long)now_us());
-	snprintf(maxs, sizeof maxs, "%d", INSPECT_MAX_BUSY_SCAN);
-	snprintf(head, sizeof head, "%d", OLDEST_HEAD);
+	char maxp[16], now[24], maxs[16], head[16];
+	fmt_int(maxp, sizeof maxp, INSPECT_MAX_PLATFORMS);
+	fmt_int(now, sizeof now, (long long)now_us());
+	fmt_int(maxs, sizeof maxs, INSPECT_MAX_BUSY_SCAN);
+	fmt_int(head, sizeof head, OLDEST_HEAD);
 	char *keys[] = {keys_platforms(instance), keys_bots(instance)};
 	const char *args[] = {instance, maxp, now, maxs, head};
-	struct req *q = req_new((void (*)(void))cb, arg, instance);
-	int rc = run_sched(I_QUEUES, queues_reply, q, (const char *const *)keys, 2, args, 5);
-	free(keys[0]);
-	free(keys[1]);
-	if (rc != 0)
-		req_free(q);
-	return rc;
+	return query_run(&queues_query, (void (*)(void))cb, arg, instance, keys, 2, args, 5);
 }
 
 /* ---- operations --------------------------------------------------------- */
@@ -351,10 +382,7 @@ void inspect_ops_free(struct inspect_ops *r)
 
 struct inspect_ops *inspect_ops_steal(struct inspect_ops *r)
 {
-	struct inspect_ops *c = xmalloc(sizeof(*c));
-	*c = *r;
-	memset(r, 0, sizeof(*r));
-	return c;
+	return steal(r, sizeof(*r));
 }
 
 /* The exit code, and the worker when the row has no bot, from the
@@ -378,23 +406,15 @@ static void op_result(struct inspect_op *o, const redisReply *res)
 	build__bazel__remote__execution__v2__action_result__free_unpacked(ar, NULL);
 }
 
-static void ops_reply(redisReply *r, void *arg)
+static void *ops_parse(const redisReply *r, const char *instance)
 {
-	struct req *q = arg;
-	inspect_ops_cb cb = (inspect_ops_cb)q->fn;
-	int rc = reply_rc(r, "listing operations");
-	if (rc != 0) {
-		cb(q->arg, rc, NULL);
-		req_free(q);
-		return;
-	}
 	struct inspect_ops *res = xcalloc(1, sizeof(*res));
-	res->instance = xstrdup(q->instance);
+	res->instance = xstrdup(instance);
 	res->truncated = el_int(r, 0) != 0;
 	res->ops = xcalloc(r->elements, sizeof(*res->ops));
 	for (size_t i = 1; i < r->elements; i++) {
-		const redisReply *row = el(r, i);
-		if (!row || row->type != REDIS_REPLY_ARRAY)
+		const redisReply *row = row_at(r, i);
+		if (!row)
 			continue;
 		struct inspect_op *o = &res->ops[res->n++];
 		o->name = el_str(row, 0);
@@ -421,26 +441,27 @@ static void ops_reply(redisReply *r, void *arg)
 		}
 		op_result(o, el(row, 14));
 	}
-	cb(q->arg, 0, res);
-	inspect_ops_free(res);
-	req_free(q);
+	return res;
 }
+
+static void ops_answer(const struct req *q, int rc, void *res)
+{
+	((inspect_ops_cb)q->fn)(q->arg, rc, res);
+	inspect_ops_free(res);
+}
+
+static const struct query ops_query = {I_OPS, "listing operations", ops_parse, ops_answer};
 
 int inspect_operations(const char *instance, int stage, int limit, inspect_ops_cb cb, void *arg)
 {
 	if (!instance || !cb || stage < 0 || stage > SCHED_COMPLETED)
 		return -EINVAL;
 	char lim[16], scan[16];
-	snprintf(lim, sizeof lim, "%d", clamp(limit, INSPECT_OPS_DEFAULT, INSPECT_MAX_OPS));
-	snprintf(scan, sizeof scan, "%d", INSPECT_MAX_OPS_SCAN);
+	fmt_int(lim, sizeof lim, clamp(limit, INSPECT_OPS_DEFAULT, INSPECT_MAX_OPS));
+	fmt_int(scan, sizeof scan, INSPECT_MAX_OPS_SCAN);
 	char *keys[] = {keys_ops(instance)};
 	const char *args[] = {lim, stage ? sched_stage_name(stage) : "", scan};
-	struct req *q = req_new((void (*)(void))cb, arg, instance);
-	int rc = run_sched(I_OPS, ops_reply, q, (const char *const *)keys, 1, args, 3);
-	free(keys[0]);
-	if (rc != 0)
-		req_free(q);
-	return rc;
+	return query_run(&ops_query, (void (*)(void))cb, arg, instance, keys, 1, args, 3);
 }
 
 /* ---- summary ------------------------------------------------------------ */
@@ -466,10 +487,7 @@ void inspect_summary_free(struct inspect_summary *r)
 
 struct inspect_summary *inspect_summary_steal(struct inspect_summary *r)
 {
-	struct inspect_summary *c = xmalloc(sizeof(*c));
-	*c = *r;
-	memset(r, 0, sizeof(*r));
-	return c;
+	return steal(r, sizeof(*r));
 }
 
 /* The batch in flight: answers once `pending` reaches zero. */
@@ -483,15 +501,8 @@ struct sum_req {
 	struct inspect_summary *res;
 };
 
-static void sum_done(struct sum_req *s)
+static void sum_free(struct sum_req *s)
 {
-	if (--s->pending > 0)
-		return;
-	if (s->rc != 0) {
-		s->cb(s->arg, s->rc, NULL);
-	} else {
-		s->cb(s->arg, 0, s->res);
-	}
 	inspect_summary_free(s->res);
 	for (size_t i = 0; i < s->n_instances; i++)
 		free(s->instances[i]);
@@ -499,23 +510,38 @@ static void sum_done(struct sum_req *s)
 	free(s);
 }
 
+static void sum_done(struct sum_req *s)
+{
+	if (--s->pending > 0)
+		return;
+	s->cb(s->arg, s->rc, s->rc == 0 ? s->res : NULL);
+	sum_free(s);
+}
+
+/* One reply of the batch: true when it can be read; otherwise its failure
+ * is recorded (the first one wins) and the reply counted done. */
+static bool sum_reply_ok(struct sum_req *s, int rc)
+{
+	if (rc == 0)
+		return true;
+	if (!s->rc)
+		s->rc = rc;
+	sum_done(s);
+	return false;
+}
+
 static void sum_sched_reply(redisReply *r, void *arg)
 {
 	struct sum_req *s = arg;
-	int rc = reply_rc(r, "reading the scheduler's counters");
-	if (rc != 0) {
-		if (!s->rc)
-			s->rc = rc;
-		sum_done(s);
+	if (!sum_reply_ok(s, reply_rc(r, "reading the scheduler's counters")))
 		return;
-	}
 	struct inspect_summary *res = s->res;
 	res->jobs_executing = el_int(r, 0);
 	res->instances = xcalloc(s->n_instances ? s->n_instances : 1, sizeof(*res->instances));
 	size_t ndepth = 0;
 	for (size_t i = 0; i < s->n_instances; i++) {
-		const redisReply *d = el(el(r, i + 1), 5);
-		if (d && d->type == REDIS_REPLY_ARRAY)
+		const redisReply *d = row_at(el(r, i + 1), 5);
+		if (d)
 			ndepth += d->elements / 2;
 	}
 	res->depth = xcalloc(ndepth ? ndepth : 1, sizeof(*res->depth));
@@ -529,14 +555,19 @@ static void sum_sched_reply(redisReply *r, void *arg)
 		is->bots_busy = el_int(row, 3);
 		if (el_int(row, 4))
 			res->truncated = true;
-		const redisReply *d = el(row, 5);
-		for (size_t j = 0; d && d->type == REDIS_REPLY_ARRAY && j + 1 < d->elements;
-		     j += 2) {
+		const redisReply *d = row_at(row, 5);
+		for (size_t j = 0; d && j + 1 < d->elements; j += 2) {
 			struct inspect_platform_depth *pd = &res->depth[res->n_depth++];
 			pd->instance = xstrdup(s->instances[i]);
 			pd->platform = el_str(d, j);
 			pd->queued = el_int(d, j + 1);
 		}
+		const redisReply *st = row_at(row, 6);
+		is->ops_queued = el_int(st, 0);
+		is->ops_executing = el_int(st, 1);
+		is->ops_ok = el_int(st, 2);
+		is->ops_failed = el_int(st, 3);
+		is->ops_cancelled = el_int(st, 4);
 	}
 	sum_done(s);
 }
@@ -544,21 +575,16 @@ static void sum_sched_reply(redisReply *r, void *arg)
 static void sum_builds_reply(redisReply *r, void *arg)
 {
 	struct sum_req *s = arg;
-	int rc = reply_rc(r, "reading the buckets' counters");
-	if (rc != 0) {
-		if (!s->rc)
-			s->rc = rc;
-		sum_done(s);
+	if (!sum_reply_ok(s, reply_rc(r, "reading the buckets' counters")))
 		return;
-	}
 	struct inspect_summary *res = s->res;
 	res->builds_leased = el_int(r, 0);
 	if (el_int(r, 1))
 		res->truncated = true;
 	res->buckets = xcalloc(r->elements, sizeof(*res->buckets));
 	for (size_t i = 2; i < r->elements; i++) {
-		const redisReply *row = el(r, i);
-		if (!row || row->type != REDIS_REPLY_ARRAY)
+		const redisReply *row = row_at(r, i);
+		if (!row)
 			continue;
 		struct inspect_bucket_sum *b = &res->buckets[res->n_buckets++];
 		b->bucket = el_str(row, 0);
@@ -575,14 +601,24 @@ static void sum_master_reply(redisReply *r, void *arg)
 	int rc = store_reply_rc(r);
 	if (rc == 0 && r->type != REDIS_REPLY_INTEGER)
 		rc = ERR_STORE_REPLY;
-	if (rc != 0) {
-		if (!s->rc)
-			s->rc = rc;
-	} else {
-		s->res->master_leases = r->integer;
-	}
+	if (!sum_reply_ok(s, rc))
+		return;
+	s->res->master_leases = r->integer;
 	sum_done(s);
 }
+
+/* Queue one more command of the batch (0, or its failure, then counted
+ * as the batch's). */
+static void sum_queued(struct sum_req *s, int rc)
+{
+	if (rc == 0)
+		s->pending++;
+	else if (!s->rc)
+		s->rc = rc;
+}
+
+/* Keys per instance in inspect_sum.lua's KEYS. */
+#define SUM_KEYS 4
 
 int inspect_summary(inspect_summary_cb cb, void *arg)
 {
@@ -603,24 +639,26 @@ int inspect_summary(inspect_summary_cb cb, void *arg)
 		if (icfg->instances[i].execution)
 			s->instances[s->n_instances++] = xstrdup(icfg->instances[i].name);
 
-	size_t nk = s->n_instances * 3, na = 3 + s->n_instances;
+	size_t nk = s->n_instances * SUM_KEYS, na = 3 + s->n_instances;
 	char **keys = xcalloc(nk ? nk : 1, sizeof(char *));
 	const char **args = xcalloc(na, sizeof(char *));
 	char now[24], maxp[16], maxs[16];
-	snprintf(now, sizeof now, "%lld", (long long)now_us());
-	snprintf(maxp, sizeof maxp, "%d", INSPECT_MAX_PLATFORMS);
-	snprintf(maxs, sizeof maxs, "%d", INSPECT_MAX_BUSY_SCAN);
+	fmt_int(now, sizeof now, (long long)now_us());
+	fmt_int(maxp, sizeof maxp, INSPECT_MAX_PLATFORMS);
+	fmt_int(maxs, sizeof maxs, INSPECT_MAX_BUSY_SCAN);
 	args[0] = now;
 	args[1] = maxp;
 	args[2] = maxs;
 	for (size_t i = 0; i < s->n_instances; i++) {
-		keys[i * 3] = keys_ops(s->instances[i]);
-		keys[i * 3 + 1] = keys_platforms(s->instances[i]);
-		keys[i * 3 + 2] = keys_bots(s->instances[i]);
+		char **k = &keys[i * SUM_KEYS];
+		k[0] = keys_ops(s->instances[i]);
+		k[1] = keys_platforms(s->instances[i]);
+		k[2] = keys_bots(s->instances[i]);
+		k[3] = keys_opstats(s->instances[i]);
 		args[3 + i] = s->instances[i];
 	}
-	/* One extra count so no reply can finish the batch before all three
-	 * commands are queued. */
+	/* The scheduler's script, plus one extra count so no reply can finish
+	 * the batch before all three commands are queued. */
 	s->pending = 2;
 	int rc = run_sched(I_SUM, sum_sched_reply, s, (const char *const *)keys, (int)nk, args,
 			   (int)na);
@@ -628,40 +666,24 @@ int inspect_summary(inspect_summary_cb cb, void *arg)
 		free(keys[i]);
 	free(keys);
 	free(args);
-	if (rc == 0) {
-		s->pending++;
-		char *base = bkeys_base(), *bk = bkeys_buckets(), *leased = bkeys_leased();
-		char maxb[16];
-		snprintf(maxb, sizeof maxb, "%d", INSPECT_MAX_BUCKETS);
-		const char *v[] = {bk, leased, base, maxb};
-		int brc = store_evalsha(script_id[I_BUILDS], sum_builds_reply, s, 2, 2, v, NULL);
-		free(base);
-		free(bk);
-		free(leased);
-		if (brc != 0) {
-			s->pending--;
-			s->rc = brc;
-		}
-	}
-	if (rc == 0 && s->rc == 0 && s->res->has_master) {
-		s->pending++;
-		char *mk = keys_master(mname);
-		const char *v[] = {"SCARD", mk};
-		int mrc = store_commandargv(sum_master_reply, s, 2, v, NULL);
-		free(mk);
-		if (mrc != 0) {
-			s->pending--;
-			s->rc = mrc;
-		}
-	}
 	if (rc != 0) {
 		/* Nothing queued: no callback. */
-		inspect_summary_free(s->res);
-		for (size_t i = 0; i < s->n_instances; i++)
-			free(s->instances[i]);
-		free(s->instances);
-		free(s);
+		sum_free(s);
 		return rc;
+	}
+	char *base = bkeys_base(), *bk = bkeys_buckets(), *leased = bkeys_leased();
+	char maxb[16];
+	fmt_int(maxb, sizeof maxb, INSPECT_MAX_BUCKETS);
+	const char *v[] = {bk, leased, base, maxb};
+	sum_queued(s, store_evalsha(script_id[I_BUILDS], sum_builds_reply, s, 2, 2, v, NULL));
+	free(base);
+	free(bk);
+	free(leased);
+	if (s->rc == 0 && s->res->has_master) {
+		char *mk = keys_master(mname);
+		const char *mv[] = {"SCARD", mk};
+		sum_queued(s, store_commandargv(sum_master_reply, s, 2, mv, NULL));
+		free(mk);
 	}
 	/* Drop the extra count: the callback comes with the last reply, which
 	 * is always later (s->rc set above fails the whole batch then). */

@@ -174,6 +174,13 @@ struct inspect_instance_sum {
 	int64_t bots;	   /* live sessions */
 	int64_t bots_busy; /* of those holding a lease (counted over the first
 			      INSPECT_MAX_BUSY_SCAN sessions) */
+	/* Operations by stage, exact (opstats:{instance}, kept by the
+	 * scheduler's scripts at each transition): waiting now... */
+	int64_t ops_queued, ops_executing;
+	/* ...and completed since the counters began (totals that only grow):
+	 * status OK (cache hits included, whatever the exit code), CANCELLED,
+	 * any other status. */
+	int64_t ops_ok, ops_failed, ops_cancelled;
 };
 struct inspect_bucket_sum {
 	char *bucket;
@@ -194,7 +201,7 @@ struct inspect_summary {
 	bool truncated;	       /* a cap cut a list short */
 };
 typedef void (*inspect_summary_cb)(void *arg, int rc, struct inspect_summary *r);
-/* The counters, from one fixed batch of Redis commands (three). */
+/* The counters, from one fixed batch of Redis commands (at most three). */
 int inspect_summary(inspect_summary_cb cb, void *arg) WARN_UNUSED;
 void inspect_summary_free(struct inspect_summary *r);
 

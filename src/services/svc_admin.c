@@ -40,6 +40,35 @@ static bool answerable(struct call *c, int rc, const char *what)
 	return true;
 }
 
+/* Answer a call whose query could not start (rc from inspect_*). */
+static void not_started(struct call *c, int rc, const char *what)
+{
+	if (rc != 0) {
+		svc_fail(c, rc, what);
+		call_unref(c);
+	}
+}
+
+/* False (the call answered INVALID_ARGUMENT) for a negative limit. */
+static bool limit_ok(struct call *c, int32_t limit)
+{
+	if (limit >= 0)
+		return true;
+	call_finish(c, GRPC_INVALID_ARGUMENT, "limit %d is negative", limit);
+	return false;
+}
+
+/* n zeroed reply messages (at least one) into msgs, and ptrs, the array
+ * of pointers to them a repeated field takes; the caller frees both. */
+#define MSGS_NEW(msgs, ptrs, n)                                                                    \
+	do {                                                                                       \
+		size_t n_ = (n) ? (n) : 1;                                                         \
+		(msgs) = xcalloc(n_, sizeof(*(msgs)));                                             \
+		(ptrs) = xcalloc(n_, sizeof(*(ptrs)));                                             \
+		for (size_t i_ = 0; i_ < (n); i_++)                                                \
+			(ptrs)[i_] = &(msgs)[i_];                                                  \
+	} while (0)
+
 /* ---- ListBots ------------------------------------------------------------ */
 
 static void bots_done(void *arg, int rc, struct inspect_bots *r)
@@ -47,8 +76,8 @@ static void bots_done(void *arg, int rc, struct inspect_bots *r)
 	struct call *c = arg;
 	if (!answerable(c, rc, "cannot list the bots"))
 		return;
-	PbAdmBot *bots = xcalloc(r->n ? r->n : 1, sizeof(*bots));
-	PbAdmBot **ptrs = xcalloc(r->n ? r->n : 1, sizeof(*ptrs));
+	PbAdmBot **ptrs, *bots;
+	MSGS_NEW(bots, ptrs, r->n);
 	for (size_t i = 0; i < r->n; i++) {
 		const struct inspect_bot *b = &r->bots[i];
 		PbAdmBot *m = &bots[i];
@@ -67,7 +96,6 @@ static void bots_done(void *arg, int rc, struct inspect_bots *r)
 		m->created_us = b->created_us;
 		m->last_seen_us = b->last_seen_us;
 		m->expire_us = b->expire_us;
-		ptrs[i] = m;
 	}
 	Reactor__Admin__V1__ListBotsResponse resp = ADM(LIST_BOTS_RESPONSE__INIT);
 	resp.n_bots = r->n;
@@ -86,15 +114,9 @@ void svc_admin_list_bots(struct call *c, const ProtobufCMessage *msg)
 	struct inst *in = inst_lookup(c, req->instance_name);
 	if (!in)
 		return;
-	if (req->limit < 0) {
-		call_finish(c, GRPC_INVALID_ARGUMENT, "limit %d is negative", req->limit);
-		return;
-	}
-	int rc = inspect_bots(in->name, req->limit, bots_done, hold(c));
-	if (rc != 0) {
-		svc_fail(c, rc, "cannot list the bots");
-		call_unref(c);
-	}
+	if (limit_ok(c, req->limit))
+		not_started(c, inspect_bots(in->name, req->limit, bots_done, hold(c)),
+			    "cannot list the bots");
 }
 
 /* ---- ListQueues ---------------------------------------------------------- */
@@ -104,8 +126,8 @@ static void queues_done(void *arg, int rc, struct inspect_queues *r)
 	struct call *c = arg;
 	if (!answerable(c, rc, "cannot list the queues"))
 		return;
-	PbAdmQueue *qs = xcalloc(r->n ? r->n : 1, sizeof(*qs));
-	PbAdmQueue **ptrs = xcalloc(r->n ? r->n : 1, sizeof(*ptrs));
+	PbAdmQueue **ptrs, *qs;
+	MSGS_NEW(qs, ptrs, r->n);
 	for (size_t i = 0; i < r->n; i++) {
 		const struct inspect_queue *q = &r->queues[i];
 		reactor__admin__v1__queue__init(&qs[i]);
@@ -114,7 +136,6 @@ static void queues_done(void *arg, int rc, struct inspect_queues *r)
 		qs[i].oldest_queued_us = q->oldest_us;
 		qs[i].bots = q->bots;
 		qs[i].bots_busy = q->bots_busy;
-		ptrs[i] = &qs[i];
 	}
 	Reactor__Admin__V1__ListQueuesResponse resp = ADM(LIST_QUEUES_RESPONSE__INIT);
 	resp.n_queues = r->n;
@@ -132,11 +153,7 @@ void svc_admin_list_queues(struct call *c, const ProtobufCMessage *msg)
 	struct inst *in = inst_lookup(c, req->instance_name);
 	if (!in)
 		return;
-	int rc = inspect_queues(in->name, queues_done, hold(c));
-	if (rc != 0) {
-		svc_fail(c, rc, "cannot list the queues");
-		call_unref(c);
-	}
+	not_started(c, inspect_queues(in->name, queues_done, hold(c)), "cannot list the queues");
 }
 
 /* ---- ListOperations ------------------------------------------------------ */
@@ -146,8 +163,8 @@ static void ops_done(void *arg, int rc, struct inspect_ops *r)
 	struct call *c = arg;
 	if (!answerable(c, rc, "cannot list the operations"))
 		return;
-	PbAdmOperation *os = xcalloc(r->n ? r->n : 1, sizeof(*os));
-	PbAdmOperation **ptrs = xcalloc(r->n ? r->n : 1, sizeof(*ptrs));
+	PbAdmOperation **ptrs, *os;
+	MSGS_NEW(os, ptrs, r->n);
 	for (size_t i = 0; i < r->n; i++) {
 		const struct inspect_op *o = &r->ops[i];
 		PbAdmOperation *m = &os[i];
@@ -168,7 +185,6 @@ static void ops_done(void *arg, int rc, struct inspect_ops *r)
 		m->status_message = o->message;
 		m->has_exit_code = o->has_exit;
 		m->exit_code = o->exit_code;
-		ptrs[i] = m;
 	}
 	Reactor__Admin__V1__ListOperationsResponse resp = ADM(LIST_OPERATIONS_RESPONSE__INIT);
 	resp.n_operations = r->n;
@@ -197,15 +213,9 @@ void svc_admin_list_operations(struct call *c, const ProtobufCMessage *msg)
 			return;
 		}
 	}
-	if (req->limit < 0) {
-		call_finish(c, GRPC_INVALID_ARGUMENT, "limit %d is negative", req->limit);
-		return;
-	}
-	int rc = inspect_operations(in->name, stage, req->limit, ops_done, hold(c));
-	if (rc != 0) {
-		svc_fail(c, rc, "cannot list the operations");
-		call_unref(c);
-	}
+	if (limit_ok(c, req->limit))
+		not_started(c, inspect_operations(in->name, stage, req->limit, ops_done, hold(c)),
+			    "cannot list the operations");
 }
 
 /* ---- GetSummary ---------------------------------------------------------- */
@@ -215,14 +225,12 @@ static void summary_done(void *arg, int rc, struct inspect_summary *r)
 	struct call *c = arg;
 	if (!answerable(c, rc, "cannot read the counters"))
 		return;
-	size_t ni = r->n_instances ? r->n_instances : 1, nd = r->n_depth ? r->n_depth : 1,
-	       nb = r->n_buckets ? r->n_buckets : 1;
-	Reactor__Admin__V1__InstanceSummary *is = xcalloc(ni, sizeof(*is)),
-					    **isp = xcalloc(ni, sizeof(*isp));
-	Reactor__Admin__V1__QueueDepth *qd = xcalloc(nd, sizeof(*qd)),
-				       **qdp = xcalloc(nd, sizeof(*qdp));
-	Reactor__Admin__V1__BucketSummary *bs = xcalloc(nb, sizeof(*bs)),
-					  **bsp = xcalloc(nb, sizeof(*bsp));
+	Reactor__Admin__V1__InstanceSummary **isp, *is;
+	MSGS_NEW(is, isp, r->n_instances);
+	Reactor__Admin__V1__QueueDepth **qdp, *qd;
+	MSGS_NEW(qd, qdp, r->n_depth);
+	Reactor__Admin__V1__BucketSummary **bsp, *bs;
+	MSGS_NEW(bs, bsp, r->n_buckets);
 	for (size_t i = 0; i < r->n_instances; i++) {
 		reactor__admin__v1__instance_summary__init(&is[i]);
 		is[i].instance_name = r->instances[i].instance;
@@ -230,14 +238,17 @@ static void summary_done(void *arg, int rc, struct inspect_summary *r)
 		is[i].queued = r->instances[i].queued;
 		is[i].bots = r->instances[i].bots;
 		is[i].bots_busy = r->instances[i].bots_busy;
-		isp[i] = &is[i];
+		is[i].operations_queued = r->instances[i].ops_queued;
+		is[i].operations_executing = r->instances[i].ops_executing;
+		is[i].operations_completed_ok = r->instances[i].ops_ok;
+		is[i].operations_completed_failed = r->instances[i].ops_failed;
+		is[i].operations_completed_cancelled = r->instances[i].ops_cancelled;
 	}
 	for (size_t i = 0; i < r->n_depth; i++) {
 		reactor__admin__v1__queue_depth__init(&qd[i]);
 		qd[i].instance_name = r->depth[i].instance;
 		qd[i].platform = r->depth[i].platform;
 		qd[i].queued = r->depth[i].queued;
-		qdp[i] = &qd[i];
 	}
 	for (size_t i = 0; i < r->n_buckets; i++) {
 		reactor__admin__v1__bucket_summary__init(&bs[i]);
@@ -245,7 +256,6 @@ static void summary_done(void *arg, int rc, struct inspect_summary *r)
 		bs[i].scheduled = r->buckets[i].scheduled;
 		bs[i].started = r->buckets[i].started;
 		bs[i].completed = r->buckets[i].completed;
-		bsp[i] = &bs[i];
 	}
 	PbAdmSummary resp = ADM(SUMMARY__INIT);
 	resp.n_instances = r->n_instances;
@@ -272,9 +282,5 @@ static void summary_done(void *arg, int rc, struct inspect_summary *r)
 void svc_admin_summary(struct call *c, const ProtobufCMessage *msg)
 {
 	(void)msg;
-	int rc = inspect_summary(summary_done, hold(c));
-	if (rc != 0) {
-		svc_fail(c, rc, "cannot read the counters");
-		call_unref(c);
-	}
+	not_started(c, inspect_summary(summary_done, hold(c)), "cannot read the counters");
 }

@@ -39,7 +39,8 @@ static struct {
 	bool up;
 	struct metric *grpc_conns, *http_conns, *redis_up, *redis_reconnects, *redis_cmds;
 	struct metric *cas_bytes, *cas_objects, *cas_max, *cas_evictions, *cas_lookups, *cas_ratio;
-	struct metric *inst_ops, *jobs_queued, *jobs_executing, *queue_depth, *bots, *bots_busy;
+	struct metric *inst_ops, *ops_stage, *ops_completed, *jobs_queued, *jobs_executing,
+		*queue_depth, *bots, *bots_busy;
 	struct metric *builds, *builds_leased, *master_leases, *summary_truncated;
 } M = {.scrapes = LIST_INIT(M.scrapes)};
 
@@ -81,6 +82,8 @@ static void collect_local(void *arg)
 static void summary_clear(void)
 {
 	metric_reset(M.inst_ops);
+	metric_reset(M.ops_stage);
+	metric_reset(M.ops_completed);
 	metric_reset(M.jobs_queued);
 	metric_reset(M.jobs_executing);
 	metric_reset(M.queue_depth);
@@ -104,6 +107,11 @@ static void summary_done(void *arg, int rc, struct inspect_summary *r)
 	for (size_t i = 0; i < r->n_instances; i++) {
 		const struct inspect_instance_sum *s = &r->instances[i];
 		metric_set(M.inst_ops, (double)s->ops, s->instance);
+		metric_set(M.ops_stage, (double)s->ops_queued, s->instance, "QUEUED");
+		metric_set(M.ops_stage, (double)s->ops_executing, s->instance, "EXECUTING");
+		metric_set(M.ops_completed, (double)s->ops_ok, s->instance, "ok");
+		metric_set(M.ops_completed, (double)s->ops_failed, s->instance, "failed");
+		metric_set(M.ops_completed, (double)s->ops_cancelled, s->instance, "cancelled");
 		metric_set(M.jobs_queued, (double)s->queued, s->instance);
 		metric_set(M.bots, (double)s->bots, s->instance);
 		metric_set(M.bots_busy, (double)s->bots_busy, s->instance);
@@ -187,10 +195,19 @@ void svc_metrics_init(const struct cfg *cfg)
 	M.cas_ratio =
 		GAUGE("reactor_cas_hit_ratio",
 		      "CAS hits over lookups since start (absent before the first).", "instance");
-	M.inst_ops = GAUGE("reactor_operations",
+	M.inst_ops = GAUGE("reactor_operations_indexed",
 			   "Operations indexed in Redis (any stage, finished ones until their "
 			   "retention ends).",
 			   "instance");
+	M.ops_stage = GAUGE("reactor_operations",
+			    "Operations waiting now, by stage (QUEUED, EXECUTING); exact, kept "
+			    "by the scheduler at each transition.",
+			    "instance,stage");
+	M.ops_completed = COUNTER("reactor_operations_completed_total",
+				  "Operations completed, by result: ok (status OK, cache hits "
+				  "included, whatever the exit code), cancelled, failed (any "
+				  "other status).",
+				  "instance,result");
 	M.jobs_queued = GAUGE("reactor_jobs_queued", "Jobs waiting for a bot.", "instance");
 	M.jobs_executing =
 		GAUGE("reactor_jobs_executing", "Jobs assigned to a bot, all instances.", NULL);

@@ -55,6 +55,7 @@
  *       status message  the outcome (gRPC code, text) once COMPLETED
  *       result     serialized ActionResult reported by the bot
  *       version    bumped on every change watchers care about
+ *       counted    1: its ops are in opstats:{instance} (older jobs lack it)
  *   {ns}job:{job}:ops               set    operation names of the job
  *   {ns}actionjob:{instance}:{hash}-{size}
  *                                 string  job in flight (dedup)
@@ -76,6 +77,9 @@
  *   {ns}botprops:{instance}       hash   props string -> live sessions
  *   {ns}botseen:{instance}        hash   props string -> when a session
  *                                        offering it last closed (us)
+ *   {ns}opstats:{instance}        hash   operations by stage: QUEUED
+ *                                        EXECUTING (waiting now) ok failed
+ *                                        cancelled (completed, totals)
  *   {ns}sched:seq                 string arrival counter (INCR)
  *   {ns}sched:deadlines           zset   assigned jobs by action deadline
  *   {ns}sched:retire              zset   finished op:/job: keys by removal
@@ -218,6 +222,11 @@ char *keys_botprops(const char *instance)
 char *keys_botseen(const char *instance)
 {
 	return key("botseen:%s", instance);
+}
+
+char *keys_opstats(const char *instance)
+{
+	return key("opstats:%s", instance);
 }
 
 char *keys_sched(const char *name)

@@ -37,6 +37,7 @@ char *keys_bots(const char *instance);	    /* {ns}bots:{instance} zset */
 char *keys_botid(const char *instance, const char *bot_id);
 char *keys_botprops(const char *instance); /* {ns}botprops:{instance} hash */
 char *keys_botseen(const char *instance);  /* {ns}botseen:{instance} hash */
+char *keys_opstats(const char *instance);  /* {ns}opstats:{instance} hash */
 /* {ns}sched:{name}: the keys "seq", "deadlines", "retire" and the
  * channels "job", "queue". */
 char *keys_sched(const char *name);

@@ -178,6 +178,85 @@ class TestAdmin(AdminCase):
         self.assertFalse(b.busy)
         self.assertEqual(b.lease_job, "")
 
+    def test_operations_by_stage_exact(self):
+        """GetSummary and /metrics count operations by stage exactly: three
+        waiting on queued jobs (one joined to another's job), one cancelled,
+        two executing until one times out, four completed OK (one of them
+        from the action cache)."""
+        import test_metrics as tm
+        srv = self.start_reactord(config(http=["127.0.0.1:0"]))
+        ch = self.channel(srv.tcp_addr)
+
+        def from_summary():
+            i = summary(ch).instances[0]
+            return (i.operations_queued, i.operations_executing, i.operations_completed_ok,
+                    i.operations_completed_failed, i.operations_completed_cancelled)
+
+        def counts():
+            """The counts, once a scrape falls between two equal summaries
+            (the bots move work meanwhile)."""
+            for _ in range(100):
+                before, scraped = from_summary(), scrape()
+                if from_summary() == before:
+                    self.assertEqual(scraped, tuple(float(x) for x in before),
+                                     "/metrics vs GetSummary")
+                    return before
+                time.sleep(0.02)
+            self.fail("the counts never held still")
+
+        def scrape():
+            status, _, body = tm.http_get(srv.http_url + "/metrics")
+            self.assertEqual(status, 200)
+            fams = tm.parse_metrics(self, body.decode())
+            self.assertEqual(fams["reactor_operations"]["type"], "gauge")
+            self.assertEqual(fams["reactor_operations_completed_total"]["type"], "counter")
+            return tuple(
+                [tm.value_of(fams, "reactor_operations", instance="", stage=st)
+                 for st in ("QUEUED", "EXECUTING")] +
+                [tm.value_of(fams, "reactor_operations_completed_total", instance="", result=r)
+                 for r in ("ok", "failed", "cancelled")])
+            return scraped
+
+        self.assertEqual(counts(), (0, 0, 0, 0, 0))
+        gpu = (("OSFamily", "linux"), ("pool", "gpu"))
+        self.bot(srv, "gpu-1", props=gpu, mode="hang")
+        s1 = tb.execute(ch, self.action(ch, "sleep", "100", platform=gpu))
+        next(s1)
+        h.wait_for(lambda: list_ops(ch, stage="EXECUTING").operations, 10 * h.SLOW,
+                   "op1 EXECUTING")
+        self.assertEqual(counts(), (0, 1, 0, 0, 0))
+        # Three more wait behind the busy bot; the third joins the first's job.
+        dq1 = self.action(ch, "true", platform=gpu)
+        sq = [tb.execute(ch, d) for d in (dq1, self.action(ch, "false", platform=gpu), dq1)]
+        names = [next(s).name for s in sq]
+        self.assertEqual(counts(), (3, 1, 0, 0, 0))
+        tb.cancel_operation(ch, names[1])
+        self.assertEqual(counts(), (2, 1, 0, 0, 1))
+        # Three complete on another bot, and one again from the cache.
+        cpu = (("OSFamily", "linux"), ("pool", "cpu"))
+        self.bot(srv, "cpu-1", props=cpu)
+        dc = [self.action(ch, "echo", str(n), platform=cpu) for n in range(3)]
+        for d in dc:
+            tb.run_to_end(tb.execute(ch, d))
+        self.assertEqual(counts(), (2, 1, 3, 0, 1))
+        last = tb.run_to_end(tb.execute(ch, dc[0]))[-1]
+        self.assertTrue(tb.op_response(last).cached_result)
+        self.assertEqual(counts(), (2, 1, 4, 0, 1))
+        # One runs past its timeout: executing, then failed.
+        slow = (("OSFamily", "linux"), ("pool", "slow"))
+        self.bot(srv, "slow-1", props=slow, mode="hang")
+        st = tb.execute(ch, self.action(ch, "sleep", "100", platform=slow, timeout=3))
+        next(st)
+        h.wait_for(lambda: counts()[1] == 2, 10 * h.SLOW, "two executing")
+        self.assertEqual(counts(), (2, 2, 4, 0, 1))
+        ops = tb.run_to_end(st)
+        self.assertEqual(tb.op_response(ops[-1]).status.code, 4)  # DEADLINE_EXCEEDED
+        self.assertEqual(counts(), (2, 1, 4, 1, 1))
+        # The indexed count is still what the index holds.
+        self.assertEqual(summary(ch).instances[0].operations, 9)
+        for s_ in [s1] + sq:
+            s_.cancel()
+
 
 def auth_supported():
     try:
@@ -187,17 +266,24 @@ def auth_supported():
         return False
 
 
+def write_tokens(tmp, ids):
+    """A tokens file in tmp for {identity: [roles]}: (its path, {identity:
+    token})."""
+    tokens = {i: secrets.token_urlsafe(24) for i in ids}
+    path = os.path.join(tmp, "tokens")
+    with open(path, "w") as f:
+        for ident, roles in ids.items():
+            f.write("%s %s %s\n" % (hashlib.sha256(tokens[ident].encode()).hexdigest(),
+                                    ident, " ".join(roles)))
+    return path, tokens
+
+
 @unittest.skipUnless(auth_supported(), "reactord has no auth: config section")
 class TestAdminRoles(AdminCase):
     def test_ops_admin_required(self):
         ids = {"dev": ["cas-read", "cas-write", "execute", "read", "put"],
                "oper": ["ops-admin"]}
-        tokens = {i: secrets.token_urlsafe(24) for i in ids}
-        path = os.path.join(self.tmp, "tokens")
-        with open(path, "w") as f:
-            for ident, roles in ids.items():
-                f.write("%s %s %s\n" % (hashlib.sha256(tokens[ident].encode()).hexdigest(),
-                                        ident, " ".join(roles)))
+        path, tokens = write_tokens(self.tmp, ids)
         srv = self.start_reactord(config(auth={"tokens-file": path}))
         ch = self.channel(srv.tcp_addr)
         md = {i: [("authorization", "Bearer " + t)] for i, t in tokens.items()}

@@ -20,6 +20,7 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as h  # noqa: E402
+import test_admin as ta  # noqa: E402
 import testbot as tb  # noqa: E402
 from reactor.admin.v1 import admin_pb2 as apb  # noqa: E402
 
@@ -174,6 +175,83 @@ class TestOpsCommands(CtlCase):
         self.assertEqual(r.returncode, 3, r.stderr)
 
 
+class TestHelp(CtlCase):
+    def test_help_lists_every_summary(self):
+        """`reactorctl help` wraps a long synopsis and keeps every command's
+        summary (build put's was cut off with its synopsis)."""
+        r = subprocess.run([h.REACTORCTL, "help"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        out = r.stdout
+        for summary in ("schedule a build", "run a command remotely and wait for it",
+                        "list the builds of a bucket", "list the instance's operations"):
+            self.assertIn(summary, out)
+        flat = " ".join(out.split())
+        self.assertIn("build put --bucket B --builder NAME [--prop K=V]... [--tag K:V]... "
+                      "[--change-json FILE] schedule a build", flat)
+        self.assertIn("-- CMD [ARGS...] run a command remotely", flat)
+        for line in out.splitlines():
+            if line.startswith("  ") and "  " in line.strip():
+                self.assertLessEqual(len(line.split("  ")[1]) + 2, 80, line)
+
+
+@unittest.skipUnless(ta.auth_supported(), "reactord has no auth: config section")
+class TestOpLsFallback(CtlCase):
+    def test_op_ls_without_ops_admin(self):
+        from harness import pb
+        ids = {"dev": ["cas-read", "cas-write", "execute"],
+               "other": ["cas-read", "cas-write", "execute"],
+               "oper": ["ops-admin"]}
+        path, tokens = ta.write_tokens(self.tmp, ids)
+        tfile = {}
+        for ident, tok in tokens.items():
+            tfile[ident] = os.path.join(self.tmp, ident + ".token")
+            with open(tfile[ident], "w") as f:
+                f.write(tok + "\n")
+        self.srv = self.start_reactord({
+            "instances": [{"name": "", "execution": True, "storage": "memory",
+                           "no-worker-timeout": "5m"}],
+            "auth": {"tokens-file": path}})
+        ch = self.channel(self.srv.tcp_addr)
+        re_ = pb().re
+        names, streams = {}, []
+        for ident in ("dev", "other"):
+            md = [("authorization", "Bearer " + tokens[ident])]
+            d, blobs = tb.make_action(("true",), salt=os.urandom(8))
+            req = re_.BatchUpdateBlobsRequest(requests=[
+                re_.BatchUpdateBlobsRequest.Request(digest=tb.digest_of(b), data=b)
+                for b in blobs.values()])
+            h.unary(ch, tb.CAS_UPDATE, re_.BatchUpdateBlobsRequest,
+                    re_.BatchUpdateBlobsResponse)(req, timeout=10 * h.SLOW, metadata=md)
+            st = h.server_stream(ch, tb.EXEC + "Execute", pb().operations.Operation)(
+                re_.ExecuteRequest(action_digest=d), timeout=60 * h.SLOW, metadata=md)
+            streams.append(st)
+            names[ident] = next(st).name
+        self.addCleanup(lambda: [st.cancel() for st in streams])
+        # Without ops-admin: the caller's own operations, said on stderr at -v.
+        r = self.ctl("--token-file", tfile["dev"], "-v", "--json", "op", "ls")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        j = json.loads(r.stdout)
+        self.assertEqual([o["name"] for o in j["operations"]], [names["dev"]])
+        self.assertEqual(j["operations"][0]["stage"], "QUEUED")
+        self.assertIn("google.longrunning", r.stderr)
+        self.assertIn("PERMISSION_DENIED", r.stderr)
+        r = self.ctl("--token-file", tfile["dev"], "op", "ls")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(r.stderr, "")
+        self.assertIn(names["dev"], r.stdout)
+        self.assertNotIn(names["other"], r.stdout)
+        j = json.loads(self.ctl("--token-file", tfile["other"], "--json", "op", "ls",
+                                "--stage", "executing").stdout)
+        self.assertEqual(j["operations"], [])
+        # An ops-admin lists everyone's through the Admin service.
+        r = self.ctl("--token-file", tfile["oper"], "-v", "--json", "op", "ls")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        j = json.loads(r.stdout)
+        self.assertEqual(sorted(o["name"] for o in j["operations"]), sorted(names.values()))
+        self.assertEqual(sorted(o["owner"] for o in j["operations"]), ["dev", "other"])
+        self.assertNotIn("google.longrunning", r.stderr)
+
+
 def master_config():
     builders = {
         "hello": {
@@ -188,6 +266,7 @@ def master_config():
             ]},
         "failing": {"steps": [{"name": "boom", "argv": ["sh", "-c", "echo boom >&2; exit 3"],
                                "cache": False}]},
+        "slow": {"steps": [{"name": "wait", "argv": ["sleep", "60"], "cache": False}]},
     }
     return {"instances": [{"name": "", "execution": True, "storage": "memory",
                            "no-worker-timeout": "60s", "max-attempts": 3}],
@@ -196,7 +275,8 @@ def master_config():
             "workers": {"local": 1},
             "master": {"buckets": ["ci"], "max-lease-count": 4, "poll-interval": "300ms",
                        "heartbeat-interval": "500ms", "lease-duration": "5s",
-                       "on-shutdown": "reset", "builders": builders}}
+                       "on-shutdown": "reset", "builders": builders},
+            "http": ["127.0.0.1:0"]}
 
 
 class TestBuildCommands(CtlCase):
@@ -270,6 +350,29 @@ class TestBuildCommands(CtlCase):
         self.fails(2, "build", "put", "--bucket", "ci")
         self.fails(1, "build", "put", "--bucket", "ci", "--builder", "hello", "--change-json",
                    os.path.join(self.tmp, "missing.json"))
+
+    def test_master_leases_while_running(self):
+        """While the master runs a build, GetSummary and /metrics count its
+        lease (reactor_master_leases{master} 1); none once it is cancelled."""
+        import test_metrics as tm
+        bid = int(self.ok("build", "put", "--bucket", "ci", "--builder", "slow").strip())
+        h.wait_for(lambda: self.js("build", "get", str(bid))["status"] == "STARTED",
+                   30 * h.SLOW, "build %d STARTED" % bid, 0.1)
+        ch = self.channel(self.srv.tcp_addr)
+        summary = h.unary(ch, "/reactor.admin.v1.Admin/GetSummary", apb.GetSummaryRequest,
+                          apb.Summary)
+
+        def leases():
+            s = summary(apb.GetSummaryRequest(), timeout=10 * h.SLOW)
+            status, _, body = tm.http_get(self.srv.http_url + "/metrics")
+            self.assertEqual(status, 200)
+            fams = tm.parse_metrics(self, body.decode())
+            return (s.master_leases, s.builds_leased,
+                    tm.value_of(fams, "reactor_master_leases", master=s.master))
+
+        self.assertEqual(leases(), (1, 1, 1.0))
+        self.ok("build", "cancel", str(bid))
+        h.wait_for(lambda: leases() == (0, 0, 0.0), 30 * h.SLOW, "the lease released", 0.1)
 
     def test_cancel_and_watch(self):
         # "held" is no master's bucket: its builds stay SCHEDULED.

@@ -146,6 +146,93 @@ const char *ctl_ops_ago(int64_t us)
 	return ctl_reltime(b, 32, us);
 }
 
+/* Bytes one element of a repeated field takes in its array. */
+static size_t elem_size(const ProtobufCFieldDescriptor *f)
+{
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64:
+	case PROTOBUF_C_TYPE_DOUBLE: return 8;
+	case PROTOBUF_C_TYPE_BOOL: return sizeof(protobuf_c_boolean);
+	case PROTOBUF_C_TYPE_STRING:
+	case PROTOBUF_C_TYPE_MESSAGE: return sizeof(void *);
+	case PROTOBUF_C_TYPE_BYTES: return sizeof(ProtobufCBinaryData);
+	default: return 4; /* int32, uint32, enum, float */
+	}
+}
+
+static void json_field_value(struct ctl_json *j, const ProtobufCFieldDescriptor *f, const void *p)
+{
+	switch (f->type) {
+	case PROTOBUF_C_TYPE_STRING: ctl_json_str(j, *(char *const *)p); break;
+	case PROTOBUF_C_TYPE_BOOL: ctl_json_bool(j, *(const protobuf_c_boolean *)p); break;
+	case PROTOBUF_C_TYPE_INT32:
+	case PROTOBUF_C_TYPE_SINT32:
+	case PROTOBUF_C_TYPE_SFIXED32: ctl_json_int(j, *(const int32_t *)p); break;
+	case PROTOBUF_C_TYPE_UINT32:
+	case PROTOBUF_C_TYPE_FIXED32: ctl_json_int(j, *(const uint32_t *)p); break;
+	case PROTOBUF_C_TYPE_INT64:
+	case PROTOBUF_C_TYPE_SINT64:
+	case PROTOBUF_C_TYPE_SFIXED64:
+	case PROTOBUF_C_TYPE_UINT64:
+	case PROTOBUF_C_TYPE_FIXED64: ctl_json_int(j, *(const int64_t *)p); break;
+	case PROTOBUF_C_TYPE_ENUM: {
+		int v = *(const int *)p;
+		const ProtobufCEnumValue *e =
+			protobuf_c_enum_descriptor_get_value(f->descriptor, v);
+		if (e)
+			ctl_json_str(j, e->name);
+		else
+			ctl_json_int(j, v);
+		break;
+	}
+	case PROTOBUF_C_TYPE_MESSAGE: {
+		const ProtobufCMessage *m = *(const ProtobufCMessage *const *)p;
+		if (m)
+			ctl_json_msg(j, m);
+		else
+			ctl_json_null(j);
+		break;
+	}
+	default: /* bytes, float, double: none of the admin messages has one */
+		ctl_json_null(j);
+		break;
+	}
+}
+
+void ctl_json_msg(struct ctl_json *j, const ProtobufCMessage *m)
+{
+	const ProtobufCMessageDescriptor *d = m->descriptor;
+	const char *base = (const char *)m;
+	ctl_json_obj(j);
+	for (unsigned i = 0; i < d->n_fields; i++) {
+		const ProtobufCFieldDescriptor *f = &d->fields[i];
+		ctl_json_key(j, f->name);
+		if (f->label != PROTOBUF_C_LABEL_REPEATED) {
+			json_field_value(j, f, base + f->offset);
+			continue;
+		}
+		size_t n = *(const size_t *)(base + f->quantifier_offset);
+		const char *arr = *(const char *const *)(base + f->offset);
+		ctl_json_arr(j);
+		for (size_t k = 0; k < n; k++)
+			json_field_value(j, f, arr + k * elem_size(f));
+		ctl_json_end(j);
+	}
+	ctl_json_end(j);
+}
+
+/* A response as --json prints it: its fields, one document. */
+static void json_print_msg(const ProtobufCMessage *m)
+{
+	struct ctl_json *j = ctl_json_new();
+	ctl_json_msg(j, m);
+	ctl_json_print(j);
+}
+
 /* "HASH/SIZE"; "" for none in --json (dig_json), "-" in tables. */
 static const char *dig_json(char *buf, size_t n, const PbDigest *d)
 {
@@ -388,6 +475,184 @@ static const struct option ls_opts[] = {
 	{0},
 };
 
+/* One row of `op ls`, from either source: the Admin service's operation,
+ * or (the fallback) a google.longrunning Operation, which has no owner,
+ * bot or times (empty strings and zeros then).  Strings borrowed. */
+struct op_row {
+	const char *name, *stage, *action, *owner, *bot_id, *status_message;
+	int64_t created_us, queued_us, started_us, completed_us;
+	bool cached, has_exit;
+	int status_code, exit_code;
+};
+
+static void op_rows_print(struct ctl *c, const struct op_row *rows, size_t n, bool truncated)
+{
+	if (c->json) {
+		struct ctl_json *j = ctl_json_new();
+		ctl_json_obj(j);
+		ctl_json_key(j, "operations");
+		ctl_json_arr(j);
+		for (size_t k = 0; k < n; k++) {
+			const struct op_row *op = &rows[k];
+			ctl_json_obj(j);
+			ctl_json_kstr(j, "name", op->name);
+			ctl_json_kstr(j, "stage", op->stage);
+			ctl_json_kstr(j, "action_digest", op->action);
+			ctl_json_kstr(j, "owner", op->owner);
+			ctl_json_kstr(j, "bot_id", op->bot_id);
+			ctl_json_kint(j, "created_us", op->created_us);
+			ctl_json_kint(j, "queued_us", op->queued_us);
+			ctl_json_kint(j, "started_us", op->started_us);
+			ctl_json_kint(j, "completed_us", op->completed_us);
+			ctl_json_kbool(j, "cached", op->cached);
+			ctl_json_kint(j, "status_code", op->status_code);
+			ctl_json_kstr(j, "status_message", op->status_message);
+			ctl_json_key(j, "exit_code");
+			if (op->has_exit)
+				ctl_json_int(j, op->exit_code);
+			else
+				ctl_json_null(j);
+			ctl_json_end(j);
+		}
+		ctl_json_end(j);
+		ctl_json_kbool(j, "truncated", truncated);
+		ctl_json_end(j);
+		ctl_json_print(j);
+		return;
+	}
+	struct ctl_table *t =
+		ctl_table_new(c, 6, "NAME", "STAGE", "CREATED", "BOT", "EXIT", "STATUS");
+	for (size_t k = 0; k < n; k++) {
+		const struct op_row *op = &rows[k];
+		char ex[16];
+		snprintf(ex, sizeof ex, "%d", op->exit_code);
+		const char *status =
+			!strcmp(op->stage, "COMPLETED")
+				? (op->status_code == 0 ? (op->cached ? "OK (cached)" : "OK")
+							: grpc_code_name(op->status_code))
+				: "";
+		ctl_table_row(t, op->name, op->stage, ctl_ops_ago(op->created_us),
+			      *op->bot_id ? op->bot_id : NULL, op->has_exit ? ex : NULL,
+			      *status ? status : NULL);
+	}
+	ctl_table_print(t, stdout);
+	if (truncated)
+		printf("(more not shown: --limit)\n");
+}
+
+/* The Admin service's listing (anyone's operations, newest first). */
+static int op_ls_admin(struct ctl *c, const Reactor__Admin__V1__ListOperationsResponse *r)
+{
+	struct op_row *rows = xcalloc(r->n_operations ? r->n_operations : 1, sizeof(*rows));
+	for (size_t k = 0; k < r->n_operations; k++) {
+		const PbAdmOperation *op = r->operations[k];
+		rows[k] = (struct op_row){
+			.name = op->name,
+			.stage = op->stage,
+			.action = op->action_digest,
+			.owner = op->owner,
+			.bot_id = op->bot_id,
+			.status_message = op->status_message,
+			.created_us = op->created_us,
+			.queued_us = op->queued_us,
+			.started_us = op->started_us,
+			.completed_us = op->completed_us,
+			.cached = op->cached,
+			.has_exit = op->has_exit_code,
+			.status_code = op->status_code,
+			.exit_code = op->exit_code,
+		};
+	}
+	op_rows_print(c, rows, r->n_operations, r->truncated);
+	free(rows);
+	return CTL_OK;
+}
+
+/* Pages read at most by the fallback (of the server's default size). */
+#define OP_LS_MAX_PAGES 100
+
+/* The fallback for callers without ops-admin: google.longrunning
+ * ListOperations, which lists the caller's own operations oldest first in
+ * pages; the last `limit` are kept and shown newest first. */
+static int op_ls_own(struct ctl *c, const char *stage, int limit)
+{
+	if (limit <= 0)
+		limit = 50;
+	Google__Longrunning__Operation **keep = xcalloc((size_t)limit, sizeof(*keep));
+	size_t nkeep = 0, seen = 0;
+	char *filter = *stage ? xasprintf("stage=%s", stage) : xstrdup("");
+	char *token = xstrdup("");
+	int rv = CTL_OK, pages = 0;
+	do {
+		Google__Longrunning__ListOperationsRequest req =
+			GOOGLE__LONGRUNNING__LIST_OPERATIONS_REQUEST__INIT;
+		req.name = (char *)c->instance;
+		req.filter = filter;
+		req.page_token = token;
+		ProtobufCMessage *out;
+		rv = ctl_unary(c, OPS "ListOperations", &req.base,
+			       &google__longrunning__list_operations_response__descriptor, &out);
+		if (rv != CTL_OK)
+			break;
+		Google__Longrunning__ListOperationsResponse *r = (void *)out;
+		for (size_t i = 0; i < r->n_operations; i++, seen++) {
+			/* A ring of the newest `limit`; the response keeps no
+			 * pointer to what it hands over. */
+			size_t slot = seen % (size_t)limit;
+			if (keep[slot])
+				protobuf_c_message_free_unpacked(&keep[slot]->base, NULL);
+			keep[slot] = r->operations[i];
+			r->operations[i] = NULL;
+		}
+		nkeep = seen < (size_t)limit ? seen : (size_t)limit;
+		r->n_operations = 0;
+		free(token);
+		token = xstrdup(r->next_page_token ? r->next_page_token : "");
+		protobuf_c_message_free_unpacked(out, NULL);
+	} while (*token && ++pages < OP_LS_MAX_PAGES);
+	bool truncated = seen > nkeep || *token;
+	struct op_row *rows = xcalloc(nkeep ? nkeep : 1, sizeof(*rows));
+	struct opinfo *info = xcalloc(nkeep ? nkeep : 1, sizeof(*info));
+	char(*ad)[160] = xcalloc(nkeep ? nkeep : 1, sizeof(*ad));
+	for (size_t k = 0; rv == CTL_OK && k < nkeep; k++) {
+		const Google__Longrunning__Operation *op = keep[(seen - 1 - k) % (size_t)limit];
+		struct opinfo *oi = &info[k];
+		opinfo_read(oi, op);
+		const PbActionResult *ar = oi->resp ? oi->resp->result : NULL;
+		const Google__Rpc__Status *st = oi->resp ? oi->resp->status : NULL;
+		rows[k] = (struct op_row){
+			.name = op->name,
+			.stage = oi->md ? stage_name(oi->md->stage)
+					: (op->done ? "COMPLETED" : "UNKNOWN"),
+			.action = dig_json(ad[k], sizeof ad[k],
+					   oi->md ? oi->md->action_digest : NULL),
+			.owner = "",
+			.bot_id = ar && ar->execution_metadata && ar->execution_metadata->worker
+					  ? ar->execution_metadata->worker
+					  : "",
+			.status_message = st && st->message ? st->message : "",
+			.cached = oi->resp && oi->resp->cached_result,
+			.has_exit = ar != NULL,
+			.status_code = st ? st->code : 0,
+			.exit_code = ar ? ar->exit_code : 0,
+		};
+	}
+	if (rv == CTL_OK)
+		op_rows_print(c, rows, nkeep, truncated);
+	for (size_t k = 0; k < nkeep; k++)
+		opinfo_free(&info[k]);
+	for (size_t k = 0; k < (size_t)limit; k++)
+		if (keep[k])
+			protobuf_c_message_free_unpacked(&keep[k]->base, NULL);
+	free(ad);
+	free(info);
+	free(rows);
+	free(keep);
+	free(token);
+	free(filter);
+	return rv;
+}
+
 static int cmd_op_ls(struct ctl *c, int argc, char **argv)
 {
 	const char *stage = "";
@@ -412,66 +677,32 @@ static int cmd_op_ls(struct ctl *c, int argc, char **argv)
 	st[i] = '\0';
 	req.stage = st;
 	req.limit = limit;
-	ProtobufCMessage *out;
-	int rv = ctl_unary(c, ADMN "ListOperations", &req.base,
-			   &reactor__admin__v1__list_operations_response__descriptor, &out);
-	if (rv != CTL_OK)
-		return rv;
-	const Reactor__Admin__V1__ListOperationsResponse *r = (const void *)out;
-	if (c->json) {
-		struct ctl_json *j = ctl_json_new();
-		ctl_json_obj(j);
-		ctl_json_key(j, "operations");
-		ctl_json_arr(j);
-		for (size_t k = 0; k < r->n_operations; k++) {
-			const PbAdmOperation *op = r->operations[k];
-			ctl_json_obj(j);
-			ctl_json_kstr(j, "name", op->name);
-			ctl_json_kstr(j, "stage", op->stage);
-			ctl_json_kstr(j, "action_digest", op->action_digest);
-			ctl_json_kstr(j, "owner", op->owner);
-			ctl_json_kstr(j, "bot_id", op->bot_id);
-			ctl_json_kint(j, "created_us", op->created_us);
-			ctl_json_kint(j, "queued_us", op->queued_us);
-			ctl_json_kint(j, "started_us", op->started_us);
-			ctl_json_kint(j, "completed_us", op->completed_us);
-			ctl_json_kbool(j, "cached", op->cached);
-			ctl_json_kint(j, "status_code", op->status_code);
-			ctl_json_kstr(j, "status_message", op->status_message);
-			ctl_json_key(j, "exit_code");
-			if (op->has_exit_code)
-				ctl_json_int(j, op->exit_code);
-			else
-				ctl_json_null(j);
-			ctl_json_end(j);
-		}
-		ctl_json_end(j);
-		ctl_json_kbool(j, "truncated", r->truncated);
-		ctl_json_end(j);
-		ctl_json_print(j);
+	struct rc_client *cl = ctl_client(c);
+	if (!cl)
+		return c->fail_rc;
+	ProtobufCMessage *out = NULL;
+	char *msg = NULL;
+	int code = rc_unary(cl, ADMN "ListOperations", &req.base,
+			    &reactor__admin__v1__list_operations_response__descriptor, &out, &msg,
+			    c->timeout_us);
+	int rv;
+	if (code == GRPC_PERMISSION_DENIED) {
+		/* Not an ops-admin: one's own operations, through the public API. */
+		ctl_info(c,
+			 "Admin ListOperations: PERMISSION_DENIED: %s; listing your own "
+			 "operations through google.longrunning.Operations instead",
+			 msg && *msg ? msg : "(no message)");
+		c->answered = true;
+		rv = op_ls_own(c, st, limit);
 	} else {
-		struct ctl_table *t =
-			ctl_table_new(c, 6, "NAME", "STAGE", "CREATED", "BOT", "EXIT", "STATUS");
-		for (size_t k = 0; k < r->n_operations; k++) {
-			const PbAdmOperation *op = r->operations[k];
-			char ex[16];
-			snprintf(ex, sizeof ex, "%d", op->exit_code);
-			const char *status =
-				!strcmp(op->stage, "COMPLETED")
-					? (op->status_code == 0
-						   ? (op->cached ? "OK (cached)" : "OK")
-						   : grpc_code_name(op->status_code))
-					: "";
-			ctl_table_row(t, op->name, op->stage, ctl_ops_ago(op->created_us),
-				      *op->bot_id ? op->bot_id : NULL,
-				      op->has_exit_code ? ex : NULL, *status ? status : NULL);
-		}
-		ctl_table_print(t, stdout);
-		if (r->truncated)
-			printf("(more not shown: --limit)\n");
+		rv = ctl_status(c, code, msg);
+		if (rv == CTL_OK)
+			rv = op_ls_admin(c, (const void *)out);
 	}
-	protobuf_c_message_free_unpacked(out, NULL);
-	return CTL_OK;
+	if (out)
+		protobuf_c_message_free_unpacked(out, NULL);
+	free(msg);
+	return rv;
 }
 
 /* ---- action cache -------------------------------------------------------- */
@@ -584,37 +815,7 @@ static int cmd_bot_ls(struct ctl *c, int argc, char **argv)
 		return rv;
 	const Reactor__Admin__V1__ListBotsResponse *r = (const void *)out;
 	if (c->json) {
-		struct ctl_json *j = ctl_json_new();
-		ctl_json_obj(j);
-		ctl_json_key(j, "bots");
-		ctl_json_arr(j);
-		for (size_t i = 0; i < r->n_bots; i++) {
-			const PbAdmBot *b = r->bots[i];
-			ctl_json_obj(j);
-			ctl_json_kstr(j, "session", b->session);
-			ctl_json_kstr(j, "bot_id", b->bot_id);
-			ctl_json_kstr(j, "owner", b->owner);
-			ctl_json_kstr(j, "state", b->state);
-			ctl_json_kstr(j, "properties", b->properties);
-			ctl_json_kbool(j, "busy", b->busy);
-			ctl_json_kstr(j, "lease_job", b->lease_job);
-			ctl_json_kstr(j, "lease_state", b->lease_state);
-			ctl_json_kstr(j, "lease_action_digest", b->lease_action_digest);
-			ctl_json_key(j, "lease_operations");
-			ctl_json_arr(j);
-			for (size_t k = 0; k < b->n_lease_operations; k++)
-				ctl_json_str(j, b->lease_operations[k]);
-			ctl_json_end(j);
-			ctl_json_kint(j, "created_us", b->created_us);
-			ctl_json_kint(j, "last_seen_us", b->last_seen_us);
-			ctl_json_kint(j, "expire_us", b->expire_us);
-			ctl_json_end(j);
-		}
-		ctl_json_end(j);
-		ctl_json_kint(j, "total", r->total);
-		ctl_json_kbool(j, "truncated", r->truncated);
-		ctl_json_end(j);
-		ctl_json_print(j);
+		json_print_msg(out);
 	} else {
 		struct ctl_table *t = ctl_table_new(c, 6, "BOT", "STATE", "LEASE", "OPERATION",
 						    "LAST SEEN", "PROPERTIES");
@@ -646,24 +847,7 @@ static int cmd_queue_ls(struct ctl *c, int argc, char **argv)
 		return rv;
 	const Reactor__Admin__V1__ListQueuesResponse *r = (const void *)out;
 	if (c->json) {
-		struct ctl_json *j = ctl_json_new();
-		ctl_json_obj(j);
-		ctl_json_key(j, "queues");
-		ctl_json_arr(j);
-		for (size_t i = 0; i < r->n_queues; i++) {
-			const PbAdmQueue *q = r->queues[i];
-			ctl_json_obj(j);
-			ctl_json_kstr(j, "platform", q->platform);
-			ctl_json_kint(j, "queued", q->queued);
-			ctl_json_kint(j, "oldest_queued_us", q->oldest_queued_us);
-			ctl_json_kint(j, "bots", q->bots);
-			ctl_json_kint(j, "bots_busy", q->bots_busy);
-			ctl_json_end(j);
-		}
-		ctl_json_end(j);
-		ctl_json_kbool(j, "truncated", r->truncated);
-		ctl_json_end(j);
-		ctl_json_print(j);
+		json_print_msg(out);
 	} else {
 		struct ctl_table *t =
 			ctl_table_new(c, 5, "PLATFORM", "QUEUED", "OLDEST", "BOTS", "BUSY");
@@ -687,8 +871,10 @@ const struct ctl_cmd ctl_cmds_ops[] = {
 	 "Lists anyone's operations of the instance (-i), newest first, with their\n"
 	 "stage, age, the bot that runs or ran them, the exit code and status.\n"
 	 "--stage: only QUEUED, EXECUTING, COMPLETED (or CACHE_CHECK); --limit: at\n"
-	 "most N rows (default 50, at most 500).  Reads the Admin service: needs\n"
-	 "the ops-admin role when auth is on.\n"
+	 "most N rows (default 50, at most 500).  Reads the Admin service, which\n"
+	 "needs the ops-admin role when auth is on; without it (PERMISSION_DENIED)\n"
+	 "the listing falls back to google.longrunning ListOperations: your own\n"
+	 "operations, without owner or times (-v says so on stderr).\n"
 	 "\n"
 	 "example:\n"
 	 "  reactorctl op ls --stage EXECUTING\n",

@@ -1,7 +1,7 @@
 /*
  * ctl_ops.h - what ctl_ops.c shares with ctl_build.c: a synchronous
- * server-streaming call (WaitExecution, WatchBuilds, ByteStream Read) and
- * printing a CAS blob to stdout.
+ * server-streaming call (WaitExecution, WatchBuilds, ByteStream Read),
+ * printing a CAS blob to stdout, and a protobuf message as JSON.
  */
 #ifndef REACTOR_CTL_OPS_H
 #define REACTOR_CTL_OPS_H
@@ -24,6 +24,12 @@ int ctl_stream(struct ctl *c, const char *path, const ProtobufCMessage *req, int
 /* Write the blob "HASH/SIZE" of the instance to f (ByteStream Read);
  * checks the size.  Returns the exit code. */
 int ctl_cat_blob(struct ctl *c, const char *digest, FILE *f) WARN_UNUSED;
+
+/* Write message m as a JSON object: every field under its proto name,
+ * proto3-style (scalars always present), enums by name, repeated fields as
+ * arrays, sub-messages as objects (null when unset); bytes and floating
+ * fields as null. */
+void ctl_json_msg(struct ctl_json *j, const ProtobufCMessage *m);
 
 /* "3m ago" for a time in µs (0: "-"), in one of eight static buffers
  * (valid for the next seven calls). */

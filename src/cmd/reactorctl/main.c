@@ -59,6 +59,29 @@ static const struct ctl_cmd *const tables[] = {
 	"  -h, --help           this help\n"                                                       \
 	"  -V, --version        print the version\n" RC_CLIENT_USAGE
 
+/* "  name args" on f, words wrapped at 80 columns (continuation lines
+ * indented by 6), the args' own line breaks read as spaces; returns the
+ * width of the one line, or SIZE_MAX when it took more. */
+static size_t put_synopsis(FILE *f, const char *name, const char *args)
+{
+	char *text = xasprintf("%s %s", name, args ? args : "");
+	size_t col = 2;
+	bool wrapped = false, line_start = true;
+	fputs("  ", f);
+	for (char *w = strtok(text, " \n"); w; w = strtok(NULL, " \n")) {
+		size_t n = strlen(w);
+		if (!line_start && col + 1 + n > 80) {
+			fputs("\n      ", f);
+			col = 6;
+			wrapped = line_start = true;
+		}
+		col += (size_t)fprintf(f, "%s%s", line_start ? "" : " ", w);
+		line_start = false;
+	}
+	free(text);
+	return wrapped ? SIZE_MAX : col;
+}
+
 static void list_commands(FILE *f)
 {
 	fprintf(f, "commands:\n");
@@ -66,12 +89,13 @@ static void list_commands(FILE *f)
 		for (const struct ctl_cmd *k = tables[t]; k->name; k++) {
 			if (!k->summary)
 				continue;
-			char head[64];
-			snprintf(head, sizeof(head), "%s %s", k->name, k->args ? k->args : "");
-			if (strlen(head) > 30)
-				fprintf(f, "  %s\n  %-30s  %s\n", head, "", k->summary);
+			/* The summary at column 34, on the next line after a
+			 * longer synopsis. */
+			size_t col = put_synopsis(f, k->name, k->args);
+			if (col > 32)
+				fprintf(f, "\n%34s%s\n", "", k->summary);
 			else
-				fprintf(f, "  %-30s  %s\n", head, k->summary);
+				fprintf(f, "%*s%s\n", (int)(34 - col), "", k->summary);
 		}
 	fprintf(f, "exit status: 0 ok, 1 the remote operation failed, 2 usage, 3 cannot "
 		   "connect.\n'reactorctl help COMMAND' shows a command's options and an "

@@ -1,14 +1,15 @@
 -- inspect_sum.lua - the scheduler's counters for /metrics and the status
 -- page (domain/inspect.c; read-only).  Runs after sched_prelude.lua.
--- KEYS: 3... per instance: ops:{i}, platforms:{i}, bots:{i}.
+-- KEYS: 3... per instance: ops:{i}, platforms:{i}, bots:{i}, opstats:{i}.
 -- ARGV: 1 now (us), 2 most platforms per instance, 3 most sessions read
 --   per instance, 4... the instance names, in KEYS order.
 -- Returns {jobs executing, {ops, queued, bots, busy, truncated,
--- {platform, queued...}} per instance}.
+-- {platform, queued...}, {operations QUEUED, EXECUTING, completed ok,
+-- failed, cancelled}} per instance}.
 local now, maxp, maxs = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local out = {redis.call('ZCARD', K_DEADLINES)}
 for i = 4, #ARGV do
-  local inst, k = ARGV[i], 3 + (i - 4) * 3
+  local inst, k = ARGV[i], 3 + (i - 4) * 4
   local trunc, queued, depth = 0, 0, {}
   local plats = redis.call('SMEMBERS', KEYS[k + 1])
   table.sort(plats)
@@ -28,6 +29,8 @@ for i = 4, #ARGV do
     local l = redis.call('HGET', P_BOT .. name, 'lease')
     if l and l ~= '' then busy = busy + 1 end
   end
-  table.insert(out, {redis.call('ZCARD', KEYS[k]), queued, bots, busy, trunc, depth})
+  local st = redis.call('HMGET', KEYS[k + 3], 'QUEUED', 'EXECUTING', 'ok', 'failed', 'cancelled')
+  for f = 1, 5 do st[f] = tonumber(st[f] or '0') or 0 end
+  table.insert(out, {redis.call('ZCARD', KEYS[k]), queued, bots, busy, trunc, depth, st})
 end
 return out

@@ -54,6 +54,7 @@ if L ~= '' then
     requeue(L, now, 'bot ' .. s.bot_id .. ' no longer reported its lease')
   elseif ARGV[7] == 'ACTIVE' then
     if f.lease == 'PENDING' then
+      ops_move(jk, f.stage, 'EXECUTING')
       redis.call('HSET', jk, 'lease', 'ACTIVE', 'stage', 'EXECUTING', 'started', now)
       bump(L)
     end

@@ -11,8 +11,10 @@ if not o.instance then return 'NOTFOUND' end
 if not owned_by(o.owner, ARGV[3], ARGV[4]) then return {'DENIED', o.instance} end
 if o.stage == 'COMPLETED' or not o.job or o.job == '' then return 'DONE' end
 local jk = P_JOB .. o.job
-local f = hm(jk, 'stage', 'retention')
+local f = hm(jk, 'stage', 'retention', 'counted')
 if not f.stage or f.stage == 'COMPLETED' then return 'DONE' end
+if f.counted == '1' then opstat(o.instance, f.stage, -1) end
+opstat(o.instance, 'cancelled', 1)
 redis.call('HSET', KEYS[3], 'stage', 'COMPLETED', 'status', '1', 'message',
            'operation cancelled by CancelOperation', 'cached', '0')
 local ttl = tonumber(f.retention)

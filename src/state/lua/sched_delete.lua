@@ -16,6 +16,7 @@ if o.job and o.job ~= '' then
   local st = redis.call('HGET', jk, 'stage')
   if st and st ~= 'COMPLETED' and o.stage ~= 'COMPLETED' then
     redis.call('HINCRBY', jk, 'ops', -1)
+    if redis.call('HGET', jk, 'counted') == '1' then opstat(o.instance, st, -1) end
   end
   if st then bump(o.job) end
 end

@@ -24,13 +24,14 @@ if ARGV[8] == '0' then
   local j = redis.call('GET', KEYS[3])
   if j then
     local jk = P_JOB .. j
-    local f = hm(jk, 'stage', 'priority', 'queue', 'seq', 'do_not_cache')
+    local f = hm(jk, 'stage', 'priority', 'queue', 'seq', 'do_not_cache', 'counted')
     if (f.stage == 'QUEUED' or f.stage == 'EXECUTING') and f.do_not_cache == '0' then
       redis.call('HSET', KEYS[4], 'instance', inst, 'job', j, 'action', action,
                  'created', now, 'owner', ARGV[13])
       redis.call('SADD', jk .. ':ops', op)
       redis.call('ZADD', KEYS[5], now, op)
       redis.call('HINCRBY', jk, 'ops', 1)
+      if f.counted == '1' then opstat(inst, f.stage, 1) end
       if f.stage == 'QUEUED' and prio < tonumber(f.priority) then
         redis.call('HSET', jk, 'priority', ARGV[5])
         redis.call('ZADD', f.queue, score(prio, f.seq), j)
@@ -64,7 +65,8 @@ redis.call('HSET', jk, 'instance', inst, 'action', action, 'platform', ARGV[6], 
            'priority', ARGV[5], 'seq', seq, 'timeout', ARGV[7], 'stage', 'QUEUED',
            'ops', 1, 'bot', '', 'lease', '', 'attempts', 0, 'max_attempts', ARGV[9],
            'bots', '', 'queued', now, 'retention', ARGV[11], 'do_not_cache', ARGV[8],
-           'version', 1)
+           'version', 1, 'counted', 1)
+opstat(inst, 'QUEUED', 1)
 redis.call('SADD', KEYS[7], op)
 if ARGV[8] == '0' then redis.call('SET', KEYS[3], j) end
 redis.call('HSET', KEYS[4], 'instance', inst, 'job', j, 'action', action, 'created', now,

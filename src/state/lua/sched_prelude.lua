@@ -25,7 +25,7 @@ local K_DEADLINES, K_RETIRE = KEYS[1], KEYS[2]
 local P_JOB, P_OP, P_OPS, P_ACTION = NS .. 'job:', NS .. 'op:', NS .. 'ops:', NS .. 'actionjob:'
 local P_QUEUE, P_PLATS = NS .. 'queue:', NS .. 'platforms:'
 local P_BOT, P_BOTS, P_BOTID, P_BOTPROPS = NS .. 'bot:', NS .. 'bots:', NS .. 'botid:', NS .. 'botprops:'
-local P_BOTSEEN = NS .. 'botseen:'
+local P_BOTSEEN, P_OPSTATS = NS .. 'botseen:', NS .. 'opstats:'
 local CH_JOB, CH_QUEUE = NS .. 'sched:job', NS .. 'sched:queue'
 
 local function n2s(x) return string.format('%.17g', x) end
@@ -37,6 +37,34 @@ local function hm(key, ...)
   local t = {}
   for i, n in ipairs(names) do t[n] = v[i] end
   return t
+end
+
+-- Operations by stage (opstats:{instance}, read by inspect_sum.lua):
+-- QUEUED and EXECUTING count the operations waiting now on jobs at that
+-- stage (a job's `ops`, moved at each of its transitions; only jobs
+-- marked `counted`, so jobs queued by a version without the counters
+-- never unbalance them), and ok / cancelled / failed are totals, since the
+-- hash was created, of operations that completed with status OK (whatever
+-- the exit code), CANCELLED, or any other status.
+local function opstat(inst, field, n)
+  if n ~= 0 then redis.call('HINCRBY', P_OPSTATS .. inst, field, n) end
+end
+
+local function result_field(code)
+  code = tonumber(code)
+  if code == 0 then return 'ok' elseif code == 1 then return 'cancelled' end
+  return 'failed'
+end
+
+-- The job's waiting operations go from stage `from` to `to` (QUEUED or
+-- EXECUTING; anything else is not a gauge).
+local function ops_move(jk, from, to)
+  if from == to then return end
+  local f = hm(jk, 'counted', 'instance', 'ops')
+  if f.counted ~= '1' then return end
+  local n = math.max(tonumber(f.ops or '0') or 0, 0)
+  if from == 'QUEUED' or from == 'EXECUTING' then opstat(f.instance, from, -n) end
+  if to == 'QUEUED' or to == 'EXECUTING' then opstat(f.instance, to, n) end
 end
 
 -- Queue order: priority first, then arrival.
@@ -87,8 +115,11 @@ end
 -- operations after the retention.  False when it had already ended.
 local function finish(j, now, code, msg, result)
   local jk = P_JOB .. j
-  local f = hm(jk, 'instance', 'action', 'queue', 'retention', 'stage', 'lease', 'platform')
+  local f = hm(jk, 'instance', 'action', 'queue', 'retention', 'stage', 'lease', 'platform',
+               'ops')
   if not f.stage or f.stage == 'COMPLETED' then return false end
+  ops_move(jk, f.stage, 'COMPLETED')
+  opstat(f.instance, result_field(code), math.max(tonumber(f.ops or '0') or 0, 0))
   redis.call('HSET', jk, 'stage', 'COMPLETED', 'completed', now, 'status', n2s(code),
              'message', msg)
   if result then redis.call('HSET', jk, 'result', result) end
@@ -124,6 +155,7 @@ local function requeue(j, now, why)
            f.max_attempts .. ')')
     return
   end
+  ops_move(jk, f.stage, 'QUEUED')
   redis.call('HSET', jk, 'stage', 'QUEUED')
   redis.call('ZADD', f.queue, score(f.priority, f.seq), j)
   redis.call('SADD', P_PLATS .. f.instance, f.platform)
