@@ -532,10 +532,6 @@ void metrics_init(struct event_base *base, const char *version)
 				     "are left out).",
 				     NULL);
 	metric_set(R.scrape_errors, 0);
-	/* The label-less histograms show from the first scrape (count 0), not
-	 * only after the first timer tick or Redis reply. */
-	metric_add(R.lag_seconds, 0);
-	metric_add(R.redis_seconds, 0);
 	metrics_collector(std_collect, NULL);
 	if (base) {
 		R.lag_ev = evtimer_new(base, lag_cb, NULL);
