@@ -106,7 +106,8 @@ class CtlCase(h.ReactordTestCase):
     def start(self, local=0):
         cfg = {"instances": [{"name": "", "execution": True, "no-worker-timeout": "10s"}],
                "scheduler": {"bot-session-keepalive": "3s", "safety-net-interval": "1s",
-                             "sweep-interval": "100ms", "long-poll": "10s"},
+                             "sweep-interval": "100ms", "long-poll": "10s",
+                             "start-grace": "0s"},
                "workers": {"local": local, "sandbox": "none", "run-as": "root"}}
         return self.start_reactord(cfg)
 
@@ -314,7 +315,14 @@ class TestExec(CtlCase):
         r = ctl("-s", a, "exec", "--platform", "OSFamily=plan9", "--timeout", "5s", "--",
                 "true", timeout=120)
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
-        self.assertRegex(r.stderr, r"[A-Z_]+: ")
+        self.assertIn("FAILED_PRECONDITION", r.stderr)
+        self.assertIn("OSFamily=plan9", r.stderr)
+        # The action's environment: PATH is the usual one unless --env gives it
+        # (sh's own default when PATH is unset is a different list).
+        r = ctl("-s", a, "exec", "--", "sh", "-c", 'echo "$PATH"')
+        self.assertEqual((r.returncode, r.stdout), (0, "/usr/local/bin:/usr/bin:/bin\n"), r.stderr)
+        r = ctl("-s", a, "exec", "--env", "PATH=/bin", "--", "sh", "-c", 'echo "$PATH"')
+        self.assertEqual((r.returncode, r.stdout), (0, "/bin\n"), r.stderr)
 
 
 if __name__ == "__main__":

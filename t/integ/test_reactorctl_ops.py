@@ -298,7 +298,7 @@ class TestBuildCommands(CtlCase):
         bid = int(out.strip())
         b = self.wait_done(bid)
         self.assertEqual((b["id"], b["bucket"], b["builder"], b["result"]),
-                         (bid, "ci", "hello", "SUCCESS"))
+                         (str(bid), "ci", "hello", "SUCCESS"))
         self.assertIn("team:infra", b["tags"])
         self.assertEqual(json.loads(b["parameters_json"])["properties"],
                          {"greeting": "<hi there>", "times": 3})
@@ -311,11 +311,11 @@ class TestBuildCommands(CtlCase):
         self.assertEqual((f["result"], f["failure_reason"]), ("FAILURE", "BUILD_FAILURE"))
         # ls: newest first, filters by result and tag.
         j = self.js("build", "ls", "--bucket", "ci")
-        self.assertEqual([x["id"] for x in j["builds"]], [fid, bid])
+        self.assertEqual([x["id"] for x in j["builds"]], [str(fid), str(bid)])
         j = self.js("build", "ls", "--bucket", "ci", "--status", "success")
-        self.assertEqual([x["id"] for x in j["builds"]], [bid])
+        self.assertEqual([x["id"] for x in j["builds"]], [str(bid)])
         j = self.js("build", "ls", "--bucket", "ci", "--tag", "team:infra")
-        self.assertEqual([x["id"] for x in j["builds"]], [bid])
+        self.assertEqual([x["id"] for x in j["builds"]], [str(bid)])
         out = self.ok("build", "ls", "--bucket", "ci").splitlines()
         self.assertRegex(out[0], r"^ID\s+BUILDER\s+STATUS\s+RESULT\s+CREATED$")
         self.assertRegex(out[1], r"^%d\s+failing\s+COMPLETED\s+FAILURE \(BUILD_FAILURE\)\s+"

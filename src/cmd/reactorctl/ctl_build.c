@@ -74,7 +74,11 @@ static void build_json(struct ctl_json *j, const Build *b)
 {
 	char *builder = builder_of(b);
 	ctl_json_obj(j);
-	ctl_json_kint(j, "id", b->id);
+	/* Build ids pass 2^53: a string, so that jq and JavaScript keep
+	 * every digit (as the proto3 JSON mapping writes int64). */
+	char idbuf[24];
+	snprintf(idbuf, sizeof(idbuf), "%" PRId64, b->id);
+	ctl_json_kstr(j, "id", idbuf);
 	ctl_json_kstr(j, "bucket", b->bucket);
 	ctl_json_kstr(j, "builder", builder);
 	ctl_json_kstr(j, "status", STATUS(b->status));
@@ -587,7 +591,9 @@ static int cmd_build_log(struct ctl *c, int argc, char **argv)
 	if (c->json) {
 		struct ctl_json *j = ctl_json_new();
 		ctl_json_obj(j);
-		ctl_json_kint(j, "id", id);
+		char idbuf[24];
+		snprintf(idbuf, sizeof(idbuf), "%" PRId64, id);
+		ctl_json_kstr(j, "id", idbuf);
 		ctl_json_key(j, "steps");
 		ctl_json_arr(j);
 		for (size_t i = 0; i < steps->n; i++) {

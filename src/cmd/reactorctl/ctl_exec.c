@@ -25,6 +25,7 @@
 #include "rpc/grpc.h"
 
 #define EXECUTE "/build.bazel.remote.execution.v2.Execution/Execute"
+#define DEFAULT_ACTION_PATH "/usr/local/bin:/usr/bin:/bin"
 
 struct kv {
 	char *k, *v;
@@ -384,7 +385,7 @@ static int cmd_exec(struct ctl *c, int argc, char **argv)
 		{NULL, 0, NULL, 0},
 	};
 	struct kv *plat = xcalloc((size_t)argc, sizeof(*plat));
-	struct kv *env = xcalloc((size_t)argc, sizeof(*env));
+	struct kv *env = xcalloc((size_t)argc + 1, sizeof(*env));
 	char **outs = xcalloc((size_t)argc, sizeof(*outs));
 	size_t nplat = 0, nenv = 0, nouts = 0;
 	const char *input = NULL, *base = ".";
@@ -417,6 +418,17 @@ static int cmd_exec(struct ctl *c, int argc, char **argv)
 	}
 	if (rv == CTL_OK && optind >= argc)
 		rv = ctl_usage(c);
+	/* An action's environment is only what its Command lists.  Without a
+	 * PATH, tools that find their helpers through it fail in ways that
+	 * don't say so (gcc: "cannot execute 'cc1'"), so give the usual one
+	 * unless --env names PATH. */
+	bool has_path = false;
+	for (size_t i = 0; rv == CTL_OK && i < nenv; i++)
+		has_path |= strcmp(env[i].k, "PATH") == 0;
+	if (rv == CTL_OK && !has_path) {
+		env[nenv].k = (char *)"PATH";
+		env[nenv++].v = (char *)DEFAULT_ACTION_PATH;
+	}
 	struct cas_blobs s = {0};
 	struct digest root, cmd_d, act_d;
 	if (rv == CTL_OK && input) {
@@ -530,6 +542,7 @@ const struct ctl_cmd ctl_cmds_exec[] = {
 	 "command's stdout and stderr, and exits with its exit code.  A failed\n"
 	 "operation exits 1 and names its status.  --timeout: the action's timeout.\n"
 	 "--no-cache: neither look the action up in nor add it to the action cache.\n"
+	 "--env: the action's environment; PATH is " DEFAULT_ACTION_PATH " unless given.\n"
 	 "With --json: the ActionResult summary as one object instead of the output.\n"
 	 "\n"
 	 "example:\n"
