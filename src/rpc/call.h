@@ -45,8 +45,9 @@ struct rpc_method {
 	const ProtobufCMessageDescriptor *req;
 	const ProtobufCMessageDescriptor *resp;
 	/* A decoded request message.  For unary and server-streaming calls it
-	 * is called once, after the client half-closed.  The message is freed
-	 * when the handler returns. */
+	 * is called once, after the client half-closed.  The message lives in
+	 * the call's arena, which is reset when the handler returns (unless it
+	 * called call_take_request): nothing may point into it afterwards. */
 	void (*on_message)(struct call *c, const ProtobufCMessage *msg);
 	/* Client-/bidi-streaming: the client finished sending. */
 	void (*on_half_close)(struct call *c);
@@ -99,9 +100,18 @@ void call_accept(struct h2_stream *s, void *arg);
 /* Handler API ------------------------------------------------------------- */
 
 /* Inside on_message: keep the request message past the handler's return
- * (work that spans several loop passes).  The handler then frees it with
- * protobuf_c_message_free_unpacked(msg, &call_pb_allocator). */
+ * (work that spans several loop passes).  It then lives in the call's
+ * arena until the call is freed: the handler holds a call reference
+ * (call_ref) while it uses it and never frees it itself (no
+ * protobuf_c_message_free_unpacked: that would free() arena memory). */
 void call_take_request(struct call *c);
+
+/* n bytes (aligned for any type) from the call's arena, for what a
+ * handler builds around its reply (arrays of pointers, response
+ * sub-messages): gone with the request message, i.e. when the handler
+ * returns unless it took the request, else when the call is freed.
+ * Never NULL. */
+void *call_alloc(struct call *c, size_t n);
 
 /* Queue one response message.  Returns 0, or -1 when the call is done. */
 int call_send(struct call *c, const ProtobufCMessage *msg);
