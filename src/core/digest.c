@@ -95,9 +95,15 @@ static bool hex8(const char *in, uint8_t *out)
 		return false;
 	/* value: low nibble, plus 9 for letters (bit 6 set) */
 	uint64_t nib = (v & b * 0x0f) + ((v >> 6) & b) * 9;
-	/* bytes little-endian in v: in[0] is the low byte, the high nibble */
-	for (int i = 0; i < 4; i++)
-		out[i] = (uint8_t)((nib >> (16 * i)) << 4 | ((nib >> (16 * i + 8)) & 0x0f));
+	/* in[0] is the low byte of v and the high nibble of out[0]: pair
+	 * the nibbles in the even bytes, then close the gaps. */
+	uint64_t t = ((nib << 4) | (nib >> 8)) & 0x00ff00ff00ff00ffULL;
+	t = (t | t >> 8) & 0x0000ffff0000ffffULL;
+	t = (t | t >> 16) & 0xffffffffULL;
+	out[0] = (uint8_t)t;
+	out[1] = (uint8_t)(t >> 8);
+	out[2] = (uint8_t)(t >> 16);
+	out[3] = (uint8_t)(t >> 24);
 	return true;
 }
 

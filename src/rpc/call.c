@@ -113,6 +113,11 @@ void *call_alloc(struct call *c, size_t n)
 	return arena_alloc(&c->arena, n);
 }
 
+char *call_strndup(struct call *c, const char *s, size_t n)
+{
+	return arena_strndup(&c->arena, s, n);
+}
+
 /* The handler is done with the request it was handed (and did not take
  * it): everything in the arena goes, unless an earlier message of this
  * call was taken and still lives there. */
@@ -836,6 +841,11 @@ static const char *bad_string_field(const ProtobufCMessageDescriptor *desc, cons
 	return NULL;
 }
 
+bool call_string_ok(const uint8_t *s, size_t len)
+{
+	return ascii_nonul(s, len) || utf8_valid((const char *)s, len);
+}
+
 const char *call_bad_string_field(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
 				  size_t len)
 {
@@ -865,13 +875,16 @@ static int on_msg(void *arg, const uint8_t *data, size_t len)
 	struct call *c = arg;
 	if (c->state != CALL_ACTIVE)
 		return 1;
-	ProtobufCMessage *msg = protobuf_c_message_unpack(c->m->req, &c->pba, len, data);
-	if (!msg) {
+	const char *bad = NULL;
+	ProtobufCMessage *msg = c->m->decode ? c->m->decode(c, data, len, &bad)
+					     : protobuf_c_message_unpack(c->m->req, &c->pba, len, data);
+	if (!msg && !bad) {
 		layer_fail(c, GRPC_INVALID_ARGUMENT, "request is not a valid %s message",
 			   c->m->req->name);
 		return 1;
 	}
-	const char *bad = bad_string_field(c->m->req, data, len, 0);
+	if (!c->m->decode)
+		bad = bad_string_field(c->m->req, data, len, 0);
 	if (bad) {
 		layer_fail(c, GRPC_INVALID_ARGUMENT,
 			   "string field %s is not valid UTF-8 or contains a NUL byte", bad);

@@ -60,6 +60,16 @@ struct rpc_method {
 	 * before on_message gets it: true to go on, false when it finished the
 	 * call (PERMISSION_DENIED).  Optional (NULL: anyone). */
 	bool (*authorize)(struct call *c, const ProtobufCMessage *msg);
+	/* A hand-written decoder for the hottest requests, used instead of
+	 * protobuf-c's.  Returns a message allocated with call_alloc whose
+	 * start is a `req` message (so authorize and on_message read it the
+	 * usual way; the handler knows the rest of its layout), pointing
+	 * nowhere into data (valid only during the call).  It checks string
+	 * fields as the call layer does (NUL-free UTF-8).  NULL when the bytes
+	 * are no valid request: *bad_string names the string field at fault,
+	 * or stays NULL for malformed wire bytes.  Optional. */
+	ProtobufCMessage *(*decode)(struct call *c, const uint8_t *data, size_t len,
+				    const char **bad_string);
 };
 
 /* Limits and switches taken from the config; call at start and on reload. */
@@ -112,6 +122,8 @@ void call_take_request(struct call *c);
  * returns unless it took the request, else when the call is freed.
  * Never NULL. */
 void *call_alloc(struct call *c, size_t n);
+/* A NUL-terminated copy of s[0..n) in the call's arena (same lifetime). */
+char *call_strndup(struct call *c, const char *s, size_t n);
 
 /* Queue one response message.  Returns 0, or -1 when the call is done. */
 int call_send(struct call *c, const ProtobufCMessage *msg);
@@ -183,6 +195,10 @@ void call_set_base(struct event_base *base);
  * the call layer already. */
 const char *call_bad_string_field(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
 				  size_t len);
+
+/* The UTF-8 check the call layer applies to string fields: true when
+ * s[0..len) is NUL-free UTF-8 (for decode hooks). */
+bool call_string_ok(const uint8_t *s, size_t len);
 
 /* Protobuf-c allocator that aborts on out-of-memory. */
 extern ProtobufCAllocator call_pb_allocator;

@@ -283,6 +283,7 @@ static const struct rpc_method table[] = {
 		.req = &build__bazel__remote__execution__v2__find_missing_blobs_request__descriptor,
 		.resp = &build__bazel__remote__execution__v2__find_missing_blobs_response__descriptor,
 		.on_message = svc_cas_find_missing,
+		.decode = svc_cas_find_missing_decode,
 		.on_cancel = svc_cas_find_missing_cancel,
 		.authorize = az_cas_read,
 	},
