@@ -48,8 +48,8 @@ struct call {
 	ProtobufCAllocator pba;
 	ProtobufCMessage *req; /* buffered request of a unary-request call */
 	uint64_t nreq;
-	bool taken;	/* the handler kept the request it is being handed */
-	bool kept_any;	/* a streaming handler kept one: no reset until the end */
+	bool taken;    /* the handler kept the request it is being handed */
+	bool kept_any; /* a streaming handler kept one: no reset until the end */
 	bool half_closed;
 	bool headers_sent;
 	struct event *deadline_ev;
@@ -876,8 +876,9 @@ static int on_msg(void *arg, const uint8_t *data, size_t len)
 	if (c->state != CALL_ACTIVE)
 		return 1;
 	const char *bad = NULL;
-	ProtobufCMessage *msg = c->m->decode ? c->m->decode(c, data, len, &bad)
-					     : protobuf_c_message_unpack(c->m->req, &c->pba, len, data);
+	ProtobufCMessage *msg = c->m->decode
+					? c->m->decode(c, data, len, &bad)
+					: protobuf_c_message_unpack(c->m->req, &c->pba, len, data);
 	if (!msg && !bad) {
 		layer_fail(c, GRPC_INVALID_ARGUMENT, "request is not a valid %s message",
 			   c->m->req->name);

@@ -168,8 +168,8 @@ static size_t pb_varint_len(uint64_t v)
 
 /* One Digest message into pd (and d when valid).  Returns 0, -1 when
  * malformed, or 1 when its hash is no NUL-free UTF-8. */
-static int find_digest(struct call *c, const uint8_t *p, size_t len, PbDigest *pd,
-		       struct digest *d, bool *valid)
+static int find_digest(struct call *c, const uint8_t *p, size_t len, PbDigest *pd, struct digest *d,
+		       bool *valid)
 {
 	struct pbw r;
 	struct pbw_field f;
@@ -313,13 +313,15 @@ static void find_done(struct slice_job *j)
 	size_t total = 0;
 	for (size_t k = 0; k < f->nmiss; k++) {
 		const struct digest *d = &f->q->ds[f->missing[k]];
-		size_t dl = 2 + DIGEST_HEX_LEN + (d->size ? 1 + pb_varint_len((uint64_t)d->size) : 0);
+		size_t dl =
+			2 + DIGEST_HEX_LEN + (d->size ? 1 + pb_varint_len((uint64_t)d->size) : 0);
 		total += 1 + pb_varint_len(dl) + dl;
 	}
 	uint8_t *buf = xmalloc(5 + total), *o = buf + 5;
 	for (size_t k = 0; k < f->nmiss; k++) {
 		const struct digest *d = &f->q->ds[f->missing[k]];
-		size_t dl = 2 + DIGEST_HEX_LEN + (d->size ? 1 + pb_varint_len((uint64_t)d->size) : 0);
+		size_t dl =
+			2 + DIGEST_HEX_LEN + (d->size ? 1 + pb_varint_len((uint64_t)d->size) : 0);
 		*o++ = 2 << 3 | 2;
 		o += pb_varint_put(o, dl);
 		*o++ = 1 << 3 | 2;
