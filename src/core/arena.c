@@ -174,6 +174,7 @@ void arena_cache_drain(void)
 	for (int k = 0; k < NCLASS; k++) {
 		while (cache[k]) {
 			struct arena_chunk *c = cache[k];
+			UNPOISON(c, HDR);
 			UNPOISON(c, c->size);
 			cache[k] = c->next;
 			free(c);
