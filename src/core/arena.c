@@ -63,7 +63,6 @@ static struct arena_chunk *chunk_get(int k)
 {
 	struct arena_chunk *c = cache[k];
 	if (c) {
-		UNPOISON(c, HDR);
 		cache[k] = c->next;
 		cached -= c->size;
 		return c;
@@ -86,7 +85,9 @@ static void chunk_put(struct arena_chunk *c)
 	c->next = cache[k];
 	cache[k] = c;
 	cached += c->size;
-	POISON(c, c->size);
+	/* The header stays readable: LeakSanitizer follows the cache's
+	 * links only through unpoisoned memory. */
+	POISON(data_of(c), c->size - HDR);
 }
 
 static void *alloc_slow(struct arena *a, size_t n)
@@ -174,7 +175,6 @@ void arena_cache_drain(void)
 	for (int k = 0; k < NCLASS; k++) {
 		while (cache[k]) {
 			struct arena_chunk *c = cache[k];
-			UNPOISON(c, HDR);
 			UNPOISON(c, c->size);
 			cache[k] = c->next;
 			free(c);

@@ -64,7 +64,10 @@ struct rpc_method {
 	 * protobuf-c's.  Returns a message allocated with call_alloc whose
 	 * start is a `req` message (so authorize and on_message read it the
 	 * usual way; the handler knows the rest of its layout), pointing
-	 * nowhere into data (valid only during the call).  It checks string
+	 * nowhere into data (valid only during the call) -- except for
+	 * client-/bidi-streaming methods, whose on_message runs before data
+	 * goes away: there bytes fields may point into it, and the handler
+	 * must never call_take_request (asserted).  It checks string
 	 * fields as the call layer does (NUL-free UTF-8).  NULL when the bytes
 	 * are no valid request: *bad_string names the string field at fault,
 	 * or stays NULL for malformed wire bytes.  Optional. */

@@ -349,6 +349,7 @@ static const struct rpc_method table[] = {
 		.req = &google__bytestream__write_request__descriptor,
 		.resp = &google__bytestream__write_response__descriptor,
 		.on_message = svc_bs_write,
+		.decode = svc_bs_write_decode,
 		.on_half_close = svc_bs_write_end,
 		.on_cancel = svc_bs_write_cancel,
 		.authorize = az_bs_write,

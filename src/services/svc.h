@@ -63,6 +63,9 @@ void svc_bs_read(struct call *c, const ProtobufCMessage *msg);
 void svc_bs_read_writable(struct call *c);
 void svc_bs_read_cancel(struct call *c);
 void svc_bs_write(struct call *c, const ProtobufCMessage *msg);
+/* Its hand-written decoder (struct rpc_method.decode): data in place. */
+ProtobufCMessage *svc_bs_write_decode(struct call *c, const uint8_t *data, size_t len,
+				      const char **bad_string);
 void svc_bs_write_end(struct call *c);
 void svc_bs_write_cancel(struct call *c);
 void svc_bs_query(struct call *c, const ProtobufCMessage *msg);
