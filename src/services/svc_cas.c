@@ -184,6 +184,9 @@ static int find_digest(struct call *c, const uint8_t *p, size_t len, PbDigest *p
 		hash = p + 2;
 		hlen = DIGEST_HEX_LEN;
 		r.p = p + 2 + DIGEST_HEX_LEN;
+		const uint8_t *q = r.p + 1;
+		if (r.p < r.end && pb_varint_get(&q, r.end, &size) >= 0 && q == r.end)
+			r.p = q; /* and the size, which ends it */
 	}
 	while ((rc = pbw_next(&r, &f)) > 0) {
 		if (f.num == 1) {
@@ -250,7 +253,18 @@ ProtobufCMessage *svc_cas_find_missing_decode(struct call *c, const uint8_t *dat
 	const char *bad = NULL; /* a bad string: reported once all is known well-formed */
 	size_t i = 0;
 	pbw_init(&r, data, len);
-	while (pbw_next(&r, &f) > 0) {
+	for (;;) {
+		/* A digest with a one-byte length (the usual), without the
+		 * general walk; anything else through it. */
+		if (r.end - r.p >= 2 && r.p[0] == (2 << 3 | 2) && r.p[1] < 0x80 &&
+		    r.p[1] <= r.end - r.p - 2) {
+			f.num = 2;
+			f.data = r.p + 2;
+			f.len = r.p[1];
+			r.p += 2 + f.len;
+		} else if (pbw_next(&r, &f) <= 0) {
+			break;
+		}
 		if (f.num == 1) {
 			if (!call_string_ok(f.data, f.len))
 				bad = bad ? bad : "instance_name";
