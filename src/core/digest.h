@@ -39,6 +39,12 @@ extern const struct digest digest_empty;
  * as ""); err may be NULL when the caller does not want the message. */
 int digest_parse(const char *hex, int64_t size, struct digest *out, char **err) WARN_UNUSED;
 
+/* The same check without a message, on len bytes that need no NUL (a
+ * string field still in its wire form): 0 with *out filled, or -1 (*out
+ * clobbered).  For the hot path; a caller that fails one asks
+ * digest_parse for the message. */
+int digest_parse_n(const char *hex, size_t len, int64_t size, struct digest *out) WARN_UNUSED;
+
 /* Fill *out from a raw 32-byte hash and a size (hex computed). */
 void digest_from_hash(const uint8_t hash[DIGEST_HASH_LEN], int64_t size, struct digest *out);
 

@@ -45,8 +45,9 @@ struct rpc_method {
 	const ProtobufCMessageDescriptor *req;
 	const ProtobufCMessageDescriptor *resp;
 	/* A decoded request message.  For unary and server-streaming calls it
-	 * is called once, after the client half-closed.  The message is freed
-	 * when the handler returns. */
+	 * is called once, after the client half-closed.  The message lives in
+	 * the call's arena, which is reset when the handler returns (unless it
+	 * called call_take_request): nothing may point into it afterwards. */
 	void (*on_message)(struct call *c, const ProtobufCMessage *msg);
 	/* Client-/bidi-streaming: the client finished sending. */
 	void (*on_half_close)(struct call *c);
@@ -59,6 +60,19 @@ struct rpc_method {
 	 * before on_message gets it: true to go on, false when it finished the
 	 * call (PERMISSION_DENIED).  Optional (NULL: anyone). */
 	bool (*authorize)(struct call *c, const ProtobufCMessage *msg);
+	/* A hand-written decoder for the hottest requests, used instead of
+	 * protobuf-c's.  Returns a message allocated with call_alloc whose
+	 * start is a `req` message (so authorize and on_message read it the
+	 * usual way; the handler knows the rest of its layout), pointing
+	 * nowhere into data (valid only during the call) -- except for
+	 * client-/bidi-streaming methods, whose on_message runs before data
+	 * goes away: there bytes fields may point into it, and the handler
+	 * must never call_take_request (asserted).  It checks string
+	 * fields as the call layer does (NUL-free UTF-8).  NULL when the bytes
+	 * are no valid request: *bad_string names the string field at fault,
+	 * or stays NULL for malformed wire bytes.  Optional. */
+	ProtobufCMessage *(*decode)(struct call *c, const uint8_t *data, size_t len,
+				    const char **bad_string);
 };
 
 /* Limits and switches taken from the config; call at start and on reload. */
@@ -99,9 +113,20 @@ void call_accept(struct h2_stream *s, void *arg);
 /* Handler API ------------------------------------------------------------- */
 
 /* Inside on_message: keep the request message past the handler's return
- * (work that spans several loop passes).  The handler then frees it with
- * protobuf_c_message_free_unpacked(msg, &call_pb_allocator). */
+ * (work that spans several loop passes).  It then lives in the call's
+ * arena until the call is freed: the handler holds a call reference
+ * (call_ref) while it uses it and never frees it itself (no
+ * protobuf_c_message_free_unpacked: that would free() arena memory). */
 void call_take_request(struct call *c);
+
+/* n bytes (aligned for any type) from the call's arena, for what a
+ * handler builds around its reply (arrays of pointers, response
+ * sub-messages): gone with the request message, i.e. when the handler
+ * returns unless it took the request, else when the call is freed.
+ * Never NULL. */
+void *call_alloc(struct call *c, size_t n);
+/* A NUL-terminated copy of s[0..n) in the call's arena (same lifetime). */
+char *call_strndup(struct call *c, const char *s, size_t n);
 
 /* Queue one response message.  Returns 0, or -1 when the call is done. */
 int call_send(struct call *c, const ProtobufCMessage *msg);
@@ -178,6 +203,10 @@ void call_set_base(struct event_base *base);
  * the call layer already. */
 const char *call_bad_string_field(const ProtobufCMessageDescriptor *desc, const uint8_t *data,
 				  size_t len);
+
+/* The UTF-8 check the call layer applies to string fields: true when
+ * s[0..len) is NUL-free UTF-8 (for decode hooks). */
+bool call_string_ok(const uint8_t *s, size_t len);
 
 /* Protobuf-c allocator that aborts on out-of-memory. */
 extern ProtobufCAllocator call_pb_allocator;

@@ -41,6 +41,9 @@ void svc_ac_shutdown(void);
 
 /* build.bazel.remote.execution.v2.ContentAddressableStorage */
 void svc_cas_find_missing(struct call *c, const ProtobufCMessage *msg);
+/* The request's hand-written decoder (struct rpc_method.decode). */
+ProtobufCMessage *svc_cas_find_missing_decode(struct call *c, const uint8_t *data, size_t len,
+					      const char **bad_string);
 void svc_cas_find_missing_cancel(struct call *c);
 struct event_base;
 void svc_cas_init(struct event_base *base);
@@ -60,6 +63,9 @@ void svc_bs_read(struct call *c, const ProtobufCMessage *msg);
 void svc_bs_read_writable(struct call *c);
 void svc_bs_read_cancel(struct call *c);
 void svc_bs_write(struct call *c, const ProtobufCMessage *msg);
+/* Its hand-written decoder (struct rpc_method.decode): data in place. */
+ProtobufCMessage *svc_bs_write_decode(struct call *c, const uint8_t *data, size_t len,
+				      const char **bad_string);
 void svc_bs_write_end(struct call *c);
 void svc_bs_write_cancel(struct call *c);
 void svc_bs_query(struct call *c, const ProtobufCMessage *msg);

@@ -158,7 +158,7 @@ struct guarded {
 
 static void guarded_free(struct guarded *g)
 {
-	protobuf_c_message_free_unpacked((ProtobufCMessage *)g->req, &call_pb_allocator);
+	/* g->req lives in the call's arena until the call is freed. */
 	call_unref(g->c);
 	free(g);
 }
@@ -548,7 +548,7 @@ static void precheck_unpend(struct precheck *p)
 		bk_build_free(p->builds[i]);
 	free(p->builds);
 	free(p->emsg);
-	protobuf_c_message_free_unpacked((ProtobufCMessage *)p->req, &call_pb_allocator);
+	/* p->req lives in the call's arena until the call is freed. */
 	call_unref(c);
 	free(p);
 }

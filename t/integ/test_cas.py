@@ -259,6 +259,38 @@ class TestFindMissing(CASTestCase):
                 self.assertNotIn("blob_digests[0]", e.details())
         self.assertEqual(self.find_missing([good]), [dstr(good)])
 
+    def test_wire_forms(self):
+        # FindMissingBlobs requests are decoded by hand: every wire form
+        # protobuf accepts is accepted, and the answer is the same message.
+        self.start()
+        a, = self.put(b"wire")
+        r = rpb()
+        raw = lambda b: self.ch.unary_unary(CAS + "FindMissingBlobs")(
+            b, timeout=self.TIMEOUT * h.SLOW)
+        parse = lambda b: [dstr(d) for d in
+                           r.FindMissingBlobsResponse.FromString(b).missing_blob_digests]
+        absent = hashlib.sha256(b"absent").hexdigest()
+        def dig(hash_, size, extra=b"", size_first=False):
+            hf = b"\x0a\x40" + hash_.encode()
+            sf = b"\x10" + bytes([size]) if size else b""
+            m = (sf + hf if size_first else hf + sf) + extra
+            return b"\x12" + bytes([len(m)]) + m
+        # Size before hash, unknown fields inside and outside the digest,
+        # instance_name twice (the last wins), a size-0 digest, digest_function.
+        body = (b"\x0a\x04nope" + dig(a.hash, a.size_bytes, size_first=True) +
+                dig(absent, 7, extra=b"\x78\x01") + b"\xa0\x01\x05" + dig(absent, 0) +
+                b"\x0a\x00" + b"\x18\x01")
+        self.assertEqual(parse(raw(body)), ["%s/7" % absent, "%s/0" % absent])
+        # A hash that is no UTF-8 names the field; broken framing is no message.
+        bad_utf8 = b"\x12\x44\x0a\x40" + b"\xff" * 64 + b"\x10\x01"
+        self.assert_rpc_error(SC.INVALID_ARGUMENT, raw, bad_utf8,
+                              contains="string field hash")
+        for broken in (body[:-5], b"\x10\x05", b"\x12\x03\x0a\x05ab",
+                       b"\x12\x02\x08\x01" + dig(absent, 1)):
+            with self.subTest(broken=broken):
+                self.assert_rpc_error(SC.INVALID_ARGUMENT, raw, broken,
+                                      contains="not a valid")
+
     def test_many_digests_across_slices(self):
         # 10,000 digests are checked over several loop passes: the answer
         # keeps request order and an invalid digest late in the list still

@@ -36,6 +36,40 @@ START_TEST(test_parse_good)
 }
 END_TEST
 
+/* Every byte value at every position: accepted exactly when it is a
+ * lowercase hex digit, and decoded to its value (the 8-at-a-time parser
+ * must agree with the definition). */
+START_TEST(test_parse_every_byte)
+{
+	static const char xd[] = "0123456789abcdef";
+	for (int pos = 0; pos < 64; pos++) {
+		for (int ch = 1; ch < 256; ch++) {
+			char hex[65];
+			memcpy(hex, abc_hex, 65);
+			hex[pos] = (char)ch;
+			struct digest d, e;
+			int want_ok = (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f');
+			ck_assert_int_eq(digest_parse(hex, 7, &d, NULL) == 0, want_ok);
+			ck_assert_int_eq(digest_parse_n(hex, 64, 7, &e) == 0, want_ok);
+			if (!want_ok)
+				continue;
+			int v = (int)(strchr(xd, ch) - xd);
+			int byte = pos / 2;
+			int nib = pos % 2 ? d.hash[byte] & 15 : d.hash[byte] >> 4;
+			ck_assert_int_eq(nib, v);
+			ck_assert(digest_eq(&d, &e));
+			ck_assert_str_eq(e.hex, hex);
+		}
+	}
+	struct digest d;
+	ck_assert_int_eq(digest_parse_n(abc_hex, 63, 1, &d), -1);
+	ck_assert_int_eq(digest_parse_n(abc_hex, 64, -1, &d), -1);
+	ck_assert_int_eq(digest_parse_n(abc_hex, 64, 3, &d), 0);
+	ck_assert_uint_eq(d.hash[0], 0xba);
+	ck_assert_uint_eq(d.hash[31], 0xad);
+}
+END_TEST
+
 static void expect_bad(const char *hex, int64_t size, const char *want)
 {
 	struct digest d;
@@ -213,6 +247,7 @@ int main(void)
 	Suite *s = suite_create("digest");
 	TCase *tc = tcase_create("core");
 	tcase_add_test(tc, test_parse_good);
+	tcase_add_test(tc, test_parse_every_byte);
 	tcase_add_test(tc, test_parse_bad);
 	tcase_add_test(tc, test_empty_constant);
 	tcase_add_test(tc, test_streaming_matches_oneshot);
