@@ -695,7 +695,8 @@ static void batch_free(struct batch *b)
 {
 	rcall_del(&b->rc);
 	bset_clear(&b->res);
-	protobuf_c_message_free_unpacked(b->req, &call_pb_allocator);
+	/* b->req lives in the call's arena (call_take_request): freed with the
+	 * call, never here. */
 	call_unref(b->c);
 	free(b);
 }
@@ -1635,7 +1636,7 @@ static struct call *exec_reentry;
 static void xq_free(struct xq *x)
 {
 	rcall_del(&x->rc);
-	protobuf_c_message_free_unpacked(x->req, &call_pb_allocator);
+	/* x->req lives in the call's arena (call_take_request). */
 	call_unref(x->c);
 	free(x);
 }
