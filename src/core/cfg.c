@@ -369,6 +369,7 @@ static const struct key inst_keys[] = {
 	{"storage-max-size", K_SIZE, FI(storage_max_size), .def = 0, .min = 0, .max = 1LL << 50},
 	{"allow-updates", K_BOOL, FI(allow_updates), .def = true, .reload = true},
 	{"verify-reads", K_BOOL, FI(verify_reads), .def = false},
+	{"storage-fsync", K_BOOL, FI(storage_fsync), .def = false},
 	/* Disk: small blobs packed in segments (blob_pack.h). */
 	{"storage-small-blob-size", K_SIZE, FI(small_blob_size), .def = 64 * KIB, .min = 0,
 	 .max = MIB},

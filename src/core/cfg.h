@@ -66,6 +66,7 @@ struct cfg_instance {
 	int64_t storage_max_size; /* bytes; 0 = unbounded on disk, 1 GiB in memory */
 	bool allow_updates;	  /* ActionCache.UpdateActionResult allowed; reloadable */
 	bool verify_reads;	  /* disk: hash streamed reads too; default false */
+	bool storage_fsync;	  /* disk: fsync each blob (a batch: once) before acking */
 	/* disk: small blobs packed in segment files (domain/blob_pack.h) */
 	int64_t small_blob_size; /* largest packed blob; 0 = off; default 64KiB */
 	int64_t segment_size;	 /* segment files, default 64MiB */

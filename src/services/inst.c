@@ -83,6 +83,7 @@ int inst_open_all(struct event_base *base, const struct cfg *cfg, char **err)
 				return -1;
 			}
 			blob_disk_set_verify_streams(in->cas, ci->verify_reads);
+			blob_disk_set_fsync(in->cas, ci->storage_fsync);
 			blob_disk_set_pack(in->cas, ci->small_blob_size, ci->segment_size,
 					   ci->compact_live_percent);
 		}

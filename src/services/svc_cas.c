@@ -43,6 +43,11 @@ struct slice_ops {
 	/* Free what the kind added to the job (not the job). */
 	void (*fini)(struct slice_job *j);
 	size_t per; /* items per slice */
+	/* Optional: the items of one slice are stored as a group (blob
+	 * batch: one sync for all with fsync on); called after the group's
+	 * sync with its result, to turn the OK answers of items from..next-1
+	 * into errors when it failed.  Nothing is acknowledged before. */
+	void (*synced)(struct slice_job *j, size_t from, int rv);
 };
 
 struct slice_job {
@@ -76,10 +81,15 @@ static void slice_step(evutil_socket_t fd, short what, void *arg)
 	(void)fd, (void)what;
 	struct slice_job *j = arg;
 	int64_t until = mono_us() + SLICE_US;
+	size_t from = j->next;
+	if (j->ops->synced)
+		blob_batch_begin(j->in->cas);
 	for (size_t k = 0; j->next < j->n; k++) {
 		/* The clock every 16 items: reading it per digest cost as much
 		 * as the lookup. */
 		if (j->ev && (k >= j->ops->per || ((k & 15) == 15 && mono_us() >= until))) {
+			if (j->ops->synced)
+				j->ops->synced(j, from, blob_batch_end(j->in->cas));
 			/* A zero timer, not event_active: active events run in
 			 * the same pass, before the loop polls sockets again. */
 			static const struct timeval now = {0, 0};
@@ -87,10 +97,14 @@ static void slice_step(evutil_socket_t fd, short what, void *arg)
 			return;
 		}
 		if (!j->ops->one(j, j->next++)) {
+			if (j->ops->synced && blob_batch_end(j->in->cas) != 0)
+				LOGW("cas", "syncing the blob store failed"); /* the call is over */
 			slice_free(j);
 			return;
 		}
 	}
+	if (j->ops->synced)
+		j->ops->synced(j, from, blob_batch_end(j->in->cas));
 	j->ops->done(j);
 	slice_free(j);
 }
@@ -365,7 +379,7 @@ static void find_fini(struct slice_job *j)
 }
 
 /* A digest costs an index lookup (~0.1 us) once decoded. */
-static const struct slice_ops find_ops = {find_one, find_done, find_fini, 4096};
+static const struct slice_ops find_ops = {find_one, find_done, find_fini, 4096, NULL};
 
 void svc_cas_find_missing(struct call *c, const ProtobufCMessage *msg)
 {
@@ -481,9 +495,24 @@ static void batch_update_fini(struct slice_job *j)
 	free(b->rp);
 }
 
-/* A batch of small blobs costs a file creation each on disk. */
+/* The group's sync failed (fsync on): what it stored is not durable, so
+ * none of it is acknowledged. */
+static void batch_update_synced(struct slice_job *j, size_t from, int rv)
+{
+	struct batch_update *b = (struct batch_update *)j;
+	if (rv == 0)
+		return;
+	for (size_t i = from; i < j->next; i++)
+		if (b->rs[i].status && b->rs[i].status->code == GRPC_OK)
+			b->rs[i].status = status_set(&b->sts, i, put_error_code(rv),
+						     xasprintf("syncing the blob store failed: %s",
+							       strerror(-rv)));
+}
+
+/* A batch of small blobs: 64 per slice (a file creation each for blobs
+ * stored as files), synced as a group. */
 static const struct slice_ops batch_update_ops = {batch_update_one, batch_update_done,
-						  batch_update_fini, 64};
+						  batch_update_fini, 64, batch_update_synced};
 
 void svc_cas_batch_update(struct call *c, const ProtobufCMessage *msg)
 {
@@ -575,7 +604,7 @@ static void batch_read_fini(struct slice_job *j)
 
 /* A blob costs an open, a read and a hash check on disk. */
 static const struct slice_ops batch_read_ops = {batch_read_one, batch_read_done, batch_read_fini,
-						64};
+						64, NULL};
 
 void svc_cas_batch_read(struct call *c, const ProtobufCMessage *msg)
 {
