@@ -317,8 +317,15 @@ static bool upload_pace(struct upload *u)
 			rc_call_cancel(u->k);
 			return false;
 		}
-		if (code == ST_NOT_FOUND)
+		if (code == ST_NOT_FOUND && (u->x.done || u->x.committed >= 0))
 			return false; /* the Write ended: its status tells */
+		if (code == ST_NOT_FOUND) {
+			/* The server has not seen the Write's first message yet
+			 * (it is still in flow control behind what we queued):
+			 * nothing committed so far; ask again shortly. */
+			loop_for(u->c->base, UPLOAD_POLL_US);
+			continue;
+		}
 		if (code != ST_OK) {
 			u->window = false; /* no QueryWriteStatus: unpaced */
 			return true;
