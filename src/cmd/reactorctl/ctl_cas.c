@@ -298,7 +298,8 @@ static int tree_dir(struct ctl *c, const char *dir, struct cas_blobs *s, struct 
 		names[n++] = xstrdup(e->d_name);
 	}
 	closedir(dp);
-	qsort(names, n, sizeof(*names), name_cmp);
+	if (n) /* an empty directory has no array: qsort(NULL) is undefined */
+		qsort(names, n, sizeof(*names), name_cmp);
 	PbDirectory d = REV2(DIRECTORY__INIT);
 	PbFileNode *fn = xcalloc(n ? n : 1, sizeof(*fn));
 	PbFileNode **fp = xcalloc(n ? n : 1, sizeof(*fp));

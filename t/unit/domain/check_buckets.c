@@ -85,7 +85,7 @@ static void setup(void)
 	g_cfg->redis_address = g_sock;
 	g_cfg->redis_connect_timeout_us = 1000000;
 	g_cfg->redis_reconnect_max_us = 200000;
-	struct bk_config bc = {60LL * 1000000, 2LL * 86400 * 1000000};
+	struct bk_config bc = {.op_ttl_us = 60LL * 1000000, .build_timeout_us = 2LL * 86400 * 1000000};
 	bk_configure(&bc);
 	keys_set_ns(NS);
 	ck_assert_int_eq(bk_init(g_base), 0);
@@ -1033,7 +1033,7 @@ END_TEST
 
 START_TEST(test_build_timeout)
 {
-	struct bk_config bc = {60LL * 1000000, 300000};
+	struct bk_config bc = {.op_ttl_us = 60LL * 1000000, .build_timeout_us = 300000};
 	bk_configure(&bc);
 	BkBuild *b = OK(put(&g_, "ci", "x", 0));
 	int64_t a = b->id;
