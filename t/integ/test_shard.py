@@ -44,6 +44,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as h  # noqa: E402
+import testbot as tb  # noqa: E402
 
 CAS = "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
 BS = "/google.bytestream.ByteStream/"
@@ -269,6 +270,29 @@ class TestShardedCas(ShardCase):
             self.assertEqual([x.data for x in r.responses], blobs, via)
 
 
+    def test_execute_reads_inputs_a_local_action_names(self):
+        # An Execute through A of an Action A owns whose Command another
+        # shard owns: A fetches the Command from its owner (it used to
+        # fetch the inputs only of Actions it had fetched itself, and
+        # answered "missing from CAS" for the Command Bazel had uploaded).
+        self.start_all(workers=(0, 1, 0))
+        for i in range(1000):
+            args = ("/bin/sh", "-c", "echo local action %d" % i)
+            d, blobs = tb.make_action(args)
+            cmd = [x for x in blobs if x != d.hash and blobs[x]][0]
+            if owner(d.hash) == "a" and owner(cmd) == "b":
+                break
+        else:
+            self.fail("no Action owned by a with a Command owned by b")
+        self.upload("a", list(blobs.values()))
+        r = tb.op_response(tb.run_to_end(tb.execute(self.ch["a"], d))[-1])
+        self.assertEqual(r.status.code, 0, r.status.message)
+        self.assertEqual(r.result.exit_code, 0)
+        out = r.result.stdout_raw or self.call(
+            "a", "BatchReadBlobs", h.pb().re.BatchReadBlobsRequest(digests=[r.result.stdout_digest]),
+            h.pb().re.BatchReadBlobsResponse).responses[0].data
+        self.assertEqual(out, b"local action %d\n" % i)
+
 def make_tree(rnd, ndirs=80):
     """A random tree of Directory blobs: (root digest, {hash: bytes}, the
     serialized Directories in creation order).  Some subtrees are shared,
@@ -446,6 +470,177 @@ class TestShardedBazel(ShardCase):
         self.assertEqual(s.get("remote cache hit", 0), len(outputs), s)
         self.assertEqual(hashes(cws[0]), want)
 
+
+
+# The kill test's package: genrules that each take a moment (the workload,
+# so that the build is still running when a shard dies; the test itself
+# never sleeps), with outputs of different sizes spread over the shards.
+KILL_RULES = 16
+KILL_BUILD = "".join(
+    'genrule(name = "k%02d", outs = ["k%02d.txt"], '
+    'cmd = "sleep 0.5; seq 1 %d | sed s/^/%02d:/ > $@")\n' % (i, i, 200 + i * 1500, i)
+    for i in range(KILL_RULES))
+
+
+class TestShardKilledMidBuild(ShardCase):
+    """A shard killed mid-build: UNAVAILABLE naming it while it is down,
+    the others keep serving, and no corruption once it is back."""
+
+    def config(self, name, workers, cache_size=None):
+        cfg = super().config(name, workers, cache_size)
+        # A killed reactord's worker loses its lease: requeue it in seconds
+        # (bot sessions expire 2 s after their last update), not minutes.
+        cfg["scheduler"] = {"bot-session-keepalive": "2s", "safety-net-interval": "1s",
+                            "sweep-interval": "100ms", "long-poll": "1s"}
+        return cfg
+
+    def bazel_ws(self, sub):
+        tmp = os.path.join(self.tmp, sub)
+        os.mkdir(tmp)
+        ws, env, startup = h.bazel_setup(tmp)
+        os.mkdir(os.path.join(ws, "kill"))
+        with open(os.path.join(ws, "kill", "BUILD"), "w") as f:
+            f.write(KILL_BUILD)
+        return ws, env, startup
+
+    def bazel_start(self, ws_env, *args):
+        """Start Bazel in its own process group (killed with it on any
+        failure); its output goes to a file: (Popen, output path)."""
+        ws, env, startup = ws_env
+        out = os.path.join(ws, "..", "bazel.out")
+        with open(out, "wb") as f:
+            p = subprocess.Popen(startup + list(args), cwd=ws, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def reap():
+            if p.poll() is None:
+                os.killpg(p.pid, 9)
+                p.wait()
+        self.addCleanup(reap)
+        return p, out
+
+    def bazel_wait(self, p_out):
+        p, out = p_out
+        try:
+            p.wait(200 * h.SLOW)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, 9)
+            p.wait()
+            self.fail("bazel hung; output:\n%s\nlogs:\n%s" % (self.read(out)[-4000:], self.logs()))
+        return p.returncode, self.read(out)
+
+    def bazel(self, ws_env, *args):
+        rc, out = self.bazel_wait(self.bazel_start(ws_env, *args))
+        self.assertEqual(rc, 0, "bazel %s failed:\n%s\nlogs:\n%s" % (
+            " ".join(args), out[-4000:], self.logs()))
+        return out
+
+    @staticmethod
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def logs(self):
+        return "\n".join("-- %s:\n%s" % (n, s.log_tail(25)) for n, s in self.srv.items())
+
+    def outputs(self, ws):
+        got = {}
+        for i in range(KILL_RULES):
+            with open(os.path.join(ws, "bazel-bin", "kill", "k%02d.txt" % i), "rb") as f:
+                got[i] = f.read()
+        return got
+
+    @unittest.skipUnless(h.BAZEL, NO_BAZEL)
+    def test_shard_killed_mid_build(self):
+        common = ["--noshow_progress", "--color=no", "--curses=no", "--repository_cache=",
+                  "--remote_timeout=60", "//kill:all"]
+        # The local build: the reference outputs, and which shards own them.
+        lws = self.bazel_ws("local")
+        self.bazel(lws, "build", "--spawn_strategy=local", *common)
+        want = self.outputs(lws[0])
+        ds = {i: digest(b) for i, b in want.items()}
+        per = {n: [d for d in ds.values() if owner(d.hash) == n] for n in NAMES}
+        victim = max(("b", "c"), key=lambda n: len(per[n]))
+        alive = [n for n in NAMES if n != victim]
+        self.assertTrue(per[victim])
+
+        self.start_all(workers=(0, 1, 1))
+        rws = self.bazel_ws("remote")
+        build = self.bazel_start(rws, "build", "--remote_executor=grpc://" + self.srv["a"].tcp_addr,
+                                 *common)
+        # Underway: some actions have finished through A, most have not.
+        h.wait_for(lambda: build[0].poll() is not None or self.rpcs("a", "Execute") >= 3,
+                   120, "3 Executes through a", 0.05)
+        self.assertIsNone(build[0].poll(), "the build ended before the kill:\n"
+                          + self.read(build[1])[-3000:])
+        self.srv[victim].kill()
+        self.srv[victim].expected_rc = None
+
+        # While it is down, calls touching it are UNAVAILABLE naming it, the
+        # others are answered, and A and the survivor keep serving.
+        msg = "CAS shard %s (unix:%s) unavailable" % (victim, self.sock(victim))
+        mine = [d for n in alive for d in per[n]]
+        for via in alive:
+            for method, req, cls in (
+                    ("FindMissingBlobs", h.pb().re.FindMissingBlobsRequest(
+                        blob_digests=list(ds.values())), h.pb().re.FindMissingBlobsResponse),
+                    ("BatchReadBlobs", h.pb().re.BatchReadBlobsRequest(digests=per[victim][:2]),
+                     h.pb().re.BatchReadBlobsResponse)):
+                with self.assertRaises(h.grpc.RpcError) as cm:
+                    self.call(via, method, req, cls)
+                self.assertEqual(cm.exception.code(), h.grpc.StatusCode.UNAVAILABLE, via)
+                self.assertIn(msg, cm.exception.details())
+            with self.assertRaises(h.grpc.RpcError) as cm:
+                self.bs_read(via, per[victim][0])
+            self.assertEqual(cm.exception.code(), h.grpc.StatusCode.UNAVAILABLE, via)
+            self.find_missing(via, mine)  # answered (what is missing varies)
+
+        # The build ends: failed with the shard's UNAVAILABLE, or done by
+        # Bazel's retries; either way no reactord died.
+        rc, out = self.bazel_wait(build)
+        print("\n  build with shard %s killed: rc %d" % (victim, rc), flush=True)
+        if rc != 0:
+            self.assertTrue("UNAVAILABLE" in out or msg in out,
+                            "bazel failed without naming UNAVAILABLE:\n" + out[-4000:])
+        else:
+            self.assertEqual(self.outputs(rws[0]), want)
+        for n in alive:
+            self.assert_serving(self.srv[n], "after the build with %s down" % n)
+        self.assertEqual(self.metric("a", r'^reactor_cas_shard_up\{.*shard="%s"' % victim), 0)
+
+        # Back, with the same state dir: the others reconnect.
+        self.restart(victim, workers=1)
+
+        def back():
+            try:
+                return all(self.find_missing(n, mine) is not None for n in alive)
+            except h.grpc.RpcError:
+                return False
+        h.wait_for(back, 20, "shard %s back through %s" % (victim, alive))
+
+        # A rebuild with a new output base through A: byte for byte local.
+        shutil.rmtree(rws[0])
+        out = self.bazel(self.bazel_ws("again"), "build",
+                         "--remote_executor=grpc://" + self.srv["a"].tcp_addr, *common)
+        print("  rebuild through a: %s" % h.bazel_summary(out), flush=True)
+        self.assertEqual(self.outputs(os.path.join(self.tmp, "again", "ws")), want)
+        # Every output reads back matching its digest through each, and
+        # presence agrees everywhere.
+        absent = [digest(b"never built %d" % i) for i in range(4)]
+        order = [ds[i] for i in range(KILL_RULES)]
+        for via in NAMES:
+            r = self.call(via, "BatchReadBlobs", h.pb().re.BatchReadBlobsRequest(digests=order),
+                          h.pb().re.BatchReadBlobsResponse)
+            self.assertEqual([x.status.code for x in r.responses], [0] * KILL_RULES, via)
+            self.assertEqual([x.data for x in r.responses], [want[i] for i in range(KILL_RULES)],
+                             via)
+            for x in r.responses:
+                self.assertEqual(hashlib.sha256(x.data).hexdigest(), x.digest.hash)
+            big = max(order, key=lambda d: d.size_bytes)
+            self.assertEqual(hashlib.sha256(self.bs_read(via, big)).hexdigest(), big.hash, via)
+            self.assertEqual(self.find_missing(via, order + absent), [d.hash for d in absent], via)
+        for d in order:
+            self.assertEqual([n for n in NAMES if self.store_has(n, d)], [owner(d.hash)], d.hash)
 
 if __name__ == "__main__":
     h.main()
