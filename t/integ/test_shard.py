@@ -12,6 +12,9 @@ config lists the three shards by unix socket and names itself).
   the blob;
 - a shard killed gives UNAVAILABLE naming it to a CAS call touching it
   (never "missing"), and after its restart everything reads back;
+- Execute through a reactord fetches the Action's Command and input root
+  from their owners also when it owns the Action itself, and concurrent
+  Executes sharing a fetched Command each find it;
 - GetTree through any of the three, over a tree whose Directories are on
   all shards, answers exactly what a single-store reactord holding the
   same blobs answers, page for page (page tokens included, and a token of
@@ -23,9 +26,13 @@ config lists the three shards by unix socket and names itself).
 - Bazel sends a build to A, whose instance has no workers; the workers
   are attached to B and C only: the build runs remotely, its outputs equal
   a local build's, and a clean rebuild through C is all cache hits;
-- a shard killed during such a build: the build fails or retries, and
-  after the restart a rebuild's outputs equal the local build's and every
-  output blob reads back matching its digest through each reactord.
+- a shard (not A) SIGKILLed during such a build (16 genrules of half a
+  second): while it is down CAS calls touching it through A and the
+  survivor are UNAVAILABLE naming it and both keep serving; the build
+  fails naming UNAVAILABLE or succeeds by Bazel's retries; after the
+  restart (same state dir) a rebuild with a new output base equals the
+  local build byte for byte, and every output reads back matching its
+  digest and is present through each reactord.
 
 Run by `make check`; by hand: /usr/bin/python3 t/integ/test_shard.py [NAME...]
 """
@@ -292,6 +299,37 @@ class TestShardedCas(ShardCase):
             "a", "BatchReadBlobs", h.pb().re.BatchReadBlobsRequest(digests=[r.result.stdout_digest]),
             h.pb().re.BatchReadBlobsResponse).responses[0].data
         self.assertEqual(out, b"local action %d\n" % i)
+
+    def test_concurrent_executes_share_a_fetched_command(self):
+        # Many Executes through A at once, one Command (owned by b) and
+        # each its own input root (owned by c): each Execute's copy of the
+        # Command must outlive the others' cleanup (no bots: each is
+        # answered QUEUED once its inputs are found).
+        self.start_all()
+        re_ = h.pb().re
+        for i in range(1000):
+            cmd = re_.Command(arguments=["/bin/sh", "-c", "exit 0 # %d" % i]).SerializeToString()
+            if owner(digest(cmd).hash) == "b":
+                break
+        acts, blobs = [], [cmd]
+        i = 0
+        while len(acts) < 24:
+            i += 1
+            root = re_.Directory(symlinks=[re_.SymlinkNode(name="l%d" % i, target="t")])
+            rb = root.SerializeToString()
+            act = re_.Action(command_digest=digest(cmd), input_root_digest=digest(rb))
+            ab = act.SerializeToString()
+            if owner(digest(rb).hash) == "c" and owner(digest(ab).hash) == "c":
+                blobs += [rb, ab]
+                acts.append(digest(ab))
+        self.upload("a", blobs)
+        streams = [tb.execute(self.ch["a"], d) for d in acts]
+        try:
+            firsts = [tb.stage_name(tb.op_meta(next(st)).stage) for st in streams]
+        finally:
+            for st in streams:
+                st.cancel()
+        self.assertEqual(firsts, ["QUEUED"] * len(acts))
 
 def make_tree(rnd, ndirs=80):
     """A random tree of Directory blobs: (root digest, {hash: bytes}, the
