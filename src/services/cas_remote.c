@@ -1763,7 +1763,7 @@ static void xq_next(struct xq *x)
 		}
 		x->got++;
 		uint8_t *buf = NULL;
-		if (x->got == 1 && blob_get(x->r->local, d, &buf) == 0)
+		if (x->got == 1 && d->size <= FETCH_MAX && blob_get(x->r->local, d, &buf) == 0)
 			xq_action(x, buf, (size_t)d->size);
 		free(buf);
 	}
