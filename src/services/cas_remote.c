@@ -162,10 +162,21 @@ void cas_remote_close(struct cas_remote *r)
 {
 	if (!r)
 		return;
+	/* Teardown runs after the last loop pass: free the connections now
+	 * (rc_client_free runs the loop until each is gone), with every shard
+	 * held down first so that no callback of an ending call reconnects. */
+	for (int i = 0; i < r->n; i++) {
+		r->shards[i].backoff_us = BACKOFF_MAX_US;
+		r->shards[i].retry_at = INT64_MAX;
+	}
+	for (int i = 0; i < r->n; i++) {
+		struct rc_client *cl = r->shards[i].cl;
+		r->shards[i].cl = NULL;
+		if (cl)
+			rc_client_free(cl);
+	}
 	for (int i = 0; i < r->n; i++) {
 		struct shard *s = &r->shards[i];
-		if (s->cl)
-			rc_client_release(s->cl);
 		free(s->name);
 		free(s->addr);
 		free((char *)s->opts.tls.ca);
