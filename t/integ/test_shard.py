@@ -42,6 +42,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -552,7 +553,7 @@ class TestShardKilledMidBuild(ShardCase):
 
         def reap():
             if p.poll() is None:
-                os.killpg(p.pid, 9)
+                os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
         self.addCleanup(reap)
         return p, out
@@ -562,7 +563,7 @@ class TestShardKilledMidBuild(ShardCase):
         try:
             p.wait(200 * h.SLOW)
         except subprocess.TimeoutExpired:
-            os.killpg(p.pid, 9)
+            os.killpg(p.pid, signal.SIGKILL)
             p.wait()
             self.fail("bazel hung; output:\n%s\nlogs:\n%s" % (self.read(out)[-4000:], self.logs()))
         return p.returncode, self.read(out)
