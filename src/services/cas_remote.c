@@ -22,6 +22,7 @@
  */
 #include "services/cas_remote.h"
 
+#include <assert.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -106,6 +107,7 @@ int cas_remote_open(struct event_base *base, const struct cfg_instance *ci,
 	r->instance = xstrdup(ci->name);
 	r->sharded = ci->storage == CFG_STORAGE_SHARDED;
 	r->local = local;
+	map_init(&r->staged);
 	r->n = ci->n_shards;
 	r->shards = xcalloc((size_t)r->n, sizeof(*r->shards));
 	for (int i = 0; i < r->n; i++) {
@@ -154,14 +156,27 @@ int cas_remote_open(struct event_base *base, const struct cfg_instance *ci,
 	return 0;
 }
 
+static void staged_clear(struct cas_remote *r);
+
 void cas_remote_close(struct cas_remote *r)
 {
 	if (!r)
 		return;
+	/* Teardown runs after the last loop pass: free the connections now
+	 * (rc_client_free runs the loop until each is gone), with every shard
+	 * held down first so that no callback of an ending call reconnects. */
+	for (int i = 0; i < r->n; i++) {
+		r->shards[i].backoff_us = BACKOFF_MAX_US;
+		r->shards[i].retry_at = INT64_MAX;
+	}
+	for (int i = 0; i < r->n; i++) {
+		struct rc_client *cl = r->shards[i].cl;
+		r->shards[i].cl = NULL;
+		if (cl)
+			rc_client_free(cl);
+	}
 	for (int i = 0; i < r->n; i++) {
 		struct shard *s = &r->shards[i];
-		if (s->cl)
-			rc_client_release(s->cl);
 		free(s->name);
 		free(s->addr);
 		free((char *)s->opts.tls.ca);
@@ -173,6 +188,8 @@ void cas_remote_close(struct cas_remote *r)
 	}
 	free(r->shards);
 	free(r->instance);
+	staged_clear(r);
+	map_destroy(&r->staged);
 	if (r->cache)
 		blob_close(r->cache);
 	free(r);
@@ -1619,6 +1636,59 @@ int cas_remote_ac_put(struct inst *in, const struct digest *action, const PbActi
 
 /* ---- Execute ------------------------------------------------------------- */
 
+/* Execute's handler (svc_exec.c) reads the Action, its Command and its
+ * input root from the local store, synchronously: the ones other shards
+ * own are fetched first and copied there for the handler's run (the
+ * "staged" copies), then deleted.  Concurrent Executes often share them
+ * (one input root for many actions), so each copy counts the Executes
+ * holding it and is deleted when the last lets go: one Execute's cleanup
+ * never removes a blob another is about to read. */
+struct staged {
+	struct map_node node;
+	struct digest d;
+	int refs;
+};
+
+static uint64_t staged_hash(const struct digest *d)
+{
+	uint64_t k;
+	memcpy(&k, d->hash, sizeof(k));
+	return k;
+}
+
+static bool staged_eq(const struct map_node *n, const void *key)
+{
+	return digest_eq(&container_of(n, struct staged, node)->d, key);
+}
+
+static struct staged *staged_find(struct cas_remote *r, const struct digest *d)
+{
+	struct map_node *n = map_find(&r->staged, staged_hash(d), staged_eq, d);
+	return n ? container_of(n, struct staged, node) : NULL;
+}
+
+static void staged_collect(struct map_node *n, void *arg)
+{
+	struct staged ***at = arg;
+	*(*at)++ = container_of(n, struct staged, node);
+}
+
+/* Teardown: copies left by Executes still fetching when the server
+ * stopped (their calls are gone with their connections). */
+static void staged_clear(struct cas_remote *r)
+{
+	size_t n = map_count(&r->staged);
+	if (!n)
+		return;
+	struct staged **all = xcalloc(n, sizeof(*all)), **at = all;
+	map_foreach(&r->staged, staged_collect, &at);
+	for (size_t i = 0; i < n; i++) {
+		map_remove(&r->staged, &all[i]->node);
+		free(all[i]);
+	}
+	free(all);
+}
+
 struct xq {
 	struct rcall rc;
 	struct call *c;
@@ -1627,14 +1697,35 @@ struct xq {
 	void (*handler)(struct call *c, const ProtobufCMessage *msg);
 	struct digest want[3]; /* Action, Command, input root */
 	size_t nwant, got;
-	struct digest staged[3];
+	struct digest staged[3]; /* the copies this Execute holds a reference on */
 	size_t nstaged;
 };
 
 static struct call *exec_reentry;
 
+static void xq_hold(struct xq *x, const struct digest *d)
+{
+	struct staged *s = staged_find(x->r, d);
+	if (!s) {
+		s = xcalloc(1, sizeof(*s));
+		s->d = *d;
+		map_insert(&x->r->staged, &s->node, staged_hash(d));
+	}
+	s->refs++;
+	x->staged[x->nstaged++] = *d;
+}
+
 static void xq_free(struct xq *x)
 {
+	for (size_t i = 0; i < x->nstaged; i++) {
+		struct staged *s = staged_find(x->r, &x->staged[i]);
+		assert(s && s->refs > 0);
+		if (--s->refs == 0) {
+			(void)blob_delete(x->r->local, &s->d);
+			map_remove(&x->r->staged, &s->node);
+			free(s);
+		}
+	}
 	rcall_del(&x->rc);
 	/* x->req lives in the call's arena (call_take_request). */
 	call_unref(x->c);
@@ -1648,27 +1739,46 @@ static void xq_run(struct xq *x)
 		x->handler(x->c, x->req);
 		exec_reentry = NULL;
 	}
-	/* The handler read what it needed synchronously: drop the copies. */
-	for (size_t i = 0; i < x->nstaged; i++)
-		(void)blob_delete(x->r->local, &x->staged[i]);
+	/* The handler read what it needed synchronously: xq_free drops the
+	 * copies. */
 	xq_free(x);
+}
+
+/* The Action names the other two (a malformed one: the handler says so). */
+static void xq_action(struct xq *x, const uint8_t *data, size_t len)
+{
+	PbAction *a = build__bazel__remote__execution__v2__action__unpack(NULL, len, data);
+	if (!a)
+		return;
+	if (reapi_digest_err(a->command_digest, &x->want[x->nwant], NULL) == 0)
+		x->nwant++;
+	if (reapi_digest_err(a->input_root_digest, &x->want[x->nwant], NULL) == 0)
+		x->nwant++;
+	build__bazel__remote__execution__v2__action__free_unpacked(a, NULL);
 }
 
 static void xq_fetched(void *arg, int code, const char *msg, const uint8_t *data);
 
 static void xq_next(struct xq *x)
 {
-	if (x->got >= x->nwant || call_done(x->c)) {
-		xq_run(x);
-		return;
-	}
-	const struct digest *d = &x->want[x->got];
-	if (digest_is_empty(d) || cas_remote_owner(x->r, d)->self || blob_has(x->r->local, d)) {
+	while (x->got < x->nwant && !call_done(x->c)) {
+		const struct digest *d = &x->want[x->got];
+		bool local = digest_is_empty(d) || cas_remote_owner(x->r, d)->self;
+		if (!local && staged_find(x->r, d) && blob_has(x->r->local, d)) {
+			xq_hold(x, d); /* another Execute's copy, now held by this one too */
+			local = true;
+		}
+		if (!local) {
+			fetch_start(x->r, d, xq_fetched, x);
+			return;
+		}
 		x->got++;
-		xq_next(x);
-		return;
+		uint8_t *buf = NULL;
+		if (x->got == 1 && d->size <= FETCH_MAX && blob_get(x->r->local, d, &buf) == 0)
+			xq_action(x, buf, (size_t)d->size);
+		free(buf);
 	}
-	fetch_start(x->r, d, xq_fetched, x);
+	xq_run(x);
 }
 
 static void xq_fetched(void *arg, int code, const char *msg, const uint8_t *data)
@@ -1677,7 +1787,7 @@ static void xq_fetched(void *arg, int code, const char *msg, const uint8_t *data
 	const struct digest *d = &x->want[x->got++];
 	if (code == GRPC_OK) {
 		if (blob_put(x->r->local, d, data, (size_t)d->size, NULL) == 0)
-			x->staged[x->nstaged++] = *d;
+			xq_hold(x, d);
 	} else if (code != GRPC_NOT_FOUND) {
 		/* NOT_FOUND: the handler reports it as missing. */
 		if (!call_done(x->c))
@@ -1685,18 +1795,8 @@ static void xq_fetched(void *arg, int code, const char *msg, const uint8_t *data
 		xq_free(x);
 		return;
 	}
-	if (x->got == 1 && code == GRPC_OK) {
-		/* The Action names the other two. */
-		PbAction *a = build__bazel__remote__execution__v2__action__unpack(
-			NULL, (size_t)d->size, data);
-		if (a) {
-			if (reapi_digest_err(a->command_digest, &x->want[x->nwant], NULL) == 0)
-				x->nwant++;
-			if (reapi_digest_err(a->input_root_digest, &x->want[x->nwant], NULL) == 0)
-				x->nwant++;
-			build__bazel__remote__execution__v2__action__free_unpacked(a, NULL);
-		}
-	}
+	if (x->got == 1 && code == GRPC_OK)
+		xq_action(x, data, (size_t)d->size);
 	xq_next(x);
 }
 

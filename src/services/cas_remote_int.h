@@ -35,6 +35,7 @@ struct cas_remote {
 	struct blob_store *local; /* the instance's own store */
 	struct blob_store *cache; /* read-through cache of other shards' blobs, or NULL */
 	int64_t cache_blob_max;	  /* larger blobs are not cached */
+	struct map staged;	  /* Execute's copies of other shards' blobs in local */
 };
 
 /* Every call this module handles sits in one map, keyed by the call, so

@@ -12,6 +12,9 @@ config lists the three shards by unix socket and names itself).
   the blob;
 - a shard killed gives UNAVAILABLE naming it to a CAS call touching it
   (never "missing"), and after its restart everything reads back;
+- Execute through a reactord fetches the Action's Command and input root
+  from their owners also when it owns the Action itself, and concurrent
+  Executes sharing a fetched Command each find it;
 - GetTree through any of the three, over a tree whose Directories are on
   all shards, answers exactly what a single-store reactord holding the
   same blobs answers, page for page (page tokens included, and a token of
@@ -23,9 +26,13 @@ config lists the three shards by unix socket and names itself).
 - Bazel sends a build to A, whose instance has no workers; the workers
   are attached to B and C only: the build runs remotely, its outputs equal
   a local build's, and a clean rebuild through C is all cache hits;
-- a shard killed during such a build: the build fails or retries, and
-  after the restart a rebuild's outputs equal the local build's and every
-  output blob reads back matching its digest through each reactord.
+- a shard (not A) SIGKILLed during such a build (16 genrules of half a
+  second): while it is down CAS calls touching it through A and the
+  survivor are UNAVAILABLE naming it and both keep serving; the build
+  fails naming UNAVAILABLE or succeeds by Bazel's retries; after the
+  restart (same state dir) a rebuild with a new output base equals the
+  local build byte for byte, and every output reads back matching its
+  digest and is present through each reactord.
 
 Run by `make check`; by hand: /usr/bin/python3 t/integ/test_shard.py [NAME...]
 """
@@ -35,6 +42,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -44,6 +52,7 @@ import urllib.request
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import harness as h  # noqa: E402
+import testbot as tb  # noqa: E402
 
 CAS = "/build.bazel.remote.execution.v2.ContentAddressableStorage/"
 BS = "/google.bytestream.ByteStream/"
@@ -269,6 +278,60 @@ class TestShardedCas(ShardCase):
             self.assertEqual([x.data for x in r.responses], blobs, via)
 
 
+    def test_execute_reads_inputs_a_local_action_names(self):
+        # An Execute through A of an Action A owns whose Command another
+        # shard owns: A fetches the Command from its owner (it used to
+        # fetch the inputs only of Actions it had fetched itself, and
+        # answered "missing from CAS" for the Command Bazel had uploaded).
+        self.start_all(workers=(0, 1, 0))
+        for i in range(1000):
+            args = ("/bin/sh", "-c", "echo local action %d" % i)
+            d, blobs = tb.make_action(args)
+            cmd = [x for x in blobs if x != d.hash and blobs[x]][0]
+            if owner(d.hash) == "a" and owner(cmd) == "b":
+                break
+        else:
+            self.fail("no Action owned by a with a Command owned by b")
+        self.upload("a", list(blobs.values()))
+        r = tb.op_response(tb.run_to_end(tb.execute(self.ch["a"], d))[-1])
+        self.assertEqual(r.status.code, 0, r.status.message)
+        self.assertEqual(r.result.exit_code, 0)
+        out = r.result.stdout_raw or self.call(
+            "a", "BatchReadBlobs", h.pb().re.BatchReadBlobsRequest(digests=[r.result.stdout_digest]),
+            h.pb().re.BatchReadBlobsResponse).responses[0].data
+        self.assertEqual(out, b"local action %d\n" % i)
+
+    def test_concurrent_executes_share_a_fetched_command(self):
+        # Many Executes through A at once, one Command (owned by b) and
+        # each its own input root (owned by c): each Execute's copy of the
+        # Command must outlive the others' cleanup (no bots: each is
+        # answered QUEUED once its inputs are found).
+        self.start_all()
+        re_ = h.pb().re
+        for i in range(1000):
+            cmd = re_.Command(arguments=["/bin/sh", "-c", "exit 0 # %d" % i]).SerializeToString()
+            if owner(digest(cmd).hash) == "b":
+                break
+        acts, blobs = [], [cmd]
+        i = 0
+        while len(acts) < 24:
+            i += 1
+            root = re_.Directory(symlinks=[re_.SymlinkNode(name="l%d" % i, target="t")])
+            rb = root.SerializeToString()
+            act = re_.Action(command_digest=digest(cmd), input_root_digest=digest(rb))
+            ab = act.SerializeToString()
+            if owner(digest(rb).hash) == "c" and owner(digest(ab).hash) == "c":
+                blobs += [rb, ab]
+                acts.append(digest(ab))
+        self.upload("a", blobs)
+        streams = [tb.execute(self.ch["a"], d) for d in acts]
+        try:
+            firsts = [tb.stage_name(tb.op_meta(next(st)).stage) for st in streams]
+        finally:
+            for st in streams:
+                st.cancel()
+        self.assertEqual(firsts, ["QUEUED"] * len(acts))
+
 def make_tree(rnd, ndirs=80):
     """A random tree of Directory blobs: (root digest, {hash: bytes}, the
     serialized Directories in creation order).  Some subtrees are shared,
@@ -446,6 +509,192 @@ class TestShardedBazel(ShardCase):
         self.assertEqual(s.get("remote cache hit", 0), len(outputs), s)
         self.assertEqual(hashes(cws[0]), want)
 
+
+
+# The kill test's package: genrules that each take a moment (the workload,
+# so that the build is still running when a shard dies; the test itself
+# never sleeps), with outputs of different sizes spread over the shards.
+KILL_RULES = 16
+KILL_BUILD = "".join(
+    'genrule(name = "k%02d", outs = ["k%02d.txt"], '
+    'cmd = "sleep 0.5; seq 1 %d | sed s/^/%02d:/ > $@")\n' % (i, i, 200 + i * 1500, i)
+    for i in range(KILL_RULES))
+
+
+class TestShardKilledMidBuild(ShardCase):
+    """A shard killed mid-build: UNAVAILABLE naming it while it is down,
+    the others keep serving, and no corruption once it is back."""
+
+    def config(self, name, workers, cache_size=None):
+        cfg = super().config(name, workers, cache_size)
+        # A killed reactord's worker loses its lease: requeue it in seconds
+        # (bot sessions expire 2 s after their last update), not minutes.
+        cfg["scheduler"] = {"bot-session-keepalive": "2s", "safety-net-interval": "1s",
+                            "sweep-interval": "100ms", "long-poll": "1s"}
+        return cfg
+
+    def bazel_ws(self, sub):
+        tmp = os.path.join(self.tmp, sub)
+        os.mkdir(tmp)
+        ws, env, startup = h.bazel_setup(tmp)
+        os.mkdir(os.path.join(ws, "kill"))
+        with open(os.path.join(ws, "kill", "BUILD"), "w") as f:
+            f.write(KILL_BUILD)
+        return ws, env, startup
+
+    def bazel_start(self, ws_env, *args):
+        """Start Bazel in its own process group (killed with it on any
+        failure); its output goes to a file: (Popen, output path)."""
+        ws, env, startup = ws_env
+        out = os.path.join(ws, "..", "bazel.out")
+        with open(out, "wb") as f:
+            p = subprocess.Popen(startup + list(args), cwd=ws, env=env, stdin=subprocess.DEVNULL,
+                                 stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+
+        def reap():
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        self.addCleanup(reap)
+        return p, out
+
+    def bazel_wait(self, p_out):
+        p, out = p_out
+        try:
+            p.wait(200 * h.SLOW)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+            self.fail("bazel hung; output:\n%s\nlogs:\n%s" % (self.read(out)[-4000:], self.logs()))
+        return p.returncode, self.read(out)
+
+    def bazel(self, ws_env, *args):
+        rc, out = self.bazel_wait(self.bazel_start(ws_env, *args))
+        self.assertEqual(rc, 0, "bazel %s failed:\n%s\nlogs:\n%s" % (
+            " ".join(args), out[-4000:], self.logs()))
+        return out
+
+    @staticmethod
+    def read(path):
+        with open(path, "rb") as f:
+            return f.read().decode(errors="replace")
+
+    def logs(self):
+        return "\n".join("-- %s:\n%s" % (n, s.log_tail(25)) for n, s in self.srv.items())
+
+    def outputs(self, ws, partial=False):
+        got = {}
+        for i in range(KILL_RULES):
+            path = os.path.join(ws, "bazel-bin", "kill", "k%02d.txt" % i)
+            if partial and not os.path.exists(path):
+                continue
+            with open(path, "rb") as f:
+                got[i] = f.read()
+        return got
+
+    @unittest.skipUnless(h.BAZEL, NO_BAZEL)
+    def test_shard_killed_mid_build(self):
+        common = ["--noshow_progress", "--color=no", "--curses=no", "--repository_cache=",
+                  "--remote_timeout=60", "//kill:all"]
+        # The local build: the reference outputs, and which shards own them.
+        lws = self.bazel_ws("local")
+        self.bazel(lws, "build", "--spawn_strategy=local", *common)
+        want = self.outputs(lws[0])
+        ds = {i: digest(b) for i, b in want.items()}
+        per = {n: [d for d in ds.values() if owner(d.hash) == n] for n in NAMES}
+        victim = max(("b", "c"), key=lambda n: len(per[n]))
+        alive = [n for n in NAMES if n != victim]
+        self.assertTrue(per[victim])
+
+        self.start_all(workers=(0, 1, 1))
+        rws = self.bazel_ws("remote")
+        build = self.bazel_start(rws, "build", "--remote_executor=grpc://" + self.srv["a"].tcp_addr,
+                                 *common)
+        # Underway: some actions have finished through A, most have not.
+        h.wait_for(lambda: build[0].poll() is not None or self.rpcs("a", "Execute") >= 3,
+                   120, "3 Executes through a", 0.05)
+        self.assertIsNone(build[0].poll(), "the build ended before the kill:\n"
+                          + self.read(build[1])[-3000:])
+        self.srv[victim].kill()
+        self.srv[victim].expected_rc = None
+
+        # While it is down, calls touching it are UNAVAILABLE naming it, the
+        # others are answered, and A and the survivor keep serving.
+        msg = "CAS shard %s (unix:%s) unavailable" % (victim, self.sock(victim))
+        mine = [d for n in alive for d in per[n]]
+        for via in alive:
+            for method, req, cls in (
+                    ("FindMissingBlobs", h.pb().re.FindMissingBlobsRequest(
+                        blob_digests=list(ds.values())), h.pb().re.FindMissingBlobsResponse),
+                    ("BatchReadBlobs", h.pb().re.BatchReadBlobsRequest(digests=per[victim][:2]),
+                     h.pb().re.BatchReadBlobsResponse)):
+                with self.assertRaises(h.grpc.RpcError) as cm:
+                    self.call(via, method, req, cls)
+                self.assertEqual(cm.exception.code(), h.grpc.StatusCode.UNAVAILABLE, via)
+                self.assertIn(msg, cm.exception.details())
+            with self.assertRaises(h.grpc.RpcError) as cm:
+                self.bs_read(via, per[victim][0])
+            self.assertEqual(cm.exception.code(), h.grpc.StatusCode.UNAVAILABLE, via)
+            self.find_missing(via, mine)  # answered (what is missing varies)
+            self.assertEqual(self.metric(via, r'^reactor_cas_shard_up\{.*shard="%s"' % victim), 0)
+            self.assert_serving(self.srv[via], "with %s down" % victim)
+
+        # The build ends: failed with the shard's UNAVAILABLE, or done by
+        # Bazel's retries; either way no reactord died.
+        rc, out = self.bazel_wait(build)
+        err = re.search(r"^ERROR: .*$", out, re.M)
+        print("\n  build with shard %s killed: rc %d %s" % (victim, rc, err.group(0)[:240] if err
+                                                          else ""), flush=True)
+        if rc != 0:
+            # A remote error: UNAVAILABLE, or (Bazel 4 hides an upload's
+            # cause) the upload of a blob the dead shard owns, which A
+            # failed with UNAVAILABLE naming it.
+            up = re.search(r"Error while uploading artifact with digest '([0-9a-f]{64})/", out)
+            self.assertTrue("UNAVAILABLE" in out or (up and owner(up.group(1)) == victim),
+                            "bazel failed without a remote error for %s:\n%s"
+                            % (victim, out[-4000:]))
+            self.assertIn("failed: UNAVAILABLE: " + msg, self.srv["a"].log())
+            # What it did download is right.
+            got = self.outputs(rws[0], partial=True)
+            self.assertEqual(got, {i: want[i] for i in got})
+        else:
+            self.assertEqual(self.outputs(rws[0]), want)
+        for n in alive:
+            self.assert_serving(self.srv[n], "after the build with %s down" % victim)
+
+        # Back, with the same state dir: the others reconnect.
+        self.restart(victim, workers=1)
+
+        def back():
+            try:
+                return all(self.find_missing(n, mine) is not None for n in alive)
+            except h.grpc.RpcError:
+                return False
+        h.wait_for(back, 20, "shard %s back through %s" % (victim, alive))
+
+        # A rebuild with a new output base through A: byte for byte local.
+        shutil.rmtree(rws[0])
+        out = self.bazel(self.bazel_ws("again"), "build",
+                         "--remote_executor=grpc://" + self.srv["a"].tcp_addr, *common)
+        print("  rebuild through a: %s" % h.bazel_summary(out), flush=True)
+        self.assertEqual(self.outputs(os.path.join(self.tmp, "again", "ws")), want)
+        # Every output reads back matching its digest through each, and
+        # presence agrees everywhere.
+        absent = [digest(b"never built %d" % i) for i in range(4)]
+        order = [ds[i] for i in range(KILL_RULES)]
+        for via in NAMES:
+            r = self.call(via, "BatchReadBlobs", h.pb().re.BatchReadBlobsRequest(digests=order),
+                          h.pb().re.BatchReadBlobsResponse)
+            self.assertEqual([x.status.code for x in r.responses], [0] * KILL_RULES, via)
+            self.assertEqual([x.data for x in r.responses], [want[i] for i in range(KILL_RULES)],
+                             via)
+            for x in r.responses:
+                self.assertEqual(hashlib.sha256(x.data).hexdigest(), x.digest.hash)
+            big = max(order, key=lambda d: d.size_bytes)
+            self.assertEqual(hashlib.sha256(self.bs_read(via, big)).hexdigest(), big.hash, via)
+            self.assertEqual(self.find_missing(via, order + absent), [d.hash for d in absent], via)
+        for d in order:
+            self.assertEqual([n for n in NAMES if self.store_has(n, d)], [owner(d.hash)], d.hash)
 
 if __name__ == "__main__":
     h.main()
