@@ -591,9 +591,6 @@ static void stop_serving(void)
 	svc_bytestream_shutdown();
 	svc_ac_shutdown();
 	inst_close_all();
-	/* The sharded CAS's client connections, closed by inst_close_all,
-	 * free themselves on the next pass too. */
-	event_base_loop(d.base, EVLOOP_NONBLOCK);
 }
 
 /* Undo start_store (also after it failed part way), and the files. */
