@@ -707,26 +707,32 @@ static bool feed(struct h2_conn *c, const uint8_t *data, size_t n, size_t *used)
 
 static void read_direct(struct h2_conn *c)
 {
+	/* One buffer for all connections; busy while a callback of a read runs
+	 * (a client running a nested loop there reads through libevent). */
 	static uint8_t *buf;
+	static bool busy;
 	evutil_socket_t fd = bufferevent_getfd(c->bev);
-	if (c->tls || fd < 0)
+	if (c->tls || fd < 0 || busy)
 		return;
 	if (!buf)
 		buf = xmalloc(DIRECT_READ_BUF);
-	for (size_t total = 0; total < DIRECT_READ_MAX && c->state != H2_CONN_CLOSED &&
-			       c->state != H2_CONN_DRAINING;) {
+	busy = true;
+	/* read_paused: the peer does not read its responses (h2_out_flush) */
+	for (size_t total = 0; total < DIRECT_READ_MAX && !c->read_paused &&
+			       c->state != H2_CONN_CLOSED && c->state != H2_CONN_DRAINING;) {
 		ssize_t n = recv(fd, buf, DIRECT_READ_BUF, 0);
 		if (n <= 0)
-			return; /* EAGAIN, EOF or error: libevent's next read handles it */
+			break; /* EAGAIN, EOF or error: libevent's next read handles it */
 		total += (size_t)n;
-		for (size_t off = 0, used; off < (size_t)n; off += used) {
-			if (c->state == H2_CONN_CLOSED ||
-			    !feed(c, buf + off, (size_t)n - off, &used))
-				return;
-		}
-		if ((size_t)n < DIRECT_READ_BUF)
-			return; /* drained */
+		bool ok = true;
+		for (size_t off = 0, used; ok && off < (size_t)n; off += used)
+			ok = c->state != H2_CONN_CLOSED && feed(c, buf + off, (size_t)n - off, &used);
+		if (!ok || (size_t)n < DIRECT_READ_BUF)
+			break; /* done with input, or drained */
+		/* window updates and replies out; sets read_paused */
+		h2_out_flush(c);
 	}
+	busy = false;
 }
 
 static void read_cb(struct bufferevent *bev, void *arg)
@@ -750,7 +756,7 @@ static void read_cb(struct bufferevent *bev, void *arg)
 			return;
 		evbuffer_drain(in, used);
 	}
-	if (c->state == H2_CONN_OPEN || c->state == H2_CONN_GOAWAY)
+	if ((c->state == H2_CONN_OPEN || c->state == H2_CONN_GOAWAY) && !c->read_paused)
 		read_direct(c);
 	budget_check_stall(c);
 	h2_out_flush(c);
