@@ -703,7 +703,7 @@ static bool feed(struct h2_conn *c, const uint8_t *data, size_t n, size_t *used)
  * can't hold the loop), stopping at EAGAIN; an EOF or error is left for
  * the bufferevent to see on its next read.  TLS goes through libevent. */
 #define DIRECT_READ_BUF (256 * 1024)
-#define DIRECT_READ_MAX (2 << 20)
+#define DIRECT_READ_MAX (1 << 20)
 
 static void read_direct(struct h2_conn *c)
 {
