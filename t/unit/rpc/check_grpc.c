@@ -221,7 +221,8 @@ START_TEST(test_reader_reuses_buffer)
 	grpc_reader_init(&r, 1 << 20);
 	for (size_t off = 0; off < total; off += 16384) {
 		size_t n = total - off < 16384 ? total - off : 16384;
-		ck_assert_int_eq(grpc_reader_feed(&r, wire + off, n, check_fill, &m), GRPC_READER_OK);
+		ck_assert_int_eq(grpc_reader_feed(&r, wire + off, n, check_fill, &m),
+				 GRPC_READER_OK);
 		if (!grpc_reader_partial(&r))
 			ck_assert_ptr_null(r.buf);
 	}
