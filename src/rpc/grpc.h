@@ -58,7 +58,9 @@ void grpc_prefix(uint8_t out[5], bool compressed, uint32_t len);
  * message is handed to the callback (the buffer is valid only during the
  * call).  Errors stop the reader for good.  The buffer of a message split
  * across payloads grows with the bytes that arrived (doubling, capped at
- * the declared length): a prefix alone allocates nothing. */
+ * the declared length): a prefix alone allocates nothing.  A message that
+ * starts in the payload that completed the previous one reuses its
+ * buffer; a payload that ends between messages frees it. */
 enum grpc_reader_err {
 	GRPC_READER_OK = 0,
 	GRPC_READER_TOO_LARGE,	/* message length over the limit */

@@ -183,6 +183,57 @@ START_TEST(test_reader_grows_with_data)
 }
 END_TEST
 
+/* Messages split across payloads, each next one starting in the payload
+ * that completes the previous (the reader reuses its buffer): every one
+ * arrives whole and with its own bytes, and a payload ending between
+ * messages leaves nothing allocated. */
+struct msgs_seen {
+	size_t n;
+	int bad;
+};
+
+static int check_fill(void *arg, const uint8_t *msg, size_t len)
+{
+	struct msgs_seen *m = arg;
+	for (size_t i = 0; i < len; i++)
+		if (msg[i] != (uint8_t)(m->n * 7 + i % 251))
+			m->bad++;
+	m->n++;
+	return 0;
+}
+
+START_TEST(test_reader_reuses_buffer)
+{
+	enum { N = 4 };
+	size_t lens[N] = {300000, 200000, 400000, 100};
+	size_t total = 0;
+	for (int k = 0; k < N; k++)
+		total += 5 + lens[k];
+	uint8_t *wire = malloc(total), *p = wire;
+	for (int k = 0; k < N; k++) {
+		grpc_prefix(p, false, (uint32_t)lens[k]);
+		p += 5;
+		for (size_t i = 0; i < lens[k]; i++)
+			*p++ = (uint8_t)(k * 7 + i % 251);
+	}
+	struct grpc_reader r;
+	struct msgs_seen m = {0, 0};
+	grpc_reader_init(&r, 1 << 20);
+	for (size_t off = 0; off < total; off += 16384) {
+		size_t n = total - off < 16384 ? total - off : 16384;
+		ck_assert_int_eq(grpc_reader_feed(&r, wire + off, n, check_fill, &m),
+				 GRPC_READER_OK);
+		if (!grpc_reader_partial(&r))
+			ck_assert_ptr_null(r.buf);
+	}
+	ck_assert_uint_eq(m.n, N);
+	ck_assert_int_eq(m.bad, 0);
+	ck_assert_ptr_null(r.buf);
+	grpc_reader_free(&r);
+	free(wire);
+}
+END_TEST
+
 START_TEST(test_status_details)
 {
 	uint8_t payload[] = {1, 2, 3};
@@ -222,6 +273,7 @@ int main(void)
 	tcase_add_test(tc, test_percent);
 	tcase_add_test(tc, test_reassembly_every_split);
 	tcase_add_test(tc, test_reader_limits);
+	tcase_add_test(tc, test_reader_reuses_buffer);
 	tcase_add_test(tc, test_reader_grows_with_data);
 	tcase_add_test(tc, test_status_details);
 	tcase_add_test(tc, test_code_names);
