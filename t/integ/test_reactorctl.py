@@ -252,8 +252,10 @@ class TestCas(CtlCase):
         path = os.path.join(self.tmp, "big")
         big_file(path, 512)
         want = "%s/%d" % (sha_file(path), 512 * MIB)
-        # Under a pty: a progress bar (bytes, rate, ETA) on stderr.
-        rc, out = run_pty([h.REACTORCTL, "-s", srv.tcp_addr, "cas", "put", path])
+        # Under a pty: a progress bar (bytes, rate, ETA) on stderr
+        # (--progress: from the first byte; a fast upload ends within the
+        # second after which it would show on its own).
+        rc, out = run_pty([h.REACTORCTL, "-s", srv.tcp_addr, "--progress", "cas", "put", path])
         self.assertEqual(rc, 0, out)
         self.assertIn(want, out)
         self.assertRegex(out, r"upload \[[#.]+\] +\d+% .*/s")

@@ -43,6 +43,7 @@ struct ctl {
 	int verbose;	      /* -v count */
 	bool tty_out;	      /* stdout is a terminal */
 	bool tty_err;	      /* stderr is a terminal (progress bars, stage changes) */
+	bool progress_now;    /* --progress: bars from the first byte, not after 1 s */
 	bool colour;	      /* colour on stdout: a terminal and no $NO_COLOR */
 	struct rc_client_opts copts;
 
@@ -150,7 +151,8 @@ void ctl_json_print(struct ctl_json *j);
 
 /* A progress bar on stderr for a transfer of `total` bytes (-1: unknown):
  * drawn only when stderr is a terminal, and only once the transfer has
- * taken more than a second; bytes, rate and ETA; erased at the end. */
+ * taken more than a second (with --progress: from the first byte); bytes,
+ * rate and ETA; erased at the end. */
 struct ctl_progress {
 	const struct ctl *c;
 	const char *label;

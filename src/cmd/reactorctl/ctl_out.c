@@ -359,7 +359,9 @@ void ctl_progress_add(struct ctl_progress *p, int64_t n)
 	if (!p->c || !p->c->tty_err || p->c->json)
 		return;
 	int64_t now = mono_us();
-	if (now - p->start_us < PROGRESS_AFTER_US || now - p->last_us < PROGRESS_EVERY_US)
+	if (!p->c->progress_now && now - p->start_us < PROGRESS_AFTER_US)
+		return;
+	if (p->shown && now - p->last_us < PROGRESS_EVERY_US)
 		return;
 	p->last_us = now;
 	p->shown = true;

@@ -55,6 +55,8 @@ static const struct ctl_cmd *const tables[] = {
 	"  -T, --timeout DUR    deadline of each call, e.g. 10s (default 30s; transfers\n"         \
 	"                       and exec have none unless given)\n"                                \
 	"      --json           machine-readable output\n"                                         \
+	"      --progress       progress bars from the first byte (on a terminal; else\n"        \
+	"                       only for transfers taking over a second)\n"                      \
 	"  -v, --verbose        say more (twice: debug log of the connection)\n"                   \
 	"  -h, --help           this help\n"                                                       \
 	"  -V, --version        print the version\n" RC_CLIENT_USAGE
@@ -355,7 +357,7 @@ static int cmd_call(struct ctl *c, int argc, char **argv)
 
 /* ---- main ----------------------------------------------------------------- */
 
-enum { OPT_JSON = 0x2000 };
+enum { OPT_JSON = 0x2000, OPT_PROGRESS };
 
 int main(int argc, char **argv)
 {
@@ -371,6 +373,7 @@ int main(int argc, char **argv)
 		{"instance", required_argument, NULL, 'i'},
 		{"timeout", required_argument, NULL, 'T'},
 		{"json", no_argument, NULL, OPT_JSON},
+		{"progress", no_argument, NULL, OPT_PROGRESS},
 		{"verbose", no_argument, NULL, 'v'},
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, 'V'},
@@ -391,6 +394,7 @@ int main(int argc, char **argv)
 			c.timeout_set = true;
 			break;
 		case OPT_JSON: c.json = true; break;
+		case OPT_PROGRESS: c.progress_now = true; break;
 		case 'v': c.verbose++; break;
 		case 'h': usage(stdout); return CTL_OK;
 		case 'V': printf("reactorctl %s\n", PACKAGE_VERSION); return CTL_OK;
