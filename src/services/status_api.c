@@ -244,13 +244,19 @@ static void gather_done(struct waiter *w)
 	evbuffer_free(b);
 }
 
+/* The instance an inspect answer is about, or NULL. */
+static struct ginst *ginst_of(struct gather *g, const char *instance)
+{
+	for (size_t i = 0; i < g->nin; i++)
+		if (strcmp(g->in[i].name, instance) == 0)
+			return &g->in[i];
+	return NULL;
+}
+
 static void on_queues(void *arg, int rc, struct inspect_queues *r)
 {
-	struct ginst *gi = NULL;
 	struct gather *g = arg;
-	for (size_t i = 0; i < g->nin && r; i++)
-		if (strcmp(g->in[i].name, r->instance) == 0)
-			gi = &g->in[i];
+	struct ginst *gi = r ? ginst_of(g, r->instance) : NULL;
 	if (rc == 0 && gi) {
 		struct evbuffer *b = gi->queues = evbuffer_new();
 		evbuffer_add(b, "[", 1);
@@ -273,11 +279,8 @@ static void on_queues(void *arg, int rc, struct inspect_queues *r)
 
 static void on_bots(void *arg, int rc, struct inspect_bots *r)
 {
-	struct ginst *gi = NULL;
 	struct gather *g = arg;
-	for (size_t i = 0; i < g->nin && r; i++)
-		if (strcmp(g->in[i].name, r->instance) == 0)
-			gi = &g->in[i];
+	struct ginst *gi = r ? ginst_of(g, r->instance) : NULL;
 	if (rc == 0 && gi) {
 		struct evbuffer *b = gi->bots = evbuffer_new();
 		evbuffer_add(b, "[", 1);
@@ -340,11 +343,8 @@ static void j_op(struct evbuffer *b, const struct inspect_op *o)
 
 static void on_ops(void *arg, int rc, struct inspect_ops *r)
 {
-	struct ginst *gi = NULL;
 	struct gather *g = arg;
-	for (size_t i = 0; i < g->nin && r; i++)
-		if (strcmp(g->in[i].name, r->instance) == 0)
-			gi = &g->in[i];
+	struct ginst *gi = r ? ginst_of(g, r->instance) : NULL;
 	if (rc == 0 && gi) {
 		struct evbuffer *b = gi->ops = evbuffer_new();
 		evbuffer_add(b, "[", 1);
